@@ -1,0 +1,66 @@
+# edgekws: the two commands a new user runs are `make demo` and `make test`.
+# Both set up everything they need on a fresh Debian machine (apt packages, virtual environments).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PY311 ?= $(shell command -v python3.11 || command -v python3)
+PY310 ?= $(shell (command -v pyenv >/dev/null && ls -d $$(pyenv root)/versions/3.10*/bin/python3.10 2>/dev/null | tail -n1) || command -v python3.10)
+VENV := .venv
+LAVA_VENV := .venv-lava
+STAMPS := .stamps
+APT_PACKAGES := espeak-ng mosquitto sox libsndfile1
+RUN ?= runs/demo
+
+.PHONY: demo test lint typecheck pytest pytest-lava setup clean bench
+
+demo: $(STAMPS)/venv
+	$(VENV)/bin/edgekws demo --out $(RUN)
+
+test: lint typecheck pytest pytest-lava
+
+lint: $(STAMPS)/venv
+	$(VENV)/bin/ruff check toolkit agent packaging tests benchmarks
+	$(VENV)/bin/ruff format --check toolkit agent packaging tests benchmarks
+
+typecheck: $(STAMPS)/venv
+	$(VENV)/bin/mypy toolkit agent packaging
+
+pytest: $(STAMPS)/venv
+	$(VENV)/bin/pytest -m "not lava" -p no:cacheprovider
+
+# The agent and packaging code must also run on Python 3.10 with numpy < 2 (the Lava environment).
+pytest-lava: $(STAMPS)/lava-venv
+	$(LAVA_VENV)/bin/pytest tests/agent tests/packaging -p no:cacheprovider
+
+setup: $(STAMPS)/venv $(STAMPS)/lava-venv
+
+$(STAMPS)/apt:
+	@mkdir -p $(STAMPS)
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing apt packages: $$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@touch $@
+
+$(STAMPS)/venv: pyproject.toml $(STAMPS)/apt
+	@mkdir -p $(STAMPS)
+	test -x $(VENV)/bin/python || $(PY311) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[agent,train,onnx,fleet,dev]'
+	@touch $@
+
+$(STAMPS)/lava-venv: pyproject.toml $(STAMPS)/apt
+	@mkdir -p $(STAMPS)
+	@test -n "$(PY310)" || { echo "Python 3.10 not found: install it (pyenv install 3.10) or set PY310=/path/to/python3.10"; exit 1; }
+	test -x $(LAVA_VENV)/bin/python || $(PY310) -m venv $(LAVA_VENV)
+	$(LAVA_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LAVA_VENV)/bin/python -m pip install -q -e '.[agent,dev]' 'numpy>=1.26,<2' 'h5py>=3.9'
+	@touch $@
+
+bench: $(STAMPS)/venv
+	$(VENV)/bin/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) $(LAVA_VENV) $(STAMPS) runs

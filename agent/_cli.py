@@ -1,0 +1,27 @@
+"""`edgekws-agent`: the device daemon's command line."""
+
+from __future__ import annotations
+
+import click
+
+from edgekws.packaging import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgekws-agent")
+def main() -> None:
+    """The edgekws device agent: audio in, keyword detections and telemetry out.
+
+    Example:
+
+        edgekws-agent encode speech.wav --json
+    """
+
+
+def _register() -> None:
+    from edgekws.agent import _frontend_cli
+
+    main.add_command(_frontend_cli.encode)
+
+
+_register()

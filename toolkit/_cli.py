@@ -1,0 +1,29 @@
+"""`edgekws`: the host toolkit's command line. Thin commands over the library."""
+
+from __future__ import annotations
+
+import click
+
+from edgekws.packaging import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgekws")
+def main() -> None:
+    """edgekws: train spiking keyword spotters with Eventprop and ship them to Loihi 2, Jetson or CPU.
+
+    Example:
+
+        edgekws data synth --task digits --out data/digits
+    """
+
+
+def _register() -> None:
+    from edgekws.toolkit import _demo
+    from edgekws.toolkit.data import _cli as data_cli
+
+    main.add_command(data_cli.data)
+    main.add_command(_demo.demo)
+
+
+_register()

@@ -1,0 +1,1 @@
+"""Quantization of float models to Loihi 2 fixed point."""

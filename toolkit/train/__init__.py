@@ -1,0 +1,1 @@
+"""Eventprop training of recurrent spiking networks."""
