@@ -31,7 +31,7 @@ def decay_12bit(dt: float, tau: float) -> int:
     """The 12-bit Loihi decay ``round(4096 * (1 - exp(-dt / tau)))`` for a time constant ``tau``."""
     if dt <= 0 or tau <= 0:
         raise SpecError(f"dt and tau must be positive, got dt={dt}, tau={tau}")
-    return int(round(4096 * (1.0 - math.exp(-dt / tau))))
+    return round(4096 * (1.0 - math.exp(-dt / tau)))
 
 
 @dataclass(frozen=True)
