@@ -1,0 +1,412 @@
+"""The agent's configuration: one TOML file, validated at the edge of the program.
+
+Pydantic v2 models that reject unknown keys and describe every field (frigate's ``config/base.py``
+style). Backends and audio sources are tagged unions on ``type``. :func:`load_config` turns every
+problem of a file into a :class:`ConfigError` whose message names the file, the line and the fix::
+
+    agent.toml:14: source.realtime: Input should be a valid boolean; fix: write true or false
+
+Relative paths in the file are resolved against the file's folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 (the Lava environment)
+    import tomli as tomllib
+
+
+def _resolve(path: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    path = path.expanduser()
+    return path if path.is_absolute() or base is None else Path(base) / path
+
+
+ConfigPath = Annotated[Path, AfterValidator(_resolve)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeviceConfig(_Model):
+    """Who this box is: the ids in MQTT topics and logs."""
+
+    id: str = Field(
+        min_length=1,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Device id, unique in its fleet (MQTT topic level).",
+    )
+    fleet: str = Field(
+        default="default",
+        min_length=1,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Fleet this device belongs to.",
+    )
+
+
+class StoreConfig(_Model):
+    """The on-device bundle store."""
+
+    dir: ConfigPath = Field(
+        description="Folder of installed bundles and the `current` symlink (created if absent)."
+    )
+    trusted_keys: list[ConfigPath] = Field(
+        default_factory=list,
+        description="Ed25519 public key files whose signatures are trusted; "
+        "a bundle signed by another key is refused.",
+    )
+    keep_versions: int = Field(
+        default=2, ge=2, description="Installed versions kept on disk (at least active + previous)."
+    )
+
+
+class EmulatorBackendConfig(_Model):
+    """The bit-exact fixed-point emulator on the CPU (numpy); always available."""
+
+    type: Literal["emulator"] = Field(description="Backend kind.")
+
+
+class LavaSimBackendConfig(_Model):
+    """Lava's `fixed_pt` CPU simulation of the NetX network (needs lava-nc and lava-dl, Python 3.10)."""
+
+    type: Literal["lava-sim"] = Field(description="Backend kind.")
+
+
+class Loihi2BackendConfig(_Model):
+    """Loihi 2 hardware through Lava (needs Intel's lava-loihi extension and a Loihi 2 board)."""
+
+    type: Literal["loihi2"] = Field(description="Backend kind.")
+    partition: str | None = Field(
+        default=None, description="Loihi partition (e.g. 'oheogulch'); None: the default."
+    )
+
+
+class OnnxBackendConfig(_Model):
+    """The float network on ONNX Runtime (CPU, CUDA or TensorRT execution providers)."""
+
+    type: Literal["onnx"] = Field(description="Backend kind.")
+    providers: list[str] = Field(
+        default_factory=lambda: ["CPUExecutionProvider"],
+        min_length=1,
+        description="ONNX Runtime execution providers in order of preference, e.g. ['CUDAExecutionProvider', "
+        "'CPUExecutionProvider'].",
+    )
+    threads: int = Field(default=1, ge=1, description="Intra-op threads of the ONNX Runtime session.")
+
+
+BackendConfig = Annotated[
+    EmulatorBackendConfig | LavaSimBackendConfig | Loihi2BackendConfig | OnnxBackendConfig,
+    Field(discriminator="type"),
+]
+
+
+class WavSourceConfig(_Model):
+    """Replay a WAV (or any libsndfile format) file, or every audio file of a folder in name order."""
+
+    type: Literal["wav"] = Field(description="Source kind.")
+    path: ConfigPath = Field(
+        description="An audio file, or a folder whose *.wav/*.flac files are played in order."
+    )
+    realtime: bool = Field(
+        default=True, description="Pace chunks at the audio's rate; false: as fast as possible."
+    )
+    loop: bool = Field(default=False, description="Start again from the first file after the last one.")
+    chunk_ms: float = Field(default=20.0, gt=0, le=1000, description="Audio per chunk in milliseconds.")
+
+
+class MicrophoneSourceConfig(_Model):
+    """Capture from a microphone through PortAudio (the `sounddevice` package)."""
+
+    type: Literal["microphone"] = Field(description="Source kind.")
+    device: str | int | None = Field(
+        default=None, description="PortAudio device name or index; None: the default."
+    )
+    sample_rate: int = Field(
+        default=16000, gt=0, description="Capture rate in Hz (resampled to the front-end's)."
+    )
+    chunk_ms: float = Field(default=20.0, gt=0, le=1000, description="Audio per chunk in milliseconds.")
+
+
+class StdinSourceConfig(_Model):
+    """Raw mono PCM on standard input (e.g. `arecord -t raw -f S16_LE -r 16000 | edgekws-agent run`)."""
+
+    type: Literal["stdin"] = Field(description="Source kind.")
+    sample_rate: int = Field(default=16000, gt=0, description="Rate of the incoming samples in Hz.")
+    format: Literal["s16le", "f32le"] = Field(default="s16le", description="Sample format: s16le or f32le.")
+    chunk_ms: float = Field(default=20.0, gt=0, le=1000, description="Audio per chunk in milliseconds.")
+
+
+SourceConfig = Annotated[
+    WavSourceConfig | MicrophoneSourceConfig | StdinSourceConfig, Field(discriminator="type")
+]
+
+
+class DetectionConfig(_Model):
+    """The streaming keyword spotter (see docs/agent.md for the scheme)."""
+
+    lanes: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description="Staggered network instances; a window ends every window/lanes (more lanes: "
+        "lower latency, proportionally more compute).",
+    )
+    threshold: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Minimum smoothed confidence (softmax probability) to emit a detection.",
+    )
+    smoothing: int = Field(
+        default=2, ge=1, description="Average the class probabilities of this many consecutive lane windows."
+    )
+    refractory_ms: float = Field(
+        default=1000.0, ge=0, description="After a detection, no detection of the same label for this long."
+    )
+    min_input_rate_hz: float = Field(
+        default=1.0,
+        ge=0,
+        description="Silence guard: a window whose mean input spike rate (spikes per channel per second) "
+        "is below this is not scored.",
+    )
+    min_margin: float = Field(
+        default=0.0,
+        ge=0,
+        description="Unknown guard: minimum probability gap between the best and second class.",
+    )
+    ignore_labels: list[str] = Field(
+        default_factory=lambda: ["_silence_", "_unknown_", "silence", "unknown"],
+        description="Class names never reported as detections (silence / unknown classes of the model).",
+    )
+
+
+class MqttConfig(_Model):
+    """MQTT telemetry (implemented in the next issue; must stay disabled for now)."""
+
+    enabled: Literal[False] = Field(
+        default=False, description="MQTT publishing; not implemented yet, so only false is accepted."
+    )
+    host: str = Field(default="localhost", description="Broker host.")
+    port: int = Field(default=1883, ge=1, le=65535, description="Broker port.")
+
+
+class TelemetryConfig(_Model):
+    """Periodic aggregates: latency percentiles, real-time factor, energy, CPU and memory."""
+
+    interval_s: float = Field(
+        default=10.0, gt=0, description="Seconds between telemetry reports (logged as JSON)."
+    )
+    window: int = Field(
+        default=1000, ge=10, description="Latency percentiles are over this many recent samples."
+    )
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT output (next issue).")
+
+
+class LoggingConfig(_Model):
+    """Structured logs on standard error."""
+
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Lowest level logged."
+    )
+    format: Literal["json", "text"] = Field(
+        default="json", description="One JSON object per line, or plain text."
+    )
+
+
+def _default_backends() -> list[BackendConfig]:
+    return [EmulatorBackendConfig(type="emulator")]
+
+
+class AgentConfig(_Model):
+    """The whole `agent.toml`."""
+
+    device: DeviceConfig = Field(description="Device identity.")
+    store: StoreConfig = Field(description="Bundle store.")
+    backends: list[BackendConfig] = Field(
+        default_factory=_default_backends,
+        min_length=1,
+        description="Backends in order of preference; the first one whose runtime is present and that the "
+        "bundle supports is used.",
+    )
+    source: SourceConfig = Field(description="Audio source.")
+    detection: DetectionConfig = Field(default_factory=DetectionConfig, description="Keyword spotting rule.")
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig, description="Telemetry.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One fault of a config file: where it is and how to fix it."""
+
+    file: str
+    line: int | None
+    key: str
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        key = f" {self.key}:" if self.key else ""
+        return f"{where}:{key} {self.message}; fix: {self.fix}"
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; ``problems`` lists every fault found."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        n = len(problems)
+        head = f"{n} problem(s) in the agent config:" if n > 1 else "invalid agent config:"
+        super().__init__(head + "\n  " + "\n  ".join(str(p) for p in problems))
+
+
+def load_config(path: str | os.PathLike[str]) -> AgentConfig:
+    """Read and validate an agent config file; raise :class:`ConfigError` listing every problem."""
+    name = os.fspath(path)
+    try:
+        text = Path(name).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            [ConfigProblem(name, None, "", f"cannot read the file ({exc})", "check the path")]
+        ) from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"line (\d+)", str(exc))
+        problem = ConfigProblem(
+            name, int(m.group(1)) if m else None, "", f"not valid TOML ({exc})", "fix the syntax"
+        )
+        raise ConfigError([problem]) from exc
+    return parse_config(data, file=name, text=text, base_dir=Path(name).resolve().parent)
+
+
+def parse_config(
+    data: dict[str, Any], *, file: str = "<config>", text: str = "", base_dir: Path | None = None
+) -> AgentConfig:
+    """Validate a config mapping (the parsed TOML); ``text`` lets errors point at lines."""
+    try:
+        return AgentConfig.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        lines = text.splitlines()
+        problems = [_problem(err, file, lines) for err in exc.errors(include_url=False)]
+        raise ConfigError(problems) from exc
+
+
+def _problem(err: Any, file: str, lines: list[str]) -> ConfigProblem:
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    # Tagged unions insert the tag value into loc ('source', 'wav', 'path'): drop it for the key path.
+    path = _key_path(loc)
+    key = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in path).replace(".[", "[")
+    line = _find_line(lines, path)
+    message = str(err["msg"])
+    description = _description(path)
+    if kind == "extra_forbidden":
+        known = _known_keys(path[:-1])
+        fix = f"remove it or correct its spelling (known keys here: {', '.join(known)})"
+        message = "unknown key"
+    elif kind == "missing":
+        fix = f"add `{path[-1]} = …` ({description})" if description else f"add `{path[-1]}`"
+    elif kind in ("union_tag_invalid", "union_tag_not_found"):
+        expected = err.get("ctx", {}).get("expected_tags", "")
+        fix = f"set `type` to one of {expected}"
+    else:
+        fix = f"give a valid value ({description})" if description else "see deploy/agent.example.toml"
+        if kind == "literal_error":
+            expected = str(err.get("ctx", {}).get("expected", "an allowed value"))
+            expected = expected.replace("False", "false").replace("True", "true")
+            fix = f"use {expected}" + (f" ({description})" if description else "")
+    return ConfigProblem(file, line, key, message, fix)
+
+
+_HEADER = re.compile(r"^\s*\[")
+_TAGS = {"emulator", "lava-sim", "loihi2", "onnx", "wav", "microphone", "stdin"}
+
+
+def _key_path(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    out: list[Any] = []
+    for i, part in enumerate(loc):
+        prev = loc[i - 1] if i else None
+        if isinstance(part, str) and part in _TAGS and (prev in ("source",) or isinstance(prev, int)):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _model_at(path: tuple[Any, ...]) -> list[type[BaseModel]]:
+    """The model classes a (tag-free) key path may point into (several for unions)."""
+    models: list[type[BaseModel]] = [AgentConfig]
+    for part in path:
+        if isinstance(part, int):
+            continue
+        nxt: list[type[BaseModel]] = []
+        for m in models:
+            f = m.model_fields.get(part)
+            if f is None:
+                continue
+            nxt += _models_in(f.annotation)
+        models = nxt
+    return models
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found += _models_in(arg)
+    if hasattr(annotation, "__origin__") and getattr(annotation, "__metadata__", None):
+        found += _models_in(annotation.__origin__)
+    return found
+
+
+def _known_keys(path: tuple[Any, ...]) -> list[str]:
+    keys: list[str] = []
+    for m in _model_at(path):
+        keys += [k for k in m.model_fields if k not in keys]
+    return keys
+
+
+def _description(path: tuple[Any, ...]) -> str:
+    for m in _model_at(path[:-1]):
+        f = m.model_fields.get(path[-1]) if path and isinstance(path[-1], str) else None
+        if f is not None and f.description:
+            return f.description
+    return ""
+
+
+def _find_line(lines: list[str], path: tuple[Any, ...]) -> int | None:
+    """1-based line of a key path in the TOML text, by a small search (tables, arrays of tables, keys)."""
+    pos, found = 0, None
+    table: list[str] = []
+    for i, part in enumerate(path):
+        if isinstance(part, int):
+            header = re.compile(r"^\s*\[\[\s*" + re.escape(".".join(table)) + r"\s*\]\]")
+            hits = [n for n in range(max(pos - 1, 0), len(lines)) if header.match(lines[n])]
+            if part < len(hits):
+                pos = found = hits[part]
+                pos += 1
+            continue
+        table.append(part)
+        dotted = re.escape(".".join(table))
+        header = re.compile(r"^\s*\[\[?\s*" + dotted + r"\s*\]\]?\s*(#.*)?$")
+        key = re.compile(r"^\s*" + re.escape(part) + r"\s*=")
+        last = i == len(path) - 1
+        for n in range(pos, len(lines)):
+            if header.match(lines[n]) or key.match(lines[n]):
+                pos, found = n + 1, n
+                break
+            if last and i > 0 and _HEADER.match(lines[n]):
+                break  # the key is not in its table: point at the table's header
+    return None if found is None else found + 1

@@ -1,0 +1,130 @@
+"""Tests for the agent's TOML configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgekws.agent._config import (
+    AgentConfig,
+    ConfigError,
+    EmulatorBackendConfig,
+    OnnxBackendConfig,
+    WavSourceConfig,
+    load_config,
+)
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "agent.example.toml"
+
+MINIMAL = """\
+[device]
+id = "box-1"
+
+[store]
+dir = "bundles"
+
+[source]
+type = "wav"
+path = "audio"
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    return path
+
+
+def test_example_config_is_valid() -> None:
+    """The shipped example config validates, and its backends keep their order."""
+    cfg = load_config(EXAMPLE)
+    assert [b.type for b in cfg.backends] == ["loihi2", "lava-sim", "onnx", "emulator"]
+    assert isinstance(cfg.backends[2], OnnxBackendConfig)
+    assert cfg.backends[2].providers[0] == "CUDAExecutionProvider"
+    assert cfg.telemetry.mqtt.enabled is False
+
+
+def test_minimal_config_gets_defaults_and_relative_paths(tmp_path: Path) -> None:
+    """Missing sections take defaults and relative paths resolve against the config file's folder."""
+    cfg = load_config(_write(tmp_path, MINIMAL))
+    assert isinstance(cfg, AgentConfig)
+    assert cfg.store.dir == tmp_path.resolve() / "bundles"
+    assert isinstance(cfg.source, WavSourceConfig) and cfg.source.path == tmp_path.resolve() / "audio"
+    assert cfg.backends == [EmulatorBackendConfig(type="emulator")]
+    assert cfg.detection.lanes == 10 and cfg.source.realtime is True
+
+
+def test_every_problem_is_reported_with_its_line_and_fix(tmp_path: Path) -> None:
+    """One ConfigError lists every fault with the file, the line of the key and a fix."""
+    text = MINIMAL.replace('dir = "bundles"', 'dir = "bundles"\ncolour = 1') + (
+        '\n[[backends]]\ntype = "emulator"\n\n[[backends]]\ntype = "onnx"\nthreads = 0\n'
+        "\n[detection]\nthreshold = 2.0\n"
+    )
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    problems = {p.key: p for p in info.value.problems}
+    lines = text.splitlines()
+    assert set(problems) == {"store.colour", "backends[1].threads", "detection.threshold"}
+    for key, needle in [("store.colour", "colour"), ("backends[1].threads", "threads"), ("detection.threshold", "threshold")]:
+        p = problems[key]
+        assert p.file == str(path)
+        assert p.line is not None and needle in lines[p.line - 1]
+    assert "keep_versions" in problems["store.colour"].fix  # lists the known keys
+    assert f"{path}:" in str(info.value)
+
+
+def test_unknown_backend_type_names_the_allowed_ones(tmp_path: Path) -> None:
+    """A backend type that does not exist is refused with the list of valid types."""
+    path = _write(tmp_path, MINIMAL + '\n[[backends]]\ntype = "tpu"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    (problem,) = info.value.problems
+    assert problem.key == "backends[0]" and "emulator" in problem.fix and "onnx" in problem.fix
+    assert problem.line == MINIMAL.count("\n") + 2
+
+
+def test_missing_required_key_points_at_its_table(tmp_path: Path) -> None:
+    """A required key that is absent is reported at its table's header with what to add."""
+    path = _write(tmp_path, MINIMAL.replace('path = "audio"\n', ""))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    (problem,) = info.value.problems
+    assert problem.key == "source.path" and problem.line == 7 and "add `path" in problem.fix
+
+
+def test_toml_syntax_error_has_a_line(tmp_path: Path) -> None:
+    """Broken TOML is a ConfigError with the line the parser stopped at."""
+    path = _write(tmp_path, MINIMAL + "\n[logging\nlevel = 'info'\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems[0].line == MINIMAL.count("\n") + 2
+
+
+def test_mqtt_cannot_be_enabled_yet(tmp_path: Path) -> None:
+    """MQTT stays off until it is implemented: enabled = true is a config error, not a silent no-op."""
+    path = _write(tmp_path, MINIMAL + "\n[telemetry.mqtt]\nenabled = true\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems[0].key == "telemetry.mqtt.enabled"
+    assert info.value.problems[0].line == MINIMAL.count("\n") + 3
+
+
+def test_every_field_has_a_description() -> None:
+    """Every field of every config model carries a description (shown in errors and docs)."""
+    seen: set[type] = set()
+    todo: list[type] = [AgentConfig]
+    from pydantic import BaseModel
+
+    from edgekws.agent._config import _models_in
+
+    while todo:
+        model = todo.pop()
+        if model in seen:
+            continue
+        seen.add(model)
+        for name, field in model.model_fields.items():
+            assert field.description, f"{model.__name__}.{name} has no description"
+            todo += [m for m in _models_in(field.annotation) if issubclass(m, BaseModel)]
+    assert len(seen) >= 10
