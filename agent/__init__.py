@@ -3,7 +3,14 @@
 The agent never imports the toolkit, JAX or any training dependency.
 """
 
+from edgekws.agent._audio import AudioError as AudioError
+from edgekws.agent._audio import clipped_fraction as clipped_fraction
+from edgekws.agent._audio import load_audio as load_audio
 from edgekws.agent._decision import Decision as Decision
 from edgekws.agent._decision import decide as decide
 from edgekws.agent._decision import readout_scores as readout_scores
+from edgekws.agent._frontend import Frontend as Frontend
+from edgekws.agent._frontend import FrontendSpec as FrontendSpec
+from edgekws.agent._frontend import FrontendSpecError as FrontendSpecError
+from edgekws.agent._frontend import encode as encode
 from edgekws.packaging import __version__ as __version__

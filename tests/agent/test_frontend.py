@@ -1,0 +1,202 @@
+"""Tests for the front-end spec and the streaming audio-to-spike encoder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgekws.agent import AudioError, Frontend, FrontendSpec, FrontendSpecError, encode
+
+
+def _speechlike(seconds: float = 0.5, seed: int = 0, level: float = 0.1) -> np.ndarray:
+    """A deterministic harmonic signal with a moving formant and an amplitude envelope."""
+    rng = np.random.default_rng(seed)
+    n = int(16000 * seconds)
+    t = np.arange(n) / 16000
+    f0 = 120 + 30 * np.sin(2 * np.pi * 3 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / 16000
+    x = sum(np.sin(h * phase) / h for h in range(1, 20))
+    x = x + 0.05 * rng.standard_normal(n)
+    env = np.sin(np.pi * t / seconds) ** 2
+    return np.asarray(level * x * env / np.max(np.abs(x)))
+
+
+def test_default_spec_is_the_project_default() -> None:
+    """The default spec is 16 kHz, 1 ms steps, 32 bands x 4 levels = 128 channels, 16 samples per step."""
+    spec = FrontendSpec()
+    assert (spec.sample_rate, spec.dt_ms, spec.num_bands, spec.num_channels) == (16000, 1.0, 32, 128)
+    assert spec.samples_per_step == 16
+    centres = spec.center_frequencies()
+    assert centres[0] == pytest.approx(100.0)
+    assert centres[-1] == pytest.approx(7000.0)
+    assert np.all(np.diff(centres) > 0)
+
+
+def test_spec_round_trips_through_json() -> None:
+    """to_dict -> JSON -> from_dict rebuilds an equal spec, with type, version and channel count recorded."""
+    spec = FrontendSpec(num_bands=16, thresholds_db=(-30.0, -15.0), max_rate_hz=100.0)
+    d = json.loads(json.dumps(spec.to_dict()))
+    assert d["type"] == "edgekws.frontend"
+    assert d["format_version"] == 1
+    assert d["num_channels"] == 32
+    assert FrontendSpec.from_dict(d) == spec
+
+
+def test_from_dict_rejects_unknown_keys_and_wrong_tags_all_at_once() -> None:
+    """Unknown keys, a wrong type tag and a future version are all named in one error."""
+    d = FrontendSpec().to_dict()
+    d.update({"type": "other", "format_version": 99, "bands": 3})
+    with pytest.raises(FrontendSpecError) as info:
+        FrontendSpec.from_dict(d)
+    message = str(info.value)
+    assert "unknown key(s) ['bands']" in message
+    assert "type must be 'edgekws.frontend'" in message
+    assert "format_version must be 1, got 99" in message
+
+
+def test_from_dict_rejects_an_inconsistent_channel_count() -> None:
+    """A num_channels that does not match bands x thresholds is refused."""
+    d = FrontendSpec().to_dict()
+    d["num_channels"] = 700
+    with pytest.raises(FrontendSpecError, match="num_channels says 700"):
+        FrontendSpec.from_dict(d)
+
+
+def test_invalid_fields_are_collected() -> None:
+    """Every invalid field is reported in one error."""
+    with pytest.raises(FrontendSpecError) as info:
+        FrontendSpec(dt_ms=0.3, num_bands=0, f_max_hz=9000.0, max_rate_hz=5000.0)
+    message = str(info.value)
+    for field in ("dt_ms", "num_bands", "f_max_hz", "max_rate_hz"):
+        assert field in message
+
+
+def test_output_shape_dtype_and_steps() -> None:
+    """A signal of n samples gives floor(n / 16) steps of 128 binary uint8 channels."""
+    x = _speechlike(0.3)[:4807]
+    raster = encode(x, 16000)
+    assert raster.shape == (4807 // 16, 128)
+    assert raster.dtype == np.uint8
+    assert set(np.unique(raster).tolist()) <= {0, 1}
+
+
+def test_encode_is_frontend_process_of_the_whole_signal() -> None:
+    """encode() equals a fresh Frontend fed the whole signal, and is deterministic."""
+    x = _speechlike(0.4, seed=3)
+    assert np.array_equal(encode(x, 16000), Frontend().process(x))
+    assert np.array_equal(encode(x, 16000), encode(x, 16000))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(0, 2400),
+    level=st.sampled_from([1e-4, 0.01, 0.3, 2.0]),
+    cuts=st.lists(st.integers(0, 2400), max_size=12),
+)
+def test_chunked_streaming_is_bit_identical_to_whole(
+    seed: int, n: int, level: float, cuts: list[int]
+) -> None:
+    """Feeding a random signal in random chunks yields exactly the spikes of feeding it whole."""
+    rng = np.random.default_rng(seed)
+    x = level * rng.standard_normal(n)
+    x[: n // 2] += level * np.sin(np.arange(n // 2) * rng.uniform(0.01, 2.5))
+    whole = Frontend().process(x)
+    fe = Frontend()
+    parts = [fe.process(piece) for piece in np.split(x, sorted(c for c in cuts if c <= n))]
+    streamed = np.concatenate(parts)
+    assert streamed.shape == whole.shape
+    assert np.array_equal(streamed, whole)
+    assert fe.steps_done == n // 16
+
+
+def test_chunked_int16_speech_is_bit_identical_over_a_long_stream() -> None:
+    """Two seconds of int16 speech-like audio in 10 ms and odd-sized chunks match the whole-signal spikes."""
+    x = np.concatenate([_speechlike(0.5, seed=s, level=0.5) for s in range(4)])
+    pcm = np.round(x * 32767).astype(np.int16)
+    whole = encode(pcm, 16000)
+    for size in (160, 37, 1):
+        fe = Frontend()
+        streamed = np.concatenate([fe.process(pcm[i : i + size]) for i in range(0, pcm.size, size)])
+        assert np.array_equal(streamed, whole), size
+
+
+def test_reset_starts_a_new_signal() -> None:
+    """After reset() the front-end gives the same spikes as a fresh one."""
+    x = _speechlike(0.2, seed=5)
+    fe = Frontend()
+    first = fe.process(x)
+    fe.process(x[:100])
+    fe.reset()
+    assert np.array_equal(fe.process(x), first)
+    assert fe.steps_done == x.size // 16
+
+
+def test_bad_chunk_leaves_the_state_untouched() -> None:
+    """A chunk with NaN raises AudioError and the stream continues as if it had not been fed."""
+    x = _speechlike(0.2, seed=6)
+    fe = Frontend()
+    a = fe.process(x[:1000])
+    with pytest.raises(AudioError):
+        fe.process(np.array([0.1, np.nan]))
+    b = fe.process(x[1000:])
+    assert np.array_equal(np.concatenate([a, b]), Frontend().process(x))
+
+
+def test_digital_silence_and_very_quiet_input_give_almost_no_spikes() -> None:
+    """Zeros give no spikes, int16 LSB noise none, and -60 dBFS noise far fewer than speech."""
+    spec = FrontendSpec()
+    rng = np.random.default_rng(7)
+    assert encode(np.zeros(16000), 16000).sum() == 0
+    lsb = rng.integers(-1, 2, 16000).astype(np.int16)
+    assert encode(lsb, 16000).sum() == 0
+    quiet = encode(1e-3 * rng.standard_normal(16000), 16000).sum()
+    speech = encode(_speechlike(1.0, level=0.3), 16000).sum()
+    assert quiet < 0.02 * speech
+    assert speech > 0.02 * spec.num_channels * 1000  # speech drives a few percent of channel-steps
+
+
+def test_spike_counts_are_loudness_robust() -> None:
+    """The same signal 6 dB softer keeps 90 %+ of its spikes (AGC); 40 dB softer it mostly falls silent."""
+    x = _speechlike(1.0, level=0.5)
+    loud = int(encode(x, 16000).sum())
+    assert int(encode(x * 0.5, 16000).sum()) > 0.9 * loud
+    assert int(encode(x * 0.01, 16000).sum()) < 0.1 * loud
+
+
+def test_a_tone_drives_the_band_that_contains_it() -> None:
+    """Pure tones excite the band whose centre is nearest, low to high frequencies."""
+    spec = FrontendSpec()
+    t = np.arange(8000) / 16000
+    for f in (200.0, 1000.0, 4000.0):
+        raster = encode(0.3 * np.sin(2 * np.pi * f * t), 16000)
+        per_band = raster.reshape(-1, spec.num_bands, len(spec.thresholds_db)).sum(axis=(0, 2))
+        expected = int(np.argmin(np.abs(spec.center_frequencies() - f)))
+        assert abs(int(np.argmax(per_band)) - expected) <= 1, f
+
+
+def test_louder_bands_recruit_more_threshold_units() -> None:
+    """Within a band, the lowest-threshold unit fires most and the highest least."""
+    spec = FrontendSpec()
+    raster = encode(_speechlike(1.0, level=0.3), 16000)
+    per_level = raster.reshape(-1, spec.num_bands, len(spec.thresholds_db)).sum(axis=(0, 1))
+    assert np.all(np.diff(per_level.astype(np.int64)) < 0)
+
+
+def test_rate_never_exceeds_the_maximum() -> None:
+    """No unit fires more often than max_rate_hz, even for a full-scale input."""
+    spec = FrontendSpec()
+    t = np.arange(16000) / 16000
+    raster = encode(np.sign(np.sin(2 * np.pi * 440 * t)), 16000)
+    assert raster.sum(axis=0).max() <= spec.max_rate_hz + 1
+
+
+def test_other_specs_change_the_channel_count_and_step() -> None:
+    """A spec with 16 bands x 2 levels at 2 ms steps gives 32 channels and n // 32 steps."""
+    spec = FrontendSpec(num_bands=16, thresholds_db=(-30.0, -15.0), dt_ms=2.0)
+    raster = encode(_speechlike(0.3), 16000, spec)
+    assert raster.shape == (4800 // 32, 32)
