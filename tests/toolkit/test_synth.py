@@ -1,0 +1,170 @@
+"""espeak-ng synthetic keyword corpus."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from edgekws.agent import FrontendSpec, encode, load_audio
+from edgekws.toolkit.data import SynthError, _synth, read_shd, read_speech_commands, synthesize
+
+CLASSES = ["en-seven", "de-fuenf"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("synth") / "digits"
+    synthesize(out, "digits", per_class=3, seed=7, workers=1, classes=CLASSES)
+    return out
+
+
+def test_vocabularies() -> None:
+    """digits has 20 classes (English then German, like SHD); commands has the 35 Speech Commands words."""
+    digits = _synth.vocabulary("digits")
+    assert [w.name for w in digits][:2] == ["en-zero", "en-one"] and digits[-1].name == "de-neun"
+    assert len(digits) == 20 and {w.language for w in digits[10:]} == {"de"}
+    commands = [w.name for w in _synth.vocabulary("commands")]
+    assert len(commands) == 35 and len(set(commands)) == 35
+    assert {"marvin", "sheila", "visual", "learn", "nine"} <= set(commands)
+    with pytest.raises(ValueError, match="digits"):
+        _synth.vocabulary("colours")
+
+
+def test_plan_speaker_disjoint_and_language_matched() -> None:
+    """No speaker is in two splits, and German words are only spoken by German voices (English by English)."""
+    _, speakers, utts = _synth.plan_corpus("digits", 150, seed=0)
+    split_of = {s.id: s.split for s in speakers}
+    by_split: dict[str, set[str]] = {"train": set(), "val": set(), "test": set()}
+    for u in utts:
+        assert split_of[u["speaker"]] == u["split"]
+        by_split[u["split"]].add(u["speaker"])
+        assert (u["voice"] == "de") == (u["language"] == "de")
+    assert not by_split["train"] & by_split["test"]
+    assert not by_split["train"] & by_split["val"]
+    assert not by_split["val"] & by_split["test"]
+    assert len(utts) == 3000
+    for split in ("train", "val", "test"):  # every split hears both languages
+        assert any(s.startswith("de+") for s in by_split[split]) and any(
+            s.startswith("en") for s in by_split[split]
+        )
+    counts = {s: sum(u["split"] == s for u in utts) for s in by_split}
+    assert counts == {"train": 2100, "val": 300, "test": 600}
+
+
+def test_plan_is_a_pure_function_of_the_seed() -> None:
+    """The same seed plans the same corpus; another seed another."""
+    assert _synth.plan_corpus("commands", 4, seed=1) == _synth.plan_corpus("commands", 4, seed=1)
+    assert _synth.plan_corpus("commands", 4, seed=1)[2] != _synth.plan_corpus("commands", 4, seed=2)[2]
+
+
+def test_corpus_layout(corpus: Path) -> None:
+    """The corpus holds 16 kHz 1.0 s WAVs, split lists, a manifest and train/val/test SHD files."""
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    assert manifest["splits"] == {"train": 2, "val": 2, "test": 2}
+    assert manifest["frontend"] == FrontendSpec().to_dict() and manifest["num_steps"] == 1000
+    for u in manifest["utterances"]:
+        info = sf.info(str(corpus / u["wav"]))
+        assert info.samplerate == 16000 and info.frames == 16000 and info.subtype == "PCM_16"
+        assert {
+            "text",
+            "voice",
+            "variant",
+            "rate",
+            "pitch",
+            "amplitude",
+            "snr_db",
+            "speaker",
+            "split",
+        } <= set(u)
+        assert u["lead_silence_s"] + u["speech_s"] + u["trail_silence_s"] == pytest.approx(1.0)
+    val_list = (corpus / "wavs" / "validation_list.txt").read_text().split()
+    assert sorted(val_list) == sorted(u["wav"][5:] for u in manifest["utterances"] if u["split"] == "val")
+    for split in ("train", "val", "test"):
+        ds = read_shd(corpus / f"{split}.h5")
+        assert ds.class_names == CLASSES and ds.num_channels == FrontendSpec().num_channels
+        assert ds.attrs["frontend"] == FrontendSpec().to_dict() and ds.attrs["seed"] == 7
+        assert all(len(t) == 0 or t[-1] < 1.0 for t in ds.times)
+
+
+def test_h5_events_equal_encoding_of_the_wavs(corpus: Path) -> None:
+    """Each sample in the SHD files is exactly the front-end encoding of its WAV file."""
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    for split in ("train", "test"):
+        ds = read_shd(corpus / f"{split}.h5")
+        for i in range(len(ds)):
+            utt = manifest["utterances"][int(ds.extra["utterance"][i])]
+            assert utt["split"] == split and utt["sample_index"] == i
+            assert ds.class_names[ds.labels[i]] == utt["class"]
+            audio, rate = load_audio(corpus / utt["wav"])
+            raster = encode(audio, rate, FrontendSpec())
+            np.testing.assert_array_equal(ds.bin(0.001, 1000, [i])[0], raster)
+            assert utt["num_spikes"] == len(ds.times[i]) > 0
+
+
+def test_wav_folder_reads_as_speech_commands(corpus: Path) -> None:
+    """The corpus's wavs/ folder read by the Speech Commands reader gives the same spikes as test.h5."""
+    sc = read_speech_commands(corpus / "wavs", "testing", words=CLASSES)
+    h5 = read_shd(corpus / "test.h5")
+    assert sorted(map(tuple, sc.bin(0.001, 1000).reshape(len(sc), -1).tolist())) == sorted(
+        map(tuple, h5.bin(0.001, 1000).reshape(len(h5), -1).tolist())
+    )
+
+
+def test_same_seed_identical_bytes(corpus: Path, tmp_path: Path) -> None:
+    """A second run with the same seed gives a byte-identical manifest, identical events and files."""
+    again = synthesize(tmp_path / "again", "digits", per_class=3, seed=7, workers=1, classes=CLASSES)
+    assert (tmp_path / "again" / "manifest.json").read_bytes() == (corpus / "manifest.json").read_bytes()
+    assert again["utterances"] == json.loads((corpus / "manifest.json").read_text())["utterances"]
+    for split in ("train", "val", "test"):
+        a, b = read_shd(corpus / f"{split}.h5"), read_shd(tmp_path / "again" / f"{split}.h5")
+        for ta, tb, ua, ub in zip(a.times, b.times, a.units, b.units, strict=True):
+            np.testing.assert_array_equal(ta, tb)
+            np.testing.assert_array_equal(ua, ub)
+        assert (corpus / f"{split}.h5").read_bytes() == (tmp_path / "again" / f"{split}.h5").read_bytes()
+
+
+def test_workers_do_not_change_the_corpus(tmp_path: Path) -> None:
+    """Two worker processes give the same manifest and spikes as one."""
+    one = synthesize(tmp_path / "one", "commands", per_class=3, seed=2, workers=1, classes=["marvin"])
+    two = synthesize(tmp_path / "two", "commands", per_class=3, seed=2, workers=2, classes=["marvin"])
+    assert one == two
+    for split in ("train", "val", "test"):
+        assert (tmp_path / "one" / f"{split}.h5").read_bytes() == (
+            tmp_path / "two" / f"{split}.h5"
+        ).read_bytes()
+
+
+def test_refuses_non_empty_out_unless_forced(corpus: Path, tmp_path: Path) -> None:
+    """A non-empty --out is refused; with force it is replaced."""
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(SynthError, match="not empty"):
+        synthesize(out, "digits", per_class=1, seed=0, workers=1, classes=["en-one"])
+    assert (out / "keep.txt").exists()
+    synthesize(out, "digits", per_class=1, seed=0, workers=1, classes=["en-one"], force=True)
+    assert not (out / "keep.txt").exists() and (out / "manifest.json").exists()
+
+
+def test_interrupted_run_leaves_nothing(tmp_path: Path) -> None:
+    """An interrupted run leaves neither the output folder nor its temporary folder."""
+
+    def stop(done: int, total: int) -> None:
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        synthesize(
+            tmp_path / "cut", "digits", per_class=3, seed=0, workers=1, classes=["en-one"], progress=stop
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_voice_is_reported() -> None:
+    """An espeak-ng voice that does not exist raises SynthError with espeak-ng's message."""
+    with pytest.raises(SynthError, match="does not exist"):
+        _synth.speak("hello", "xx-nonexistent", "m1", 150, 50, 100)

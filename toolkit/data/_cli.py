@@ -1,0 +1,159 @@
+"""`edgekws data …`: synthesize, inspect and plot keyword data sets."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from edgekws.toolkit.data import _synth
+from edgekws.toolkit.data._spikes import DatasetError
+
+
+@click.group()
+def data() -> None:
+    """Make and inspect keyword data sets.
+
+    Example:
+
+        edgekws data synth --task digits --out data/digits
+    """
+
+
+@data.command()
+@click.option("--task", type=click.Choice(["digits", "commands"]), default="digits", show_default=True,
+              help="digits: 20 classes, English zero..nine and German null..neun (like SHD); "
+                   "commands: the 35 Speech Commands words (like SSC).")  # fmt: skip
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Folder to create.")
+@click.option("--per-class", type=click.IntRange(min=1), default=None,
+              help="Utterances per class [default: 150 for digits, 100 for commands].")  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same corpus, byte for byte.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Processes running espeak-ng and the front-end.")  # fmt: skip
+@click.option("--classes", default=None, help="Comma-separated subset of class names (default: all).")
+@click.option("--force", is_flag=True, help="Replace a non-empty --out.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of text.")
+def synth(
+    task: str,
+    out: Path,
+    per_class: int | None,
+    seed: int,
+    workers: int,
+    classes: str | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Synthesize a spoken-keyword corpus with espeak-ng and encode it to spikes.
+
+    Speakers are espeak-ng voice+variant pairs, split 70/10/20 into train/val/test so that no test
+    speaker is heard in training; rate, pitch, amplitude, onset and noise (SNR) vary per utterance.
+    Every clip is 1.0 s at 16 kHz (1000 steps at 1 ms). Writes OUT/wavs/ (a Speech Commands-style
+    folder), OUT/manifest.json and OUT/{train,val,test}.h5 in the SHD layout.
+
+    Example:
+
+        edgekws data synth --task digits --out data/digits --seed 1
+    """
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    subset = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+    console = Console(stderr=True)
+    start = time.perf_counter()
+    with Progress(
+        TextColumn("[bold]synth {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=as_json,
+    ) as bar:
+        job = bar.add_task(task, total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(job, completed=done, total=total)
+
+        try:
+            manifest = _synth.synthesize(
+                out, task, per_class, seed, workers=workers, force=force, classes=subset, progress=progress
+            )
+        except (_synth.SynthError, DatasetError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
+    seconds = time.perf_counter() - start
+    summary = {
+        "out": str(out),
+        "task": task,
+        "seed": seed,
+        "utterances": len(manifest["utterances"]),
+        "splits": manifest["splits"],
+        "speakers": {s: sum(sp["split"] == s for sp in manifest["speakers"]) for s in _synth.SPLITS},
+        "seconds": round(seconds, 1),
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(
+        f"wrote {summary['utterances']} utterances to {out} in {seconds:.1f} s: "
+        + ", ".join(f"{s} {n}" for s, n in manifest["splits"].items())
+    )
+
+
+@data.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--sample", type=click.IntRange(min=0), default=32, show_default=True,
+              help="Speech Commands folders: WAVs per split encoded for the spike statistics.")  # fmt: skip
+def info(path: Path, as_json: bool, sample: int) -> None:
+    """Summarise a data set: classes, counts per class and split, durations, spike statistics.
+
+    PATH is an SHD/SSC-layout .h5 file, a folder made by `edgekws data synth`, or a Speech
+    Commands-style folder.
+
+    Example:
+
+        edgekws data info data/digits
+
+        edgekws data info data/digits/test.h5 --json
+    """
+    from edgekws.toolkit.data._info import format_info
+    from edgekws.toolkit.data._info import info as summarise
+
+    try:
+        summary = summarise(path, sample=sample)
+    except (DatasetError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(summary, indent=2) if as_json else format_info(summary))
+
+
+@data.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="Sample to plot.")
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="PNG file to write.")
+@click.option(
+    "--split", default="train", show_default=True, help="Split of a corpus or Speech Commands folder."
+)
+def plot(path: Path, index: int, out: Path, split: str) -> None:
+    """Plot one sample's spike raster, with its waveform above it where the audio is known.
+
+    Example:
+
+        edgekws data plot data/digits --split test --index 3 --out sample.png
+    """
+    from edgekws.toolkit.data._plot import plot_sample
+
+    try:
+        written = plot_sample(path, index, out, split=split)
+    except (DatasetError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {written}")

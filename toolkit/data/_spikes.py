@@ -1,0 +1,155 @@
+"""One in-memory representation for spike data sets, and binning to a time step."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+class DatasetError(ValueError):
+    """A data set file or array is malformed; the message says what and how to fix it."""
+
+
+@dataclass
+class SpikeDataset:
+    """Spike trains of labelled samples: the common currency of every reader, writer and trainer.
+
+    Sample ``i`` has events ``(times[i][k], units[i][k])``: a spike on channel ``units[i][k]``
+    at ``times[i][k]`` seconds from the start of the sample. This is the SHD/SSC convention.
+    """
+
+    times: list[np.ndarray]  # float32 seconds, one array per sample, sorted ascending
+    units: list[np.ndarray]  # uint16 channel index per event, same lengths as ``times``
+    labels: np.ndarray  # int64 class index per sample
+    num_channels: int
+    class_names: list[str]
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # per-sample arrays: speaker, keys, ...
+    attrs: dict[str, Any] = field(default_factory=dict)  # data-set metadata: front-end spec, seed, ...
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        n = len(self.labels)
+        if len(self.times) != n or len(self.units) != n:
+            problems.append(
+                f"times, units and labels must have one entry per sample, got {len(self.times)}, "
+                f"{len(self.units)} and {n}"
+            )
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        for i, (t, u) in enumerate(zip(self.times, self.units)):
+            if len(t) != len(u):
+                problems.append(f"sample {i}: {len(t)} spike times but {len(u)} units")
+            elif len(u) and (int(np.max(u)) >= self.num_channels or int(np.min(u)) < 0):
+                problems.append(f"sample {i}: unit outside 0..{self.num_channels - 1}")
+            if len(t) and not np.all(np.isfinite(t)):
+                problems.append(f"sample {i}: non-finite spike time")
+        if n and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
+            problems.append(
+                f"labels must lie in 0..{len(self.class_names) - 1} (one per class name), "
+                f"got {self.labels.min()}..{self.labels.max()}"
+            )
+        for key, arr in self.extra.items():
+            if len(arr) != n:
+                problems.append(f"extra/{key} has {len(arr)} entries for {n} samples")
+        if problems:
+            raise DatasetError("invalid spike data set:\n  " + "\n  ".join(problems))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def durations(self) -> np.ndarray:
+        """Time of the last spike of each sample (0 for a silent sample), in seconds."""
+        return np.array([float(t[-1]) if len(t) else 0.0 for t in self.times])
+
+    def subset(self, index: Sequence[int] | np.ndarray) -> SpikeDataset:
+        """A new data set holding the samples at ``index`` (metadata kept)."""
+        idx = np.asarray(index, dtype=np.int64)
+        return SpikeDataset(
+            times=[self.times[i] for i in idx],
+            units=[self.units[i] for i in idx],
+            labels=self.labels[idx],
+            num_channels=self.num_channels,
+            class_names=list(self.class_names),
+            extra={k: np.asarray(v)[idx] for k, v in self.extra.items()},
+            attrs=dict(self.attrs),
+        )
+
+    def bin(
+        self,
+        dt: float,
+        num_steps: int,
+        index: Sequence[int] | np.ndarray | None = None,
+        binary: bool = True,
+    ) -> np.ndarray:
+        """Dense ``(batch, num_steps, num_channels)`` uint8 raster with time step ``dt`` seconds.
+
+        Event at time t lands in step ``floor(t / dt)``; events at or after ``num_steps * dt`` are
+        dropped (SHD's CropTime). With ``binary`` (the paper's ``histogram_thresh=1``) a bin holding
+        one or more events is a single spike; otherwise it holds the count (saturating at 255).
+        """
+        if dt <= 0 or num_steps <= 0:
+            raise DatasetError(f"dt and num_steps must be positive, got dt={dt}, num_steps={num_steps}")
+        idx = np.arange(len(self)) if index is None else np.asarray(index, dtype=np.int64)
+        out = np.zeros((len(idx), num_steps, self.num_channels), dtype=np.uint8)
+        for row, i in enumerate(idx):
+            steps, units = self.event_steps(int(i), dt, num_steps)
+            if binary:
+                out[row, steps, units] = 1
+            else:
+                counts = np.zeros((num_steps, self.num_channels), dtype=np.int64)
+                np.add.at(counts, (steps, units), 1)
+                out[row] = np.minimum(counts, 255)
+        return out
+
+    def event_steps(self, i: int, dt: float, num_steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """The (step, unit) pairs of sample ``i`` binned at ``dt`` and cropped to ``num_steps``.
+
+        The sparse form of :meth:`bin`, for trainers that scatter events themselves.
+        """
+        # The epsilon (a thousandth of a step) keeps times written as k*dt in float32 in bin k.
+        steps = np.floor(np.asarray(self.times[i], dtype=np.float64) / dt + 1e-3).astype(np.int64)
+        keep = (steps >= 0) & (steps < num_steps)
+        return steps[keep], np.asarray(self.units[i], dtype=np.int64)[keep]
+
+    @classmethod
+    def from_raster(
+        cls,
+        rasters: Sequence[np.ndarray],
+        labels: Sequence[int] | np.ndarray,
+        dt: float,
+        class_names: list[str],
+        extra: dict[str, np.ndarray] | None = None,
+        attrs: dict[str, Any] | None = None,
+    ) -> SpikeDataset:
+        """Build a data set from per-sample ``(steps, channels)`` spike rasters at time step ``dt``.
+
+        A spike in step k is placed at time ``k * dt``, so ``bin(dt, ...)`` returns the raster again.
+        """
+        if not rasters:
+            raise DatasetError("from_raster needs at least one raster")
+        num_channels = int(rasters[0].shape[1])
+        times, units = [], []
+        for r in rasters:
+            if r.ndim != 2 or r.shape[1] != num_channels:
+                raise DatasetError(
+                    f"every raster must be (steps, {num_channels}), got {tuple(r.shape)}"
+                )
+            steps, chans = np.nonzero(r)
+            order = np.lexsort((chans, steps))
+            times.append((steps[order] * dt).astype(np.float32))
+            units.append(chans[order].astype(np.uint16))
+        return cls(
+            times=times,
+            units=units,
+            labels=np.asarray(labels, dtype=np.int64),
+            num_channels=num_channels,
+            class_names=list(class_names),
+            extra=dict(extra or {}),
+            attrs=dict(attrs or {}),
+        )
