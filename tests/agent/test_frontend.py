@@ -200,3 +200,27 @@ def test_other_specs_change_the_channel_count_and_step() -> None:
     spec = FrontendSpec(num_bands=16, thresholds_db=(-30.0, -15.0), dt_ms=2.0)
     raster = encode(_speechlike(0.3), 16000, spec)
     assert raster.shape == (4800 // 32, 32)
+
+
+def test_filter_kernel_matches_public_sosfilt() -> None:
+    """The in-place filter path gives bit-identical output and state to scipy.signal.sosfilt."""
+    from edgekws.agent._frontend import _design, _sosfilt_inplace, _sosfilt_public
+
+    sos = _design(FrontendSpec()).band_sos[3]
+    rng = np.random.default_rng(8)
+    a = rng.standard_normal((1, 500))
+    b = a.copy()
+    zi_a = rng.standard_normal((1, sos.shape[0], 2))
+    zi_b = zi_a.copy()
+    _sosfilt_inplace(sos, a, zi_a)
+    _sosfilt_public(sos, b, zi_b)
+    assert np.array_equal(a, b)
+    assert np.array_equal(zi_a, zi_b)
+
+
+def test_saturated_units_do_not_fire_in_lockstep() -> None:
+    """Units driven identically start at spread phases, so no step carries a spike on every active channel."""
+    raster = encode(np.sign(np.sin(2 * np.pi * 1000 * np.arange(8000) / 16000)), 16000)
+    active = raster.sum(axis=0) > 0
+    assert active.sum() >= 8
+    assert raster[:, active].sum(axis=1).max() < 0.6 * active.sum()
