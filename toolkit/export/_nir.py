@@ -45,12 +45,20 @@ def nir_metadata(spec: NetworkSpec) -> dict[str, Any]:
         "nir_version": nir.version,
         "time_unit": "s",
         "dt": dt_s,
-        "discretization": "forward_euler",
+        "discretization": (
+            "forward Euler with step dt, v integrating the updated current: "
+            "I[t] = I[t-1] + dt/tau_syn (w_in S[t] - I[t-1]); "
+            "v[t] = v[t-1] + dt/tau_mem (v_leak - v[t-1] + r I[t])"
+        ),
         "reset": "reset v to 0, u kept",
         "threshold": "strict: spike where v > v_threshold",
         "refractory_steps": 0,
         "delay": "one step per synapse layer (feed-forward and recurrent): u[t] gets W x[t-1] + R s[t-1]",
         "input_delay_steps": len(spec.layer_sizes),
+        "delay_equivalence": (
+            "run without feed-forward delays (recurrent edges delayed one step), the graph's readout "
+            "at step t equals edgekws' readout at step t + input_delay_steps"
+        ),
         "i_decay_12bit": spec.i_decay,
         "v_decay_12bit": spec.v_decay,
         "alpha_syn": spec.alpha_syn,
