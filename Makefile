@@ -56,7 +56,7 @@ $(STAMPS)/lava-venv: pyproject.toml $(STAMPS)/apt
 	@test -n "$(PY310)" || { echo "Python 3.10 not found: install it (pyenv install 3.10) or set PY310=/path/to/python3.10"; exit 1; }
 	test -x $(LAVA_VENV)/bin/python || $(PY310) -m venv $(LAVA_VENV)
 	$(LAVA_VENV)/bin/python -m pip install -q --upgrade pip
-	$(LAVA_VENV)/bin/python -m pip install -q -e '.[agent,dev]' 'numpy>=1.26,<2' 'h5py>=3.9'
+	$(LAVA_VENV)/bin/python -m pip install -q -e '.[agent,onnx,dev]' 'numpy>=1.26,<2' 'h5py>=3.9'
 	@touch $@
 
 bench: $(STAMPS)/venv
