@@ -1,7 +1,21 @@
 """Eventprop training of recurrent spiking networks."""
 
+from edgekws.toolkit.train._bptt import bptt_loss_and_grad as bptt_loss_and_grad
+from edgekws.toolkit.train._config import ConfigError as ConfigError
+from edgekws.toolkit.train._config import TrainConfig as TrainConfig
+from edgekws.toolkit.train._evaluate import BACKENDS as BACKENDS
+from edgekws.toolkit.train._evaluate import EvalError as EvalError
+from edgekws.toolkit.train._evaluate import LoadedRun as LoadedRun
+from edgekws.toolkit.train._evaluate import evaluate as evaluate
+from edgekws.toolkit.train._evaluate import float_readout as float_readout
+from edgekws.toolkit.train._evaluate import load_run as load_run
 from edgekws.toolkit.train._eventprop import LossConfig as LossConfig
 from edgekws.toolkit.train._eventprop import eventprop_loss_and_grad as eventprop_loss_and_grad
+from edgekws.toolkit.train._loop import TrainError as TrainError
+from edgekws.toolkit.train._loop import TrainResult as TrainResult
+from edgekws.toolkit.train._loop import train as train
+from edgekws.toolkit.train._mlgenn import MlgennError as MlgennError
+from edgekws.toolkit.train._mlgenn import import_mlgenn as import_mlgenn
 from edgekws.toolkit.train._model import SimOutput as SimOutput
 from edgekws.toolkit.train._model import init_params as init_params
 from edgekws.toolkit.train._model import simulate as simulate

@@ -1,0 +1,58 @@
+"""Augmentation: channel shift and same-class blend on sparse events."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgekws.toolkit.data import SpikeDataset
+from edgekws.toolkit.train import TrainConfig
+from edgekws.toolkit.train._augment import augment_epoch, blend_same_class, shift_channels
+
+
+def _data() -> SpikeDataset:
+    rng = np.random.default_rng(0)
+    rasters = [(rng.random((40, 20)) < 0.1).astype(np.uint8) for _ in range(6)]
+    return SpikeDataset.from_raster(rasters, [0, 0, 0, 1, 1, 1], 0.001, ["a", "b"])
+
+
+def test_shift_moves_every_event_of_a_sample_by_one_offset_and_drops_out_of_range() -> None:
+    """Each sample's units move by one offset in [-max, max); out-of-range events vanish, times stay."""
+    data = _data()
+    shifted = shift_channels(data, 5, np.random.default_rng(1))
+    offsets = np.random.default_rng(1).integers(-5, 5, size=len(data))
+    for i, off in enumerate(offsets):
+        moved = data.units[i].astype(int) + off
+        keep = (moved >= 0) & (moved < 20)
+        np.testing.assert_array_equal(shifted.units[i], moved[keep])
+        np.testing.assert_array_equal(shifted.times[i], data.times[i][keep])
+    np.testing.assert_array_equal(shifted.labels, data.labels)
+
+
+def test_shift_range_scales_with_the_channel_count() -> None:
+    """The paper's ±40 of 700 channels becomes ±7 for a 128-channel front-end and ±0 for 8."""
+    assert TrainConfig().max_shift(700) == 40
+    assert TrainConfig().max_shift(128) == 7
+    assert TrainConfig().max_shift(8) == 0
+
+
+def test_blend_mixes_two_samples_of_one_class() -> None:
+    """A blend with p = 1 is its first source re-centred; labels come from the sources' class."""
+    data = _data()
+    blends = blend_same_class(data, 10, 1.0, np.random.default_rng(2), 0.001)
+    assert len(blends) == 10 and set(blends.labels) <= {0, 1}
+    for t, u in zip(blends.times, blends.units, strict=True):
+        assert np.all(np.diff(t) >= 0) and (len(u) == 0 or (u.min() >= 0 and u.max() < 20))
+    half = blend_same_class(data, 50, 0.5, np.random.default_rng(3), 0.001)
+    mean_events = np.mean([len(t) for t in data.times])
+    assert 0.6 * mean_events < np.mean([len(t) for t in half.times]) < 1.4 * mean_events
+
+
+def test_augment_epoch_is_deterministic_and_adds_blends() -> None:
+    """The same generator seed gives the same epoch; shift-blend adds round(fraction·n) samples."""
+    data = _data()
+    a = augment_epoch(data, "shift-blend", 3, 0.5, 0.5, np.random.default_rng(4), 0.001)
+    b = augment_epoch(data, "shift-blend", 3, 0.5, 0.5, np.random.default_rng(4), 0.001)
+    assert len(a) == len(data) + 3
+    for x, y in zip(a.units, b.units, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert augment_epoch(data, "none", 3, 0.5, 0.5, np.random.default_rng(4), 0.001) is data

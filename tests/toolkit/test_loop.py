@@ -1,0 +1,164 @@
+"""The training loop: learning, checkpoints, Ctrl-C, resume equivalence, model selection, run files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekws.toolkit.data import SpikeDataset
+from edgekws.toolkit.train import TrainConfig, TrainError, load_run, train
+from edgekws.toolkit.train._loop import latest_checkpoint, read_metrics, time_grid
+
+C, T = 8, 50
+
+
+def two_class_data(n: int, seed: int) -> SpikeDataset:
+    """Class 0 fires on channels 0-3, class 1 on channels 4-7 (linearly separable)."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    rasters = []
+    for label in labels:
+        r = np.zeros((T, C), np.uint8)
+        lo = 4 * int(label)
+        r[:, lo : lo + 4] = rng.random((T, 4)) < 0.25
+        rasters.append(r)
+    return SpikeDataset.from_raster(
+        rasters, labels, 0.001, ["low", "high"], attrs={"dt": 0.001, "num_steps": T}
+    )
+
+
+def tiny_config(**changes: object) -> TrainConfig:
+    base = TrainConfig(
+        hidden=(16,),
+        epochs=3,
+        batch_size=8,
+        learning_rate=0.01,
+        ease_in=False,
+        augment="none",
+        method="bptt",
+        reg_lambda=1e-4,
+        eval_batch_size=16,
+    )
+    return base.replace(**changes)
+
+
+def _params(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def test_training_increases_accuracy_on_a_separable_task(tmp_path: Path) -> None:
+    """Training a tiny network on two separable classes raises validation accuracy well above chance."""
+    data, val = two_class_data(48, 0), two_class_data(32, 1)
+    result = train(data, tmp_path / "run", tiny_config(epochs=4), val_data=val, progress=False)
+    history = read_metrics(tmp_path / "run")
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert history[-1]["val_accuracy"] >= 0.9
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert result.selection == "val_accuracy"
+    assert result.best_score == max(h["val_accuracy"] for h in history)
+    run = load_run(tmp_path / "run")
+    assert run.spec.num_inputs == C and run.spec.num_steps == T and run.spec.class_names == ("low", "high")
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["status"] == "finished" and info["selection"]["best_epoch"] == result.best_epoch
+    assert {
+        "epoch",
+        "train_loss",
+        "train_accuracy",
+        "val_loss",
+        "val_accuracy",
+        "lr",
+        "hidden_rate_hz",
+        "seconds",
+    } <= set(history[0])
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
+        "epoch_001.npz",
+        "epoch_002.npz",
+        "epoch_003.npz",
+        "epoch_004.npz",
+    ]
+
+
+def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    """Ctrl-C at a batch saves a checkpoint; --resume then ends with exactly the uninterrupted parameters."""
+    data = two_class_data(40, 2)
+    config = tiny_config(augment="shift-blend", shift_channels=200.0, blend_fraction=0.5)
+    train(data, tmp_path / "full", config, progress=False)
+
+    def interrupt(epoch: int, batch: int, metrics: dict[str, float]) -> None:
+        if (epoch, batch) == (1, 2):
+            raise KeyboardInterrupt
+
+    part = train(data, tmp_path / "part", config, progress=False, on_batch=interrupt)
+    assert part.interrupted and part.epochs_done == 1
+    checkpoint = latest_checkpoint(tmp_path / "part")
+    assert checkpoint is not None and checkpoint.name == "interrupt_e001_b0003.npz"
+    assert json.loads((tmp_path / "part" / "run.json").read_text())["status"] == "interrupted"
+    resumed = train(data, tmp_path / "part", config, resume=True, progress=False)
+    assert not resumed.interrupted and resumed.epochs_done == config.epochs
+    a, b = (
+        _params(tmp_path / "full" / "checkpoints" / "epoch_003.npz"),
+        _params(tmp_path / "part" / "checkpoints" / "epoch_003.npz"),
+    )
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in read_metrics(tmp_path / "full")]
+    assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in read_metrics(tmp_path / "part")]
+
+
+def test_a_run_folder_is_not_overwritten_and_resume_needs_a_checkpoint(tmp_path: Path) -> None:
+    """Reusing a run without --resume, or resuming nothing, fails with the fix in the message."""
+    data = two_class_data(16, 3)
+    config = tiny_config(epochs=1)
+    with pytest.raises(TrainError, match="no checkpoint to resume"):
+        train(data, tmp_path / "run", config, resume=True, progress=False)
+    train(data, tmp_path / "run", config, progress=False)
+    with pytest.raises(TrainError, match="--resume"):
+        train(data, tmp_path / "run", config, progress=False)
+    with pytest.raises(TrainError, match="changed: \\['seed'\\]"):
+        train(data, tmp_path / "run", config.replace(seed=7, epochs=2), resume=True, progress=False)
+
+
+def test_without_validation_the_best_epoch_is_chosen_by_training_accuracy(tmp_path: Path) -> None:
+    """With no validation set, run.json records training-accuracy selection and says so."""
+    result = train(two_class_data(16, 4), tmp_path / "run", tiny_config(epochs=2), progress=False)
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert result.selection == "train_accuracy" == info["selection"]["metric"]
+    assert "no validation set" in info["selection"]["note"]
+    history = read_metrics(tmp_path / "run")
+    assert history[0]["val_accuracy"] is None
+    assert result.best_score == max(h["train_accuracy"] for h in history)
+
+
+def test_silent_neurons_get_their_input_weights_raised(tmp_path: Path) -> None:
+    """A hidden neuron that never spiked in an epoch has all its input weights raised by the boost."""
+    data = two_class_data(16, 5)
+    config = tiny_config(epochs=1, learning_rate=1e-9, silent_boost=0.5)
+    train(data, tmp_path / "run", config, progress=False)
+    from edgekws.toolkit.train._loop import _core
+
+    model, _ = _core()
+    import jax
+
+    spec = load_run(tmp_path / "run").spec
+    init = {k: np.asarray(v) for k, v in model.init_params(spec, jax.random.PRNGKey(config.seed)).items()}
+    after = _params(tmp_path / "run" / "checkpoints" / "epoch_001.npz")
+    delta = after["param/layer0.weight"] - init["layer0.weight"]
+    boost = 0.5 * model.genn_weight_scale(spec)
+    boosted_rows = np.isclose(delta, boost, atol=1e-6).all(axis=1)
+    history = read_metrics(tmp_path / "run")
+    assert boosted_rows.sum() == history[0]["silent_neurons"] > 0
+
+
+def test_time_grid_comes_from_the_data_attrs_or_the_longest_sample() -> None:
+    """dt and steps default to the data's attrs, else 1 ms and the last spike."""
+    data = two_class_data(4, 6)
+    assert time_grid(data, TrainConfig()) == (1.0, T)
+    data.attrs.clear()
+    last = float(data.durations().max())
+    assert time_grid(data, TrainConfig()) == (1.0, round(last * 1000) + 1)
+    assert time_grid(data, TrainConfig(dt_ms=2.0, num_steps=10)) == (2.0, 10)

@@ -1,0 +1,144 @@
+"""`edgekws train|eval|report` and `train import-mlgenn` on tiny files written by the tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgekws.toolkit._cli import main
+from edgekws.toolkit.data import SpikeDataset
+from edgekws.toolkit.data._shd import write_shd
+from edgekws.toolkit.train import ConfigError, TrainConfig
+
+C, T = 8, 50
+
+
+def _write_data(path: Path, n: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    rasters = []
+    for label in labels:
+        r = np.zeros((T, C), np.uint8)
+        r[:, 4 * label : 4 * label + 4] = rng.random((T, 4)) < 0.25
+        rasters.append(r)
+    data = SpikeDataset.from_raster(
+        rasters, labels, 0.001, ["yes", "no"], attrs={"dt": 0.001, "num_steps": T}
+    )
+    return write_shd(data, path)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("cli")
+    train_h5, val_h5 = _write_data(root / "train.h5", 32, 0), _write_data(root / "val.h5", 16, 1)
+    config = root / "tiny.toml"
+    config.write_text(
+        'hidden = [16]\nbatch_size = 8\nlearning_rate = 0.01\nease_in = false\naugment = "none"\n'
+        'method = "bptt"\neval_batch_size = 16\n'
+    )
+    args = ["train", "--data", str(train_h5), "--val", str(val_h5), "--out", str(root / "run")]
+    result = CliRunner().invoke(main, [*args, "--config", str(config), "--epochs", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["epochs_done"] == 2 and summary["selection"] == "val_accuracy"
+    return root / "run", val_h5
+
+
+def test_train_writes_a_complete_run(trained: tuple[Path, Path]) -> None:
+    """A CLI run holds run.json (spec, config, data fingerprints), metrics, checkpoints and best.npz."""
+    run, _ = trained
+    info = json.loads((run / "run.json").read_text())
+    assert info["config"]["epochs"] == 2 and info["config"]["method"] == "bptt"
+    assert info["network"]["hidden"] == [16] and info["class_names"] == ["yes", "no"]
+    assert len(info["data"]["train"]["sha256"]) == 64 and info["data"]["val"]["samples"] == 16
+    assert (run / "best.npz").is_file() and len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_eval_json_has_accuracy_confusion_and_spike_statistics(trained: tuple[Path, Path]) -> None:
+    """`eval --json` reports accuracy, per-class accuracy, the confusion matrix and hidden spike rates."""
+    run, val_h5 = trained
+    result = CliRunner().invoke(main, ["eval", str(run), "--data", str(val_h5), "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["backend"] == "float" and out["samples"] == 16 and 0.0 <= out["accuracy"] <= 1.0
+    assert set(out["per_class_accuracy"]) == {"yes", "no"}
+    assert np.asarray(out["confusion_matrix"]).sum() == 16
+    assert np.trace(np.asarray(out["confusion_matrix"])) / 16 == pytest.approx(out["accuracy"])
+    assert {"mean_rate_hz", "silent_fraction", "p95_neuron_rate_hz"} <= set(out["hidden_spikes"])
+    assert Path(out["confusion_png"]).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_draws_curves_and_a_raster(trained: tuple[Path, Path]) -> None:
+    """`report` writes RUN/curves.png and RUN/raster.png (from the recorded training set)."""
+    run, _ = trained
+    result = CliRunner().invoke(main, ["report", str(run), "--sample", "1"])
+    assert result.exit_code == 0, result.output
+    for name in ("curves.png", "raster.png"):
+        assert (run / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resume_of_a_finished_run_extends_it(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """`train --resume --epochs 3` continues a finished two-epoch run with its recorded config."""
+    run, val_h5 = trained
+    copy = tmp_path / "run"
+    import shutil
+
+    shutil.copytree(run, copy)
+    info = json.loads((copy / "run.json").read_text())
+    args = ["train", "--data", info["data"]["train"]["path"], "--out", str(copy), "--resume", "--epochs", "3"]
+    result = CliRunner().invoke(main, [*args, "--val", str(val_h5), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["epochs_done"] == 3
+
+
+def test_import_mlgenn_cli_makes_a_run_eval_accepts(tmp_path: Path) -> None:
+    """`train import-mlgenn` turns .npy checkpoints into a run that `eval` scores."""
+    rng = np.random.default_rng(0)
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    for name, n in (("Conn_Input_Hidden", C * 6), ("Conn_Hidden_Hidden", 36), ("Conn_Hidden_Output", 12)):
+        np.save(ck / f"4-{name}-g.npy", rng.normal(size=n).astype(np.float32))
+    args = ["train", "import-mlgenn", str(ck), "--out", str(tmp_path / "run"), "--num-steps", str(T)]
+    result = CliRunner().invoke(main, [*args, "--classes", "yes,no"])
+    assert result.exit_code == 0, result.output
+    data = _write_data(tmp_path / "test.h5", 4, 2)
+    result = CliRunner().invoke(main, ["eval", str(tmp_path / "run"), "--data", str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["samples"] == 4
+
+
+def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:
+    """Missing --data/--out and a bad config key end with a usage or click error naming the problem."""
+    result = CliRunner().invoke(main, ["train"])
+    assert result.exit_code == 2 and "--data and --out are required" in result.output
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"hiden": [16]}')
+    data = _write_data(tmp_path / "d.h5", 2, 0)
+    result = CliRunner().invoke(
+        main, ["train", "--data", str(data), "--out", str(tmp_path / "r"), "--config", str(bad)]
+    )
+    assert result.exit_code == 1 and "unknown keys ['hiden']" in result.output
+
+
+def test_config_round_trips_and_rejects_bad_values(tmp_path: Path) -> None:
+    """TrainConfig survives to_dict/from_dict and JSON files; invalid values are all reported at once."""
+    config = TrainConfig(hidden=(32, 16), recurrent=(True, False), method="bptt", augment="shift-blend")
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(config.to_dict()))
+    assert TrainConfig.load(path) == config
+    with pytest.raises(ConfigError, match=r"epochs must be positive.*method must be one of"):
+        TrainConfig(epochs=0, method="sgd")
+    assert TrainConfig().learning_rate_at(0) == pytest.approx(1e-6)
+    assert TrainConfig().learning_rate_at(141) < 1e-3 == TrainConfig().learning_rate_at(142)
+
+
+@pytest.mark.parametrize("command", [["train"], ["train", "import-mlgenn"], ["eval"], ["report"]])
+def test_help_texts_have_examples(command: list[str]) -> None:
+    """Every training command's --help shows an Example."""
+    result = CliRunner().invoke(main, [*command, "--help"])
+    assert result.exit_code == 0 and "Example:" in result.output and "edgekws " in result.output

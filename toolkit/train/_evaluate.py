@@ -1,0 +1,204 @@
+"""Evaluate a trained run on a data set: accuracy, per-class accuracy, confusion matrix, spike rates.
+
+Decisions come from ``edgekws.agent.decide``, the rule the device runs. The readout trace comes from a
+*backend*: ``float`` is the float model of the trainer. A backend is a function
+``(params, spec, spikes (B, T, C) uint8, batch_size=...) -> readout (B, T, O)``; to add one (the fixed-point
+emulator, Lava), add an entry to :data:`BACKENDS`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekws.packaging import NetworkSpec
+from edgekws.toolkit.data import SpikeDataset
+from edgekws.toolkit.train._loop import TrainError, read_run_info
+
+ReadoutBackend = Callable[..., np.ndarray]
+
+
+class EvalError(ValueError):
+    """A run or data set cannot be evaluated; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    run_dir: Path
+    spec: NetworkSpec
+    params: dict[str, np.ndarray]
+    info: dict[str, Any]
+
+
+def load_run(run_dir: str | os.PathLike[str], checkpoint: str = "best.npz") -> LoadedRun:
+    """The network spec (``run.json``) and parameters (``best.npz`` by default) of a run folder."""
+    run_dir = Path(run_dir)
+    try:
+        info = read_run_info(run_dir)
+    except TrainError as exc:
+        raise EvalError(str(exc)) from exc
+    spec = NetworkSpec.from_dict(info["network"])
+    path = run_dir / checkpoint
+    if not path.is_file():
+        raise EvalError(
+            f"{path}: no parameters; train at least one epoch (edgekws train ... --out {run_dir})"
+        )
+    with np.load(path) as z:
+        params = {k: np.asarray(z[k], np.float32) for k in z.files}
+    shapes = spec.parameter_shapes()
+    problems = [
+        f"{name}: expected shape {shape}, got {params[name].shape if name in params else 'missing'}"
+        for name, shape in shapes.items()
+        if name not in params or params[name].shape != shape
+    ]
+    if problems:
+        raise EvalError(f"{path} does not match the network in run.json: " + "; ".join(problems))
+    return LoadedRun(run_dir=run_dir, spec=spec, params=params, info=info)
+
+
+def _padded_batches(spikes: np.ndarray, batch_size: int) -> Any:
+    """Yield ``(start, count, batch)`` with every batch padded to ``batch_size`` (one compiled shape)."""
+    n = len(spikes)
+    for start in range(0, n, batch_size):
+        chunk = spikes[start : start + batch_size]
+        count = len(chunk)
+        if count < batch_size and n > batch_size:
+            pad = np.zeros((batch_size - count, *chunk.shape[1:]), chunk.dtype)
+            chunk = np.concatenate([chunk, pad])
+        yield start, count, chunk
+
+
+@functools.lru_cache(maxsize=8)
+def _simulator(spec: NetworkSpec) -> Callable[..., Any]:
+    import jax
+
+    from edgekws.toolkit.train._model import simulate
+
+    def run(params: Any, x: Any) -> Any:
+        out = simulate(params, x, spec)
+        return out.readout, list(out.hidden_counts)
+
+    return jax.jit(run)
+
+
+def simulate_batches(
+    params: dict[str, Any], spec: NetworkSpec, spikes: np.ndarray, batch_size: int = 64
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Float-model readout ``(B, T, O)`` and hidden spike counts ``[(B, H)]``, in padded batches."""
+    import jax.numpy as jnp
+
+    run = _simulator(spec)
+    jparams = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
+    readouts, counts = [], []
+    for _, count, chunk in _padded_batches(np.asarray(spikes), batch_size):
+        r, c = run(jparams, jnp.asarray(chunk, jnp.float32))
+        readouts.append(np.asarray(r)[:count])
+        counts.append([np.asarray(ci)[:count] for ci in c])
+    readout = np.concatenate(readouts) if readouts else np.zeros((0, spec.num_steps, spec.num_outputs))
+    hidden = [np.concatenate([c[i] for c in counts]) for i in range(len(spec.hidden))] if counts else []
+    return readout, hidden
+
+
+def float_readout(
+    params: dict[str, Any], spec: NetworkSpec, spikes: np.ndarray, batch_size: int = 64
+) -> np.ndarray:
+    """The float model's readout trace ``(B, T, O)`` for spikes ``(B, T, C)``."""
+    return simulate_batches(params, spec, spikes, batch_size)[0]
+
+
+BACKENDS: dict[str, ReadoutBackend] = {"float": float_readout}
+
+
+def evaluate(
+    run: LoadedRun, data: SpikeDataset, backend: str = "float", batch_size: int = 64
+) -> dict[str, Any]:
+    """Metrics of ``run`` on ``data`` with ``backend``; JSON-serialisable (see docs/training.md)."""
+    from edgekws.agent import decide
+
+    spec = run.spec
+    if backend not in BACKENDS:
+        raise EvalError(f"unknown backend {backend!r}; choose one of {sorted(BACKENDS)}")
+    if data.num_channels != spec.num_inputs:
+        raise EvalError(
+            f"the data have {data.num_channels} channels but the network expects {spec.num_inputs}; "
+            "encode the data with the run's front-end"
+        )
+    if data.num_classes != spec.num_outputs:
+        raise EvalError(f"the data have {data.num_classes} classes but the network {spec.num_outputs}")
+    if len(data) == 0:
+        raise EvalError("the evaluation set is empty")
+    spikes = data.bin(spec.dt_ms / 1000.0, spec.num_steps)
+    counts: list[np.ndarray] | None = None
+    if backend == "float":
+        readout, counts = simulate_batches(run.params, spec, spikes, batch_size)
+    else:
+        readout = BACKENDS[backend](run.params, spec, spikes, batch_size=batch_size)
+    decision = decide(readout, spec.readout)
+    k = spec.num_outputs
+    confusion = np.zeros((k, k), np.int64)
+    np.add.at(confusion, (data.labels, decision.labels), 1)
+    support = confusion.sum(axis=1)
+    per_class = {
+        name: (float(confusion[i, i] / support[i]) if support[i] else None)
+        for i, name in enumerate(spec.class_names or data.class_names)
+    }
+    result: dict[str, Any] = {
+        "backend": backend,
+        "samples": len(data),
+        "accuracy": float(np.mean(decision.labels == data.labels)),
+        "per_class_accuracy": per_class,
+        "confusion_matrix": confusion.tolist(),
+        "class_names": list(spec.class_names or data.class_names),
+        "readout": spec.readout,
+        "mean_confidence": float(np.mean(decision.confidence)),
+    }
+    seconds = spec.num_steps * spec.dt_ms / 1000.0
+    result["input_rate_hz"] = float(spikes.astype(np.float64).sum() / len(data) / spec.num_inputs / seconds)
+    if counts is not None:
+        rates = np.concatenate([c for c in counts], axis=1) / seconds  # (B, sum(H)) Hz
+        per_neuron = rates.mean(axis=0)
+        result["hidden_spikes"] = {
+            "mean_rate_hz": float(rates.mean()),
+            "median_neuron_rate_hz": float(np.median(per_neuron)),
+            "p95_neuron_rate_hz": float(np.percentile(per_neuron, 95)),
+            "max_neuron_rate_hz": float(per_neuron.max()),
+            "silent_fraction": float(np.mean(per_neuron == 0)),
+            "spikes_per_sample": float(rates.sum(axis=1).mean() * seconds),
+        }
+    return result
+
+
+def plot_confusion(
+    confusion: np.ndarray | list[list[int]], class_names: list[str], path: Path, title: str
+) -> Path:
+    """Write a confusion-matrix PNG (rows: true class, columns: predicted)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = np.asarray(confusion)
+    size = max(4.0, 0.35 * len(class_names) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(m, cmap="Blues")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(class_names)), class_names, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    if len(class_names) <= 40:
+        for (i, j), v in np.ndenumerate(m):
+            if v:
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=6)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,636 @@
+"""The training loop: epochs of augmented mini-batches, checkpoints, resume, model selection.
+
+A run folder ``RUN`` holds::
+
+    run.json                    network spec, training config, data fingerprints, class names, front-end
+                                spec, model selection and status
+    metrics.jsonl               one JSON object per finished epoch
+    checkpoints/epoch_NNN.npz   state after epoch NNN (params, optimizer state, counters, rng)
+    checkpoints/interrupt_eNNN_bMMMM.npz   state saved on Ctrl-C during epoch NNN before batch MMMM
+    best.npz                    parameters of the selected epoch (best validation accuracy, else training)
+
+Everything random is a pure function of ``(seed, epoch)``, so a resumed run (from an epoch or an
+interrupt checkpoint) produces exactly the parameters of an uninterrupted run on the same machine.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekws.packaging import NetworkSpec, __version__
+from edgekws.toolkit.data import SpikeDataset
+from edgekws.toolkit.train._augment import augment_epoch
+from edgekws.toolkit.train._config import TrainConfig
+
+RUN_TYPE = "edgekws.run"
+RUN_FORMAT_VERSION = 1
+BatchCallback = Callable[[int, int, dict[str, float]], None]
+
+
+class TrainError(ValueError):
+    """A training run cannot start or resume; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class BpttLossConfig:
+    """The loss settings of the BPTT baseline: Eventprop's ``LossConfig`` plus the surrogate slope."""
+
+    readout: str
+    reg_lambda: float
+    reg_nu: float
+    surrogate_slope: float = 25.0
+
+    def rule(self, spec: NetworkSpec) -> str:
+        return self.readout or spec.readout
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    epochs_done: int
+    best_epoch: int
+    selection: str  # "val_accuracy" or "train_accuracy"
+    best_score: float
+    interrupted: bool
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _State:
+    params: dict[str, Any]
+    opt_state: Any
+    epoch: int  # the epoch in progress (0-based) = number of finished epochs
+    batch: int  # the next batch of that epoch
+    step: int  # optimizer steps so far
+    loss_sum: float = 0.0
+    correct: float = 0.0
+    seen: int = 0
+    counts: tuple[np.ndarray, ...] = ()
+    best_score: float = -1.0
+    best_epoch: int = 0
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_savez(path: Path, arrays: dict[str, Any]) -> None:
+    """``np.savez`` to ``path`` atomically."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def time_grid(data: SpikeDataset, config: TrainConfig) -> tuple[float, int]:
+    """``(dt_ms, num_steps)``: from the config, else the data's attrs, else 1 ms and the longest sample."""
+    frontend = data.attrs.get("frontend") if isinstance(data.attrs.get("frontend"), dict) else {}
+    dt_ms = config.dt_ms
+    if dt_ms is None:
+        if "dt" in data.attrs:
+            dt_ms = float(data.attrs["dt"]) * 1000.0
+        elif frontend and "dt_ms" in frontend:
+            dt_ms = float(frontend["dt_ms"])
+        else:
+            dt_ms = 1.0
+    steps = config.num_steps
+    if steps is None:
+        if "num_steps" in data.attrs and config.dt_ms is None:
+            steps = int(data.attrs["num_steps"])
+        else:
+            longest = float(data.durations().max()) if len(data) else 0.0
+            steps = max(1, math.floor(longest * 1000.0 / dt_ms + 1e-3) + 1)
+    return float(dt_ms), int(steps)
+
+
+def _core() -> Any:
+    """The Eventprop core (``init_params``, ``simulate``, ``eventprop_loss_and_grad``, ``LossConfig``)."""
+    from edgekws.toolkit.train import _eventprop, _model
+
+    return _model, _eventprop
+
+
+def _optimizer(lr: float, ease_in: bool) -> Any:
+    """Adam with the paper's ease-in: ``min(lr, lr/1000 * 1.05**step)``."""
+    import jax.numpy as jnp
+    import optax
+
+    def schedule(count: Any) -> Any:
+        if not ease_in:
+            return jnp.asarray(lr, jnp.float32)
+        return jnp.minimum(lr, (lr / 1000.0) * jnp.power(1.05, count.astype(jnp.float32)))
+
+    return optax.adam(learning_rate=schedule)
+
+
+def _make_step(spec: NetworkSpec, config: TrainConfig) -> Callable[..., Any]:
+    """The jitted training step for this network and the loss/optimizer settings of ``config``."""
+    return _cached_step(
+        spec,
+        config.method,
+        config.readout,
+        config.reg_lambda,
+        config.reg_nu,
+        config.surrogate_slope,
+        config.learning_rate,
+        config.ease_in,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_step(
+    spec: NetworkSpec,
+    method: str,
+    readout: str,
+    reg_lambda: float,
+    reg_nu: float,
+    slope: float,
+    lr: float,
+    ease_in: bool,
+) -> Callable[..., Any]:
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from edgekws.toolkit.train._bptt import bptt_loss_and_grad
+
+    optimizer = _optimizer(lr, ease_in)
+    if method == "bptt":
+        grad_fn: Callable[..., Any] = bptt_loss_and_grad
+        loss_cfg: Any = BpttLossConfig(readout, reg_lambda, reg_nu, slope)
+    else:
+        _, eventprop = _core()
+        grad_fn = eventprop.eventprop_loss_and_grad
+        loss_cfg = eventprop.LossConfig(readout=readout, reg_lambda=reg_lambda, reg_nu=reg_nu)
+
+    def step(params: Any, opt_state: Any, spikes: Any, labels: Any) -> Any:
+        loss, aux, grads = grad_fn(params, spikes, labels, spec, loss_cfg)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        counts = [jnp.sum(c, axis=0) for c in aux["hidden_counts"]]
+        return optax.apply_updates(params, updates), opt_state, loss, aux["accuracy"], counts
+
+    return jax.jit(step)
+
+
+def mlgenn_silent_boost(spec: NetworkSpec, boost_genn: float) -> float:
+    """The paper's silent-neuron boost (mlGeNN weight units) in our weight units."""
+    from edgekws.toolkit.train._mlgenn import mlgenn_weight_factor
+
+    return boost_genn * mlgenn_weight_factor(spec)
+
+
+def _boost_silent(
+    params: dict[str, Any], spec: NetworkSpec, counts: tuple[np.ndarray, ...], boost: float
+) -> Any:
+    if boost <= 0:
+        return params
+    params = dict(params)
+    for layer, c in enumerate(counts):
+        silent = np.asarray(c) == 0
+        if silent.any():
+            w = np.array(params[f"layer{layer}.weight"])
+            w[silent] += boost
+            params[f"layer{layer}.weight"] = w
+    return params
+
+
+def _epoch_data(train_data: SpikeDataset, config: TrainConfig, epoch: int, dt_s: float) -> tuple[Any, Any]:
+    rng = np.random.default_rng([config.seed, epoch])
+    data = augment_epoch(
+        train_data,
+        config.augment,
+        config.max_shift(train_data.num_channels),
+        config.blend_fraction,
+        config.blend_p,
+        rng,
+        dt_s,
+    )
+    return data, rng.permutation(len(data))
+
+
+def _batches(n: int, batch_size: int) -> int:
+    """Full batches per epoch (the remainder is dropped; the order changes every epoch)."""
+    return max(1, n // batch_size) if n >= batch_size else 1
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+
+
+def _save_checkpoint(path: Path, state: _State, config: TrainConfig) -> None:
+    import jax
+
+    leaves = jax.tree_util.tree_leaves(state.opt_state)
+    arrays: dict[str, Any] = {f"param/{k}": np.asarray(v) for k, v in state.params.items()}
+    arrays.update({f"opt/{i:04d}": np.asarray(leaf) for i, leaf in enumerate(leaves)})
+    arrays.update({f"counts/{i}": np.asarray(c) for i, c in enumerate(state.counts)})
+    arrays.update(
+        epoch=np.int64(state.epoch),
+        batch=np.int64(state.batch),
+        step=np.int64(state.step),
+        loss_sum=np.float64(state.loss_sum),
+        correct=np.float64(state.correct),
+        seen=np.int64(state.seen),
+        best_score=np.float64(state.best_score),
+        best_epoch=np.int64(state.best_epoch),
+        rng=np.asarray([config.seed, state.epoch], dtype=np.int64),  # numpy rng of the epoch: (seed, epoch)
+        config=np.asarray(json.dumps(config.to_dict(), sort_keys=True)),
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_savez(path, arrays)
+
+
+def _load_checkpoint(path: Path, template_opt_state: Any) -> _State:
+    import jax
+    import jax.numpy as jnp
+
+    with np.load(path) as z:
+        params = {k.removeprefix("param/"): jnp.asarray(z[k]) for k in z.files if k.startswith("param/")}
+        opt_keys = sorted(k for k in z.files if k.startswith("opt/"))
+        count_keys = sorted(
+            (k for k in z.files if k.startswith("counts/")), key=lambda k: int(k.split("/")[1])
+        )
+        treedef = jax.tree_util.tree_structure(template_opt_state)
+        if len(jax.tree_util.tree_leaves(template_opt_state)) != len(opt_keys):
+            raise TrainError(f"{path}: optimizer state does not match this configuration; start a new run")
+        opt_state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(z[k]) for k in opt_keys])
+        return _State(
+            params=params,
+            opt_state=opt_state,
+            epoch=int(z["epoch"]),
+            batch=int(z["batch"]),
+            step=int(z["step"]),
+            loss_sum=float(z["loss_sum"]),
+            correct=float(z["correct"]),
+            seen=int(z["seen"]),
+            counts=tuple(np.asarray(z[k]) for k in count_keys),
+            best_score=float(z["best_score"]),
+            best_epoch=int(z["best_epoch"]),
+        )
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint furthest into training (by epoch, then batch), or ``None``."""
+    best: tuple[tuple[int, int], Path] | None = None
+    for path in (run_dir / "checkpoints").glob("*.npz"):
+        try:
+            with np.load(path) as z:
+                key = (int(z["epoch"]), int(z["batch"]))
+        except (OSError, KeyError, ValueError):
+            continue
+        if best is None or key > best[0]:
+            best = (key, path)
+    return None if best is None else best[1]
+
+
+# ---------------------------------------------------------------------------------------------- run info
+
+
+def _run_info(
+    spec: NetworkSpec,
+    config: TrainConfig,
+    train_data: SpikeDataset,
+    val_data: SpikeDataset | None,
+    data_paths: dict[str, Path] | None,
+) -> dict[str, Any]:
+    data_info: dict[str, Any] = {}
+    for split, ds in (("train", train_data), ("val", val_data)):
+        if ds is None:
+            continue
+        entry: dict[str, Any] = {"samples": len(ds), "num_channels": ds.num_channels}
+        path = (data_paths or {}).get(split)
+        if path is not None:
+            entry.update(path=str(path), sha256=file_sha256(path))
+        data_info[split] = entry
+    selection = "val_accuracy" if val_data is not None else "train_accuracy"
+    return {
+        "type": RUN_TYPE,
+        "format_version": RUN_FORMAT_VERSION,
+        "producer": f"edgekws {__version__}",
+        "network": spec.to_dict(),
+        "config": config.to_dict(),
+        "class_names": list(train_data.class_names),
+        "frontend": train_data.attrs.get("frontend"),
+        "data": data_info,
+        "selection": {
+            "metric": selection,
+            "note": None
+            if val_data is not None
+            else "no validation set given: the best epoch is chosen by training accuracy (on augmented data)",
+        },
+        "status": "running",
+    }
+
+
+def write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
+    atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+
+def read_run_info(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / "run.json"
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise TrainError(
+            f"{path}: not a readable run description ({exc}); is {run_dir} a training run?"
+        ) from exc
+    if info.get("type") != RUN_TYPE:
+        raise TrainError(f"{path}: type must be {RUN_TYPE!r}, got {info.get('type')!r}")
+    return dict(info)
+
+
+def _write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    atomic_write_text(
+        run_dir / "metrics.jsonl", "".join(json.dumps(h, sort_keys=True) + "\n" for h in history)
+    )
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+
+
+def train(
+    train_data: SpikeDataset,
+    out: str | os.PathLike[str],
+    config: TrainConfig,
+    *,
+    val_data: SpikeDataset | None = None,
+    resume: bool = False,
+    data_paths: dict[str, Path] | None = None,
+    progress: bool = True,
+    on_batch: BatchCallback | None = None,
+) -> TrainResult:
+    """Train a network on ``train_data`` into the run folder ``out``; see the module docstring.
+
+    ``on_batch(epoch, batch, metrics)`` is called after every optimizer step (epoch and batch 0-based).
+    Ctrl-C (``KeyboardInterrupt``, also from ``on_batch``) saves an interrupt checkpoint and returns a
+    result with ``interrupted=True``; ``resume=True`` continues from the latest checkpoint.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from edgekws.toolkit.train._evaluate import float_readout
+
+    run_dir = Path(out)
+    if len(train_data) == 0:
+        raise TrainError("the training set is empty; pass a data file with samples")
+    if val_data is not None and val_data.num_channels != train_data.num_channels:
+        raise TrainError(
+            f"validation data has {val_data.num_channels} channels but training data "
+            f"{train_data.num_channels}; make both with the same front-end"
+        )
+    dt_ms, num_steps = time_grid(train_data, config)
+    dt_s = dt_ms / 1000.0
+    spec = config.network_spec(
+        train_data.num_channels, train_data.num_classes, dt_ms, num_steps, tuple(train_data.class_names)
+    )
+    model, _ = _core()
+    optimizer = _optimizer(config.learning_rate, config.ease_in)
+    init = model.init_params(spec, jax.random.PRNGKey(config.seed))
+    init = {k: jnp.asarray(v, jnp.float32) for k, v in init.items()}
+    template_opt = optimizer.init(init)
+
+    existing = latest_checkpoint(run_dir) if run_dir.exists() else None
+    history: list[dict[str, Any]] = []
+    if resume:
+        if existing is None:
+            raise TrainError(f"{run_dir}: no checkpoint to resume from; drop --resume to start a new run")
+        previous = read_run_info(run_dir)
+        old_cfg = dict(previous.get("config", {}))
+        new_cfg = config.to_dict()
+        changed = sorted(k for k in new_cfg if k != "epochs" and old_cfg.get(k) != new_cfg[k])
+        if changed:
+            raise TrainError(
+                f"{run_dir}: cannot resume with a different configuration (changed: {changed}); "
+                "resume with the original settings (only --epochs may change) or start a new --out"
+            )
+        state = _load_checkpoint(existing, template_opt)
+        history = [h for h in read_metrics(run_dir) if h["epoch"] <= state.epoch]
+        info = previous
+        info["config"] = new_cfg
+    else:
+        if existing is not None or (run_dir / "run.json").exists():
+            raise TrainError(
+                f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
+            )
+        state = _State(params=init, opt_state=template_opt, epoch=0, batch=0, step=0)
+        info = _run_info(spec, config, train_data, val_data, data_paths)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    info["status"] = "running"
+    write_run_info(run_dir, info)
+    _write_metrics(run_dir, history)
+
+    step_fn = _make_step(spec, config)
+    boost = mlgenn_silent_boost(spec, config.silent_boost)
+    selection = info["selection"]["metric"]
+    interrupted = False
+    bar = _Progress(progress, config.epochs, state.epoch)
+    try:
+        with bar:
+            while state.epoch < config.epochs:
+                epoch = state.epoch
+                t0 = time.perf_counter()
+                data, order = _epoch_data(train_data, config, epoch, dt_s)
+                n_batches = _batches(len(data), config.batch_size)
+                if state.batch == 0:
+                    state = replace(
+                        state,
+                        loss_sum=0.0,
+                        correct=0.0,
+                        seen=0,
+                        counts=tuple(np.zeros(h, np.int64) for h in spec.hidden),
+                    )
+                bar.start_epoch(epoch, n_batches, state.batch)
+                while state.batch < n_batches:
+                    idx = order[state.batch * config.batch_size : (state.batch + 1) * config.batch_size]
+                    spikes = jnp.asarray(data.bin(dt_s, num_steps, idx), jnp.float32)
+                    labels = jnp.asarray(data.labels[idx], jnp.int32)
+                    params, opt_state, loss, acc, counts = step_fn(
+                        state.params, state.opt_state, spikes, labels
+                    )
+                    loss_f, acc_f = float(loss), float(acc)
+                    state = replace(
+                        state,
+                        params=params,
+                        opt_state=opt_state,
+                        batch=state.batch + 1,
+                        step=state.step + 1,
+                        loss_sum=state.loss_sum + loss_f * len(idx),
+                        correct=state.correct + acc_f * len(idx),
+                        seen=state.seen + len(idx),
+                        counts=tuple(
+                            c + np.asarray(n, np.int64) for c, n in zip(state.counts, counts, strict=True)
+                        ),
+                    )
+                    bar.advance_batch(loss_f, acc_f)
+                    if on_batch is not None:
+                        on_batch(epoch, state.batch - 1, {"loss": loss_f, "accuracy": acc_f})
+                # End of epoch: silent-neuron fix, metrics, selection, checkpoint.
+                params = _boost_silent(state.params, spec, state.counts, boost)
+                params = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
+                record = _epoch_record(epoch, state, spec, config, num_steps, dt_s)
+                if val_data is not None:
+                    val_loss, val_acc = _validate(
+                        float_readout, params, spec, val_data, config, num_steps, dt_s
+                    )
+                    record.update(val_loss=val_loss, val_accuracy=val_acc)
+                else:
+                    record.update(val_loss=None, val_accuracy=None)
+                score = record["val_accuracy"] if val_data is not None else record["train_accuracy"]
+                best_score, best_epoch = state.best_score, state.best_epoch
+                if score > best_score:
+                    best_score, best_epoch = score, epoch + 1
+                    atomic_savez(run_dir / "best.npz", {k: np.asarray(v) for k, v in params.items()})
+                record["seconds"] = round(time.perf_counter() - t0, 3)
+                history.append(record)
+                _write_metrics(run_dir, history)
+                state = replace(
+                    state,
+                    params=params,
+                    epoch=epoch + 1,
+                    batch=0,
+                    best_score=best_score,
+                    best_epoch=best_epoch,
+                )
+                _save_checkpoint(run_dir / "checkpoints" / f"epoch_{epoch + 1:03d}.npz", state, config)
+                bar.end_epoch(record)
+    except KeyboardInterrupt:
+        interrupted = True
+        name = f"interrupt_e{state.epoch:03d}_b{state.batch:04d}.npz"
+        _save_checkpoint(run_dir / "checkpoints" / name, state, config)
+    info["status"] = "interrupted" if interrupted else "finished"
+    info["selection"].update(best_epoch=state.best_epoch, best_score=state.best_score)
+    info["epochs_done"] = state.epoch
+    write_run_info(run_dir, info)
+    return TrainResult(
+        run_dir=run_dir,
+        epochs_done=state.epoch,
+        best_epoch=state.best_epoch,
+        selection=selection,
+        best_score=state.best_score,
+        interrupted=interrupted,
+        history=history,
+    )
+
+
+def _epoch_record(
+    epoch: int, state: _State, spec: NetworkSpec, config: TrainConfig, num_steps: int, dt_s: float
+) -> dict[str, Any]:
+    total_spikes = float(sum(c.sum() for c in state.counts))
+    neurons = sum(spec.hidden)
+    rate = total_spikes / max(1, state.seen) / neurons / (num_steps * dt_s)
+    return {
+        "epoch": epoch + 1,
+        "train_loss": state.loss_sum / max(1, state.seen),
+        "train_accuracy": state.correct / max(1, state.seen),
+        "lr": config.learning_rate_at(max(0, state.step - 1)),
+        "hidden_rate_hz": rate,
+        "silent_neurons": int(sum(int((c == 0).sum()) for c in state.counts)),
+        "samples": state.seen,
+    }
+
+
+def _validate(
+    readout_fn: Callable[..., np.ndarray],
+    params: dict[str, Any],
+    spec: NetworkSpec,
+    data: SpikeDataset,
+    config: TrainConfig,
+    num_steps: int,
+    dt_s: float,
+) -> tuple[float, float]:
+    """Cross-entropy (no regulariser) and accuracy of the decision rule on ``data``."""
+    from edgekws.agent import decide
+
+    readout = readout_fn(params, spec, data.bin(dt_s, num_steps), batch_size=config.eval_batch_size)
+    decision = decide(readout, spec.readout)
+    z = decision.scores - decision.scores.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    loss = float(-np.mean(logp[np.arange(len(data)), data.labels]))
+    return loss, float(np.mean(decision.labels == data.labels))
+
+
+class _Progress:
+    """Two rich progress bars (epochs, batches of this epoch) with ETAs; a no-op when disabled."""
+
+    def __init__(self, enabled: bool, epochs: int, done: int) -> None:
+        self.enabled = enabled
+        self._epochs_total, self._done = epochs, done
+        if enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._p = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
+            )
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            self._p.__enter__()
+            self._epochs = self._p.add_task("epochs", total=self._epochs_total, completed=self._done, info="")
+            self._batches = self._p.add_task("batches", total=1, info="")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self._p.__exit__(None, None, None)
+
+    def start_epoch(self, epoch: int, n_batches: int, done: int) -> None:
+        if self.enabled:
+            self._p.reset(self._batches, total=n_batches, completed=done, description=f"epoch {epoch + 1}")
+
+    def advance_batch(self, loss: float, acc: float) -> None:
+        if self.enabled:
+            self._p.update(self._batches, advance=1, info=f"loss {loss:.3f} acc {acc:.2f}")
+
+    def end_epoch(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            val = record.get("val_accuracy")
+            info = f"train acc {record['train_accuracy']:.3f}" + (
+                f" val acc {val:.3f}" if val is not None else ""
+            )
+            self._p.update(self._epochs, advance=1, info=info)
