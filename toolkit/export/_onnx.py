@@ -156,10 +156,13 @@ def _step_graph(spec: NetworkSpec, layout: list[tuple[str, int]]) -> onnx.GraphP
         return out
 
     def cuba(i: str, current: str, recurrent: str | None) -> tuple[str, str]:
-        """``u = α_s u + current (+ recurrent)``, ``v = α_m v + u``: the new u and the unreset v."""
-        u = node("Add", [node("Mul", [f"{i}.u.old", "alpha_syn"], f"{i}.u_leak"), current], f"{i}.u_in")
+        """``u = α_s u + (current + recurrent)``, ``v = α_m v + u``: the new u and the unreset v.
+
+        Summed in the trainer's order (``toolkit/train/_model.py``), so float32 rounding matches it.
+        """
         if recurrent is not None:
-            u = node("Add", [u, recurrent], f"{i}.u_rec")
+            current = node("Add", [current, recurrent], f"{i}.i_total")
+        u = node("Add", [node("Mul", [f"{i}.u.old", "alpha_syn"], f"{i}.u_leak"), current], f"{i}.u_in")
         v = node("Add", [node("Mul", [f"{i}.v.old", "alpha_mem"], f"{i}.v_leak"), u], f"{i}.v_in")
         return u, v
 
