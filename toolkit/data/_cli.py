@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from edgekws.toolkit._progress import progress_bar
 from edgekws.toolkit.data import _synth
 from edgekws.toolkit.data._spikes import DatasetError
 
@@ -56,34 +57,9 @@ def synth(
 
         edgekws data synth --task digits --out data/digits --seed 1
     """
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     subset = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
-    console = Console(stderr=True)
     start = time.perf_counter()
-    with Progress(
-        TextColumn("[bold]synth {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=as_json,
-    ) as bar:
-        job = bar.add_task(task, total=None)
-
-        def progress(done: int, total: int) -> None:
-            bar.update(job, completed=done, total=total)
-
+    with progress_bar(f"synth {task}", disable=as_json) as progress:
         try:
             manifest = _synth.synthesize(
                 out, task, per_class, seed, workers=workers, force=force, classes=subset, progress=progress
