@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -224,3 +225,63 @@ def test_saturated_units_do_not_fire_in_lockstep() -> None:
     active = raster.sum(axis=0) > 0
     assert active.sum() >= 8
     assert raster[:, active].sum(axis=1).max() < 0.6 * active.sum()
+
+
+def test_frontend_counts_clipped_samples_without_warnings() -> None:
+    """The streaming front-end reports the fraction of full-scale samples it was fed, as an attribute."""
+    fe = Frontend()
+    fe.process(np.array([0, 32767, -32768, 5], dtype=np.int16))
+    fe.process(np.array([0.5, 1.2, 0.0, 0.0]))
+    assert fe.clipped_samples == 3
+    assert fe.clipped_fraction == 3 / 8
+
+
+def _wav(path: Path, seconds: float, rate: int = 16000) -> Path:
+    import soundfile as sf
+
+    x = _speechlike(seconds, level=0.3)
+    if rate != 16000:
+        from scipy.signal import resample_poly
+
+        x = resample_poly(x, rate, 16000)
+    sf.write(path, (x * 32767).astype(np.int16), rate, subtype="PCM_16")
+    return path
+
+
+def test_cli_encode_prints_json_and_writes_npz(tmp_path: Path) -> None:
+    """`edgekws-agent encode --json --out` reports steps, spikes and rate per file and saves the rasters."""
+    from click.testing import CliRunner
+
+    from edgekws.agent._cli import main
+
+    a = _wav(tmp_path / "a.wav", 0.5)
+    b = _wav(tmp_path / "b.wav", 0.25, rate=22050)
+    out = tmp_path / "spikes.npz"
+    result = CliRunner().invoke(main, ["encode", str(a), str(b), "--json", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["spec"]["num_channels"] == 128
+    first, second = doc["files"]
+    assert first["steps"] == 500 and not first["resampled"]
+    assert second["resampled"] and second["sample_rate"] == 22050
+    with np.load(out) as npz:
+        assert npz["spikes_0"].shape == (500, 128)
+        assert int(npz["spikes_0"].sum()) == first["spikes"]
+        assert first["mean_rate_hz"] == pytest.approx(first["spikes"] / (128 * 0.5), abs=1e-3)
+        assert FrontendSpec.from_dict(json.loads(str(npz["spec_json"]))) == FrontendSpec()
+
+
+def test_cli_encode_refuses_other_rates_without_resample_and_names_bad_files(tmp_path: Path) -> None:
+    """--no-resample fails a 22.05 kHz file with the fix in the message; a corrupt file is named; exit 1."""
+    from click.testing import CliRunner
+
+    from edgekws.agent._cli import main
+
+    b = _wav(tmp_path / "b.wav", 0.1, rate=22050)
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"garbage" * 20)
+    result = CliRunner().invoke(main, ["encode", str(b), str(bad), "--no-resample"])
+    assert result.exit_code == 1
+    assert "sample rate must be 16000 Hz, got 22050 Hz" in result.output
+    assert "bad.wav" in result.output
+    assert "2 of 2 file(s) failed" in result.output
