@@ -67,7 +67,12 @@ def test_every_problem_is_reported_with_its_line_and_fix(tmp_path: Path) -> None
     problems = {p.key: p for p in info.value.problems}
     lines = text.splitlines()
     assert set(problems) == {"store.colour", "backends[1].threads", "detection.threshold"}
-    for key, needle in [("store.colour", "colour"), ("backends[1].threads", "threads"), ("detection.threshold", "threshold")]:
+    expected = [
+        ("store.colour", "colour"),
+        ("backends[1].threads", "threads"),
+        ("detection.threshold", "threshold"),
+    ]
+    for key, needle in expected:
         p = problems[key]
         assert p.file == str(path)
         assert p.line is not None and needle in lines[p.line - 1]

@@ -57,9 +57,9 @@ def test_downgrade_is_refused_unless_rollback(tmp_path: Path) -> None:
     old = _bundle(tmp_path, "1.0.0")
     with pytest.raises(StoreError, match="rollback"):
         store.install(old)
-    assert store.active() is not None and store.active().version == "2.0.0"  # type: ignore[union-attr]
+    assert store.active() is not None and store.active().version == "2.0.0"
     store.install(old, rollback=True)
-    assert store.active().version == "1.0.0"  # type: ignore[union-attr]
+    assert store.active().version == "1.0.0"
 
 
 def test_untrusted_or_tampered_bundles_are_refused(tmp_path: Path) -> None:
@@ -93,7 +93,7 @@ def test_rollback_swaps_current_and_previous(tmp_path: Path) -> None:
     store.install(_bundle(tmp_path, "1.0.0"))
     store.install(_bundle(tmp_path, "1.1.0"))
     assert store.rollback().version == "1.0.0"
-    assert store.active().version == "1.0.0" and store.previous().version == "1.1.0"  # type: ignore[union-attr]
+    assert store.active().version == "1.0.0" and store.previous().version == "1.1.0"
 
 
 def test_old_versions_are_pruned(tmp_path: Path) -> None:
@@ -132,7 +132,7 @@ def test_a_crash_at_any_step_leaves_old_or_new_active(tmp_path: Path, step: str)
     store = _store(tmp_path, Crashing)
     store.install(_bundle(tmp_path, "1.0.0"))
     new = _bundle(tmp_path, "1.1.0")
-    store.crash_at = step  # type: ignore[attr-defined]
+    store.crash_at = step
     with pytest.raises(_Crash):
         store.install(new)
     reopened = _store(tmp_path)  # what the agent sees after the restart
@@ -143,4 +143,4 @@ def test_a_crash_at_any_step_leaves_old_or_new_active(tmp_path: Path, step: str)
     if STEPS.index(step) < STEPS.index("current-swapped"):
         assert active.version == "1.0.0"
     reopened.install(new)  # the interrupted upgrade can simply be retried
-    assert reopened.active().version == "1.1.0"  # type: ignore[union-attr]
+    assert reopened.active().version == "1.1.0"

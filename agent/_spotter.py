@@ -1,0 +1,302 @@
+"""Keyword spotting on a continuous stream, with train/serve parity (the scheme is in docs/agent.md).
+
+The network was trained on windows of ``T`` steps (1 s), each from zero state, scored by
+:func:`edgekws.agent.decide` over the whole window. To serve it on an endless stream without changing
+what it computes, the spotter runs ``K`` **staggered lanes**: ``K`` instances of the network, batched on
+one backend, all fed the same spikes. Lane ``k`` is reset to zero state at global steps
+``g ≡ k·T/K (mod T)``, so each lane sees exactly the kind of window the network was trained on, and one
+lane completes a window every hop ``H = T/K`` steps. A completed window is scored by ``decide`` on its
+full readout trace (bit-for-bit the training-time rule), then:
+
+1. **silence guard**: a window whose mean input spike rate is below ``min_input_rate_hz`` is not scored
+   (and clears the smoothing history: silence separates words);
+2. **smoothing**: the class probabilities of the last ``smoothing`` scored windows are averaged;
+3. **threshold and unknown guard**: the best class must reach ``threshold`` and beat the second by
+   ``min_margin``, and must not be a silence/unknown class (``ignore_labels``);
+4. **refractory window**: the same label is not reported again within ``refractory_ms`` of audio.
+
+Each detection carries its label, confidence, the stream time of the end of the window, and its
+latency: wall time from when the window's last audio sample was available to the event.
+
+Cost: ``K`` network instances per stream; latency: a window ends at most ``H`` after the keyword
+ends. ``K = 10`` (hop 100 ms) is the default compromise.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from edgekws.agent._decision import decide
+from edgekws.agent._frontend import Frontend, FrontendSpec
+from edgekws.agent._sources import AudioChunk
+from edgekws.packaging._network import Readout
+
+
+class StreamingBackend(Protocol):
+    """What the spotter needs of a backend (edgekws.agent.backends.Backend provides it)."""
+
+    @property
+    def num_inputs(self) -> int: ...
+
+    @property
+    def num_outputs(self) -> int: ...
+
+    def reset(self, batch_size: int = 1) -> None: ...
+
+    def step(self, chunk: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class SpotterConfig:
+    """The streaming scheme's parameters (the ``[detection]`` config section)."""
+
+    lanes: int = 10
+    threshold: float = 0.5
+    smoothing: int = 2
+    refractory_ms: float = 1000.0
+    min_input_rate_hz: float = 1.0
+    min_margin: float = 0.0
+    ignore_labels: tuple[str, ...] = ("_silence_", "_unknown_", "silence", "unknown")
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> SpotterConfig:
+        """From the pydantic ``DetectionConfig``."""
+        return cls(
+            lanes=cfg.lanes,
+            threshold=cfg.threshold,
+            smoothing=cfg.smoothing,
+            refractory_ms=cfg.refractory_ms,
+            min_input_rate_hz=cfg.min_input_rate_hz,
+            min_margin=cfg.min_margin,
+            ignore_labels=tuple(cfg.ignore_labels),
+        )
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A keyword heard in the stream."""
+
+    label: str
+    index: int  # class index in the readout
+    confidence: float  # smoothed softmax probability of the class
+    audio_time_s: float  # stream time of the end of the deciding window
+    window_start_s: float
+    latency_s: float  # wall time from the window's last sample being available to this event
+    lane: int
+    origin: str = ""  # file (or source) the window ended in
+    origin_time_s: float = 0.0  # end of the window within ``origin``
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "confidence": round(self.confidence, 6),
+            "audio_time_s": round(self.audio_time_s, 4),
+            "window_start_s": round(self.window_start_s, 4),
+            "latency_ms": round(self.latency_s * 1e3, 3),
+            "lane": self.lane,
+            "origin": self.origin,
+            "origin_time_s": round(self.origin_time_s, 4),
+        }
+
+
+@dataclass(frozen=True)
+class WindowScore:
+    """One lane's completed window (what the decision stages above see)."""
+
+    lane: int
+    start_step: int
+    end_step: int  # exclusive
+    probabilities: np.ndarray | None  # None when the silence guard skipped the window
+    input_spikes: int
+
+
+class _Lanes:
+    """``K`` network instances on one backend, each resettable on its own.
+
+    Backends exposing ``new_state``/``advance`` (the emulator) keep one batched state whose rows are zeroed
+    per lane; any other backend gets ``K`` instances from ``factory``, each stepped with batch 1.
+    """
+
+    def __init__(self, backend: Any, lanes: int, factory: Callable[[], Any] | None) -> None:
+        self.k = lanes
+        self.backend = backend
+        if hasattr(backend, "new_state") and hasattr(backend, "advance"):
+            self.mode = "state"
+            self.state = backend.new_state(lanes)
+            self.scale = float(backend.net.readout_scale)
+        else:
+            if factory is None and lanes > 1:
+                raise ValueError(
+                    f"backend {type(backend).__name__} cannot reset one stream of a batch; pass a factory "
+                    "that builds more instances, or use lanes = 1"
+                )
+            self.mode = "instances"
+            self.instances = [backend] + [factory() for _ in range(lanes - 1)] if factory else [backend]
+            for inst in self.instances:
+                inst.reset(1)
+
+    def step(self, x: np.ndarray) -> np.ndarray:
+        """Advance every lane over ``x`` (steps, channels); readout ``(K, steps, outputs)`` float."""
+        if self.mode == "state":
+            v, _ = self.backend.advance(self.state, np.broadcast_to(x, (self.k, *x.shape)))
+            return np.asarray(v) * self.scale
+        return np.concatenate([np.asarray(inst.step(x[None]), dtype=np.float64) for inst in self.instances])
+
+    def reset(self, lane: int) -> None:
+        if self.mode == "state":
+            self.state.uv[lane] = 0.0
+            self.state.spikes[lane] = False
+            self.state.last_input[lane] = 0
+        else:
+            self.instances[lane].reset(1)
+
+
+@dataclass
+class _Smoother:
+    size: int
+    history: deque[np.ndarray] = field(default_factory=deque)
+
+    def push(self, p: np.ndarray | None) -> np.ndarray | None:
+        if p is None:
+            self.history.clear()
+            return None
+        self.history.append(p)
+        while len(self.history) > self.size:
+            self.history.popleft()
+        return np.mean(np.stack(self.history), axis=0)
+
+
+class Spotter:
+    """Front-end + staggered lanes on a backend + the decision stages; feed it :class:`AudioChunk` s."""
+
+    def __init__(
+        self,
+        frontend_spec: FrontendSpec,
+        backend: Any,
+        labels: Sequence[str],
+        *,
+        window_steps: int = 1000,
+        rule: Readout = "exp_weighted_mean",
+        config: SpotterConfig | None = None,
+        backend_factory: Callable[[], Any] | None = None,
+    ) -> None:
+        self.config = cfg = config or SpotterConfig()
+        self.frontend = Frontend(frontend_spec)
+        if backend.num_inputs != frontend_spec.num_channels:
+            raise ValueError(
+                f"the network takes {backend.num_inputs} input channels but the front-end makes "
+                f"{frontend_spec.num_channels}; the bundle's front-end spec and network disagree"
+            )
+        if len(labels) != backend.num_outputs:
+            raise ValueError(
+                f"{len(labels)} labels for {backend.num_outputs} outputs; the bundle is inconsistent"
+            )
+        if not 1 <= cfg.lanes <= window_steps:
+            raise ValueError(f"lanes must be in 1..{window_steps}, got {cfg.lanes}")
+        self.labels = list(labels)
+        self.window = window_steps
+        self.rule: Readout = rule
+        self.dt_s = frontend_spec.dt_ms / 1000.0
+        self.offsets = np.array([k * window_steps // cfg.lanes for k in range(cfg.lanes)])
+        self._lanes = _Lanes(backend, cfg.lanes, backend_factory)
+        self._trace = np.zeros((cfg.lanes, window_steps, backend.num_outputs))
+        self._spikes_in = np.zeros(cfg.lanes, dtype=np.int64)
+        self._smoother = _Smoother(cfg.smoothing)
+        self._last_fired: dict[int, float] = {}
+        self._ignored = {i for i, name in enumerate(self.labels) if name in cfg.ignore_labels}
+        self._min_spikes = cfg.min_input_rate_hz * frontend_spec.num_channels * window_steps * self.dt_s
+        self.step = 0  # global step index of the next input column
+        self.windows_scored = 0
+        self.backend_seconds = 0.0
+        self.on_window: Callable[[WindowScore], None] | None = None
+
+    def _lane_local(self, g: int) -> np.ndarray:
+        """Position of global step ``g`` inside each lane's current window."""
+        return np.asarray((g - self.offsets) % self.window)
+
+    def process(self, chunk: AudioChunk) -> list[Detection]:
+        """Feed one chunk of audio; the detections whose windows ended in it."""
+        spikes = self.frontend.process(chunk.samples)
+        return self.process_spikes(spikes, chunk)
+
+    def process_spikes(self, spikes: np.ndarray, chunk: AudioChunk | None = None) -> list[Detection]:
+        """Feed front-end output ``(steps, channels)`` directly (chunk gives timestamps)."""
+        detections: list[Detection] = []
+        n = spikes.shape[0]
+        pos = 0
+        while pos < n:
+            g = self.step
+            # steps until the next lane finishes its window (a lane ends at g when (g - off + 1) % T == 0)
+            to_end = (self.window - self._lane_local(g)) % self.window
+            to_end[to_end == 0] = self.window
+            seg = int(min(to_end.min(), n - pos))
+            x = spikes[pos : pos + seg]
+            t0 = time.perf_counter()
+            readout = self._lanes.step(x)
+            self.backend_seconds += time.perf_counter() - t0
+            local = self._lane_local(g)
+            for k in range(self.config.lanes):
+                lo = int(local[k])
+                self._trace[k, lo : lo + seg] = readout[k]
+            self._spikes_in += int(x.sum(dtype=np.int64))
+            self.step += seg
+            pos += seg
+            ended = np.flatnonzero(self._lane_local(self.step) == 0)
+            for lane in ended.tolist():
+                det = self._finish(lane, chunk)
+                if det is not None:
+                    detections.append(det)
+        return detections
+
+    def _finish(self, k: int, chunk: AudioChunk | None) -> Detection | None:
+        end = self.step
+        start = end - self.window
+        complete = start >= 0
+        spikes = int(self._spikes_in[k])
+        probs = None
+        if complete and spikes >= self._min_spikes:
+            d = decide(self._trace[k][None], self.rule)
+            z = d.scores[0] - d.scores[0].max()
+            probs = np.exp(z) / np.exp(z).sum()
+        self._lanes.reset(k)
+        self._spikes_in[k] = 0
+        if not complete:
+            return None
+        self.windows_scored += 1
+        if self.on_window is not None:
+            self.on_window(WindowScore(k, start, end, probs, spikes))
+        smoothed = self._smoother.push(probs)
+        if smoothed is None:
+            return None
+        order = np.argsort(smoothed)[::-1]
+        best = int(order[0])
+        conf = float(smoothed[best])
+        margin = conf - float(smoothed[int(order[1])]) if smoothed.size > 1 else conf
+        cfg = self.config
+        if best in self._ignored or conf < cfg.threshold or margin < cfg.min_margin:
+            return None
+        end_s = end * self.dt_s
+        last = self._last_fired.get(best)
+        if last is not None and (end_s - last) * 1000.0 < cfg.refractory_ms:
+            return None
+        self._last_fired[best] = end_s
+        available = chunk.available_at if chunk is not None else time.monotonic()
+        origin = chunk.origin if chunk is not None else ""
+        origin_t = chunk.origin_offset_s + (end_s - chunk.start_s) if chunk is not None else end_s
+        return Detection(
+            label=self.labels[best],
+            index=best,
+            confidence=conf,
+            audio_time_s=end_s,
+            window_start_s=start * self.dt_s,
+            latency_s=time.monotonic() - available,
+            lane=k,
+            origin=origin,
+            origin_time_s=origin_t,
+        )

@@ -1,0 +1,216 @@
+"""Tests for the streaming keyword spotter (staggered lanes on the real fixed-point emulator)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgekws.agent._decision import decide
+from edgekws.agent._frontend import FrontendSpec
+from edgekws.agent._sources import AudioChunk
+from edgekws.agent._spotter import Spotter, SpotterConfig, WindowScore
+from edgekws.agent.backends._emulator import EmulatorBackend
+from edgekws.packaging._fixedpoint import FixedPointLayer, FixedPointNetwork
+
+SPEC = FrontendSpec(num_bands=8, thresholds_db=(-30.0, -15.0))  # 16 channels: small and fast
+LABELS = ["_silence_", "yes", "no"]
+
+
+def _network(seed: int = 0, hidden: int = 24) -> FixedPointNetwork:
+    rng = np.random.default_rng(seed)
+    c = SPEC.num_channels
+    return FixedPointNetwork(
+        (
+            FixedPointLayer(
+                rng.integers(-60, 120, size=(hidden, c)),
+                rng.integers(-40, 40, size=(hidden, hidden)),
+                i_decay=1000,
+                v_decay=200,
+                v_th_mant=600,
+                weight_scale=1 / 64,
+            ),
+            FixedPointLayer(
+                rng.integers(-80, 80, size=(len(LABELS), hidden)),
+                i_decay=1000,
+                v_decay=200,
+                weight_scale=1 / 8,
+            ),
+        )
+    )
+
+
+class InterfaceOnly:
+    """The real emulator seen only through the Backend interface (no per-lane state access)."""
+
+    def __init__(self, net: FixedPointNetwork) -> None:
+        self._b = EmulatorBackend(net)
+        self.num_inputs, self.num_outputs = self._b.num_inputs, self._b.num_outputs
+
+    def reset(self, batch_size: int = 1) -> None:
+        self._b.reset(batch_size)
+
+    def step(self, chunk: np.ndarray) -> np.ndarray:
+        return self._b.step(chunk)
+
+
+def _spikes(steps: int, rate: float, seed: int = 1) -> np.ndarray:
+    return (np.random.default_rng(seed).random((steps, SPEC.num_channels)) < rate).astype(np.uint8)
+
+
+def _collect(spotter: Spotter) -> list[WindowScore]:
+    seen: list[WindowScore] = []
+    spotter.on_window = seen.append
+    return seen
+
+
+def test_every_lane_window_equals_a_fresh_run_of_the_network() -> None:
+    """Each scored window equals decide() of the network run from zero state on that window (parity)."""
+    net = _network()
+    spotter = Spotter(
+        SPEC,
+        EmulatorBackend(net),
+        LABELS,
+        window_steps=100,
+        config=SpotterConfig(lanes=4, min_input_rate_hz=0.0),
+    )
+    seen = _collect(spotter)
+    x = _spikes(460, 0.05)
+    for i in range(0, 460, 37):  # chunks that do not align with the hop
+        spotter.process_spikes(x[i : i + 37])
+    assert [w.end_step for w in seen] == list(range(100, 451, 25))
+    reference = EmulatorBackend(net)
+    for w in seen:
+        scores = decide(reference.run(x[w.start_step : w.end_step][None])).scores[0]
+        p = np.exp(scores - scores.max())
+        assert w.probabilities is not None
+        np.testing.assert_allclose(w.probabilities, p / p.sum(), rtol=1e-12)
+
+
+def test_lanes_through_the_generic_interface_agree_with_batched_state() -> None:
+    """Lanes built from separate backend instances score the same windows as the batched emulator state."""
+    net = _network(3)
+    cfg = SpotterConfig(lanes=3, min_input_rate_hz=0.0)
+    a = Spotter(SPEC, EmulatorBackend(net), LABELS, window_steps=60, config=cfg)
+    b = Spotter(
+        SPEC,
+        InterfaceOnly(net),
+        LABELS,
+        window_steps=60,
+        config=cfg,
+        backend_factory=lambda: InterfaceOnly(net),
+    )
+    wa, wb = _collect(a), _collect(b)
+    x = _spikes(300, 0.08, seed=5)
+    a.process_spikes(x)
+    for i in range(0, 300, 16):
+        b.process_spikes(x[i : i + 16])
+    assert len(wa) == len(wb) > 5
+    for u, v in zip(wa, wb, strict=True):
+        assert (u.lane, u.end_step) == (v.lane, v.end_step)
+        np.testing.assert_allclose(u.probabilities, v.probabilities, rtol=1e-12)
+
+
+def test_generic_backend_without_factory_is_refused_for_several_lanes() -> None:
+    """A backend that cannot reset one stream needs a factory for more than one lane."""
+    with pytest.raises(ValueError, match="factory"):
+        Spotter(SPEC, InterfaceOnly(_network()), LABELS, window_steps=50, config=SpotterConfig(lanes=2))
+
+
+def test_silence_gives_no_detection_and_no_scores() -> None:
+    """With no input spikes the silence guard skips every window and nothing is detected."""
+    spotter = Spotter(
+        SPEC,
+        EmulatorBackend(_network()),
+        LABELS,
+        window_steps=50,
+        config=SpotterConfig(lanes=5, threshold=0.01),
+    )
+    seen = _collect(spotter)
+    assert spotter.process_spikes(np.zeros((400, SPEC.num_channels), dtype=np.uint8)) == []
+    assert seen and all(w.probabilities is None for w in seen)
+
+
+def _best_class_trace(net: FixedPointNetwork, x: np.ndarray, window: int, lanes: int) -> list[Any]:
+    s = Spotter(
+        SPEC,
+        EmulatorBackend(net),
+        LABELS,
+        window_steps=window,
+        config=SpotterConfig(lanes=lanes, min_input_rate_hz=0.0),
+    )
+    seen = _collect(s)
+    s.process_spikes(x)
+    return [w.probabilities for w in seen if w.probabilities is not None]
+
+
+def test_threshold_refractory_and_ignored_labels() -> None:
+    """Detections need the threshold, skip ignored labels, and repeat no faster than the refractory window."""
+    net = _network(7)
+    x = _spikes(2000, 0.06, seed=9)
+    probs = _best_class_trace(net, x, 100, 4)
+    best = [int(np.argmax(p)) for p in probs]
+    keyword = max({1, 2}, key=best.count)
+    assert best.count(keyword) > 10, "test network should favour a keyword class on this input"
+    ignore = tuple(name for i, name in enumerate(LABELS) if i != keyword)
+
+    def run(refractory_ms: float, threshold: float) -> list[float]:
+        s = Spotter(
+            SPEC,
+            EmulatorBackend(net),
+            LABELS,
+            window_steps=100,
+            config=SpotterConfig(
+                lanes=4,
+                smoothing=1,
+                threshold=threshold,
+                refractory_ms=refractory_ms,
+                min_input_rate_hz=0.0,
+                ignore_labels=ignore,
+            ),
+        )
+        dets = []
+        for i in range(0, 2000, 20):
+            chunk = AudioChunk(np.zeros(320, np.float32), 16000, i / 1000, 0.0, "f.wav", i / 1000)
+            dets += s.process_spikes(x[i : i + 20], chunk)
+        assert all(d.label == LABELS[keyword] and d.origin == "f.wav" for d in dets)
+        return [d.audio_time_s for d in dets]
+
+    many = run(0.0, 1e-6)
+    assert len(many) == best.count(keyword)
+    spaced = run(500.0, 1e-6)
+    assert len(spaced) < len(many) and np.all(np.diff(spaced) >= 0.5 - 1e-9)
+    confident = sorted(float(p[keyword]) for p in probs if int(np.argmax(p)) == keyword)
+    median = confident[len(confident) // 2]
+    assert len(run(0.0, median)) == sum(c >= median for c in confident) < len(many)
+
+
+def test_audio_in_gives_detections_with_latency() -> None:
+    """Audio chunks go through the front-end; detections report end-of-window times and a small latency."""
+    spotter = Spotter(
+        SPEC,
+        EmulatorBackend(_network(7)),
+        LABELS,
+        window_steps=200,
+        config=SpotterConfig(
+            lanes=2, threshold=1e-6, refractory_ms=0.0, min_input_rate_hz=0.0, ignore_labels=()
+        ),
+    )
+    rng = np.random.default_rng(0)
+    audio = (0.2 * rng.standard_normal(16000)).astype(np.float32)
+    import time
+
+    dets = []
+    for i in range(0, 16000, 320):
+        chunk = AudioChunk(audio[i : i + 320], 16000, i / 16000, time.monotonic(), "noise", i / 16000)
+        dets += spotter.process(chunk)
+    assert spotter.step == 1000
+    assert [round(d.audio_time_s, 3) for d in dets] == [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    assert all(0 <= d.latency_s < 0.5 for d in dets)
+
+
+def test_mismatched_bundle_is_refused() -> None:
+    """A front-end whose channel count differs from the network's inputs is a clear error."""
+    with pytest.raises(ValueError, match="input channels"):
+        Spotter(FrontendSpec(), EmulatorBackend(_network()), LABELS)
