@@ -56,7 +56,12 @@ $(STAMPS)/lava-venv: pyproject.toml $(STAMPS)/apt
 	@test -n "$(PY310)" || { echo "Python 3.10 not found: install it (pyenv install 3.10) or set PY310=/path/to/python3.10"; exit 1; }
 	test -x $(LAVA_VENV)/bin/python || $(PY310) -m venv $(LAVA_VENV)
 	$(LAVA_VENV)/bin/python -m pip install -q --upgrade pip
-	$(LAVA_VENV)/bin/python -m pip install -q -e '.[agent,onnx,dev]' 'numpy>=1.26,<2' 'h5py>=3.9'
+	$(LAVA_VENV)/bin/python -m pip install -q -e '.[agent,onnx,dev]' 'numpy>=1.26,<2' 'h5py>=3.9' \
+	  'lava-nc==0.10.0' 'torch>=2.3.1,<2.4' 'torchvision>=0.18,<0.19' opencv-python-headless \
+	  'pillow>=10.0.1,<11' matplotlib ninja
+	# lava-dl 0.6.0 (= the `lava` extra) pins pytest<8, which clashes with our dev pytest>=8:
+	# its other dependencies are listed above, so install it without them.
+	$(LAVA_VENV)/bin/python -m pip install -q --no-deps 'lava-dl==0.6.0'
 	@touch $@
 
 bench: $(STAMPS)/venv

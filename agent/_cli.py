@@ -23,5 +23,9 @@ def _register() -> None:
 
     main.add_command(_frontend_cli.encode)
 
+    from edgekws.agent import _lava_cli
+
+    main.add_command(_lava_cli.lava_run)
+
 
 _register()

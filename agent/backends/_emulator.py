@@ -1,0 +1,237 @@
+"""Bit-exact numpy emulator of Lava's ``fixed_pt`` CUBA-LIF network (reference §2.2, docs/fixed-point.md).
+
+All layers share one state vector per sample (hidden layers first, the readout last) so one step is a dozen
+vectorised numpy operations whatever the depth:
+
+1. ``u, v <- rtz(u * (4096 - d_u), 12), rtz(v * (4096 - d_v), 12)`` — held in float64, where the 36-bit
+   products and the truncation toward zero are exact;
+2. ``u += (a << 6)`` with ``a = W_0 x[t-1]`` for the first layer (computed for a whole chunk at once, since it
+   does not depend on the state) plus ``M s[t-1]`` for the rest (recurrent and layer-to-layer weights of all
+   layers in one matrix, gathered over the few neurons that spiked);
+3. ``v += u + (bias << 6)``; only if some value left the 24-bit range: wrap ``u`` once (``u > 2^23`` →
+   ``u - 2^24``, ``u <= -2^23`` → ``u + 2^24``), correct ``v`` by the same amount and saturate it to
+   ``±(2^23 - 1)``;
+4. ``s = v > (vThMant << 6)``, ``v <- 0`` where ``s`` (``u`` is not reset).
+
+Integers up to 2^53 are exact in float64 and the per-chunk input drive is an exact float32 integer sum
+(``|W| <= 256``, fewer than 2^16 inputs), so the result equals Lava's int32/int64 arithmetic bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, NamedTuple
+
+import numpy as np
+
+from edgekws.agent.backends._base import Backend, check_spikes
+from edgekws.packaging._fixedpoint import FixedPointNetwork
+
+_U_MAX = float(1 << 23)  # u wraps when u > 2^23 or u <= -2^23
+_V_MAX = float((1 << 23) - 1)  # v saturates at +-(2^23 - 1)
+_WRAP = float(1 << 24)
+_CHUNK = 128  # steps of input drive computed per matrix product
+
+
+class Traces(NamedTuple):
+    """Per-layer state traces, each ``(batch, steps, neurons)`` int64, index ``t`` = after step ``t``."""
+
+    u: list[np.ndarray]
+    v: list[np.ndarray]
+    spikes: list[np.ndarray]
+
+
+@dataclass
+class EmulatorState:
+    """The state of a batch of streams between two steps.
+
+    ``uv[:, 0]`` / ``uv[:, 1]`` are ``u`` / ``v`` of all layers (hidden first, readout last), integer-valued
+    float64; ``spikes`` are the spikes of the last step (what the synapses deliver next step, i.e. Lava's
+    ``a_buff`` before the weights); ``last_input`` is the last input column (the first layer's delay buffer).
+    """
+
+    uv: np.ndarray  # (batch, 2, neurons) float64
+    spikes: np.ndarray  # (batch, neurons) bool
+    last_input: np.ndarray  # (batch, inputs) float32
+    steps: int = 0
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class EmulatorBackend(Backend):
+    """Bit-exact fixed-point emulator (numpy only), batched over samples and steppable chunk by chunk."""
+
+    name: ClassVar[str] = "emulator"
+
+    def __init__(self, net: FixedPointNetwork | str | Path, *, graded_input: bool = False) -> None:
+        if not isinstance(net, FixedPointNetwork):
+            from edgekws.packaging._netx import read_netx
+
+            net = read_netx(net)
+        self.net = net
+        self.graded_input = graded_input
+        layers = net.layers
+        sizes = [layer.size for layer in layers]
+        self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        n_total = int(self._offsets[-1])
+        self._n0 = sizes[0]
+        self._n_out = sizes[-1]
+        alpha = np.empty((2, n_total))
+        vth = np.empty(n_total)
+        bias = np.zeros(n_total)
+        for i, layer in enumerate(layers):
+            sl = slice(self._offsets[i], self._offsets[i + 1])
+            alpha[0, sl] = (4096 - layer.i_decay) / 4096.0
+            alpha[1, sl] = (4096 - layer.v_decay) / 4096.0
+            vth[sl] = float(layer.v_th_mant << 6)
+            if layer.bias is not None:
+                bias[sl] = layer.bias * 64.0
+        self._alpha = alpha
+        self._vth = vth
+        self._bias = bias if bias.any() else None
+        # first layer: x (inputs) -> a, unscaled integers (float32 sums are exact)
+        self._w0t = np.ascontiguousarray(layers[0].weight.T, dtype=np.float32)
+        # the rest: spikes of every layer -> a of all layers, pre-multiplied by 64 (float64, exact);
+        # the readout's rows are zero (its spikes, if its threshold were ever crossed, go nowhere)
+        m = np.zeros((n_total, n_total))
+        for i, layer in enumerate(layers):
+            post = slice(self._offsets[i], self._offsets[i + 1])
+            if layer.weight_rec is not None:
+                m[self._offsets[i] : self._offsets[i + 1], post] = layer.weight_rec.T * 64.0
+            if i > 0:
+                m[self._offsets[i - 1] : self._offsets[i], post] = layer.weight.T * 64.0
+        self._mt = m
+        if layers[-1].weight_rec is not None:
+            raise ValueError("a recurrent readout layer is not supported; make the readout a dense layer")
+        self._state: EmulatorState | None = None
+
+    @classmethod
+    def available(cls) -> bool:
+        return True
+
+    @property
+    def num_inputs(self) -> int:
+        return self.net.num_inputs
+
+    @property
+    def num_outputs(self) -> int:
+        return self._n_out
+
+    def new_state(self, batch_size: int = 1) -> EmulatorState:
+        """A zero state for ``batch_size`` streams."""
+        n_total = int(self._offsets[-1])
+        return EmulatorState(
+            uv=np.zeros((batch_size, 2, n_total)),
+            spikes=np.zeros((batch_size, n_total), dtype=bool),
+            last_input=np.zeros(
+                (batch_size, self.num_inputs), dtype=np.float64 if self.graded_input else np.float32
+            ),
+        )
+
+    def reset(self, batch_size: int = 1) -> None:
+        self._state = self.new_state(batch_size)
+
+    def step(self, chunk: np.ndarray) -> np.ndarray:
+        x = check_spikes(chunk, self.num_inputs)
+        if self._state is None or self._state.uv.shape[0] != x.shape[0]:
+            if self._state is not None and self._state.steps:
+                raise ValueError(
+                    f"chunk has batch size {x.shape[0]} but the streams have {self._state.uv.shape[0]}; "
+                    "call reset(batch_size) to start new streams"
+                )
+            self.reset(x.shape[0])
+        assert self._state is not None
+        v_int, _ = self.advance(self._state, x)
+        return v_int * self.net.readout_scale
+
+    def run(self, spikes: np.ndarray) -> np.ndarray:
+        x = check_spikes(spikes, self.num_inputs)
+        v_int, _ = self.advance(self.new_state(x.shape[0]), x)
+        return v_int * self.net.readout_scale
+
+    def run_traces(self, spikes: np.ndarray, state: EmulatorState | None = None) -> Traces:
+        """Integer ``u``, ``v`` and spikes of every layer at every step (for tests and debugging)."""
+        x = check_spikes(spikes, self.num_inputs)
+        _, traces = self.advance(state or self.new_state(x.shape[0]), x, traces=True)
+        assert traces is not None
+        return traces
+
+    def advance(
+        self, state: EmulatorState, x: np.ndarray, traces: bool = False
+    ) -> tuple[np.ndarray, Traces | None]:
+        """Advance ``state`` in place over the input ``x`` (batch, steps, inputs).
+
+        Returns the integer readout voltage ``(batch, steps, outputs)`` and, if asked, all traces.
+        """
+        batch, steps, _ = x.shape
+        if state.uv.shape[0] != batch:
+            raise ValueError(f"state holds {state.uv.shape[0]} streams but the input has {batch}")
+        out = np.empty((batch, steps, self._n_out))
+        n_total = int(self._offsets[-1])
+        tr_uv = np.empty((batch, steps, 2, n_total)) if traces else None
+        tr_s = np.zeros((batch, steps, n_total), dtype=bool) if traces else None
+        uv, spikes = state.uv, state.spikes
+        u, v = uv[:, 0], uv[:, 1]
+        u0 = u[:, : self._n0]
+        alpha, vth, bias, mt = self._alpha, self._vth, self._bias, self._mt
+        readout = slice(n_total - self._n_out, n_total)
+        rec = np.empty((batch, n_total))
+        single = batch == 1
+        for start in range(0, steps, _CHUNK):
+            stop = min(start + _CHUNK, steps)
+            drive = self._input_drive(state, x[:, start:stop])
+            for j in range(stop - start):
+                np.multiply(uv, alpha, out=uv)
+                np.trunc(uv, out=uv)
+                np.add(u0, drive[:, j], out=u0)
+                if single:
+                    idx = np.flatnonzero(spikes[0])
+                    if idx.size:
+                        np.add(u[0], mt[idx].sum(axis=0), out=u[0])
+                elif spikes.any():
+                    np.matmul(spikes, mt, out=rec)
+                    np.add(u, rec, out=u)
+                np.add(v, u, out=v)
+                if bias is not None:
+                    np.add(v, bias, out=v)
+                if uv.max() > _V_MAX or uv.min() < -_V_MAX:
+                    self._wrap_and_saturate(u, v)
+                np.greater(v, vth, out=spikes)
+                v[spikes] = 0.0
+                t = start + j
+                out[:, t] = v[:, readout]
+                if tr_uv is not None and tr_s is not None:
+                    tr_uv[:, t] = uv
+                    tr_s[:, t] = spikes
+            state.steps += stop - start
+        if tr_uv is None or tr_s is None:
+            return out, None
+        o = self._offsets
+        layers = range(len(self.net.layers))
+        return out, Traces(
+            u=[tr_uv[:, :, 0, o[i] : o[i + 1]].astype(np.int64) for i in layers],
+            v=[tr_uv[:, :, 1, o[i] : o[i + 1]].astype(np.int64) for i in layers],
+            spikes=[tr_s[:, :, o[i] : o[i + 1]].copy() for i in layers],
+        )
+
+    def _input_drive(self, state: EmulatorState, x: np.ndarray) -> np.ndarray:
+        """``64 * W_0 x[t-1]`` for each step of the chunk ``x``, ``(batch, steps, n0)`` float64."""
+        # binary input: a column sum of at most 2^16 weights |W| <= 256 is exact in float32;
+        # graded payloads can be large, so they are summed in float64
+        xf = x.astype(np.float64) if self.graded_input else (x != 0).astype(np.float32)
+        shifted = np.concatenate([state.last_input[:, None], xf[:, :-1]], axis=1)
+        state.last_input = xf[:, -1].astype(state.last_input.dtype)
+        batch, steps, channels = shifted.shape
+        flat = shifted.reshape(batch * steps, channels)
+        drive = np.matmul(flat, self._w0t.astype(flat.dtype, copy=False)).astype(np.float64)
+        drive *= 64.0
+        return drive.reshape(batch, steps, self._n0)
+
+    @staticmethod
+    def _wrap_and_saturate(u: np.ndarray, v: np.ndarray) -> None:
+        """Lava's single 24-bit wrap of ``u`` (v corrected by the same amount, it was summed before) and the
+        saturation of ``v``."""
+        wrapped = np.where(u > _U_MAX, u - _WRAP, np.where(u <= -_U_MAX, u + _WRAP, u))
+        v += wrapped - u
+        u[...] = wrapped
+        np.clip(v, -_V_MAX, _V_MAX, out=v)
