@@ -167,6 +167,11 @@ class FrontendSpec:
         unknown = sorted(set(d) - known)
         if unknown:
             problems.append(f"unknown key(s) {unknown}; known keys are {sorted(known)}")
+        for f in fields(cls):
+            if f.name in d and not _has_type(d[f.name], f.default):
+                problems.append(
+                    f"{f.name} must be {_type_words(f.default)}, got {type(d[f.name]).__name__} {d[f.name]!r}"
+                )
         if problems:
             raise FrontendSpecError("invalid front-end spec: " + "; ".join(problems))
         spec = cls(**d)
@@ -176,6 +181,23 @@ class FrontendSpec:
                 f"len(thresholds_db) gives {spec.num_channels}; fix one of them"
             )
         return spec
+
+
+def _has_type(value: Any, default: Any) -> bool:
+    """Whether a JSON value fits a field with this default (ints for ints, numbers for floats)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(default, tuple):
+        return isinstance(value, (list, tuple)) and all(_has_type(v, 0.0) for v in value)
+    if isinstance(default, int):
+        return isinstance(value, int)
+    return isinstance(value, (int, float))
+
+
+def _type_words(default: Any) -> str:
+    if isinstance(default, tuple):
+        return "a list of numbers"
+    return "an integer" if isinstance(default, int) else "a number"
 
 
 def _erb_number(f: Any) -> Any:

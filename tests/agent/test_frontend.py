@@ -285,3 +285,15 @@ def test_cli_encode_refuses_other_rates_without_resample_and_names_bad_files(tmp
     assert "sample rate must be 16000 Hz, got 22050 Hz" in result.output
     assert "bad.wav" in result.output
     assert "2 of 2 file(s) failed" in result.output
+
+
+def test_from_dict_names_wrongly_typed_fields() -> None:
+    """Strings, booleans and non-lists where numbers belong are reported per field, not as a TypeError."""
+    d = FrontendSpec().to_dict()
+    d.update({"num_bands": "32", "dt_ms": True, "thresholds_db": -10})
+    with pytest.raises(FrontendSpecError) as info:
+        FrontendSpec.from_dict(d)
+    message = str(info.value)
+    assert "num_bands must be an integer, got str '32'" in message
+    assert "dt_ms must be a number" in message
+    assert "thresholds_db must be a list of numbers" in message

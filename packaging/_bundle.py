@@ -1,0 +1,520 @@
+"""Writing and reading bundles: ``NAME-VERSION.ekb``, a signed, immutable USTAR archive.
+
+Layout (in this order): ``manifest.json`` (canonical JSON), ``signature`` (canonical JSON of Ed25519
+signatures over the manifest bytes), then the model files ``model/…`` sorted by path. See docs/bundle.md.
+
+Reading never extracts by name and never trusts a byte before everything is checked: :func:`open_bundle`
+reads the archive into memory (bounded by :class:`Limits`), checks the container, the member names and
+types, the manifest schema, the signature against the trusted keys, and the size and sha256 of every file,
+then either returns a :class:`Bundle` or raises one :class:`InvalidBundle` listing every problem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from edgekws.packaging._errors import InvalidBundle, ManifestError, Problem
+from edgekws.packaging._manifest import (
+    FileEntry,
+    Lineage,
+    Manifest,
+    Metrics,
+    check_model_path,
+    parse_created,
+    parse_json_strict,
+    utc_now,
+)
+from edgekws.packaging._signing import (
+    Signature,
+    SigningKey,
+    TrustLike,
+    as_trust_store,
+    parse_signature_file,
+    sign_manifest,
+)
+from edgekws.packaging._tar import TarMember, read_tar, write_tar
+
+MANIFEST = "manifest.json"
+SIGNATURE = "signature"
+MODEL_DIR = "model"
+SUFFIX = ".ekb"
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Size limits a reader enforces before reading anything (defaults suit KWS models with room to spare)."""
+
+    max_total_bytes: int = 512 * MiB  # the whole bundle file
+    max_member_bytes: int = 256 * MiB  # any one member
+    max_manifest_bytes: int = 1 * MiB
+    max_signature_bytes: int = 64 * 1024
+    max_members: int = 64
+
+
+# --------------------------------------------------------------------------------------------------------
+# Writing
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def atomic_write_bytes(dest: Path, data: bytes) -> None:
+    """Write ``data`` to ``dest`` through a temp file in the same directory, fsync, then ``os.replace``."""
+    dest = Path(dest)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename durable (not possible on every platform)
+        dir_fd = os.open(dest.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _load_files(files: Mapping[str, bytes | Path]) -> dict[str, bytes]:
+    problems: list[str] = []
+    out: dict[str, bytes] = {}
+    for path, content in files.items():
+        reason = check_model_path(path)
+        if reason:
+            problems.append(reason)
+            continue
+        if isinstance(content, (bytes, bytearray, memoryview)):
+            out[path] = bytes(content)
+        else:
+            try:
+                out[path] = Path(content).read_bytes()
+            except OSError as exc:
+                problems.append(f"cannot read {content} for {path}: {exc.strerror}")
+    if not files:
+        problems.append("a bundle needs at least one model file (e.g. model/netx.h5)")
+    if problems:
+        raise ManifestError(problems)
+    return out
+
+
+def bundle_bytes(
+    manifest: Manifest,
+    files: Mapping[str, bytes | Path],
+    private_key: SigningKey | Sequence[SigningKey],
+    limits: Limits | None = None,
+) -> tuple[bytes, Manifest]:
+    """The bundle's bytes and its final manifest (``files`` filled in from the given model files).
+
+    If ``manifest.files`` is already set it must agree with ``files`` exactly.
+    """
+    limits = limits or Limits()
+    contents = _load_files(files)
+    entries = {p: FileEntry(sha256_hex(b), len(b)) for p, b in sorted(contents.items())}
+    if manifest.files and dict(manifest.files) != entries:
+        raise ManifestError(["manifest.files disagrees with the files given; leave it empty to fill it in"])
+    manifest = manifest.with_files(entries)
+    keys = [private_key] if isinstance(private_key, SigningKey) else list(private_key)
+    if not keys:
+        raise ValueError("a bundle must be signed by at least one key")
+    manifest_bytes = manifest.canonical_bytes()
+    members = [(MANIFEST, manifest_bytes), (SIGNATURE, sign_manifest(manifest_bytes, keys))]
+    members += sorted(contents.items())
+    too_big = [p for p, b in members if len(b) > limits.max_member_bytes]
+    if too_big:
+        raise ValueError(f"{too_big} exceed the {limits.max_member_bytes}-byte member limit readers enforce")
+    data = write_tar(members, mtime=int(parse_created(manifest.created).timestamp()))
+    if len(data) > limits.max_total_bytes:
+        raise ValueError(f"the bundle would be {len(data)} bytes, over the {limits.max_total_bytes} limit")
+    return data, manifest
+
+
+def write_bundle(
+    out_path: Path | str,
+    manifest: Manifest,
+    files: Mapping[str, bytes | Path],
+    private_key: SigningKey | Sequence[SigningKey],
+    limits: Limits | None = None,
+) -> Path:
+    """Write a signed bundle; ``out_path`` is a file path or a directory (then ``NAME-VERSION.ekb`` in it).
+
+    Identical inputs give identical bytes (Ed25519 signatures are deterministic). The file appears
+    atomically: it is written to a temp file in the same directory, fsynced and renamed.
+    """
+    data, final = bundle_bytes(manifest, files, private_key, limits)
+    out = Path(out_path)
+    dest = out / final.bundle_filename if out.is_dir() else out
+    atomic_write_bytes(dest, data)
+    return dest
+
+
+def build_bundle(
+    out_path: Path | str,
+    *,
+    name: str,
+    version: str,
+    labels: Sequence[str],
+    frontend: Mapping[str, Any],
+    network: Mapping[str, Any],
+    files: Mapping[str, bytes | Path],
+    private_key: SigningKey | Sequence[SigningKey],
+    quantization: Mapping[str, Any] | None = None,
+    metrics: Metrics | None = None,
+    backends: Sequence[str] = (),
+    lineage: Lineage | None = None,
+    created: str | None = None,
+    producer_version: str | None = None,
+) -> Path:
+    """Assemble the manifest from its pieces, hash the model files, sign and write the bundle.
+
+    This is what ``edgekws bundle RUN --name N --version V --key KEY --out FILE`` calls once the model
+    has been quantized and exported. ``files`` maps bundle paths (``model/netx.h5``, …) to bytes or paths.
+    """
+    if producer_version is None:
+        from edgekws.packaging import __version__
+
+        producer_version = __version__
+    manifest = Manifest(
+        name=name,
+        version=version,
+        created=created or utc_now(),
+        producer_version=producer_version,
+        labels=tuple(labels),
+        frontend=frontend,
+        network=network,
+        quantization=quantization,
+        backends=tuple(backends),
+        metrics=metrics or Metrics(),
+        lineage=lineage or Lineage(),
+    )
+    return write_bundle(out_path, manifest, files, private_key)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Reading
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything a check of a bundle found. ``manifest`` is set when it parsed; trust it only if ``ok``."""
+
+    source: str
+    size: int
+    sha256: str
+    problems: list[Problem]
+    members: list[tuple[str, str, int]]  # (name, type, size) as listed in the archive
+    manifest: Manifest | None = None
+    manifest_bytes: bytes | None = None
+    manifest_raw: Any = None  # the parsed JSON, even when the manifest is invalid (for inspect)
+    signatures: list[Signature] = field(default_factory=list)
+    verified_key_ids: list[str] = field(default_factory=list)
+    signature_checked: bool = False
+    files: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and self.signature_checked
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle held in memory: its manifest, the keys that vouched for it, and its files."""
+
+    manifest: Manifest
+    manifest_bytes: bytes
+    key_ids: tuple[str, ...]  # trusted keys whose signatures verified
+    files: Mapping[str, bytes]  # bundle path -> content, every one checked against the manifest
+    sha256: str  # of the whole bundle file
+    size: int
+    source: str
+
+    def read(self, path: str) -> bytes:
+        return self.files[path]
+
+    def extract(self, dest: Path | str) -> Path:
+        """Write the model files under a new directory ``dest`` (which must not exist), atomically.
+
+        Names were validated when the bundle was opened (``model/`` + safe components), files are created
+        exclusively inside a temp directory next to ``dest`` that is then renamed into place.
+        """
+        dest = Path(dest)
+        if dest.exists() or dest.is_symlink():
+            raise FileExistsError(f"{dest} already exists; extract into a new directory")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
+        try:
+            root = tmp.resolve()
+            for path, data in self.files.items():
+                target = (tmp / path).resolve()
+                if root not in target.parents:  # cannot happen for a validated bundle; never write outside
+                    raise ValueError(f"refusing to write {path!r} outside {dest}")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                with os.fdopen(os.open(target, flags, 0o644), "wb") as f:
+                    f.write(data)
+            os.replace(tmp, dest)
+        except BaseException:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return dest
+
+
+def _read_source(source: Path | str | bytes, limits: Limits) -> tuple[str, bytes | None, list[Problem]]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        if len(data) > limits.max_total_bytes:
+            return "<bytes>", None, [_over_total(len(data), limits)]
+        return "<bytes>", data, []
+    path = Path(source)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > limits.max_total_bytes:
+                return str(path), None, [_over_total(size, limits)]
+            data = f.read(limits.max_total_bytes + 1)
+    except OSError as exc:
+        return str(path), None, [Problem("unreadable", "", f"cannot read the bundle: {exc.strerror}")]
+    if len(data) > limits.max_total_bytes:  # it grew while we read it
+        return str(path), None, [_over_total(len(data), limits)]
+    return str(path), data, []
+
+
+def _over_total(size: int, limits: Limits) -> Problem:
+    return Problem(
+        "size-limit", "", f"the bundle is {size} bytes, over the {limits.max_total_bytes}-byte limit; raise "
+        "Limits.max_total_bytes if this model really is that large",
+    )  # fmt: skip
+
+
+def _name_problem(member: TarMember) -> Problem | None:
+    name = member.name
+    where = repr(name)
+    if member.is_directory:
+        name = name.rstrip("/")
+    if name in (MANIFEST, SIGNATURE):
+        return None
+    if not name:
+        return Problem("member-name", f"member #{member.index + 1}", "empty member name")
+    if name.startswith("/"):
+        return Problem("member-name", where, "absolute path; bundle members are relative (manifest.json, …)")
+    parts = name.split("/")
+    if ".." in parts:
+        return Problem("member-name", where, "'..' in the path (path traversal); this bundle is malicious")
+    if "\\" in name or any(ord(c) < 32 for c in name):
+        return Problem("member-name", where, "backslash or control character in the member name")
+    if "" in parts or "." in parts:
+        return Problem("member-name", where, "empty or '.' path component; members are plain relative paths")
+    if member.is_directory and name == MODEL_DIR:
+        return None
+    reason = check_model_path(name)
+    if reason:
+        return Problem(
+            "layout", where, "unexpected member: a bundle holds only manifest.json, signature and model/…"
+        )
+    return None
+
+
+def check_bundle(
+    source: Path | str | bytes, trusted: TrustLike | None = None, limits: Limits | None = None
+) -> Report:
+    """Check a bundle and report every problem; never raises for what the bundle contains.
+
+    With ``trusted=None`` the signature is parsed but not checked (for ``inspect``): such a report is
+    never ``ok``.
+    """
+    limits = limits or Limits()
+    name, data, problems = _read_source(source, limits)
+    if data is None:
+        return Report(name, 0, "", problems, [])
+    digest = sha256_hex(data)
+    members, tar_problems = read_tar(
+        data, max_member_bytes=limits.max_member_bytes, max_members=limits.max_members
+    )
+    problems += tar_problems
+    listing = [(m.name, m.type_name, m.size) for m in members]
+
+    # Member names, types and duplicates: only well-named regular files are candidates.
+    counts: dict[str, int] = {}
+    for m in members:
+        counts[m.name] = counts.get(m.name, 0) + 1
+    regular: dict[str, bytes] = {}
+    for m in members:
+        problem = _name_problem(m)
+        if problem:
+            problems.append(problem)
+            continue
+        if counts[m.name] > 1:
+            if m.index == min(x.index for x in members if x.name == m.name):
+                problems.append(
+                    Problem(
+                        "duplicate", repr(m.name), f"appears {counts[m.name]} times; members must be unique"
+                    )
+                )
+            continue
+        if m.is_directory:
+            dir_name = m.name.rstrip("/")
+            if m.size or not any(x.name.startswith(dir_name + "/") for x in members if x.is_regular):
+                problems.append(Problem("member-type", repr(m.name), "unexpected directory member"))
+            continue
+        if not m.is_regular:
+            target = f" -> {m.linkname!r}" if m.linkname else ""
+            problems.append(
+                Problem(
+                    "member-type",
+                    repr(m.name),
+                    f"is a {m.type_name}{target}; bundles hold regular files only",
+                )
+            )
+            continue
+        if m.data is not None:
+            regular[m.name] = m.data
+
+    # The manifest.
+    manifest: Manifest | None = None
+    manifest_bytes = regular.get(MANIFEST)
+    manifest_raw: Any = None
+    if manifest_bytes is None:
+        if counts.get(MANIFEST, 0) == 0:
+            problems.append(Problem("missing-manifest", MANIFEST, "the bundle has no manifest.json"))
+    elif len(manifest_bytes) > limits.max_manifest_bytes:
+        problems.append(Problem("size-limit", MANIFEST, f"over the {limits.max_manifest_bytes}-byte limit"))
+        manifest_bytes = None
+    else:
+        with contextlib.suppress(ValueError):
+            manifest_raw = parse_json_strict(manifest_bytes)
+        try:
+            manifest = Manifest.from_bytes(manifest_bytes)
+        except ManifestError as exc:
+            problems += [Problem("manifest", MANIFEST, p) for p in exc.problems]
+
+    # The signature.
+    signatures: list[Signature] = []
+    sig_bytes = regular.get(SIGNATURE)
+    if sig_bytes is None:
+        if counts.get(SIGNATURE, 0) == 0:
+            problems.append(
+                Problem(
+                    "unsigned", SIGNATURE, "the bundle is not signed; sign it with `edgekws bundle … --key`"
+                )
+            )
+    elif len(sig_bytes) > limits.max_signature_bytes:
+        problems.append(Problem("size-limit", SIGNATURE, f"over the {limits.max_signature_bytes}-byte limit"))
+    else:
+        try:
+            signatures = parse_signature_file(sig_bytes)
+        except ValueError as exc:
+            problems.append(Problem("signature", SIGNATURE, f"malformed signature file: {exc}"))
+    verified: list[str] = []
+    checked = trusted is not None
+    if trusted is not None:
+        store = as_trust_store(trusted)
+        if not store:
+            problems.append(
+                Problem("untrusted", SIGNATURE, "no trusted public keys given; pass --trust KEY.pub")
+            )
+        elif signatures and manifest_bytes is not None:
+            for sig in signatures:
+                if sig.key_id not in store:
+                    continue
+                if store[sig.key_id].verify(sig.signature, manifest_bytes):
+                    verified.append(sig.key_id)
+                else:
+                    problems.append(
+                        Problem(
+                            "bad-signature",
+                            SIGNATURE,
+                            f"the signature by trusted key {sig.key_id} does not match manifest.json: the "
+                            "manifest was altered after signing",
+                        )
+                    )
+            if not verified and not any(p.code == "bad-signature" for p in problems):
+                problems.append(
+                    Problem(
+                        "untrusted",
+                        SIGNATURE,
+                        f"signed by key(s) {[s.key_id for s in signatures]}, none of them trusted "
+                        f"(trusted: {sorted(store)}); pass the signer's public key with --trust",
+                    )
+                )
+
+    # The model files, against the manifest.
+    files: dict[str, bytes] = {}
+    if manifest is not None:
+        if not manifest.files:
+            problems.append(Problem("no-model-files", "files", "the manifest lists no model files"))
+        for path, entry in sorted(manifest.files.items()):
+            content = regular.get(path)
+            if content is None:
+                if counts.get(path, 0) == 0:
+                    problems.append(
+                        Problem("missing-file", path, "listed in the manifest but not in the bundle")
+                    )
+                continue
+            if len(content) != entry.size:
+                problems.append(
+                    Problem("file-size", path, f"is {len(content)} bytes, the manifest says {entry.size}")
+                )
+            elif sha256_hex(content) != entry.sha256:
+                problems.append(
+                    Problem("file-hash", path, "sha256 differs from the manifest: the file was altered")
+                )
+            else:
+                files[path] = content
+        for path in sorted(set(regular) - set(manifest.files) - {MANIFEST, SIGNATURE}):
+            problems.append(Problem("extra-file", path, "in the bundle but not listed in the manifest"))
+    return Report(
+        source=name,
+        size=len(data),
+        sha256=digest,
+        problems=problems,
+        members=listing,
+        manifest=manifest,
+        manifest_bytes=manifest_bytes,
+        manifest_raw=manifest_raw,
+        signatures=signatures,
+        verified_key_ids=verified,
+        signature_checked=checked,
+        files=files,
+    )
+
+
+def verify_bundle(
+    source: Path | str | bytes, trusted: TrustLike, limits: Limits | None = None
+) -> list[Problem]:
+    """Every problem with a bundle (an empty list means it is valid and signed by a trusted key)."""
+    return check_bundle(source, trusted, limits).problems
+
+
+def open_bundle(source: Path | str | bytes, trusted_keys: TrustLike, limits: Limits | None = None) -> Bundle:
+    """Verify a bundle completely and return it, or raise one :class:`InvalidBundle` with every problem."""
+    if trusted_keys is None:
+        raise TypeError("open_bundle needs trusted keys; use check_bundle(source) to inspect without trust")
+    report = check_bundle(source, trusted_keys, limits)
+    if report.problems or report.manifest is None or report.manifest_bytes is None:
+        raise InvalidBundle(report.source, report.problems)
+    return Bundle(
+        manifest=report.manifest,
+        manifest_bytes=report.manifest_bytes,
+        key_ids=tuple(report.verified_key_ids),
+        files=MappingProxyType(dict(report.files)),
+        sha256=report.sha256,
+        size=report.size,
+        source=report.source,
+    )
