@@ -19,12 +19,14 @@ def main() -> None:
 
 
 def _register() -> None:
-    from edgekws.toolkit import _demo
+    from edgekws.toolkit import _bundle_cli, _demo
     from edgekws.toolkit.data import _cli as data_cli
     from edgekws.toolkit.train import _cli as train_cli
 
     main.add_command(data_cli.data)
     main.add_command(_demo.demo)
+    main.add_command(_bundle_cli.keys)
+    main.add_command(_bundle_cli.bundle)
     main.add_command(train_cli.train)
     main.add_command(train_cli.eval_cmd)
     main.add_command(train_cli.report_cmd)
