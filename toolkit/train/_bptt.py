@@ -107,12 +107,11 @@ def classification_loss(readout: jax.Array, labels: jax.Array, rule: str) -> tup
 
 
 def spike_regulariser(counts: list[jax.Array], reg_lambda: float, reg_nu: float) -> jax.Array:
-    """``λ Σ_layers Σ_neurons max(0, mean_batch(count) - ν)²``: mlGeNN's upper spike-count regulariser."""
+    """``λ/2 Σ_layers Σ_neurons (mean_batch(count) - ν)²``: the Eventprop core's regulariser (mlGeNN's)."""
     total = jnp.zeros((), jnp.float32)
     for c in counts:
-        excess = jnp.maximum(jnp.mean(c, axis=0) - reg_nu, 0.0)
-        total = total + jnp.sum(excess**2)
-    return reg_lambda * total
+        total = total + jnp.sum((jnp.mean(c, axis=0) - reg_nu) ** 2)
+    return 0.5 * reg_lambda * total
 
 
 def bptt_loss_and_grad(
@@ -130,7 +129,7 @@ def bptt_loss_and_grad(
         readout, counts = bptt_forward(p, spikes, spec, slope)
         ce, acc = classification_loss(readout, labels, rule)
         reg = spike_regulariser(counts, cfg.reg_lambda, cfg.reg_nu)
-        return ce + reg, {"accuracy": acc, "hidden_counts": counts, "cross_entropy": ce}
+        return ce + reg, {"accuracy": acc, "hidden_counts": counts, "ce": ce, "reg": reg}
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     return loss, aux, grads
