@@ -23,6 +23,11 @@ def _register() -> None:
 
     main.add_command(_frontend_cli.encode)
 
+    from edgekws.agent import _daemon_cli
+
+    main.add_command(_daemon_cli.run)
+    main.add_command(_daemon_cli.classify)
+
     from edgekws.agent import _lava_cli
 
     main.add_command(_lava_cli.lava_run)

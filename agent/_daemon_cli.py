@@ -1,0 +1,179 @@
+"""`edgekws-agent run` and `edgekws-agent classify`: the daemon and one-shot classification of files."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from edgekws.agent._config import BackendConfig, ConfigError, load_config, parse_config
+
+
+@click.command()
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The agent's TOML config (see deploy/agent.example.toml).",
+)
+@click.option(
+    "--validate-config",
+    is_flag=True,
+    help="Only check the config: print every problem with its line and fix; exit 0 if valid, else 1.",
+)
+def run(config_path: Path, validate_config: bool) -> None:
+    """Run the agent: audio in, keyword detections and telemetry out (JSON logs on stderr).
+
+    SIGTERM or SIGINT stop it cleanly; SIGHUP reloads the config and the active bundle. Under
+    systemd (Type=notify) it reports READY=1, STOPPING=1 and pings the watchdog.
+
+    Example:
+
+        edgekws-agent run --config /etc/edgekws/agent.toml
+
+        edgekws-agent run --config agent.toml --validate-config
+    """
+    if validate_config:
+        try:
+            cfg = load_config(config_path)
+        except ConfigError as exc:
+            click.echo(str(exc), err=True)
+            sys.exit(1)
+        click.echo(
+            f"{config_path}: valid (device {cfg.device.id}, source {cfg.source.type}, "
+            f"backends {', '.join(b.type for b in cfg.backends)})"
+        )
+        return
+    from edgekws.agent._daemon import Agent, NoBackend
+    from edgekws.agent._device_store import StoreError
+    from edgekws.agent._sources import SourceError
+
+    agent = Agent(config_path)
+    agent.install_signal_handlers()
+    try:
+        code = agent.run()
+    except (ConfigError, NoBackend, StoreError, SourceError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(code)
+
+
+def _backend_config(name: str) -> BackendConfig:
+    cfg = parse_config(
+        {
+            "device": {"id": "classify"},
+            "store": {"dir": "."},
+            "source": {"type": "stdin"},
+            "backends": [{"type": name}],
+        }
+    )
+    return cfg.backends[0]
+
+
+@click.command()
+@click.option(
+    "--bundle",
+    "bundle_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A signed bundle (.ekb).",
+)
+@click.option(
+    "--trust",
+    "trust",
+    required=True,
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="A trusted Ed25519 public key file (repeatable); the bundle must be signed by one of them.",
+)
+@click.argument("audio", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
+@click.option(
+    "--backend",
+    "backends",
+    multiple=True,
+    type=click.Choice(["emulator", "lava-sim", "loihi2", "onnx"]),
+    help="Backend to use (repeatable: tried in order). Default: emulator.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON object per file (file, label, confidence, latency_ms)."
+)
+def classify(
+    bundle_path: Path,
+    trust: tuple[str, ...],
+    audio: tuple[str, ...],
+    backends: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Classify audio files with a bundle: one decision per file, through the daemon's front-end and backend.
+
+    Each file is encoded by the bundle's front-end, cut or zero-padded to the network's window
+    (1 s by default, as in training), run from zero state and scored with the same decision rule.
+    latency_ms is the wall time of front-end + backend + decision for the file.
+
+    Example:
+
+        edgekws-agent classify --bundle kws-1.0.0.ekb --trust release.pub yes.wav no.wav --json
+    """
+    import tempfile
+
+    from edgekws.agent._audio import AudioError, load_audio, prepare
+    from edgekws.agent._daemon import NoBackend, choose_backend
+    from edgekws.agent._frontend import Frontend, FrontendSpec
+    from edgekws.packaging._bundle import open_bundle
+    from edgekws.packaging._errors import InvalidBundle
+
+    try:
+        bundle = open_bundle(bundle_path, list(trust))
+    except InvalidBundle as exc:
+        raise click.ClickException(str(exc)) from exc
+    manifest = bundle.manifest
+    spec = FrontendSpec.from_dict(dict(manifest.frontend))
+    net = manifest.network_spec()
+    steps = net.num_steps if net else 1000
+    rule = net.readout if net else "exp_weighted_mean"
+    problems: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="edgekws-classify-") as tmp:
+        model_dir = bundle.extract(Path(tmp) / "model")
+        try:
+            name, backend, _ = choose_backend(
+                [_backend_config(b) for b in backends or ("emulator",)], model_dir
+            )
+        except NoBackend as exc:
+            raise click.ClickException(str(exc)) from exc
+        for path in audio:
+            try:
+                samples, sr = load_audio(path)
+                whole = prepare(samples, sr, spec.sample_rate, resample_ok=True)
+            except AudioError as exc:
+                problems.append(str(exc) if path in str(exc) else f"{path}: {exc}")
+                continue
+            t0 = time.perf_counter()
+            spikes = Frontend(spec).process(whole)[:steps]
+            if spikes.shape[0] < steps:
+                spikes = np.concatenate(
+                    [spikes, np.zeros((steps - spikes.shape[0], spikes.shape[1]), np.uint8)]
+                )
+            decision = backend.decide(spikes[None], rule)
+            latency_ms = (time.perf_counter() - t0) * 1e3
+            index = int(decision.labels[0])
+            row: dict[str, Any] = {
+                "file": path,
+                "label": manifest.labels[index],
+                "confidence": round(float(decision.confidence[0]), 6),
+                "latency_ms": round(latency_ms, 3),
+                "backend": name,
+            }
+            click.echo(
+                json.dumps(row)
+                if as_json
+                else f"{path}: {row['label']} ({row['confidence']:.3f}, {row['latency_ms']:.1f} ms, {name})"
+            )
+    if problems:
+        raise click.ClickException(
+            f"{len(problems)} of {len(audio)} file(s) failed:\n  " + "\n  ".join(problems)
+        )

@@ -1,0 +1,280 @@
+"""Tests for the agent daemon: lifecycle, signals, systemd notify, structured logs, backend choice."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from edgekws.agent._cli import main
+from edgekws.agent._config import parse_config
+from edgekws.agent._daemon import Agent, NoBackend, choose_backend, sd_notify, watchdog_interval
+from edgekws.agent._device_store import DeviceStore
+from edgekws.agent._frontend import FrontendSpec
+from edgekws.packaging import NetworkSpec
+from edgekws.packaging._bundle import build_bundle
+from edgekws.packaging._fixedpoint import FixedPointLayer, FixedPointNetwork
+from edgekws.packaging._netx import write_netx
+from edgekws.packaging._signing import SigningKey
+
+SPEC = FrontendSpec(num_bands=8, thresholds_db=(-30.0, -15.0))
+LABELS = ("_silence_", "yes", "no")
+AGENT = Path(sys.executable).parent / "edgekws-agent"
+KEY = SigningKey.generate()
+
+
+def _network() -> FixedPointNetwork:
+    rng = np.random.default_rng(7)
+    c, h = SPEC.num_channels, 24
+    return FixedPointNetwork(
+        (
+            FixedPointLayer(
+                rng.integers(-60, 120, size=(h, c)),
+                rng.integers(-40, 40, size=(h, h)),
+                i_decay=1000,
+                v_decay=200,
+                v_th_mant=600,
+                weight_scale=1 / 64,
+            ),
+            FixedPointLayer(
+                rng.integers(-80, 80, size=(3, h)), i_decay=1000, v_decay=200, weight_scale=1 / 8
+            ),
+        )
+    )
+
+
+def _setup(
+    tmp_path: Path,
+    *,
+    seconds: float = 2.0,
+    realtime: bool = True,
+    loop: bool = False,
+    install: bool = True,
+    extra: str = "",
+) -> Path:
+    """A store with an installed bundle, a trusted key, noise WAVs and a config; returns the config path."""
+    netx = write_netx(_network(), tmp_path / "netx.h5")
+    net = NetworkSpec(
+        num_inputs=SPEC.num_channels, hidden=(24,), num_outputs=3, num_steps=200, class_names=LABELS
+    )
+    bundle = build_bundle(
+        tmp_path / "kws-1.0.0.ekb",
+        name="kws",
+        version="1.0.0",
+        labels=LABELS,
+        frontend=SPEC.to_dict(),
+        network=net.to_dict(),
+        files={"model/netx.h5": netx},
+        private_key=KEY,
+    )
+    (tmp_path / "release.pub").write_bytes(KEY.public_key.to_pem())
+    if install:
+        DeviceStore(tmp_path / "store", [KEY.public_key]).install(bundle)
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.wav", "b.wav"):
+        sf.write(
+            audio / name, (0.2 * rng.standard_normal(int(16000 * seconds / 2))).astype(np.float32), 16000
+        )
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(
+        f"""
+[device]
+id = "test-box"
+
+[store]
+dir = "store"
+trusted_keys = ["release.pub"]
+
+[source]
+type = "wav"
+path = "audio"
+realtime = {str(realtime).lower()}
+loop = {str(loop).lower()}
+
+[detection]
+lanes = 4
+threshold = 0.0001
+refractory_ms = 0
+min_input_rate_hz = 0
+ignore_labels = []
+
+[telemetry]
+interval_s = 0.2
+{extra}
+"""
+    )
+    return cfg
+
+
+def _logs(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_agent_runs_a_wav_folder_to_the_end(tmp_path: Path) -> None:
+    """In process, the agent loads the bundle, spots on the folder as fast as possible and stops by itself."""
+    agent = Agent(_setup(tmp_path, realtime=False), env={})
+    assert agent.run() == 0
+    assert agent.backend_name == "emulator" and agent.bundle_label == "kws-1.0.0"
+    assert agent.detections, "the test network detects something in noise at a tiny threshold"
+    assert {d["label"] for d in agent.detections} <= set(LABELS)
+    assert agent.metrics.total_audio_s == pytest.approx(2.0)
+    assert not agent._undo
+
+
+def test_missing_runtimes_are_skipped_with_a_reason(tmp_path: Path) -> None:
+    """A backend whose model file is absent is reported and the next one in order is used."""
+    model_dir = tmp_path / "m"
+    (model_dir / "model").mkdir(parents=True)
+    write_netx(_network(), model_dir / "model" / "netx.h5")
+    cfg = parse_config(
+        {
+            "device": {"id": "x"},
+            "store": {"dir": "s"},
+            "source": {"type": "stdin"},
+            "backends": [{"type": "onnx"}, {"type": "emulator"}],
+        }
+    )
+    name, backend, factory = choose_backend(list(cfg.backends), model_dir)
+    assert name == "emulator" and backend.num_outputs == 3 and factory() is not backend
+    only_onnx = parse_config(
+        {
+            "device": {"id": "x"},
+            "store": {"dir": "s"},
+            "source": {"type": "stdin"},
+            "backends": [{"type": "onnx"}],
+        }
+    )
+    with pytest.raises(NoBackend, match="onnx"):
+        choose_backend(list(only_onnx.backends), model_dir)
+
+
+def _wait_for(proc: subprocess.Popen, path: Path, needle: str, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = path.read_text() if path.exists() else ""
+        if needle in text:
+            return text
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise AssertionError(f"{needle!r} not logged; stderr:\n{path.read_text() if path.exists() else ''}")
+
+
+def test_run_subprocess_stops_cleanly_on_sigterm_with_notify(tmp_path: Path) -> None:
+    """`run` on a looping WAV folder: READY, watchdog pings, JSON logs; SIGTERM gives STOPPING and exit 0."""
+    cfg = _setup(tmp_path, loop=True)
+    sock_path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(sock_path))
+        sock.settimeout(30)
+        env = {**os.environ, "NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "200000"}
+        err = tmp_path / "stderr.log"
+        with open(err, "w") as errf:
+            proc = subprocess.Popen(
+                [str(AGENT), "run", "--config", str(cfg)], stderr=errf, env=env, cwd=tmp_path
+            )
+            try:
+                assert sock.recv(256) == b"READY=1"
+                assert sock.recv(256) == b"WATCHDOG=1"
+                _wait_for(proc, err, '"event": "telemetry"')
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(timeout=20) == 0
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+        messages = []
+        sock.settimeout(0.5)
+        try:
+            while True:
+                messages.append(sock.recv(256))
+        except TimeoutError:
+            pass
+    assert b"STOPPING=1" in messages
+    logs = _logs(err.read_text())
+    events = [r["event"] for r in logs]
+    assert events[0] == "starting" and events[-1] == "stopped"
+    assert "started" in events and "backend chosen" in events
+    telemetry = next(r for r in logs if r["event"] == "telemetry")
+    assert telemetry["real_time_factor"] is not None and telemetry["energy"][-1]["method"].startswith(
+        "estimated:"
+    )
+    assert all(set(r) >= {"ts", "level", "event"} for r in logs)
+
+
+def test_sighup_reloads_and_without_bundle_runs_front_end_only(tmp_path: Path) -> None:
+    """With no bundle installed the agent runs the front-end only; SIGHUP reloads, SIGINT stops it."""
+    cfg = _setup(tmp_path, loop=True, install=False)
+    err = tmp_path / "stderr.log"
+    with open(err, "w") as errf:
+        proc = subprocess.Popen([str(AGENT), "run", "--config", str(cfg)], stderr=errf, cwd=tmp_path)
+        try:
+            _wait_for(proc, err, '"event": "started"')
+            proc.send_signal(signal.SIGHUP)
+            _wait_for(proc, err, '"event": "reloading"')
+            text = _wait_for(proc, err, '"event": "started"', timeout=30)
+            while text.count('"event": "started"') < 2:
+                text = _wait_for(proc, err, '"event": "started"')
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    logs = _logs(err.read_text())
+    assert any(r["event"].startswith("no usable bundle") for r in logs)
+    assert [r["event"] for r in logs].count("started") == 2 and logs[-1]["event"] == "stopped"
+
+
+def test_validate_config_exit_codes(tmp_path: Path) -> None:
+    """--validate-config exits 0 for a valid file and 1 with the line of each problem otherwise."""
+    cfg = _setup(tmp_path)
+    ok = CliRunner().invoke(main, ["run", "--config", str(cfg), "--validate-config"])
+    assert ok.exit_code == 0 and "valid" in ok.output
+    cfg.write_text(cfg.read_text().replace("lanes = 4", "lanes = 0\nlane = 3"))
+    bad = CliRunner().invoke(main, ["run", "--config", str(cfg), "--validate-config"])
+    assert bad.exit_code == 1
+    assert "detection.lanes" in bad.output and "detection.lane:" in bad.output and f"{cfg}:" in bad.output
+
+
+def test_sd_notify_speaks_the_datagram_protocol(tmp_path: Path) -> None:
+    """sd_notify sends to NOTIFY_SOCKET (no-op without it); the watchdog interval is half WATCHDOG_USEC."""
+    path = tmp_path / "n.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        assert sd_notify("READY=1", {"NOTIFY_SOCKET": str(path)})
+        assert sock.recv(64) == b"READY=1"
+    assert not sd_notify("READY=1", {})
+    assert watchdog_interval({"WATCHDOG_USEC": "2000000"}) == 1.0
+    assert watchdog_interval({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "1"}) is None
+    assert watchdog_interval({}) is None
+
+
+def test_classify_prints_one_decision_per_file(tmp_path: Path) -> None:
+    """`classify --json` gives file, label, confidence and latency per file, via the real bundle reader."""
+    _setup(tmp_path, install=False)
+    files = sorted(str(p) for p in (tmp_path / "audio").iterdir())
+    bundle = str(tmp_path / "kws-1.0.0.ekb")
+    out = CliRunner().invoke(
+        main, ["classify", "--bundle", bundle, "--trust", str(tmp_path / "release.pub"), *files, "--json"]
+    )
+    assert out.exit_code == 0, out.output
+    rows = [json.loads(line) for line in out.output.splitlines()]
+    assert [r["file"] for r in rows] == files
+    assert all(r["label"] in LABELS and 0 < r["confidence"] <= 1 and r["latency_ms"] > 0 for r in rows)
+    (tmp_path / "other.pub").write_bytes(SigningKey.generate().public_key.to_pem())
+    refused = CliRunner().invoke(
+        main, ["classify", "--bundle", bundle, "--trust", str(tmp_path / "other.pub"), files[0]]
+    )
+    assert refused.exit_code == 1 and "Error" in refused.output
