@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from edgekws.agent.backends._base import Backend, BackendUnavailable, check_spikes
 from edgekws.packaging import NetworkSpec, SpecError
 
 #: Execution providers in order of preference; the first available one runs the model.
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-
-
-class BackendUnavailable(RuntimeError):
-    """The backend cannot run on this machine (a missing package or device); the message says the fix."""
 
 
 class InvalidOnnxModel(ValueError):
@@ -55,14 +52,16 @@ def choose_providers(available: Sequence[str]) -> list[str]:
     return chosen
 
 
-class OnnxBackend:
-    """Runs an exported edgekws ONNX model: ``run(spikes [B, T, C]) -> readout [B, T, O]`` float32.
+class OnnxBackend(Backend):
+    """Runs an exported edgekws ONNX model: ``run(spikes [B, T, C]) -> readout [B, T, O]`` float64.
 
+    Unlike the fixed-point backends this one runs the *float* network (float32 inside ONNX Runtime):
+    it is the GPU/CPU fallback, and its readout is the trained model's, before quantization.
     ``providers`` overrides the automatic TensorRT → CUDA → CPU choice; ``provider`` reports the
     provider ONNX Runtime actually put first (it falls back to CPU when a GPU provider fails to load).
     """
 
-    name = "onnx"
+    name: ClassVar[str] = "onnx"
 
     def __init__(
         self, model: bytes, *, providers: Sequence[str] | None = None, threads: int | None = None
@@ -90,6 +89,23 @@ class OnnxBackend:
         self.provider: str = self.providers[0]
         self.spec, self.variant, self._state_layout = _read_metadata(self._session)
         self._state: dict[str, np.ndarray] | None = None
+        self._steps = 0
+
+    @classmethod
+    def available(cls) -> bool:
+        try:
+            choose_providers(available_providers())
+        except BackendUnavailable:
+            return False
+        return True
+
+    @property
+    def num_inputs(self) -> int:
+        return self.spec.num_inputs
+
+    @property
+    def num_outputs(self) -> int:
+        return self.spec.num_outputs
 
     @property
     def streaming(self) -> bool:
@@ -100,13 +116,14 @@ class OnnxBackend:
         """The readout ``[B, T, O]`` of whole sequences ``[B, T, C]``, each starting from rest."""
         x = self._check_spikes(spikes)
         if not self.streaming:
-            return np.asarray(self._session.run(["readout"], {"spikes": x})[0])
+            return np.asarray(self._session.run(["readout"], {"spikes": x})[0], dtype=np.float64)
         readout, _ = self._run_streaming(x, self._zero_state(x.shape[0]))
         return readout
 
-    def reset(self) -> None:
-        """Forget the carried state: the next ``step`` starts from rest."""
-        self._state = None
+    def reset(self, batch_size: int = 1) -> None:
+        """Start ``batch_size`` new streams from rest."""
+        self._state = self._zero_state(batch_size)
+        self._steps = 0
 
     def step(self, chunk: np.ndarray) -> np.ndarray:
         """The readout ``[B, T_chunk, O]`` of the next chunk ``[B, T_chunk, C]`` of a stream.
@@ -120,14 +137,17 @@ class OnnxBackend:
                 "export it with export_onnx_streaming to use step()"
             )
         x = self._check_spikes(chunk)
-        state = self._state if self._state is not None else self._zero_state(x.shape[0])
-        batch = next(iter(state.values())).shape[0]
+        batch = None if self._state is None else next(iter(self._state.values())).shape[0]
         if batch != x.shape[0]:
-            raise ValueError(
-                f"chunk batch size {x.shape[0]} differs from the stream's {batch}; "
-                "call reset() before starting a new stream"
-            )
+            if self._steps:
+                raise ValueError(
+                    f"chunk has batch size {x.shape[0]} but the streams have {batch}; "
+                    "call reset(batch_size) to start new streams"
+                )
+            self.reset(x.shape[0])
+        state = self._state if self._state is not None else self._zero_state(x.shape[0])
         readout, self._state = self._run_streaming(x, state)
+        self._steps += x.shape[1]
         return readout
 
     def _run_streaming(
@@ -135,18 +155,15 @@ class OnnxBackend:
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         names = [name for name, _ in self._state_layout]
         outputs = self._session.run(["readout", *(f"{n}.next" for n in names)], {"spikes": x, **state})
-        return np.asarray(outputs[0]), dict(zip(names, outputs[1:], strict=True))
+        return np.asarray(outputs[0], dtype=np.float64), dict(zip(names, outputs[1:], strict=True))
 
     def _zero_state(self, batch: int) -> dict[str, np.ndarray]:
         return {name: np.zeros((batch, n), dtype=np.float32) for name, n in self._state_layout}
 
     def _check_spikes(self, spikes: np.ndarray) -> np.ndarray:
-        x = np.asarray(spikes)
-        channels = self.spec.num_inputs
-        if x.ndim != 3 or x.shape[2] != channels or x.shape[0] == 0 or x.shape[1] == 0:
-            raise ValueError(
-                f"spikes must have shape (batch, steps, {channels}) with batch and steps >= 1, got {x.shape}"
-            )
+        x = check_spikes(spikes, self.num_inputs)
+        if x.shape[0] == 0 or x.shape[1] == 0:
+            raise ValueError(f"spikes need at least one sample and one step, got shape {x.shape}")
         return np.ascontiguousarray(x, dtype=np.float32)
 
 

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 
 from edgekws.agent import decide
-from edgekws.agent.backends import BackendUnavailable, InvalidOnnxModel, OnnxBackend
+from edgekws.agent.backends import Backend, BackendUnavailable, InvalidOnnxModel, OnnxBackend
 from edgekws.agent.backends._onnx import choose_providers
 from edgekws.packaging import NetworkSpec
 from edgekws.toolkit.export import export_onnx, export_onnx_streaming
@@ -27,7 +27,7 @@ def params_for(spec: NetworkSpec, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def spikes(batch: int, steps: int, seed: int = 1) -> np.ndarray:
-    return (np.random.default_rng(seed).random((batch, steps, SPEC.num_inputs)) < 0.1).astype(np.float32)
+    return (np.random.default_rng(seed).random((batch, steps, SPEC.num_inputs)) < 0.1).astype(np.uint8)
 
 
 def reference(params: dict[str, np.ndarray], spec: NetworkSpec, x: np.ndarray) -> np.ndarray:
@@ -81,17 +81,20 @@ def test_backend_reports_the_provider_it_runs_on(streaming):
     assert streaming.provider == streaming.providers[0]
     assert streaming.provider in choose_providers(ort.get_available_providers())
     assert streaming.spec == SPEC and streaming.streaming
+    assert isinstance(streaming, Backend) and OnnxBackend.available()
+    assert (streaming.num_inputs, streaming.num_outputs) == (16, 4)
 
 
 def test_run_matches_the_float_update(streaming, params):
-    """run() on a streaming model gives the float64 update's readout within 1e-4, as float32 (B, T, O)."""
+    """run() on a streaming model gives the float64 update's readout within 1e-4, as float64 (B, T, O)."""
     x = spikes(3, 200)
     readout = streaming.run(x)
     expected = reference(params, SPEC, x)
-    assert readout.shape == (3, 200, 4) and readout.dtype == np.float32
+    assert readout.shape == (3, 200, 4) and readout.dtype == np.float64
     assert np.abs(expected).max() > 1.0
     np.testing.assert_allclose(readout, expected, atol=1e-4)
     assert decide(readout).labels.shape == (3,)
+    np.testing.assert_array_equal(streaming.decide(x).labels, decide(readout).labels)
 
 
 def test_sequence_and_streaming_models_agree(params, streaming):
@@ -114,12 +117,12 @@ def test_step_carries_state_across_chunks(params):
 
 
 def test_step_refuses_a_different_batch_without_reset(streaming):
-    """A chunk whose batch size differs from the running stream's is refused until reset()."""
-    streaming.reset()
+    """A chunk whose batch size differs from the running streams' is refused until reset(batch_size)."""
+    streaming.reset(2)
     streaming.step(spikes(2, 5))
-    with pytest.raises(ValueError, match="call reset"):
+    with pytest.raises(ValueError, match=r"call reset\(batch_size\)"):
         streaming.step(spikes(3, 5))
-    streaming.reset()
+    streaming.reset(3)
     assert streaming.step(spikes(3, 5)).shape == (3, 5, 4)
 
 
@@ -130,12 +133,14 @@ def test_sequence_model_cannot_step(params):
         backend.step(spikes(1, 3))
 
 
-def test_wrong_input_shape_is_rejected(streaming):
-    """Spikes with the wrong channel count or rank are rejected with the expected shape."""
+def test_input_shapes_and_types(streaming):
+    """One (steps, channels) sample runs as a batch of one; wrong channels or float spikes are refused."""
+    x = spikes(1, 30)
+    np.testing.assert_array_equal(streaming.run(x[0]), streaming.run(x))
     with pytest.raises(ValueError, match=r"\(batch, steps, 16\)"):
-        streaming.run(np.zeros((1, 10, 15), np.float32))
-    with pytest.raises(ValueError, match=r"\(batch, steps, 16\)"):
-        streaming.run(np.zeros((10, 16), np.float32))
+        streaming.run(np.zeros((1, 10, 15), np.uint8))
+    with pytest.raises(ValueError, match="integers or booleans"):
+        streaming.run(np.zeros((1, 10, 16), np.float32))
 
 
 def test_unloadable_or_foreign_models_are_rejected(params):
