@@ -113,17 +113,64 @@ def float_readout(
 
 
 BACKENDS: dict[str, ReadoutBackend] = {"float": float_readout}
+CHUNK = 512  # samples binned at a time: memory stays bounded on SSC-sized sets
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Decisions over a whole data set, and what the float backend also reports."""
+
+    labels: np.ndarray  # (N,) predicted class
+    confidence: np.ndarray  # (N,)
+    scores: np.ndarray  # (N, O)
+    hidden_counts: list[np.ndarray] | None  # float backend: [(N, H)] spike counts per hidden layer
+    input_spikes: int  # total input spikes seen
+
+
+def score_dataset(
+    params: dict[str, Any],
+    spec: NetworkSpec,
+    data: SpikeDataset,
+    backend: str = "float",
+    batch_size: int = 64,
+) -> Scored:
+    """Bin ``data`` on the spec's grid chunk by chunk, run ``backend`` and apply ``edgekws.agent.decide``."""
+    from edgekws.agent import decide
+
+    if backend not in BACKENDS:
+        raise EvalError(f"unknown backend {backend!r}; choose one of {sorted(BACKENDS)}")
+    labels, confidence, scores, counts = [], [], [], []
+    input_spikes = 0
+    for start in range(0, len(data), CHUNK):
+        idx = np.arange(start, min(len(data), start + CHUNK))
+        spikes = data.bin(spec.dt_ms / 1000.0, spec.num_steps, idx)
+        input_spikes += int(spikes.sum(dtype=np.int64))
+        if backend == "float":
+            readout, hidden = simulate_batches(params, spec, spikes, batch_size)
+            counts.append(hidden)
+        else:
+            readout = BACKENDS[backend](params, spec, spikes, batch_size=batch_size)
+        decision = decide(readout, spec.readout)
+        labels.append(decision.labels)
+        confidence.append(decision.confidence)
+        scores.append(decision.scores)
+    hidden_counts = (
+        [np.concatenate([c[i] for c in counts]) for i in range(len(spec.hidden))] if counts else None
+    )
+    return Scored(
+        labels=np.concatenate(labels),
+        confidence=np.concatenate(confidence),
+        scores=np.concatenate(scores),
+        hidden_counts=hidden_counts,
+        input_spikes=input_spikes,
+    )
 
 
 def evaluate(
     run: LoadedRun, data: SpikeDataset, backend: str = "float", batch_size: int = 64
 ) -> dict[str, Any]:
     """Metrics of ``run`` on ``data`` with ``backend``; JSON-serialisable (see docs/training.md)."""
-    from edgekws.agent import decide
-
     spec = run.spec
-    if backend not in BACKENDS:
-        raise EvalError(f"unknown backend {backend!r}; choose one of {sorted(BACKENDS)}")
     if data.num_channels != spec.num_inputs:
         raise EvalError(
             f"the data have {data.num_channels} channels but the network expects {spec.num_inputs}; "
@@ -133,13 +180,8 @@ def evaluate(
         raise EvalError(f"the data have {data.num_classes} classes but the network {spec.num_outputs}")
     if len(data) == 0:
         raise EvalError("the evaluation set is empty")
-    spikes = data.bin(spec.dt_ms / 1000.0, spec.num_steps)
-    counts: list[np.ndarray] | None = None
-    if backend == "float":
-        readout, counts = simulate_batches(run.params, spec, spikes, batch_size)
-    else:
-        readout = BACKENDS[backend](run.params, spec, spikes, batch_size=batch_size)
-    decision = decide(readout, spec.readout)
+    decision = score_dataset(run.params, spec, data, backend, batch_size)
+    counts = decision.hidden_counts
     k = spec.num_outputs
     confusion = np.zeros((k, k), np.int64)
     np.add.at(confusion, (data.labels, decision.labels), 1)
@@ -159,7 +201,7 @@ def evaluate(
         "mean_confidence": float(np.mean(decision.confidence)),
     }
     seconds = spec.num_steps * spec.dt_ms / 1000.0
-    result["input_rate_hz"] = float(spikes.astype(np.float64).sum() / len(data) / spec.num_inputs / seconds)
+    result["input_rate_hz"] = float(decision.input_spikes / len(data) / spec.num_inputs / seconds)
     if counts is not None:
         rates = np.concatenate([c for c in counts], axis=1) / seconds  # (B, sum(H)) Hz
         per_neuron = rates.mean(axis=0)

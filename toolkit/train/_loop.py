@@ -400,8 +400,6 @@ def train(
     import jax
     import jax.numpy as jnp
 
-    from edgekws.toolkit.train._evaluate import float_readout
-
     run_dir = Path(out)
     if len(train_data) == 0:
         raise TrainError("the training set is empty; pass a data file with samples")
@@ -502,9 +500,7 @@ def train(
                 params = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
                 record = _epoch_record(epoch, state, spec, config, num_steps, dt_s)
                 if val_data is not None:
-                    val_loss, val_acc = _validate(
-                        float_readout, params, spec, val_data, config, num_steps, dt_s
-                    )
+                    val_loss, val_acc = _validate(params, spec, val_data, config)
                     record.update(val_loss=val_loss, val_accuracy=val_acc)
                 else:
                     record.update(val_loss=None, val_accuracy=None)
@@ -563,23 +559,16 @@ def _epoch_record(
 
 
 def _validate(
-    readout_fn: Callable[..., np.ndarray],
-    params: dict[str, Any],
-    spec: NetworkSpec,
-    data: SpikeDataset,
-    config: TrainConfig,
-    num_steps: int,
-    dt_s: float,
+    params: dict[str, Any], spec: NetworkSpec, data: SpikeDataset, config: TrainConfig
 ) -> tuple[float, float]:
-    """Cross-entropy (no regulariser) and accuracy of the decision rule on ``data``."""
-    from edgekws.agent import decide
+    """Cross-entropy (no regulariser) and accuracy of the decision rule on ``data`` (float model)."""
+    from edgekws.toolkit.train._evaluate import score_dataset
 
-    readout = readout_fn(params, spec, data.bin(dt_s, num_steps), batch_size=config.eval_batch_size)
-    decision = decide(readout, spec.readout)
-    z = decision.scores - decision.scores.max(axis=1, keepdims=True)
+    scored = score_dataset(params, spec, data, "float", config.eval_batch_size)
+    z = scored.scores - scored.scores.max(axis=1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
     loss = float(-np.mean(logp[np.arange(len(data)), data.labels]))
-    return loss, float(np.mean(decision.labels == data.labels))
+    return loss, float(np.mean(scored.labels == data.labels))
 
 
 class _Progress:
