@@ -23,6 +23,8 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,13 +46,23 @@ LOIHI_HINT = (
 )
 
 
+@contextlib.contextmanager
+def _quiet_lava() -> Iterator[None]:
+    """Silence the import-time and compile-time warnings of Lava's dependencies (networkx, torch, ...)."""
+    with warnings.catch_warnings():
+        for category in (ImportWarning, DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+            warnings.simplefilter("ignore", category)
+        yield
+
+
 def lava_problem() -> str | None:
     """Why Lava cannot be used in this interpreter, or None if it can."""
     if sys.version_info[:2] != (3, 10):
         return f"this is Python {sys.version_info[0]}.{sys.version_info[1]}; " + LAVA_HINT
     try:
-        import lava.lib.dl.netx
-        import lava.magma.core.run_configs  # noqa: F401
+        with _quiet_lava():
+            import lava.lib.dl.netx
+            import lava.magma.core.run_configs  # noqa: F401
     except ImportError as exc:
         return f"cannot import Lava ({exc}); " + LAVA_HINT
     return None
@@ -128,7 +140,8 @@ class _Session:
             self.source.data.set(data)
         else:
             self.source.data.init = data
-        self.net.run(condition=RunSteps(num_steps=m), run_cfg=self.run_cfg)
+        with _quiet_lava():
+            self.net.run(condition=RunSteps(num_steps=m), run_cfg=self.run_cfg)
         self.started = True
         self.steps += m
         out = {}
