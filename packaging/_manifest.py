@@ -273,6 +273,9 @@ class Manifest:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))
+        for key in ("frontend", "network", "quantization"):  # own a copy: later edits by the caller must
+            if isinstance(getattr(self, key), Mapping):  # not change the bytes this manifest signs
+                object.__setattr__(self, key, _plain(getattr(self, key)))
         object.__setattr__(self, "backends", tuple(self.backends))
         problems = _validate(self)
         if problems:

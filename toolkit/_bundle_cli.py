@@ -331,8 +331,8 @@ def pull(ref: str, store: Path, out: Path, trust: tuple[Path, ...], as_json: boo
     name, _, version = ref.partition("@")
     try:
         s = BundleStore(store, _trust(trust) if trust else None)
-        path = s.pull(name, version or "latest", out)
-        entry = s.resolve(name, version or "latest")
+        entry = s.resolve(name, version or "latest")  # pin "latest" once, then pull exactly that version
+        path = s.pull(entry.name, entry.version, out)
     except InvalidBundle as exc:
         raise click.ClickException(str(exc)) from exc
     except StoreError as exc:
