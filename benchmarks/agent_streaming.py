@@ -1,0 +1,217 @@
+"""Agent streaming cost and decision latency: front-end + K staggered lanes on the fixed-point emulator.
+
+For the reference topology (default front-end: 128 channels -> recurrent LIF hidden 256 or 512 -> 20-class
+readout, 1 s windows at dt = 1 ms) and K lanes, on ONE core (BLAS threads pinned to 1):
+
+- **real-time factor**: wall time of the whole per-chunk pipeline (front-end + backend + decision) over the
+  audio duration, for 20 ms chunks fed as fast as possible;
+- **decision latency after the keyword ends** = (end of the first window that contains the whole keyword
+  - keyword end) [audio wait, uniform in [0, hop)] + chunk buffering (the window's last sample arrives
+  with its chunk: on average chunk/2) + the measured processing latency of the chunk that ends it.
+
+Weights are random integers in the fixed-point ranges (no trained model is needed to time the arithmetic);
+the hidden spike rate they produce is reported, since the emulator's cost depends on it.
+
+Run: .venv/bin/python benchmarks/agent_streaming.py   (writes benchmarks/results/agent_streaming.json and .md)
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekws.agent._frontend import FrontendSpec
+from edgekws.agent._sources import AudioChunk
+from edgekws.agent._spotter import Spotter, SpotterConfig
+from edgekws.agent.backends._emulator import EmulatorBackend
+from edgekws.packaging._fixedpoint import FixedPointLayer, FixedPointNetwork
+
+OUT = Path(__file__).parent / "results"
+SECONDS = float(os.environ.get("BENCH_SECONDS", "12"))
+CHUNK_MS = 20
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def network(channels: int, hidden: int, outputs: int = 20, seed: int = 0) -> FixedPointNetwork:
+    rng = np.random.default_rng(seed)
+    return FixedPointNetwork(
+        (
+            FixedPointLayer(
+                rng.integers(-40, 90, size=(hidden, channels)),
+                rng.integers(-30, 30, size=(hidden, hidden)),
+                i_decay=1138,  # tau_syn 5 ms at dt 1 ms (decay_12bit)
+                v_decay=202,  # tau_mem 20 ms
+                v_th_mant=12000,  # gives ~20 Hz hidden rates on this input, as trained SNNs have
+                weight_scale=1 / 64,
+            ),
+            FixedPointLayer(
+                rng.integers(-60, 60, size=(outputs, hidden)), i_decay=1138, v_decay=202, weight_scale=1 / 16
+            ),
+        )
+    )
+
+
+def speechlike(seconds: float, rate: int = 16000, seed: int = 1) -> tuple[np.ndarray, list[float]]:
+    """Word-like bursts (0.4-0.6 s, tone + noise) separated by quiet gaps, and the word end times."""
+    rng = np.random.default_rng(seed)
+    audio = 0.003 * rng.standard_normal(int(seconds * rate))
+    ends, t = [], 0.3
+    while t + 0.7 < seconds:
+        dur = rng.uniform(0.4, 0.6)
+        n = int(dur * rate)
+        i = int(t * rate)
+        tt = np.arange(n) / rate
+        f = rng.uniform(300, 900)
+        word = 0.2 * np.sin(2 * np.pi * f * tt) * np.sin(np.pi * tt / dur) + 0.05 * rng.standard_normal(n)
+        audio[i : i + n] += word
+        ends.append(t + dur)
+        t += dur + rng.uniform(0.5, 0.9)
+    return audio.astype(np.float32), ends
+
+
+def bench(hidden: int, lanes: int, audio: np.ndarray, ends: list[float]) -> dict:
+    spec = FrontendSpec()
+    backend = EmulatorBackend(network(spec.num_channels, hidden))
+    labels = [f"class{i}" for i in range(20)]
+    cfg = SpotterConfig(
+        lanes=lanes, threshold=1e-9, smoothing=1, refractory_ms=0.0, min_input_rate_hz=0.0, ignore_labels=()
+    )
+    sp = Spotter(spec, backend, labels, window_steps=1000, config=cfg)
+    window_ends: list[float] = []
+    chunk_latency_by_end: dict[float, float] = {}
+    sp.on_window = lambda w: window_ends.append(w.end_step / 1000.0)
+    n = 16000 * CHUNK_MS // 1000
+    per_chunk = []
+    t_all = time.perf_counter()
+    for i in range(0, audio.size, n):
+        before = len(window_ends)
+        chunk = AudioChunk(audio[i : i + n], 16000, i / 16000, time.monotonic())
+        t0 = time.perf_counter()
+        sp.process(chunk)
+        dt = time.perf_counter() - t0
+        per_chunk.append(dt)
+        for e in window_ends[before:]:
+            chunk_latency_by_end[e] = dt
+    wall = time.perf_counter() - t_all
+    # decision latency per keyword: first scored window end >= keyword end (the window then holds the word
+    # if it is shorter than 1 s - hop), + half a chunk of buffering on average, + that chunk's processing.
+    latencies = []
+    for e in ends:
+        if e < 1.0:
+            continue  # no complete 1 s window exists yet at the very start of the stream
+        later = [w for w in window_ends if w >= e - 1e-9]
+        if later:
+            w = later[0]
+            latencies.append((w - e) + CHUNK_MS / 2000.0 + chunk_latency_by_end[w])
+    duration = audio.size / 16000
+    return {
+        "hidden": hidden,
+        "lanes": lanes,
+        "hop_ms": 1000 / lanes,
+        "audio_s": duration,
+        "rtf": wall / duration,
+        "chunk_ms_p50": 1e3 * statistics.median(per_chunk),
+        "chunk_ms_p99": 1e3 * float(np.percentile(per_chunk, 99)),
+        "backend_share": sp.backend_seconds / wall,
+        "decision_latency_ms_p50": 1e3 * statistics.median(latencies) if latencies else None,
+        "decision_latency_ms_p90": 1e3 * float(np.percentile(latencies, 90)) if latencies else None,
+        "keywords": len(latencies),
+        "hidden_rate_hz": hidden_rate(hidden, audio),
+    }
+
+
+def hidden_rate(hidden: int, audio: np.ndarray) -> float:
+    """Mean hidden spike rate (Hz) of the benchmark network on the benchmark audio, one continuous run."""
+    from edgekws.agent._frontend import Frontend
+
+    spikes = Frontend(FrontendSpec()).process(audio)
+    traces = EmulatorBackend(network(FrontendSpec().num_channels, hidden)).run_traces(spikes[None])
+    return float(traces.spikes[0].mean() * 1000)
+
+
+def main() -> None:
+    audio, ends = speechlike(SECONDS)
+    spec = FrontendSpec()
+    from edgekws.agent._frontend import Frontend
+
+    t0 = time.perf_counter()
+    spikes = Frontend(spec).process(audio)
+    fe_rtf = (time.perf_counter() - t0) / (audio.size / 16000)
+    rows = []
+    for hidden in (256, 512):
+        for lanes in (1, 5, 10, 20):
+            r = bench(hidden, lanes, audio, ends)
+            rows.append(r)
+            print(
+                json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}), flush=True
+            )
+    doc: dict[str, Any] = {
+        "machine": {
+            "platform": platform.platform(),
+            "cpu": cpu_model(),
+            "cores": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "numpy": np.__version__,
+            "blas_threads": 1,
+        },
+        "audio_s": audio.size / 16000,
+        "load_average_1min_at_end": os.getloadavg()[0],
+        "input_rate_hz": float(spikes.mean() * 1000),
+        "frontend_only_rtf": fe_rtf,
+        "chunk_ms": CHUNK_MS,
+        "results": rows,
+    }
+    OUT.mkdir(exist_ok=True)
+    (OUT / "agent_streaming.json").write_text(json.dumps(doc, indent=2) + "\n")
+    lines = [
+        "# agent_streaming: front-end + K staggered lanes on the emulator, one core",
+        "",
+        f"Machine: {doc['machine']['cpu']}, {doc['machine']['cores']} cores (BLAS pinned to 1 thread), "
+        f"{doc['machine']['platform']}. Audio: {doc['audio_s']:.1f} s of word-like bursts, "
+        f"{len(ends)} 'keywords'; input rate {doc['input_rate_hz']:.1f} Hz/channel; front-end alone RTF "
+        f"{fe_rtf:.4f}.",
+        "",
+        "| hidden | rate Hz | lanes | hop ms | RTF | chunk p50 ms | chunk p99 ms | backend share "
+        "| latency p50 ms | latency p90 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['hidden']} | {r['hidden_rate_hz']:.1f} | {r['lanes']} | {r['hop_ms']:.0f} | "
+            f"{r['rtf']:.4f} | "
+            f"{r['chunk_ms_p50']:.2f} | "
+            f"{r['chunk_ms_p99']:.2f} | {r['backend_share']:.2f} | {r['decision_latency_ms_p50']:.1f} | "
+            f"{r['decision_latency_ms_p90']:.1f} |"
+        )
+    lines += [
+        "",
+        f"Load average while measuring: {os.getloadavg()[0]:.1f} (shared 2-core box: wall times inflated).",
+    ]
+    lines += [
+        "",
+        "Reproduce: `.venv/bin/python benchmarks/agent_streaming.py` (BENCH_SECONDS=12 by default).",
+    ]
+    (OUT / "agent_streaming.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
