@@ -121,11 +121,23 @@ class _Lanes:
 
     Backends exposing ``new_state``/``advance`` (the emulator) keep one batched state whose rows are zeroed
     per lane; any other backend gets ``K`` instances from ``factory``, each stepped with batch 1.
+
+    Idle lanes are skipped (exactly): a lane that has seen no input spike since its reset is at zero
+    state, and a network without biases stays at zero state with a zero readout on zero input, so
+    in silence no lane is stepped at all.
     """
 
     def __init__(self, backend: Any, lanes: int, factory: Callable[[], Any] | None) -> None:
         self.k = lanes
         self.backend = backend
+        self.live = np.zeros(lanes, dtype=bool)  # lanes that have seen an input spike since their reset
+        self.n_out = int(backend.num_outputs)
+        net = getattr(backend, "net", None)
+        layers = getattr(net, "layers", None)
+        self.can_skip = layers is not None and all(
+            getattr(layer, "bias", None) is None or not np.any(layer.bias) for layer in layers
+        )
+        self.lane_steps = 0  # lane-steps actually computed (for the skip statistics)
         if hasattr(backend, "new_state") and hasattr(backend, "advance"):
             self.mode = "state"
             self.state = backend.new_state(lanes)
@@ -143,12 +155,33 @@ class _Lanes:
 
     def step(self, x: np.ndarray) -> np.ndarray:
         """Advance every lane over ``x`` (steps, channels); readout ``(K, steps, outputs)`` float."""
+        if x.any():
+            self.live[:] = True
+        run = self.live if self.can_skip else np.ones(self.k, dtype=bool)
+        out = np.zeros((self.k, x.shape[0], self.n_out))
+        idx = np.flatnonzero(run)
+        self.lane_steps += idx.size * x.shape[0]
+        if idx.size == 0:
+            return out
         if self.mode == "state":
-            v, _ = self.backend.advance(self.state, np.broadcast_to(x, (self.k, *x.shape)))
-            return np.asarray(v) * self.scale
-        return np.concatenate([np.asarray(inst.step(x[None]), dtype=np.float64) for inst in self.instances])
+            if idx.size == self.k:
+                v, _ = self.backend.advance(self.state, np.broadcast_to(x, (self.k, *x.shape)))
+                return np.asarray(v) * self.scale
+            st = self.state
+            sub = type(st)(
+                uv=st.uv[idx], spikes=st.spikes[idx], last_input=st.last_input[idx], steps=st.steps
+            )
+            v, _ = self.backend.advance(sub, np.broadcast_to(x, (idx.size, *x.shape)))
+            st.uv[idx], st.spikes[idx], st.last_input[idx] = sub.uv, sub.spikes, sub.last_input
+            st.steps = sub.steps
+            out[idx] = np.asarray(v) * self.scale
+            return out
+        for i in idx.tolist():
+            out[i] = np.asarray(self.instances[i].step(x[None]), dtype=np.float64)[0]
+        return out
 
     def reset(self, lane: int) -> None:
+        self.live[lane] = False
         if self.mode == "state":
             self.state.uv[lane] = 0.0
             self.state.spikes[lane] = False

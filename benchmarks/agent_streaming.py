@@ -132,6 +132,7 @@ def bench(hidden: int, lanes: int, audio: np.ndarray, ends: list[float]) -> dict
         "chunk_ms_p50": 1e3 * statistics.median(per_chunk),
         "chunk_ms_p99": 1e3 * float(np.percentile(per_chunk, 99)),
         "backend_share": sp.backend_seconds / wall,
+        "lanes_stepped_share": sp._lanes.lane_steps / (lanes * sp.step),  # idle lanes are skipped in silence
         "decision_latency_ms_p50": 1e3 * statistics.median(latencies) if latencies else None,
         "decision_latency_ms_p90": 1e3 * float(np.percentile(latencies, 90)) if latencies else None,
         "keywords": len(latencies),
@@ -191,15 +192,16 @@ def main() -> None:
         f"{fe_rtf:.4f}.",
         "",
         "| hidden | rate Hz | lanes | hop ms | RTF | chunk p50 ms | chunk p99 ms | backend share "
-        "| latency p50 ms | latency p90 ms |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| lanes stepped | latency p50 ms | latency p90 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['hidden']} | {r['hidden_rate_hz']:.1f} | {r['lanes']} | {r['hop_ms']:.0f} | "
             f"{r['rtf']:.4f} | "
             f"{r['chunk_ms_p50']:.2f} | "
-            f"{r['chunk_ms_p99']:.2f} | {r['backend_share']:.2f} | {r['decision_latency_ms_p50']:.1f} | "
+            f"{r['chunk_ms_p99']:.2f} | {r['backend_share']:.2f} | "
+            f"{r['lanes_stepped_share']:.2f} | {r['decision_latency_ms_p50']:.1f} | "
             f"{r['decision_latency_ms_p90']:.1f} |"
         )
     lines += [

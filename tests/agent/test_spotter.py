@@ -214,3 +214,24 @@ def test_mismatched_bundle_is_refused() -> None:
     """A front-end whose channel count differs from the network's inputs is a clear error."""
     with pytest.raises(ValueError, match="input channels"):
         Spotter(FrontendSpec(), EmulatorBackend(_network()), LABELS)
+
+
+def test_idle_lanes_are_skipped_without_changing_any_score() -> None:
+    """In silence idle lanes are not stepped, and every window scores exactly as with all lanes stepped."""
+    net = _network(11)
+    x = _spikes(900, 0.05, seed=2)
+    x[:250] = 0  # leading silence
+    x[400:700] = 0  # a pause between two words
+    cfg = SpotterConfig(lanes=5, min_input_rate_hz=0.0)
+    fast = Spotter(SPEC, EmulatorBackend(net), LABELS, window_steps=100, config=cfg)
+    full = Spotter(SPEC, EmulatorBackend(net), LABELS, window_steps=100, config=cfg)
+    full._lanes.can_skip = False
+    wf, wl = _collect(fast), _collect(full)
+    for i in range(0, 900, 30):
+        fast.process_spikes(x[i : i + 30])
+        full.process_spikes(x[i : i + 30])
+    assert [w.end_step for w in wf] == [w.end_step for w in wl]
+    for a, b in zip(wf, wl, strict=True):
+        np.testing.assert_array_equal(a.probabilities, b.probabilities)
+    assert full._lanes.lane_steps == 5 * 900
+    assert fast._lanes.lane_steps < 0.75 * full._lanes.lane_steps
