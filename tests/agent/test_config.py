@@ -118,10 +118,10 @@ def test_mqtt_cannot_be_enabled_yet(tmp_path: Path) -> None:
 
 def test_every_field_has_a_description() -> None:
     """Every field of every config model carries a description (shown in errors and docs)."""
-    seen: set[type] = set()
-    todo: list[type] = [AgentConfig]
     from pydantic import BaseModel
 
+    seen: set[type[BaseModel]] = set()
+    todo: list[type[BaseModel]] = [AgentConfig]
     from edgekws.agent._config import _models_in
 
     while todo:
