@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekws.packaging._bundle import Bundle, open_bundle
-from edgekws.packaging._errors import InvalidBundle, RollbackRefused
+from edgekws.packaging._errors import InvalidBundle, KeyFileError, RollbackRefused
 from edgekws.packaging._manifest import SemVer, check_activation
 
 BUNDLE_FILE = "bundle.ekb"
@@ -99,7 +99,7 @@ class DeviceStore:
             )
         try:
             return open_bundle(active.bundle_file.read_bytes(), self.trusted_keys)
-        except (InvalidBundle, OSError) as exc:
+        except (InvalidBundle, KeyFileError, OSError) as exc:
             raise StoreError(
                 f"the active bundle {active.label} no longer verifies ({exc}); roll back or reinstall it"
             ) from exc
@@ -123,7 +123,7 @@ class DeviceStore:
         data = Path(bundle_path).read_bytes()
         try:
             bundle = open_bundle(data, self.trusted_keys)
-        except InvalidBundle as exc:
+        except (InvalidBundle, KeyFileError) as exc:
             raise StoreError(f"refusing to install {bundle_path}: {exc}") from exc
         name, version = bundle.manifest.name, bundle.manifest.version
         active = self.active()
@@ -166,7 +166,7 @@ class DeviceStore:
     def open_bundle_of(self, installed: InstalledBundle) -> Bundle:
         try:
             return open_bundle(installed.bundle_file.read_bytes(), self.trusted_keys)
-        except (InvalidBundle, OSError) as exc:
+        except (InvalidBundle, KeyFileError, OSError) as exc:
             raise StoreError(f"{installed.label} does not verify ({exc})") from exc
 
     def prune(self) -> list[InstalledBundle]:

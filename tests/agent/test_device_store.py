@@ -144,3 +144,10 @@ def test_a_crash_at_any_step_leaves_old_or_new_active(tmp_path: Path, step: str)
         assert active.version == "1.0.0"
     reopened.install(new)  # the interrupted upgrade can simply be retried
     assert reopened.active().version == "1.1.0"
+
+
+def test_missing_trusted_key_file_is_a_store_error(tmp_path: Path) -> None:
+    """A trusted key path that does not exist makes install refuse with a StoreError, not a traceback."""
+    store = DeviceStore(tmp_path / "store", [tmp_path / "missing.pub"])
+    with pytest.raises(StoreError, match="refusing to install"):
+        store.install(_bundle(tmp_path, "1.0.0"))
