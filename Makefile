@@ -8,7 +8,7 @@ PY310 ?= $(shell (command -v pyenv >/dev/null && ls -d $$(pyenv root)/versions/3
 VENV := .venv
 LAVA_VENV := .venv-lava
 STAMPS := .stamps
-APT_PACKAGES := espeak-ng mosquitto sox libsndfile1
+APT_PACKAGES := espeak-ng mosquitto sox libsndfile1 chromium
 RUN ?= runs/demo
 
 .PHONY: demo test lint typecheck pytest pytest-lava setup clean bench

@@ -31,5 +31,9 @@ def _register() -> None:
     main.add_command(train_cli.eval_cmd)
     main.add_command(train_cli.report_cmd)
 
+    from edgekws.toolkit.fleet import _cli as fleet_cli
+
+    main.add_command(fleet_cli.fleet)
+
 
 _register()

@@ -1,0 +1,103 @@
+"""Commands the fleet sends to a device on ``edgekws/v1/{fleet}/{device}/cmd/{type}``, validated at runtime.
+
+Pydantic models that reject unknown keys, a tagged union on ``type`` (the JSON Schema twin is
+``docs/schemas/command.schema.json``). :func:`parse_command` checks the payload and that the topic's last
+level names the same type; every problem is collected into one :class:`InvalidCommand`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+COMMAND_SCHEMA = "edgekws.cmd/1"
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_: Literal["edgekws.cmd/1"] = Field(alias="schema", description="Payload schema and its version.")
+    id: str = Field(min_length=1, max_length=128, description="Command id; responses carry it.")
+    ts: float = Field(description="When the command was issued (Unix seconds).")
+
+
+class BundleRef(BaseModel):
+    """Where a bundle is and what it must hash to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, description="Bundle name.")
+    version: str = Field(min_length=1, description="Semver version.")
+    url: str = Field(min_length=1, description="Where the device downloads the .ekb file from.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the .ekb file.")
+
+
+class DeployCommand(_Command):
+    """Install and activate a bundle (the rollout issue implements the handler)."""
+
+    type: Literal["deploy"] = Field(description="Command kind.")
+    bundle: BundleRef = Field(description="The bundle to install.")
+
+
+class RollbackCommand(_Command):
+    """Activate the previous (or a named) installed version."""
+
+    type: Literal["rollback"] = Field(description="Command kind.")
+    to_version: str | None = Field(default=None, description="Version to go back to; None: the previous.")
+
+
+class ConfigCommand(_Command):
+    """Change run-time settings (keys as in agent.toml, dotted)."""
+
+    type: Literal["config"] = Field(description="Command kind.")
+    set: dict[str, Any] = Field(min_length=1, description="Dotted key -> new value.")
+
+
+class PingCommand(_Command):
+    """Ask the device to answer with a ``command.done`` event (a liveness and round-trip check)."""
+
+    type: Literal["ping"] = Field(description="Command kind.")
+
+
+Command = Annotated[
+    DeployCommand | RollbackCommand | ConfigCommand | PingCommand, Field(discriminator="type")
+]
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(Command)
+
+
+class InvalidCommand(ValueError):
+    """A command payload that cannot be run; ``problems`` lists every fault and ``command_id`` its id."""
+
+    def __init__(self, problems: list[str], command_id: str | None = None) -> None:
+        self.problems = problems
+        self.command_id = command_id
+        super().__init__("invalid command: " + "; ".join(problems))
+
+
+def parse_command(
+    topic: str, payload: bytes
+) -> DeployCommand | RollbackCommand | ConfigCommand | PingCommand:
+    """Validate a command received on ``topic``; raise :class:`InvalidCommand` listing every problem."""
+    try:
+        data = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidCommand([f"payload is not JSON ({exc}); send a JSON object"]) from exc
+    command_id = data.get("id") if isinstance(data, dict) and isinstance(data.get("id"), str) else None
+    problems: list[str] = []
+    suffix = topic.rsplit("/cmd/", 1)[-1] if "/cmd/" in topic else ""
+    if isinstance(data, dict) and suffix != data.get("type"):
+        problems.append(
+            f"topic ends in cmd/{suffix} but the payload's type is {data.get('type')!r}; make them equal"
+        )
+    try:
+        command = _ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            where = ".".join(str(p) for p in err["loc"]) or "payload"
+            problems.append(f"{where}: {err['msg']}")
+        raise InvalidCommand(problems, command_id) from exc
+    if problems:
+        raise InvalidCommand(problems, command_id)
+    return command

@@ -1,0 +1,192 @@
+"""`edgekws fleet …`: the fleet monitor's commands (thin over :mod:`edgekws.toolkit.fleet`)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+_BROKER_HELP = "Broker URL: mqtt://[user[:password]@]host[:port] or mqtts://… for TLS."
+
+
+def _broker_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "--broker", "broker_url", default="mqtt://127.0.0.1:1883", show_default=True, help=_BROKER_HELP
+        ),
+        click.option(
+            "--username",
+            default=None,
+            help="Broker user (overrides the URL's); the ACL expects edgekws-monitor.",
+        ),
+        click.option(
+            "--password-env",
+            default="EDGEKWS_MQTT_PASSWORD",
+            show_default=True,
+            help="Environment variable holding the broker password (keeps it out of ps).",
+        ),
+        click.option(
+            "--ca-file",
+            type=click.Path(exists=True, dir_okay=False),
+            default=None,
+            help="CA certificate that signed the broker's (TLS).",
+        ),
+        click.option(
+            "--cert-file",
+            type=click.Path(exists=True, dir_okay=False),
+            default=None,
+            help="Client certificate (TLS with require_certificate).",
+        ),
+        click.option(
+            "--key-file",
+            type=click.Path(exists=True, dir_okay=False),
+            default=None,
+            help="Client certificate's key.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+
+    @functools.wraps(func)
+    def wrapper(**kwargs: Any) -> Any:
+        from edgekws.toolkit.fleet._monitor import BrokerUrl
+
+        try:
+            url = BrokerUrl.parse(kwargs.pop("broker_url"))
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        username, env = kwargs.pop("username"), kwargs.pop("password_env")
+        password = os.environ.get(env, url.password)
+        url = BrokerUrl(url.host, url.port, url.tls, username or url.username, password)
+        tls = {k: kwargs.pop(k) for k in ("ca_file", "cert_file", "key_file")}
+        return func(broker=url, tls=tls, **kwargs)
+
+    return wrapper
+
+
+@click.group()
+def fleet() -> None:
+    """Watch a fleet of edge agents over MQTT: state, alerts, Prometheus metrics, dashboard.
+
+    Example:
+
+        edgekws fleet serve --broker mqtt://127.0.0.1:1883 --db sqlite:///fleet.db --port 9108
+    """
+
+
+@fleet.command()
+@_broker_options
+@click.option(
+    "--db",
+    default="sqlite:///fleet.db",
+    show_default=True,
+    help="SQLAlchemy URL of the store (sqlite:///path, postgresql+psycopg://…).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the HTTP server listens on.")
+@click.option(
+    "--port", default=9108, show_default=True, type=int, help="HTTP port (/, /api/devices, /metrics)."
+)
+@click.option(
+    "--regression-threshold",
+    default=0.2,
+    show_default=True,
+    type=float,
+    help="Relative latency/energy increase after a rollout that raises an alert.",
+)
+def serve(
+    broker: Any, tls: dict[str, Any], db: str, host: str, port: int, regression_threshold: float
+) -> None:
+    """Run the monitor: ingest MQTT into the store and serve the dashboard and /metrics until Ctrl-C.
+
+    Example:
+
+        edgekws fleet serve --broker mqtt://127.0.0.1:1883 --db sqlite:///fleet.db --port 9108
+    """
+    from edgekws.toolkit.fleet._alerts import AlertRules
+    from edgekws.toolkit.fleet._monitor import FleetMonitor, MqttIngest
+    from edgekws.toolkit.fleet._server import FleetServer
+    from edgekws.toolkit.fleet._store import FleetStore
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        store = FleetStore(db)
+        rules = AlertRules(threshold=regression_threshold)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    monitor = FleetMonitor(store, rules)
+    ingest = MqttIngest(monitor, broker, **tls)
+    try:
+        server = FleetServer(monitor, host, port)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port} ({exc}); pick another --port") from exc
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    ingest.start()
+    server.start()
+    click.echo(
+        f"fleet monitor: broker {broker.host}:{broker.port}, store {db}, http://{host}:{server.port}/",
+        err=True,
+    )
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        ingest.stop()
+        store.dispose()
+
+
+@fleet.command()
+@_broker_options
+@click.option("--refresh", default=1.0, show_default=True, type=float, help="Seconds between redraws.")
+@click.option(
+    "--once", is_flag=True, help="Collect for --refresh seconds, print the table (or --json), exit."
+)
+@click.option("--json", "as_json", is_flag=True, help="With --once: print the device states as JSON.")
+def watch(broker: Any, tls: dict[str, Any], refresh: float, once: bool, as_json: bool) -> None:
+    """A live terminal table of the fleet's devices (in memory; nothing is stored).
+
+    Example:
+
+        edgekws fleet watch --broker mqtt://127.0.0.1:1883
+    """
+    from rich.console import Console
+    from rich.live import Live
+
+    from edgekws.toolkit.fleet._monitor import FleetMonitor, MqttIngest
+    from edgekws.toolkit.fleet._server import device_table
+
+    monitor = FleetMonitor()
+    ingest = MqttIngest(
+        monitor, broker, client_id=f"edgekws-fleet-watch-{os.getpid()}", session_expiry_s=0, **tls
+    )
+    ingest.start()
+    try:
+        if once:
+            if not ingest.connected.wait(10):
+                raise click.ClickException(f"cannot connect to the broker {broker.host}:{broker.port}")
+            time.sleep(refresh)
+            snap = monitor.snapshot()
+            if as_json:
+                click.echo(json.dumps(snap, indent=2))
+            else:
+                Console().print(device_table(snap))
+            return
+        with Live(device_table(monitor.snapshot()), refresh_per_second=4) as live:
+            while True:
+                time.sleep(refresh)
+                live.update(device_table(monitor.snapshot()))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        ingest.stop()

@@ -1,0 +1,482 @@
+"""The fleet monitor: subscribes to ``edgekws/v1/+/+/#``, de-duplicates by message id, keeps each device's
+state and writes what it saw to the store.
+
+:class:`FleetMonitor` is the logic (``ingest(topic, payload)``, no network); :class:`MqttIngest` is the
+MQTT 5 connection around it, an explicit reconnect loop like the device's. The monitor's identity comes
+from the topic (which the broker's ACL binds to the device's login), never from the payload.
+
+With a store, the monitor acknowledges a message (PUBACK) only after the batch that holds it is
+committed, and uses a persistent session (fixed client id, session expiry), so a monitor restart loses
+nothing either: the broker re-delivers what was not acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import ssl
+import threading
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field, fields
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edgekws.toolkit.fleet._alerts import AlertBook, AlertRules, regression
+from edgekws.toolkit.fleet._store import FleetStore, payload_text
+
+log = logging.getLogger("edgekws.fleet")
+
+SUBSCRIPTION = "edgekws/v1/+/+/#"
+KINDS = ("status", "telemetry", "detection", "event")
+
+
+# ---- broker address --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BrokerUrl:
+    """``mqtt://[user[:password]@]host[:port]`` or ``mqtts://…`` (TLS, port 8883 by default)."""
+
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerUrl:
+        parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
+            raise ValueError(f"broker URL must look like mqtt://host:1883 or mqtts://host:8883, got {url!r}")
+        tls = parts.scheme in ("mqtts", "ssl")
+        return cls(
+            host=parts.hostname,
+            port=parts.port or (8883 if tls else 1883),
+            tls=tls,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+
+# ---- device state ----------------------------------------------------------------------------------------
+@dataclass
+class DeviceState:
+    """What the monitor knows about one device."""
+
+    fleet: str
+    device: str
+    online: bool | None = None
+    bundle: dict[str, Any] | None = None
+    backend: str | None = None
+    boot: str | None = None
+    last_seen: float | None = None
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    latency_p99_ms: float | None = None
+    energy_mj: float | None = None
+    energy_method: str | None = None
+    real_time_factor: float | None = None
+    queue_depth: int | None = None
+    messages: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    dropped: dict[str, int] = field(default_factory=dict)  # what the device reported it had to drop
+    duplicates: int = 0
+    out_of_order: int = 0
+    detections_recent: deque[float] = field(default_factory=lambda: deque(maxlen=10000))
+    history: deque[tuple[str | None, float | None, float | None, str | None]] = field(
+        default_factory=lambda: deque(maxlen=200)
+    )  # (bundle version, latency key value, energy mJ, energy method) per telemetry report
+
+    @property
+    def bundle_version(self) -> str | None:
+        return None if self.bundle is None else self.bundle.get("version")
+
+    def detections_per_minute(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        return sum(1 for t in self.detections_recent if now - 60.0 < t <= now + 5.0)
+
+    def to_dict(self, now: float | None = None) -> dict[str, Any]:
+        out = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("detections_recent", "history")
+        }
+        out["messages"], out["dropped"] = dict(self.messages), dict(self.dropped)
+        out["bundle"] = None if self.bundle is None else dict(self.bundle)
+        out["bundle_version"] = self.bundle_version
+        out["detections_per_minute"] = self.detections_per_minute(now)
+        return out
+
+
+def _latency_key(lat: dict[str, Any]) -> float | None:
+    for key in ("p95", "p99", "p50"):
+        if isinstance(lat.get(key), int | float):
+            return float(lat[key])
+    return None
+
+
+def _pick_energy(readings: list[Any]) -> tuple[float | None, str | None]:
+    """A measured figure if there is one, else the first estimate."""
+    valid = [
+        r for r in readings if isinstance(r, dict) and isinstance(r.get("mj_per_inference"), int | float)
+    ]
+    valid.sort(key=lambda r: not str(r.get("method", "")).startswith("measured:"))
+    if not valid:
+        return None, None
+    return float(valid[0]["mj_per_inference"]), str(valid[0].get("method"))
+
+
+class FleetMonitor:
+    """Device states from a stream of (topic, payload); thread-safe."""
+
+    def __init__(
+        self,
+        store: FleetStore | None = None,
+        rules: AlertRules | None = None,
+        dedup_window: int = 4096,
+    ) -> None:
+        self.store = store
+        self.rules = rules or AlertRules()
+        self.alerts = AlertBook(on_change=lambda a: log.warning("alert %s: %s", a.kind, a.message))
+        self.devices: dict[tuple[str, str], DeviceState] = {}
+        self.messages_total = dict.fromkeys(KINDS, 0)  # after de-duplication
+        self.duplicates_total = 0
+        self.invalid_total = 0
+        self._dedup_window = dedup_window
+        self._seen: dict[tuple[str, str], OrderedDict[str, None]] = {}
+        self._last_seq: dict[tuple[str, str], tuple[str, int]] = {}
+        self._rows: dict[str, list[dict[str, Any]]] = {"telemetry": [], "detection": [], "event": []}
+        self._dirty: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+        if store is not None:
+            for state in store.device_states():
+                d = self._device(state["fleet"], state["device"])
+                for key in (
+                    "online",
+                    "bundle",
+                    "backend",
+                    "boot",
+                    "last_seen",
+                    "latency_p50_ms",
+                    "latency_p95_ms",
+                    "latency_p99_ms",
+                    "energy_mj",
+                    "energy_method",
+                ):
+                    setattr(d, key, state.get(key))
+
+    def _device(self, fleet: str, device: str) -> DeviceState:
+        key = (fleet, device)
+        if key not in self.devices:
+            self.devices[key] = DeviceState(fleet, device)
+        return self.devices[key]
+
+    def ingest(self, topic: str, payload: bytes | bytearray, now: float | None = None) -> bool:
+        """Apply one MQTT message; False when it is a duplicate or invalid (it is then counted only)."""
+        now = time.time() if now is None else now
+        parts = topic.split("/")
+        if len(parts) < 5 or parts[0] != "edgekws" or parts[1] != "v1":
+            self.invalid_total += 1
+            return False
+        fleet, device, kind = parts[2], parts[3], parts[4]
+        if kind == "cmd":
+            return False  # commands to devices (ours or an operator's): not device output
+        try:
+            msg = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            msg = None
+        if kind not in KINDS or not isinstance(msg, dict) or msg.get("schema") != f"edgekws.{kind}/1":
+            with self._lock:
+                self.invalid_total += 1
+            log.warning("ignored an invalid message on %s", topic)
+            return False
+        with self._lock:
+            key = (fleet, device)
+            d = self._device(fleet, device)
+            msg_id = str(msg.get("id", ""))
+            seen = self._seen.setdefault(key, OrderedDict())
+            if msg_id in seen:
+                d.duplicates += 1
+                self.duplicates_total += 1
+                return False
+            seen[msg_id] = None
+            if len(seen) > self._dedup_window:
+                seen.popitem(last=False)
+            self._check_order(key, d, msg_id)
+            d.messages[kind] += 1
+            self.messages_total[kind] += 1
+            d.last_seen = now
+            getattr(self, f"_on_{kind}")(d, msg, now)
+            self._dirty.add(key)
+            return True
+
+    def _check_order(self, key: tuple[str, str], d: DeviceState, msg_id: str) -> None:
+        epoch, _, seq = msg_id.partition(":")
+        if not seq.isdigit():
+            return
+        last = self._last_seq.get(key)
+        if last is not None and last[0] == epoch and int(seq) < last[1]:
+            d.out_of_order += 1
+        else:
+            self._last_seq[key] = (epoch, int(seq))
+
+    def _on_status(self, d: DeviceState, msg: dict[str, Any], now: float) -> None:
+        d.online = msg.get("state") == "online"
+        d.boot = msg.get("boot", d.boot)
+        d.backend = msg.get("backend", d.backend)
+        self._set_bundle(d, msg.get("bundle"))
+        if d.online:
+            self.alerts.resolve(d.fleet, d.device, "offline")
+        else:
+            why = msg.get("reason") or "offline"
+            self.alerts.raise_(d.fleet, d.device, "offline", f"{d.fleet}/{d.device} went offline ({why})")
+
+    def _set_bundle(self, d: DeviceState, bundle: Any) -> None:
+        if isinstance(bundle, dict) and bundle != d.bundle:
+            if d.bundle is not None:
+                log.info("%s/%s: bundle %s -> %s", d.fleet, d.device, d.bundle_version, bundle.get("version"))
+            d.bundle = bundle
+
+    def _on_telemetry(self, d: DeviceState, msg: dict[str, Any], now: float) -> None:
+        self._set_bundle(d, msg.get("bundle"))
+        d.backend = msg.get("backend", d.backend)
+        if d.online is None:
+            d.online = True
+        lat = (msg.get("latency_ms") or {}).get("inference") or {}
+        d.latency_p50_ms, d.latency_p95_ms, d.latency_p99_ms = lat.get("p50"), lat.get("p95"), lat.get("p99")
+        d.energy_mj, d.energy_method = _pick_energy(msg.get("energy") or [])
+        d.real_time_factor = msg.get("real_time_factor")
+        d.queue_depth = (msg.get("queue") or {}).get("depth")
+        for kind, n in (msg.get("dropped") or {}).items():
+            d.dropped[kind] = d.dropped.get(kind, 0) + int(n)
+        d.history.append((d.bundle_version, _latency_key(lat), d.energy_mj, d.energy_method))
+        self._check_regressions(d)
+        self._rows["telemetry"].append(
+            {
+                **self._row(d, msg, now),
+                "bundle_version": d.bundle_version,
+                "backend": d.backend,
+                "latency_p50_ms": d.latency_p50_ms,
+                "latency_p95_ms": d.latency_p95_ms,
+                "energy_mj": d.energy_mj,
+                "energy_method": d.energy_method,
+            }
+        )
+
+    def _check_regressions(self, d: DeviceState) -> None:
+        version, h = d.bundle_version, list(d.history)
+        i = len(h)
+        while i > 0 and h[i - 1][0] == version:
+            i -= 1
+        if i == 0:
+            return  # no earlier version in the window
+        if len(h) - i == 1:  # first report of a new rollout: judge it afresh
+            for kind in ("latency_regression", "energy_regression"):
+                self.alerts.resolve(d.fleet, d.device, kind)
+        previous = h[i - 1][0]
+        j = i
+        while j > 0 and h[j - 1][0] == previous:
+            j -= 1
+        before, after = h[j:i], h[i:]
+        lat = regression(
+            [h[1] for h in before if h[1] is not None], [h[1] for h in after if h[1] is not None], self.rules
+        )
+        if lat is not None:
+            self.alerts.raise_(
+                d.fleet,
+                d.device,
+                "latency_regression",
+                f"{d.fleet}/{d.device}: inference latency {lat.before:.3g} -> {lat.after:.3g} ms "
+                f"(+{100 * lat.change:.0f} %) after rollout {previous} -> {version}",
+            )
+        method = after[-1][3]
+        e_before = [h[2] for h in before if h[2] is not None and h[3] == method]
+        e_after = [h[2] for h in after if h[2] is not None and h[3] == method]
+        en = regression(e_before, e_after, self.rules)
+        if en is not None:
+            self.alerts.raise_(
+                d.fleet,
+                d.device,
+                "energy_regression",
+                f"{d.fleet}/{d.device}: energy {en.before:.3g} -> {en.after:.3g} mJ/inference "
+                f"({method}, +{100 * en.change:.0f} %) after rollout {previous} -> {version}",
+            )
+
+    def _on_detection(self, d: DeviceState, msg: dict[str, Any], now: float) -> None:
+        ts = msg.get("ts")
+        d.detections_recent.append(float(ts) if isinstance(ts, int | float) else now)
+        self._rows["detection"].append(
+            {**self._row(d, msg, now), "label": str(msg.get("label")), "confidence": msg.get("confidence")}
+        )
+
+    def _on_event(self, d: DeviceState, msg: dict[str, Any], now: float) -> None:
+        kind, level = str(msg.get("kind")), msg.get("level")
+        if level == "error":
+            detail = json.dumps(msg.get("detail", {}))[:200]
+            self.alerts.raise_(d.fleet, d.device, "error", f"{d.fleet}/{d.device}: {kind} {detail}")
+        if kind == "bundle.activated":
+            self.alerts.resolve(d.fleet, d.device, "error")
+        self._rows["event"].append({**self._row(d, msg, now), "kind": kind, "level": level})
+
+    @staticmethod
+    def _row(d: DeviceState, msg: dict[str, Any], now: float) -> dict[str, Any]:
+        ts = msg.get("ts")
+        return {
+            "fleet": d.fleet,
+            "device": d.device,
+            "msg_id": str(msg.get("id")),
+            "ts": float(ts) if isinstance(ts, int | float) else now,
+            "payload": payload_text(msg),
+        }
+
+    def flush(self) -> None:
+        """Write what was ingested since the last flush to the store (one transaction)."""
+        with self._lock:
+            rows, self._rows = self._rows, {"telemetry": [], "detection": [], "event": []}
+            states = [self.devices[k].to_dict() for k in self._dirty]
+            self._dirty = set()
+            changed, self.alerts.pending = self.alerts.pending, []
+        if self.store is not None:
+            self.store.write(rows, states, [a.to_dict() for a in changed])
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every device's state, the active alerts and the counters (what /api/devices serves)."""
+        now = time.time()
+        with self._lock:
+            return {
+                "time": now,
+                "devices": [
+                    d.to_dict(now) for d in sorted(self.devices.values(), key=lambda d: (d.fleet, d.device))
+                ],
+                "alerts": [a.to_dict() for a in self.alerts.active.values()],
+                "counts": {
+                    "messages": dict(self.messages_total),
+                    "duplicates": self.duplicates_total,
+                    "invalid": self.invalid_total,
+                },
+            }
+
+
+# ---- the MQTT side ---------------------------------------------------------------------------------------
+class MqttIngest:
+    """Keeps a subscription to ``edgekws/v1/+/+/#`` alive and feeds a :class:`FleetMonitor`."""
+
+    def __init__(
+        self,
+        monitor: FleetMonitor,
+        broker: BrokerUrl,
+        *,
+        client_id: str = "edgekws-fleet-monitor",
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        flush_interval_s: float = 0.25,
+        session_expiry_s: int = 3600,
+    ) -> None:
+        self.monitor, self.broker = monitor, broker
+        self.client_id = client_id
+        self.tls_files = (ca_file, cert_file, key_file)
+        self.flush_interval_s = flush_interval_s
+        self.session_expiry_s = session_expiry_s
+        self.connected = threading.Event()  # set only after a successful CONNACK
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._unacked: list[tuple[int, int]] = []
+        self._connack: Any = None
+        self._dropped = False
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="edgekws-fleet-mqtt", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        """connect → CONNACK → subscribe → I/O + batched commit-then-PUBACK, until it drops; then back off."""
+        delay = 0.2
+        while not self._stop.is_set():
+            client = self._new_client()
+            try:
+                self._connect(client)
+            except ConnectionError as exc:
+                log.warning("fleet monitor: %s; retrying in %.1f s", exc, delay)
+                self._stop.wait(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, 10.0)
+                continue
+            delay = 0.2
+            try:
+                self._session(client)
+            finally:
+                self.connected.clear()
+                self._unacked = []  # not acknowledged: the broker re-delivers them (persistent session)
+        self.monitor.flush()
+
+    def _new_client(self) -> mqtt.Client:
+        manual = self.monitor.store is not None
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+            manual_ack=manual,
+        )
+        if self.broker.username is not None:
+            client.username_pw_set(self.broker.username, self.broker.password)
+        if self.broker.tls:
+            ca, cert, key = self.tls_files
+            client.tls_set(ca_certs=ca, certfile=cert, keyfile=key, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        client.on_connect = lambda c, u, f, rc, p: setattr(self, "_connack", rc)
+        client.on_disconnect = lambda c, u, f, rc, p: setattr(self, "_dropped", True)
+        client.on_message = self._on_message
+        return client
+
+    def _connect(self, client: mqtt.Client) -> None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.session_expiry_s
+        self._connack, self._dropped = None, False
+        try:
+            client.connect(
+                self.broker.host, self.broker.port, keepalive=30, clean_start=False, properties=props
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise ConnectionError(f"cannot reach {self.broker.host}:{self.broker.port}: {exc}") from exc
+        deadline = time.monotonic() + 10.0
+        while self._connack is None:
+            if client.loop(timeout=0.1) != mqtt.MQTT_ERR_SUCCESS or time.monotonic() > deadline:
+                raise ConnectionError(f"no CONNACK from {self.broker.host}:{self.broker.port}")
+        if self._connack.is_failure:
+            raise ConnectionError(f"broker refused the monitor: {self._connack}")
+
+    def _session(self, client: mqtt.Client) -> None:
+        client.subscribe(SUBSCRIPTION, qos=1)
+        self.connected.set()
+        log.info("fleet monitor subscribed to %s on %s:%s", SUBSCRIPTION, self.broker.host, self.broker.port)
+        next_flush = time.monotonic() + self.flush_interval_s
+        while not self._stop.is_set():
+            rc = client.loop(timeout=0.05)
+            if time.monotonic() >= next_flush or rc != mqtt.MQTT_ERR_SUCCESS or self._dropped:
+                self._commit(client)
+                next_flush = time.monotonic() + self.flush_interval_s
+            if rc != mqtt.MQTT_ERR_SUCCESS or self._dropped:
+                log.warning("fleet monitor lost the broker (%s); reconnecting", mqtt.error_string(rc))
+                return
+        self._commit(client)
+        client.disconnect()
+
+    def _commit(self, client: mqtt.Client) -> None:
+        """Write the batch, then acknowledge its messages (so nothing acknowledged is unwritten)."""
+        self.monitor.flush()
+        for mid, qos in self._unacked:
+            client.ack(mid, qos)
+        self._unacked = []
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self.monitor.ingest(msg.topic, msg.payload)
+        if self.monitor.store is not None and msg.qos > 0:
+            self._unacked.append((msg.mid, msg.qos))
