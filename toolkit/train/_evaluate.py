@@ -112,7 +112,14 @@ def float_readout(
     return simulate_batches(params, spec, spikes, batch_size)[0]
 
 
-BACKENDS: dict[str, ReadoutBackend] = {"float": float_readout}
+# fixed-point backends: the quantized model on the agent's own runtimes (toolkit/quant/_backends.py)
+from edgekws.toolkit.quant._backends import emulator_readout, lava_readout  # noqa: E402
+
+BACKENDS: dict[str, ReadoutBackend] = {
+    "float": float_readout,
+    "emulator": emulator_readout,
+    "lava": lava_readout,
+}
 CHUNK = 512  # samples binned at a time: memory stays bounded on SSC-sized sets
 
 
