@@ -19,13 +19,14 @@ def main() -> None:
 
 
 def _register() -> None:
-    from edgekws.toolkit import _bundle_cli, _demo
+    from edgekws.toolkit import _bundle_build, _bundle_cli, _demo
     from edgekws.toolkit.data import _cli as data_cli
     from edgekws.toolkit.train import _cli as train_cli
 
     main.add_command(data_cli.data)
     main.add_command(_demo.demo)
     main.add_command(_bundle_cli.keys)
+    _bundle_cli.register_build_command(_bundle_build.build)
     main.add_command(_bundle_cli.bundle)
     main.add_command(train_cli.train)
     main.add_command(train_cli.eval_cmd)

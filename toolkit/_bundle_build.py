@@ -1,0 +1,574 @@
+"""`edgekws bundle RUN --name N --version V --key KEY --out FILE`: a signed bundle from a training run.
+
+One pass, in stages: load the run (``best.npz`` + ``run.json``), quantize to Loihi 2 fixed point, write
+``model/float.npz``, ``model/netx.h5``, ``model/model.onnx`` (the streaming ONNX model, which serves whole
+sequences too) and ``model/model.nir``, optionally evaluate the float model (JAX), the fixed-point
+emulator and ONNX Runtime on a held-out set, then assemble the manifest and sign it. Every model file is
+produced in memory with deterministic bytes, so two builds of the same run with the same ``created`` are
+byte-identical. See docs/bundle.md, "Building a bundle from a training run".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from edgekws.packaging import (
+    FixedPointNetwork,
+    KeyFileError,
+    Lineage,
+    ManifestError,
+    Metrics,
+    NetworkSpec,
+    SemVer,
+    SigningKey,
+    build_bundle,
+    check_bundle,
+    load_private_key,
+    write_netx,
+)
+from edgekws.packaging._manifest import NAME_PATTERN, parse_created
+from edgekws.toolkit.data import SpikeDataset
+
+QUANT_TYPE = "edgekws.quantization"
+QUANT_FORMAT_VERSION = 1
+EXTERNAL_INPUT_TYPE = "edgekws.spike_input"  # front-end of runs trained on spikes made elsewhere (SHD)
+BACKENDS = ("emulator", "lava-sim", "loihi2", "onnx")
+CLIP_WARN_FRACTION = 0.01  # warn when a layer clips more than this fraction of its weights
+AGREEMENT_WARN = 0.95  # warn when fixed-point and float decisions agree on fewer samples than this
+EVAL_CHUNK = 64  # samples binned and run at a time
+
+Progress = Callable[[int, int], None]
+
+
+class BundleBuildError(ValueError):
+    """A bundle cannot be built from a run; the message lists every problem and its fix."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("cannot build the bundle:\n  - " + "\n  - ".join(self.problems))
+
+
+@dataclass(frozen=True)
+class BundleBuild:
+    """What a build produced: the bundle file, its signer, per-file sizes, metrics and warnings."""
+
+    path: Path
+    size: int
+    sha256: str
+    key_id: str
+    files: dict[str, int]  # bundle path -> size in bytes
+    manifest: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        m = self.manifest
+        return {
+            "path": str(self.path),
+            "size": self.size,
+            "sha256": self.sha256,
+            "key_id": self.key_id,
+            "name": m["name"],
+            "version": m["version"],
+            "created": m["created"],
+            "files": dict(self.files),
+            "lineage": m["lineage"],
+            "metrics": m["metrics"],
+            "backends": m["backends"],
+            "warnings": list(self.warnings),
+        }
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+def _out_path(out: Path, name: str, version: str) -> Path:
+    return out / f"{name}-{version}.ekb" if out.is_dir() else out
+
+
+def _check_inputs(
+    run_dir: Path,
+    name: str,
+    version: str,
+    key_path: Path,
+    out: Path,
+    parent: str | None,
+    created: str | None,
+    eval_data: str | os.PathLike[str] | SpikeDataset | None,
+    force: bool,
+) -> SigningKey:
+    """The signing key, once every argument has been checked; else one error listing every problem."""
+    problems: list[str] = []
+    if not (run_dir / "run.json").is_file():
+        problems.append(
+            f"{run_dir}: no run.json; is this a training run folder (edgekws train ... --out RUN)?"
+        )
+    elif not (run_dir / "best.npz").is_file():
+        problems.append(
+            f"{run_dir}/best.npz is missing: the run has no selected checkpoint yet; train at least one "
+            f"epoch (edgekws train ... --out {run_dir} --resume)"
+        )
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        problems.append(
+            f"--name must be 1-64 lowercase letters, digits, '.', '_' or '-' (starting with a letter or "
+            f"digit), got {name!r}"
+        )
+    try:
+        semver = SemVer.parse(version)
+    except ValueError as exc:
+        problems.append(f"--version: {exc}")
+        semver = None
+    if parent is not None:
+        try:
+            if semver is not None and not SemVer.parse(parent) < semver:
+                problems.append(f"--parent {parent} must be lower than --version {version}; bump the version")
+        except ValueError as exc:
+            problems.append(f"--parent: {exc}")
+    if created is not None:
+        try:
+            parse_created(created)
+        except ValueError as exc:
+            problems.append(f"--created: {exc}")
+    key: SigningKey | None = None
+    try:
+        if key_path.is_file() and key_path.read_bytes().lstrip().startswith(b"-----BEGIN PUBLIC KEY"):
+            raise KeyFileError(
+                f"{key_path} is a public key, not an Ed25519 private key; sign with the private NAME.key "
+                "that `edgekws keys generate` wrote next to it"
+            )
+        key = load_private_key(key_path)
+    except KeyFileError as exc:
+        problems.append(f"--key: {exc}")
+    except OSError as exc:
+        problems.append(f"--key: cannot read {key_path}: {exc.strerror}")
+    if eval_data is not None and not isinstance(eval_data, SpikeDataset) and not Path(eval_data).is_file():
+        problems.append(f"--eval-data {eval_data}: no such file (an HDF5 spike file, e.g. data/test.h5)")
+    if not out.parent.is_dir():
+        problems.append(f"--out {out}: directory {out.parent} does not exist; create it first")
+    dest = _out_path(out, name, version) if isinstance(name, str) else out
+    if (dest.exists() or dest.is_symlink()) and not force:
+        problems.append(f"{dest} already exists; bundles are immutable: bump --version or pass --force")
+    if problems or key is None:
+        raise BundleBuildError(problems)
+    return key
+
+
+def _frontend(info: dict[str, Any], spec: NetworkSpec, warnings: list[str]) -> dict[str, Any]:
+    """The run's front-end spec, or a tagged stand-in for data made elsewhere (which the agent refuses)."""
+    frontend = info.get("frontend")
+    if isinstance(frontend, dict) and isinstance(frontend.get("type"), str):
+        channels = frontend.get("num_channels")
+        if isinstance(channels, int) and channels != spec.num_inputs:
+            raise BundleBuildError(
+                [
+                    f"run.json: the front-end makes {channels} channels but the network takes "
+                    f"{spec.num_inputs}; the run's data were not made by this front-end"
+                ]
+            )
+        return dict(frontend)
+    warnings.append(
+        "the run's data carry no front-end spec (spikes made elsewhere, e.g. SHD): the manifest records "
+        f"'{EXTERNAL_INPUT_TYPE}' and the agent cannot feed this model from audio"
+    )
+    return {
+        "type": EXTERNAL_INPUT_TYPE,
+        "format_version": 1,
+        "num_channels": spec.num_inputs,
+        "dt_ms": spec.dt_ms,
+    }
+
+
+def _run_metrics(run_dir: Path, info: dict[str, Any]) -> dict[str, float]:
+    """Train/validation accuracy of the selected epoch, from metrics.jsonl."""
+    from edgekws.toolkit.train._loop import read_metrics
+
+    best = int(info.get("selection", {}).get("best_epoch") or 0)
+    out: dict[str, float] = {}
+    for record in read_metrics(run_dir):
+        if record.get("epoch") == best:
+            out["best_epoch"] = best
+            for key in ("train_accuracy", "val_accuracy"):
+                if isinstance(record.get(key), (int, float)):
+                    out[key] = float(record[key])
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+def float_npz_bytes(params: dict[str, np.ndarray]) -> bytes:
+    """``np.savez`` of the float parameters (float32, sorted names): the same bytes for the same params."""
+    buffer = io.BytesIO()
+    arrays: dict[str, Any] = {k: np.asarray(params[k], np.float32) for k in sorted(params)}
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def netx_bytes(net: FixedPointNetwork) -> bytes:
+    """The NetX HDF5 file of ``net`` as bytes (h5py writes no timestamps, so the bytes are stable)."""
+    with tempfile.TemporaryDirectory(prefix="edgekws-netx-") as tmp:
+        return write_netx(net, Path(tmp) / "netx.h5").read_bytes()
+
+
+def quantization_spec(net: FixedPointNetwork, report: Any, nir_semantics: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's ``quantization`` object: settings, per-layer scales and errors, NIR semantics."""
+    layers = []
+    for fixed, rep in zip(net.to_dict()["layers"], report.layers, strict=True):
+        entry = {k: v for k, v in asdict(rep).items() if k != "step"}  # step == weight_scale
+        layers.append({**entry, **fixed})
+    return {
+        "type": QUANT_TYPE,
+        "format_version": QUANT_FORMAT_VERSION,
+        "method": "per-layer power-of-two step from a percentile of the weight magnitudes (toolkit/quant)",
+        "percentile": float(report.percentile),
+        "num_bits": int(report.num_bits),
+        "state_scale": "fixed-point u and v = float u and v * 64 / weight_scale (per layer)",
+        "fixed_point_type": FixedPointNetwork.TYPE,
+        "layers": layers,
+        "clipped_weights": sum(int(rep.num_clipped) for rep in report.layers),
+        "nir_semantics": nir_semantics,
+    }
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+
+
+def _check_eval_data(data: SpikeDataset, spec: NetworkSpec, labels: tuple[str, ...]) -> None:
+    problems = []
+    if data.num_channels != spec.num_inputs:
+        problems.append(
+            f"--eval-data has {data.num_channels} channels but the network takes {spec.num_inputs}; "
+            "encode it with the run's front-end"
+        )
+    if data.num_classes != spec.num_outputs:
+        problems.append(f"--eval-data has {data.num_classes} classes but the network {spec.num_outputs}")
+    elif list(data.class_names) != list(labels):
+        problems.append(
+            f"--eval-data classes {list(data.class_names)} differ from the run's {list(labels)} "
+            "(names or order)"
+        )
+    if len(data) == 0:
+        problems.append("--eval-data is empty")
+    if problems:
+        raise BundleBuildError(problems)
+
+
+def evaluate_backends(
+    params: dict[str, np.ndarray],
+    spec: NetworkSpec,
+    net: FixedPointNetwork,
+    onnx_model: bytes,
+    data: SpikeDataset,
+    progress: Progress | None = None,
+) -> dict[str, np.ndarray]:
+    """Predicted labels of the float model (JAX), the fixed-point emulator and ONNX Runtime on ``data``."""
+    from edgekws.agent import decide
+    from edgekws.agent.backends import EmulatorBackend, OnnxBackend
+    from edgekws.toolkit.train._evaluate import float_readout
+
+    emulator, onnx_backend = EmulatorBackend(net), OnnxBackend(onnx_model, providers=["CPUExecutionProvider"])
+    runners: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+        "float": lambda x: float_readout(params, spec, x, batch_size=EVAL_CHUNK),
+        "emulator": emulator.run,
+        "onnx": onnx_backend.run,
+    }
+    labels: dict[str, list[np.ndarray]] = {k: [] for k in runners}
+    starts = list(range(0, len(data), EVAL_CHUNK))
+    for done, start in enumerate(starts):
+        spikes = data.bin(
+            spec.dt_ms / 1000.0, spec.num_steps, np.arange(start, min(len(data), start + EVAL_CHUNK))
+        )
+        for backend, run in runners.items():
+            labels[backend].append(decide(run(spikes), spec.readout).labels)
+        if progress is not None:
+            progress(done + 1, len(starts))
+    return {k: np.concatenate(v) for k, v in labels.items()}
+
+
+def _eval_metrics(
+    predicted: dict[str, np.ndarray], truth: np.ndarray
+) -> tuple[dict[str, float], dict[str, float], dict[str, dict[str, float]]]:
+    """(float, fixed_point, backends) metric groups from predicted labels."""
+    ref = predicted["float"]
+
+    def of(backend: str) -> dict[str, float]:
+        p = predicted[backend]
+        return {
+            "eval_accuracy": float(np.mean(p == truth)),
+            "eval_agreement_with_float": float(np.mean(p == ref)),
+        }
+
+    floats = {"eval_accuracy": float(np.mean(ref == truth)), "eval_samples": len(truth)}
+    return floats, of("emulator"), {"emulator": of("emulator"), "onnx": of("onnx")}
+
+
+# ------------------------------------------------------------------------------------------------ build
+
+
+def build_run_bundle(
+    run_dir: str | os.PathLike[str],
+    name: str,
+    version: str,
+    key_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    percentile: float = 99.0,
+    eval_data: str | os.PathLike[str] | SpikeDataset | None = None,
+    parent: str | None = None,
+    created: str | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> BundleBuild:
+    """Quantize, export, evaluate (with ``eval_data``), pack and sign a run; see the module docstring.
+
+    ``out`` is the bundle file, or an existing directory for ``NAME-VERSION.ekb``. ``progress(done,
+    total)`` is called after every stage.
+    """
+    from edgekws.toolkit.data import read_shd
+    from edgekws.toolkit.export import export_nir, export_onnx_streaming
+    from edgekws.toolkit.quant import QuantizationError, quantize
+    from edgekws.toolkit.train._evaluate import EvalError, load_run
+
+    run_dir, key_file, out = Path(run_dir), Path(key_path), Path(out)
+    key = _check_inputs(run_dir, name, version, key_file, out, parent, created, eval_data, force)
+    stages, done = 7, 0
+
+    def advance() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, stages)
+
+    warnings: list[str] = []
+    try:
+        run = load_run(run_dir)
+    except (EvalError, ValueError) as exc:
+        raise BundleBuildError([f"{run_dir}: {exc}"]) from exc
+    spec, info, params = run.spec, run.info, run.params
+    labels = tuple(spec.class_names or info.get("class_names") or ())
+    frontend = _frontend(info, spec, warnings)
+    data: SpikeDataset | None = None
+    if eval_data is not None:
+        try:
+            data = eval_data if isinstance(eval_data, SpikeDataset) else read_shd(eval_data)
+        except (OSError, ValueError) as exc:
+            raise BundleBuildError([f"--eval-data {eval_data}: {exc}"]) from exc
+        _check_eval_data(data, spec, labels)
+        stages += -(-len(data) // EVAL_CHUNK)  # one step per evaluated chunk
+    advance()
+
+    try:
+        net, report = quantize(params, spec, percentile=percentile)
+    except QuantizationError as exc:
+        raise BundleBuildError([str(exc)]) from exc
+    for layer in report.layers:
+        fraction = layer.num_clipped / max(1, layer.num_weights)
+        if fraction > CLIP_WARN_FRACTION:
+            warnings.append(
+                f"quantization clipped {layer.num_clipped} of {layer.num_weights} weights "
+                f"({100 * fraction:.1f} %) of {layer.name} at percentile {percentile:g}; "
+                "raise --percentile to clip fewer (at the cost of resolution)"
+            )
+    advance()
+
+    files: dict[str, bytes] = {"model/float.npz": float_npz_bytes(params)}
+    advance()
+    files["model/netx.h5"] = netx_bytes(net)
+    advance()
+    files["model/model.onnx"] = export_onnx_streaming(params, spec)
+    advance()
+    files["model/model.nir"], nir_semantics = export_nir(params, spec)
+    advance()
+
+    float_metrics: dict[str, float] = _run_metrics(run_dir, info)
+    fixed_metrics: dict[str, float] = {
+        "clipped_weights": sum(layer.num_clipped for layer in report.layers),
+        "max_relative_weight_error": max(layer.relative_error for layer in report.layers),
+    }
+    backend_metrics: dict[str, dict[str, float]] = {}
+    if data is not None:
+        base = done
+
+        def eval_progress(chunks_done: int, _: int) -> None:
+            if progress is not None:
+                progress(base + chunks_done, stages)
+
+        predicted = evaluate_backends(params, spec, net, files["model/model.onnx"], data, eval_progress)
+        done = base + -(-len(data) // EVAL_CHUNK)
+        f, q, backend_metrics = _eval_metrics(predicted, data.labels)
+        float_metrics.update(f)
+        fixed_metrics.update(q)
+        if q["eval_agreement_with_float"] < AGREEMENT_WARN:
+            warnings.append(
+                f"the fixed-point model decides like the float model on only "
+                f"{100 * q['eval_agreement_with_float']:.1f} % of --eval-data; check the quantization report"
+            )
+
+    run_json = (run_dir / "run.json").read_bytes()
+    train_sha = info.get("data", {}).get("train", {}).get("sha256")
+    lineage = Lineage(
+        parent_version=parent,
+        training_run_id="sha256:" + hashlib.sha256(run_json).hexdigest(),
+        dataset_fingerprint=f"sha256:{train_sha}" if isinstance(train_sha, str) else None,
+    )
+    dest = _out_path(out, name, version)
+    try:
+        path = build_bundle(
+            dest,
+            name=name,
+            version=version,
+            labels=labels,
+            frontend=frontend,
+            network=spec.to_dict(),
+            files=files,
+            private_key=key,
+            quantization=quantization_spec(net, report, nir_semantics),
+            metrics=Metrics(float=float_metrics, fixed_point=fixed_metrics, backends=backend_metrics),
+            backends=BACKENDS,
+            lineage=lineage,
+            created=created,
+        )
+    except ManifestError as exc:
+        raise BundleBuildError(list(exc.problems)) from exc
+    advance()
+    checked = check_bundle(path)
+    if checked.manifest is None:  # cannot happen for a bundle build_bundle just wrote
+        raise RuntimeError(f"{path}: the bundle just written has no readable manifest: {checked.problems}")
+    return BundleBuild(
+        path=path,
+        size=checked.size,
+        sha256=checked.sha256,
+        key_id=key.key_id,
+        files={p: e.size for p, e in sorted(checked.manifest.files.items())},
+        manifest=checked.manifest.to_dict(),
+        warnings=warnings,
+    )
+
+
+def bundle_run(
+    run_dir: str | os.PathLike[str],
+    name: str,
+    version: str,
+    key_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    percentile: float = 99.0,
+    eval_data: str | os.PathLike[str] | SpikeDataset | None = None,
+    parent: str | None = None,
+    created: str | None = None,
+    force: bool = False,
+) -> Path:
+    """Build a signed bundle from the run folder ``run_dir``; returns its path (see build_run_bundle)."""
+    return build_run_bundle(
+        run_dir,
+        name,
+        version,
+        key_path,
+        out,
+        percentile=percentile,
+        eval_data=eval_data,
+        parent=parent,
+        created=created,
+        force=force,
+    ).path
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def _print_summary(result: BundleBuild) -> None:
+    m = result.manifest
+    click.echo(f"{result.path}  {result.size} bytes  sha256 {result.sha256[:16]}…")
+    click.echo(f"  {m['name']} {m['version']}  created {m['created']}  signed by key {result.key_id}")
+    lin = m["lineage"]
+    click.echo(
+        f"  lineage: parent {lin['parent_version'] or '-'}, run {lin['training_run_id'][:23]}…, "
+        f"data {(lin['dataset_fingerprint'] or '-')[:23]}"
+    )
+    for path, size in result.files.items():
+        click.echo(f"  {path:<20} {size:>10} bytes")
+    metrics = m["metrics"]
+    for group in ("float", "fixed_point"):
+        if metrics[group]:
+            click.echo(f"  {group}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics[group].items())))
+    for backend, values in sorted(metrics["backends"].items()):
+        click.echo(f"  {backend}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(values.items())))
+    click.echo(f"  backends: {', '.join(m['backends'])}")
+    for warning in result.warnings:
+        click.echo(f"  warning: {warning}")
+
+
+@click.command("build")
+@click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
+@click.option("--name", required=True, help="Model name ([a-z0-9][a-z0-9._-]*), e.g. kws-digits.")
+@click.option("--version", "version", required=True, help="Semantic version of this bundle, e.g. 1.2.0.")
+@click.option("--key", "key", required=True, type=click.Path(path_type=Path),
+              help="Private signing key (from `edgekws keys generate`, mode 0600).")  # fmt: skip
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path),
+              help="Bundle file to write, or an existing directory for NAME-VERSION.ekb.")  # fmt: skip
+@click.option("--percentile", default=99.0, show_default=True, type=float,
+              help="Weight-magnitude percentile that sets each layer's fixed-point step.")  # fmt: skip
+@click.option("--eval-data", "eval_data", type=click.Path(path_type=Path), default=None,
+              help="HDF5 spike file to evaluate the float, emulator and ONNX models on.")  # fmt: skip
+@click.option("--parent", default=None, help="The version this bundle replaces (lineage).")
+@click.option("--created", default=None,
+              help="UTC YYYY-MM-DDTHH:MM:SSZ (default: now); fix it for byte-stable builds.")  # fmt: skip
+@click.option("--force", is_flag=True, help="Overwrite an existing bundle file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def build(
+    run_dir: Path,
+    name: str,
+    version: str,
+    key: Path,
+    out: Path,
+    percentile: float,
+    eval_data: Path | None,
+    parent: str | None,
+    created: str | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Quantize, export, pack and sign a training run as a bundle (also `edgekws bundle RUN ...`).
+
+    Writes model/float.npz, model/netx.h5 (8-bit fixed point), model/model.onnx (streaming) and
+    model/model.nir with a signed manifest; prints every file's size, the key id and the metrics.
+
+    Example:
+
+    \b
+        edgekws bundle runs/digits --name kws-digits --version 1.0.0 \\
+            --key keys/release.key --out kws-digits-1.0.0.ekb --eval-data data/digits/test.h5
+    """
+    from edgekws.toolkit._progress import progress_bar
+
+    try:
+        with progress_bar("bundle", disable=as_json) as update:
+            result = build_run_bundle(
+                run_dir,
+                name,
+                version,
+                key,
+                out,
+                percentile=percentile,
+                eval_data=eval_data,
+                parent=parent,
+                created=created,
+                force=force,
+                progress=update,
+            )
+    except BundleBuildError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True))
+    else:
+        _print_summary(result)
