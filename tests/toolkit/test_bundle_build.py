@@ -83,6 +83,7 @@ def test_bundle_verifies_with_the_trusted_key_and_manifest_has_every_section(wor
     assert (m.name, m.version, m.created) == ("kws", "1.0.0", CREATED)
     assert sorted(m.files) == ["model/float.npz", "model/model.nir", "model/model.onnx", "model/netx.h5"]
     assert m.labels == ("low", "high") and m.network == run.spec.to_dict() and m.frontend == FRONTEND
+    assert FrontendSpec.from_dict(dict(m.frontend)).num_channels == C  # what the agent reads
     run_json = (work / "run/run.json").read_bytes()
     assert m.lineage.training_run_id == "sha256:" + hashlib.sha256(run_json).hexdigest()
     train_digest = hashlib.sha256((work / "train.h5").read_bytes()).hexdigest()
@@ -150,10 +151,10 @@ def test_onnx_model_matches_the_float_model_and_the_metrics_come_from_each_backe
 
 
 def test_two_builds_with_the_same_created_are_byte_identical(work: Path, tmp_path: Path) -> None:
-    """Every model file is deterministic: builds a second apart with one `created` give the same bytes."""
+    """Every model file is deterministic: builds two seconds apart with one `created` give the same bytes."""
     key = work / "keys/release.key"
     a = bundle_run(work / "run", "kws", "2.0.0", key, tmp_path / "a.ekb", created=CREATED)
-    time.sleep(1.1)  # HDF5 and zip timestamps have one-second resolution
+    time.sleep(2.1)  # zip dates have two-second resolution, HDF5 times one second
     b = bundle_run(work / "run", "kws", "2.0.0", key, tmp_path / "b.ekb", created=CREATED)
     assert a.read_bytes() == b.read_bytes()
 
