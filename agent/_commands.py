@@ -61,8 +61,21 @@ class PingCommand(_Command):
     type: Literal["ping"] = Field(description="Command kind.")
 
 
+class AckCommand(_Command):
+    """The fleet monitor has stored these queued messages: the device may delete them from its outbox.
+
+    Sent on ``cmd/ack`` after the monitor's store committed them (end-to-end delivery, docs/mqtt.md).
+    """
+
+    type: Literal["ack"] = Field(description="Command kind.")
+    epoch: str = Field(min_length=1, description="The outbox epoch of the message ids ('<epoch>:<seq>').")
+    ranges: list[tuple[int, int]] = Field(
+        min_length=1, max_length=100000, description="Inclusive [first, last] sequence-number ranges."
+    )
+
+
 Command = Annotated[
-    DeployCommand | RollbackCommand | ConfigCommand | PingCommand, Field(discriminator="type")
+    DeployCommand | RollbackCommand | ConfigCommand | PingCommand | AckCommand, Field(discriminator="type")
 ]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(Command)
 

@@ -214,6 +214,27 @@ class Outbox:
             except sqlite3.Error as exc:  # the message stays and is re-sent; the receiver de-duplicates
                 self.last_error = f"cannot remove message {seq} from the outbox {self.path}: {exc}"
 
+    def ack_ranges(self, ranges: list[tuple[int, int]]) -> int:
+        """The receiver stored messages in these inclusive seq ranges: remove them; returns how many went."""
+        removed = 0
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                for lo, hi in ranges:
+                    for (size,) in self._db.execute(
+                        "DELETE FROM outbox WHERE seq BETWEEN ? AND ? RETURNING size", (lo, hi)
+                    ).fetchall():
+                        self._bytes -= int(size)
+                        removed += 1
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                self._bytes = int(self._db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0])
+                self.last_error = f"cannot remove acknowledged messages from the outbox {self.path}: {exc}"
+                return 0
+        return removed
+
     def take_drops(self) -> dict[str, int]:
         """Drops per kind since the last call (the counts are reset, also on disk)."""
         with self._lock:

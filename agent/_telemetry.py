@@ -6,7 +6,9 @@ Topics (docs/mqtt.md): ``edgekws/v1/{fleet}/{device}/status|telemetry|detection|
   ``offline`` as the Last Will (retained, so a late subscriber still learns that the device died) and
   ``offline`` published by a clean :meth:`DeviceTelemetry.stop`.
 - telemetry, detections and events go through the on-disk :class:`~edgekws.agent._outbox.Outbox` first
-  and leave it only when the broker's PUBACK says a subscriber took them; QoS 1 throughout.
+  and leave it only when the fleet monitor acknowledges (``cmd/ack``, sent after its store committed
+  them) -- or, with ``delivery = "broker"``, at a PUBACK saying a subscriber took them. QoS 1 throughout;
+  a broker crash between its PUBACK and the forwarding to the monitor therefore loses nothing.
 - commands arrive on ``cmd/#`` (QoS 1), are validated with pydantic (:mod:`edgekws.agent._commands`) and
   answered on ``event``.
 
@@ -106,6 +108,12 @@ class MqttSettings(BaseModel):
         default=True,
         description="Keep a message queued while the broker answers 'no matching subscribers' (the fleet "
         "monitor is down); false: any PUBACK removes it.",
+    )
+    delivery: Literal["monitor", "broker"] = Field(
+        default="monitor",
+        description="When a queued message may leave the outbox: 'monitor' = when the fleet monitor's ack "
+        "(cmd/ack, sent after its store committed) names it, so even a broker crash loses nothing; "
+        "'broker' = at the broker's PUBACK (use it when no edgekws monitor runs).",
     )
     session_expiry_s: int = Field(
         default=86400, ge=0, description="How long the broker keeps commands for this device while offline."
@@ -420,7 +428,8 @@ class DeviceTelemetry:
             return  # status or a direct error event
         rc = int(reason_code.value)
         if rc == RC_SUCCESS or (rc == RC_NO_MATCHING_SUBSCRIBERS and not self.settings.require_subscriber):
-            self._outbox.ack(seq)
+            if self.settings.delivery == "broker":
+                self._outbox.ack(seq)  # else it stays until the monitor's cmd/ack (re-sent after a reconnect)
             self._probing = False
             self._no_sub_backoff.reset()
         elif rc in PERMANENT_FAILURES:
@@ -437,6 +446,10 @@ class DeviceTelemetry:
             command = parse_command(msg.topic, msg.payload)
         except InvalidCommand as exc:
             self.event("command.rejected", "warning", command_id=exc.command_id, problems=exc.problems)
+            return
+        if command.type == "ack":
+            if self._outbox is not None and command.epoch == self._outbox.epoch:
+                self._outbox.ack_ranges(command.ranges)
             return
         if command.id in self._seen_commands:
             return  # QoS 1 re-delivery

@@ -5,9 +5,10 @@ state and writes what it saw to the store.
 MQTT 5 connection around it, an explicit reconnect loop like the device's. The monitor's identity comes
 from the topic (which the broker's ACL binds to the device's login), never from the payload.
 
-With a store, the monitor acknowledges a message (PUBACK) only after the batch that holds it is
-committed, and uses a persistent session (fixed client id, session expiry), so a monitor restart loses
-nothing either: the broker re-delivers what was not acknowledged.
+With a store, the monitor acknowledges a message only after the batch that holds it is committed: the
+PUBACK to the broker (with a persistent session -- fixed client id, session expiry -- so a monitor
+restart loses nothing: the broker re-delivers what was not acknowledged) and a ``cmd/ack`` to the device,
+which only then deletes it from its outbox (so a broker crash loses nothing either: the device re-sends).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import random
 import ssl
 import threading
 import time
+import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -151,6 +153,7 @@ class FleetMonitor:
         self._last_seq: dict[tuple[str, str], tuple[str, int]] = {}
         self._rows: dict[str, list[dict[str, Any]]] = {"telemetry": [], "detection": [], "event": []}
         self._dirty: set[tuple[str, str]] = set()
+        self._acks: dict[tuple[str, str, str], list[int]] = {}  # (fleet, device, epoch) -> seqs to ack
         self._lock = threading.Lock()
         if store is not None:
             for state in store.device_states():
@@ -199,6 +202,7 @@ class FleetMonitor:
             d = self._device(fleet, device)
             msg_id = str(msg.get("id", ""))
             seen = self._seen.setdefault(key, OrderedDict())
+            self._note_ack(fleet, device, msg_id)  # duplicates too: the device may have missed our ack
             if msg_id in seen:
                 d.duplicates += 1
                 self.duplicates_total += 1
@@ -213,6 +217,28 @@ class FleetMonitor:
             getattr(self, f"_on_{kind}")(d, msg, now)
             self._dirty.add(key)
             return True
+
+    def _note_ack(self, fleet: str, device: str, msg_id: str) -> None:
+        if self.store is None:
+            return  # an in-memory monitor (fleet watch) only watches; it never takes messages off devices
+        epoch, _, seq = msg_id.partition(":")
+        if seq.isdigit():
+            self._acks.setdefault((fleet, device, epoch), []).append(int(seq))
+
+    def take_acks(self) -> list[tuple[str, str, str, list[tuple[int, int]]]]:
+        """(fleet, device, epoch, seq ranges) of messages stored since the last call; call after flush()."""
+        with self._lock:
+            acks, self._acks = self._acks, {}
+        out = []
+        for (fleet, device, epoch), seqs in acks.items():
+            ranges: list[tuple[int, int]] = []
+            for seq in sorted(set(seqs)):
+                if ranges and seq == ranges[-1][1] + 1:
+                    ranges[-1] = (ranges[-1][0], seq)
+                else:
+                    ranges.append((seq, seq))
+            out.append((fleet, device, epoch, ranges))
+        return out
 
     def _check_order(self, key: tuple[str, str], d: DeviceState, msg_id: str) -> None:
         epoch, _, seq = msg_id.partition(":")
@@ -470,11 +496,24 @@ class MqttIngest:
         client.disconnect()
 
     def _commit(self, client: mqtt.Client) -> None:
-        """Write the batch, then acknowledge its messages (so nothing acknowledged is unwritten)."""
+        """Write the batch, then acknowledge its messages (so nothing acknowledged is unwritten): PUBACK to
+        the broker, and ``cmd/ack`` to each device so it can delete them from its outbox."""
         self.monitor.flush()
         for mid, qos in self._unacked:
             client.ack(mid, qos)
         self._unacked = []
+        for fleet, device, epoch, ranges in self.monitor.take_acks():
+            body = {
+                "schema": "edgekws.cmd/1",
+                "id": f"ack-{uuid.uuid4().hex[:12]}",
+                "ts": round(time.time(), 3),
+                "type": "ack",
+                "epoch": epoch,
+                "ranges": ranges,
+            }
+            client.publish(
+                f"edgekws/v1/{fleet}/{device}/cmd/ack", json.dumps(body, separators=(",", ":")), qos=1
+            )
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self.monitor.ingest(msg.topic, msg.payload)
