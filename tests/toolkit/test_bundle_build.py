@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgekws.agent import FrontendSpec, decide
+from edgekws.agent._cli import main as agent_main
 from edgekws.agent.backends import EmulatorBackend, OnnxBackend
 from edgekws.packaging import SigningKey, open_bundle, read_netx, write_keypair
 from edgekws.toolkit._bundle_build import BundleBuildError, build_run_bundle, bundle_run
@@ -26,7 +27,7 @@ from edgekws.toolkit.train._loop import read_metrics
 
 C, T = 8, 50
 CREATED = "2026-05-09T07:35:25Z"
-FRONTEND = FrontendSpec(num_bands=4, thresholds_db=(-30.0, -20.0)).to_dict()  # 8 channels
+FRONTEND = FrontendSpec(num_bands=8, thresholds_db=(-20.0,)).to_dict()  # 8 channels
 
 
 def two_class_data(n: int, seed: int) -> SpikeDataset:
@@ -264,3 +265,20 @@ def test_cli_json_and_clear_errors(work: Path, tmp_path: Path) -> None:
     assert summary["metrics"]["float"]["train_accuracy"] > 0 and len(summary["key_id"]) == 16
     code, out = _cli(*args)
     assert code == 1 and "already exists" in out
+
+
+def test_the_agent_classifies_audio_with_the_bundle(work: Path, built: Path, tmp_path: Path) -> None:
+    """`edgekws-agent classify` loads the built bundle (front-end from the manifest) on emulator and ONNX."""
+    import soundfile as sf
+
+    t = np.arange(16000) / 16000
+    sf.write(tmp_path / "tone.wav", (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000)
+    for backend in ("emulator", "onnx"):
+        result = CliRunner().invoke(
+            agent_main,
+            ["classify", "--bundle", str(built), "--trust", str(work / "keys/release.pub"),
+             "--backend", backend, str(tmp_path / "tone.wav"), "--json"],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        decision = json.loads(result.output.strip().splitlines()[-1])
+        assert decision["backend"] == backend and decision["label"] in ("low", "high")
