@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import signal
 import socket
@@ -33,6 +34,7 @@ class Broker:
         self.host = "127.0.0.1"
         self.conf = folder / "mosquitto.conf"
         text = TEST_CONF.read_text().replace("@PORT@", str(self.port)).replace("@DIR@", str(folder))
+        text = text.replace("@USER@", getpass.getuser())
         self.conf.write_text(text.replace("@EXTRA@", extra or "allow_anonymous true"))
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -1,0 +1,199 @@
+"""The broker set-up in deploy/mosquitto: passwords from make-device-credentials.sh, the pattern ACL (a device
+cannot publish as another or read its commands), and mutual TLS with certificates made here."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from edgekws.agent._telemetry import DeviceTelemetry, MqttSettings, TlsSettings
+from edgekws.toolkit.fleet import BrokerUrl, FleetMonitor, MqttIngest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "deploy" / "mosquitto" / "make-device-credentials.sh"
+ACL = REPO / "deploy" / "mosquitto" / "acl"
+
+
+def _client(port: int, user: str, password: str, got: list[tuple[str, bytes]] | None = None) -> mqtt.Client:
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    c.username_pw_set(user, password)
+    if got is not None:
+        c.on_message = lambda cl, u, m: got.append((m.topic, m.payload))
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    return c
+
+
+def test_acl_binds_each_device_to_its_own_topics(tmp_path: Path, broker_factory: Any) -> None:
+    """Device A's publish on B's topic is refused (the monitor never sees it); A cannot read B's commands."""
+    pki = tmp_path / "pki"
+    for args in (["f1", "dA"], ["f1", "dB"], ["--user", "edgekws-monitor"]):
+        subprocess.run(["bash", str(SCRIPT), "-d", str(pki), *args], check=True, capture_output=True)
+    pw = {
+        u: (pki / p).read_text().strip()
+        for u, p in [
+            ("f1/dA", "devices/f1/dA/password"),
+            ("f1/dB", "devices/f1/dB/password"),
+            ("edgekws-monitor", "users/edgekws-monitor.password"),
+        ]
+    }
+    b = broker_factory(f"allow_anonymous false\npassword_file {pki / 'passwd'}\nacl_file {ACL}")
+    seen: list[tuple[str, bytes]] = []
+    monitor = _client(b.port, "edgekws-monitor", pw["edgekws-monitor"], seen)
+    monitor.subscribe("edgekws/v1/#", qos=1)
+    a_got: list[tuple[str, bytes]] = []
+    b_got: list[tuple[str, bytes]] = []
+    dev_a = _client(b.port, "f1/dA", pw["f1/dA"], a_got)
+    dev_b = _client(b.port, "f1/dB", pw["f1/dB"], b_got)
+    try:
+        time.sleep(0.3)
+        sub = dev_a.subscribe("edgekws/v1/f1/dB/cmd/#", qos=1)
+        dev_a.subscribe("edgekws/v1/f1/dA/cmd/#", qos=1)
+        dev_b.subscribe("edgekws/v1/f1/dB/cmd/#", qos=1)
+        forged = dev_a.publish("edgekws/v1/f1/dB/telemetry", b'{"forged": true}', qos=1)
+        own = dev_a.publish("edgekws/v1/f1/dA/telemetry", b'{"own": true}', qos=1)
+        forged.wait_for_publish(3)
+        own.wait_for_publish(3)
+        monitor.publish("edgekws/v1/f1/dB/cmd/ping", b'{"for": "B"}', qos=1).wait_for_publish(3)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and not (
+            b_got and any(t.endswith("dA/telemetry") for t, _ in seen)
+        ):
+            time.sleep(0.02)
+        time.sleep(0.2)
+        assert sub[0] == mqtt.MQTT_ERR_SUCCESS
+        assert [t for t, _ in seen if "telemetry" in t] == [
+            "edgekws/v1/f1/dA/telemetry"
+        ]  # the forgery never arrives
+        assert b_got == [("edgekws/v1/f1/dB/cmd/ping", b'{"for": "B"}')]
+        assert a_got == []  # A's subscription to B's commands was refused
+        denied = _client(b.port, "f1/dA", "wrong-password")
+        time.sleep(0.3)
+        assert not denied.is_connected()
+        denied.loop_stop()
+    finally:
+        for c in (monitor, dev_a, dev_b):
+            c.disconnect()
+            c.loop_stop()
+
+
+def _cert(
+    subject: str,
+    key: Any,
+    issuer: x509.Name | None,
+    issuer_key: Any,
+    *,
+    ca: bool = False,
+    server: bool = False,
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer or name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+    elif server:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+    else:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _write(path: Path, cert: x509.Certificate, key: Any) -> tuple[Path, Path]:
+    path.with_suffix(".crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    path.with_suffix(".key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return path.with_suffix(".crt"), path.with_suffix(".key")
+
+
+def test_device_and_monitor_talk_over_mutual_tls(tmp_path: Path, broker_factory: Any) -> None:
+    """With CA-signed server and client certificates telemetry flows over TLS; no certificate: refused."""
+    ca_key, srv_key, cli_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    ca = _cert("edgekws test CA", ca_key, None, ca_key, ca=True)
+    ca_file, _ = _write(tmp_path / "ca", ca, ca_key)
+    srv_crt, srv_key_file = _write(
+        tmp_path / "server", _cert("127.0.0.1", srv_key, ca.subject, ca_key, server=True), srv_key
+    )
+    cli_crt, cli_key_file = _write(tmp_path / "client", _cert("f1/d1", cli_key, ca.subject, ca_key), cli_key)
+    b = broker_factory(
+        f"allow_anonymous true\ncafile {ca_file}\ncertfile {srv_crt}\nkeyfile {srv_key_file}\n"
+        "require_certificate true\ntls_version tlsv1.2"
+    )
+    monitor = FleetMonitor()
+    ingest = MqttIngest(
+        monitor,
+        BrokerUrl.parse(f"mqtts://127.0.0.1:{b.port}"),
+        ca_file=str(ca_file),
+        cert_file=str(cli_crt),
+        key_file=str(cli_key_file),
+    )
+    ingest.start()
+    tls = TlsSettings(ca_file=ca_file, cert_file=cli_crt, key_file=cli_key_file)
+    link = DeviceTelemetry(
+        MqttSettings(
+            host="127.0.0.1", port=b.port, tls=tls, queue_path=tmp_path / "q.sqlite", delivery="broker"
+        ),
+        fleet="f1",
+        device="d1",
+        bundle={"name": "digits", "version": "2.0.0"},
+        backend="onnx",
+    )
+    no_cert = DeviceTelemetry(
+        MqttSettings(
+            host="127.0.0.1",
+            port=b.port,
+            tls=TlsSettings(ca_file=ca_file),
+            queue_path=tmp_path / "q2.sqlite",
+            reconnect_min_s=5,
+        ),
+        fleet="f1",
+        device="d2",
+    )
+    try:
+        assert ingest.connected.wait(5)
+        link.start()
+        no_cert.start()
+        assert link.connected.wait(5)
+        link.event("bundle.activated", version="2.0.0")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not monitor.messages_total["event"]:
+            time.sleep(0.02)
+        d = monitor.devices[("f1", "d1")]
+        assert d.online and d.bundle_version == "2.0.0" and d.messages["event"] == 1
+        assert not no_cert.connected.is_set()
+        assert ("f1", "d2") not in monitor.devices
+    finally:
+        link.stop()
+        no_cert.stop()
+        ingest.stop()
