@@ -19,19 +19,34 @@ Integers up to 2^53 are exact in float64 and the per-chunk input drive is an exa
 
 from __future__ import annotations
 
+import functools
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
 
-from edgekws.agent.backends._base import Backend, check_spikes
+from edgekws.agent.backends._base import Backend, BackendUnavailable, check_spikes
 from edgekws.packaging._fixedpoint import FixedPointNetwork
 
 _U_MAX = float(1 << 23)  # u wraps when u > 2^23 or u <= -2^23
 _V_MAX = float((1 << 23) - 1)  # v saturates at +-(2^23 - 1)
 _WRAP = float(1 << 24)
 _CHUNK = 128  # steps of input drive computed per matrix product
+
+Kernel = Literal["auto", "numba", "numpy"]
+
+
+@functools.cache
+def _compiled_kernel() -> Callable[..., None] | None:
+    """The numba time loop (``_emulator_kernel.advance``), or None when numba is not installed."""
+    try:
+        from edgekws.agent.backends._emulator_kernel import advance
+    except ImportError:
+        return None
+    return advance
 
 
 class Traces(NamedTuple):
@@ -59,17 +74,34 @@ class EmulatorState:
 
 
 class EmulatorBackend(Backend):
-    """Bit-exact fixed-point emulator (numpy only), batched over samples and steppable chunk by chunk."""
+    """Bit-exact fixed-point emulator, batched over samples and steppable chunk by chunk.
+
+    ``kernel``: ``"numba"`` runs the compiled event-driven time loop (``_emulator_kernel``; needs numba, in
+    the ``agent`` extra), ``"numpy"`` the vectorised numpy loop, ``"auto"`` (default) numba when it is
+    installed. Both compute the same numbers bit for bit; :attr:`kernel` says which one runs.
+    """
 
     name: ClassVar[str] = "emulator"
 
-    def __init__(self, net: FixedPointNetwork | str | Path, *, graded_input: bool = False) -> None:
+    def __init__(
+        self, net: FixedPointNetwork | str | Path, *, graded_input: bool = False, kernel: Kernel = "auto"
+    ) -> None:
         if not isinstance(net, FixedPointNetwork):
             from edgekws.packaging._netx import read_netx
 
             net = read_netx(net)
         self.net = net
         self.graded_input = graded_input
+        if kernel not in ("auto", "numba", "numpy"):
+            raise ValueError(f"kernel must be 'auto', 'numba' or 'numpy', got {kernel!r}")
+        compiled = _compiled_kernel() if kernel != "numpy" else None
+        if kernel == "numba" and compiled is None:
+            raise BackendUnavailable(
+                "the emulator's numba kernel needs numba: pip install 'edgekws[agent]' (or pip install "
+                "numba), or use kernel='numpy'"
+            )
+        self._compiled = compiled
+        self.kernel: Literal["numba", "numpy"] = "numba" if compiled is not None else "numpy"
         layers = net.layers
         sizes = [layer.size for layer in layers]
         self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
@@ -106,6 +138,38 @@ class EmulatorBackend(Backend):
         if layers[-1].weight_rec is not None:
             raise ValueError("a recurrent readout layer is not supported; make the readout a dense layer")
         self._state: EmulatorState | None = None
+        if self._compiled is not None:
+            self._init_kernel(m)
+
+    def _init_kernel(self, m: np.ndarray) -> None:
+        """Arrays of the compiled kernel: weights * 64 in rows per presynaptic input / neuron."""
+        w0 = self.net.layers[0].weight.T * 64.0  # (inputs, n0)
+        # a neuron's synaptic sum over a step is at most the sum of its |weights| (binary input): float32
+        # accumulation is exact below 2^24; graded input can be any size, so it is summed in float64
+        bound = np.abs(m).sum(axis=0)
+        bound[: self._n0] += np.abs(w0).sum(axis=0)
+        dtype = np.float32 if not self.graded_input and bound.max() < (1 << 24) else np.float64
+        self._k_w0 = np.ascontiguousarray(w0, dtype=dtype)
+        self._k_m = np.ascontiguousarray(m, dtype=dtype)
+        self._k_fan_out = np.ascontiguousarray(m.any(axis=1))
+        self._k_alpha_u = np.ascontiguousarray(self._alpha[0])
+        self._k_alpha_v = np.ascontiguousarray(self._alpha[1])
+        self._k_bias = self._bias if self._bias is not None else np.zeros_like(self._vth)
+        self._k_none_uv = np.empty((0, 0, 2, 0))
+        self._k_none_s = np.empty((0, 0, 0), dtype=bool)
+
+    def compile_seconds(self) -> float:
+        """Compile (or load from numba's on-disk cache) the kernel for this network's types; seconds taken.
+
+        Zero for the numpy kernel. The first ``advance`` does this anyway; call it to keep it out of timings.
+        """
+        if self._compiled is None:
+            return 0.0
+        t0 = time.perf_counter()
+        state = self.new_state(1)
+        self.advance(state, np.zeros((1, 2, self.num_inputs), dtype=np.uint8))
+        self.run_traces(np.zeros((1, 1, self.num_inputs), dtype=np.uint8))
+        return time.perf_counter() - t0
 
     @classmethod
     def available(cls) -> bool:
@@ -168,6 +232,8 @@ class EmulatorBackend(Backend):
         batch, steps, _ = x.shape
         if state.uv.shape[0] != batch:
             raise ValueError(f"state holds {state.uv.shape[0]} streams but the input has {batch}")
+        if self._compiled is not None:
+            return self._advance_compiled(state, x, traces)
         out = np.empty((batch, steps, self._n_out))
         n_total = int(self._offsets[-1])
         tr_uv = np.empty((batch, steps, 2, n_total)) if traces else None
@@ -212,6 +278,56 @@ class EmulatorBackend(Backend):
                     tr_s[:, t] = spikes
             state.steps += stop - start
         if tr_uv is None or tr_s is None:
+            return out, None
+        o = self._offsets
+        layers = range(len(self.net.layers))
+        return out, Traces(
+            u=[tr_uv[:, :, 0, o[i] : o[i + 1]].astype(np.int64) for i in layers],
+            v=[tr_uv[:, :, 1, o[i] : o[i + 1]].astype(np.int64) for i in layers],
+            spikes=[tr_s[:, :, o[i] : o[i + 1]].copy() for i in layers],
+        )
+
+    def _advance_compiled(
+        self, state: EmulatorState, x: np.ndarray, traces: bool
+    ) -> tuple[np.ndarray, Traces | None]:
+        batch, steps, _ = x.shape
+        if batch > 1 and x.strides[0] == 0:
+            x = x[:1]  # one input broadcast to every stream (the spotter's lanes): read it once
+        if self.graded_input:
+            xk = np.ascontiguousarray(x, dtype=np.float64)
+        elif x.dtype == np.bool_ or x.dtype.itemsize == 1:
+            xk = np.ascontiguousarray(x).view(np.uint8)
+        else:
+            xk = (x != 0).view(np.uint8)
+        n_total = int(self._offsets[-1])
+        out = np.empty((batch, steps, self._n_out))
+        tr_uv = np.empty((batch, steps, 2, n_total)) if traces else self._k_none_uv
+        tr_s = np.zeros((batch, steps, n_total), dtype=bool) if traces else self._k_none_s
+        for name in ("uv", "spikes", "last_input"):
+            arr = getattr(state, name)
+            if not arr.flags.c_contiguous or not arr.flags.writeable:
+                setattr(state, name, np.array(arr))
+        kernel: Any = self._compiled
+        kernel(
+            state.uv,
+            state.spikes,
+            xk,
+            state.last_input,
+            self.graded_input,
+            self._k_w0,
+            self._k_m,
+            self._k_fan_out,
+            self._k_alpha_u,
+            self._k_alpha_v,
+            self._vth,
+            self._k_bias,
+            n_total - self._n_out,
+            out,
+            tr_uv,
+            tr_s,
+        )
+        state.steps += steps
+        if not traces:
             return out, None
         o = self._offsets
         layers = range(len(self.net.layers))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 
 from edgekws.agent.backends import EmulatorBackend
 from edgekws.packaging import FixedPointLayer, FixedPointNetwork, NetworkSpec
@@ -65,11 +66,15 @@ def _net(seed: int, stress: bool = False) -> FixedPointNetwork:
     return FixedPointNetwork((hidden, readout))
 
 
-def test_matches_the_literal_lava_arithmetic() -> None:
+KERNELS = ("numba", "numpy")
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_matches_the_literal_lava_arithmetic(kernel: str) -> None:
     """u, v and spikes of every layer equal a literal step-by-step int64 transcription of Lava's models."""
     net = _net(0)
     x = (np.random.default_rng(1).random((3, 300, 12)) < 0.3).astype(np.uint8)
-    traces = EmulatorBackend(net).run_traces(x)
+    traces = EmulatorBackend(net, kernel=kernel).run_traces(x)
     ref_u, ref_v, ref_s = _literal(net, x)
     for i in range(2):
         assert np.array_equal(traces.u[i], ref_u[i])
@@ -78,11 +83,12 @@ def test_matches_the_literal_lava_arithmetic() -> None:
     assert 0.05 < traces.spikes[0].mean() < 0.95
 
 
-def test_wrap_around_and_saturation_match_the_literal_arithmetic() -> None:
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_wrap_around_and_saturation_match_the_literal_arithmetic(kernel: str) -> None:
     """With no decay and large weights u wraps at 24 bits and v saturates, exactly as in Lava."""
     net = _net(2, stress=True)
     x = (np.random.default_rng(3).random((2, 600, 12)) < 0.5).astype(np.uint8)
-    traces = EmulatorBackend(net).run_traces(x)
+    traces = EmulatorBackend(net, kernel=kernel).run_traces(x)
     ref_u, ref_v, ref_s = _literal(net, x)
     for i in range(2):
         assert np.array_equal(traces.u[i], ref_u[i]) and np.array_equal(traces.v[i], ref_v[i])
@@ -92,11 +98,12 @@ def test_wrap_around_and_saturation_match_the_literal_arithmetic() -> None:
     assert jumps > 2**23  # a step that wrapped (the increment alone is below 2^23)
 
 
-def test_chunked_stepping_equals_a_whole_run() -> None:
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_chunked_stepping_equals_a_whole_run(kernel: str) -> None:
     """Feeding samples in uneven chunks returns exactly the whole-sample readout."""
     net = _net(4)
     x = (np.random.default_rng(5).random((2, 400, 12)) < 0.3).astype(np.uint8)
-    emulator = EmulatorBackend(net)
+    emulator = EmulatorBackend(net, kernel=kernel)
     whole = emulator.run(x)
     emulator.reset(2)
     bounds = [0, 1, 2, 130, 131, 257, 400]
@@ -152,3 +159,81 @@ def test_agrees_with_the_float_model_except_near_threshold() -> None:
     ref = _float_model(spec, [w_int * q], r_int * q, x)
     assert ref.mean() > 0.01
     assert (fixed == ref).mean() > 0.97
+
+
+def _random_net(rng: np.random.Generator, depth: int) -> FixedPointNetwork:
+    """A random net of ``depth`` hidden layers (some recurrent, some with bias) and a readout."""
+    sizes = [int(rng.integers(5, 40)) for _ in range(depth)]
+    layers = []
+    fan_in = int(rng.integers(3, 30))
+    big = bool(rng.integers(2))  # no decay and the full weight range: u wraps and v saturates
+    for k in sizes:
+        lim = 256 if big else int(rng.integers(20, 128))
+        layers.append(
+            FixedPointLayer(
+                weight=rng.integers(-lim, lim - 1, (k, fan_in)),
+                weight_rec=rng.integers(-lim, lim - 1, (k, k)) if rng.integers(2) else None,
+                i_decay=0 if big else int(rng.integers(0, 4096)),
+                v_decay=0 if big else int(rng.integers(0, 4096)),
+                v_th_mant=int(rng.integers(50, 3000)),
+                bias=rng.integers(-50, 50, k) if rng.integers(2) else None,
+                weight_scale=2.0**-8,
+            )
+        )
+        fan_in = k
+    layers.append(
+        FixedPointLayer(
+            weight=rng.integers(-128, 128, (int(rng.integers(2, 6)), fan_in)),
+            i_decay=0 if big else int(rng.integers(0, 4096)),
+            v_decay=0,
+            weight_scale=2.0**-9,
+        )
+    )
+    return FixedPointNetwork(tuple(layers))
+
+
+def test_numba_and_numpy_kernels_are_bit_identical_on_random_nets() -> None:
+    """On random nets of 1-3 hidden layers, wrap and saturation included, both kernels give equal traces."""
+    rng = np.random.default_rng(11)
+    wrapped = saturated = 0
+    for trial in range(12):
+        net = _random_net(rng, depth=1 + trial % 3)
+        x = (rng.random((3, 300, net.num_inputs)) < rng.uniform(0.05, 0.6)).astype(np.uint8)
+        fast = EmulatorBackend(net, kernel="numba")
+        slow = EmulatorBackend(net, kernel="numpy")
+        assert fast.kernel == "numba" and slow.kernel == "numpy"
+        a, b = fast.run_traces(x), slow.run_traces(x)
+        for i in range(len(net.layers)):
+            assert np.array_equal(a.u[i], b.u[i]), f"trial {trial} layer {i} u"
+            assert np.array_equal(a.v[i], b.v[i]), f"trial {trial} layer {i} v"
+            assert np.array_equal(a.spikes[i], b.spikes[i]), f"trial {trial} layer {i} spikes"
+        wrapped += int(any(np.abs(np.diff(u, axis=1)).max() > 2**23 for u in a.u))
+        saturated += int(any(np.abs(v).max() == 2**23 - 1 for v in a.v))
+    assert wrapped >= 2 and saturated >= 2  # the random nets did reach both edge cases
+
+
+def test_kernels_agree_on_graded_bool_and_broadcast_input() -> None:
+    """Graded payloads, bool input and one input broadcast to every stream give equal results on both."""
+    net = _net(6)
+    rng = np.random.default_rng(12)
+    graded = rng.integers(0, 300, (2, 250, 12)) * (rng.random((2, 250, 12)) < 0.3)
+    results = [EmulatorBackend(net, graded_input=True, kernel=k).run(graded) for k in KERNELS]
+    assert np.array_equal(results[0], results[1])
+    assert not np.array_equal(results[0], EmulatorBackend(net).run(graded))  # the payload mattered
+    x = rng.random((250, 12)) < 0.3
+    shared = np.broadcast_to(x, (4, *x.shape))
+    outs = []
+    for kernel in KERNELS:
+        emulator = EmulatorBackend(net, kernel=kernel)
+        state = emulator.new_state(4)
+        first, _ = emulator.advance(state, shared[:, :100])
+        second, _ = emulator.advance(state, shared[:, 100:])
+        outs.append(np.concatenate([first, second], axis=1))
+    assert np.array_equal(outs[0], outs[1])
+    assert np.array_equal(outs[0][3], EmulatorBackend(net).run(x.astype(np.uint8))[0] / net.readout_scale)
+
+
+def test_unknown_kernel_is_refused() -> None:
+    """A kernel name other than auto, numba or numpy is a ValueError naming the choices."""
+    with pytest.raises(ValueError, match="'auto', 'numba' or 'numpy'"):
+        EmulatorBackend(_net(0), kernel="cuda")
