@@ -1,13 +1,16 @@
-"""Bit-exact numpy emulator of Lava's ``fixed_pt`` CUBA-LIF network (reference §2.2, docs/fixed-point.md).
+"""Bit-exact emulator of Lava's ``fixed_pt`` CUBA-LIF network (reference §2.2, docs/fixed-point.md).
 
-All layers share one state vector per sample (hidden layers first, the readout last) so one step is a dozen
-vectorised numpy operations whatever the depth:
+Two kernels compute the same numbers: a compiled event-driven time loop (``_emulator_kernel``, numba; used
+when numba is installed) and the numpy loop below (the fallback). All layers share one state vector per
+sample (hidden layers first, the readout last) so one numpy step is a dozen vectorised operations whatever
+the depth:
 
 1. ``u, v <- rtz(u * (4096 - d_u), 12), rtz(v * (4096 - d_v), 12)`` — held in float64, where the 36-bit
    products and the truncation toward zero are exact;
 2. ``u += (a << 6)`` with ``a = W_0 x[t-1]`` for the first layer (computed for a whole chunk at once, since it
-   does not depend on the state) plus ``M s[t-1]`` for the rest (recurrent and layer-to-layer weights of all
-   layers in one matrix, gathered over the few neurons that spiked);
+   does not depend on the state; once for an input broadcast to all streams) plus ``M s[t-1]`` for the rest
+   (recurrent and layer-to-layer weights of all layers in one matrix, gathered over the few neurons that
+   spiked);
 3. ``v += u + (bias << 6)``; only if some value left the 24-bit range: wrap ``u`` once (``u > 2^23`` →
    ``u - 2^24``, ``u <= -2^23`` → ``u + 2^24``), correct ``v`` by the same amount and saturate it to
    ``±(2^23 - 1)``;
@@ -251,19 +254,26 @@ class EmulatorBackend(Backend):
         single = batch == 1
         for start in range(0, steps, _CHUNK):
             stop = min(start + _CHUNK, steps)
-            drive = self._input_drive(state, x[:, start:stop])
+            first, rest = self._input_drive(state, x[:, start:stop])
             for j in range(stop - start):
                 np.multiply(uv, alpha, out=uv)
                 np.trunc(uv, out=uv)
-                np.add(u0, drive[:, j], out=u0)
+                np.add(u0, first if j == 0 else rest[:, j - 1], out=u0)
                 if single:
                     idx = np.flatnonzero(spikes[0])
                     if idx.size:
                         np.add(u[0], mt[idx].sum(axis=0), out=u[0])
-                elif spikes.any():
-                    np.copyto(spikes_f, spikes)
-                    np.matmul(spikes_f, mt, out=rec)
-                    np.add(u, rec, out=u)
+                else:
+                    lanes, idx = np.nonzero(spikes)
+                    if idx.size == 0:
+                        pass
+                    elif batch <= 16 and idx.size * 32 < spikes.size:  # few spikes: add their rows
+                        starts = np.flatnonzero(np.diff(lanes, prepend=-1))
+                        u[lanes[starts]] += np.add.reduceat(mt[idx], starts, axis=0)
+                    else:
+                        np.copyto(spikes_f, spikes)
+                        np.matmul(spikes_f, mt, out=rec)
+                        np.add(u, rec, out=u)
                 np.add(v, u, out=v)
                 if bias is not None:
                     np.add(v, bias, out=v)
@@ -337,18 +347,23 @@ class EmulatorBackend(Backend):
             spikes=[tr_s[:, :, o[i] : o[i + 1]].copy() for i in layers],
         )
 
-    def _input_drive(self, state: EmulatorState, x: np.ndarray) -> np.ndarray:
-        """``64 * W_0 x[t-1]`` for each step of the chunk ``x``, ``(batch, steps, n0)`` float64."""
+    def _input_drive(self, state: EmulatorState, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``64 * W_0 x[t-1]`` for each step of the chunk ``x``: step 0 ``(batch, n0)`` (from the last input
+        column of each stream) and steps 1.. ``(1 or batch, steps - 1, n0)``, float64; an input broadcast to
+        every stream (the spotter's lanes) is multiplied once."""
         # binary input: a column sum of at most 2^16 weights |W| <= 256 is exact in float32;
         # graded payloads can be large, so they are summed in float64
+        batch, steps, channels = x.shape
+        if batch > 1 and x.strides[0] == 0:
+            x = x[:1]
         xf = x.astype(np.float64) if self.graded_input else (x != 0).astype(np.float32)
-        shifted = np.concatenate([state.last_input[:, None], xf[:, :-1]], axis=1)
-        state.last_input = xf[:, -1].astype(state.last_input.dtype)
-        batch, steps, channels = shifted.shape
-        flat = shifted.reshape(batch * steps, channels)
-        drive = np.matmul(flat, self._w0t.astype(flat.dtype, copy=False)).astype(np.float64)
-        drive *= 64.0
-        return drive.reshape(batch, steps, self._n0)
+        w0t = self._w0t.astype(xf.dtype, copy=False)
+        first = np.matmul(state.last_input.astype(xf.dtype, copy=False), w0t).astype(np.float64)
+        first *= 64.0
+        state.last_input = np.broadcast_to(xf[:, -1], state.last_input.shape).astype(state.last_input.dtype)
+        rest = np.matmul(xf[:, :-1].reshape(-1, channels), w0t).astype(np.float64)
+        rest *= 64.0
+        return first, rest.reshape(xf.shape[0], steps - 1, self._n0)
 
     @staticmethod
     def _wrap_and_saturate(u: np.ndarray, v: np.ndarray) -> None:
