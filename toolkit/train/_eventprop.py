@@ -182,6 +182,7 @@ def eventprop_loss_and_grad(
     class Bwd(NamedTuple):
         lam_u: tuple[jax.Array, ...]  # lambda_u[t+1] per layer (readout last)
         lam_vp: tuple[jax.Array, ...]  # lambda_{v_pre}[t+1] per layer
+        lam_u_next: tuple[jax.Array, ...]  # lambda_u[t+2] per layer
         grads: dict[str, jax.Array]
 
     def bwd_step(c: Bwd, xs: tuple[jax.Array, _Record]) -> tuple[Bwd, None]:
@@ -189,7 +190,7 @@ def eventprop_loss_and_grad(
         valid = t < steps
         lam_v = [a_m * lvp for lvp in c.lam_vp]  # lambda_v[t]: adjoint of the post-reset v[t]
         # d(lambda_u)/dt at the arrival step t+1, per target layer: what moving an arriving spike costs.
-        dot_lu = [(1.0 - a_s) * lu - lv for lu, lv in zip(c.lam_u, lam_v, strict=True)]
+        dot_lu = [ln - lu for ln, lu in zip(c.lam_u_next, c.lam_u, strict=True)]
         lam_vp = [jnp.zeros(())] * (n_hidden + 1)
         lam_vp[n_hidden] = lam_v[n_hidden] + dl_dv(t)
         for i in range(n_hidden):
@@ -208,7 +209,7 @@ def eventprop_loss_and_grad(
                 grads[f"layer{i}.weight_rec"] = grads[f"layer{i}.weight_rec"] + _outer(
                     c.lam_u[i], rec.s[i].astype(jnp.float32)
                 )
-        return Bwd(tuple(lam_u), tuple(lam_vp), grads), None
+        return Bwd(tuple(lam_u), tuple(lam_vp), c.lam_u, grads), None
 
     def bwd_segment(c: Bwd, xs: tuple[jax.Array, State]) -> tuple[Bwd, None]:
         k, start = xs
@@ -223,7 +224,7 @@ def eventprop_loss_and_grad(
         return c2, None
 
     zeros = tuple(jnp.zeros((batch, n), jnp.float32) for n in spec.layer_sizes)
-    init_b = Bwd(zeros, zeros, {k: jnp.zeros_like(v) for k, v in params.items()})
+    init_b = Bwd(zeros, zeros, zeros, {k: jnp.zeros_like(v) for k, v in params.items()})
     final_b, _ = lax.scan(bwd_segment, init_b, (jnp.arange(n_seg), checkpoints), reverse=True)
 
     loss = ce + reg
