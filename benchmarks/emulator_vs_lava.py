@@ -7,6 +7,8 @@ Run in the Lava environment (Lava 0.10 needs Python 3.10):
 
 The emulator is pinned to one CPU core with one BLAS thread; Lava runs unpinned (its own processes).
 Both run the same NetX file on the same random 5%-rate spikes, and the readouts are checked to be equal.
+Both emulator kernels are timed (numba, the default when installed, and the numpy fallback), and the
+numba kernel's cold compile time is measured in a subprocess with an empty numba cache.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 import argparse
 import json
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -66,6 +69,14 @@ def pin_one_core() -> int | None:
     return core
 
 
+def numba_version() -> str | None:
+    try:
+        import numba
+    except ImportError:
+        return None
+    return str(numba.__version__)
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -74,6 +85,43 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor()
+
+
+KERNELS = ("numba", "numpy")
+LAVA_QUIET_MS_PER_STEP = 1.42  # reference §2.3: Lava fixed_pt on a quiet machine, 700 -> 256 -> 20
+
+_COMPILE_PROBE = """
+import json, time
+t0 = time.perf_counter()
+from edgekws.agent.backends import EmulatorBackend
+from edgekws.packaging import FixedPointLayer, FixedPointNetwork
+import numpy as np
+t1 = time.perf_counter()
+net = FixedPointNetwork((FixedPointLayer(weight=np.ones((4, 3), int), weight_rec=np.ones((4, 4), int)),
+                         FixedPointLayer(weight=np.ones((2, 4), int))))
+em = EmulatorBackend(net, kernel="numba")
+print(json.dumps({"import_s": t1 - t0, "compile_s": em.compile_seconds()}))
+"""
+
+
+def compile_times() -> dict[str, float]:
+    """Cold compile (empty cache dir) and warm cache load of the numba kernel, each in a fresh process."""
+    out: dict[str, float] = {}
+    cache = tempfile.mkdtemp(prefix="edgekws-numba-cache-")
+    for label in ("cold", "cached"):
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        res = subprocess.run(
+            [sys.executable, "-c", _COMPILE_PROBE],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd="/",
+        )
+        probe = json.loads(res.stdout.strip().splitlines()[-1])
+        out[f"{label}_compile_s"] = round(probe["compile_s"], 3)
+        out[f"{label}_import_s"] = round(probe["import_s"], 3)
+    return out
 
 
 def main() -> None:
@@ -89,6 +137,9 @@ def main() -> None:
     except ImportError:
         channel_counts = [700]
     all_cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    load_start = os.getloadavg()[0]
+    compile_info = compile_times()
+    print(json.dumps(compile_info))
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="edgekws-bench-"))
     for channels in channel_counts:
@@ -106,50 +157,57 @@ def main() -> None:
         t2 = time.perf_counter()
         lava.close()
         core = pin_one_core()
-        emulator = EmulatorBackend(net)
-        emulator.run(x[:2])  # warm-up
-        reps = 3
-        t3 = time.perf_counter()
-        for _ in range(reps):
-            em_out = emulator.run(x)
-        t4 = time.perf_counter()
-        single = []
-        for b in range(min(batch, 16)):
-            s0 = time.perf_counter()
-            emulator.run(x[b : b + 1])
-            single.append(time.perf_counter() - s0)
-        assert np.array_equal(em_out[:1], lava_out0) and np.array_equal(em_out[1:2], lava_out1), (
-            "readouts differ"
-        )
-        hidden_rate = float(emulator.run_traces(x[:2]).spikes[0].mean())
         lava_per_sample = t2 - t1
-        em_batched = (t4 - t3) / reps / batch
-        rows.append(
-            {
-                "channels": channels,
-                "hidden": 256,
-                "outputs": 20,
-                "steps": steps,
-                "input_rate": 0.05,
-                "hidden_rate": round(hidden_rate, 4),
-                "lava_first_sample_s_incl_compile": round(t1 - t0, 3),
-                "lava_per_sample_s": round(lava_per_sample, 3),
-                "lava_ms_per_step": round(1000 * lava_per_sample / steps, 3),
-                "emulator_batch": batch,
-                "emulator_batched_per_sample_ms": round(1000 * em_batched, 3),
-                "emulator_batch1_median_ms": round(1000 * float(np.median(single)), 3),
-                "speedup_batched": round(lava_per_sample / em_batched, 1),
-                "speedup_batch1": round(lava_per_sample / float(np.median(single)), 1),
-                "readouts_equal": True,
-            }
-        )
-        print(json.dumps(rows[-1]))
+        for kernel in KERNELS:
+            emulator = EmulatorBackend(net, kernel=kernel)
+            emulator.run(x[:2])  # warm-up (and compilation)
+            reps = 3
+            batched = []
+            for _ in range(reps):
+                t3 = time.perf_counter()
+                em_out = emulator.run(x)
+                batched.append((time.perf_counter() - t3) / batch)
+            single = []
+            for b in range(min(batch, 16)):
+                s0 = time.perf_counter()
+                emulator.run(x[b : b + 1])
+                single.append(time.perf_counter() - s0)
+            assert np.array_equal(em_out[:1], lava_out0) and np.array_equal(em_out[1:2], lava_out1), (
+                "readouts differ"
+            )
+            hidden_rate = float(emulator.run_traces(x[:2]).spikes[0].mean())
+            em_batched = float(np.median(batched))
+            rows.append(
+                {
+                    "channels": channels,
+                    "hidden": 256,
+                    "outputs": 20,
+                    "steps": steps,
+                    "input_rate": 0.05,
+                    "hidden_rate": round(hidden_rate, 4),
+                    "lava_first_sample_s_incl_compile": round(t1 - t0, 3),
+                    "lava_per_sample_s": round(lava_per_sample, 3),
+                    "lava_ms_per_step": round(1000 * lava_per_sample / steps, 3),
+                    "kernel": kernel,
+                    "emulator_batch": batch,
+                    "emulator_batched_per_sample_ms": round(1000 * em_batched, 3),
+                    "emulator_batched_per_sample_ms_min": round(1000 * min(batched), 3),
+                    "emulator_batch1_median_ms": round(1000 * float(np.median(single)), 3),
+                    "speedup_batched": round(lava_per_sample / em_batched, 1),
+                    "speedup_batch1": round(lava_per_sample / float(np.median(single)), 1),
+                    "speedup_batched_vs_quiet_lava": round(
+                        LAVA_QUIET_MS_PER_STEP * steps / 1000 / em_batched, 1
+                    ),
+                    "readouts_equal": True,
+                }
+            )
+            print(json.dumps(rows[-1]))
     # batch-1 latency of C -> 512 recurrent -> 20 on one core
     core = pin_one_core()
     latency = []
-    for channels in channel_counts:
+    for channels, kernel in [(c, k) for c in channel_counts for k in KERNELS]:
         net = make_net(channels, 512, seed=2)
-        emulator = EmulatorBackend(net)
+        emulator = EmulatorBackend(net, kernel=kernel)
         x = spikes(20, steps, channels, seed=3)
         emulator.run(x[:1])
         times = []
@@ -159,12 +217,14 @@ def main() -> None:
             times.append(time.perf_counter() - s0)
         latency.append(
             {
+                "kernel": kernel,
                 "channels": channels,
                 "hidden": 512,
                 "steps": steps,
                 "hidden_rate": round(float(emulator.run_traces(x[:1]).spikes[0].mean()), 4),
                 "median_ms": round(1000 * float(np.median(times)), 3),
                 "p90_ms": round(1000 * float(np.percentile(times, 90)), 3),
+                "min_ms": round(1000 * min(times), 3),
             }
         )
         print(json.dumps(latency[-1]))
@@ -178,7 +238,11 @@ def main() -> None:
             "cpu": cpu_model(),
             "cores": os.cpu_count(),
             "emulator_pinned_core": core,
+            "numba": numba_version(),
         },
+        "load_average_1min_at_start": round(load_start, 2),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+        "numba_kernel_compile": compile_info,
         "lava_vs_emulator_256": rows,
         "emulator_batch1_latency_512": latency,
     }
@@ -191,16 +255,20 @@ def main() -> None:
         "# Emulator vs Lava fixed_pt",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['platform']}, Python {m['python']}, "
-        f"numpy {m['numpy']}. Emulator pinned to one core with one BLAS thread; Lava unpinned. "
-        f"Random 5%-rate input, T = {steps}. Command: `{result['command']}`.",
+        f"numpy {m['numpy']}, numba {m['numba']}. Emulator pinned to one core with one BLAS thread; Lava "
+        f"unpinned. 1-min load average at start / end: {result['load_average_1min_at_start']} / "
+        f"{result['load_average_1min_at_end']} (shared box). Random 5%-rate input, T = {steps}. "
+        f"Command: `{result['command']}`.",
         "",
-        "| C → H → O | hidden rate | Lava s/sample | Lava ms/step | emulator ms/sample (batch "
-        f"{batch}) | emulator batch-1 ms | speed-up batched | speed-up batch-1 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| C → H → O | kernel | hidden rate | Lava s/sample | Lava ms/step | emulator ms/sample (batch "
+        f"{batch}) | emulator batch-1 ms | speed-up batched | speed-up batch-1 | batched vs quiet Lava "
+        f"({LAVA_QUIET_MS_PER_STEP} ms/step) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         cells = [
             f"{r['channels']} → 256 → 20",
+            r["kernel"],
             r["hidden_rate"],
             r["lava_per_sample_s"],
             r["lava_ms_per_step"],
@@ -208,17 +276,28 @@ def main() -> None:
             r["emulator_batch1_median_ms"],
             f"{r['speedup_batched']}×",
             f"{r['speedup_batch1']}×",
+            f"{r['speedup_batched_vs_quiet_lava']}×",
         ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     lines += [
         "",
         "Batch-1 latency, C → 512 recurrent → 20, one core:",
         "",
-        "| C | hidden rate | median ms | p90 ms |",
+        "| C | kernel | hidden rate | median ms | p90 ms | min ms |",
     ]
-    lines.append("|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|")
     for r in latency:
-        lines.append(f"| {r['channels']} | {r['hidden_rate']} | {r['median_ms']} | {r['p90_ms']} |")
+        lines.append(
+            f"| {r['channels']} | {r['kernel']} | {r['hidden_rate']} | {r['median_ms']} | {r['p90_ms']} | "
+            f"{r['min_ms']} |"
+        )
+    c = compile_info
+    lines += [
+        "",
+        f"numba kernel, fresh process: cold compile {c['cold_compile_s']} s (empty cache), "
+        f"{c['cached_compile_s']} s from numba's on-disk cache; `import edgekws.agent.backends` "
+        f"{c['cold_import_s']} / {c['cached_import_s']} s.",
+    ]
     (RESULTS / "emulator_vs_lava.md").write_text("\n".join(lines) + "\n")
 
 
