@@ -10,8 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgekws.toolkit._cli import main
-from edgekws.toolkit.data import SpikeDataset
-from edgekws.toolkit.data._shd import write_shd
+from edgekws.toolkit.data import SpikeDataset, write_shd
 from edgekws.toolkit.train import ConfigError, TrainConfig
 
 C, T = 8, 50

@@ -17,8 +17,7 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
 def _read_data(path: Path) -> Any:
-    from edgekws.toolkit.data import DatasetError
-    from edgekws.toolkit.data._shd import read_shd
+    from edgekws.toolkit.data import DatasetError, read_shd
 
     try:
         return read_shd(path)
