@@ -44,10 +44,12 @@ Kernel = Literal["auto", "numba", "numpy"]
 
 @functools.cache
 def _compiled_kernel() -> Callable[..., None] | None:
-    """The numba time loop (``_emulator_kernel.advance``), or None when numba is not installed."""
+    """The numba time loop (``_emulator_kernel.advance``), or None when numba is not installed (or cannot
+    set up its compilation cache: numba raises RuntimeError at import when no cache directory is writable,
+    e.g. a read-only install under a service without a home; NUMBA_CACHE_DIR fixes that)."""
     try:
         from edgekws.agent.backends._emulator_kernel import advance
-    except ImportError:
+    except (ImportError, RuntimeError, OSError):
         return None
     return advance
 
