@@ -64,8 +64,11 @@ $(STAMPS)/lava-venv: pyproject.toml $(STAMPS)/apt
 	$(LAVA_VENV)/bin/python -m pip install -q --no-deps 'lava-dl==0.6.0'
 	@touch $@
 
-bench: $(STAMPS)/venv
-	$(VENV)/bin/python benchmarks/run_all.py
+# Benchmarks write benchmarks/results/<name>.{json,md} with the machine they ran on (minutes each).
+BENCHES := frontend_rtf train_memory export_onnx bundle bundle_build agent_streaming fleet_load
+bench: $(STAMPS)/venv $(STAMPS)/lava-venv
+	for b in $(BENCHES); do $(VENV)/bin/python benchmarks/$$b.py; done
+	$(LAVA_VENV)/bin/python benchmarks/emulator_vs_lava.py
 
 clean:
 	rm -rf $(VENV) $(LAVA_VENV) $(STAMPS) runs
