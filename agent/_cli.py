@@ -28,6 +28,10 @@ def _register() -> None:
     main.add_command(_daemon_cli.run)
     main.add_command(_daemon_cli.classify)
 
+    from edgekws.agent import _bundle_cli
+
+    main.add_command(_bundle_cli.bundle)
+
     from edgekws.agent import _lava_cli
 
     main.add_command(_lava_cli.lava_run)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 COMMAND_SCHEMA = "edgekws.cmd/1"
 
@@ -23,22 +23,49 @@ class _Command(BaseModel):
     ts: float = Field(description="When the command was issued (Unix seconds).")
 
 
+INLINE_MAX_BYTES = 4 * 2**20  # a bundle sent inside the command (base64) may be at most this large
+
+
 class BundleRef(BaseModel):
-    """Where a bundle is and what it must hash to."""
+    """Which bundle, where the device gets it (``url`` or inline ``data``), and what it must hash to."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, description="Bundle name.")
     version: str = Field(min_length=1, description="Semver version.")
-    url: str = Field(min_length=1, description="Where the device downloads the .ekb file from.")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the .ekb file.")
+    size: int | None = Field(default=None, ge=0, description="Size of the .ekb file in bytes.")
+    url: str | None = Field(
+        default=None,
+        min_length=1,
+        pattern=r"^(file|https?)://",
+        description="Where the device reads the .ekb file: file:///path, http://… or https://….",
+    )
+    data: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=(INLINE_MAX_BYTES * 4) // 3 + 4,
+        description="The .ekb file itself, base64 (small bundles only: at most 4 MiB).",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BundleRef:
+        if (self.url is None) == (self.data is None):
+            raise ValueError("give exactly one of bundle.url and bundle.data")
+        return self
 
 
 class DeployCommand(_Command):
-    """Install and activate a bundle (the rollout issue implements the handler)."""
+    """Fetch, verify, install and activate a bundle, check its health, roll back if it fails."""
 
     type: Literal["deploy"] = Field(description="Command kind.")
     bundle: BundleRef = Field(description="The bundle to install.")
+    rollback: bool = Field(
+        default=False, description="Allow a version lower than the active one (an explicit rollback)."
+    )
+    rollout: str | None = Field(
+        default=None, max_length=128, description="Id of the rollout this deploy belongs to."
+    )
 
 
 class RollbackCommand(_Command):

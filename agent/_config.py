@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -52,6 +60,13 @@ class DeviceConfig(_Model):
         min_length=1,
         pattern=r"^[A-Za-z0-9_.-]+$",
         description="Fleet this device belongs to.",
+    )
+    group: str | None = Field(
+        default=None,
+        min_length=1,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Rollout group (e.g. 'canary', 'lab'); reported in the status, targeted by "
+        "`edgekws fleet deploy --group`.",
     )
 
 
@@ -191,26 +206,110 @@ class DetectionConfig(_Model):
     )
 
 
-class MqttConfig(_Model):
-    """MQTT telemetry (implemented in the next issue; must stay disabled for now)."""
+_BROKER_URL = re.compile(r"^(mqtts?)://([^/:@\s]+)(?::(\d{1,5}))?/?$")
 
-    enabled: Literal[False] = Field(
-        default=False, description="MQTT publishing; not implemented yet, so only false is accepted."
+
+def _check_broker(url: str) -> str:
+    m = _BROKER_URL.match(url)
+    if m is None or not 0 < int(m.group(3) or 1883) < 65536:
+        raise ValueError(
+            f"broker must look like mqtt://host:1883 or mqtts://host:8883 (no user or password: use "
+            f"`username` and `password_file`), got {url!r}"
+        )
+    return url
+
+
+class MqttTlsConfig(_Model):
+    """TLS to the broker (needed for an `mqtts://` broker)."""
+
+    ca_file: ConfigPath = Field(description="PEM file of the CA that signed the broker's certificate.")
+    cert_file: ConfigPath | None = Field(
+        default=None, description="This device's client certificate (PEM; deploy/mosquitto requires one)."
     )
-    host: str = Field(default="localhost", description="Broker host.")
-    port: int = Field(default=1883, ge=1, le=65535, description="Broker port.")
+    key_file: ConfigPath | None = Field(default=None, description="The client certificate's private key.")
+
+
+class MqttConfig(_Model):
+    """MQTT 5 link to the fleet (docs/mqtt.md): status, telemetry, detections, events; commands in.
+
+    The topic's fleet and device levels are ``[device] fleet`` and ``[device] id``.
+    """
+
+    enabled: bool = Field(default=False, description="Connect to the broker and publish; false: logs only.")
+    broker: Annotated[str, AfterValidator(_check_broker)] = Field(
+        default="mqtt://localhost:1883",
+        description="Broker URL: mqtt://host[:port] (plain, 1883) or mqtts://host[:port] (TLS, 8883).",
+    )
+    tls: MqttTlsConfig | None = Field(
+        default=None, description="CA and client certificate files; required for an mqtts:// broker."
+    )
+    username: str | None = Field(
+        default=None, description="Broker login; the deploy/mosquitto ACL expects '<fleet>/<device>'."
+    )
+    password_file: ConfigPath | None = Field(
+        default=None, description="File holding the broker password (first line), kept out of this file."
+    )
+    delivery: Literal["monitor", "broker"] = Field(
+        default="monitor",
+        description="When a queued message leaves the outbox: 'monitor' = at the fleet monitor's ack "
+        "(nothing lost even if the broker crashes; kept while no monitor subscribes), "
+        "'broker' = at any PUBACK (for set-ups without an edgekws monitor).",
+    )
+    keepalive_s: int = Field(default=30, ge=5, description="MQTT keep-alive; the Last Will fires after 1.5x.")
+    outbox: ConfigPath = Field(
+        default=Path("telemetry-outbox.sqlite"),
+        description="The on-disk outbox (SQLite) of messages not yet delivered.",
+    )
+    outbox_max_bytes: int = Field(
+        default=32 * 2**20, gt=0, description="Soft outbox limit: above it the oldest telemetry is dropped."
+    )
+    outbox_hard_max_bytes: int = Field(
+        default=64 * 2**20, gt=0, description="Hard outbox limit: telemetry, then events, then detections go."
+    )
+
+    @model_validator(mode="after")
+    def _tls_matches_scheme(self) -> MqttConfig:
+        if self.enabled and self.broker.startswith("mqtts://") and self.tls is None:
+            raise ValueError("an mqtts:// broker needs [telemetry.mqtt.tls] with at least ca_file")
+        if self.outbox_hard_max_bytes < self.outbox_max_bytes:
+            raise ValueError("outbox_hard_max_bytes must be at least outbox_max_bytes")
+        return self
+
+    def host_port(self) -> tuple[str, int, bool]:
+        """(host, port, tls) of :attr:`broker`."""
+        m = _BROKER_URL.match(self.broker)
+        assert m is not None  # checked by the validator
+        tls = m.group(1) == "mqtts"
+        return m.group(2), int(m.group(3) or (8883 if tls else 1883)), tls
+
+
+class RolloutConfig(_Model):
+    """Over-the-air deploys (the `deploy` and `rollback` commands, docs/mqtt.md)."""
+
+    download_timeout_s: float = Field(
+        default=60.0, gt=0, description="Give up fetching a bundle (http/https/file URL) after this long."
+    )
+    max_bundle_bytes: int = Field(
+        default=256 * 2**20, gt=0, description="Refuse to download a bundle larger than this."
+    )
+    health_max_latency_ms: float = Field(
+        default=2000.0,
+        gt=0,
+        description="Health check after activation: one window of the built-in test audio must run within "
+        "this time (and give finite readouts), else the deploy is rolled back.",
+    )
 
 
 class TelemetryConfig(_Model):
     """Periodic aggregates: latency percentiles, real-time factor, energy, CPU and memory."""
 
     interval_s: float = Field(
-        default=10.0, gt=0, description="Seconds between telemetry reports (logged as JSON)."
+        default=10.0, gt=0, description="Seconds between telemetry reports (logged, and published on MQTT)."
     )
     window: int = Field(
         default=1000, ge=10, description="Latency percentiles are over this many recent samples."
     )
-    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT output (next issue).")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT link to the fleet.")
 
 
 class LoggingConfig(_Model):
@@ -242,6 +341,7 @@ class AgentConfig(_Model):
     source: SourceConfig = Field(description="Audio source.")
     detection: DetectionConfig = Field(default_factory=DetectionConfig, description="Keyword spotting rule.")
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig, description="Telemetry.")
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="Over-the-air deploys.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
 
 

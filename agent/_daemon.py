@@ -9,6 +9,12 @@ directly: ``READY=1`` once audio flows, ``WATCHDOG=1`` every half ``WATCHDOG_USE
 (so a stuck loop gets the unit restarted), ``RELOADING=1`` and ``STOPPING=1`` around those phases.
 
 Logs are one JSON object per line on standard error (``{"ts", "level", "event", ...fields}``).
+
+With ``[telemetry.mqtt] enabled = true`` the agent also keeps a :class:`DeviceTelemetry` link to the
+fleet's broker: retained status (bundle, backend, group; ``offline`` as the Last Will), each periodic
+:meth:`Agent.report` on ``telemetry``, each detection on ``detection``, lifecycle events on ``event``,
+and the ``deploy``/``rollback`` commands, which run on the link's command thread (:meth:`Agent.deploy`):
+the new pipeline is built and health-checked next to the running one and swapped in between two chunks.
 """
 
 from __future__ import annotations
@@ -24,17 +30,22 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Literal
 
-from edgekws.agent._config import AgentConfig, BackendConfig, load_config
-from edgekws.agent._device_store import DeviceStore, StoreError
+from edgekws.agent._commands import DeployCommand
+from edgekws.agent._config import AgentConfig, BackendConfig, ConfigError, ConfigProblem, load_config
+from edgekws.agent._device_store import DeviceStore, InstalledBundle, StoreError
 from edgekws.agent._energy import EnergyMonitor, detect_meters
 from edgekws.agent._frontend import Frontend, FrontendSpec
 from edgekws.agent._metrics import RuntimeMetrics
+from edgekws.agent._rollout import DeployError, check_sha256, fetch_bundle, health_check
 from edgekws.agent._sources import AudioSource, make_source
 from edgekws.agent._spotter import Spotter, SpotterConfig
+from edgekws.agent._telemetry import DeviceTelemetry, MqttSettings, TlsSettings
+from edgekws.packaging._bundle import Bundle
 
 log = logging.getLogger("edgekws.agent")
 
@@ -184,6 +195,34 @@ def choose_backend(configs: list[BackendConfig], model_dir: Path) -> tuple[str, 
 # -- the agent ---------------------------------------------------------------------------------------
 
 
+@dataclass
+class Pipeline:
+    """What turns audio into detections for one bundle: its model files, backend and spotter."""
+
+    bundle: Bundle | None
+    frontend_spec: FrontendSpec
+    spotter: Spotter | None = None
+    backend_name: str | None = None
+    factory: Callable[[], Any] | None = None
+    steps: int = 1000
+    rule: Any = "exp_weighted_mean"
+    model_tmp: Path | None = None  # private folder of the extracted model files
+    frontend_only: Frontend | None = None
+
+    @property
+    def label(self) -> str | None:
+        return None if self.bundle is None else f"{self.bundle.manifest.name}-{self.bundle.manifest.version}"
+
+    @property
+    def bundle_ref(self) -> dict[str, str] | None:
+        m = None if self.bundle is None else self.bundle.manifest
+        return None if m is None else {"name": m.name, "version": m.version}
+
+    def close(self) -> None:
+        if self.model_tmp is not None:
+            shutil.rmtree(self.model_tmp, ignore_errors=True)
+
+
 class Agent:
     """The device daemon. ``run()`` = ``start()``, the loop, ``stop()``; signals only set events."""
 
@@ -194,7 +233,10 @@ class Agent:
         self.reload_requested = threading.Event()
         self.interrupt = threading.Event()  # ends the source iterator for either of the above
         self.detections: list[dict[str, Any]] = []
+        self.link: DeviceTelemetry | None = None
         self._undo: list[tuple[str, Callable[[], None]]] = []
+        self._lock = threading.Lock()  # the loop holds it per chunk; a deploy holds it to swap pipelines
+        self._deploy_lock = threading.Lock()  # one deploy or rollback at a time
 
     # signals only set events
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
@@ -210,8 +252,25 @@ class Agent:
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGHUP, self.request_reload)
 
+    # what the rest of the program reads
+    @property
+    def backend_name(self) -> str | None:
+        return self.pipeline.backend_name
+
+    @property
+    def bundle_label(self) -> str | None:
+        return self.pipeline.label
+
+    @property
+    def spotter(self) -> Spotter | None:
+        return self.pipeline.spotter
+
+    @property
+    def frontend_spec(self) -> FrontendSpec:
+        return self.pipeline.frontend_spec
+
     def start(self) -> None:
-        """Load config, open the store, load the bundle, choose a backend, start metrics and the source."""
+        """Load config, open the store, load the bundle, choose a backend, start metrics, MQTT, the source."""
         self.config: AgentConfig = load_config(self.config_path)
         setup_logging(self.config.logging.level, self.config.logging.format)
         _info(
@@ -225,8 +284,8 @@ class Agent:
             self.config.store.trusted_keys,
             keep_versions=self.config.store.keep_versions,
         )
-        self._load_bundle()
-        self._build_pipeline()
+        self.pipeline, unusable = self._open_pipeline(strict=False)
+        self._undo.append(("pipeline", lambda: self.pipeline.close()))
         self.metrics = RuntimeMetrics(self.config.telemetry.window)
         meters, absent = detect_meters()
         for method, reason in absent.items():
@@ -234,6 +293,13 @@ class Agent:
         self.energy = EnergyMonitor(meters)
         self.energy.start()
         self._undo.append(("energy", self.energy.stop))
+        if self.config.telemetry.mqtt.enabled:
+            self.link = self._start_link()
+            self._undo.append(("mqtt", self._stop_link))
+        if unusable is not None:
+            self._event("bundle.unusable", "error", reason=unusable)
+        elif self.pipeline.bundle is not None:
+            self._event("bundle.loaded", **self._bundle_detail(self.pipeline))
         self.source: AudioSource = make_source(self.config.source, self.frontend_spec.sample_rate)
         self.source.open()
         self._undo.append(("source", self.source.close))
@@ -243,48 +309,271 @@ class Agent:
             backend=self.backend_name,
             bundle=self.bundle_label,
             lanes=self.config.detection.lanes,
+            mqtt=self.config.telemetry.mqtt.broker if self.link is not None else None,
         )
         sd_notify("READY=1", self.env)
 
-    def _load_bundle(self) -> None:
-        self.model_dir: Path | None = None
+    def _open_pipeline(self, strict: bool) -> tuple[Pipeline, str | None]:
+        """The active bundle, re-verified and extracted, with its backend and spotter.
+
+        ``strict=False`` (start): with no usable bundle, a front-end-only pipeline and the reason.
+        ``strict=True`` (deploy): a missing or unverifiable bundle raises :class:`StoreError`.
+        """
         try:
             bundle = self.store.open_active()
         except StoreError as exc:
-            self.bundle = None
-            self.bundle_label = None
+            if strict:
+                raise
             log.warning(
                 "no usable bundle; running the front-end only", extra={"fields": {"reason": str(exc)}}
             )
-            return
-        self.bundle = bundle
-        self.bundle_label = f"{bundle.manifest.name}-{bundle.manifest.version}"
+            spec = FrontendSpec()
+            unusable = None if self.store.active() is None else str(exc)
+            return Pipeline(bundle=None, frontend_spec=spec, frontend_only=Frontend(spec)), unusable
         tmp = Path(tempfile.mkdtemp(prefix="edgekws-model-"))
-        self.model_dir = bundle.extract(tmp / "model")
-        self._undo.append(("model files", lambda: shutil.rmtree(tmp, ignore_errors=True)))
-        _info("bundle loaded", bundle=self.bundle_label, sha256=bundle.sha256, keys=list(bundle.key_ids))
+        pipeline = Pipeline(bundle=bundle, frontend_spec=FrontendSpec(), model_tmp=tmp)
+        try:
+            model_dir = bundle.extract(tmp / "model")
+            _info("bundle loaded", bundle=pipeline.label, sha256=bundle.sha256, keys=list(bundle.key_ids))
+            manifest = bundle.manifest
+            pipeline.frontend_spec = FrontendSpec.from_dict(dict(manifest.frontend))
+            net = manifest.network_spec()
+            pipeline.steps = net.num_steps if net else 1000
+            pipeline.rule = net.readout if net else "exp_weighted_mean"
+            pipeline.backend_name, backend, pipeline.factory = choose_backend(
+                list(self.config.backends), model_dir
+            )
+            pipeline.spotter = Spotter(
+                pipeline.frontend_spec,
+                backend,
+                list(manifest.labels),
+                window_steps=pipeline.steps,
+                rule=pipeline.rule,
+                config=SpotterConfig.from_config(self.config.detection),
+                backend_factory=pipeline.factory,
+            )
+        except BaseException:
+            pipeline.close()
+            raise
+        _info("backend chosen", backend=pipeline.backend_name)
+        return pipeline, None
 
-    def _build_pipeline(self) -> None:
-        self.spotter: Spotter | None = None
-        self.backend_name: str | None = None
-        if self.bundle is None or self.model_dir is None:
-            self.frontend_spec = FrontendSpec()
-            self.frontend_only = Frontend(self.frontend_spec)
-            return
-        manifest = self.bundle.manifest
-        self.frontend_spec = FrontendSpec.from_dict(dict(manifest.frontend))
-        net = manifest.network_spec()
-        self.backend_name, backend, factory = choose_backend(list(self.config.backends), self.model_dir)
-        self.spotter = Spotter(
-            self.frontend_spec,
-            backend,
-            list(manifest.labels),
-            window_steps=net.num_steps if net else 1000,
-            rule=net.readout if net else "exp_weighted_mean",
-            config=SpotterConfig.from_config(self.config.detection),
-            backend_factory=factory,
+    # -- MQTT ----------------------------------------------------------------------------------------
+
+    def _start_link(self) -> DeviceTelemetry:
+        """Create and start the device's MQTT link with the active bundle and backend."""
+        mq = self.config.telemetry.mqtt
+        host, port, tls = mq.host_port()
+        password = None
+        if mq.password_file is not None:
+            try:
+                password = mq.password_file.read_text(encoding="utf-8").splitlines()[0].strip()
+            except (OSError, IndexError) as exc:
+                raise ConfigError(
+                    [
+                        ConfigProblem(
+                            str(self.config_path),
+                            None,
+                            "telemetry.mqtt.password_file",
+                            f"cannot read a password from {mq.password_file} ({exc})",
+                            "point it at a readable file whose first line is the password",
+                        )
+                    ]
+                ) from exc
+        settings = MqttSettings(
+            host=host,
+            port=port,
+            username=mq.username,
+            password=password,
+            tls=(
+                TlsSettings(ca_file=mq.tls.ca_file, cert_file=mq.tls.cert_file, key_file=mq.tls.key_file)
+                if tls and mq.tls is not None
+                else None
+            ),
+            keepalive_s=mq.keepalive_s,
+            queue_path=mq.outbox,
+            queue_max_bytes=mq.outbox_max_bytes,
+            queue_hard_max_bytes=mq.outbox_hard_max_bytes,
+            delivery=mq.delivery,
+            require_subscriber=mq.delivery == "monitor",  # "broker": no monitor to wait for
         )
-        _info("backend chosen", backend=self.backend_name)
+        link = DeviceTelemetry(
+            settings,
+            fleet=self.config.device.fleet,
+            device=self.config.device.id,
+            group=self.config.device.group,
+            bundle=self.pipeline.bundle_ref,
+            backend=self.backend_name,
+            on_command=self.handle_command,
+        )
+        link.start()
+        _info("mqtt link started", broker=mq.broker, outbox=str(mq.outbox))
+        return link
+
+    def _stop_link(self) -> None:
+        link, self.link = self.link, None
+        if link is not None:
+            link.stop()
+
+    def _event(self, kind: str, level: Literal["info", "warning", "error"] = "info", **detail: Any) -> None:
+        """A lifecycle event: logged, and published on ``event`` when MQTT is on."""
+        log.log(logging.getLevelName(level.upper()), kind, extra={"fields": detail})
+        if self.link is not None:
+            self.link.event(kind, level, **detail)
+
+    @staticmethod
+    def _bundle_detail(p: Pipeline) -> dict[str, Any]:
+        assert p.bundle is not None
+        m = p.bundle.manifest
+        return {"name": m.name, "version": m.version, "sha256": p.bundle.sha256, "backend": p.backend_name}
+
+    # -- commands (on the MQTT link's command thread) ---------------------------------------------------
+
+    def handle_command(self, command: Any) -> dict[str, Any] | None:
+        """Run a ``deploy`` or ``rollback`` command; the result goes into ``command.done``."""
+        if command.type == "deploy":
+            return self.deploy(command)
+        if command.type == "rollback":
+            return self.rollback(command.to_version, command_id=command.id)
+        raise DeployError(
+            f"{command.type!r} commands are not supported by this agent; edit agent.toml and send SIGHUP",
+            stage="command",
+        )
+
+    def deploy(self, command: DeployCommand) -> dict[str, Any]:
+        """Fetch, check, install, activate, health-check; roll back automatically if the check fails."""
+        ref = command.bundle
+        base = {"command_id": command.id, "rollout": command.rollout}
+        base.update(name=ref.name, version=ref.version)
+        t0 = time.monotonic()
+        try:
+            rc = self.config.rollout
+            data = fetch_bundle(ref, timeout_s=rc.download_timeout_s, max_bytes=rc.max_bundle_bytes)
+            check_sha256(data, ref.sha256)
+            with self._deploy_lock:
+                pipeline, health, previous = self._install_and_check(data, ref, rollback=command.rollback)
+                self._swap(pipeline)
+        except DeployError as exc:
+            exc.detail.update(base)
+            self._event("deploy.failed", "error", **exc.detail)
+            raise
+        result = {
+            **base,
+            "result": "deployed",
+            "previous": previous,
+            "backend": pipeline.backend_name,
+            "health": health,
+            "seconds": round(time.monotonic() - t0, 3),
+        }
+        self._event("bundle.activated", **self._bundle_detail(pipeline), previous=previous)
+        self._event("deploy.deployed", **result)
+        return result
+
+    def _install_and_check(
+        self, data: bytes, ref: Any, *, rollback: bool
+    ) -> tuple[Pipeline, dict[str, Any], str | None]:
+        before = (self.store.active(), self.store.previous())
+        previous = before[0].version if before[0] is not None else None
+        fd, tmp_name = tempfile.mkstemp(dir=self.store.root, prefix=".deploy.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            installed = self.store.install(tmp_name, rollback=rollback)
+        except StoreError as exc:
+            raise DeployError(str(exc), stage="install", active=previous) from exc
+        finally:
+            os.unlink(tmp_name)
+        if (installed.name, installed.version) != (ref.name, ref.version):
+            self.store.revert(*before)
+            raise DeployError(
+                f"the bundle is {installed.label}, but the command names {ref.name}-{ref.version}",
+                stage="verify",
+                active=previous,
+            )
+        pipeline, health = self._check_active(before, reason_prefix=f"{installed.label}")
+        return pipeline, health, previous
+
+    def _check_active(
+        self, before: tuple[InstalledBundle | None, InstalledBundle | None], reason_prefix: str
+    ) -> tuple[Pipeline, dict[str, Any]]:
+        """Open the (newly) active bundle and run the health check; on failure put ``before`` back."""
+        pipeline: Pipeline | None = None
+        try:
+            pipeline, _ = self._open_pipeline(strict=True)
+            assert pipeline.factory is not None
+            health = health_check(
+                pipeline.factory,
+                pipeline.frontend_spec,
+                list(pipeline.bundle.manifest.labels) if pipeline.bundle else [],
+                pipeline.steps,
+                pipeline.rule,
+                self.config.rollout.health_max_latency_ms,
+            )
+        except Exception as exc:
+            if pipeline is not None:
+                pipeline.close()
+            self.store.revert(*before)
+            back = before[0].version if before[0] is not None else None
+            reason = str(exc) if isinstance(exc, DeployError) else f"cannot load it ({exc})"
+            self._event(
+                "rollback",
+                "warning",
+                automatic=True,
+                from_version=reason_prefix,
+                to_version=back,
+                reason=reason,
+            )
+            detail = dict(getattr(exc, "detail", {}))
+            detail.update(stage=detail.get("stage", "load"), rolled_back=True, active=back)
+            detail.pop("reason", None)
+            raise DeployError(f"{reason_prefix}: {reason}; rolled back to {back}", **detail) from exc
+        return pipeline, health
+
+    def rollback(self, to_version: str | None = None, *, command_id: str | None = None) -> dict[str, Any]:
+        """Activate the previous (or a named installed) version, after the same health check."""
+        base = {"command_id": command_id, "to_version": to_version}
+        try:
+            with self._deploy_lock:
+                before = (self.store.active(), self.store.previous())
+                try:
+                    if to_version is None:
+                        target = self.store.rollback()
+                    else:
+                        found = [b for b in self.store.installed() if b.version == to_version]
+                        if not found:
+                            have = ", ".join(b.version for b in self.store.installed()) or "none"
+                            raise StoreError(f"version {to_version} is not installed (installed: {have})")
+                        target = self.store.install(found[-1].bundle_file, rollback=True)
+                except StoreError as exc:
+                    raise DeployError(str(exc), stage="rollback") from exc
+                pipeline, health = self._check_active(before, reason_prefix=target.label)
+                self._swap(pipeline)
+        except DeployError as exc:
+            exc.detail.update(base)
+            self._event("rollback.failed", "error", **exc.detail)
+            raise
+        result = {
+            **base,
+            "result": "rolled back",
+            "version": target.version,
+            "from_version": before[0].version if before[0] else None,
+            "health": health,
+        }
+        self._event("rollback", "warning", automatic=False, **result)
+        self._event("bundle.activated", **self._bundle_detail(pipeline), previous=result["from_version"])
+        return result
+
+    def _swap(self, pipeline: Pipeline) -> None:
+        """Make ``pipeline`` the running one (between two chunks) and tell the fleet."""
+        with self._lock:
+            old, self.pipeline = self.pipeline, pipeline
+        old.close()
+        if self.link is not None:
+            self.link.set_bundle(pipeline.bundle_ref, pipeline.backend_name)
+        if pipeline.frontend_spec.sample_rate != old.frontend_spec.sample_rate:
+            self.request_reload()  # the source was opened at the old rate
+
+    # -- the loop ------------------------------------------------------------------------------------
 
     def loop(self) -> None:
         """Audio chunks through the spotter until the source ends or a stop/reload is requested."""
@@ -293,20 +582,28 @@ class Agent:
         next_report = time.monotonic() + interval
         next_dog = time.monotonic()
         windows_before = 0
+        last: Spotter | None = None
         for chunk in self.source.chunks(self.interrupt):
             t0 = time.perf_counter()
-            if self.spotter is not None:
-                backend_before = self.spotter.backend_seconds
-                for det in self.spotter.process(chunk):
-                    self.metrics.record_detection(det.latency_s)
-                    doc = det.to_dict()
-                    self.detections.append(doc)
-                    _info("detection", **doc)
-                self.metrics.record_backend_call(self.spotter.backend_seconds - backend_before)
-                self.metrics.record_inferences(self.spotter.windows_scored - windows_before)
-                windows_before = self.spotter.windows_scored
-            else:
-                self.frontend_only.process(chunk.samples)
+            with self._lock:
+                pipeline = self.pipeline
+                spotter = pipeline.spotter
+                if spotter is not last:
+                    windows_before, last = 0, spotter
+                if spotter is not None:
+                    backend_before = spotter.backend_seconds
+                    for det in spotter.process(chunk):
+                        self.metrics.record_detection(det.latency_s)
+                        doc = det.to_dict()
+                        self.detections.append(doc)
+                        _info("detection", **doc)
+                        if self.link is not None:
+                            self.link.detection(det.label, det.confidence, doc["latency_ms"])
+                    self.metrics.record_backend_call(spotter.backend_seconds - backend_before)
+                    self.metrics.record_inferences(spotter.windows_scored - windows_before)
+                    windows_before = spotter.windows_scored
+                elif pipeline.frontend_only is not None:
+                    pipeline.frontend_only.process(chunk.samples)
             self.metrics.record_chunk(chunk.duration_s, time.perf_counter() - t0)
             now = time.monotonic()
             if dog is not None and now >= next_dog:
@@ -320,12 +617,14 @@ class Agent:
             self.stop_requested.set()
 
     def report(self) -> dict[str, Any]:
-        """Log one telemetry aggregate (MQTT publishing comes in the next issue)."""
+        """One telemetry aggregate: logged, and published on ``telemetry`` when MQTT is on."""
         snap = self.metrics.snapshot()
         snap["energy"] = [r.to_dict() for r in self.energy.report(snap["inferences"])]
         snap["backend"] = self.backend_name
         snap["bundle"] = self.bundle_label
         _info("telemetry", **snap)
+        if self.link is not None:
+            self.link.telemetry(snap, interval_s=self.config.telemetry.interval_s)
         return snap
 
     def stop(self) -> None:
@@ -352,7 +651,7 @@ class Agent:
                 self.start()
                 self.loop()
             finally:
-                if hasattr(self, "metrics") and hasattr(self, "energy"):
+                if hasattr(self, "metrics") and hasattr(self, "energy") and hasattr(self, "pipeline"):
                     self.report()
                 self.stop()
             if self.reload_requested.is_set() and not self.stop_requested.is_set():

@@ -95,7 +95,7 @@ class DeviceStore:
         active = self.active()
         if active is None:
             raise StoreError(
-                f"no active bundle in {self.root}; install one with `edgekws-agent install FILE`"
+                f"no active bundle in {self.root}; install one with `edgekws-agent bundle install FILE`"
             )
         try:
             return open_bundle(active.bundle_file.read_bytes(), self.trusted_keys)
@@ -162,6 +162,19 @@ class DeviceStore:
         if cur is not None:
             self._swap_link(PREVIOUS, cur.path)
         return prev
+
+    def revert(self, current: InstalledBundle | None, previous: InstalledBundle | None) -> None:
+        """Point ``current`` and ``previous`` back at what they were before an activation (a failed deploy).
+
+        Each link is switched atomically; a link whose version is gone (pruned) or was absent is removed.
+        The version that failed stays installed, unlinked, until pruned.
+        """
+        for link, target in ((CURRENT, current), (PREVIOUS, previous)):
+            if target is not None and (target.path / META_FILE).is_file():
+                self._swap_link(link, target.path)
+            elif (self.root / link).is_symlink():
+                (self.root / link).unlink()
+                _fsync_dir(self.root)
 
     def open_bundle_of(self, installed: InstalledBundle) -> Bundle:
         try:

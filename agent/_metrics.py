@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-PERCENTILES = (50, 90, 99)
+PERCENTILES = (50, 90, 95, 99)
 
 
 class LatencyWindow:
@@ -40,7 +40,7 @@ class LatencyWindow:
         return len(self._values)
 
     def summary_ms(self) -> dict[str, float | int | None]:
-        """``{"p50": ms, "p90": ms, "p99": ms, "max": ms, "n": count in window}`` (None when empty)."""
+        """``{"p50", "p90", "p95", "p99", "max"}`` in ms (None when empty) and ``"n"``: count in window."""
         if not self._values:
             return {**{f"p{p}": None for p in PERCENTILES}, "max": None, "n": 0}
         a = np.fromiter(self._values, dtype=np.float64) * 1000.0

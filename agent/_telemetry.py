@@ -160,9 +160,10 @@ class DeviceTelemetry:
         bundle: dict[str, str] | None = None,
         backend: str | None = None,
         on_command: Callable[[Any], dict[str, Any] | None] | None = None,
+        group: str | None = None,
     ) -> None:
         self.settings = settings
-        self.fleet, self.device = fleet, device
+        self.fleet, self.device, self.group = fleet, device, group
         self.bundle, self.backend = bundle, backend
         self.on_command = on_command
         self.boot = uuid.uuid4().hex[:12]
@@ -185,6 +186,7 @@ class DeviceTelemetry:
         self._rewind = False
         self._dropped = False
         self._connack: Any = None
+        self._drain_until = 0.0
 
     # ---- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -198,8 +200,10 @@ class DeviceTelemetry:
         if self.on_command is not None:
             threading.Thread(target=self._command_worker, name="edgekws-mqtt-cmd", daemon=True).start()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Publish a retained ``offline`` (when connected), disconnect, close the outbox."""
+    def stop(self, timeout: float = 5.0, drain_s: float = 1.0) -> None:
+        """Send what is queued (for up to ``drain_s`` while connected), publish a retained ``offline``,
+        disconnect, close the outbox. What is not sent stays in the outbox for the next start."""
+        self._drain_until = time.monotonic() + drain_s
         self._stop.set()
         self._commands.put(None)
         if self._thread is not None:
@@ -382,7 +386,18 @@ class DeviceTelemetry:
                 log.warning("MQTT connection lost (%s); reconnecting", mqtt.error_string(rc))
                 return
             self._pump(client)
+        self._drain(client)
         self._goodbye(client)
+
+    def _drain(self, client: mqtt.Client) -> None:
+        """On stop: keep sending until every queued message is out and acknowledged, or time is up."""
+        assert self._outbox is not None
+        while time.monotonic() < self._drain_until and not self._dropped:
+            if not self._inflight and not self._rewind and not self._outbox.after(self._cursor, 1):
+                return
+            if client.loop(timeout=0.02) != mqtt.MQTT_ERR_SUCCESS:
+                return
+            self._pump(client)
 
     def _goodbye(self, client: mqtt.Client) -> None:
         """Clean stop: retained offline status (waits briefly for its PUBACK), then DISCONNECT."""
@@ -476,11 +491,12 @@ class DeviceTelemetry:
             try:
                 result = self.on_command(command) or {}
             except Exception as exc:  # the handler's failure is reported, not fatal
-                self.event(
-                    "command.failed", "error", command_id=command.id, type=command.type, error=str(exc)
-                )
+                detail = getattr(exc, "detail", None)
+                detail = detail if isinstance(detail, dict) else {}
+                ids = {"command_id": command.id, "type": command.type, "error": str(exc)}
+                self.event("command.failed", "error", **{**detail, **ids})
             else:
-                self.event("command.done", command_id=command.id, type=command.type, **result)
+                self.event("command.done", **{**result, "command_id": command.id, "type": command.type})
 
     # ---- helpers -------------------------------------------------------------------------------------
     def _status_payload(self, state: str, reason: str | None = None) -> bytes:
@@ -488,6 +504,7 @@ class DeviceTelemetry:
             **self._header("status"),
             "id": f"{self.boot}:s{time.monotonic_ns()}",
             "state": state,
+            "group": self.group,
             "bundle": self.bundle,
             "backend": self.backend,
             "reason": reason,

@@ -42,7 +42,8 @@ def test_example_config_is_valid() -> None:
     assert [b.type for b in cfg.backends] == ["loihi2", "lava-sim", "onnx", "emulator"]
     assert isinstance(cfg.backends[2], OnnxBackendConfig)
     assert cfg.backends[2].providers[0] == "CUDAExecutionProvider"
-    assert cfg.telemetry.mqtt.enabled is False
+    assert cfg.telemetry.mqtt.enabled and cfg.telemetry.mqtt.host_port()[2]  # TLS to the broker
+    assert cfg.device.group is not None
 
 
 def test_minimal_config_gets_defaults_and_relative_paths(tmp_path: Path) -> None:
@@ -107,13 +108,35 @@ def test_toml_syntax_error_has_a_line(tmp_path: Path) -> None:
     assert info.value.problems[0].line == MINIMAL.count("\n") + 2
 
 
-def test_mqtt_cannot_be_enabled_yet(tmp_path: Path) -> None:
-    """MQTT stays off until it is implemented: enabled = true is a config error, not a silent no-op."""
-    path = _write(tmp_path, MINIMAL + "\n[telemetry.mqtt]\nenabled = true\n")
+def test_mqtt_settings_resolve_paths_and_parse_the_broker(tmp_path: Path) -> None:
+    """An enabled MQTT table gives host, port and TLS from the broker URL and resolves its file paths."""
+    text = MINIMAL.replace('id = "box-1"', 'id = "box-1"\ngroup = "canary"') + (
+        '\n[telemetry.mqtt]\nenabled = true\nbroker = "mqtts://broker.lan"\nusername = "lab/box-1"\n'
+        'password_file = "mqtt.pass"\noutbox = "state/outbox.sqlite"\ndelivery = "broker"\n'
+        '\n[telemetry.mqtt.tls]\nca_file = "ca.pem"\ncert_file = "box.pem"\nkey_file = "box.key"\n'
+    )
+    cfg = load_config(_write(tmp_path, text))
+    mq = cfg.telemetry.mqtt
+    assert mq.enabled and mq.host_port() == ("broker.lan", 8883, True) and mq.delivery == "broker"
+    assert mq.password_file == tmp_path.resolve() / "mqtt.pass"
+    assert mq.outbox == tmp_path.resolve() / "state" / "outbox.sqlite"
+    assert mq.tls is not None and mq.tls.key_file == tmp_path.resolve() / "box.key"
+    assert cfg.device.group == "canary" and cfg.rollout.health_max_latency_ms > 0
+
+
+def test_mqtt_config_problems_are_reported_with_lines(tmp_path: Path) -> None:
+    """A malformed broker URL, an unknown MQTT key and mqtts without TLS files are all reported."""
+    text = MINIMAL + '\n[telemetry.mqtt]\nenabled = true\nbroker = "http://x:1883"\nhost = "x"\n'
     with pytest.raises(ConfigError) as info:
-        load_config(path)
-    assert info.value.problems[0].key == "telemetry.mqtt.enabled"
-    assert info.value.problems[0].line == MINIMAL.count("\n") + 3
+        load_config(_write(tmp_path, text))
+    problems = {p.key: p for p in info.value.problems}
+    assert set(problems) == {"telemetry.mqtt.broker", "telemetry.mqtt.host"}
+    assert "mqtt://host:1883" in problems["telemetry.mqtt.broker"].message
+    assert problems["telemetry.mqtt.host"].line == MINIMAL.count("\n") + 5
+    assert "password_file" in problems["telemetry.mqtt.host"].fix  # lists the known keys
+    no_tls = MINIMAL + '\n[telemetry.mqtt]\nenabled = true\nbroker = "mqtts://x"\n'
+    with pytest.raises(ConfigError, match="ca_file"):
+        load_config(_write(tmp_path, no_tls))
 
 
 def test_every_field_has_a_description() -> None:

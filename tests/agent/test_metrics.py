@@ -20,11 +20,19 @@ def test_latency_window_percentiles_cover_only_the_window() -> None:
     assert s["n"] == 100 and w.count == 200
     assert s["p50"] == pytest.approx(50.5) and s["max"] == pytest.approx(100.0)
     assert s["p99"] == pytest.approx(99.01)
+    assert s["p95"] == pytest.approx(95.05)  # the fleet monitor's regression alert compares p95
 
 
 def test_empty_window_reports_none() -> None:
     """An empty window gives None percentiles rather than a made-up zero."""
-    assert LatencyWindow(5).summary_ms() == {"p50": None, "p90": None, "p99": None, "max": None, "n": 0}
+    assert LatencyWindow(5).summary_ms() == {
+        "p50": None,
+        "p90": None,
+        "p95": None,
+        "p99": None,
+        "max": None,
+        "n": 0,
+    }
 
 
 def test_snapshot_has_rtf_cpu_and_resets_counters() -> None:

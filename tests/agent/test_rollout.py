@@ -1,0 +1,348 @@
+"""Over-the-air deploys on the device: a running Agent with a real MQTT link (real mosquitto) takes deploy
+and rollback commands, checks sha256, signature and health, and rolls back by itself; the bundle CLI."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import http.server
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from edgekws.agent._cli import main
+from edgekws.agent._commands import BundleRef, InvalidCommand, parse_command
+from edgekws.agent._daemon import Agent
+from edgekws.agent._device_store import DeviceStore
+from edgekws.agent._frontend import FrontendSpec
+from edgekws.agent._rollout import DeployError, fetch_bundle, health_check
+from edgekws.packaging import NetworkSpec
+from edgekws.packaging._bundle import build_bundle
+from edgekws.packaging._fixedpoint import FixedPointLayer, FixedPointNetwork
+from edgekws.packaging._netx import write_netx
+from edgekws.packaging._signing import SigningKey
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMAS = {p.name.split(".")[0]: json.loads(p.read_text()) for p in (REPO / "docs/schemas").glob("*.json")}
+SPEC = FrontendSpec(num_bands=8, thresholds_db=(-30.0, -15.0))
+LABELS = ("_silence_", "yes", "no")
+KEY = SigningKey.generate()
+
+
+def make_bundle(folder: Path, version: str, *, inputs: int | None = None, key: SigningKey = KEY) -> Path:
+    """A signed bundle of a small random network; ``inputs`` other than the front-end's breaks it."""
+    rng = np.random.default_rng(7)
+    c, h = inputs or SPEC.num_channels, 24
+    net = FixedPointNetwork(
+        (
+            FixedPointLayer(
+                rng.integers(-60, 120, size=(h, c)),
+                rng.integers(-40, 40, size=(h, h)),
+                i_decay=1000,
+                v_decay=200,
+                v_th_mant=600,
+                weight_scale=1 / 64,
+            ),
+            FixedPointLayer(
+                rng.integers(-80, 80, size=(3, h)), i_decay=1000, v_decay=200, weight_scale=1 / 8
+            ),
+        )
+    )
+    netx = write_netx(net, folder / f"netx-{version}-{c}.h5")
+    spec = NetworkSpec(num_inputs=c, hidden=(h,), num_outputs=3, num_steps=200, class_names=LABELS)
+    return build_bundle(
+        folder / f"kws-{version}{'-broken' if inputs else ''}.ekb",
+        name="kws",
+        version=version,
+        labels=LABELS,
+        frontend=SPEC.to_dict(),
+        network=spec.to_dict(),
+        files={"model/netx.h5": netx},
+        private_key=key,
+    )
+
+
+def write_agent_config(folder: Path, port: int, device: str, group: str | None = None) -> Path:
+    """An agent folder: store with kws-1.0.0, trusted key, a looping noise WAV, MQTT on; the config path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "release.pub").write_bytes(KEY.public_key.to_pem())
+    DeviceStore(folder / "store", [KEY.public_key]).install(make_bundle(folder, "1.0.0"))
+    (folder / "audio").mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    sf.write(folder / "audio" / "a.wav", (0.2 * rng.standard_normal(8000)).astype(np.float32), 16000)
+    cfg = folder / "agent.toml"
+    cfg.write_text(
+        f"""
+[device]
+id = "{device}"
+fleet = "f1"
+{f'group = "{group}"' if group else ""}
+
+[store]
+dir = "store"
+trusted_keys = ["release.pub"]
+
+[source]
+type = "wav"
+path = "audio"
+loop = true
+
+[detection]
+lanes = 2
+threshold = 0.0001
+refractory_ms = 0
+min_input_rate_hz = 0
+ignore_labels = []
+
+[telemetry]
+interval_s = 0.3
+
+[telemetry.mqtt]
+enabled = true
+broker = "mqtt://127.0.0.1:{port}"
+delivery = "broker"
+outbox = "outbox.sqlite"
+
+[logging]
+level = "warning"
+"""
+    )
+    return cfg
+
+
+class RunningAgent:
+    """An Agent running in a thread (the same code as `edgekws-agent run`), stopped like SIGTERM does."""
+
+    def __init__(self, config: Path) -> None:
+        self.agent = Agent(config, env={})
+        self.thread = threading.Thread(target=self.agent.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            link = self.agent.link
+            if link is not None and link.connected.is_set():
+                return
+            time.sleep(0.02)
+        raise AssertionError("the agent did not connect to the broker")
+
+    def stop(self) -> None:
+        self.agent.request_stop()
+        self.thread.join(20)
+        assert not self.thread.is_alive()
+
+
+class Operator:
+    """A plain MQTT client that sends commands and records device events and retained statuses."""
+
+    def __init__(self, port: int) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.status: dict[str, dict[str, Any]] = {}
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe("edgekws/v1/+/+/event", qos=1)
+        self.client.subscribe("edgekws/v1/+/+/status", qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        body = json.loads(msg.payload)
+        if msg.topic.endswith("/status"):
+            self.status[msg.topic.split("/")[3]] = body
+        else:
+            self.events.append(body)
+
+    def send(self, device: str, kind: str, **fields: Any) -> str:
+        cmd_id = f"c-{uuid.uuid4().hex[:8]}"
+        body = {"schema": "edgekws.cmd/1", "id": cmd_id, "ts": time.time(), "type": kind, **fields}
+        jsonschema.validate(body, SCHEMAS["command"])
+        self.client.publish(f"edgekws/v1/f1/{device}/cmd/{kind}", json.dumps(body), qos=1).wait_for_publish(5)
+        return cmd_id
+
+    def result(self, cmd_id: str, kinds: tuple[str, ...], timeout: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for e in list(self.events):
+                if e["kind"] in kinds and e["detail"].get("command_id") == cmd_id:
+                    return e
+            time.sleep(0.02)
+        raise AssertionError(f"no {kinds} for {cmd_id}; events: {[e['kind'] for e in self.events]}")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def inline(path: Path) -> dict[str, Any]:
+    data = path.read_bytes()
+    return {
+        "name": "kws",
+        "version": path.stem.split("-")[1],
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+        "data": base64.b64encode(data).decode(),
+    }
+
+
+@pytest.fixture
+def device(tmp_path: Path, broker: Any) -> Iterator[tuple[RunningAgent, Operator, Path]]:
+    cfg = write_agent_config(tmp_path / "d1", broker.port, "d1", group="canary")
+    op = Operator(broker.port)
+    running = RunningAgent(cfg)
+    try:
+        yield running, op, tmp_path
+    finally:
+        running.stop()
+        op.close()
+
+
+def test_deploy_inline_and_over_http_then_rollback_command(
+    device: tuple[RunningAgent, Operator, Path],
+) -> None:
+    """Inline and http deploys activate the new version (status updated); `rollback` goes back one."""
+    running, op, tmp = device
+    agent = running.agent
+    v110, v120 = make_bundle(tmp, "1.1.0"), make_bundle(tmp, "1.2.0")
+    cmd = op.send("d1", "deploy", bundle=inline(v110), rollout="r1")
+    done = op.result(cmd, ("deploy.deployed", "deploy.failed"))
+    assert done["kind"] == "deploy.deployed", done
+    assert done["detail"]["previous"] == "1.0.0" and np.isfinite(done["detail"]["health"]["latency_ms"])
+    assert agent.bundle_label == "kws-1.1.0" and agent.store.active().version == "1.1.0"
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        ref = {**inline(v120), "data": None, "url": f"http://127.0.0.1:{server.server_port}/{v120.name}"}
+        done = op.result(op.send("d1", "deploy", bundle=ref), ("deploy.deployed", "deploy.failed"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done["kind"] == "deploy.deployed", done
+    deadline = time.monotonic() + 5
+    while op.status.get("d1", {}).get("bundle", {}).get("version") != "1.2.0" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    status = op.status["d1"]
+    assert status["bundle"]["version"] == "1.2.0" and status["group"] == "canary"
+    jsonschema.validate(status, SCHEMAS["status"])
+    back = op.result(op.send("d1", "rollback"), ("rollback", "rollback.failed"))
+    assert back["detail"]["version"] == "1.1.0" and agent.bundle_label == "kws-1.1.0"
+    kinds = [e["kind"] for e in op.events]
+    assert kinds.count("bundle.activated") == 3 and "command.done" in kinds
+    for e in op.events:
+        jsonschema.validate(e, SCHEMAS["event"])
+
+
+def test_a_bundle_failing_its_health_check_is_rolled_back(
+    device: tuple[RunningAgent, Operator, Path],
+) -> None:
+    """A signed bundle whose network cannot take the front-end's spikes is activated, fails, and is undone."""
+    running, op, tmp = device
+    store = running.agent.store
+    broken = make_bundle(tmp, "2.0.0", inputs=SPEC.num_channels + 5)
+    failed = op.result(op.send("d1", "deploy", bundle=inline(broken)), ("deploy.deployed", "deploy.failed"))
+    assert failed["kind"] == "deploy.failed" and failed["level"] == "error"
+    assert failed["detail"]["rolled_back"] is True and failed["detail"]["active"] == "1.0.0"
+    assert "2.0.0" in failed["detail"]["reason"]
+    auto = next(e for e in op.events if e["kind"] == "rollback")
+    assert auto["detail"]["automatic"] is True and auto["detail"]["to_version"] == "1.0.0"
+    assert store.active().version == "1.0.0" and store.previous() is None  # the store is as it was
+    assert running.agent.bundle_label == "kws-1.0.0"  # the running pipeline never changed
+    assert op.status["d1"]["bundle"]["version"] == "1.0.0"
+
+
+def test_tampered_and_downgraded_bundles_are_refused(device: tuple[RunningAgent, Operator, Path]) -> None:
+    """A sha256 mismatch is refused before install; a lower version only with rollback = true."""
+    running, op, tmp = device
+    store = running.agent.store
+    ref = inline(make_bundle(tmp, "1.5.0"))
+    ref["sha256"] = hashlib.sha256(b"something else").hexdigest()
+    bad = op.result(op.send("d1", "deploy", bundle=ref), ("deploy.deployed", "deploy.failed"))
+    assert bad["kind"] == "deploy.failed" and bad["detail"]["stage"] == "verify"
+    assert "sha256 mismatch" in bad["detail"]["reason"]
+    assert [b.version for b in store.installed()] == ["1.0.0"]
+    (tmp / "k").mkdir()
+    foreign_bundle = make_bundle(tmp / "k", "1.6.0", key=SigningKey.generate())
+    foreign = op.result(
+        op.send("d1", "deploy", bundle=inline(foreign_bundle)), ("deploy.deployed", "deploy.failed")
+    )
+    assert foreign["kind"] == "deploy.failed"
+    assert foreign["detail"]["stage"] == "install"  # signed by an untrusted key
+    old = inline(make_bundle(tmp, "0.9.0"))
+    down = op.result(op.send("d1", "deploy", bundle=old), ("deploy.deployed", "deploy.failed"))
+    assert down["kind"] == "deploy.failed" and "lower than the active" in down["detail"]["reason"]
+    assert store.active().version == "1.0.0"
+    ok = op.result(op.send("d1", "deploy", bundle=old, rollback=True), ("deploy.deployed", "deploy.failed"))
+    assert ok["kind"] == "deploy.deployed" and store.active().version == "0.9.0"
+
+
+def test_fetch_bundle_reads_files_and_inline_data(tmp_path: Path) -> None:
+    """A bundle comes from a file:// URL or inline base64; a missing file and bad base64 are DeployErrors."""
+    path = make_bundle(tmp_path, "1.0.0")
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    by_url = BundleRef(name="kws", version="1.0.0", sha256=sha, url=path.resolve().as_uri())
+    assert fetch_bundle(by_url) == data
+    assert fetch_bundle(BundleRef(name="kws", version="1.0.0", sha256=sha, data=inline(path)["data"])) == data
+    with pytest.raises(DeployError, match="cannot fetch"):
+        fetch_bundle(BundleRef(name="kws", version="1", sha256=sha, url="file:///nonexistent/x.ekb"))
+    with pytest.raises(DeployError, match="base64"):
+        fetch_bundle(BundleRef(name="kws", version="1", sha256=sha, data="@@@"))
+    with pytest.raises(DeployError, match="max_bundle_bytes"):
+        fetch_bundle(by_url, max_bytes=10)
+    cmd = {"schema": "edgekws.cmd/1", "id": "x", "ts": 0, "type": "deploy"}
+    for bundle in ({"name": "k", "version": "1", "sha256": sha}, {**inline(path), "url": "ftp://h/x"}):
+        with pytest.raises(InvalidCommand):
+            parse_command("edgekws/v1/f/d/cmd/deploy", json.dumps({**cmd, "bundle": bundle}).encode())
+
+
+def test_health_check_enforces_the_latency_bound(tmp_path: Path) -> None:
+    """The self-test passes for a sound network and fails when a window takes longer than the bound."""
+    from edgekws.agent.backends._emulator import EmulatorBackend
+    from edgekws.packaging._bundle import open_bundle
+
+    bundle = open_bundle(make_bundle(tmp_path, "1.0.0"), [KEY.public_key])
+    model = bundle.extract(tmp_path / "m")
+
+    def make() -> EmulatorBackend:
+        return EmulatorBackend(model / "model" / "netx.h5")
+
+    ok = health_check(make, SPEC, list(LABELS), 200, "exp_weighted_mean", 5000.0)
+    assert ok["finite"] and ok["label"] in LABELS and ok["input_spikes"] > 0
+    with pytest.raises(DeployError, match="over the") as err:
+        health_check(make, SPEC, list(LABELS), 200, "exp_weighted_mean", 1e-6)
+    assert err.value.detail["stage"] == "health"
+
+
+def test_bundle_cli_installs_lists_and_rolls_back(tmp_path: Path) -> None:
+    """`bundle install` verifies and activates, refuses a downgrade without --rollback; `rollback` undoes."""
+    (tmp_path / "release.pub").write_bytes(KEY.public_key.to_pem())
+    v1, v2 = make_bundle(tmp_path, "1.0.0"), make_bundle(tmp_path, "1.1.0")
+    store = ["--store", str(tmp_path / "store"), "--trust", str(tmp_path / "release.pub")]
+    run = CliRunner().invoke
+    for bundle in (v1, v2):
+        assert run(main, ["bundle", "install", str(bundle), *store]).exit_code == 0
+    refused = run(main, ["bundle", "install", str(v1), *store])
+    assert refused.exit_code == 1 and "lower than the active" in refused.output
+    rows = [json.loads(line) for line in run(main, ["bundle", "list", *store, "--json"]).output.splitlines()]
+    assert [(r["version"], r["active"], r["previous"]) for r in rows] == [
+        ("1.0.0", False, True),
+        ("1.1.0", True, False),
+    ]
+    back = run(main, ["bundle", "rollback", *store, "--json"])
+    assert back.exit_code == 0 and json.loads(back.output)["version"] == "1.0.0"
+    again = run(main, ["bundle", "install", str(v1), *store, "--rollback", "--json"])
+    assert again.exit_code == 0 and json.loads(again.output)["active"]
+    untrusted = run(main, ["bundle", "install", str(v2), "--store", str(tmp_path / "store")])
+    assert untrusted.exit_code == 1 and "refusing" in untrusted.output
