@@ -3,10 +3,10 @@ and rollback commands, checks sha256, signature and health, and rolls back by it
 
 from __future__ import annotations
 
-import base64
 import functools
 import hashlib
 import http.server
+import importlib.util
 import json
 import threading
 import time
@@ -19,129 +19,37 @@ import jsonschema
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
-import soundfile as sf
 from click.testing import CliRunner
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edgekws.agent._cli import main
 from edgekws.agent._commands import BundleRef, InvalidCommand, parse_command
-from edgekws.agent._daemon import Agent
-from edgekws.agent._device_store import DeviceStore
-from edgekws.agent._frontend import FrontendSpec
 from edgekws.agent._rollout import DeployError, fetch_bundle, health_check
-from edgekws.packaging import NetworkSpec
-from edgekws.packaging._bundle import build_bundle
-from edgekws.packaging._fixedpoint import FixedPointLayer, FixedPointNetwork
-from edgekws.packaging._netx import write_netx
 from edgekws.packaging._signing import SigningKey
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = {p.name.split(".")[0]: json.loads(p.read_text()) for p in (REPO / "docs/schemas").glob("*.json")}
-SPEC = FrontendSpec(num_bands=8, thresholds_db=(-30.0, -15.0))
-LABELS = ("_silence_", "yes", "no")
-KEY = SigningKey.generate()
 
 
-def make_bundle(folder: Path, version: str, *, inputs: int | None = None, key: SigningKey = KEY) -> Path:
-    """A signed bundle of a small random network; ``inputs`` other than the front-end's breaks it."""
-    rng = np.random.default_rng(7)
-    c, h = inputs or SPEC.num_channels, 24
-    net = FixedPointNetwork(
-        (
-            FixedPointLayer(
-                rng.integers(-60, 120, size=(h, c)),
-                rng.integers(-40, 40, size=(h, h)),
-                i_decay=1000,
-                v_decay=200,
-                v_th_mant=600,
-                weight_scale=1 / 64,
-            ),
-            FixedPointLayer(
-                rng.integers(-80, 80, size=(3, h)), i_decay=1000, v_decay=200, weight_scale=1 / 8
-            ),
-        )
+def load_devices() -> Any:
+    """tests/agent/_devices.py as a module (the test folders are not packages)."""
+    spec = importlib.util.spec_from_file_location(
+        "edgekws_test_devices", Path(__file__).with_name("_devices.py")
     )
-    netx = write_netx(net, folder / f"netx-{version}-{c}.h5")
-    spec = NetworkSpec(num_inputs=c, hidden=(h,), num_outputs=3, num_steps=200, class_names=LABELS)
-    return build_bundle(
-        folder / f"kws-{version}{'-broken' if inputs else ''}.ekb",
-        name="kws",
-        version=version,
-        labels=LABELS,
-        frontend=SPEC.to_dict(),
-        network=spec.to_dict(),
-        files={"model/netx.h5": netx},
-        private_key=key,
-    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def write_agent_config(folder: Path, port: int, device: str, group: str | None = None) -> Path:
-    """An agent folder: store with kws-1.0.0, trusted key, a looping noise WAV, MQTT on; the config path."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "release.pub").write_bytes(KEY.public_key.to_pem())
-    DeviceStore(folder / "store", [KEY.public_key]).install(make_bundle(folder, "1.0.0"))
-    (folder / "audio").mkdir(exist_ok=True)
-    rng = np.random.default_rng(0)
-    sf.write(folder / "audio" / "a.wav", (0.2 * rng.standard_normal(8000)).astype(np.float32), 16000)
-    cfg = folder / "agent.toml"
-    cfg.write_text(
-        f"""
-[device]
-id = "{device}"
-fleet = "f1"
-{f'group = "{group}"' if group else ""}
-
-[store]
-dir = "store"
-trusted_keys = ["release.pub"]
-
-[source]
-type = "wav"
-path = "audio"
-loop = true
-
-[detection]
-lanes = 2
-threshold = 0.0001
-refractory_ms = 0
-min_input_rate_hz = 0
-ignore_labels = []
-
-[telemetry]
-interval_s = 0.3
-
-[telemetry.mqtt]
-enabled = true
-broker = "mqtt://127.0.0.1:{port}"
-delivery = "broker"
-outbox = "outbox.sqlite"
-
-[logging]
-level = "warning"
-"""
-    )
-    return cfg
-
-
-class RunningAgent:
-    """An Agent running in a thread (the same code as `edgekws-agent run`), stopped like SIGTERM does."""
-
-    def __init__(self, config: Path) -> None:
-        self.agent = Agent(config, env={})
-        self.thread = threading.Thread(target=self.agent.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            link = self.agent.link
-            if link is not None and link.connected.is_set():
-                return
-            time.sleep(0.02)
-        raise AssertionError("the agent did not connect to the broker")
-
-    def stop(self) -> None:
-        self.agent.request_stop()
-        self.thread.join(20)
-        assert not self.thread.is_alive()
+_d = load_devices()
+SPEC, LABELS, KEY = _d.SPEC, _d.LABELS, _d.KEY
+make_bundle, write_agent_config, RunningAgent, inline = (
+    _d.make_bundle,
+    _d.write_agent_config,
+    _d.RunningAgent,
+    _d.inline,
+)
 
 
 class Operator:
@@ -185,19 +93,8 @@ class Operator:
         self.client.loop_stop()
 
 
-def inline(path: Path) -> dict[str, Any]:
-    data = path.read_bytes()
-    return {
-        "name": "kws",
-        "version": path.stem.split("-")[1],
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "size": len(data),
-        "data": base64.b64encode(data).decode(),
-    }
-
-
 @pytest.fixture
-def device(tmp_path: Path, broker: Any) -> Iterator[tuple[RunningAgent, Operator, Path]]:
+def device(tmp_path: Path, broker: Any) -> Iterator[tuple[Any, Operator, Path]]:
     cfg = write_agent_config(tmp_path / "d1", broker.port, "d1", group="canary")
     op = Operator(broker.port)
     running = RunningAgent(cfg)
@@ -209,7 +106,7 @@ def device(tmp_path: Path, broker: Any) -> Iterator[tuple[RunningAgent, Operator
 
 
 def test_deploy_inline_and_over_http_then_rollback_command(
-    device: tuple[RunningAgent, Operator, Path],
+    device: tuple[Any, Operator, Path],
 ) -> None:
     """Inline and http deploys activate the new version (status updated); `rollback` goes back one."""
     running, op, tmp = device
@@ -245,7 +142,7 @@ def test_deploy_inline_and_over_http_then_rollback_command(
 
 
 def test_a_bundle_failing_its_health_check_is_rolled_back(
-    device: tuple[RunningAgent, Operator, Path],
+    device: tuple[Any, Operator, Path],
 ) -> None:
     """A signed bundle whose network cannot take the front-end's spikes is activated, fails, and is undone."""
     running, op, tmp = device
@@ -262,7 +159,7 @@ def test_a_bundle_failing_its_health_check_is_rolled_back(
     assert op.status["d1"]["bundle"]["version"] == "1.0.0"
 
 
-def test_tampered_and_downgraded_bundles_are_refused(device: tuple[RunningAgent, Operator, Path]) -> None:
+def test_tampered_and_downgraded_bundles_are_refused(device: tuple[Any, Operator, Path]) -> None:
     """A sha256 mismatch is refused before install; a lower version only with rollback = true."""
     running, op, tmp = device
     store = running.agent.store

@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -190,3 +191,103 @@ def watch(broker: Any, tls: dict[str, Any], refresh: float, once: bool, as_json:
         pass
     finally:
         ingest.stop()
+
+
+@fleet.command()
+@click.argument("bundle_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_broker_options
+@click.option("--devices", default=None, help="Comma-separated device ids (or FLEET/DEVICE) to deploy to.")
+@click.option("--group", default=None, help="Deploy to every device whose status names this group.")
+@click.option("--fleet", "fleet_name", default=None, help="Only devices of this fleet.")
+@click.option(
+    "--canary",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 100),
+    help="Percent of the devices that get the bundle first; the rest only if they succeed.",
+)
+@click.option("--rollback", is_flag=True, help="Allow deploying a version lower than a device's active one.")
+@click.option(
+    "--max-failure-rate",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Halt when more than this fraction of a wave fails (0: any failure halts).",
+)
+@click.option(
+    "--timeout", "timeout_s", default=120.0, show_default=True, type=float, help="Seconds to wait per wave."
+)
+@click.option(
+    "--url",
+    default=None,
+    help="Where devices fetch the bundle (file://, http://, https://); default: inline over MQTT when "
+    "small (--inline-max), else the file's file:// URL.",
+)
+@click.option(
+    "--inline-max",
+    default=1 * 2**20,
+    show_default=True,
+    type=int,
+    help="Largest bundle (bytes) sent inline, base64 in the command (at most 4 MiB).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the rollout report as JSON.")
+def deploy(
+    bundle_file: Path,
+    broker: Any,
+    tls: dict[str, Any],
+    devices: str | None,
+    group: str | None,
+    fleet_name: str | None,
+    canary: float,
+    rollback: bool,
+    max_failure_rate: float,
+    timeout_s: float,
+    url: str | None,
+    inline_max: int,
+    as_json: bool,
+) -> None:
+    """Roll a bundle out over MQTT: canary devices first, then the rest; halt when too many fail.
+
+    Each device fetches the bundle, checks its sha256, signature and hashes, activates it, runs a
+    health check and reports `deploy.deployed` or `deploy.failed` (after rolling itself back).
+    Downgrades are refused unless --rollback. Exit status 1 when the rollout halted or a device failed.
+
+    Example:
+
+        edgekws fleet deploy kws-1.2.0.ekb --group lab --canary 10 --broker mqtt://broker:1883
+
+        edgekws fleet deploy kws-1.1.0.ekb --devices box-1,box-2 --rollback --json
+    """
+    from edgekws.toolkit.fleet._rollout import RolloutError, run_rollout
+
+    if (devices is None) == (group is None):
+        raise click.UsageError("give --devices A,B or --group G")
+    try:
+        report = run_rollout(
+            broker,
+            bundle_file,
+            devices=[d.strip() for d in devices.split(",") if d.strip()] if devices else None,
+            group=group,
+            fleet=fleet_name,
+            canary_percent=canary,
+            rollback=rollback,
+            max_failure_rate=max_failure_rate,
+            timeout_s=timeout_s,
+            url=url,
+            inline_max_bytes=inline_max,
+            tls=tls,
+        )
+    except RolloutError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        b = report.bundle
+        click.echo(f"rollout {report.rollout}: {b['name']} {b['version']} ({report.transport})")
+        for d in report.devices:
+            why = f"  ({d.reason})" if d.reason else ""
+            click.echo(f"  {d.wave:6s} {d.fleet}/{d.device}: {d.version_before} -> {d.result}{why}")
+        if report.halted:
+            click.echo(f"halted: {report.reason}")
+    if not report.ok:
+        raise SystemExit(1)

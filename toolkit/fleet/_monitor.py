@@ -73,6 +73,7 @@ class DeviceState:
     fleet: str
     device: str
     online: bool | None = None
+    group: str | None = None  # rollout group, from the device's status
     bundle: dict[str, Any] | None = None
     backend: str | None = None
     boot: str | None = None
@@ -160,6 +161,7 @@ class FleetMonitor:
                 d = self._device(state["fleet"], state["device"])
                 for key in (
                     "online",
+                    "group",
                     "bundle",
                     "backend",
                     "boot",
@@ -252,6 +254,7 @@ class FleetMonitor:
 
     def _on_status(self, d: DeviceState, msg: dict[str, Any], now: float) -> None:
         d.online = msg.get("state") == "online"
+        d.group = msg.get("group", d.group)
         d.boot = msg.get("boot", d.boot)
         d.backend = msg.get("backend", d.backend)
         self._set_bundle(d, msg.get("bundle"))

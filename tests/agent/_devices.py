@@ -1,0 +1,151 @@
+"""Test helpers shared by tests/agent/test_rollout.py and tests/toolkit/test_fleet_rollout.py: signed bundles
+of a small random network, an agent folder with MQTT on, and an Agent running in a thread.
+
+Loaded by path (``load_devices()`` in each test file): the test folders are not packages.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from edgekws.agent._daemon import Agent
+from edgekws.agent._device_store import DeviceStore
+from edgekws.agent._frontend import FrontendSpec
+from edgekws.packaging import NetworkSpec
+from edgekws.packaging._bundle import build_bundle
+from edgekws.packaging._fixedpoint import FixedPointLayer, FixedPointNetwork
+from edgekws.packaging._netx import write_netx
+from edgekws.packaging._signing import SigningKey
+
+SPEC = FrontendSpec(num_bands=8, thresholds_db=(-30.0, -15.0))
+LABELS = ("_silence_", "yes", "no")
+KEY = SigningKey.generate()
+
+
+def make_bundle(folder: Path, version: str, *, inputs: int | None = None, key: SigningKey = KEY) -> Path:
+    """A signed bundle of a small random network; ``inputs`` other than the front-end's breaks it."""
+    rng = np.random.default_rng(7)
+    c, h = inputs or SPEC.num_channels, 24
+    net = FixedPointNetwork(
+        (
+            FixedPointLayer(
+                rng.integers(-60, 120, size=(h, c)),
+                rng.integers(-40, 40, size=(h, h)),
+                i_decay=1000,
+                v_decay=200,
+                v_th_mant=600,
+                weight_scale=1 / 64,
+            ),
+            FixedPointLayer(
+                rng.integers(-80, 80, size=(3, h)), i_decay=1000, v_decay=200, weight_scale=1 / 8
+            ),
+        )
+    )
+    netx = write_netx(net, folder / f"netx-{version}-{c}.h5")
+    spec = NetworkSpec(num_inputs=c, hidden=(h,), num_outputs=3, num_steps=200, class_names=LABELS)
+    return build_bundle(
+        folder / f"kws-{version}{'-broken' if inputs else ''}.ekb",
+        name="kws",
+        version=version,
+        labels=LABELS,
+        frontend=SPEC.to_dict(),
+        network=spec.to_dict(),
+        files={"model/netx.h5": netx},
+        private_key=key,
+    )
+
+
+def write_agent_config(
+    folder: Path,
+    port: int,
+    device: str,
+    group: str | None = None,
+    delivery: str = "broker",
+    realtime: bool = True,
+) -> Path:
+    """An agent folder: store with kws-1.0.0, trusted key, a looping noise WAV, MQTT on; the config path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "release.pub").write_bytes(KEY.public_key.to_pem())
+    DeviceStore(folder / "store", [KEY.public_key]).install(make_bundle(folder, "1.0.0"))
+    (folder / "audio").mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    sf.write(folder / "audio" / "a.wav", (0.2 * rng.standard_normal(8000)).astype(np.float32), 16000)
+    cfg = folder / "agent.toml"
+    cfg.write_text(
+        f"""
+[device]
+id = "{device}"
+fleet = "f1"
+{f'group = "{group}"' if group else ""}
+
+[store]
+dir = "store"
+trusted_keys = ["release.pub"]
+
+[source]
+type = "wav"
+path = "audio"
+loop = true
+realtime = {str(realtime).lower()}
+
+[detection]
+lanes = 2
+threshold = 0.0001
+refractory_ms = 0
+min_input_rate_hz = 0
+ignore_labels = []
+
+[telemetry]
+interval_s = 0.3
+
+[telemetry.mqtt]
+enabled = true
+broker = "mqtt://127.0.0.1:{port}"
+delivery = "{delivery}"
+outbox = "outbox.sqlite"
+
+[logging]
+level = "warning"
+"""
+    )
+    return cfg
+
+
+class RunningAgent:
+    """An Agent running in a thread (the same code as `edgekws-agent run`), stopped like SIGTERM does."""
+
+    def __init__(self, config: Path) -> None:
+        self.agent = Agent(config, env={})
+        self.thread = threading.Thread(target=self.agent.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            link = self.agent.link
+            if link is not None and link.connected.is_set():
+                return
+            time.sleep(0.02)
+        raise AssertionError("the agent did not connect to the broker")
+
+    def stop(self) -> None:
+        self.agent.request_stop()
+        self.thread.join(20)
+        assert not self.thread.is_alive()
+
+
+def inline(path: Path) -> dict[str, Any]:
+    data = path.read_bytes()
+    return {
+        "name": "kws",
+        "version": path.stem.split("-")[1],
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+        "data": base64.b64encode(data).decode(),
+    }

@@ -1,0 +1,351 @@
+"""Over-the-air rollouts: send ``cmd/deploy`` to canary devices, wait for their reports, then the rest.
+
+The protocol (docs/mqtt.md, "Rollouts"):
+
+1. **discover**: subscribe to ``edgekws/v1/+/+/status`` and ``.../event``; the broker hands over every
+   device's retained status (online/offline, bundle, backend, group). Targets are the named devices or
+   the devices of a group.
+2. **plan**: refuse the whole rollout if any target runs a higher version of the model unless
+   ``rollback`` (the device refuses it too); split the targets (sorted) into a canary wave
+   (``ceil(n * canary / 100)``, at least one when ``canary > 0``) and the rest.
+3. **per wave**: publish one ``deploy`` command per device (QoS 1, id ``<rollout>-<device>``) and wait up to
+   ``timeout_s`` for each device's ``deploy.deployed`` or ``deploy.failed`` event (``command.rejected`` and
+   silence count as failures). When the failure rate of the wave exceeds ``max_failure_rate`` the rollout
+   **halts**: later waves get nothing.
+
+Devices roll back by themselves when the new bundle fails its health check, so a halted rollout leaves
+the canaries on their old version; ``deploy --rollback`` with the old bundle undoes a completed one.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import ssl
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from edgekws.packaging._bundle import check_bundle, sha256_hex
+from edgekws.packaging._manifest import SemVer
+from edgekws.toolkit.fleet._monitor import BrokerUrl
+
+INLINE_MAX_BYTES = 4 * 2**20  # the device accepts inline bundles up to this size (agent/_commands.py)
+
+
+class RolloutError(ValueError):
+    """A rollout that cannot start (bad bundle, unknown devices, a refused downgrade); nothing was sent."""
+
+
+@dataclass
+class DeviceResult:
+    """What one device reported for its deploy command."""
+
+    fleet: str
+    device: str
+    wave: str  # canary | rest
+    result: str = "pending"  # deployed | failed | timeout | skipped
+    version_before: str | None = None
+    reason: str | None = None
+    rolled_back: bool = False
+    seconds: float | None = None
+
+
+@dataclass
+class RolloutReport:
+    """The outcome of a rollout: per-device results and whether it halted (and why)."""
+
+    rollout: str
+    bundle: dict[str, Any]
+    transport: str
+    devices: list[DeviceResult] = field(default_factory=list)
+    halted: bool = False
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.halted and all(d.result == "deployed" for d in self.devices)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rollout": self.rollout,
+            "bundle": self.bundle,
+            "transport": self.transport,
+            "ok": self.ok,
+            "halted": self.halted,
+            "reason": self.reason,
+            "devices": [asdict(d) for d in self.devices],
+        }
+
+
+def bundle_reference(
+    bundle_path: Path, url: str | None = None, inline_max_bytes: int = 1 * 2**20
+) -> dict[str, Any]:
+    """The ``bundle`` object of a deploy command: name, version, sha256, size and ``url`` or ``data``.
+
+    Without ``url``, a bundle up to ``inline_max_bytes`` travels inline (base64); a larger one is referred
+    to by its ``file://`` URL, which only works where devices share the file system.
+    """
+    data = bundle_path.read_bytes()
+    report = check_bundle(data)  # the manifest without trust: the devices verify the signature
+    if report.manifest is None or report.problems:
+        problems = "; ".join(str(p) for p in report.problems)
+        raise RolloutError(f"{bundle_path} would be refused by every device: {problems}")
+    ref: dict[str, Any] = {
+        "name": report.manifest.name,
+        "version": report.manifest.version,
+        "sha256": sha256_hex(data),
+        "size": len(data),
+    }
+    if url is not None:
+        if not url.startswith(("file://", "http://", "https://")):
+            raise RolloutError(f"--url must be a file://, http:// or https:// URL, got {url!r}")
+        ref["url"] = url
+    elif len(data) <= min(inline_max_bytes, INLINE_MAX_BYTES):
+        ref["data"] = base64.b64encode(data).decode()
+    else:
+        ref["url"] = bundle_path.resolve().as_uri()
+    return ref
+
+
+class _Session:
+    """One MQTT connection of the rollout tool: retained statuses and device events, as they arrive."""
+
+    def __init__(self, broker: BrokerUrl, tls: dict[str, Any] | None) -> None:
+        self.status: dict[tuple[str, str], dict[str, Any]] = {}
+        self.events: list[tuple[str, str, dict[str, Any]]] = []
+        self.changed = threading.Condition()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"edgekws-rollout-{uuid.uuid4().hex[:8]}",
+            protocol=MQTTProtocolVersion.MQTTv5,
+        )
+        if broker.username is not None:
+            self.client.username_pw_set(broker.username, broker.password)
+        if broker.tls:
+            tls = tls or {}
+            self.client.tls_set(
+                ca_certs=tls.get("ca_file"),
+                certfile=tls.get("cert_file"),
+                keyfile=tls.get("key_file"),
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        self.client.on_message = self._on_message
+        self.subscribed = threading.Event()
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        try:
+            self.client.connect(broker.host, broker.port, keepalive=30)
+        except (OSError, ssl.SSLError) as exc:
+            raise RolloutError(f"cannot reach the broker {broker.host}:{broker.port}: {exc}") from exc
+        self.client.loop_start()
+        self.client.subscribe([("edgekws/v1/+/+/status", 1), ("edgekws/v1/+/+/event", 1)])
+
+    def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        parts = msg.topic.split("/")
+        try:
+            body = json.loads(msg.payload)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return
+        if len(parts) != 5 or not isinstance(body, dict):
+            return
+        with self.changed:
+            if parts[4] == "status":
+                self.status[(parts[2], parts[3])] = body
+            else:
+                self.events.append((parts[2], parts[3], body))
+            self.changed.notify_all()
+
+    def publish(self, fleet: str, device: str, body: dict[str, Any]) -> None:
+        info = self.client.publish(f"edgekws/v1/{fleet}/{device}/cmd/deploy", json.dumps(body), qos=1)
+        info.wait_for_publish(10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _targets(
+    status: dict[tuple[str, str], dict[str, Any]],
+    devices: list[str] | None,
+    group: str | None,
+    fleet: str | None,
+) -> list[tuple[str, str]]:
+    known = sorted(k for k in status if fleet is None or k[0] == fleet)
+    if group is not None:
+        found = [k for k in known if status[k].get("group") == group]
+        if not found:
+            raise RolloutError(f"no device of group {group!r} has a status on the broker")
+        return found
+    problems, out = [], []
+    for name in devices or []:
+        want_fleet, _, dev = name.rpartition("/")
+        want_fleet = want_fleet or fleet or ""
+        hits = [k for k in known if k[1] == dev and (not want_fleet or k[0] == want_fleet)]
+        if len(hits) == 1:
+            out.append(hits[0])
+        elif len(hits) > 1:
+            problems.append(
+                f"{name} is in several fleets ({', '.join(f for f, _ in hits)}); write FLEET/{dev}"
+            )
+        elif want_fleet:
+            out.append((want_fleet, dev))  # never seen: send anyway (its version is unknown)
+        else:
+            problems.append(f"{name} has no status on the broker; give --fleet or write FLEET/{name}")
+    if problems:
+        raise RolloutError("cannot resolve the devices:\n  " + "\n  ".join(problems))
+    return sorted(set(out))
+
+
+def _downgrades(
+    targets: list[tuple[str, str]], status: dict[tuple[str, str], dict[str, Any]], ref: dict[str, Any]
+) -> list[str]:
+    new = SemVer.parse(ref["version"])
+    found = []
+    for key in targets:
+        bundle = (status.get(key) or {}).get("bundle") or {}
+        version = bundle.get("version")
+        if bundle.get("name") == ref["name"] and isinstance(version, str) and SemVer.parse(version) > new:
+            found.append(f"{key[0]}/{key[1]} runs {version}")
+    return found
+
+
+def run_rollout(
+    broker: BrokerUrl,
+    bundle_path: Path,
+    *,
+    devices: list[str] | None = None,
+    group: str | None = None,
+    fleet: str | None = None,
+    canary_percent: float = 0.0,
+    rollback: bool = False,
+    max_failure_rate: float = 0.0,
+    timeout_s: float = 120.0,
+    url: str | None = None,
+    inline_max_bytes: int = 1 * 2**20,
+    discover_s: float = 1.0,
+    tls: dict[str, Any] | None = None,
+) -> RolloutReport:
+    """Roll ``bundle_path`` out to ``devices`` (names or FLEET/NAME) or a ``group``, canaries first."""
+    if (devices is None) == (group is None):
+        raise RolloutError("give the target devices or a group (exactly one of them)")
+    if not 0 <= canary_percent <= 100 or not 0 <= max_failure_rate <= 1:
+        raise RolloutError("canary must be a percentage in [0, 100] and max_failure_rate a rate in [0, 1]")
+    ref = bundle_reference(bundle_path, url, inline_max_bytes)
+    session = _Session(broker, tls)
+    try:
+        session.subscribed.wait(5)
+        deadline = time.monotonic() + discover_s  # retained statuses arrive right after subscribing
+        wanted = {d.rpartition("/")[2] for d in devices or []}
+        while time.monotonic() < deadline:
+            if wanted and wanted <= {k[1] for k in session.status}:
+                break
+            time.sleep(0.02)
+        with session.changed:
+            status = dict(session.status)
+        targets = _targets(status, devices, group, fleet)
+        downgrades = _downgrades(targets, status, ref)
+        if downgrades and not rollback:
+            raise RolloutError(
+                f"refusing to downgrade to {ref['name']} {ref['version']}: "
+                + "; ".join(downgrades)
+                + "; pass --rollback to roll these devices back"
+            )
+        rollout_id = f"r-{uuid.uuid4().hex[:10]}"
+        n_canary = min(len(targets), math.ceil(len(targets) * canary_percent / 100)) if canary_percent else 0
+        report = RolloutReport(rollout_id, {k: v for k, v in ref.items() if k != "data"}, _transport(ref))
+        waves = [("canary", targets[:n_canary]), ("rest", targets[n_canary:])]
+        for wave, keys in waves:
+            results = [
+                DeviceResult(
+                    fleet=f,
+                    device=d,
+                    wave=wave,
+                    version_before=((status.get((f, d)) or {}).get("bundle") or {}).get("version"),
+                )
+                for f, d in keys
+            ]
+            report.devices += results
+            if report.halted:
+                for r in results:
+                    r.result, r.reason = "skipped", "the rollout halted"
+                continue
+            if not results:
+                continue
+            _run_wave(session, results, ref, rollout_id, rollback, timeout_s)
+            failed = sum(r.result != "deployed" for r in results)
+            rate = failed / len(results)
+            if rate > max_failure_rate:
+                report.halted = True
+                report.reason = (
+                    f"{failed} of {len(results)} {wave} device(s) failed (rate {rate:.2f} > "
+                    f"max {max_failure_rate:.2f}); the rollout halted"
+                )
+        return report
+    finally:
+        session.close()
+
+
+def _transport(ref: dict[str, Any]) -> str:
+    return "inline" if "data" in ref else str(ref["url"]).split("://")[0]
+
+
+def _run_wave(
+    session: _Session,
+    results: list[DeviceResult],
+    ref: dict[str, Any],
+    rollout_id: str,
+    rollback: bool,
+    timeout_s: float,
+) -> None:
+    """Send one deploy per device, then wait for every device's report (or the timeout)."""
+    by_id: dict[str, DeviceResult] = {}
+    with session.changed:
+        seen = len(session.events)
+    t0 = time.monotonic()
+    for r in results:
+        cmd_id = f"{rollout_id}-{r.device}"[:128]
+        body = {
+            "schema": "edgekws.cmd/1",
+            "id": cmd_id,
+            "ts": round(time.time(), 3),
+            "type": "deploy",
+            "bundle": ref,
+            "rollback": rollback,
+            "rollout": rollout_id,
+        }
+        session.publish(r.fleet, r.device, body)
+        by_id[cmd_id] = r
+    deadline = t0 + timeout_s
+    with session.changed:
+        while any(r.result == "pending" for r in results):
+            for fleet, device, event in session.events[seen:]:
+                detail = event.get("detail") or {}
+                hit = by_id.get(str(detail.get("command_id")))
+                if hit is None or (fleet, device) != (hit.fleet, hit.device) or hit.result != "pending":
+                    continue
+                r = hit
+                kind = event.get("kind")
+                if kind == "deploy.deployed":
+                    r.result = "deployed"
+                elif kind in ("deploy.failed", "command.rejected", "command.failed"):
+                    r.result = "failed"
+                    r.reason = str(detail.get("reason") or detail.get("error") or detail.get("problems"))
+                    r.rolled_back = bool(detail.get("rolled_back"))
+                else:
+                    continue
+                r.seconds = round(time.monotonic() - t0, 3)
+            seen = len(session.events)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            session.changed.wait(min(left, 0.5))
+    for r in results:
+        if r.result == "pending":
+            r.result, r.reason = "timeout", f"no report within {timeout_s:g} s"
