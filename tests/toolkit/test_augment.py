@@ -56,3 +56,33 @@ def test_augment_epoch_is_deterministic_and_adds_blends() -> None:
     for x, y in zip(a.units, b.units, strict=True):
         np.testing.assert_array_equal(x, y)
     assert augment_epoch(data, "none", 3, 0.5, 0.5, np.random.default_rng(4), 0.001) is data
+
+
+def test_shift_with_a_band_stride_keeps_each_events_level() -> None:
+    """With 4 level units per band, shifts move whole bands: every event keeps its channel modulo 4."""
+    rng = np.random.default_rng(0)
+    units = [rng.integers(0, 128, 200).astype(np.uint16) for _ in range(20)]
+    times = [np.sort(rng.random(200)).astype(np.float32) for _ in range(20)]
+    data = SpikeDataset(
+        times, units, np.zeros(20, np.int64), 128, ["a"], attrs={"frontend": {"num_bands": 32}}
+    )
+    shifted = shift_channels(data, 2, np.random.default_rng(1), stride=4)
+    moved = 0
+    for before, after, t_before, t_after in zip(
+        data.units, shifted.units, data.times, shifted.times, strict=True
+    ):
+        kept = np.isin(t_before, t_after)
+        offset = after.astype(int) - before[kept].astype(int)
+        assert len(set(offset.tolist())) <= 1 and all(o % 4 == 0 and abs(o) <= 8 for o in offset)
+        moved += int(len(offset) > 0 and offset[0] != 0)
+    assert moved > 0
+
+
+def test_channels_per_band_reads_the_front_end_spec() -> None:
+    """The training loop finds 4 units per band in data from the default front-end, 1 for SHD-style data."""
+    from edgekws.toolkit.train._loop import channels_per_band
+
+    raster = [np.zeros((10, 128), np.uint8)]
+    plain = SpikeDataset.from_raster(raster, [0], 0.001, ["a"])
+    tagged = SpikeDataset.from_raster(raster, [0], 0.001, ["a"], attrs={"frontend": '{"num_bands": 32}'})
+    assert (channels_per_band(plain), channels_per_band(tagged)) == (1, 4)

@@ -11,15 +11,20 @@ import numpy as np
 from edgekws.toolkit.data import SpikeDataset
 
 
-def shift_channels(data: SpikeDataset, max_shift: int, rng: np.random.Generator) -> SpikeDataset:
-    """Move every event of each sample by one random channel offset in ``[-max_shift, max_shift)``.
+def shift_channels(
+    data: SpikeDataset, max_shift: int, rng: np.random.Generator, stride: int = 1
+) -> SpikeDataset:
+    """Move every event of each sample by one random offset of ``stride * k`` channels, ``k`` in
+    ``[-max_shift, max_shift)``.
 
-    The offset is drawn per sample as ``np.random.randint(-max_shift, max_shift)`` in the paper;
-    events shifted outside ``0..num_channels-1`` are dropped.
+    The offset is drawn per sample as ``np.random.randint(-max_shift, max_shift)`` in the paper (SHD's 700
+    channels lie on one tonotopic axis, ``stride`` 1). edgekws' front-end interleaves ``stride`` level units
+    per band (channel ``band * stride + level``), so a shift moves whole bands and keeps each event's level.
+    Events shifted outside ``0..num_channels-1`` are dropped.
     """
     if max_shift <= 0:
         return data
-    offsets = rng.integers(-max_shift, max_shift, size=len(data))
+    offsets = rng.integers(-max_shift, max_shift, size=len(data)) * int(stride)
     times, units = [], []
     for t, u, off in zip(data.times, data.units, offsets, strict=True):
         shifted = u.astype(np.int64) + int(off)
@@ -80,6 +85,7 @@ def augment_epoch(
     blend_p: float,
     rng: np.random.Generator,
     dt: float,
+    stride: int = 1,
 ) -> SpikeDataset:
     """The training set of one epoch: the originals (plus blends for ``shift-blend``), then shifted."""
     if mode == "none":
@@ -87,7 +93,7 @@ def augment_epoch(
     if mode == "shift-blend" and blend_fraction > 0:
         blends = blend_same_class(data, round(blend_fraction * len(data)), blend_p, rng, dt)
         data = _concat(data, blends)
-    return shift_channels(data, max_shift, rng)
+    return shift_channels(data, max_shift, rng, stride)
 
 
 def _with_events(

@@ -220,16 +220,30 @@ def _boost_silent(
     return params
 
 
+def channels_per_band(data: SpikeDataset) -> int:
+    """Level units per frequency band of the data's front-end (1 for SHD-style data without one)."""
+    frontend = data.attrs.get("frontend")
+    if isinstance(frontend, str):
+        frontend = json.loads(frontend)
+    if isinstance(frontend, dict) and frontend.get("num_bands"):
+        per_band = data.num_channels // int(frontend["num_bands"])
+        if per_band * int(frontend["num_bands"]) == data.num_channels:
+            return per_band
+    return 1
+
+
 def _epoch_data(train_data: SpikeDataset, config: TrainConfig, epoch: int, dt_s: float) -> tuple[Any, Any]:
     rng = np.random.default_rng([config.seed, epoch])
+    stride = channels_per_band(train_data)
     data = augment_epoch(
         train_data,
         config.augment,
-        config.max_shift(train_data.num_channels),
+        config.max_shift(train_data.num_channels // stride),
         config.blend_fraction,
         config.blend_p,
         rng,
         dt_s,
+        stride,
     )
     return data, rng.permutation(len(data))
 
