@@ -171,7 +171,7 @@ class DetectionConfig(_Model):
     """The streaming keyword spotter (see docs/agent.md for the scheme)."""
 
     lanes: int = Field(
-        default=10,
+        default=20,
         ge=1,
         le=100,
         description="Staggered network instances; a window ends every window/lanes (more lanes: "

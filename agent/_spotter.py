@@ -56,7 +56,7 @@ class StreamingBackend(Protocol):
 class SpotterConfig:
     """The streaming scheme's parameters (the ``[detection]`` config section)."""
 
-    lanes: int = 10
+    lanes: int = 20
     threshold: float = 0.5
     smoothing: int = 2
     refractory_ms: float = 1000.0

@@ -53,7 +53,7 @@ def test_minimal_config_gets_defaults_and_relative_paths(tmp_path: Path) -> None
     assert cfg.store.dir == tmp_path.resolve() / "bundles"
     assert isinstance(cfg.source, WavSourceConfig) and cfg.source.path == tmp_path.resolve() / "audio"
     assert cfg.backends == [EmulatorBackendConfig(type="emulator")]
-    assert cfg.detection.lanes == 10 and cfg.source.realtime is True
+    assert cfg.detection.lanes == 20 and cfg.source.realtime is True
 
 
 def test_every_problem_is_reported_with_its_line_and_fix(tmp_path: Path) -> None:
