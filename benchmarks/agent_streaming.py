@@ -26,14 +26,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import json
-import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from _common import RESULTS, load_average, machine, write_results
 
 from edgekws.agent._frontend import FrontendSpec
 from edgekws.agent._sources import AudioChunk
@@ -41,7 +39,6 @@ from edgekws.agent._spotter import Spotter, SpotterConfig
 from edgekws.agent.backends._emulator import EmulatorBackend
 from edgekws.packaging._fixedpoint import FixedPointLayer, FixedPointNetwork
 
-OUT = Path(__file__).parent / "results"
 SECONDS = float(os.environ.get("BENCH_SECONDS", "60"))  # ~50 keyword ends: stable latency medians
 CHUNK_MS = 20
 # (hidden, lanes, chunk ms, kernel)
@@ -51,13 +48,6 @@ CASES = [(h, k, CHUNK_MS, "numba") for h in (256, 512) for k in (1, 5, 10, 20)] 
     (256, 10, CHUNK_MS, "numpy"),
     (256, 20, CHUNK_MS, "numpy"),
 ]
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def network(channels: int, hidden: int, outputs: int = 20, seed: int = 0) -> FixedPointNetwork:
@@ -172,7 +162,7 @@ def hidden_rate(hidden: int, audio: np.ndarray) -> float:
 def main() -> None:
     core = min(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {core})
-    load_start = os.getloadavg()[0]
+    load_start = load_average()
     audio, ends = speechlike(SECONDS)
     spec = FrontendSpec()
     from edgekws.agent._frontend import Frontend
@@ -186,24 +176,14 @@ def main() -> None:
         rows.append(r)
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}), flush=True)
     doc: dict[str, Any] = {
-        "machine": {
-            "platform": platform.platform(),
-            "cpu": cpu_model(),
-            "cores": os.cpu_count(),
-            "python": sys.version.split()[0],
-            "numpy": np.__version__,
-            "blas_threads": 1,
-            "pinned_core": core,
-        },
+        "machine": machine(blas_threads=1, pinned_core=core),
         "audio_s": audio.size / 16000,
         "load_average_1min_at_start": load_start,
-        "load_average_1min_at_end": os.getloadavg()[0],
+        "load_average_1min_at_end": load_average(),
         "input_rate_hz": float(spikes.mean() * 1000),
         "frontend_only_rtf": fe_rtf,
         "results": rows,
     }
-    OUT.mkdir(exist_ok=True)
-    (OUT / "agent_streaming.json").write_text(json.dumps(doc, indent=2) + "\n")
     lines = [
         "# agent_streaming: front-end + K staggered lanes on the emulator, one core",
         "",
@@ -230,7 +210,8 @@ def main() -> None:
     compile_s = max(r["compile_or_cache_load_s"] for r in rows if r["kernel"] == "numba")
     lines += [
         "",
-        f"1-min load average at start / end: {load_start:.1f} / {os.getloadavg()[0]:.1f} (shared 2-core box: "
+        f"1-min load average at start / end: {load_start:.1f} / {doc['load_average_1min_at_end']:.1f} "
+        "(shared 2-core box: "
         "wall times inflated). numba kernel compile or cache load before timing: at most "
         f"{compile_s:.2f} s per backend.",
     ]
@@ -238,7 +219,7 @@ def main() -> None:
         "",
         "Reproduce: `.venv/bin/python benchmarks/agent_streaming.py` (BENCH_SECONDS=60 by default).",
     ]
-    (OUT / "agent_streaming.md").write_text("\n".join(lines) + "\n")
+    write_results(RESULTS / "agent_streaming.json", doc, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -12,28 +12,16 @@ Run: .venv/bin/python benchmarks/bundle.py   (writes benchmarks/results/bundle.j
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import statistics
 import time
-from pathlib import Path
 from typing import Any
+
+from _common import RESULTS, machine, write_results
 
 from edgekws.packaging import InvalidBundle, Lineage, Manifest, Metrics, SigningKey, bundle_bytes, open_bundle
 
-OUT = Path(__file__).parent / "results"
 KEY = SigningKey(bytes(range(32)))
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def manifest(labels: int = 20) -> Manifest:
@@ -123,14 +111,11 @@ def every_bit() -> dict[str, Any]:
 
 def main() -> None:
     result: dict[str, Any] = {
-        "machine": {"platform": platform.platform(), "cpu": cpu_model(), "cores": os.cpu_count(),
-                    "python": platform.python_version()},
+        "machine": machine(),
         "overhead": overhead(),
         "timing": timing(),
         "every_bit": every_bit(),
-    }  # fmt: skip
-    OUT.mkdir(exist_ok=True)
-    (OUT / "bundle.json").write_text(json.dumps(result, indent=2) + "\n")
+    }
     lines = [
         "# Bundle format benchmark",
         "",
@@ -158,7 +143,7 @@ def main() -> None:
         f"{len(eb['other_exceptions'])} other exceptions ({eb['seconds']} s).",
         "",
     ]
-    (OUT / "bundle.md").write_text("\n".join(lines))
+    write_results(RESULTS / "bundle.json", result, "\n".join(lines))
     print("\n".join(lines))
 
 

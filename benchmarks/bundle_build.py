@@ -13,14 +13,13 @@ Run: .venv/bin/python benchmarks/bundle_build.py   (writes benchmarks/results/bu
 from __future__ import annotations
 
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import RESULTS, machine, write_results
 
 from edgekws.agent import FrontendSpec
 from edgekws.packaging import write_keypair
@@ -29,20 +28,9 @@ from edgekws.toolkit.data import SpikeDataset
 from edgekws.toolkit.train import TrainConfig, init_params
 from edgekws.toolkit.train._loop import _run_info, atomic_savez, write_run_info
 
-OUT = Path(__file__).parent / "results"
 C, H, K, T = 128, 256, 20, 1000  # inputs, hidden, classes, steps
 EVAL_SAMPLES = 64
 INPUT_GAIN = 3.0  # the initial input weights x3 make the hidden layer fire (~23 Hz on this input)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def dataset(n: int, seed: int) -> SpikeDataset:
@@ -99,13 +87,10 @@ def main() -> dict[str, Any]:
         "build_with_eval_s": round(eval_s, 2),
         "eval_samples": EVAL_SAMPLES,
         "eval_metrics": evaluated.manifest["metrics"],
-        "machine": {"platform": platform.platform(), "cpu": cpu_model(), "cores": os.cpu_count(),
-                    "python": platform.python_version()},
+        "machine": machine(),
     }  # fmt: skip
-    OUT.mkdir(exist_ok=True)
-    (OUT / "bundle_build.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     rows = "\n".join(f"| `{p}` | {s:,} |" for p, s in plain.files.items())
-    (OUT / "bundle_build.md").write_text(
+    markdown = (
         f"# Bundle of the reference network (`.venv/bin/python benchmarks/bundle_build.py`)\n\n"
         f"C = {C} → {H} recurrent → {K}, {weights:,} weights, random init with input weights x{INPUT_GAIN:g} "
         "(sizes do not depend on training).\n\n"
@@ -117,6 +102,7 @@ def main() -> dict[str, Any]:
         f"Machine: {doc['machine']['cpu']}, {doc['machine']['cores']} cores (shared), "
         f"Python {doc['machine']['python']}.\n"
     )
+    write_results(RESULTS / "bundle_build.json", doc, markdown, sort_keys=True)
     return doc
 
 

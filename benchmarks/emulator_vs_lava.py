@@ -21,7 +21,6 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -30,11 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import RESULTS, load_average, machine, write_results
 
 from edgekws.agent.backends import EmulatorBackend, LavaBackend
 from edgekws.packaging import FixedPointLayer, FixedPointNetwork, write_netx
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def make_net(channels: int, hidden: int, outputs: int = 20, seed: int = 0) -> FixedPointNetwork:
@@ -75,16 +73,6 @@ def numba_version() -> str | None:
     except ImportError:
         return None
     return str(numba.__version__)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 KERNELS = ("numba", "numpy")
@@ -137,7 +125,7 @@ def main() -> None:
     except ImportError:
         channel_counts = [700]
     all_cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    load_start = os.getloadavg()[0]
+    load_start = load_average()
     compile_info = compile_times()
     print(json.dumps(compile_info))
     rows = []
@@ -231,25 +219,15 @@ def main() -> None:
     result: dict[str, Any] = {
         "benchmark": "emulator_vs_lava",
         "command": ".venv-lava/bin/python benchmarks/emulator_vs_lava.py",
-        "machine": {
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-            "numpy": np.__version__,
-            "cpu": cpu_model(),
-            "cores": os.cpu_count(),
-            "emulator_pinned_core": core,
-            "numba": numba_version(),
-        },
-        "load_average_1min_at_start": round(load_start, 2),
-        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+        "machine": machine(emulator_pinned_core=core, numba=numba_version()),
+        "load_average_1min_at_start": load_start,
+        "load_average_1min_at_end": load_average(),
         "numba_kernel_compile": compile_info,
         "lava_vs_emulator_256": rows,
         "emulator_batch1_latency_512": latency,
     }
     if args.quick:
         return
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "emulator_vs_lava.json").write_text(json.dumps(result, indent=2) + "\n")
     m = result["machine"]
     lines = [
         "# Emulator vs Lava fixed_pt",
@@ -298,7 +276,7 @@ def main() -> None:
         f"{c['cached_compile_s']} s from numba's on-disk cache; `import edgekws.agent.backends` "
         f"{c['cold_import_s']} / {c['cached_import_s']} s.",
     ]
-    (RESULTS / "emulator_vs_lava.md").write_text("\n".join(lines) + "\n")
+    write_results(RESULTS / "emulator_vs_lava.json", result, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

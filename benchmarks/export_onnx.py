@@ -18,22 +18,19 @@ Writes ``benchmarks/results/export_onnx.json`` and ``export_onnx.md``.
 
 from __future__ import annotations
 
-import json
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 import onnxruntime as ort
+from _common import RESULTS, machine, write_results
 
 from edgekws.agent.backends import OnnxBackend
 from edgekws.packaging import NetworkSpec
 from edgekws.toolkit.export import export_nir, export_onnx, export_onnx_streaming
 from edgekws.toolkit.train._model import init_params, simulate
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SPEC = NetworkSpec(num_inputs=128, hidden=(256,), recurrent=(True,), num_outputs=20)
 SEEDS = 8
 REPEATS = 20
@@ -105,32 +102,19 @@ def timings(model: bytes) -> dict[str, float]:
     }
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
 def main() -> None:
     params = {k: np.asarray(v) for k, v in init_params(SPEC, jax.random.PRNGKey(0)).items()}
     sequence, streaming = export_onnx(params, SPEC), export_onnx_streaming(params, SPEC)
     nir_bytes, _ = export_nir(params, SPEC)
     sizes = {"onnx_sequence": len(sequence), "onnx_streaming": len(streaming), "nir": len(nir_bytes)}
     results = {
-        "machine": {
-            "platform": platform.platform(),
-            "cpu": cpu_model(),
-            "cores": __import__("os").cpu_count(),
-        },
+        "machine": machine(),
         "versions": {"onnxruntime": ort.__version__, "jax": jax.__version__, "numpy": np.__version__},
         "spec": SPEC.to_dict(),
         "sizes_bytes": sizes,
         "parity": {"init": parity(1.0), "init_x5": parity(5.0)},
         "latency_cpu_1thread": timings(streaming),
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "export_onnx.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [
         "# ONNX / NIR export (C=128 → 256 rec → 20)",
         "",
@@ -167,7 +151,7 @@ def main() -> None:
         f"(median {lat['step_10_median_ms']:.3f}).",
         "",
     ]
-    (RESULTS / "export_onnx.md").write_text("\n".join(lines))
+    write_results(RESULTS / "export_onnx.json", results, "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -18,7 +18,6 @@ import argparse
 import getpass
 import json
 import os
-import platform
 import resource
 import socket
 import subprocess
@@ -26,6 +25,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import RESULTS, machine, write_results
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -35,16 +36,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def publisher(port: int, first: int, count: int, rate: float, seconds: float) -> None:
@@ -176,15 +167,15 @@ def run_step(
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--publisher":
-        port, first, count, rate, seconds = sys.argv[2:7]
-        publisher(int(port), int(first), int(count), float(rate), float(seconds))
+        args_port, first, count, rate, seconds = sys.argv[2:7]
+        publisher(int(args_port), int(first), int(count), float(rate), float(seconds))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--devices", type=int, default=100)
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--rates", type=float, nargs="+", default=[1000.0, 2000.0, 4000.0])
     ap.add_argument("--seconds", type=float, default=8.0)
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "fleet_load.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "fleet_load.json")
     args = ap.parse_args()
 
     from edgekws.toolkit.fleet import BrokerUrl, FleetMonitor, FleetStore, MqttIngest
@@ -218,12 +209,7 @@ def main() -> None:
     result = {
         "benchmark": "fleet_load",
         "command": "benchmarks/fleet_load.py " + " ".join(sys.argv[1:]),
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpu": cpu_model(),
-            "cores": os.cpu_count(),
-        },
+        "machine": machine(),
         "broker": subprocess.run(
             ["/usr/sbin/mosquitto", "-h"], capture_output=True, text=True
         ).stdout.splitlines()[0],
@@ -232,8 +218,6 @@ def main() -> None:
         "best_lossless_ingest_msgs_per_s": max((s["ingest_msgs_per_s"] for s in clean), default=None),  # type: ignore[type-var]
         "monitor_peak_rss_mb": round(rss_mb, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         "# fleet_load: monitor ingest under a simulated fleet",
         "",
@@ -258,7 +242,7 @@ def main() -> None:
         "PUBACKs and "
         "per-device cmd/ack.",
     ]
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_results(args.out, result, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

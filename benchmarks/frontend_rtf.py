@@ -27,22 +27,18 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import io
 import itertools
-import json
-import platform
 import statistics
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import scipy
 import soundfile as sf
+from _common import RESULTS, machine, write_results
 
 from edgekws.agent import Frontend, FrontendSpec, encode
 from edgekws.agent._audio import prepare
 
-RESULTS = Path(__file__).resolve().parent / "results"
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 VOICES = [
     ("en-gb", 175),
@@ -63,26 +59,6 @@ SPECS = {
     "32x4 = 128 (default)": FrontendSpec(),
     "64x4 = 256": FrontendSpec(num_bands=64),
 }
-
-
-def machine() -> dict[str, object]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "pinned_to_cpu": 0,
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-    }
 
 
 def say(text: str, voice: str, speed: int) -> tuple[np.ndarray, int]:
@@ -190,7 +166,7 @@ def main() -> None:
     result = {
         "benchmark": "frontend_rtf",
         "command": ".venv/bin/python benchmarks/frontend_rtf.py",
-        "machine": machine(),
+        "machine": machine(pinned_to_cpu=0, scipy=scipy.__version__),
         "default_spec": FrontendSpec().to_dict(),
         "audio": f"{audio_s:.1f} s of espeak-ng digits (8 voices), resampled to 16 kHz",
         "rtf": rtf,
@@ -199,9 +175,7 @@ def main() -> None:
         "loudness_spike_counts": {"speech_10_digits": loud, "speech_spikes_per_s": round(speech_rate, 1)},
         "noise_spikes_per_s": noise,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "frontend_rtf.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "frontend_rtf.md").write_text(markdown(result))
+    write_results(RESULTS / "frontend_rtf.json", result, markdown(result))
     print(f"wrote {RESULTS / 'frontend_rtf.json'}")
 
 

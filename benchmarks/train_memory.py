@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -28,7 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from _common import RESULTS, machine, write_results
+
 BATCH = 32
 EPOCH_SAMPLES = 3000
 SPIKE_P = 0.05
@@ -114,25 +114,11 @@ def _run_child(method: str, steps_t: int, hidden: int, repeats: int, timeout: fl
 
 
 def _machine() -> dict[str, object]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import jax
 
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "jax": jax.__version__,
-        "jax_backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
-    }
+    return machine(
+        jax=jax.__version__, jax_backend=jax.default_backend(), devices=[str(d) for d in jax.devices()]
+    )
 
 
 def _code_state() -> dict[str, str]:
@@ -261,9 +247,7 @@ def main() -> None:
         "rows": rows,
         "summary": _summary(rows, grid_t, grid_h),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "train_memory.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "train_memory.md").write_text(_markdown(result))
+    write_results(RESULTS / "train_memory.json", result, _markdown(result))
     print(_markdown(result))
 
 

@@ -1,0 +1,55 @@
+"""What every benchmark shares: the machine a result was measured on, and writing the result files.
+
+The benchmarks run as scripts (``.venv/bin/python benchmarks/<name>.py``), so Python puts this folder first
+on ``sys.path`` and ``from _common import ...`` finds this module without installing anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what ``platform`` knows, else ``"unknown"``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def load_average() -> float:
+    """The 1-minute load average, rounded to two decimals (the machine is shared: say how busy it was)."""
+    return round(os.getloadavg()[0], 2)
+
+
+def machine(**extra: Any) -> dict[str, Any]:
+    """Platform, CPU model, cores, 1-min load average, Python and numpy versions, plus ``extra`` fields."""
+    import numpy as np
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "load_average_1min": load_average(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+    info.update(extra)
+    return info
+
+
+def write_results(json_path: Path, doc: Any, markdown: str, *, sort_keys: bool = False) -> Path:
+    """Write ``doc`` as indented JSON to ``json_path`` and ``markdown`` next to it (same name, ``.md``)."""
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(doc, indent=2, sort_keys=sort_keys) + "\n")
+    json_path.with_suffix(".md").write_text(markdown)
+    return json_path
