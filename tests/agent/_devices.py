@@ -1,7 +1,8 @@
-"""Test helpers shared by tests/agent/test_rollout.py and tests/toolkit/test_fleet_rollout.py: signed bundles
-of a small random network, an agent folder with MQTT on, and an Agent running in a thread.
+"""Test helpers shared by the agent and fleet tests: the small test front-end and network, signed bundles of
+it, an agent folder with MQTT on, and an Agent running in a thread.
 
-Loaded by path (``load_devices()`` in each test file): the test folders are not packages.
+The test folders are not packages: pytest puts tests/agent on ``sys.path`` (``pythonpath`` in
+pyproject.toml), so test files ``from _devices import ...``.
 """
 
 from __future__ import annotations
@@ -30,26 +31,35 @@ LABELS = ("_silence_", "yes", "no")
 KEY = SigningKey.generate()
 
 
-def make_bundle(folder: Path, version: str, *, inputs: int | None = None, key: SigningKey = KEY) -> Path:
-    """A signed bundle of a small random network; ``inputs`` other than the front-end's breaks it."""
-    rng = np.random.default_rng(7)
-    c, h = inputs or SPEC.num_channels, 24
-    net = FixedPointNetwork(
+def small_network(channels: int | None = None, *, hidden: int = 24, seed: int = 7) -> FixedPointNetwork:
+    """A random ``channels`` → ``hidden`` recurrent → 3 network that fires on noise (``SPEC``'s channels
+    by default)."""
+    rng = np.random.default_rng(seed)
+    c = channels or SPEC.num_channels
+    return FixedPointNetwork(
         (
             FixedPointLayer(
-                rng.integers(-60, 120, size=(h, c)),
-                rng.integers(-40, 40, size=(h, h)),
+                rng.integers(-60, 120, size=(hidden, c)),
+                rng.integers(-40, 40, size=(hidden, hidden)),
                 i_decay=1000,
                 v_decay=200,
                 v_th_mant=600,
                 weight_scale=1 / 64,
             ),
             FixedPointLayer(
-                rng.integers(-80, 80, size=(3, h)), i_decay=1000, v_decay=200, weight_scale=1 / 8
+                rng.integers(-80, 80, size=(len(LABELS), hidden)),
+                i_decay=1000,
+                v_decay=200,
+                weight_scale=1 / 8,
             ),
         )
     )
-    netx = write_netx(net, folder / f"netx-{version}-{c}.h5")
+
+
+def make_bundle(folder: Path, version: str, *, inputs: int | None = None, key: SigningKey = KEY) -> Path:
+    """A signed bundle of ``small_network()``; ``inputs`` other than the front-end's breaks it."""
+    c, h = inputs or SPEC.num_channels, 24
+    netx = write_netx(small_network(c, hidden=h), folder / f"netx-{version}-{c}.h5")
     spec = NetworkSpec(num_inputs=c, hidden=(h,), num_outputs=3, num_steps=200, class_names=LABELS)
     return build_bundle(
         folder / f"kws-{version}{'-broken' if inputs else ''}.ekb",

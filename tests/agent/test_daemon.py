@@ -14,43 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from _devices import KEY, LABELS, make_bundle, small_network
 from click.testing import CliRunner
 
 from edgekws.agent._cli import main
 from edgekws.agent._config import parse_config
 from edgekws.agent._daemon import Agent, NoBackend, choose_backend, sd_notify, watchdog_interval
 from edgekws.agent._device_store import DeviceStore
-from edgekws.agent._frontend import FrontendSpec
-from edgekws.packaging import NetworkSpec
-from edgekws.packaging._bundle import build_bundle
-from edgekws.packaging._fixedpoint import FixedPointLayer, FixedPointNetwork
 from edgekws.packaging._netx import write_netx
 from edgekws.packaging._signing import SigningKey
 
-SPEC = FrontendSpec(num_bands=8, thresholds_db=(-30.0, -15.0))
-LABELS = ("_silence_", "yes", "no")
 AGENT = Path(sys.executable).parent / "edgekws-agent"
-KEY = SigningKey.generate()
-
-
-def _network() -> FixedPointNetwork:
-    rng = np.random.default_rng(7)
-    c, h = SPEC.num_channels, 24
-    return FixedPointNetwork(
-        (
-            FixedPointLayer(
-                rng.integers(-60, 120, size=(h, c)),
-                rng.integers(-40, 40, size=(h, h)),
-                i_decay=1000,
-                v_decay=200,
-                v_th_mant=600,
-                weight_scale=1 / 64,
-            ),
-            FixedPointLayer(
-                rng.integers(-80, 80, size=(3, h)), i_decay=1000, v_decay=200, weight_scale=1 / 8
-            ),
-        )
-    )
 
 
 def _setup(
@@ -63,20 +37,7 @@ def _setup(
     extra: str = "",
 ) -> Path:
     """A store with an installed bundle, a trusted key, noise WAVs and a config; returns the config path."""
-    netx = write_netx(_network(), tmp_path / "netx.h5")
-    net = NetworkSpec(
-        num_inputs=SPEC.num_channels, hidden=(24,), num_outputs=3, num_steps=200, class_names=LABELS
-    )
-    bundle = build_bundle(
-        tmp_path / "kws-1.0.0.ekb",
-        name="kws",
-        version="1.0.0",
-        labels=LABELS,
-        frontend=SPEC.to_dict(),
-        network=net.to_dict(),
-        files={"model/netx.h5": netx},
-        private_key=KEY,
-    )
+    bundle = make_bundle(tmp_path, "1.0.0")
     (tmp_path / "release.pub").write_bytes(KEY.public_key.to_pem())
     if install:
         DeviceStore(tmp_path / "store", [KEY.public_key]).install(bundle)
@@ -137,7 +98,7 @@ def test_missing_runtimes_are_skipped_with_a_reason(tmp_path: Path) -> None:
     """A backend whose model file is absent is reported and the next one in order is used."""
     model_dir = tmp_path / "m"
     (model_dir / "model").mkdir(parents=True)
-    write_netx(_network(), model_dir / "model" / "netx.h5")
+    write_netx(small_network(), model_dir / "model" / "netx.h5")
     cfg = parse_config(
         {
             "device": {"id": "x"},

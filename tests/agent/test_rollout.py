@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
-import importlib.util
 import json
 import threading
 import time
@@ -19,6 +18,7 @@ import jsonschema
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
+from _devices import KEY, LABELS, SPEC, RunningAgent, inline, make_bundle, write_agent_config
 from click.testing import CliRunner
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
@@ -29,27 +29,6 @@ from edgekws.packaging._signing import SigningKey
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = {p.name.split(".")[0]: json.loads(p.read_text()) for p in (REPO / "docs/schemas").glob("*.json")}
-
-
-def load_devices() -> Any:
-    """tests/agent/_devices.py as a module (the test folders are not packages)."""
-    spec = importlib.util.spec_from_file_location(
-        "edgekws_test_devices", Path(__file__).with_name("_devices.py")
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_d = load_devices()
-SPEC, LABELS, KEY = _d.SPEC, _d.LABELS, _d.KEY
-make_bundle, write_agent_config, RunningAgent, inline = (
-    _d.make_bundle,
-    _d.write_agent_config,
-    _d.RunningAgent,
-    _d.inline,
-)
 
 
 class Operator:

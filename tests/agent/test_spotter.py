@@ -6,39 +6,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _devices import LABELS as _LABELS
+from _devices import SPEC, small_network
 
 from edgekws.agent._decision import decide
 from edgekws.agent._frontend import FrontendSpec
 from edgekws.agent._sources import AudioChunk
 from edgekws.agent._spotter import Spotter, SpotterConfig, WindowScore
 from edgekws.agent.backends._emulator import EmulatorBackend
-from edgekws.packaging._fixedpoint import FixedPointLayer, FixedPointNetwork
+from edgekws.packaging._fixedpoint import FixedPointNetwork
 
-SPEC = FrontendSpec(num_bands=8, thresholds_db=(-30.0, -15.0))  # 16 channels: small and fast
-LABELS = ["_silence_", "yes", "no"]
-
-
-def _network(seed: int = 0, hidden: int = 24) -> FixedPointNetwork:
-    rng = np.random.default_rng(seed)
-    c = SPEC.num_channels
-    return FixedPointNetwork(
-        (
-            FixedPointLayer(
-                rng.integers(-60, 120, size=(hidden, c)),
-                rng.integers(-40, 40, size=(hidden, hidden)),
-                i_decay=1000,
-                v_decay=200,
-                v_th_mant=600,
-                weight_scale=1 / 64,
-            ),
-            FixedPointLayer(
-                rng.integers(-80, 80, size=(len(LABELS), hidden)),
-                i_decay=1000,
-                v_decay=200,
-                weight_scale=1 / 8,
-            ),
-        )
-    )
+LABELS = list(_LABELS)
 
 
 class InterfaceOnly:
@@ -67,7 +45,7 @@ def _collect(spotter: Spotter) -> list[WindowScore]:
 
 def test_every_lane_window_equals_a_fresh_run_of_the_network() -> None:
     """Each scored window equals decide() of the network run from zero state on that window (parity)."""
-    net = _network()
+    net = small_network(seed=0)
     spotter = Spotter(
         SPEC,
         EmulatorBackend(net),
@@ -90,7 +68,7 @@ def test_every_lane_window_equals_a_fresh_run_of_the_network() -> None:
 
 def test_lanes_through_the_generic_interface_agree_with_batched_state() -> None:
     """Lanes built from separate backend instances score the same windows as the batched emulator state."""
-    net = _network(3)
+    net = small_network(seed=3)
     cfg = SpotterConfig(lanes=3, min_input_rate_hz=0.0)
     a = Spotter(SPEC, EmulatorBackend(net), LABELS, window_steps=60, config=cfg)
     b = Spotter(
@@ -115,14 +93,16 @@ def test_lanes_through_the_generic_interface_agree_with_batched_state() -> None:
 def test_generic_backend_without_factory_is_refused_for_several_lanes() -> None:
     """A backend that cannot reset one stream needs a factory for more than one lane."""
     with pytest.raises(ValueError, match="factory"):
-        Spotter(SPEC, InterfaceOnly(_network()), LABELS, window_steps=50, config=SpotterConfig(lanes=2))
+        Spotter(
+            SPEC, InterfaceOnly(small_network(seed=0)), LABELS, window_steps=50, config=SpotterConfig(lanes=2)
+        )
 
 
 def test_silence_gives_no_detection_and_no_scores() -> None:
     """With no input spikes the silence guard skips every window and nothing is detected."""
     spotter = Spotter(
         SPEC,
-        EmulatorBackend(_network()),
+        EmulatorBackend(small_network(seed=0)),
         LABELS,
         window_steps=50,
         config=SpotterConfig(lanes=5, threshold=0.01),
@@ -147,7 +127,7 @@ def _best_class_trace(net: FixedPointNetwork, x: np.ndarray, window: int, lanes:
 
 def test_threshold_refractory_and_ignored_labels() -> None:
     """Detections need the threshold, skip ignored labels, and repeat no faster than the refractory window."""
-    net = _network(7)
+    net = small_network(seed=7)
     x = _spikes(2000, 0.06, seed=9)
     probs = _best_class_trace(net, x, 100, 4)
     best = [int(np.argmax(p)) for p in probs]
@@ -190,7 +170,7 @@ def test_audio_in_gives_detections_with_latency() -> None:
     """Audio chunks go through the front-end; detections report end-of-window times and a small latency."""
     spotter = Spotter(
         SPEC,
-        EmulatorBackend(_network(7)),
+        EmulatorBackend(small_network(seed=7)),
         LABELS,
         window_steps=200,
         config=SpotterConfig(
@@ -213,12 +193,12 @@ def test_audio_in_gives_detections_with_latency() -> None:
 def test_mismatched_bundle_is_refused() -> None:
     """A front-end whose channel count differs from the network's inputs is a clear error."""
     with pytest.raises(ValueError, match="input channels"):
-        Spotter(FrontendSpec(), EmulatorBackend(_network()), LABELS)
+        Spotter(FrontendSpec(), EmulatorBackend(small_network(seed=0)), LABELS)
 
 
 def test_idle_lanes_are_skipped_without_changing_any_score() -> None:
     """In silence idle lanes are not stepped, and every window scores exactly as with all lanes stepped."""
-    net = _network(11)
+    net = small_network(seed=11)
     x = _spikes(900, 0.05, seed=2)
     x[:250] = 0  # leading silence
     x[400:700] = 0  # a pause between two words

@@ -3,7 +3,6 @@ deploy` against a real mosquitto and real agents (a subprocess, and in-process a
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import signal
 import subprocess
@@ -13,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import _devices as devices
 import paho.mqtt.client as mqtt
 import pytest
 from click.testing import CliRunner
@@ -25,18 +25,6 @@ from edgekws.toolkit.fleet import BrokerUrl, FleetMonitor, FleetStore, MqttInges
 from edgekws.toolkit.fleet._rollout import RolloutError, run_rollout
 
 AGENT = Path(sys.executable).parent / "edgekws-agent"
-
-
-def _load_devices() -> Any:
-    path = Path(__file__).resolve().parents[1] / "agent" / "_devices.py"
-    spec = importlib.util.spec_from_file_location("edgekws_test_devices", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-devices = _load_devices()
 
 
 def _wait(pred: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
