@@ -455,34 +455,6 @@ def build_run_bundle(
     )
 
 
-def bundle_run(
-    run_dir: str | os.PathLike[str],
-    name: str,
-    version: str,
-    key_path: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    *,
-    percentile: float = 99.0,
-    eval_data: str | os.PathLike[str] | SpikeDataset | None = None,
-    parent: str | None = None,
-    created: str | None = None,
-    force: bool = False,
-) -> Path:
-    """Build a signed bundle from the run folder ``run_dir``; returns its path (see build_run_bundle)."""
-    return build_run_bundle(
-        run_dir,
-        name,
-        version,
-        key_path,
-        out,
-        percentile=percentile,
-        eval_data=eval_data,
-        parent=parent,
-        created=created,
-        force=force,
-    ).path
-
-
 # ------------------------------------------------------------------------------------------------ CLI
 
 

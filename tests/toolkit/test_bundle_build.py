@@ -17,7 +17,7 @@ from edgekws.agent import FrontendSpec, decide
 from edgekws.agent._cli import main as agent_main
 from edgekws.agent.backends import EmulatorBackend, OnnxBackend
 from edgekws.packaging import SigningKey, open_bundle, read_netx, write_keypair
-from edgekws.toolkit._bundle_build import BundleBuildError, build_run_bundle, bundle_run
+from edgekws.toolkit._bundle_build import BundleBuildError, build_run_bundle
 from edgekws.toolkit._cli import main
 from edgekws.toolkit.data import SpikeDataset, read_shd, write_shd
 from edgekws.toolkit.quant import quantize
@@ -69,10 +69,10 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def built(work: Path) -> Path:
     """The bundle of the run, evaluated on the test file."""
     out = work / "kws-1.0.0.ekb"
-    return bundle_run(
+    return build_run_bundle(
         work / "run", "kws", "1.0.0", work / "keys/release.key", out,
         eval_data=work / "test.h5", parent="0.9.0", created=CREATED,
-    )  # fmt: skip
+    ).path  # fmt: skip
 
 
 def test_bundle_verifies_with_the_trusted_key_and_manifest_has_every_section(work: Path, built: Path) -> None:
@@ -154,9 +154,9 @@ def test_onnx_model_matches_the_float_model_and_the_metrics_come_from_each_backe
 def test_two_builds_with_the_same_created_are_byte_identical(work: Path, tmp_path: Path) -> None:
     """Every model file is deterministic: builds two seconds apart with one `created` give the same bytes."""
     key = work / "keys/release.key"
-    a = bundle_run(work / "run", "kws", "2.0.0", key, tmp_path / "a.ekb", created=CREATED)
+    a = build_run_bundle(work / "run", "kws", "2.0.0", key, tmp_path / "a.ekb", created=CREATED).path
     time.sleep(2.1)  # zip dates have two-second resolution, HDF5 times one second
-    b = bundle_run(work / "run", "kws", "2.0.0", key, tmp_path / "b.ekb", created=CREATED)
+    b = build_run_bundle(work / "run", "kws", "2.0.0", key, tmp_path / "b.ekb", created=CREATED).path
     assert a.read_bytes() == b.read_bytes()
 
 
@@ -168,7 +168,7 @@ def test_every_bad_argument_is_reported_at_once(work: Path, tmp_path: Path) -> N
     out = tmp_path / "exists.ekb"
     out.write_bytes(b"old")
     with pytest.raises(BundleBuildError) as exc:
-        bundle_run(run, "kws", "1.0", work / "keys/release.pub", out)
+        build_run_bundle(run, "kws", "1.0", work / "keys/release.pub", out)
     text = str(exc.value)
     assert len(exc.value.problems) == 4
     assert "best.npz is missing" in text and "not an Ed25519 private key" in text
@@ -182,19 +182,19 @@ def test_a_key_readable_by_others_is_refused(work: Path, tmp_path: Path) -> None
     key.write_bytes(SigningKey.generate().to_pem())
     key.chmod(0o644)
     with pytest.raises(BundleBuildError, match="chmod 600"):
-        bundle_run(work / "run", "kws", "1.0.0", key, tmp_path / "x.ekb")
+        build_run_bundle(work / "run", "kws", "1.0.0", key, tmp_path / "x.ekb")
     assert not (tmp_path / "x.ekb").exists()
 
 
 def test_force_overwrites_and_out_may_be_a_directory(work: Path, tmp_path: Path) -> None:
     """--out DIR writes NAME-VERSION.ekb there, and force replaces an existing bundle."""
     key = work / "keys/release.key"
-    path = bundle_run(work / "run", "kws", "1.1.0", key, tmp_path, created=CREATED)
+    path = build_run_bundle(work / "run", "kws", "1.1.0", key, tmp_path, created=CREATED).path
     assert path == tmp_path / "kws-1.1.0.ekb"
     path.write_bytes(b"stale")
     with pytest.raises(BundleBuildError, match="already exists"):
-        bundle_run(work / "run", "kws", "1.1.0", key, tmp_path)
-    bundle_run(work / "run", "kws", "1.1.0", key, tmp_path, force=True)
+        build_run_bundle(work / "run", "kws", "1.1.0", key, tmp_path)
+    build_run_bundle(work / "run", "kws", "1.1.0", key, tmp_path, force=True)
     assert open_bundle(path, [work / "keys/release.pub"]).manifest.version == "1.1.0"
 
 
@@ -221,7 +221,7 @@ def test_eval_data_of_another_shape_is_refused(work: Path, tmp_path: Path) -> No
     rasters = [np.zeros((T, C + 1), np.uint8)] * 3
     other = SpikeDataset.from_raster(rasters, [0, 1, 2], 0.001, ["a", "b", "c"])
     with pytest.raises(BundleBuildError, match="9 channels") as exc:
-        bundle_run(
+        build_run_bundle(
             work / "run", "kws", "1.0.0", work / "keys/release.key", tmp_path / "x.ekb", eval_data=other
         )
     assert "3 classes" in str(exc.value)
