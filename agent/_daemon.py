@@ -124,20 +124,9 @@ class NoBackend(RuntimeError):
 
 
 def _unavailable_types() -> tuple[type[BaseException], ...]:
-    types: list[type[BaseException]] = [ImportError, FileNotFoundError]
-    try:
-        from edgekws.agent.backends import _base
+    from edgekws.agent.backends import BackendUnavailable  # the one class every backend raises
 
-        types.append(_base.BackendUnavailable)
-    except ImportError:  # pragma: no cover - backends package under construction
-        pass
-    try:
-        from edgekws.agent.backends import _onnx
-
-        types.append(_onnx.BackendUnavailable)
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(types)
+    return (ImportError, FileNotFoundError, BackendUnavailable)
 
 
 def _model_file(model_dir: Path, name: str, backend: str) -> Path:
