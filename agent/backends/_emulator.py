@@ -291,9 +291,13 @@ class EmulatorBackend(Backend):
             state.steps += stop - start
         if tr_uv is None or tr_s is None:
             return out, None
+        return out, self._traces(tr_uv, tr_s)
+
+    def _traces(self, tr_uv: np.ndarray, tr_s: np.ndarray) -> Traces:
+        """Per-layer int64 currents, voltages and spikes from the flat (batch, steps, [2,] neurons) traces."""
         o = self._offsets
         layers = range(len(self.net.layers))
-        return out, Traces(
+        return Traces(
             u=[tr_uv[:, :, 0, o[i] : o[i + 1]].astype(np.int64) for i in layers],
             v=[tr_uv[:, :, 1, o[i] : o[i + 1]].astype(np.int64) for i in layers],
             spikes=[tr_s[:, :, o[i] : o[i + 1]].copy() for i in layers],
@@ -341,13 +345,7 @@ class EmulatorBackend(Backend):
         state.steps += steps
         if not traces:
             return out, None
-        o = self._offsets
-        layers = range(len(self.net.layers))
-        return out, Traces(
-            u=[tr_uv[:, :, 0, o[i] : o[i + 1]].astype(np.int64) for i in layers],
-            v=[tr_uv[:, :, 1, o[i] : o[i + 1]].astype(np.int64) for i in layers],
-            spikes=[tr_s[:, :, o[i] : o[i + 1]].copy() for i in layers],
-        )
+        return out, self._traces(tr_uv, tr_s)
 
     def _input_drive(self, state: EmulatorState, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``64 * W_0 x[t-1]`` for each step of the chunk ``x``: step 0 ``(batch, n0)`` (from the last input
