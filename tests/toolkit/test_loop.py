@@ -164,3 +164,12 @@ def test_time_grid_comes_from_the_data_attrs_or_the_longest_sample() -> None:
     last = float(data.durations().max())
     assert time_grid(data, TrainConfig()) == (1.0, round(last * 1000) + 1)
     assert time_grid(data, TrainConfig(dt_ms=2.0, num_steps=10)) == (2.0, 10)
+
+
+def test_cosine_decay_follows_the_ease_in_and_ends_at_the_floor() -> None:
+    """With lr_decay="cosine" the rate ramps up as in the paper, about halves mid-run, ends at the floor."""
+    config = TrainConfig(learning_rate=1e-3, lr_decay="cosine", lr_min_fraction=0.05)
+    assert config.learning_rate_at(0, 1000) == pytest.approx(1e-6, rel=1e-5)
+    assert config.learning_rate_at(500, 1000) == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5), rel=1e-5)
+    assert config.learning_rate_at(10**6, 1000) == pytest.approx(5e-5, rel=1e-5)
+    assert TrainConfig().learning_rate_at(10**6) == pytest.approx(1e-3, rel=1e-6)

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import numpy as np
+
 from edgekws.packaging import NetworkSpec
 
 Method = Literal["eventprop", "bptt"]
@@ -15,6 +17,37 @@ Augment = Literal["none", "shift", "shift-blend"]
 
 METHODS: tuple[str, ...] = ("eventprop", "bptt")
 AUGMENTS: tuple[str, ...] = ("none", "shift", "shift-blend")
+LR_DECAYS: tuple[str, ...] = ("none", "cosine")
+
+
+def lr_schedule(
+    step: Any,
+    lr: float,
+    ease_in: bool,
+    decay: str = "none",
+    total_steps: int = 0,
+    min_fraction: float = 0.05,
+    xp: Any = np,
+) -> Any:
+    """Learning rate of optimizer step ``step`` (0-based), for numpy (``xp=np``) or jax.numpy step counts.
+
+    ``ease_in``: the paper's ramp ``min(lr, lr/1000 * 1.05**step)``. ``decay="cosine"``: times
+    ``f + (1 - f)(1 + cos(pi * step / total_steps)) / 2`` with ``f = min_fraction``, so the rate ends at
+    ``f * lr`` after ``total_steps`` steps.
+    """
+    dtype = np.float64 if xp is np else xp.float32  # JAX computes in float32 unless x64 is enabled
+    step = xp.asarray(step, dtype=dtype)
+    rate = xp.asarray(lr, dtype=dtype)
+    if ease_in:
+        # The ramp reaches lr after 142 steps; capping the exponent keeps 1.05**step finite in float32.
+        ramp = xp.power(xp.asarray(1.05, dtype=dtype), xp.minimum(step, 500.0))
+        rate = xp.minimum(rate, (lr / 1000.0) * ramp)
+    if decay == "cosine" and total_steps > 0:
+        progress = xp.minimum(step / float(total_steps), 1.0)
+        rate = rate * (min_fraction + (1.0 - min_fraction) * 0.5 * (1.0 + xp.cos(np.pi * progress)))
+    return rate
+
+
 SHD_CHANNELS = 700  # the channel count the paper's shift of ±40 refers to
 
 
@@ -60,6 +93,8 @@ class TrainConfig:
     dt_ms: float | None = None
     num_steps: int | None = None
     silent_boost: float = 0.002
+    lr_decay: str = "none"
+    lr_min_fraction: float = 0.05
     eval_batch_size: int = 64
 
     def __post_init__(self) -> None:
@@ -86,6 +121,10 @@ class TrainConfig:
             problems.append(f"shift_channels must be non-negative, got {self.shift_channels}")
         if self.blend_fraction < 0 or not 0.0 <= self.blend_p <= 1.0:
             problems.append("blend_fraction must be >= 0 and blend_p in [0, 1]")
+        if self.lr_decay not in LR_DECAYS:
+            problems.append(f"lr_decay must be one of {list(LR_DECAYS)}, got {self.lr_decay!r}")
+        if not 0.0 <= self.lr_min_fraction <= 1.0:
+            problems.append(f"lr_min_fraction must lie in [0, 1], got {self.lr_min_fraction}")
         if self.method not in METHODS:
             problems.append(f"method must be one of {list(METHODS)}, got {self.method!r}")
         if self.surrogate_slope <= 0:
@@ -123,11 +162,18 @@ class TrainConfig:
         """The channel shift range ``±max_shift`` for a front-end with ``num_channels`` channels."""
         return round(self.shift_channels * num_channels / SHD_CHANNELS)
 
-    def learning_rate_at(self, step: int) -> float:
-        """The learning rate of optimizer step ``step`` (0-based), ease-in ramp included."""
-        if not self.ease_in:
-            return self.learning_rate
-        return min(self.learning_rate, self.learning_rate / 1000.0 * 1.05**step)
+    def learning_rate_at(self, step: int, total_steps: int = 0) -> float:
+        """The learning rate of optimizer step ``step`` (0-based) of a run of ``total_steps`` steps."""
+        return float(
+            lr_schedule(
+                step,
+                self.learning_rate,
+                self.ease_in,
+                self.lr_decay,
+                total_steps,
+                self.lr_min_fraction,
+            )
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

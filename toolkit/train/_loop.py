@@ -31,7 +31,7 @@ import numpy as np
 from edgekws.packaging import NetworkSpec, __version__
 from edgekws.toolkit.data import SpikeDataset
 from edgekws.toolkit.train._augment import augment_epoch
-from edgekws.toolkit.train._config import TrainConfig
+from edgekws.toolkit.train._config import TrainConfig, lr_schedule
 
 RUN_TYPE = "edgekws.run"
 RUN_FORMAT_VERSION = 1
@@ -136,20 +136,20 @@ def _core() -> Any:
     return _model, _eventprop
 
 
-def _optimizer(lr: float, ease_in: bool) -> Any:
-    """Adam with the paper's ease-in: ``min(lr, lr/1000 * 1.05**step)``."""
+def _optimizer(
+    lr: float, ease_in: bool, decay: str = "none", total_steps: int = 0, min_fraction: float = 0.05
+) -> Any:
+    """Adam on :func:`lr_schedule` (the paper's ease-in, optionally a cosine decay over the run)."""
     import jax.numpy as jnp
     import optax
 
     def schedule(count: Any) -> Any:
-        if not ease_in:
-            return jnp.asarray(lr, jnp.float32)
-        return jnp.minimum(lr, (lr / 1000.0) * jnp.power(1.05, count.astype(jnp.float32)))
+        return lr_schedule(count, lr, ease_in, decay, total_steps, min_fraction, xp=jnp)
 
     return optax.adam(learning_rate=schedule)
 
 
-def _make_step(spec: NetworkSpec, config: TrainConfig) -> Callable[..., Any]:
+def _make_step(spec: NetworkSpec, config: TrainConfig, total_steps: int = 0) -> Callable[..., Any]:
     """The jitted training step for this network and the loss/optimizer settings of ``config``."""
     return _cached_step(
         spec,
@@ -158,8 +158,7 @@ def _make_step(spec: NetworkSpec, config: TrainConfig) -> Callable[..., Any]:
         config.reg_lambda,
         config.reg_nu,
         config.surrogate_slope,
-        config.learning_rate,
-        config.ease_in,
+        (config.learning_rate, config.ease_in, config.lr_decay, total_steps, config.lr_min_fraction),
     )
 
 
@@ -171,8 +170,7 @@ def _cached_step(
     reg_lambda: float,
     reg_nu: float,
     slope: float,
-    lr: float,
-    ease_in: bool,
+    schedule: tuple[float, bool, str, int, float],
 ) -> Callable[..., Any]:
     import jax
     import jax.numpy as jnp
@@ -180,7 +178,7 @@ def _cached_step(
 
     from edgekws.toolkit.train._bptt import bptt_loss_and_grad
 
-    optimizer = _optimizer(lr, ease_in)
+    optimizer = _optimizer(*schedule)
     if method == "bptt":
         grad_fn: Callable[..., Any] = bptt_loss_and_grad
         loss_cfg: Any = BpttLossConfig(readout, reg_lambda, reg_nu, slope)
@@ -246,6 +244,11 @@ def _epoch_data(train_data: SpikeDataset, config: TrainConfig, epoch: int, dt_s:
         stride,
     )
     return data, rng.permutation(len(data))
+
+
+def epoch_samples(n: int, config: TrainConfig) -> int:
+    """Training samples per epoch: the originals plus, for ``shift-blend``, the same-class blends."""
+    return n + (round(config.blend_fraction * n) if config.augment == "shift-blend" else 0)
 
 
 def _batches(n: int, batch_size: int) -> int:
@@ -464,7 +467,8 @@ def train(
     write_run_info(run_dir, info)
     _write_metrics(run_dir, history)
 
-    step_fn = _make_step(spec, config)
+    total_steps = config.epochs * _batches(epoch_samples(len(train_data), config), config.batch_size)
+    step_fn = _make_step(spec, config, total_steps)
     boost = mlgenn_silent_boost(spec, config.silent_boost)
     selection = info["selection"]["metric"]
     interrupted = False
@@ -512,7 +516,7 @@ def train(
                 # End of epoch: silent-neuron fix, metrics, selection, checkpoint.
                 params = _boost_silent(state.params, spec, state.counts, boost)
                 params = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
-                record = _epoch_record(epoch, state, spec, config, num_steps, dt_s)
+                record = _epoch_record(epoch, state, spec, config, num_steps, dt_s, total_steps)
                 if val_data is not None:
                     val_loss, val_acc = _validate(params, spec, val_data, config)
                     record.update(val_loss=val_loss, val_accuracy=val_acc)
@@ -556,7 +560,13 @@ def train(
 
 
 def _epoch_record(
-    epoch: int, state: _State, spec: NetworkSpec, config: TrainConfig, num_steps: int, dt_s: float
+    epoch: int,
+    state: _State,
+    spec: NetworkSpec,
+    config: TrainConfig,
+    num_steps: int,
+    dt_s: float,
+    total_steps: int,
 ) -> dict[str, Any]:
     total_spikes = float(sum(c.sum() for c in state.counts))
     neurons = sum(spec.hidden)
@@ -565,7 +575,7 @@ def _epoch_record(
         "epoch": epoch + 1,
         "train_loss": state.loss_sum / max(1, state.seen),
         "train_accuracy": state.correct / max(1, state.seen),
-        "lr": config.learning_rate_at(max(0, state.step - 1)),
+        "lr": config.learning_rate_at(max(0, state.step - 1), total_steps),
         "hidden_rate_hz": rate,
         "silent_neurons": int(sum(int((c == 0).sum()) for c in state.counts)),
         "samples": state.seen,
