@@ -228,7 +228,9 @@ def _design(spec: FrontendSpec) -> _Design:
     centres = spec.center_frequencies()
     e = _erb_number(centres)
     step = (e[1] - e[0]) if spec.num_bands > 1 else 1.0
-    lo = _erb_inverse(e - step / 2)
+    # With few, wide bands the lowest edge half an ERB step below the centre can fall below 0 Hz: keep every
+    # lower edge at least an octave below its centre, which leaves the default 32-band design unchanged.
+    lo = np.maximum(_erb_inverse(e - step / 2), 0.5 * centres)
     hi = np.minimum(_erb_inverse(e + step / 2), 0.49 * fs)
     band_sos = tuple(
         np.ascontiguousarray(
