@@ -38,7 +38,7 @@ class SpikeDataset:
                 f"{len(self.units)} and {n}"
             )
         self.labels = np.asarray(self.labels, dtype=np.int64)
-        for i, (t, u) in enumerate(zip(self.times, self.units)):
+        for i, (t, u) in enumerate(zip(self.times, self.units, strict=False)):
             if len(t) != len(u):
                 problems.append(f"sample {i}: {len(t)} spike times but {len(u)} units")
             elif len(u) and (int(np.max(u)) >= self.num_channels or int(np.min(u)) < 0):
@@ -137,9 +137,7 @@ class SpikeDataset:
         times, units = [], []
         for r in rasters:
             if r.ndim != 2 or r.shape[1] != num_channels:
-                raise DatasetError(
-                    f"every raster must be (steps, {num_channels}), got {tuple(r.shape)}"
-                )
+                raise DatasetError(f"every raster must be (steps, {num_channels}), got {tuple(r.shape)}")
             steps, chans = np.nonzero(r)
             order = np.lexsort((chans, steps))
             times.append((steps[order] * dt).astype(np.float32))
