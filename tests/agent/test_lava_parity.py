@@ -1,0 +1,114 @@
+"""Tests on the shipped digits model (tests/assets): Lava fixed_pt decides exactly like the emulator on real
+trained weights, and the emulator recognises digits spoken by espeak-ng voices the model never heard.
+
+The asset is a signed bundle built from a real training run with ``build_run_bundle`` (percentile 100, the
+best one in benchmarks/results/parity.md) and signed by a throw-away test key whose public half sits next
+to it. Clips are made like the training corpus (toolkit/data/_synth.py): the word trimmed to its loud part,
+0.2 s into a 1 s clip, encoded by the bundle's own front-end.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from edgekws.agent import FrontendSpec, decide, encode
+from edgekws.agent.backends import EmulatorBackend, LavaBackend
+from edgekws.packaging import Bundle, NetworkSpec, load_public_key, open_bundle, read_netx
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+BUNDLE = ASSETS / "digits-h256.ekb"
+PUBLIC_KEY = ASSETS / "digits-test-key.pub"
+
+# Speakers of the corpus's test split (never trained on): every English digit in one voice, every German
+# digit in another. The h256 model gets 17 of these 20 right (the test-set accuracy is 87 %).
+WORDS = {
+    "en-gb-scotland+f4": ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"),
+    "de+f3": ("null", "eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun"),
+}
+MIN_CORRECT = 15  # of the 20 clips
+LAVA_CLIPS = [0, 3, 7, 11, 13, 16]  # 6 of the 20 clips (3 per language) through Lava: ~5 s each
+LEAD_S = 0.2
+
+
+@pytest.fixture(scope="module")
+def bundle() -> Bundle:
+    return open_bundle(BUNDLE, [load_public_key(PUBLIC_KEY)])
+
+
+def _clip(word: str, voice: str, folder: Path) -> tuple[np.ndarray, int]:
+    """espeak-ng's ``word`` trimmed to its loud part, ``LEAD_S`` into a 1 s clip at espeak's rate."""
+    wav = folder / "word.wav"
+    subprocess.run(["espeak-ng", "-v", voice, "-w", str(wav), word], check=True, capture_output=True)
+    audio, rate = sf.read(wav, dtype="float64")
+    loud = np.flatnonzero(np.abs(audio) > 0.01 * np.abs(audio).max())
+    speech = audio[loud[0] : loud[-1] + 1]
+    clip = np.zeros(rate)
+    lead = round(LEAD_S * rate)
+    n = min(len(speech), rate - lead)
+    clip[lead : lead + n] = speech[:n]
+    return clip.astype(np.float32), int(rate)
+
+
+@pytest.fixture(scope="module")
+def spoken(bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, np.ndarray]:
+    """Spikes ``(20, T, C)`` of every digit spoken by the two unseen voices, and their class indices."""
+    folder = tmp_path_factory.mktemp("espeak")
+    frontend = FrontendSpec.from_dict(dict(bundle.manifest.frontend))
+    steps = NetworkSpec.from_dict(dict(bundle.manifest.network)).num_steps
+    labels = list(bundle.manifest.labels)
+    spikes, truth = [], []
+    for voice, words in WORDS.items():
+        lang = voice.split("-")[0].split("+")[0]
+        for i, word in enumerate(words):
+            clip, rate = _clip(word, voice, folder)
+            x = encode(clip, rate, frontend)
+            assert x.shape == (steps, frontend.num_channels)
+            spikes.append(x)
+            truth.append(labels.index(f"{lang}-{('fuenf' if word == 'fünf' else word)}"))
+            assert truth[-1] % 10 == i
+    return np.stack(spikes), np.asarray(truth)
+
+
+def _net_file(bundle: Bundle, folder: Path) -> Path:
+    path = folder / "netx.h5"
+    path.write_bytes(bundle.read("model/netx.h5"))
+    return path
+
+
+def test_emulator_recognises_unseen_espeak_voices(
+    bundle: Bundle, spoken: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    """The shipped model, run by the fixed-point emulator, names at least 15 of 20 digits by unseen voices."""
+    x, truth = spoken
+    rule = NetworkSpec.from_dict(dict(bundle.manifest.network)).readout
+    predicted = decide(EmulatorBackend(read_netx(_net_file(bundle, tmp_path))).run(x), rule).labels
+    correct = int(np.sum(predicted == truth))
+    names = list(bundle.manifest.labels)
+    wrong = [f"{names[t]} -> {names[p]}" for t, p in zip(truth, predicted, strict=True) if t != p]
+    assert correct >= MIN_CORRECT, f"{correct} of {len(truth)} right; wrong: {wrong}"
+
+
+@pytest.mark.lava
+def test_lava_decides_like_the_emulator_on_the_trained_model(
+    bundle: Bundle, spoken: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    """On 6 spoken digits Lava fixed_pt's readout traces and decisions equal the emulator's exactly."""
+    x = spoken[0][LAVA_CLIPS]
+    path = _net_file(bundle, tmp_path)
+    rule = NetworkSpec.from_dict(dict(bundle.manifest.network)).readout
+    lava = LavaBackend(path)
+    try:
+        lava_readout = lava.run(x)
+    finally:
+        lava.close()
+    emulator_readout = EmulatorBackend(read_netx(path)).run(x)
+    assert len(x) == 6
+    for i in range(len(x)):
+        assert np.array_equal(lava_readout[i], emulator_readout[i]), f"clip {i}: readouts differ"
+    assert np.array_equal(decide(lava_readout, rule).labels, decide(emulator_readout, rule).labels)
+    assert np.abs(emulator_readout).max() > 0  # the model responded: not a trivially equal all-zero trace
