@@ -281,7 +281,11 @@ def main() -> int:
     }
     write_results(args.out, doc, markdown(doc))
     plot(doc, args.out.with_suffix(".png"))
-    print(json.dumps({k: doc[k] for k in ("float", "best_percentile", "lava")}, indent=2))
+    summary = {k: doc[k] for k in ("float", "best_percentile", "best_points_vs_float", "target_met")}
+    summary["lava"] = (
+        None if lava_doc is None else {k: v for k, v in lava_doc.items() if k != "sample_indices"}
+    )
+    print(json.dumps(summary, indent=2))
     if lava_doc is not None and lava_doc["decisions_equal"] != keep:
         print("Lava and the emulator disagree: the emulator is not bit-exact here", file=sys.stderr)
         return 1
