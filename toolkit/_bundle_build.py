@@ -39,6 +39,7 @@ from edgekws.packaging import (
 )
 from edgekws.packaging._manifest import NAME_PATTERN, parse_created
 from edgekws.toolkit.data import SpikeDataset
+from edgekws.toolkit.quant._quantize import DEFAULT_PERCENTILE
 
 QUANT_TYPE = "edgekws.quantization"
 QUANT_FORMAT_VERSION = 1
@@ -322,7 +323,7 @@ def build_run_bundle(
     key_path: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
-    percentile: float = 99.0,
+    percentile: float = DEFAULT_PERCENTILE,
     eval_data: str | os.PathLike[str] | SpikeDataset | None = None,
     parent: str | None = None,
     created: str | None = None,
@@ -488,7 +489,7 @@ def _print_summary(result: BundleBuild) -> None:
               help="Private signing key (from `edgekws keys generate`, mode 0600).")  # fmt: skip
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path),
               help="Bundle file to write, or an existing directory for NAME-VERSION.ekb.")  # fmt: skip
-@click.option("--percentile", default=99.0, show_default=True, type=float,
+@click.option("--percentile", default=DEFAULT_PERCENTILE, show_default=True, type=float,
               help="Weight-magnitude percentile that sets each layer's fixed-point step.")  # fmt: skip
 @click.option("--eval-data", "eval_data", type=click.Path(path_type=Path), default=None,
               help="HDF5 spike file to evaluate the float, emulator and ONNX models on.")  # fmt: skip

@@ -21,6 +21,7 @@ from edgekws.toolkit._bundle_build import BundleBuildError, build_run_bundle
 from edgekws.toolkit._cli import main
 from edgekws.toolkit.data import SpikeDataset, read_shd, write_shd
 from edgekws.toolkit.quant import quantize
+from edgekws.toolkit.quant._quantize import DEFAULT_PERCENTILE
 from edgekws.toolkit.train import TrainConfig, load_run, train
 from edgekws.toolkit.train._evaluate import float_readout
 from edgekws.toolkit.train._loop import read_metrics
@@ -91,7 +92,7 @@ def test_bundle_verifies_with_the_trusted_key_and_manifest_has_every_section(wor
     assert m.lineage.dataset_fingerprint == f"sha256:{train_digest}" and m.lineage.parent_version == "0.9.0"
     assert m.backends == ("emulator", "lava-sim", "loihi2", "onnx")
     q = m.quantization
-    assert q is not None and q["type"] == "edgekws.quantization" and q["percentile"] == 99.0
+    assert q is not None and q["type"] == "edgekws.quantization" and q["percentile"] == DEFAULT_PERCENTILE
     assert [layer["name"] for layer in q["layers"]] == ["hidden0", "readout"]
     assert {"weight_scale", "num_clipped", "v_th_mant", "i_decay", "v_decay"} <= set(q["layers"][0])
     nir = q["nir_semantics"]
@@ -109,7 +110,7 @@ def test_model_files_hold_the_float_params_and_the_quantized_integers(work: Path
         assert sorted(z.files) == sorted(run.params)
         for k in z.files:
             np.testing.assert_array_equal(z[k], run.params[k])
-    expected, _ = quantize(run.params, run.spec, percentile=99.0)
+    expected, _ = quantize(run.params, run.spec, percentile=DEFAULT_PERCENTILE)
     extracted = bundle.extract(work / "extracted")
     net = read_netx(extracted / "model/netx.h5")
     assert net.to_dict() == expected.to_dict()

@@ -1,6 +1,6 @@
 """Readout functions that score a float model through its fixed-point deployment (for `edgekws eval`).
 
-Each quantizes the float parameters (99th-percentile rule) and runs the agent's own runtime, so what the
+Each quantizes the float parameters (default percentile) and runs the agent's own runtime, so what the
 workstation measures is what the device runs: ``emulator`` (bit-exact numpy, any Python) and ``lava``
 (Lava's ``fixed_pt`` simulation, through the subprocess bridge into the Python 3.10 Lava interpreter).
 """
