@@ -93,7 +93,7 @@ class TrainConfig:
     dt_ms: float | None = None
     num_steps: int | None = None
     silent_boost: float = 0.002
-    lr_decay: str = "none"
+    lr_decay: str = "cosine"
     lr_min_fraction: float = 0.05
     eval_batch_size: int = 64
 
