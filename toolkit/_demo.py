@@ -22,8 +22,8 @@ import numpy as np
 
 from edgekws.toolkit._progress import progress_bar
 
-DEMO_PER_CLASS = 40  # utterances per class: 800 digits, made in under a minute on two cores
-DEMO_EPOCHS = 15
+DEMO_PER_CLASS = 80  # utterances per class: 1600 digits, about a minute on two cores
+DEMO_EPOCHS = 25
 DEMO_HIDDEN = 256
 DEMO_SEED = 0
 DEMO_CLASSIFY_FILES = 60  # held-out WAVs streamed through the agent
