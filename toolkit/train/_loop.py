@@ -602,24 +602,11 @@ class _Progress:
         self.enabled = enabled
         self._epochs_total, self._done = epochs, done
         if enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
+            from rich.progress import Progress
 
-            self._p = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"),
-            )
+            from edgekws.toolkit._progress import bar_columns
+
+            self._p = Progress(*bar_columns(info=True))
 
     def __enter__(self) -> _Progress:
         if self.enabled:
