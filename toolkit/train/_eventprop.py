@@ -11,7 +11,15 @@ import jax.numpy as jnp
 from jax import lax
 
 from edgekws.packaging._network import NetworkSpec
-from edgekws.toolkit.train._model import PRECISION, State, StepOut, input_column, step, zero_state
+from edgekws.toolkit.train._model import (
+    PRECISION,
+    State,
+    StepOut,
+    input_column,
+    input_problems,
+    step,
+    zero_state,
+)
 
 ReadoutRule = Literal["exp_weighted_mean", "max_over_time"]
 
@@ -76,15 +84,8 @@ def _record(out: StepOut) -> _Record:
 def _check_inputs(
     params: dict[str, jax.Array], spikes: jax.Array, labels: jax.Array, spec: NetworkSpec
 ) -> None:
-    problems = []
-    for name, shape in spec.parameter_shapes().items():
-        if name not in params:
-            problems.append(f"missing parameter {name!r} {shape}")
-        elif tuple(params[name].shape) != shape:
-            problems.append(f"parameter {name!r} must have shape {shape}, got {tuple(params[name].shape)}")
-    if spikes.ndim != 3 or spikes.shape[2] != spec.num_inputs:
-        problems.append(f"spikes must be (batch, steps, {spec.num_inputs}), got shape {tuple(spikes.shape)}")
-    elif labels.shape != (spikes.shape[0],):
+    problems = input_problems(params, spikes, spec, allow_extra=True)
+    if spikes.ndim == 3 and spikes.shape[2] == spec.num_inputs and labels.shape != (spikes.shape[0],):
         problems.append(f"labels must be ({spikes.shape[0]},) class indices, got shape {tuple(labels.shape)}")
     if problems:
         raise ValueError(

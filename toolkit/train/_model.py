@@ -78,7 +78,10 @@ def init_params(spec: NetworkSpec, key: jax.Array) -> dict[str, jax.Array]:
     return params
 
 
-def _check(params: dict[str, jax.Array], spikes: jax.Array, spec: NetworkSpec) -> None:
+def input_problems(
+    params: dict[str, jax.Array], spikes: jax.Array, spec: NetworkSpec, allow_extra: bool = False
+) -> list[str]:
+    """Every way ``params`` and ``spikes`` do not fit ``spec`` (empty when they do)."""
     problems = []
     for name, shape in spec.parameter_shapes().items():
         if name not in params:
@@ -86,10 +89,15 @@ def _check(params: dict[str, jax.Array], spikes: jax.Array, spec: NetworkSpec) -
         elif tuple(params[name].shape) != shape:
             problems.append(f"parameter {name!r} must have shape {shape}, got {tuple(params[name].shape)}")
     extra = sorted(set(params) - set(spec.parameter_shapes()))
-    if extra:
+    if extra and not allow_extra:
         problems.append(f"unknown parameters {extra}")
     if spikes.ndim != 3 or spikes.shape[2] != spec.num_inputs:
         problems.append(f"spikes must be (batch, steps, {spec.num_inputs}), got shape {tuple(spikes.shape)}")
+    return problems
+
+
+def _check(params: dict[str, jax.Array], spikes: jax.Array, spec: NetworkSpec) -> None:
+    problems = input_problems(params, spikes, spec)
     if problems:
         raise ValueError("simulate: " + "; ".join(problems) + "; build params with init_params(spec, key)")
 
