@@ -72,13 +72,21 @@ case "$1" in
     add_password "$fleet/$device" "$out/password"
     cat <<TOML
 device $fleet/$device: $out/{client.crt,client.key,password}
-agent.toml:
+agent.toml (paths are relative to the config file: copy ca.crt and the files above next to it):
+  [device]
+  id = "$device"
+  fleet = "$fleet"
+
   [telemetry.mqtt]
-  host = "BROKER"
-  port = 8883
+  enabled = true
+  broker = "mqtts://BROKER:8883"
   username = "$fleet/$device"
-  password = "$(cat "$out/password")"
-  tls = { ca_file = "ca.crt", cert_file = "client.crt", key_file = "client.key" }
+  password_file = "password"
+
+  [telemetry.mqtt.tls]
+  ca_file = "ca.crt"
+  cert_file = "client.crt"
+  key_file = "client.key"
 TOML
     ;;
 esac
