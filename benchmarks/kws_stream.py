@@ -491,6 +491,19 @@ def detections(replayed: list[tuple[StreamDetection, float]]) -> list[StreamDete
     return [d for d, _ in replayed]
 
 
+def replayed_score(
+    stream: Stream, windows: list[WindowScore], cfg: SpotterConfig, model: Model
+) -> StreamScore:
+    """The stream's score under decision settings ``cfg``, replayed over a recorded pass's lane windows."""
+    return score_stream(
+        stream.truth(),
+        detections(replay(windows, cfg, model)),
+        stream.duration_s,
+        tolerance_s=TOLERANCE_S,
+        debounce_s=DEBOUNCE_S,
+    )
+
+
 def mlperf_ratio(s: StreamScore) -> float:
     """How far a score is from MLPerf Tiny's mark scaled to rates: max(FA/h / 24, miss rate / 0.16).
 
@@ -754,13 +767,7 @@ def main() -> None:
         capture = replace(base, min_input_rate_hz=0.0, smoothing=1)
         t = time.perf_counter()
         val_pass = run_pass(model, emulator, factory, val.audio, capture, keep_windows=True)
-        val_default = score_stream(
-            val.truth(),
-            detections(replay(val_pass.windows, base, model)),
-            val.duration_s,
-            tolerance_s=TOLERANCE_S,
-            debounce_s=DEBOUNCE_S,
-        )
+        val_default = replayed_score(val, val_pass.windows, base, model)
         tuning = tune(val_pass.windows, model, base, val)
         chosen = tuning[0]
         tuned = replace(base, **{k: chosen[k] for k in GRID})
@@ -789,43 +796,19 @@ def main() -> None:
         same = [(d.label, round(end, 4)) for d, end in replayed] == [
             (r["label"], r["audio_time_s"]) for r in timed.raw
         ]
-        test_default = score_stream(
-            test.truth(),
-            detections(replay(counted.windows, base, model)),
-            test.duration_s,
-            tolerance_s=TOLERANCE_S,
-            debounce_s=DEBOUNCE_S,
-        )
+        test_default = replayed_score(test, counted.windows, base, model)
         # the same TEST words without the background noise (decision stages replayed)
         quiet = build_stream(
             args.corpus, "test", args.minutes, args.seed, tuple(args.snr_db), background=False
         )
         quiet_pass = run_pass(model, emulator, factory, quiet.audio, capture, keep_windows=True)
-        quiet_score = score_stream(
-            quiet.truth(),
-            detections(replay(quiet_pass.windows, tuned, model)),
-            quiet.duration_s,
-            tolerance_s=TOLERANCE_S,
-            debounce_s=DEBOUNCE_S,
-        )
-        quiet_default = score_stream(
-            quiet.truth(),
-            detections(replay(quiet_pass.windows, base, model)),
-            quiet.duration_s,
-            tolerance_s=TOLERANCE_S,
-            debounce_s=DEBOUNCE_S,
-        )
+        quiet_score = replayed_score(quiet, quiet_pass.windows, tuned, model)
+        quiet_default = replayed_score(quiet, quiet_pass.windows, base, model)
         print(f"TEST without background noise (replayed): {_summary(quiet_score)}", flush=True)
         print(f"  same, defaults: {_summary(quiet_default)}", flush=True)
         curve = []  # recall and false accepts over the threshold, the other tuned settings fixed
         for thr in THRESHOLD_CURVE:
-            sc = score_stream(
-                test.truth(),
-                detections(replay(counted.windows, replace(tuned, threshold=thr), model)),
-                test.duration_s,
-                tolerance_s=TOLERANCE_S,
-                debounce_s=DEBOUNCE_S,
-            )
+            sc = replayed_score(test, counted.windows, replace(tuned, threshold=thr), model)
             curve.append(
                 {
                     "threshold": thr,
