@@ -186,7 +186,7 @@ def eventprop_loss_and_grad(
         lam_u_next: tuple[jax.Array, ...]  # lambda_u[t+2] per layer
         grads: dict[str, jax.Array]
 
-    def bwd_step(c: Bwd, xs: tuple[jax.Array, _Record]) -> tuple[Bwd, None]:
+    def bwd_step(c: Bwd, xs: tuple[jax.Array, _Record]) -> tuple[Bwd, tuple[jax.Array, ...]]:
         t, rec = xs
         valid = t < steps
         lam_v = [a_m * lvp for lvp in c.lam_vp]  # lambda_v[t]: adjoint of the post-reset v[t]
@@ -201,16 +201,9 @@ def eventprop_loss_and_grad(
             at_spike = rec.a[i] * lam_v[i] - rec.b[i] * jump + jnp.where(valid, reg_kick[i], 0.0)
             lam_vp[i] = jnp.where(rec.s[i], at_spike, lam_v[i])
         lam_u = [lvp + a_s * lu for lvp, lu in zip(lam_vp, c.lam_u, strict=True)]
-        grads = dict(c.grads)
-        x = input_column(spikes, t)
-        for i in range(n_hidden + 1):
-            pre = x if i == 0 else rec.s[i - 1].astype(jnp.float32)
-            grads[f"layer{i}.weight"] = grads[f"layer{i}.weight"] + _outer(c.lam_u[i], pre)
-            if i in r:
-                grads[f"layer{i}.weight_rec"] = grads[f"layer{i}.weight_rec"] + _outer(
-                    c.lam_u[i], rec.s[i].astype(jnp.float32)
-                )
-        return Bwd(tuple(lam_u), tuple(lam_vp), c.lam_u, grads), None
+        # lambda_u[t+1] meets the presynaptic spikes of step t in the weight gradients; they are summed over
+        # the whole segment at once in bwd_segment (one large matrix product instead of one per step).
+        return Bwd(tuple(lam_u), tuple(lam_vp), c.lam_u, c.grads), c.lam_u
 
     def bwd_segment(c: Bwd, xs: tuple[jax.Array, State]) -> tuple[Bwd, None]:
         k, start = xs
@@ -221,8 +214,17 @@ def eventprop_loss_and_grad(
             return out.state, _record(out)
 
         _, records = lax.scan(rerun, start, ts)
-        c2, _ = lax.scan(bwd_step, c, (ts, records), reverse=True)
-        return c2, None
+        c2, lam_us = lax.scan(bwd_step, c, (ts, records), reverse=True)
+        grads = dict(c2.grads)
+        x = jax.vmap(lambda t: input_column(spikes, t))(ts)  # (seg, B, C): data column t of each step
+        for i in range(n_hidden + 1):
+            pre = x if i == 0 else records.s[i - 1].astype(jnp.float32)
+            grads[f"layer{i}.weight"] = grads[f"layer{i}.weight"] + _outer_seq(lam_us[i], pre)
+            if i in r:
+                grads[f"layer{i}.weight_rec"] = grads[f"layer{i}.weight_rec"] + _outer_seq(
+                    lam_us[i], records.s[i].astype(jnp.float32)
+                )
+        return c2._replace(grads=grads), None
 
     zeros = tuple(jnp.zeros((batch, n), jnp.float32) for n in spec.layer_sizes)
     init_b = Bwd(zeros, zeros, zeros, {k: jnp.zeros_like(v) for k, v in params.items()})
@@ -245,6 +247,6 @@ def _mm(x: jax.Array, w: jax.Array) -> jax.Array:
     return lax.dot_general(x, w, (((1,), (0,)), ((), ())), precision=PRECISION)
 
 
-def _outer(lam: jax.Array, pre: jax.Array) -> jax.Array:
-    """Batch-summed outer product ``lam.T @ pre``: (out, in)."""
-    return lax.dot_general(lam, pre, (((0,), (0,)), ((), ())), precision=PRECISION)
+def _outer_seq(lam: jax.Array, pre: jax.Array) -> jax.Array:
+    """Outer products summed over steps and batch: ``lam`` (S, B, out), ``pre`` (S, B, in) → (out, in)."""
+    return lax.dot_general(lam, pre, (((0, 1), (0, 1)), ((), ())), precision=PRECISION)
