@@ -25,7 +25,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("command", [[], ["synth"], ["info"], ["plot"]])
+@pytest.mark.parametrize("command", [[], ["synth"], ["info"], ["plot"], ["stream"]])
 def test_help_has_example(command: list[str]) -> None:
     """Every data command's help shows an Example."""
     result = CliRunner().invoke(main, ["data", *command, "--help"])

@@ -133,3 +133,57 @@ def plot(path: Path, index: int, out: Path, split: str) -> None:
     except (DatasetError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"wrote {written}")
+
+
+@data.command()
+@click.argument("corpus", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="WAV file to write; the ground truth goes next to it as .json.")  # fmt: skip
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True,
+              help="Which speakers' utterances are the keywords.")  # fmt: skip
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+              help="Length of the stream.")  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same stream.")
+@click.option("--snr-db", nargs=2, type=float, default=(10.0, 30.0), show_default=True,
+              help="Range of the background noise's SNR per noise segment.")  # fmt: skip
+@click.option("--no-noise", is_flag=True, help="No background noise (the same words at the same times).")
+@click.option("--no-distractors", is_flag=True, help="Only keywords and silence, no other words.")
+@click.option("--json", "as_json", is_flag=True, help="Print the stream's composition as JSON.")
+def stream(
+    corpus: Path,
+    out: Path,
+    split: str,
+    minutes: float,
+    seed: int,
+    snr_db: tuple[float, float],
+    no_noise: bool,
+    no_distractors: bool,
+    as_json: bool,
+) -> None:
+    """Make a labelled keyword stream: a split's utterances among distractor words, silence and noise.
+
+    For testing a streaming spotter (edgekws-agent run with a [source] of type "wav") against a ground
+    truth: OUT is a 16 kHz 16-bit WAV and OUT with .json lists every keyword's label and speech span,
+    the distractors, silences and noise segments. CORPUS is a folder made by `edgekws data synth`.
+
+    Example:
+
+        edgekws data stream data/digits --split test --minutes 2 --out stream.wav
+    """
+    from edgekws.toolkit.data._stream import EVENT_P, StreamError, build_stream, write_stream
+
+    event_p = {k: p for k, p in EVENT_P.items() if k != "distractor"} if no_distractors else None
+    try:
+        made = build_stream(corpus, split, minutes, seed, snr_db, background=not no_noise, event_p=event_p)
+        truth = write_stream(made, out)
+    except (StreamError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    summary = made.composition()
+    if as_json:
+        click.echo(json.dumps({"wav": str(out), "truth": str(truth), **summary}, indent=2))
+        return
+    click.echo(
+        f"wrote {out} ({summary['duration_s']} s: {summary['keywords']} keywords of "
+        f"{summary['keyword_classes']} classes by {summary['keyword_speakers']} speakers, "
+        f"{summary['distractors']} distractors) and its ground truth {truth}"
+    )
