@@ -15,11 +15,9 @@ outbox (this measures the monitor), and publishers, broker and monitor share thi
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,12 +28,6 @@ from _common import RESULTS, machine, write_results
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def publisher(port: int, first: int, count: int, rate: float, seconds: float) -> None:
@@ -178,19 +170,15 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "fleet_load.json")
     args = ap.parse_args()
 
-    from edgekws.toolkit.fleet import BrokerUrl, FleetMonitor, FleetStore, MqttIngest
+    from edgekws.toolkit.fleet import BrokerUrl, FleetMonitor, FleetStore, LocalBroker, MqttIngest
 
     tmp = Path(tempfile.mkdtemp(prefix="fleet-load-"))
-    port = free_port()
-    conf = (REPO / "deploy" / "mosquitto" / "mosquitto.test.conf.in").read_text()
-    conf = conf.replace("@PORT@", str(port)).replace("@DIR@", str(tmp)).replace("@USER@", getpass.getuser())
-    (tmp / "mosquitto.conf").write_text(conf.replace("@EXTRA@", "allow_anonymous true"))
-    broker = subprocess.Popen(["/usr/sbin/mosquitto", "-c", str(tmp / "mosquitto.conf")])
+    broker = LocalBroker(tmp).start()
+    port = broker.port
     store = FleetStore(f"sqlite:///{tmp / 'fleet.db'}")
     monitor = FleetMonitor(store)
     ingest = MqttIngest(monitor, BrokerUrl("127.0.0.1", port))
     try:
-        time.sleep(0.5)
         ingest.start()
         if not ingest.connected.wait(10):
             raise SystemExit("the monitor could not connect to mosquitto")
@@ -203,7 +191,6 @@ def main() -> None:
     finally:
         ingest.stop()  # flushes the last batch
         broker.kill()
-        broker.wait()
     stored = store.count("telemetry")
     clean = [s for s in steps if s["lost"] == 0 and s["ingest_msgs_per_s"]]
     result = {

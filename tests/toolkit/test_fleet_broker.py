@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -197,3 +199,59 @@ def test_device_and_monitor_talk_over_mutual_tls(tmp_path: Path, broker_factory:
         link.stop()
         no_cert.stop()
         ingest.stop()
+
+
+def test_fleet_broker_command_runs_mosquitto_until_sigterm(tmp_path: Path) -> None:
+    """`edgekws fleet broker` serves MQTT on 127.0.0.1 and exits 0 on SIGTERM, leaving its config and log."""
+    from edgekws.toolkit.fleet._broker import free_port
+
+    port = free_port()
+    exe = Path(sys.executable).with_name("edgekws")
+    proc = subprocess.Popen(
+        [str(exe), "fleet", "broker", "--dir", str(tmp_path / "b"), "--port", str(port)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        got: list[tuple[str, bytes]] = []
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+                c.connect("127.0.0.1", port)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr
+                time.sleep(0.1)
+        c.on_message = lambda cl, u, m: got.append((m.topic, m.payload))
+        c.loop_start()
+        c.subscribe("t", qos=1)
+        time.sleep(0.3)
+        c.publish("t", b"hi", qos=1).wait_for_publish(5)
+        deadline = time.monotonic() + 5
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.05)
+        c.loop_stop()
+        c.disconnect()
+        assert got == [("t", b"hi")]
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert f"mqtt://127.0.0.1:{port}" in err
+    assert f"listener {port} 127.0.0.1" in (tmp_path / "b" / "mosquitto.conf").read_text()
+    assert (tmp_path / "b" / "mosquitto.log").exists()
+
+
+def test_fleet_broker_without_mosquitto_says_how_to_install_it(tmp_path: Path) -> None:
+    """A missing mosquitto binary is a clear error naming the package and EDGEKWS_MOSQUITTO."""
+    exe = Path(sys.executable).with_name("edgekws")
+    env = {**os.environ, "EDGEKWS_MOSQUITTO": str(tmp_path / "nope")}
+    out = subprocess.run(
+        [str(exe), "fleet", "broker", "--dir", str(tmp_path / "b"), "--port", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 1 and "EDGEKWS_MOSQUITTO" in out.stderr and "not an executable" in out.stderr

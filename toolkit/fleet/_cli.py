@@ -148,6 +148,41 @@ def serve(
 
 
 @fleet.command()
+@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path), default=Path("broker"),
+              show_default=True, help="Folder for mosquitto.conf and mosquitto.log.")  # fmt: skip
+@click.option("--port", type=click.IntRange(0, 65535), default=1883, show_default=True,
+              help="Port on 127.0.0.1 (0: any free port).")  # fmt: skip
+def broker(folder: Path, port: int) -> None:
+    """Run a local mosquitto on 127.0.0.1 for trying edgekws on one machine, until Ctrl-C.
+
+    Anonymous clients, no persistence, logs in DIR/mosquitto.log. Production brokers use
+    deploy/mosquitto/mosquitto.conf (TLS, passwords, ACL: deploy/README.md).
+
+    Example:
+
+        edgekws fleet broker --dir tutorial/broker --port 1883
+    """
+    from edgekws.toolkit.fleet._broker import BrokerError, LocalBroker
+
+    local = LocalBroker(folder, port=port or None)
+    try:
+        local.start()
+    except BrokerError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"mosquitto on {local.url} (config {local.conf}, log {folder / 'mosquitto.log'})", err=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            if local.proc is None or local.proc.poll() is not None:
+                raise click.ClickException(f"mosquitto exited:\n{local.log()[-2000:]}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        local.stop()
+
+
+@fleet.command()
 @_broker_options
 @click.option("--refresh", default=1.0, show_default=True, type=float, help="Seconds between redraws.")
 @click.option(
