@@ -2,7 +2,9 @@
 
 Stages: synthesize a spoken-digit corpus with espeak-ng → encode it with the agent's front-end → train the
 recurrent SNN with Eventprop → evaluate float and fixed point → quantize, export, pack and sign a bundle →
-classify held-out audio with `edgekws-agent` through that bundle → write an HTML report with plots.
+classify held-out audio with `edgekws-agent` through that bundle → stream held-out speech in real time
+through the agent daemon, which reports detections, latency and energy over MQTT to the fleet monitor
+(:mod:`edgekws.toolkit._demo_live`) → write an HTML report with plots.
 """
 
 from __future__ import annotations
@@ -39,10 +41,12 @@ def run_demo(
     epochs: int = DEMO_EPOCHS,
     hidden: int = DEMO_HIDDEN,
     seed: int = DEMO_SEED,
+    broker: str | None = None,
 ) -> dict[str, Any]:
     """Run every stage into ``out`` and return the summary that is also written to ``out/summary.json``."""
     from edgekws.packaging._signing import write_keypair
     from edgekws.toolkit._bundle_build import build_run_bundle
+    from edgekws.toolkit._demo_live import run_live_stage
     from edgekws.toolkit.data import _info, _synth, read_shd
     from edgekws.toolkit.train import TrainConfig
     from edgekws.toolkit.train._evaluate import evaluate, load_run, plot_confusion
@@ -140,6 +144,13 @@ def run_demo(
         latency_ms_p95=round(float(np.percentile(latencies, 95)), 2),
     )
 
+    _stage(6, "stream held-out speech through the agent daemon, reporting to the fleet monitor over MQTT")
+    t0 = time.perf_counter()
+    live = run_live_stage(out, corpus, bundle_path, out / "keys" / "demo.pub", seed, broker)
+    summary["live"] = live.summary
+    plots.update(live.plots)
+    timed("live", t0)
+
     summary["seconds"] = round(time.perf_counter() - started, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _write_report(out / "report.html", summary, plots)
@@ -163,8 +174,59 @@ def _latency_histogram(latencies: np.ndarray, path: Path) -> Path:
     return path
 
 
+def _headline(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The numbers a reader looks for first, as (what, value) rows."""
+    st = summary["stages"]
+    rows = [
+        ("corpus", f"{st['synth']['utterances']} utterances, splits {st['synth']['splits']}"),
+        ("training", f"{st['train']['epochs']} Eventprop epochs, best epoch {st['train']['best_epoch']}"),
+        (
+            "test accuracy (unseen voices)",
+            ", ".join(f"{b} {a:.1%}" for b, a in st["eval"]["accuracy"].items()),
+        ),
+        ("bundle", f"{st['bundle']['bytes']} bytes, signed by key {st['bundle']['key_id']}"),
+        (
+            "agent classify (one decision per file)",
+            f"{st['agent']['accuracy']:.1%} of {st['agent']['files']} files, latency p50 "
+            f"{st['agent']['latency_ms_p50']} ms per 1 s recording",
+        ),
+    ]
+    live = summary.get("live")
+    if live:
+        sc, mon = live["score"], live["monitor"]
+        rows.append(
+            (
+                "live stream (real time)",
+                f"{sc['hits']}/{sc['keywords']} keywords detected, {sc['false_accepts']} false accepts "
+                f"({sc['wrong_label']} wrong label, {sc['spurious']} on other words or noise) in "
+                f"{live['stream']['duration_s']} s",
+            )
+        )
+        rows.append(
+            (
+                "fleet monitor received",
+                f"{mon['received']['detection']} of {live['agent']['detections_logged']} detections, "
+                f"{mon['received']['telemetry']} telemetry reports",
+            )
+        )
+        dev = mon["device"] or {}
+        rows.append(
+            (
+                "device as the monitor shows it",
+                f"backend {dev.get('backend')}, latency p50 {dev.get('latency_p50_ms')} ms / p95 "
+                f"{dev.get('latency_p95_ms')} ms, energy {dev.get('energy_mj')} mJ per inference "
+                f"({dev.get('energy_method')})",
+            )
+        )
+    rows.append(("total time", f"{summary.get('seconds')} s"))
+    return rows
+
+
 def _write_report(path: Path, summary: dict[str, Any], plots: dict[str, Path | None]) -> None:
-    """One self-contained HTML page: the stage summary and every plot inlined."""
+    """One self-contained HTML page: headline numbers, every plot inlined, the full stage summary."""
+    table = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in _headline(summary)
+    )
     figures = "".join(
         f'<figure><img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}" '
         f'alt="{html.escape(name)}"><figcaption>{html.escape(name)}</figcaption></figure>'
@@ -174,8 +236,10 @@ def _write_report(path: Path, summary: dict[str, Any], plots: dict[str, Path | N
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>edgekws demo report</title>"
         "<style>body{font-family:sans-serif;margin:2em}figure{display:inline-block;margin:1em}"
-        "img{max-width:640px}pre{background:#f4f4f4;padding:1em}</style></head><body>"
-        f"<h1>edgekws demo</h1><pre>{html.escape(json.dumps(summary, indent=2))}</pre>{figures}</body></html>"
+        "img{max-width:900px}pre{background:#f4f4f4;padding:1em}th{text-align:left;padding-right:1em}"
+        "td,th{border-bottom:1px solid #ddd;padding:.3em}</style></head><body>"
+        f"<h1>edgekws demo</h1><table>{table}</table>{figures}"
+        f"<h2>every stage</h2><pre>{html.escape(json.dumps(summary, indent=2))}</pre></body></html>"
     )
     path.write_text(page)
 
@@ -190,18 +254,23 @@ def _write_report(path: Path, summary: dict[str, Any], plots: dict[str, Path | N
 @click.option("--hidden", type=click.IntRange(min=1), default=DEMO_HIDDEN, show_default=True,
               help="Recurrent hidden neurons.")  # fmt: skip
 @click.option("--seed", type=int, default=DEMO_SEED, show_default=True, help="Seed for every stage.")
-def demo(out: Path, per_class: int, epochs: int, hidden: int, seed: int) -> None:
+@click.option("--broker", default=None,
+              help="A running broker (mqtt://host:port) to use instead of a local mosquitto.")  # fmt: skip
+def demo(out: Path, per_class: int, epochs: int, hidden: int, seed: int, broker: str | None) -> None:
     """Run the whole pipeline on embedded defaults.
 
     Synthesizes a spoken-digit corpus with espeak-ng, encodes it with the agent's front-end, trains the
     network with Eventprop, evaluates float and fixed point on unseen voices, builds and signs a bundle,
-    classifies held-out recordings with edgekws-agent, and writes OUT/report.html.
+    classifies held-out recordings with edgekws-agent, then runs a local mosquitto, the fleet monitor and
+    the agent daemon on a real-time stream of held-out speech, and writes OUT/report.html.
 
     Example:
 
         edgekws demo --out runs/demo
+
+        edgekws demo --out runs/demo --broker mqtt://127.0.0.1:1883
     """
-    summary = run_demo(out, per_class, epochs, hidden, seed)
+    summary = run_demo(out, per_class, epochs, hidden, seed, broker)
     click.secho(
         f"\ndemo finished in {summary['seconds']} s; report: {out / 'report.html'}", bold=True, err=True
     )
