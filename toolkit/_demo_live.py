@@ -104,32 +104,15 @@ def _read_log(path: Path) -> list[dict[str, Any]]:
 
 def _screenshot(url: str, path: Path) -> Path | None:
     """The dashboard rendered by headless Chromium, or None where Chromium is not installed."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        return None
+    from edgekws.toolkit.fleet._server import headless_chromium
+
     with tempfile.TemporaryDirectory() as profile:
+        command = headless_chromium(profile)
+        if command is None:
+            return None
+        command += ["--hide-scrollbars", "--window-size=1280,420", f"--screenshot={path}", url]
         try:
-            subprocess.run(
-                [
-                    chromium,
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--no-first-run",
-                    "--hide-scrollbars",
-                    f"--user-data-dir={profile}",
-                    "--virtual-time-budget=3000",
-                    "--window-size=1280,420",
-                    f"--screenshot={path}",
-                    url,
-                ],
-                capture_output=True,
-                timeout=90,
-                check=True,
-            )
+            subprocess.run(command, capture_output=True, timeout=90, check=True)
         except (subprocess.SubprocessError, OSError):
             return None
     return path if path.exists() else None

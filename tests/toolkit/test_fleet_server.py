@@ -4,7 +4,6 @@ dashboard rendered by headless Chromium, and `edgekws fleet watch --once --json`
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import tempfile
 import time
@@ -19,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from edgekws.agent._telemetry import DeviceTelemetry, MqttSettings
 from edgekws.toolkit._cli import main
 from edgekws.toolkit.fleet import FleetMonitor, FleetServer
+from edgekws.toolkit.fleet._server import headless_chromium
 
 TELEMETRY = {
     "schema": "edgekws.telemetry/1",
@@ -102,24 +102,11 @@ def test_api_devices_serves_the_snapshot(server: FleetServer) -> None:
 
 def test_dashboard_shows_device_rows_in_headless_chromium(server: FleetServer) -> None:
     """The dashboard's script fetches /api/devices and draws one row per device (rendered by Chromium)."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "chromium is missing: run `make setup` (APT_PACKAGES has chromium)"
     with tempfile.TemporaryDirectory() as profile:
+        command = headless_chromium(profile)
+        assert command, "chromium is missing: run `make setup` (APT_PACKAGES has chromium)"
         out = subprocess.run(
-            [
-                chromium,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                f"--user-data-dir={profile}",
-                "--virtual-time-budget=3000",
-                "--dump-dom",
-                f"http://127.0.0.1:{server.port}/",
-            ],
+            [*command, "--dump-dom", f"http://127.0.0.1:{server.port}/"],
             capture_output=True,
             text=True,
             timeout=60,

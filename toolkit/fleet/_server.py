@@ -9,9 +9,11 @@ The exposition format is written by hand (text format 0.0.4): a few gauges and c
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
@@ -247,3 +249,23 @@ def device_table(snapshot: dict[str, Any]) -> Table:
     for a in snapshot["alerts"]:
         table.caption = (table.caption + "\n" if table.caption else "") + f"[red]alert[/] {a['message']}"
     return table
+
+
+def headless_chromium(profile: str | Path) -> list[str] | None:
+    """The command line that renders a page in headless Chromium (add ``--dump-dom`` or ``--screenshot=…``
+    and the URL), or None where Chromium is not installed. ``profile`` is an empty folder for its state."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        return None
+    return [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=3000",
+    ]
