@@ -86,3 +86,29 @@ def test_channels_per_band_reads_the_front_end_spec() -> None:
     plain = SpikeDataset.from_raster(raster, [0], 0.001, ["a"])
     tagged = SpikeDataset.from_raster(raster, [0], 0.001, ["a"], attrs={"frontend": '{"num_bands": 32}'})
     assert (channels_per_band(plain), channels_per_band(tagged)) == (1, 4)
+
+
+def test_delay_moves_each_sample_by_whole_steps_within_the_bound() -> None:
+    """Every event of a sample is delayed by the same whole number of steps in [0, max]; units stay."""
+    from edgekws.toolkit.train._augment import delay_samples
+
+    data = _data()
+    delayed = delay_samples(data, 7, np.random.default_rng(3), 0.001)
+    seen = set()
+    for before, after, u0, u1 in zip(data.times, delayed.times, data.units, delayed.units, strict=True):
+        steps = np.round((after.astype(np.float64) - before) / 0.001)
+        assert len(set(steps.tolist())) <= 1 and 0 <= steps.min() <= 7
+        seen |= set(steps.tolist())
+        np.testing.assert_array_equal(u0, u1)
+    assert len(seen) > 1, "different samples get different delays"
+    assert delay_samples(data, 0, np.random.default_rng(3), 0.001) is data
+
+
+def test_augment_epoch_delays_even_without_shift_and_keeps_old_draws_when_off() -> None:
+    """mode "none" with a delay only delays; with no delay the epoch equals the one made before delays."""
+    data = _data()
+    only = augment_epoch(data, "none", 0, 0.0, 0.5, np.random.default_rng(0), 0.001, max_delay_steps=5)
+    assert any(not np.array_equal(a, b) for a, b in zip(only.times, data.times, strict=True))
+    a = augment_epoch(data, "shift", 3, 0.0, 0.5, np.random.default_rng(9), 0.001)
+    b = shift_channels(data, 3, np.random.default_rng(9))
+    assert all(np.array_equal(x, y) for x, y in zip(a.units, b.units, strict=True))

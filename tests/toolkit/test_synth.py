@@ -168,3 +168,29 @@ def test_missing_voice_is_reported() -> None:
     """An espeak-ng voice that does not exist raises SynthError with espeak-ng's message."""
     with pytest.raises(SynthError, match="does not exist"):
         _synth.speak("hello", "xx-nonexistent", "m1", 150, 50, 100)
+
+
+def test_fillers_add_unknown_and_silence_without_changing_the_keywords() -> None:
+    """--fillers appends _unknown_ (other words) and _silence_ (no text); keyword utterances are unchanged."""
+    words, _, plain = _synth.plan_corpus("digits", 5, seed=4)
+    words_f, _, with_f = _synth.plan_corpus("digits", 5, seed=4, fillers=True)
+    assert [w.name for w in words_f] == [w.name for w in words] + ["_unknown_", "_silence_"]
+    assert with_f[: len(plain)] == plain
+    extra = with_f[len(plain) :]
+    unknown = [u for u in extra if u["class"] == "_unknown_"]
+    silence = [u for u in extra if u["class"] == "_silence_"]
+    assert len(unknown) == len(silence) == 5 and {u["label"] for u in unknown} == {20}
+    assert all(u["text"] in _synth.FILLER_WORDS[u["language"]] for u in unknown)
+    assert all(u["text"] == "" and u["noise"] in ("pink", "white") for u in silence)
+    keyword_texts = {w.text for w in words}
+    assert not keyword_texts & {w for ws in _synth.FILLER_WORDS.values() for w in ws}
+
+
+def test_silence_clip_is_noise_at_its_level(tmp_path: Path) -> None:
+    """A _silence_ clip has no speech and its RMS is the utterance's noise_dbfs."""
+    _, _, utts = _synth.plan_corpus("digits", 3, seed=2, classes=["en-one"], fillers=True)
+    utt = next(u for u in utts if u["class"] == "_silence_")
+    pcm, timing = _synth.render(utt, seed=2)
+    assert timing["speech_s"] == 0.0
+    rms_db = 20 * np.log10(np.sqrt(np.mean((pcm / 32768.0) ** 2)))
+    assert abs(rms_db - utt["noise_dbfs"]) < 1.0

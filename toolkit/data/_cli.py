@@ -34,6 +34,9 @@ def data() -> None:
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Processes running espeak-ng and the front-end.")  # fmt: skip
 @click.option("--classes", default=None, help="Comma-separated subset of class names (default: all).")
+@click.option("--fillers", is_flag=True,
+              help="Add the classes _unknown_ (other words) and _silence_ (noise alone), --per-class each: "
+                   "what a streaming spotter needs to learn what is not a keyword.")  # fmt: skip
 @click.option("--force", is_flag=True, help="Replace a non-empty --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of text.")
 def synth(
@@ -43,6 +46,7 @@ def synth(
     seed: int,
     workers: int,
     classes: str | None,
+    fillers: bool,
     force: bool,
     as_json: bool,
 ) -> None:
@@ -56,13 +60,23 @@ def synth(
     Example:
 
         edgekws data synth --task digits --out data/digits --seed 1
+
+        edgekws data synth --task digits --out data/digits-kws --fillers
     """
     subset = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     start = time.perf_counter()
     with progress_bar(f"synth {task}", disable=as_json) as progress:
         try:
             manifest = _synth.synthesize(
-                out, task, per_class, seed, workers=workers, force=force, classes=subset, progress=progress
+                out,
+                task,
+                per_class,
+                seed,
+                workers=workers,
+                force=force,
+                classes=subset,
+                progress=progress,
+                fillers=fillers,
             )
         except (_synth.SynthError, DatasetError, ValueError) as exc:
             raise click.ClickException(str(exc)) from exc

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from edgekws.agent._kws_scoring import KeywordSpan
+from edgekws.toolkit.data._synth import pink_noise
 
 RATE = 16000
 STREAM_FORMAT_VERSION = 1
@@ -148,14 +149,6 @@ def _distractor_piece(word: str, speaker: dict[str, Any], rng: np.random.Generat
     return _fade(speech[loud[0] : loud[-1] + 1] if loud.size else speech[:0])
 
 
-def _pink(n: int, rng: np.random.Generator) -> np.ndarray:
-    spectrum = np.fft.rfft(rng.standard_normal(n))
-    f = np.fft.rfftfreq(n)
-    f[0] = f[1]
-    x = np.fft.irfft(spectrum / np.sqrt(f), n)
-    return x / (x.std() + 1e-12)
-
-
 def build_stream(
     corpus: Path,
     split: str,
@@ -185,7 +178,11 @@ def build_stream(
     except (OSError, ValueError) as exc:
         raise StreamError(f"{corpus}: not a corpus made by edgekws data synth ({exc})") from exc
     rng = np.random.default_rng(np.random.SeedSequence([seed, ["train", "val", "test"].index(split)]))
-    utts = [u for u in manifest["utterances"] if u["split"] == split and "speech_s" in u]
+    utts = [
+        u
+        for u in manifest["utterances"]
+        if u["split"] == split and "speech_s" in u and not u["class"].startswith("_")  # no filler classes
+    ]
     if not utts:
         raise StreamError(f"{corpus}/manifest.json: no {split} utterances with timings; re-make the corpus")
     order = [utts[int(i)] for i in rng.permutation(len(utts))]
@@ -244,7 +241,7 @@ def build_stream(
         kind = ntypes[int(rng.choice(len(ntypes), p=nprob))]
         snr = float(rng.uniform(*snr_db))
         if kind != "none":
-            x = rng.standard_normal(b - a) if kind == "white" else _pink(b - a, rng)
+            x = rng.standard_normal(b - a) if kind == "white" else pink_noise(b - a, rng)
             if background:
                 audio[a:b] += _fade(x) * math.sqrt(ref_power / 10 ** (snr / 10))
         noise.append(

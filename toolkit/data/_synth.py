@@ -61,6 +61,27 @@ VARIANTS = {
     "anika": "female",
 }  # fmt: skip
 
+# Filler classes (``fillers=True``), named as the agent's default ``ignore_labels``: "_unknown_" is another
+# word (these lists; edgekws.toolkit.data._stream's distractors are different words), "_silence_" is
+# background noise alone. They teach a streaming spotter what is not a keyword.
+UNKNOWN_CLASS, SILENCE_CLASS = "_unknown_", "_silence_"
+# fmt: off
+FILLER_WORDS = {
+    "en": (
+        "apple", "river", "purple", "station", "blanket", "candle", "mountain", "pocket", "yesterday",
+        "village", "engine", "market", "silver", "holiday", "button", "travel", "letter", "summer", "basket",
+        "island", "number", "twelve", "fifteen", "sixty", "ninety", "often", "tuesday", "fourteen", "pencil",
+        "freedom",
+    ),
+    "de": (
+        "apfel", "fluss", "blume", "bahnhof", "kerze", "berg", "tasche", "gestern", "dorf", "motor", "markt",
+        "silber", "urlaub", "knopf", "reise", "brief", "sommer", "korb", "insel", "nummer", "dreizehn",
+        "fünfzehn", "sechzig", "neunzig", "vierzig", "siebzehn", "wolke", "stuhl", "lampe", "ferien",
+    ),
+}
+# fmt: on
+SILENCE_DBFS = (-65.0, -20.0)  # level of the noise in a "_silence_" clip, per utterance
+
 RATE_WPM = (130, 190)  # speaker's base rate; each utterance adds up to ±20
 PITCH = (30, 70)  # speaker's base pitch (espeak 0..99); each utterance adds up to ±10
 AMPLITUDE = (70, 130)  # espeak -a, per utterance
@@ -142,11 +163,13 @@ def make_speakers(languages: Iterable[str], rng: np.random.Generator) -> list[Sp
 
 
 def plan_corpus(
-    task: str, per_class: int, seed: int, classes: list[str] | None = None
+    task: str, per_class: int, seed: int, classes: list[str] | None = None, fillers: bool = False
 ) -> tuple[list[Word], list[Speaker], list[dict[str, Any]]]:
     """The words, speakers and every utterance's parameters; a pure function of its arguments.
 
-    ``classes`` restricts the vocabulary to those class names (for small test corpora).
+    ``classes`` restricts the vocabulary to those class names (for small test corpora). ``fillers`` adds
+    the classes "_unknown_" (other words, :data:`FILLER_WORDS`) and "_silence_" (noise alone) after the
+    keywords, with ``per_class`` utterances each; the keywords' utterances are the same with or without.
     """
     if per_class < 1:
         raise ValueError(f"per_class must be at least 1, got {per_class}")
@@ -196,6 +219,44 @@ def plan_corpus(
                         "wav": f"wavs/{word.name}/{speaker.id}_nohash_{n_said}.wav",
                     }
                 )
+    if fillers:
+        languages = sorted({w.language for w in words})
+        for name in (UNKNOWN_CLASS, SILENCE_CLASS):
+            label = len(words)
+            words.append(Word(name, "", "any"))
+            for split, count in _split_counts(per_class).items():
+                for _ in range(count):
+                    language = languages[int(rng.integers(len(languages)))]
+                    key = (language, split)
+                    k = cursor.get(key, 0)
+                    speaker = queues[key][k % len(queues[key])]
+                    cursor[key] = k + 1
+                    n_said = take_counts.get((name, speaker.id), 0)
+                    take_counts[(name, speaker.id)] = n_said + 1
+                    pool = FILLER_WORDS[language]
+                    text = pool[int(rng.integers(len(pool)))] if name == UNKNOWN_CLASS else ""
+                    utterances.append(
+                        {
+                            "index": len(utterances),
+                            "split": split,
+                            "label": label,
+                            "class": name,
+                            "text": text,
+                            "language": language,
+                            "speaker": speaker.id,
+                            "speaker_index": index_of[speaker.id],
+                            "voice": speaker.voice,
+                            "variant": speaker.variant,
+                            "rate": int(np.clip(speaker.rate + rng.integers(-20, 21), 80, 450)),
+                            "pitch": int(np.clip(speaker.pitch + rng.integers(-10, 11), 0, 99)),
+                            "amplitude": int(rng.integers(AMPLITUDE[0], AMPLITUDE[1] + 1)),
+                            "lead_silence_s": round(float(rng.uniform(*LEAD_SILENCE_S)), 4),
+                            "snr_db": round(float(rng.uniform(*SNR_DB)), 2),
+                            "noise_dbfs": round(float(rng.uniform(*SILENCE_DBFS)), 2),
+                            "noise": "pink" if rng.random() < 0.5 else "white",
+                            "wav": f"wavs/{name}/{speaker.id}_nohash_{n_said}.wav",
+                        }
+                    )
     return words, speakers, utterances
 
 
@@ -229,22 +290,38 @@ def speak(text: str, voice: str, variant: str, rate: int, pitch: int, amplitude:
     return audio
 
 
+def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` samples of 1/f noise with unit standard deviation."""
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    f = np.fft.rfftfreq(n)
+    f[0] = f[1]
+    x = np.fft.irfft(spectrum / np.sqrt(f), n)
+    return x / (x.std() + 1e-12)
+
+
 def render(utt: dict[str, Any], seed: int) -> tuple[np.ndarray, dict[str, float]]:
     """The utterance's 1.0 s clip as int16 at 16 kHz, and the measured speech/silence durations."""
     from scipy.signal import resample_poly
 
-    raw = speak(utt["text"], utt["voice"], utt["variant"], utt["rate"], utt["pitch"], utt["amplitude"])
-    speech = resample_poly(raw, 320, 441)  # 22050 Hz -> 16000 Hz
-    loud = np.flatnonzero(np.abs(speech) > 0.01 * max(float(np.abs(speech).max()), 1e-9))
-    speech = speech[loud[0] : loud[-1] + 1] if len(loud) else speech[:0]
+    if utt["text"]:
+        raw = speak(utt["text"], utt["voice"], utt["variant"], utt["rate"], utt["pitch"], utt["amplitude"])
+        speech = resample_poly(raw, 320, 441)  # 22050 Hz -> 16000 Hz
+        loud = np.flatnonzero(np.abs(speech) > 0.01 * max(float(np.abs(speech).max()), 1e-9))
+        speech = speech[loud[0] : loud[-1] + 1] if len(loud) else speech[:0]
+    else:  # a "_silence_" clip: noise alone, at the utterance's noise_dbfs
+        speech = np.zeros(0)
     total = round(DURATION_S * SAMPLE_RATE)
     speech = speech[:total]  # a word longer than the clip is cropped at the end
     lead = min(round(utt["lead_silence_s"] * SAMPLE_RATE), total - len(speech))
     clip = np.zeros(total)
     clip[lead : lead + len(speech)] = speech
-    power = float(np.mean(speech**2)) if len(speech) else 1e-6
+    if len(speech):
+        power = float(np.mean(speech**2))
+    else:
+        power = 10 ** (utt.get("noise_dbfs", -60.0) / 10) * 10 ** (utt["snr_db"] / 10)
     noise_rng = np.random.default_rng(np.random.SeedSequence([seed, utt["index"]]))
-    clip += noise_rng.standard_normal(total) * np.sqrt(power / 10 ** (utt["snr_db"] / 10))
+    noise = pink_noise(total, noise_rng) if utt.get("noise") == "pink" else noise_rng.standard_normal(total)
+    clip += noise * np.sqrt(power / 10 ** (utt["snr_db"] / 10))
     pcm = np.round(np.clip(clip, -1.0, 1.0 - 1 / 32768) * 32768).astype(np.int16)
     timing = {
         "lead_silence_s": lead / SAMPLE_RATE,
@@ -304,8 +381,11 @@ def synthesize(
     classes: list[str] | None = None,
     spec: Any = None,
     progress: Callable[[int, int], None] | None = None,
+    fillers: bool = False,
 ) -> dict[str, Any]:
     """Make a synthetic corpus in ``out``; returns the manifest.
+
+    ``fillers`` adds the "_unknown_" and "_silence_" classes (:func:`plan_corpus`).
 
     Works in a temporary folder beside ``out`` and moves it into place at the end, so an interrupted
     run leaves no half corpus. Refuses a non-empty ``out`` unless ``force``. ``progress(done, total)``
@@ -317,7 +397,7 @@ def synthesize(
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise SynthError(f"{out} exists and is not empty; choose another --out or pass --force to replace it")
     per_class = DEFAULT_PER_CLASS[task] if per_class is None and task in DEFAULT_PER_CLASS else per_class
-    words, speakers, utterances = plan_corpus(task, per_class or 0, seed, classes)
+    words, speakers, utterances = plan_corpus(task, per_class or 0, seed, classes, fillers)
     spec = spec if spec is not None else FrontendSpec()
     spec_dict = spec.to_dict()
     versions = _versions()
@@ -391,6 +471,7 @@ def synthesize(
             "task": task,
             "seed": seed,
             "per_class": per_class,
+            "fillers": fillers,
             "sample_rate": SAMPLE_RATE,
             "duration_s": DURATION_S,
             "num_steps": num_steps(spec),

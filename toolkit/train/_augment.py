@@ -1,4 +1,5 @@
-"""Training-time augmentation of spike data sets: channel shift and same-class blend (seed paper §1).
+"""Training-time augmentation of spike data sets: channel shift and same-class blend (seed paper §1), and a
+random delay for streaming use.
 
 Both work on the sparse events of a :class:`SpikeDataset` and are pure functions of the data and a
 ``numpy.random.Generator``, so an epoch's augmented data are fixed by the run's seed and the epoch.
@@ -77,6 +78,23 @@ def blend_same_class(
     return _with_events(data, times, units, np.asarray(labels, dtype=np.int64))
 
 
+def delay_samples(data: SpikeDataset, max_steps: int, rng: np.random.Generator, dt: float) -> SpikeDataset:
+    """Delay every event of each sample by one random whole number of steps in ``[0, max_steps]``.
+
+    A streaming spotter's 1 s windows meet a word anywhere in them, not only at the corpus' onsets; the
+    delay moves the word later in the window (events pushed past the sample's end are dropped when the
+    data are binned).
+    """
+    if max_steps <= 0:
+        return data
+    delays = rng.integers(0, max_steps + 1, size=len(data))
+    times = [
+        (t.astype(np.float64) + int(d) * dt).astype(np.float32)
+        for t, d in zip(data.times, delays, strict=True)
+    ]
+    return _with_events(data, times, list(data.units), data.labels)
+
+
 def augment_epoch(
     data: SpikeDataset,
     mode: str,
@@ -86,14 +104,16 @@ def augment_epoch(
     rng: np.random.Generator,
     dt: float,
     stride: int = 1,
+    max_delay_steps: int = 0,
 ) -> SpikeDataset:
-    """The training set of one epoch: the originals (plus blends for ``shift-blend``), then shifted."""
-    if mode == "none":
-        return data
-    if mode == "shift-blend" and blend_fraction > 0:
-        blends = blend_same_class(data, round(blend_fraction * len(data)), blend_p, rng, dt)
-        data = _concat(data, blends)
-    return shift_channels(data, max_shift, rng, stride)
+    """The training set of one epoch: the originals (plus blends for ``shift-blend``), then shifted, then
+    delayed (``max_delay_steps`` > 0)."""
+    if mode != "none":
+        if mode == "shift-blend" and blend_fraction > 0:
+            blends = blend_same_class(data, round(blend_fraction * len(data)), blend_p, rng, dt)
+            data = _concat(data, blends)
+        data = shift_channels(data, max_shift, rng, stride)
+    return delay_samples(data, max_delay_steps, rng, dt)
 
 
 def _with_events(

@@ -87,6 +87,7 @@ class TrainConfig:
     shift_channels: float = 40.0
     blend_fraction: float = 0.94
     blend_p: float = 0.5
+    time_shift_ms: float = 0.0
     method: str = "eventprop"
     surrogate_slope: float = 25.0
     seed: int = 1234
@@ -119,6 +120,8 @@ class TrainConfig:
             problems.append(f"augment must be one of {list(AUGMENTS)}, got {self.augment!r}")
         if self.shift_channels < 0:
             problems.append(f"shift_channels must be non-negative, got {self.shift_channels}")
+        if self.time_shift_ms < 0:
+            problems.append(f"time_shift_ms must be non-negative, got {self.time_shift_ms}")
         if self.blend_fraction < 0 or not 0.0 <= self.blend_p <= 1.0:
             problems.append("blend_fraction must be >= 0 and blend_p in [0, 1]")
         if self.lr_decay not in LR_DECAYS:
