@@ -29,6 +29,11 @@ DEMO_EPOCHS = 25
 DEMO_HIDDEN = 256
 DEMO_SEED = 0
 DEMO_CLASSIFY_FILES = 60  # held-out WAVs streamed through the agent
+# The corpus has the filler classes _unknown_ and _silence_, and training delays samples by up to 300 ms, so
+# that the streaming agent of stage 6 meets words anywhere in its windows and learns what is not a keyword:
+# on 3-minute streams of held-out speech that halved the false accepts at the agent's default detection
+# settings (42 instead of 85 on the test stream, 31 and 33 keywords of 48 found; docs/agent.md).
+DEMO_TIME_SHIFT_MS = 300.0
 
 
 def _stage(number: int, title: str) -> None:
@@ -60,21 +65,30 @@ def run_demo(
     def timed(name: str, t0: float, **fields: Any) -> None:
         summary["stages"][name] = {"seconds": round(time.perf_counter() - t0, 1), **fields}
 
-    _stage(1, f"synthesize a spoken-digit corpus with espeak-ng ({per_class} per class) and encode it")
+    _stage(
+        1, f"synthesize spoken digits with espeak-ng ({per_class} per class, plus fillers) and encode them"
+    )
     corpus = out / "data"
     t0 = time.perf_counter()
     with progress_bar("synth digits") as update:
-        manifest = _synth.synthesize(corpus, "digits", per_class, seed, force=True, progress=update)
+        manifest = _synth.synthesize(
+            corpus, "digits", per_class, seed, force=True, progress=update, fillers=True
+        )
     described = _info.info(corpus)
     click.echo(_info.format_info(described))
     (out / "data_info.json").write_text(json.dumps(described, indent=2) + "\n")
     timed("synth", t0, utterances=len(manifest["utterances"]), splits=manifest["splits"])
 
-    _stage(2, f"train {manifest['frontend']['num_channels']} → {hidden} recurrent → 20 with Eventprop")
+    n_classes = len(manifest["classes"])
+    _stage(
+        2, f"train {manifest['frontend']['num_channels']} → {hidden} recurrent → {n_classes} with Eventprop"
+    )
     t0 = time.perf_counter()
     run_dir = out / "train"
     shutil.rmtree(run_dir, ignore_errors=True)
-    config = TrainConfig(hidden=(hidden,), epochs=epochs, seed=seed, silent_boost=0.02)
+    config = TrainConfig(
+        hidden=(hidden,), epochs=epochs, seed=seed, silent_boost=0.02, time_shift_ms=DEMO_TIME_SHIFT_MS
+    )
     train_set, val_set, test_set = (read_shd(corpus / f"{s}.h5") for s in ("train", "val", "test"))
     result = train(
         train_set,
@@ -199,7 +213,8 @@ def _headline(summary: dict[str, Any]) -> list[tuple[str, str]]:
                 "live stream (real time)",
                 f"{sc['hits']}/{sc['keywords']} keywords detected, {sc['false_accepts']} false accepts "
                 f"({sc['wrong_label']} wrong label, {sc['spurious']} on other words or noise) in "
-                f"{live['stream']['duration_s']} s",
+                f"{live['stream']['duration_s']} s; detection p50 {sc['latency_ms']['p50']} ms after the "
+                "keyword's end",
             )
         )
         rows.append(
@@ -213,9 +228,9 @@ def _headline(summary: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(
             (
                 "device as the monitor shows it",
-                f"backend {dev.get('backend')}, latency p50 {dev.get('latency_p50_ms')} ms / p95 "
-                f"{dev.get('latency_p95_ms')} ms, energy {dev.get('energy_mj')} mJ per inference "
-                f"({dev.get('energy_method')})",
+                f"backend {dev.get('backend')}, inference latency (backend call per 20 ms of audio) p50 "
+                f"{dev.get('latency_p50_ms')} ms / p95 {dev.get('latency_p95_ms')} ms, energy "
+                f"{dev.get('energy_mj')} mJ per inference ({dev.get('energy_method')})",
             )
         )
     rows.append(("total time", f"{summary.get('seconds')} s"))

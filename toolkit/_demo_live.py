@@ -119,9 +119,19 @@ def _screenshot(url: str, path: Path) -> Path | None:
 
 
 def run_live_stage(
-    out: Path, corpus: Path, bundle: Path, trust: Path, seed: int, broker_url: str | None = None
+    out: Path,
+    corpus: Path,
+    bundle: Path,
+    trust: Path,
+    seed: int,
+    broker_url: str | None = None,
+    minutes: float = STREAM_MINUTES,
+    connect_timeout_s: float = 15.0,
 ) -> LiveResult:
-    """Stream the corpus' held-out test speakers through a real agent process reporting to a real monitor."""
+    """Stream the corpus' held-out test speakers through a real agent process reporting to a real monitor.
+
+    Everything goes to ``out/live``; ``broker_url`` None starts a local mosquitto there.
+    """
     from edgekws.agent._kws_scoring import StreamDetection, score_stream
     from edgekws.toolkit.data._stream import build_stream, write_stream
     from edgekws.toolkit.fleet import (
@@ -138,7 +148,7 @@ def run_live_stage(
     shutil.rmtree(live, ignore_errors=True)
     for sub in ("agent", "fleet"):
         (live / sub).mkdir(parents=True)
-    stream = build_stream(corpus, "test", STREAM_MINUTES, seed, STREAM_SNR_DB, event_p=STREAM_EVENTS)
+    stream = build_stream(corpus, "test", minutes, seed, STREAM_SNR_DB, event_p=STREAM_EVENTS)
     stream_wav = live / "test-stream.wav"
     truth_path = write_stream(stream, stream_wav)
     comp = stream.composition()
@@ -168,7 +178,7 @@ def run_live_stage(
     try:
         ingest.start()
         server.start()
-        if not ingest.connected.wait(15):
+        if not ingest.connected.wait(connect_timeout_s):
             raise click.ClickException(
                 f"the fleet monitor could not connect to {broker_url}: is the broker up?"
             )
@@ -253,7 +263,17 @@ def run_live_stage(
         "score": {
             k: v
             for k, v in score.to_dict().items()
-            if k in ("keywords", "hits", "misses", "recall", "false_accepts", "wrong_label", "spurious")
+            if k
+            in (
+                "keywords",
+                "hits",
+                "misses",
+                "recall",
+                "false_accepts",
+                "wrong_label",
+                "spurious",
+                "latency_ms",
+            )
         },
         "agent": {
             "detections_logged": len(logged),

@@ -1,0 +1,60 @@
+"""The demo's live stage: real mosquitto, fleet monitor and an `edgekws-agent run` process on a stream."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pytest
+
+from edgekws.toolkit._demo_live import DEVICE_ID, run_live_stage
+from edgekws.toolkit.data import synthesize
+from edgekws.toolkit.fleet._broker import free_port
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+BUNDLE, TRUST = ASSETS / "digits-reference.ekb", ASSETS / "digits-test-key.pub"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("live") / "corpus"
+    synthesize(out, "digits", per_class=5, seed=1, workers=1, classes=["en-three", "de-acht"], fillers=True)
+    return out
+
+
+def test_live_stage_reports_every_detection_to_the_monitor(corpus: Path, tmp_path: Path) -> None:
+    """The agent streams in real time; the monitor stores each detection it logged, plus telemetry."""
+    result = run_live_stage(tmp_path, corpus, BUNDLE, TRUST, seed=0, minutes=0.2)
+    s = result.summary
+    live = tmp_path / "live"
+    logged = [
+        json.loads(line)
+        for line in (live / "agent" / "agent.log").read_text().splitlines()
+        if line.startswith("{") and json.loads(line).get("event") == "detection"
+    ]
+    assert s["agent"]["detections_logged"] == len(logged)
+    assert s["monitor"]["received"]["detection"] == len(logged) and s["monitor"]["all_detections_received"]
+    assert s["monitor"]["received"]["telemetry"] >= 3, "a report every 2 s over 12 s of audio"
+    device = s["monitor"]["device"]
+    assert device["backend"] == "emulator" and device["bundle_version"] == "1.0.0"
+    assert device["energy_mj"] > 0 and device["energy_method"].startswith(("estimated:", "measured:"))
+    assert device["online"] is False, "the agent said offline when the stream ended"
+    score = json.loads((live / "score.json").read_text())
+    assert score["keywords"] == s["stream"]["keywords"] > 0
+    assert score["hits"] + score["misses"] == score["keywords"]
+    assert {d["label"] for d in score["detections"]} <= {d["label"] for d in logged}
+    assert result.plots["stream timeline"] is not None and result.plots["stream timeline"].exists()
+    devices = json.loads((live / "fleet" / "devices.json").read_text())
+    assert [d["device"] for d in devices["devices"]] == [DEVICE_ID]
+    assert (live / "broker" / "mosquitto.log").exists() and (live / "fleet" / "fleet.db").exists()
+
+
+def test_live_stage_with_a_dead_broker_says_so(corpus: Path, tmp_path: Path) -> None:
+    """--broker pointing at nothing stops the stage with an error naming the broker; no agent starts."""
+    url = f"mqtt://127.0.0.1:{free_port()}"
+    with pytest.raises(click.ClickException, match="could not connect to " + url):
+        run_live_stage(
+            tmp_path, corpus, BUNDLE, TRUST, seed=0, broker_url=url, minutes=0.1, connect_timeout_s=2
+        )
+    assert not (tmp_path / "live" / "agent" / "agent.log").exists()
