@@ -194,9 +194,7 @@ def run_live_stage(
         )
         if installed.returncode != 0:
             raise click.ClickException(f"edgekws-agent bundle install failed:\n{installed.stderr}")
-        click.echo(
-            installed.stdout.strip().splitlines()[-1] if installed.stdout.strip() else "bundle installed"
-        )
+        click.echo(f"installed {bundle.name} into the device's store {live / 'agent' / 'bundles'}")
 
         with log_path.open("wb") as log_file:
             agent_proc = subprocess.Popen(
