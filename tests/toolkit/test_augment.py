@@ -112,3 +112,19 @@ def test_augment_epoch_delays_even_without_shift_and_keeps_old_draws_when_off() 
     a = augment_epoch(data, "shift", 3, 0.0, 0.5, np.random.default_rng(9), 0.001)
     b = shift_channels(data, 3, np.random.default_rng(9))
     assert all(np.array_equal(x, y) for x, y in zip(a.units, b.units, strict=True))
+
+
+def test_drop_events_thins_each_sample_at_the_rate_and_keeps_the_rest_intact() -> None:
+    """About p of the events vanish; what stays is an unchanged subset (same times and units, in order)."""
+    from edgekws.toolkit.train._augment import drop_events
+
+    data = _data()
+    thinned = drop_events(data, 0.3, np.random.default_rng(5))
+    before = sum(len(t) for t in data.times)
+    after = sum(len(t) for t in thinned.times)
+    assert 0.6 * before < after < 0.8 * before
+    for t0, u0, t1, u1 in zip(data.times, data.units, thinned.times, thinned.units, strict=True):
+        kept = {(float(a), int(b)) for a, b in zip(t1, u1, strict=True)}
+        assert kept <= {(float(a), int(b)) for a, b in zip(t0, u0, strict=True)}
+        assert np.all(np.diff(t1) >= 0)
+    assert drop_events(data, 0.0, np.random.default_rng(5)) is data

@@ -95,6 +95,18 @@ def delay_samples(data: SpikeDataset, max_steps: int, rng: np.random.Generator, 
     return _with_events(data, times, list(data.units), data.labels)
 
 
+def drop_events(data: SpikeDataset, p: float, rng: np.random.Generator) -> SpikeDataset:
+    """Drop every input event independently with probability ``p`` (input-spike dropout)."""
+    if p <= 0:
+        return data
+    times, units = [], []
+    for t, u in zip(data.times, data.units, strict=True):
+        keep = rng.random(len(t)) >= p
+        times.append(t[keep])
+        units.append(u[keep])
+    return _with_events(data, times, units, data.labels)
+
+
 def augment_epoch(
     data: SpikeDataset,
     mode: str,
@@ -105,15 +117,16 @@ def augment_epoch(
     dt: float,
     stride: int = 1,
     max_delay_steps: int = 0,
+    drop_p: float = 0.0,
 ) -> SpikeDataset:
     """The training set of one epoch: the originals (plus blends for ``shift-blend``), then shifted, then
-    delayed (``max_delay_steps`` > 0)."""
+    delayed (``max_delay_steps`` > 0), then thinned (``drop_p`` > 0)."""
     if mode != "none":
         if mode == "shift-blend" and blend_fraction > 0:
             blends = blend_same_class(data, round(blend_fraction * len(data)), blend_p, rng, dt)
             data = _concat(data, blends)
         data = shift_channels(data, max_shift, rng, stride)
-    return delay_samples(data, max_delay_steps, rng, dt)
+    return drop_events(delay_samples(data, max_delay_steps, rng, dt), drop_p, rng)
 
 
 def _with_events(

@@ -243,6 +243,7 @@ def _epoch_data(train_data: SpikeDataset, config: TrainConfig, epoch: int, dt_s:
         dt_s,
         stride,
         max_delay_steps=round(config.time_shift_ms / (dt_s * 1000.0)),
+        drop_p=config.input_dropout,
     )
     return data, rng.permutation(len(data))
 
