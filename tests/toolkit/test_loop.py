@@ -173,3 +173,42 @@ def test_cosine_decay_follows_the_ease_in_and_ends_at_the_floor() -> None:
     assert config.learning_rate_at(500, 1000) == pytest.approx(1e-3 * (0.05 + 0.95 * 0.5), rel=1e-5)
     assert config.learning_rate_at(10**6, 1000) == pytest.approx(5e-5, rel=1e-5)
     assert TrainConfig().learning_rate_at(10**6) == pytest.approx(1e-3, rel=1e-6)
+
+
+def test_grad_clip_scales_a_huge_gradient_down_to_the_clip_norm() -> None:
+    """With grad_clip c, Adam sees a gradient of norm > c as that gradient rescaled to norm c."""
+    import jax.numpy as jnp
+
+    from edgekws.toolkit.train._loop import _optimizer
+
+    params = {"w": jnp.zeros(3)}
+    small, huge = {"w": jnp.array([0.1, -0.2, 0.05])}, {"w": jnp.array([300.0, 400.0, 0.0])}
+    scaled = {"w": huge["w"] / 500.0}
+
+    def second_update(opt: object, g2: dict) -> np.ndarray:
+        state = opt.init(params)  # type: ignore[attr-defined]
+        _, state = opt.update(small, state, params)  # type: ignore[attr-defined]
+        upd, _ = opt.update(g2, state, params)  # type: ignore[attr-defined]
+        return np.asarray(upd["w"])
+
+    clipped = second_update(_optimizer(0.01, False, grad_clip=1.0), huge)
+    np.testing.assert_allclose(clipped, second_update(_optimizer(0.01, False), scaled), rtol=1e-6)
+    assert not np.allclose(clipped, second_update(_optimizer(0.01, False), huge))
+
+
+def test_training_with_clip_and_dropout_resumes_exactly(tmp_path: Path) -> None:
+    """grad_clip and input_dropout keep a run deterministic: an interrupted run resumes to the same end."""
+    data = two_class_data(40, 3)
+    config = tiny_config(grad_clip=1.0, input_dropout=0.2, time_shift_ms=5.0)
+    train(data, tmp_path / "full", config, progress=False)
+
+    def interrupt(epoch: int, batch: int, metrics: dict[str, float]) -> None:
+        if (epoch, batch) == (2, 1):
+            raise KeyboardInterrupt
+
+    train(data, tmp_path / "part", config, progress=False, on_batch=interrupt)
+    train(data, tmp_path / "part", config, resume=True, progress=False)
+    a = _params(tmp_path / "full" / "checkpoints" / "epoch_003.npz")
+    b = _params(tmp_path / "part" / "checkpoints" / "epoch_003.npz")
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)

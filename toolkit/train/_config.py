@@ -89,6 +89,7 @@ class TrainConfig:
     blend_p: float = 0.5
     time_shift_ms: float = 0.0
     input_dropout: float = 0.0
+    grad_clip: float = 0.0
     method: str = "eventprop"
     surrogate_slope: float = 25.0
     seed: int = 1234
@@ -121,6 +122,8 @@ class TrainConfig:
             problems.append(f"augment must be one of {list(AUGMENTS)}, got {self.augment!r}")
         if self.shift_channels < 0:
             problems.append(f"shift_channels must be non-negative, got {self.shift_channels}")
+        if self.grad_clip < 0:
+            problems.append(f"grad_clip must be >= 0 (0: off), got {self.grad_clip}")
         if not 0.0 <= self.input_dropout < 1.0:
             problems.append(f"input_dropout must lie in [0, 1), got {self.input_dropout}")
         if self.time_shift_ms < 0:

@@ -137,16 +137,23 @@ def _core() -> Any:
 
 
 def _optimizer(
-    lr: float, ease_in: bool, decay: str = "none", total_steps: int = 0, min_fraction: float = 0.05
+    lr: float,
+    ease_in: bool,
+    decay: str = "none",
+    total_steps: int = 0,
+    min_fraction: float = 0.05,
+    grad_clip: float = 0.0,
 ) -> Any:
-    """Adam on :func:`lr_schedule` (the paper's ease-in, optionally a cosine decay over the run)."""
+    """Adam on :func:`lr_schedule` (the paper's ease-in, optionally a cosine decay over the run), after
+    clipping the gradient's global norm to ``grad_clip`` when that is > 0."""
     import jax.numpy as jnp
     import optax
 
     def schedule(count: Any) -> Any:
         return lr_schedule(count, lr, ease_in, decay, total_steps, min_fraction, xp=jnp)
 
-    return optax.adam(learning_rate=schedule)
+    adam = optax.adam(learning_rate=schedule)
+    return optax.chain(optax.clip_by_global_norm(grad_clip), adam) if grad_clip > 0 else adam
 
 
 def _make_step(spec: NetworkSpec, config: TrainConfig, total_steps: int = 0) -> Callable[..., Any]:
@@ -158,7 +165,14 @@ def _make_step(spec: NetworkSpec, config: TrainConfig, total_steps: int = 0) -> 
         config.reg_lambda,
         config.reg_nu,
         config.surrogate_slope,
-        (config.learning_rate, config.ease_in, config.lr_decay, total_steps, config.lr_min_fraction),
+        (
+            config.learning_rate,
+            config.ease_in,
+            config.lr_decay,
+            total_steps,
+            config.lr_min_fraction,
+            config.grad_clip,
+        ),
     )
 
 
@@ -170,7 +184,7 @@ def _cached_step(
     reg_lambda: float,
     reg_nu: float,
     slope: float,
-    schedule: tuple[float, bool, str, int, float],
+    schedule: tuple[float, bool, str, int, float, float],
 ) -> Callable[..., Any]:
     import jax
     import jax.numpy as jnp
@@ -433,7 +447,7 @@ def train(
         train_data.num_channels, train_data.num_classes, dt_ms, num_steps, tuple(train_data.class_names)
     )
     model, _ = _core()
-    optimizer = _optimizer(config.learning_rate, config.ease_in)
+    optimizer = _optimizer(config.learning_rate, config.ease_in, grad_clip=config.grad_clip)
     init = model.init_params(spec, jax.random.PRNGKey(config.seed))
     init = {k: jnp.asarray(v, jnp.float32) for k, v in init.items()}
     template_opt = optimizer.init(init)
