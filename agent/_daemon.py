@@ -38,7 +38,7 @@ from typing import Any, Literal
 from edgekws.agent._commands import DeployCommand
 from edgekws.agent._config import AgentConfig, BackendConfig, ConfigError, ConfigProblem, load_config
 from edgekws.agent._device_store import DeviceStore, InstalledBundle, StoreError
-from edgekws.agent._energy import EnergyMonitor, detect_meters
+from edgekws.agent._energy import EnergyMonitor, OpCountEstimator, detect_meters
 from edgekws.agent._frontend import Frontend, FrontendSpec
 from edgekws.agent._metrics import RuntimeMetrics
 from edgekws.agent._rollout import DeployError, check_sha256, fetch_bundle, health_check
@@ -280,6 +280,7 @@ class Agent:
         for method, reason in absent.items():
             _info("energy meter absent", method=method, reason=reason)
         self.energy = EnergyMonitor(meters)
+        self.opcounts = OpCountEstimator()
         self.energy.start()
         self._undo.append(("energy", self.energy.stop))
         if self.config.telemetry.mqtt.enabled:
@@ -608,7 +609,10 @@ class Agent:
     def report(self) -> dict[str, Any]:
         """One telemetry aggregate: logged, and published on ``telemetry`` when MQTT is on."""
         snap = self.metrics.snapshot()
-        snap["energy"] = [r.to_dict() for r in self.energy.report(snap["inferences"])]
+        readings = self.energy.report(snap["inferences"])
+        spotter = self.pipeline.spotter if hasattr(self, "pipeline") else None
+        estimate = self.opcounts.report(spotter.backend, snap["inferences"]) if spotter is not None else None
+        snap["energy"] = [r.to_dict() for r in (*readings, *([estimate] if estimate is not None else []))]
         snap["backend"] = self.backend_name
         snap["bundle"] = self.bundle_label
         _info("telemetry", **snap)

@@ -295,6 +295,36 @@ def opcount_reading(ops: OpCounts, duration_s: float = 0.0, static_w: float = 0.
     )
 
 
+class OpCountEstimator:
+    """``estimated:loihi2-opcount`` per inference from a backend's running op counts (the emulator's
+    :meth:`~edgekws.agent.backends.EmulatorBackend.event_counts`): what the same work would cost on a
+    Loihi-class chip. Each :meth:`report` covers the work since the previous one; a new backend object
+    starts from its own zero."""
+
+    def __init__(self) -> None:
+        self._backend: Any = None
+        self._last: dict[str, float] = {}
+
+    def report(self, backend: Any, inferences: int) -> EnergyReading | None:
+        """The reading for ``backend``'s work since the last report, or None if it counts no ops."""
+        counts_fn = getattr(backend, "event_counts", None)
+        if counts_fn is None:
+            return None
+        now = dict(counts_fn())
+        if backend is not self._backend:
+            self._backend, self._last = backend, {}
+        delta = {k: v - self._last.get(k, 0.0) for k, v in now.items()}
+        self._last = now
+        if not inferences:
+            return EnergyReading(None, "estimated:loihi2-opcount", "no inferences in the interval")
+        ops = OpCounts(
+            synops=delta["synops"] / inferences,
+            neuron_updates=delta["neuron_updates"] / inferences,
+            spikes=(delta["input_events"] + delta["hidden_spikes"]) / inferences,
+        )
+        return opcount_reading(ops)
+
+
 def paper_calibration() -> dict[str, float]:
     """The op-count estimate for the seed paper's SHD 512 network against the paper-implied Loihi 2 energy.
 

@@ -253,6 +253,12 @@ class Spotter:
         """Position of global step ``g`` inside each lane's current window."""
         return np.asarray((g - self.offsets) % self.window)
 
+    @property
+    def backend(self) -> Any:
+        """The backend the lanes run on (the first of the instances, for backends stepped one per lane)."""
+        lanes = self._lanes
+        return lanes.backend if lanes.mode == "state" else lanes.instances[0]
+
     def process(self, chunk: AudioChunk) -> list[Detection]:
         """Feed one chunk of audio; the detections whose windows ended in it."""
         spikes = self.frontend.process(chunk.samples)

@@ -143,6 +143,13 @@ class EmulatorBackend(Backend):
         if layers[-1].weight_rec is not None:
             raise ValueError("a recurrent readout layer is not supported; make the readout a dense layer")
         self._state: EmulatorState | None = None
+        # what every advance() computed, summed over all streams: spikes per neuron, input events delivered,
+        # steps per stream (the op counts of an energy estimate, :meth:`event_counts`)
+        self._events = np.zeros(n_total + 2)
+        self._fan_out_sizes = np.zeros(n_total)
+        for i, layer in enumerate(layers[:-1]):
+            own = layer.size if layer.weight_rec is not None else 0
+            self._fan_out_sizes[self._offsets[i] : self._offsets[i + 1]] = own + layers[i + 1].size
         if self._compiled is not None:
             self._init_kernel(m)
 
@@ -162,6 +169,23 @@ class EmulatorBackend(Backend):
         self._k_bias = self._bias if self._bias is not None else np.zeros_like(self._vth)
         self._k_none_uv = np.empty((0, 0, 2, 0))
         self._k_none_s = np.empty((0, 0, 0), dtype=bool)
+
+    def event_counts(self) -> dict[str, float]:
+        """What the emulator has computed since it was made, over every stream: input events delivered,
+        spikes of the hidden layers, synaptic events (each input event or spike times its structural
+        fan-out: the dense and recurrent synapses it reaches) and neuron updates (every neuron, every step).
+
+        The deltas between two calls are the op counts of an ``estimated:loihi2-opcount`` energy figure.
+        """
+        n_total = int(self._offsets[-1])
+        spikes = self._events[:n_total]
+        inputs = float(self._events[n_total])
+        return {
+            "input_events": inputs,
+            "hidden_spikes": float(spikes[: n_total - self._n_out].sum()),
+            "synops": inputs * self._n0 + float(spikes @ self._fan_out_sizes),
+            "neuron_updates": float(self._events[n_total + 1]) * n_total,
+        }
 
     def compile_seconds(self) -> float:
         """Compile (or load from numba's on-disk cache) the kernel for this network's types; seconds taken.
@@ -254,8 +278,11 @@ class EmulatorBackend(Backend):
         # one dot product bounds every |u|, |v| (sum of squares); the exact check runs only above it
         safe = 0.99 * _V_MAX * _V_MAX
         single = batch == 1
+        events = self._events
         for start in range(0, steps, _CHUNK):
             stop = min(start + _CHUNK, steps)
+            # input events delivered in this chunk: the previous column, then this chunk's all but the last
+            events[n_total] += np.count_nonzero(state.last_input) + np.count_nonzero(x[:, start : stop - 1])
             first, rest = self._input_drive(state, x[:, start:stop])
             for j in range(stop - start):
                 np.multiply(uv, alpha, out=uv)
@@ -283,12 +310,14 @@ class EmulatorBackend(Backend):
                     self._wrap_and_saturate(u, v)
                 np.greater(v, vth, out=spikes)
                 v[spikes] = 0.0
+                events[:n_total] += spikes.sum(axis=0)
                 t = start + j
                 out[:, t] = v[:, readout]
                 if tr_uv is not None and tr_s is not None:
                     tr_uv[:, t] = uv
                     tr_s[:, t] = spikes
             state.steps += stop - start
+            events[n_total + 1] += batch * (stop - start)
         if tr_uv is None or tr_s is None:
             return out, None
         return out, self._traces(tr_uv, tr_s)
@@ -341,6 +370,7 @@ class EmulatorBackend(Backend):
             out,
             tr_uv,
             tr_s,
+            self._events,
         )
         state.steps += steps
         if not traces:

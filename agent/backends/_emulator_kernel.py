@@ -27,8 +27,8 @@ _WRAP = float(1 << 24)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _add_input(acc: np.ndarray, w0: np.ndarray, row: np.ndarray, active: np.ndarray, graded: bool) -> None:
-    """``acc[:n0] += row · w0`` over the non-zero entries of the input column ``row``."""
+def _add_input(acc: np.ndarray, w0: np.ndarray, row: np.ndarray, active: np.ndarray, graded: bool) -> int:
+    """``acc[:n0] += row · w0`` over the non-zero entries of the input column ``row``; returns their count."""
     n_active = 0
     for c in range(row.shape[0]):  # branch-free compaction of the active inputs
         active[n_active] = c
@@ -43,6 +43,7 @@ def _add_input(acc: np.ndarray, w0: np.ndarray, row: np.ndarray, active: np.ndar
         else:
             for i in range(n0):
                 acc[i] += w0[c, i]
+    return n_active
 
 
 @njit(cache=True, nogil=True)
@@ -63,6 +64,7 @@ def advance(
     out: np.ndarray,  # (batch, steps, n - readout_start) float64
     tr_uv: np.ndarray,  # (batch, steps, 2, n) float64, or a zero-size array when not recording
     tr_s: np.ndarray,  # (batch, steps, n) bool, likewise
+    events: np.ndarray,  # (n + 2,) float64, added to: spikes per neuron, input events, neuron-steps / n
 ) -> None:
     batch = uv.shape[0]
     n = uv.shape[2]
@@ -86,9 +88,9 @@ def advance(
             acc[:] = 0
             # input column t - 1 (the Dense delay): the previous chunk's last column at t = 0
             if t == 0:
-                _add_input(acc, w0, last_input[b], active, graded)
+                events[n] += _add_input(acc, w0, last_input[b], active, graded)
             else:
-                _add_input(acc, w0, x[xb, t - 1], active, graded)
+                events[n] += _add_input(acc, w0, x[xb, t - 1], active, graded)
             for k in range(count):
                 j = idx[k]
                 for i in range(n):
@@ -107,6 +109,7 @@ def advance(
             for i in range(n):  # the spikes that reach a synapse next step
                 idx[count] = i
                 count += s[i] & fan_out[i]
+                events[i] += s[i]
             for k in range(n - readout_start):
                 out[b, t, k] = v[readout_start + k]
             if record:
@@ -114,6 +117,7 @@ def advance(
                     tr_uv[b, t, 0, i] = u[i]
                     tr_uv[b, t, 1, i] = v[i]
                     tr_s[b, t, i] = s[i]
+        events[n + 1] += steps
         if steps > 0:
             for c in range(n_in):
                 val = x[xb, steps - 1, c]

@@ -239,3 +239,18 @@ def test_classify_prints_one_decision_per_file(tmp_path: Path) -> None:
         main, ["classify", "--bundle", bundle, "--trust", str(tmp_path / "other.pub"), files[0]]
     )
     assert refused.exit_code == 1 and "Error" in refused.output
+
+
+def test_telemetry_carries_a_loihi_opcount_estimate_on_the_emulator(tmp_path: Path) -> None:
+    """With the emulator backend each report adds estimated:loihi2-opcount energy per inference."""
+    agent = Agent(_setup(tmp_path, realtime=False), env={})
+    agent.start()
+    try:
+        agent.loop()
+        snap = agent.report()
+    finally:
+        agent.stop()
+    assert snap["inferences"] > 0
+    by_method = {e["method"]: e for e in snap["energy"]}
+    estimate = by_method["estimated:loihi2-opcount"]
+    assert estimate["mj_per_inference"] > 0 and "pJ/synop" in estimate["detail"]

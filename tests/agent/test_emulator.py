@@ -237,3 +237,37 @@ def test_unknown_kernel_is_refused() -> None:
     """A kernel name other than auto, numba or numpy is a ValueError naming the choices."""
     with pytest.raises(ValueError, match="'auto', 'numba' or 'numpy'"):
         EmulatorBackend(_net(0), kernel="cuda")
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_event_counts_match_the_traces_and_chunking(kernel: str) -> None:
+    """event_counts adds up the delivered input events, hidden spikes, synaptic events and neuron updates."""
+    net = _net(6)
+    x = (np.random.default_rng(7).random((3, 300, 12)) < 0.2).astype(np.uint8)
+    traced = EmulatorBackend(net, kernel=kernel)
+    traces = traced.run_traces(x)
+    hidden = int(traces.spikes[0].sum())
+    readout_spikes = int(traces.spikes[1].sum())
+    delivered = int(np.count_nonzero(x[:, :-1]))  # column t - 1 at step t; the zero initial column adds none
+    counts = traced.event_counts()
+    assert counts["input_events"] == delivered and counts["hidden_spikes"] == hidden
+    assert counts["synops"] == delivered * 16 + hidden * (16 + 3) + readout_spikes * 0
+    assert counts["neuron_updates"] == 3 * 300 * (16 + 3)
+    chunked = EmulatorBackend(net, kernel=kernel)
+    chunked.reset(3)
+    for a, b in itertools.pairwise([0, 7, 150, 151, 300]):
+        chunked.step(x[:, a:b])
+    assert chunked.event_counts() == counts
+
+
+def test_event_counts_are_the_same_for_both_kernels_with_broadcast_input() -> None:
+    """The spotter's lanes share one input (a broadcast view); both kernels count it once per lane."""
+    net = _net(8)
+    column = (np.random.default_rng(9).random((1, 200, 12)) < 0.3).astype(np.uint8)
+    lanes = np.broadcast_to(column, (4, 200, 12))
+    got = []
+    for kernel in KERNELS:
+        emulator = EmulatorBackend(net, kernel=kernel)
+        emulator.advance(emulator.new_state(4), lanes)
+        got.append(emulator.event_counts())
+    assert got[0] == got[1] and got[0]["input_events"] == 4 * np.count_nonzero(column[:, :-1])

@@ -98,3 +98,47 @@ def test_loihi_opcount_estimate_and_paper_gap() -> None:
     cal = paper_calibration()
     assert 0.15 < cal["estimate_mj"] < 0.3
     assert 1.0 < cal["ratio_paper_over_estimate"] < 3.0
+
+
+def test_opcount_estimator_turns_emulator_work_into_energy_per_inference() -> None:
+    """Each report covers the emulator's work since the last one, per inference; a new backend starts at 0."""
+    import numpy as np
+
+    from edgekws.agent._energy import OpCountEstimator
+    from edgekws.agent.backends import EmulatorBackend
+    from edgekws.packaging._fixedpoint import FixedPointLayer, FixedPointNetwork
+
+    rng = np.random.default_rng(0)
+    hidden = FixedPointLayer(
+        weight=rng.integers(-128, 127, (16, 8)),
+        weight_rec=rng.integers(-128, 127, (16, 16)),
+        i_decay=1024,
+        v_decay=256,
+        v_th_mant=60,
+        weight_scale=2.0**-8,
+    )
+    readout = FixedPointLayer(
+        weight=rng.integers(-128, 127, (3, 16)), i_decay=512, v_decay=0, weight_scale=1.0
+    )
+    emulator = EmulatorBackend(FixedPointNetwork((hidden, readout)), kernel="numpy")
+    estimator = OpCountEstimator()
+    x = (rng.random((2, 100, 8)) < 0.3).astype(np.uint8)
+    emulator.run(x)
+    counts = emulator.event_counts()
+    first = estimator.report(emulator, inferences=2)
+    expected = opcount_reading(
+        OpCounts(
+            counts["synops"] / 2,
+            counts["neuron_updates"] / 2,
+            (counts["input_events"] + counts["hidden_spikes"]) / 2,
+        )
+    )
+    assert first is not None and first.method == "estimated:loihi2-opcount"
+    assert (
+        first.joules_per_inference == pytest.approx(expected.joules_per_inference)
+        and counts["hidden_spikes"] > 0
+    )
+    emulator.run(x)
+    second = estimator.report(emulator, inferences=2)
+    assert second is not None and second.joules_per_inference == pytest.approx(first.joules_per_inference)
+    assert estimator.report(object(), inferences=2) is None, "a backend without op counts gives no estimate"
