@@ -224,6 +224,13 @@ def _headline(summary: dict[str, Any]) -> list[tuple[str, str]]:
                 f"{mon['received']['telemetry']} telemetry reports",
             )
         )
+        energy = live["agent"].get("energy_mj_per_inference") or {}
+        rows.append(
+            (
+                "energy per inference (agent telemetry, mean over reports)",
+                ", ".join(f"{v:.4g} mJ {m}" for m, v in energy.items()) or "no reading",
+            )
+        )
         dev = mon["device"] or {}
         rows.append(
             (

@@ -253,6 +253,11 @@ def run_live_stage(
     (live / "score.json").write_text(json.dumps(score.to_dict(with_detections=True), indent=2) + "\n")
     latencies = np.array([float(r["latency_ms"]) for r in logged])
     telemetry = [r for r in records if r.get("event") == "telemetry"]
+    per_method: dict[str, list[float]] = {}
+    for report in telemetry:
+        for reading in report.get("energy") or []:
+            if isinstance(reading.get("mj_per_inference"), int | float):
+                per_method.setdefault(reading["method"], []).append(float(reading["mj_per_inference"]))
     device = next((d for d in snapshot["devices"] if d["device"] == DEVICE_ID), None)
     summary: dict[str, Any] = {
         "stream": {"wav": str(stream_wav), "truth": str(truth_path), **comp},
@@ -276,6 +281,7 @@ def run_live_stage(
         "agent": {
             "detections_logged": len(logged),
             "telemetry_reports": len(telemetry),
+            "energy_mj_per_inference": {m: round(float(np.mean(v)), 6) for m, v in per_method.items()},
             "detection_latency_ms_p50": round(float(np.median(latencies)), 2) if latencies.size else None,
             "detection_latency_ms_p95": round(float(np.percentile(latencies, 95)), 2)
             if latencies.size

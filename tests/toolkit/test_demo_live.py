@@ -40,6 +40,8 @@ def test_live_stage_reports_every_detection_to_the_monitor(corpus: Path, tmp_pat
     assert device["backend"] == "emulator" and device["bundle_version"] == "1.0.0"
     assert device["energy_mj"] > 0 and device["energy_method"].startswith(("estimated:", "measured:"))
     assert device["online"] is False, "the agent said offline when the stream ended"
+    energy = s["agent"]["energy_mj_per_inference"]
+    assert energy["estimated:loihi2-opcount"] > 0, "the emulator's op counts give a Loihi estimate"
     score = json.loads((live / "score.json").read_text())
     assert score["keywords"] == s["stream"]["keywords"] > 0
     assert score["hits"] + score["misses"] == score["keywords"]
