@@ -29,7 +29,7 @@ def data() -> None:
                    "commands: the 35 Speech Commands words (like SSC).")  # fmt: skip
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Folder to create.")
 @click.option("--per-class", type=click.IntRange(min=1), default=None,
-              help="Utterances per class [default: 150 for digits, 100 for commands].")  # fmt: skip
+              help="Utterances per class [default: 300 for digits, 100 for commands].")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same corpus, byte for byte.")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Processes running espeak-ng and the front-end.")  # fmt: skip

@@ -37,7 +37,7 @@ DURATION_S = 1.0  # every clip is padded/cropped to exactly this long
 ESPEAK_RATE = 22050  # espeak-ng's output sample rate
 SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = {"val": 0.1, "test": 0.2}  # of each language's speakers; the rest train
-DEFAULT_PER_CLASS = {"digits": 150, "commands": 100}
+DEFAULT_PER_CLASS = {"digits": 300, "commands": 100}  # digits: the corpus of docs/training.md
 
 DIGITS_EN = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 DIGITS_DE = ("null", "eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun")
