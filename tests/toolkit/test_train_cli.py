@@ -141,3 +141,26 @@ def test_help_texts_have_examples(command: list[str]) -> None:
     """Every training command's --help shows an Example."""
     result = CliRunner().invoke(main, [*command, "--help"])
     assert result.exit_code == 0 and "Example:" in result.output and "edgekws " in result.output
+
+
+def test_eval_reports_accuracy_per_speaker_worst_first(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """With extra/speaker and voice/variant meta_info, eval gives each speaker's accuracy, weakest first."""
+    from edgekws.toolkit.data import read_shd
+
+    run, val_h5 = trained
+    data = read_shd(val_h5)
+    data.extra["speaker"] = np.arange(len(data)) % 3
+    data.attrs["meta_info"] = {"voice": ["en-us", "de", "en-gb"], "variant": ["f1", "m3", "steph"]}
+    path = write_shd(data, tmp_path / "spk.h5")
+    result = CliRunner().invoke(main, ["eval", str(run), "--data", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    per = out["per_speaker_accuracy"]
+    assert set(per) == {"en-us+f1", "de+m3", "en-gb+steph"}
+    assert sum(v["samples"] for v in per.values()) == 16
+    accs = [v["accuracy"] for v in per.values()]
+    assert accs == sorted(accs)
+    weighted = sum(v["accuracy"] * v["samples"] for v in per.values()) / 16
+    assert weighted == pytest.approx(out["accuracy"])
+    text = CliRunner().invoke(main, ["eval", str(run), "--data", str(path)]).output
+    assert "3 speakers; weakest:" in text

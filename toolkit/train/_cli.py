@@ -194,7 +194,8 @@ def import_mlgenn_cmd(
 def eval_cmd(run_dir: Path, data_path: Path, backend: str, as_json: bool) -> None:
     """Score a run's selected parameters on a data set.
 
-    Prints accuracy, per-class accuracy and spike-rate statistics, and writes the confusion matrix to
+    Prints accuracy, per-class accuracy, the weakest speakers (where the data name them) and spike-rate
+    statistics, and writes the confusion matrix to
     RUN/confusion_<data>_<backend>.png. Decisions use the device's rule (edgekws.agent.decide).
 
     Example:
@@ -220,6 +221,13 @@ def eval_cmd(run_dir: Path, data_path: Path, backend: str, as_json: bool) -> Non
     click.echo(f"accuracy {result['accuracy']:.4f} on {result['samples']} samples ({backend})")
     for name, acc in result["per_class_accuracy"].items():
         click.echo(f"  {name:>16s}  {'-' if acc is None else f'{acc:.3f}'}")
+    speakers = result.get("per_speaker_accuracy")
+    if speakers:
+        worst = list(speakers.items())[:5]
+        click.echo(
+            f"{len(speakers)} speakers; weakest: "
+            + ", ".join(f"{name} {v['accuracy']:.3f} ({v['samples']})" for name, v in worst)
+        )
     spikes = result.get("hidden_spikes")
     if spikes:
         click.echo(

@@ -207,6 +207,9 @@ def evaluate(
         "readout": spec.readout,
         "mean_confidence": float(np.mean(decision.confidence)),
     }
+    by_speaker = _per_speaker(data, decision.labels == data.labels)
+    if by_speaker is not None:
+        result["per_speaker_accuracy"] = by_speaker
     seconds = spec.num_steps * spec.dt_ms / 1000.0
     result["input_rate_hz"] = float(decision.input_spikes / len(data) / spec.num_inputs / seconds)
     if counts is not None:
@@ -221,6 +224,27 @@ def evaluate(
             "spikes_per_sample": float(rates.sum(axis=1).mean() * seconds),
         }
     return result
+
+
+def _per_speaker(data: SpikeDataset, right: np.ndarray) -> dict[str, dict[str, float]] | None:
+    """Accuracy and sample count per speaker, worst first, when the data name speakers (``extra/speaker``;
+    SHD's ids, or voice+variant from ``meta_info`` for a synthetic corpus)."""
+    speaker = data.extra.get("speaker")
+    if speaker is None or len(speaker) != len(data):
+        return None
+    meta = data.attrs.get("meta_info") or {}
+    voices, variants = meta.get("voice"), meta.get("variant")
+
+    def name(i: int) -> str:
+        if voices is not None and variants is not None and i < len(voices) and i < len(variants):
+            return f"{voices[i]}+{variants[i]}"
+        return f"speaker {i}"
+
+    out = {}
+    for i in np.unique(speaker):
+        mask = speaker == i
+        out[name(int(i))] = {"accuracy": float(right[mask].mean()), "samples": int(mask.sum())}
+    return dict(sorted(out.items(), key=lambda kv: (kv[1]["accuracy"], kv[0])))
 
 
 def plot_confusion(
