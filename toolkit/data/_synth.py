@@ -190,35 +190,44 @@ def plan_corpus(
         queues.setdefault((s.language, s.split), []).append(s)
     utterances: list[dict[str, Any]] = []
     take_counts: dict[tuple[str, str], int] = {}
+
+    def say(label: int, name: str, text: str | None, language: str, split: str) -> dict[str, Any]:
+        """The next utterance of class ``name`` by the next speaker of (language, split); ``text`` None:
+        a random filler word of the language."""
+        key = (language, split)
+        k = cursor.get(key, 0)
+        speaker = queues[key][k % len(queues[key])]
+        cursor[key] = k + 1
+        n_said = take_counts.get((name, speaker.id), 0)
+        take_counts[(name, speaker.id)] = n_said + 1
+        if text is None:
+            pool = FILLER_WORDS[language]
+            text = pool[int(rng.integers(len(pool)))]
+        utterance = {
+            "index": len(utterances),
+            "split": split,
+            "label": label,
+            "class": name,
+            "text": text,
+            "language": language,
+            "speaker": speaker.id,
+            "speaker_index": index_of[speaker.id],
+            "voice": speaker.voice,
+            "variant": speaker.variant,
+            "rate": int(np.clip(speaker.rate + rng.integers(-20, 21), 80, 450)),
+            "pitch": int(np.clip(speaker.pitch + rng.integers(-10, 11), 0, 99)),
+            "amplitude": int(rng.integers(AMPLITUDE[0], AMPLITUDE[1] + 1)),
+            "lead_silence_s": round(float(rng.uniform(*LEAD_SILENCE_S)), 4),
+            "snr_db": round(float(rng.uniform(*SNR_DB)), 2),
+            "wav": f"wavs/{name}/{speaker.id}_nohash_{n_said}.wav",
+        }
+        utterances.append(utterance)
+        return utterance
+
     for label, word in enumerate(words):
         for split, count in _split_counts(per_class).items():
-            key = (word.language, split)
             for _ in range(count):
-                k = cursor.get(key, 0)
-                speaker = queues[key][k % len(queues[key])]
-                cursor[key] = k + 1
-                n_said = take_counts.get((word.name, speaker.id), 0)
-                take_counts[(word.name, speaker.id)] = n_said + 1
-                utterances.append(
-                    {
-                        "index": len(utterances),
-                        "split": split,
-                        "label": label,
-                        "class": word.name,
-                        "text": word.text,
-                        "language": word.language,
-                        "speaker": speaker.id,
-                        "speaker_index": index_of[speaker.id],
-                        "voice": speaker.voice,
-                        "variant": speaker.variant,
-                        "rate": int(np.clip(speaker.rate + rng.integers(-20, 21), 80, 450)),
-                        "pitch": int(np.clip(speaker.pitch + rng.integers(-10, 11), 0, 99)),
-                        "amplitude": int(rng.integers(AMPLITUDE[0], AMPLITUDE[1] + 1)),
-                        "lead_silence_s": round(float(rng.uniform(*LEAD_SILENCE_S)), 4),
-                        "snr_db": round(float(rng.uniform(*SNR_DB)), 2),
-                        "wav": f"wavs/{word.name}/{speaker.id}_nohash_{n_said}.wav",
-                    }
-                )
+                say(label, word.name, word.text, word.language, split)
     if fillers:
         languages = sorted({w.language for w in words})
         for name in (UNKNOWN_CLASS, SILENCE_CLASS):
@@ -227,36 +236,9 @@ def plan_corpus(
             for split, count in _split_counts(per_class).items():
                 for _ in range(count):
                     language = languages[int(rng.integers(len(languages)))]
-                    key = (language, split)
-                    k = cursor.get(key, 0)
-                    speaker = queues[key][k % len(queues[key])]
-                    cursor[key] = k + 1
-                    n_said = take_counts.get((name, speaker.id), 0)
-                    take_counts[(name, speaker.id)] = n_said + 1
-                    pool = FILLER_WORDS[language]
-                    text = pool[int(rng.integers(len(pool)))] if name == UNKNOWN_CLASS else ""
-                    utterances.append(
-                        {
-                            "index": len(utterances),
-                            "split": split,
-                            "label": label,
-                            "class": name,
-                            "text": text,
-                            "language": language,
-                            "speaker": speaker.id,
-                            "speaker_index": index_of[speaker.id],
-                            "voice": speaker.voice,
-                            "variant": speaker.variant,
-                            "rate": int(np.clip(speaker.rate + rng.integers(-20, 21), 80, 450)),
-                            "pitch": int(np.clip(speaker.pitch + rng.integers(-10, 11), 0, 99)),
-                            "amplitude": int(rng.integers(AMPLITUDE[0], AMPLITUDE[1] + 1)),
-                            "lead_silence_s": round(float(rng.uniform(*LEAD_SILENCE_S)), 4),
-                            "snr_db": round(float(rng.uniform(*SNR_DB)), 2),
-                            "noise_dbfs": round(float(rng.uniform(*SILENCE_DBFS)), 2),
-                            "noise": "pink" if rng.random() < 0.5 else "white",
-                            "wav": f"wavs/{name}/{speaker.id}_nohash_{n_said}.wav",
-                        }
-                    )
+                    u = say(label, name, None if name == UNKNOWN_CLASS else "", language, split)
+                    u["noise_dbfs"] = round(float(rng.uniform(*SILENCE_DBFS)), 2)
+                    u["noise"] = "pink" if rng.random() < 0.5 else "white"
     return words, speakers, utterances
 
 
