@@ -234,6 +234,9 @@ def run_live_stage(
             time.sleep(0.25)
         snapshot = monitor.snapshot()
         shot = _screenshot(dashboard, live / "fleet" / "dashboard.png")
+    except BaseException:
+        store.dispose()
+        raise
     finally:
         if agent_proc is not None and agent_proc.poll() is None:
             agent_proc.kill()
