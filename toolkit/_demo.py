@@ -14,7 +14,6 @@ import html
 import json
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -51,7 +50,7 @@ def run_demo(
     """Run every stage into ``out`` and return the summary that is also written to ``out/summary.json``."""
     from edgekws.packaging._signing import write_keypair
     from edgekws.toolkit._bundle_build import build_run_bundle
-    from edgekws.toolkit._demo_live import run_live_stage
+    from edgekws.toolkit._demo_live import agent_exe, run_live_stage
     from edgekws.toolkit.data import _info, _synth, read_shd
     from edgekws.toolkit.train import TrainConfig
     from edgekws.toolkit.train._evaluate import evaluate, load_run, plot_confusion
@@ -127,9 +126,9 @@ def run_demo(
     chosen = [test_utts[i] for i in rng.permutation(len(test_utts))[:DEMO_CLASSIFY_FILES]]
     _stage(5, f"classify {len(chosen)} held-out recordings with edgekws-agent (emulator backend)")
     t0 = time.perf_counter()
-    agent = Path(sys.executable).with_name("edgekws-agent")
+    agent = agent_exe()
     command = [
-        str(agent),
+        agent,
         "classify",
         "--bundle",
         str(bundle_path),

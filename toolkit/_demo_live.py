@@ -34,8 +34,6 @@ STREAM_MINUTES = 0.75
 # keywords mostly, a few other words (the demo network has no "unknown" class, so those can false-accept)
 STREAM_EVENTS = {"keyword": 0.7, "distractor": 0.15, "silence": 0.15}
 STREAM_SNR_DB = (20.0, 35.0)
-# [detection]: the agent's defaults (deploy/agent.example.toml)
-DETECTION = {"threshold": 0.5, "smoothing": 2, "refractory_ms": 1000}
 TELEMETRY_INTERVAL_S = 2.0
 
 
@@ -47,7 +45,6 @@ class LiveResult:
 
 def _agent_config(folder: Path, stream_wav: Path, trust: Path, broker_url: str) -> Path:
     """The device's agent.toml (paths relative to ``folder``), the example config's keys with demo values."""
-    detection = "\n".join(f"{k} = {v}" for k, v in DETECTION.items())
     text = f"""# written by edgekws demo: one device on this machine (see deploy/agent.example.toml)
 [device]
 id = "{DEVICE_ID}"
@@ -65,9 +62,6 @@ type = "wav"
 path = {json.dumps(str(stream_wav.resolve()))}
 realtime = true
 loop = false
-
-[detection]
-{detection}
 
 [telemetry]
 interval_s = {TELEMETRY_INTERVAL_S}
@@ -87,8 +81,9 @@ format = "json"
     return path
 
 
-def _agent_exe(name: str = "edgekws-agent") -> str:
-    return str(Path(sys.executable).with_name(name))
+def agent_exe() -> str:
+    """The ``edgekws-agent`` command installed beside this Python."""
+    return str(Path(sys.executable).with_name("edgekws-agent"))
 
 
 def _read_log(path: Path) -> list[dict[str, Any]]:
@@ -132,6 +127,7 @@ def run_live_stage(
 
     Everything goes to ``out/live``; ``broker_url`` None starts a local mosquitto there.
     """
+    from edgekws.agent._config import DetectionConfig
     from edgekws.agent._kws_scoring import StreamDetection, score_stream
     from edgekws.toolkit.data._stream import build_stream, write_stream
     from edgekws.toolkit.fleet import (
@@ -187,7 +183,7 @@ def run_live_stage(
 
         config = _agent_config(live / "agent", stream_wav, trust, broker_url)
         installed = subprocess.run(
-            [_agent_exe(), "bundle", "install", str(bundle), "--config", str(config)],
+            [agent_exe(), "bundle", "install", str(bundle), "--config", str(config)],
             capture_output=True,
             text=True,
             check=False,
@@ -198,7 +194,7 @@ def run_live_stage(
 
         with log_path.open("wb") as log_file:
             agent_proc = subprocess.Popen(
-                [_agent_exe(), "run", "--config", str(config)], stdout=log_file, stderr=subprocess.STDOUT
+                [agent_exe(), "run", "--config", str(config)], stdout=log_file, stderr=subprocess.STDOUT
             )
         started = time.monotonic()
         deadline = started + stream.duration_s + 120.0
@@ -265,7 +261,7 @@ def run_live_stage(
     summary: dict[str, Any] = {
         "stream": {"wav": str(stream_wav), "truth": str(truth_path), **comp},
         "broker": broker_url if local is None else f"{broker_url} (local mosquitto)",
-        "detection_settings": DETECTION,
+        "detection_settings": DetectionConfig().model_dump(exclude={"ignore_labels"}),  # the agent's defaults
         "score": {
             k: v
             for k, v in score.to_dict().items()

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import pytest
 
-from edgekws.toolkit._demo_live import DEVICE_ID, run_live_stage
+from edgekws.toolkit._demo_live import DEVICE_ID, _read_log, run_live_stage
 from edgekws.toolkit.data import synthesize
 from edgekws.toolkit.fleet._broker import free_port
 
@@ -28,11 +28,7 @@ def test_live_stage_reports_every_detection_to_the_monitor(corpus: Path, tmp_pat
     result = run_live_stage(tmp_path, corpus, BUNDLE, TRUST, seed=0, minutes=0.2)
     s = result.summary
     live = tmp_path / "live"
-    logged = [
-        json.loads(line)
-        for line in (live / "agent" / "agent.log").read_text().splitlines()
-        if line.startswith("{") and json.loads(line).get("event") == "detection"
-    ]
+    logged = [r for r in _read_log(live / "agent" / "agent.log") if r.get("event") == "detection"]
     assert s["agent"]["detections_logged"] == len(logged)
     assert s["monitor"]["received"]["detection"] == len(logged) and s["monitor"]["all_detections_received"]
     assert s["monitor"]["received"]["telemetry"] >= 3, "a report every 2 s over 12 s of audio"
