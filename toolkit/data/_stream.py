@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from edgekws.agent._kws_scoring import KeywordSpan
-from edgekws.toolkit.data._synth import pink_noise
+from edgekws.toolkit.data._synth import delivery, pink_noise, spoken_word
 
 RATE = 16000
 STREAM_FORMAT_VERSION = 1
@@ -132,21 +132,9 @@ def _keyword_piece(corpus: Path, utt: dict[str, Any]) -> tuple[np.ndarray, float
 
 
 def _distractor_piece(word: str, speaker: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
-    from scipy.signal import resample_poly
-
-    from edgekws.toolkit.data._synth import AMPLITUDE, speak
-
-    raw = speak(
-        word,
-        speaker["voice"],
-        speaker["variant"],
-        int(np.clip(speaker["rate"] + rng.integers(-20, 21), 80, 450)),
-        int(np.clip(speaker["pitch"] + rng.integers(-10, 11), 0, 99)),
-        int(rng.integers(AMPLITUDE[0], AMPLITUDE[1] + 1)),
-    )
-    speech = resample_poly(raw, 320, 441)
-    loud = np.flatnonzero(np.abs(speech) > 0.01 * max(float(np.abs(speech).max()), 1e-9))
-    return _fade(speech[loud[0] : loud[-1] + 1] if loud.size else speech[:0])
+    """``word`` said by ``speaker`` like a corpus utterance, trimmed and faded."""
+    said = delivery(speaker["rate"], speaker["pitch"], rng)
+    return _fade(spoken_word(word, speaker["voice"], speaker["variant"], **said))
 
 
 def build_stream(

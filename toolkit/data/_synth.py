@@ -214,9 +214,7 @@ def plan_corpus(
             "speaker_index": index_of[speaker.id],
             "voice": speaker.voice,
             "variant": speaker.variant,
-            "rate": int(np.clip(speaker.rate + rng.integers(-20, 21), 80, 450)),
-            "pitch": int(np.clip(speaker.pitch + rng.integers(-10, 11), 0, 99)),
-            "amplitude": int(rng.integers(AMPLITUDE[0], AMPLITUDE[1] + 1)),
+            **delivery(speaker.rate, speaker.pitch, rng),
             "lead_silence_s": round(float(rng.uniform(*LEAD_SILENCE_S)), 4),
             "snr_db": round(float(rng.uniform(*SNR_DB)), 2),
             "wav": f"wavs/{name}/{speaker.id}_nohash_{n_said}.wav",
@@ -281,15 +279,30 @@ def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
     return x / (x.std() + 1e-12)
 
 
-def render(utt: dict[str, Any], seed: int) -> tuple[np.ndarray, dict[str, float]]:
-    """The utterance's 1.0 s clip as int16 at 16 kHz, and the measured speech/silence durations."""
+def delivery(rate: int, pitch: int, rng: np.random.Generator) -> dict[str, int]:
+    """One utterance's espeak-ng rate, pitch and amplitude around a speaker's base rate and pitch."""
+    return {
+        "rate": int(np.clip(rate + rng.integers(-20, 21), 80, 450)),
+        "pitch": int(np.clip(pitch + rng.integers(-10, 11), 0, 99)),
+        "amplitude": int(rng.integers(AMPLITUDE[0], AMPLITUDE[1] + 1)),
+    }
+
+
+def spoken_word(text: str, voice: str, variant: str, rate: int, pitch: int, amplitude: int) -> np.ndarray:
+    """espeak-ng's ``text`` at 16 kHz (float64), trimmed to where it exceeds 1 % of its peak."""
     from scipy.signal import resample_poly
 
+    speech = resample_poly(speak(text, voice, variant, rate, pitch, amplitude), 320, 441)  # 22050 -> 16000 Hz
+    loud = np.flatnonzero(np.abs(speech) > 0.01 * max(float(np.abs(speech).max()), 1e-9))
+    return speech[loud[0] : loud[-1] + 1] if len(loud) else speech[:0]
+
+
+def render(utt: dict[str, Any], seed: int) -> tuple[np.ndarray, dict[str, float]]:
+    """The utterance's 1.0 s clip as int16 at 16 kHz, and the measured speech/silence durations."""
     if utt["text"]:
-        raw = speak(utt["text"], utt["voice"], utt["variant"], utt["rate"], utt["pitch"], utt["amplitude"])
-        speech = resample_poly(raw, 320, 441)  # 22050 Hz -> 16000 Hz
-        loud = np.flatnonzero(np.abs(speech) > 0.01 * max(float(np.abs(speech).max()), 1e-9))
-        speech = speech[loud[0] : loud[-1] + 1] if len(loud) else speech[:0]
+        speech = spoken_word(
+            utt["text"], utt["voice"], utt["variant"], utt["rate"], utt["pitch"], utt["amplitude"]
+        )
     else:  # a "_silence_" clip: noise alone, at the utterance's noise_dbfs
         speech = np.zeros(0)
     total = round(DURATION_S * SAMPLE_RATE)
