@@ -184,7 +184,6 @@ def eventprop_loss_and_grad(
         lam_u: tuple[jax.Array, ...]  # lambda_u[t+1] per layer (readout last)
         lam_vp: tuple[jax.Array, ...]  # lambda_{v_pre}[t+1] per layer
         lam_u_next: tuple[jax.Array, ...]  # lambda_u[t+2] per layer
-        grads: dict[str, jax.Array]
 
     def bwd_step(c: Bwd, xs: tuple[jax.Array, _Record]) -> tuple[Bwd, tuple[jax.Array, ...]]:
         t, rec = xs
@@ -203,9 +202,12 @@ def eventprop_loss_and_grad(
         lam_u = [lvp + a_s * lu for lvp, lu in zip(lam_vp, c.lam_u, strict=True)]
         # lambda_u[t+1] meets the presynaptic spikes of step t in the weight gradients; they are summed over
         # the whole segment at once in bwd_segment (one large matrix product instead of one per step).
-        return Bwd(tuple(lam_u), tuple(lam_vp), c.lam_u, c.grads), c.lam_u
+        return Bwd(tuple(lam_u), tuple(lam_vp), c.lam_u), c.lam_u
 
-    def bwd_segment(c: Bwd, xs: tuple[jax.Array, State]) -> tuple[Bwd, None]:
+    def bwd_segment(
+        carry: tuple[Bwd, dict[str, jax.Array]], xs: tuple[jax.Array, State]
+    ) -> tuple[tuple[Bwd, dict[str, jax.Array]], None]:
+        c, grads = carry
         k, start = xs
         ts = k * seg + jnp.arange(seg)
 
@@ -215,7 +217,7 @@ def eventprop_loss_and_grad(
 
         _, records = lax.scan(rerun, start, ts)
         c2, lam_us = lax.scan(bwd_step, c, (ts, records), reverse=True)
-        grads = dict(c2.grads)
+        grads = dict(grads)
         x = jax.vmap(lambda t: input_column(spikes, t))(ts)  # (seg, B, C): data column t of each step
         for i in range(n_hidden + 1):
             pre = x if i == 0 else records.s[i - 1].astype(jnp.float32)
@@ -224,11 +226,11 @@ def eventprop_loss_and_grad(
                 grads[f"layer{i}.weight_rec"] = grads[f"layer{i}.weight_rec"] + _outer_seq(
                     lam_us[i], records.s[i].astype(jnp.float32)
                 )
-        return c2._replace(grads=grads), None
+        return (c2, grads), None
 
     zeros = tuple(jnp.zeros((batch, n), jnp.float32) for n in spec.layer_sizes)
-    init_b = Bwd(zeros, zeros, zeros, {k: jnp.zeros_like(v) for k, v in params.items()})
-    final_b, _ = lax.scan(bwd_segment, init_b, (jnp.arange(n_seg), checkpoints), reverse=True)
+    init_b = (Bwd(zeros, zeros, zeros), {k: jnp.zeros_like(v) for k, v in params.items()})
+    (_, grads), _ = lax.scan(bwd_segment, init_b, (jnp.arange(n_seg), checkpoints), reverse=True)
 
     loss = ce + reg
     pred = jnp.argmax(scores, axis=1)
@@ -239,7 +241,7 @@ def eventprop_loss_and_grad(
         "reg": reg,
         "hidden_counts": list(counts),
     }
-    return loss, aux, final_b.grads
+    return loss, aux, grads
 
 
 def _mm(x: jax.Array, w: jax.Array) -> jax.Array:
