@@ -40,27 +40,26 @@ TARGET_POINTS = 0.5  # issue 4: fixed-point accuracy within 0.5 points of float
 EMULATOR_BATCH = 64
 
 
+def _in_batches(run: Any, x: np.ndarray, size: int, update: Any = None) -> np.ndarray:
+    """``run`` over ``x`` ``size`` samples at a time, the readouts concatenated; ``update(done, total)``."""
+    parts = []
+    for i in range(0, len(x), size):
+        parts.append(run(x[i : i + size]))
+        if update is not None:
+            update(min(len(x), i + size), len(x))
+    return np.concatenate(parts)
+
+
 def emulator_readout(net: FixedPointNetwork, x: np.ndarray, update: Any = None) -> np.ndarray:
     """The emulator's readout ``(N, T, O)``, in batches."""
-    emulator = EmulatorBackend(net)
-    parts = []
-    for i in range(0, len(x), EMULATOR_BATCH):
-        parts.append(emulator.run(x[i : i + EMULATOR_BATCH]))
-        if update is not None:
-            update(min(len(x), i + EMULATOR_BATCH), len(x))
-    return np.concatenate(parts)
+    return _in_batches(EmulatorBackend(net).run, x, EMULATOR_BATCH, update)
 
 
 def lava_readout(net: FixedPointNetwork, x: np.ndarray, chunk: int, update: Any = None) -> np.ndarray:
     """Lava ``fixed_pt``'s readout ``(N, T, O)``, ``chunk`` samples per Lava subprocess."""
     with tempfile.TemporaryDirectory(prefix="edgekws-parity-") as tmp:
         bridge = LavaBridgeBackend(write_netx(net, Path(tmp) / "netx.h5"))
-        parts = []
-        for i in range(0, len(x), chunk):
-            parts.append(bridge.run(x[i : i + chunk]))
-            if update is not None:
-                update(min(len(x), i + chunk), len(x))
-    return np.concatenate(parts)
+        return _in_batches(bridge.run, x, chunk, update)
 
 
 def accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
