@@ -1,4 +1,4 @@
-"""Summaries of keyword data sets: an SHD-layout .h5 file, a synthetic corpus or a Speech Commands folder."""
+"""Summaries of keyword data sets: an SHD-layout .h5 file, a corpus folder, or labelled recordings."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from edgekws.toolkit.data import _speech_commands as sc
+from edgekws.toolkit.data import _recordings as rec
 from edgekws.toolkit.data import _synth
 from edgekws.toolkit.data._shd import read_shd
 from edgekws.toolkit.data._spikes import DatasetError, SpikeDataset
 
-DEFAULT_SAMPLE = 32  # WAV files per split encoded for the spike statistics of a Speech Commands folder
+DEFAULT_SAMPLE = 32  # recordings per split encoded for the spike statistics of a folder or CSV manifest
 
 
 def _stats(values: np.ndarray) -> dict[str, float]:
@@ -69,6 +69,8 @@ def describe(ds: SpikeDataset, duration: float | None = None) -> dict[str, Any]:
 def info(path: str | os.PathLike[str], sample: int = DEFAULT_SAMPLE) -> dict[str, Any]:
     """Summarise any supported data set at ``path``; the kind is detected from what is there."""
     path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return _recordings_info(path, sample)
     if path.is_file():
         ds = read_shd(path)
         return {
@@ -82,11 +84,12 @@ def info(path: str | os.PathLike[str], sample: int = DEFAULT_SAMPLE) -> dict[str
         }
     if _synth.is_corpus(path):
         return _synth_info(path)
-    if sc.is_speech_commands(path):
-        return _speech_commands_info(path, sample)
+    if rec.is_recordings(path):
+        return _recordings_info(path, sample)
     raise DatasetError(
         f"{path}: not a supported data set; pass an SHD-layout .h5 file, a folder made by "
-        "`edgekws data synth`, or a Speech Commands-style folder (root/<word>/*.wav)"
+        "`edgekws data synth` or `data import`, a Speech Commands-style folder (root/<word>/*.wav), a "
+        "folder of clips named like '{label}_{speaker}_{take}.flac', or a CSV manifest"
     )
 
 
@@ -95,6 +98,20 @@ def _synth_info(path: Path) -> dict[str, Any]:
     splits = {}
     for split, name in manifest["files"].items():
         splits[split] = describe(read_shd(path / name), manifest["duration_s"])
+    if manifest["format"] == rec.FORMAT:
+        rows = manifest["recordings"]
+        return {
+            "kind": "import",
+            "path": str(path),
+            "task": manifest["task"],
+            "classes": manifest["classes"],
+            "sources": sorted({r["source"] for r in rows}),
+            "speakers_per_split": {s: len(v) for s, v in manifest["speakers"].items()},
+            "recordings": len(rows),
+            "audio_s": _stats(np.array([r["audio_s"] for r in rows])),
+            "frontend": manifest["frontend"],
+            "splits": splits,
+        }
     utts = manifest["utterances"]
     speech = np.array([u.get("speech_s", 0.0) for u in utts])
     return {
@@ -114,60 +131,52 @@ def _synth_info(path: Path) -> dict[str, Any]:
     }
 
 
-def _speech_commands_info(path: Path, sample: int) -> dict[str, Any]:
+def _recordings_info(path: Path, sample: int) -> dict[str, Any]:
     import soundfile as sf
 
     from edgekws.agent import FrontendSpec
 
     spec = FrontendSpec()
-    words = sc.list_words(path)
+    recordings = [r for r in rec.scan(path) if r.label != rec.BACKGROUND]
+    words = rec.default_classes(recordings)
     splits: dict[str, Any] = {}
-    for split in sc.SPLITS:
-        _, files = sc.list_split(path, split, words)
+    for split in rec.SPLITS:
+        files = [r for r in recordings if (r.split or "train") == split]
         if not files:
             continue
         seconds = []
-        for rel, _ in files:
+        for r in files:
             try:
-                seconds.append(sf.info(str(path / rel)).duration)
+                seconds.append(sf.info(str(r.path)).duration)
             except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-                raise DatasetError(f"{path / rel}: cannot read WAV header ({exc})") from exc
-        per_class = np.bincount([label for _, label in files], minlength=len(words))
+                raise DatasetError(f"{r.path}: cannot read the audio header ({exc})") from exc
+        labels = [rec.normalise_label(r.label) for r in files]
         summary: dict[str, Any] = {
             "samples": len(files),
-            "per_class": {w: int(n) for w, n in zip(words, per_class, strict=True)},
-            "speakers": len({sc.speaker_of(rel) for rel, _ in files}),
+            "per_class": {w: labels.count(w) for w in words},
+            "speakers": len({r.speaker for r in files}),
+            "sources": sorted({r.source for r in files}),
             "audio_s": _stats(np.array(seconds)),
         }
         if sample > 0:
             picks = np.linspace(0, len(files) - 1, min(sample, len(files))).round().astype(int)
-            sub_dir_files = [files[i] for i in sorted(set(picks.tolist()))]
-            encoded = _encode_files(path, sub_dir_files, words, spec)
+            chosen = [files[i] for i in sorted(set(picks.tolist()))]
+            encoded, _ = rec.encode_recordings(chosen, words, spec)
             summary["spikes"] = describe(encoded, 1.0)
-            summary["spikes"]["encoded_files"] = len(sub_dir_files)
+            summary["spikes"]["encoded_files"] = len(chosen)
         splits[split] = summary
-    return {"kind": "speech-commands", "path": str(path), "classes": words, "splits": splits}
-
-
-def _encode_files(root: Path, files: list[tuple[str, int]], words: list[str], spec: Any) -> SpikeDataset:
-    from edgekws.agent import encode, load_audio
-
-    times, units = [], []
-    dt = spec.dt_ms / 1000.0
-    for rel, _ in files:
-        audio, rate = load_audio(root / rel)
-        raster = np.asarray(encode(sc._fit(audio, rate, 1.0), rate, spec, resample=True))
-        s, u = np.nonzero(raster)
-        times.append((s * dt).astype(np.float32))
-        units.append(u.astype(np.uint16))
-    return SpikeDataset(
-        times, units, np.array([lab for _, lab in files]), int(spec.num_channels), list(words)
-    )
+    return {"kind": "recordings", "path": str(path), "classes": words, "splits": splits}
 
 
 def format_info(summary: dict[str, Any]) -> str:
     """The summary as aligned text for people (``--json`` gives the dictionary itself)."""
     lines = [f"{summary['kind']} data set: {summary['path']}"]
+    if summary["kind"] == "import":
+        lines.append(
+            f"task {summary['task']}, {summary['recordings']} recordings from "
+            f"{', '.join(summary['sources'])}, "
+            f"speakers per split {summary['speakers_per_split']}"
+        )
     if summary["kind"] == "synth":
         lines.append(
             f"task {summary['task']}, seed {summary['seed']}, {summary['utterances']} utterances, "

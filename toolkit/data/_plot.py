@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekws.toolkit.data import _speech_commands as sc
+from edgekws.toolkit.data import _recordings as rec
 from edgekws.toolkit.data import _synth
 from edgekws.toolkit.data._shd import read_shd
 from edgekws.toolkit.data._spikes import DatasetError
 
-SPLIT_ALIASES = {"validation": "val", "valid": "val", "testing": "test"}
+SPLIT_ALIASES = rec.SPLIT_ALIASES
 
 
 @dataclass
@@ -35,16 +35,17 @@ def load_sample(path: str | os.PathLike[str], index: int, split: str = "train") 
         if split not in manifest["files"]:
             raise DatasetError(f"{path}: no split {split!r}; the corpus has {', '.join(manifest['files'])}")
         return load_sample(path / manifest["files"][split], index)
-    if path.is_dir() and sc.is_speech_commands(path):
-        return _speech_commands_sample(path, index, split)
+    if rec.is_recordings(path):
+        return _recording_sample(path, index, split)
     ds = read_shd(path)
     if not 0 <= index < len(ds):
         raise DatasetError(f"{path}: index must be in 0..{len(ds) - 1}, got {index}")
     label = ds.class_names[int(ds.labels[index])]
     title = f"{path.name} #{index}: {label}"
     audio, rate = None, 16000
-    if "speaker" in ds.extra:
-        title += f", speaker {int(ds.extra['speaker'][index])}"
+    speakers = ds.metadata("speaker")
+    if speakers is not None:
+        title += f", {speakers[index]}"
     if _synth.is_corpus(path.parent) and "utterance" in ds.extra:
         from edgekws.agent import load_audio
 
@@ -54,21 +55,20 @@ def load_sample(path: str | os.PathLike[str], index: int, split: str = "train") 
     return Sample(title, ds.times[index], ds.units[index], ds.num_channels, audio, rate)
 
 
-def _speech_commands_sample(root: Path, index: int, split: str) -> Sample:
-    from edgekws.agent import FrontendSpec, encode, load_audio
+def _recording_sample(root: Path, index: int, split: str) -> Sample:
+    from edgekws.agent import load_audio
 
-    split = {"val": "validation", "test": "testing"}.get(split, split)
-    words, files = sc.list_split(root, split)
-    if not 0 <= index < len(files):
-        raise DatasetError(f"{root}: index must be in 0..{len(files) - 1} for split {split!r}, got {index}")
-    rel, label = files[index]
-    spec = FrontendSpec()
-    audio, rate = load_audio(root / rel)
-    raster = np.asarray(encode(sc._fit(audio, rate, 1.0), rate, spec, resample=True))
-    steps, units = np.nonzero(raster)
-    return Sample(
-        f"{rel}: {words[label]}", steps * spec.dt_ms / 1000.0, units, spec.num_channels, audio, rate
-    )
+    split = SPLIT_ALIASES.get(split, split)
+    recordings = [r for r in rec.scan(root) if r.label != rec.BACKGROUND and (r.split or "train") == split]
+    if not 0 <= index < len(recordings):
+        raise DatasetError(
+            f"{root}: index must be in 0..{len(recordings) - 1} for split {split!r}, got {index}"
+        )
+    r = recordings[index]
+    encoded, _ = rec.encode_recordings([r], [rec.normalise_label(r.label)])
+    audio, rate = load_audio(r.path)
+    title = f"{r.file}: {rec.normalise_label(r.label)} ({r.speaker})"
+    return Sample(title, encoded.times[0], encoded.units[0], encoded.num_channels, audio, rate)
 
 
 def plot_sample(

@@ -13,6 +13,14 @@ class DatasetError(ValueError):
     """A data set file or array is malformed; the message says what and how to fix it."""
 
 
+def events_of(raster: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """The events of a ``(steps, channels)`` spike raster: times ``step * dt`` (float32 seconds) and
+    channels (uint16), sorted by (step, channel), so that binning at ``dt`` gives the raster again."""
+    steps, chans = np.nonzero(np.asarray(raster))
+    order = np.lexsort((chans, steps))
+    return (steps[order].astype(np.int64) * dt).astype(np.float32), chans[order].astype(np.uint16)
+
+
 @dataclass
 class SpikeDataset:
     """Spike trains of labelled samples: the common currency of every reader, writer and trainer.
@@ -80,6 +88,83 @@ class SpikeDataset:
             attrs=dict(self.attrs),
         )
 
+    def metadata(self, column: str) -> np.ndarray | None:
+        """Per-sample strings of ``column`` ("speaker", "source", "voice", "gender", "accent", "augment"),
+        or None where the data do not say.
+
+        Taken from the string extra of that name (``speaker_name`` for the speaker: what ``edgekws data
+        import`` and ``data synth`` write); for ``speaker`` else from ``extra["speaker"]`` indexing
+        ``attrs["speakers"]``, or the voice+variant of ``attrs["meta_info"]`` (older synthetic corpora),
+        or the bare speaker id (SHD).
+        """
+        values = self.extra.get("speaker_name" if column == "speaker" else column)
+        if values is not None and np.asarray(values).dtype.kind in "US":
+            return np.asarray(values).astype(str)
+        if column != "speaker" or "speaker" not in self.extra:
+            return None
+        ids = np.asarray(self.extra["speaker"], dtype=np.int64)
+        names = self.attrs.get("speakers")
+        meta = self.attrs.get("meta_info") or {}
+        if names is None and meta.get("voice") is not None and meta.get("variant") is not None:
+            names = [f"{v}+{w}" for v, w in zip(meta["voice"], meta["variant"], strict=False)]
+        if names is not None and (len(ids) == 0 or int(ids.max()) < len(names)):
+            return np.array([names[i] for i in ids], dtype=str)
+        return np.array([f"speaker {i}" for i in ids], dtype=str)
+
+    @classmethod
+    def concat(cls, parts: Sequence[SpikeDataset]) -> SpikeDataset:
+        """One data set holding the samples of ``parts`` in order (same classes, channels and front-end).
+
+        Per-sample string columns (see :meth:`metadata`) are kept, "" where a part lacks one; numeric
+        extras are kept where every part has them; ``extra["speaker"]`` is rebuilt to index
+        ``attrs["speakers"]``, the sorted speaker names of all parts.
+        """
+        if not parts:
+            raise DatasetError("concat needs at least one data set")
+        first = parts[0]
+        problems = []
+        for k, p in enumerate(parts[1:], start=1):
+            if p.class_names != first.class_names:
+                problems.append(f"part {k} has classes {p.class_names}, part 0 {first.class_names}")
+            if p.num_channels != first.num_channels:
+                problems.append(f"part {k} has {p.num_channels} channels, part 0 {first.num_channels}")
+            if p.attrs.get("frontend") != first.attrs.get("frontend"):
+                problems.append(f"part {k} was encoded with another front-end than part 0")
+        if problems:
+            raise DatasetError("cannot concatenate: " + "; ".join(problems) + "; encode them alike")
+        columns = ("speaker", "source", "voice", "gender", "accent", "augment")
+        extra: dict[str, np.ndarray] = {}
+        for column in columns:
+            got = [p.metadata(column) for p in parts]
+            if any(g is not None for g in got):
+                extra[column] = np.concatenate(
+                    [
+                        g if g is not None else np.full(len(p), "", dtype=str)
+                        for g, p in zip(got, parts, strict=True)
+                    ]
+                ).astype(str)
+        numeric = set.intersection(
+            *[{k for k, v in p.extra.items() if np.asarray(v).dtype.kind not in "US"} for p in parts]
+        ) - {"speaker"}
+        for key in sorted(numeric):
+            extra[key] = np.concatenate([np.asarray(p.extra[key]) for p in parts])
+        attrs = {k: v for k, v in first.attrs.items() if k in ("frontend", "dt", "num_steps", "duration_s")}
+        if "speaker" in extra:
+            names = sorted(set(extra["speaker"].tolist()))
+            index = {n: i for i, n in enumerate(names)}
+            attrs["speakers"] = names
+            extra["speaker_name"] = extra.pop("speaker")
+            extra["speaker"] = np.array([index[n] for n in extra["speaker_name"]], dtype=np.int64)
+        return cls(
+            times=[t for p in parts for t in p.times],
+            units=[u for p in parts for u in p.units],
+            labels=np.concatenate([p.labels for p in parts]),
+            num_channels=first.num_channels,
+            class_names=list(first.class_names),
+            extra=extra,
+            attrs=attrs,
+        )
+
     def bin(
         self,
         dt: float,
@@ -138,10 +223,9 @@ class SpikeDataset:
         for r in rasters:
             if r.ndim != 2 or r.shape[1] != num_channels:
                 raise DatasetError(f"every raster must be (steps, {num_channels}), got {tuple(r.shape)}")
-            steps, chans = np.nonzero(r)
-            order = np.lexsort((chans, steps))
-            times.append((steps[order] * dt).astype(np.float32))
-            units.append(chans[order].astype(np.uint16))
+            t, u = events_of(r, dt)
+            times.append(t)
+            units.append(u)
         return cls(
             times=times,
             units=units,

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from edgekws.agent._kws_scoring import KeywordSpan
-from edgekws.toolkit.data._synth import delivery, pink_noise, spoken_word
+from edgekws.toolkit.data._synth import pink_noise, prosody, spoken_word, voice_of
 
 RATE = 16000
 STREAM_FORMAT_VERSION = 1
@@ -133,8 +133,7 @@ def _keyword_piece(corpus: Path, utt: dict[str, Any]) -> tuple[np.ndarray, float
 
 def _distractor_piece(word: str, speaker: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
     """``word`` said by ``speaker`` like a corpus utterance, trimmed and faded."""
-    said = delivery(speaker["rate"], speaker["pitch"], rng)
-    return _fade(spoken_word(word, speaker["voice"], speaker["variant"], **said))
+    return _fade(spoken_word(voice_of(speaker), word, prosody(speaker, rng)))
 
 
 def build_stream(

@@ -1,0 +1,281 @@
+"""The speech synthesizers Debian offers here, behind one function: :func:`speak`.
+
+=========  ============================================================  =================================
+engine     voices                                                        how it is called
+=========  ============================================================  =================================
+espeak-ng  every English voice below and ``de``, each with 24 variants   ``espeak-ng -v VOICE+VARIANT``
+flite      kal, kal16, awb, rms, slt (``awb_time`` only says times)      ``flite -voice X``
+festival   kal_diphone, ked_diphone (festvox-kdlpc16k), slt HTS          one ``festival --pipe`` per process
+=========  ============================================================  =================================
+
+Each engine voice is a *speaker*; flite and festival voices built from the same recorded person (kal in
+flite ``kal``/``kal16`` and festival ``kal_diphone``; slt in flite ``slt`` and festival's HTS voice) share a
+``person``, the unit by which corpora are split, so no test person is heard in training through another
+engine. espeak-ng speaks at a rate in words per minute, a pitch (0..99) and an amplitude; flite and festival
+at a duration stretch (1.0 = the voice's own tempo), their pitch is changed by augmentation.
+"""
+
+from __future__ import annotations
+
+import atexit
+import io
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ENGINES = ("espeak-ng", "flite", "festival")
+ESPEAK_RATE = 22050  # espeak-ng's output sample rate
+ENGLISH_VOICES = (
+    "en-us", "en-gb", "en-gb-x-rp", "en-gb-scotland", "en-029",
+    "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-us-nyc",
+)  # fmt: skip
+GERMAN_VOICES = ("de",)
+# espeak-ng variants (voices/!v) with the gender their file declares ("unknown" where it declares none).
+VARIANTS = {
+    **{f"m{i}": "male" for i in range(1, 9)},
+    **{f"f{i}": "female" for i in range(1, 6)},
+    "Andy": "male", "travis": "male", "victor": "male", "david": "unknown", "john": "unknown",
+    "Annie": "female", "Alicia": "female", "linda": "female", "steph": "female", "belinda": "female",
+    "anika": "female",
+}  # fmt: skip
+# flite / festival voice -> (person, gender, accent); the person is the speaker recorded for the voice
+FLITE_VOICES = {
+    "kal": ("kal", "male", "US"),
+    "kal16": ("kal", "male", "US"),
+    "awb": ("awb", "male", "Scottish"),
+    "rms": ("rms", "male", "US"),
+    "slt": ("slt", "female", "US"),
+}
+FESTIVAL_VOICES = {
+    "kal_diphone": ("kal", "male", "US"),
+    "ked_diphone": ("ked", "male", "US"),
+    "cmu_us_slt_arctic_hts": ("slt", "female", "US"),
+}
+FESTIVAL_SHORT = {"kal_diphone": "kal", "ked_diphone": "ked", "cmu_us_slt_arctic_hts": "slt"}
+APT_PACKAGES = {
+    "espeak-ng": "espeak-ng",
+    "flite": "flite",
+    "festival": "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts",
+}
+_SAFE_TEXT = re.compile(r"^[\w' .,-]+$")
+
+
+class SynthError(RuntimeError):
+    """A synthesizer is missing or failed, or a corpus cannot be made; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Voice:
+    """One speaker of the synthetic corpus: an engine voice (and espeak-ng variant)."""
+
+    id: str  # "en-gb+f3" (espeak-ng, as in corpora before engines), "flite-slt", "festival-kal"
+    engine: str
+    voice: str  # the engine's own name: "en-gb", "slt", "cmu_us_slt_arctic_hts"
+    variant: str  # espeak-ng variant, "" for the others
+    language: str  # "en" or "de"
+    gender: str
+    accent: str
+    person: str  # the unit of speaker-disjoint splits
+
+
+def voices(engine: str, language: str) -> list[Voice]:
+    """Every voice of ``engine`` that speaks ``language`` ("en" or "de"), in a fixed order."""
+    if engine == "espeak-ng":
+        names = ENGLISH_VOICES if language == "en" else GERMAN_VOICES if language == "de" else ()
+        return [
+            Voice(f"{v}+{var}", engine, v, var, language, gender, v, f"{v}+{var}")
+            for v in names
+            for var, gender in VARIANTS.items()
+        ]
+    if language != "en":
+        return []
+    if engine == "flite":
+        return [Voice(f"flite-{v}", engine, v, "", "en", g, a, p) for v, (p, g, a) in FLITE_VOICES.items()]
+    if engine == "festival":
+        return [
+            Voice(f"festival-{FESTIVAL_SHORT[v]}", engine, v, "", "en", g, a, p)
+            for v, (p, g, a) in FESTIVAL_VOICES.items()
+        ]
+    raise SynthError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+
+
+def version(engine: str) -> str:
+    """The engine's version line (raises :class:`SynthError` naming the apt packages when missing)."""
+    cmd = {"espeak-ng": ["espeak-ng", "--version"], "flite": ["flite", "--version"]}.get(
+        engine, ["festival", "--version"]
+    )
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise SynthError(
+            f"{engine} is missing or broken; install it "
+            f"(apt-get install {APT_PACKAGES[engine]}, or `make setup`)"
+        ) from exc
+    return (out.stdout or out.stderr).strip().splitlines()[0]
+
+
+def speak(voice: Voice, text: str, prosody: dict[str, Any]) -> tuple[np.ndarray, int]:
+    """``voice`` saying ``text`` as float64 samples and their sample rate.
+
+    ``prosody``: espeak-ng ``rate`` (wpm), ``pitch`` (0..99) and ``amplitude``; flite and festival
+    ``stretch`` (duration factor) and ``peak`` (the output is scaled to this peak).
+    """
+    if not _SAFE_TEXT.match(text):
+        raise SynthError(f"text to speak must be words (letters, digits, ' . , -), got {text!r}")
+    if voice.engine == "espeak-ng":
+        return _espeak(voice, text, prosody), ESPEAK_RATE
+    if voice.engine == "flite":
+        audio, rate = _flite(voice, text, float(prosody["stretch"]))
+    elif voice.engine == "festival":
+        audio, rate = _festival().say(voice.voice, text, float(prosody["stretch"]))
+    else:
+        raise SynthError(f"engine must be one of {', '.join(ENGINES)}, got {voice.engine!r}")
+    peak = float(np.abs(audio).max()) if len(audio) else 0.0
+    return (audio * (float(prosody["peak"]) / peak) if peak > 0 else audio), rate
+
+
+def _read_wav(data: bytes, what: str) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    try:
+        audio, rate = sf.read(io.BytesIO(data), dtype="float64")
+    except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+        raise SynthError(f"{what} gave no readable audio ({exc})") from exc
+    if audio.ndim != 1:
+        raise SynthError(f"{what} gave {audio.ndim}-D audio; expected mono")
+    return audio, int(rate)
+
+
+def _espeak(voice: Voice, text: str, prosody: dict[str, Any]) -> np.ndarray:
+    cmd = ["espeak-ng", "-v", f"{voice.voice}+{voice.variant}", "-s", str(prosody["rate"]),
+           "-p", str(prosody["pitch"]), "-a", str(prosody["amplitude"])]  # fmt: skip
+    try:
+        out = subprocess.run([*cmd, "--stdout", text], capture_output=True, check=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        stderr = getattr(exc, "stderr", b"") or b""
+        raise SynthError(
+            f"{' '.join(cmd)} {text!r} failed: {stderr.decode(errors='replace').strip() or exc}"
+        ) from exc
+    audio, rate = _read_wav(out.stdout, "espeak-ng")
+    if rate != ESPEAK_RATE:
+        raise SynthError(f"espeak-ng produced {rate} Hz audio; expected {ESPEAK_RATE} Hz")
+    return audio
+
+
+def _flite(voice: Voice, text: str, stretch: float) -> tuple[np.ndarray, int]:
+    with tempfile.TemporaryDirectory(prefix="edgekws-flite-") as tmp:
+        wav = Path(tmp) / "out.wav"
+        cmd = ["flite", "-voice", voice.voice, "--setf", f"duration_stretch={stretch:.4f}", "-t", text,
+               "-o", str(wav)]  # fmt: skip
+        try:
+            subprocess.run(cmd, capture_output=True, check=True, timeout=60)
+            data = wav.read_bytes()
+        except (OSError, subprocess.SubprocessError) as exc:
+            stderr = getattr(exc, "stderr", b"") or b""
+            raise SynthError(
+                f"{' '.join(cmd)} failed: {stderr.decode(errors='replace').strip() or exc}; "
+                f"install flite (apt-get install {APT_PACKAGES['flite']}, or `make setup`)"
+            ) from exc
+    return _read_wav(data, f"flite -voice {voice.voice}")
+
+
+class FestivalSession:
+    """One ``festival --pipe`` process that says one utterance per :meth:`say` (festival's start-up and
+    voice loading take seconds; an utterance takes milliseconds once they are done). Output does not
+    depend on what the session said before (tested)."""
+
+    def __init__(self) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="edgekws-festival-")
+        self._err = open(Path(self._dir.name) / "stderr.txt", "w+b")  # noqa: SIM115 - closed in close()
+        try:
+            self._proc = subprocess.Popen(
+                ["festival", "--pipe"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err
+            )
+        except OSError as exc:
+            self.close()
+            raise SynthError(
+                f"festival is missing ({exc}); install it (apt-get install {APT_PACKAGES['festival']}, "
+                "or `make setup`)"
+            ) from exc
+        self._count = 0
+
+    def say(self, voice: str, text: str, stretch: float) -> tuple[np.ndarray, int]:
+        if not re.match(r"^\w+$", voice):
+            raise SynthError(f"festival voice names are words, got {voice!r}")
+        self._count += 1
+        wav = Path(self._dir.name) / f"u{self._count}.wav"
+        marker = f"EKWS-DONE-{self._count}"
+        self._err.seek(0)
+        self._err.truncate()
+        script = (
+            f"(voice_{voice})\n(Parameter.set 'Duration_Stretch {stretch:.4f})\n"
+            f'(utt.save.wave (utt.synth (Utterance Text "{text}")) "{wav}" \'riff)\n'
+            f'(print "{marker}")\n(fflush nil)\n'
+        )
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        try:
+            self._proc.stdin.write(script.encode())
+            self._proc.stdin.flush()
+            while True:
+                line = self._proc.stdout.readline()
+                if not line:
+                    raise SynthError(f"festival exited: {self._stderr()}")
+                if marker.encode() in line:
+                    break
+        except (OSError, ValueError) as exc:
+            raise SynthError(f"festival failed: {exc}; {self._stderr()}") from exc
+        if not wav.is_file():
+            raise SynthError(
+                f"festival (voice_{voice}) said nothing for {text!r}: {self._stderr()}; is the voice's "
+                f"package installed (apt-get install {APT_PACKAGES['festival']})?"
+            )
+        data = wav.read_bytes()
+        wav.unlink()
+        return _read_wav(data, f"festival voice_{voice}")
+
+    def _stderr(self) -> str:
+        self._err.flush()
+        self._err.seek(0)
+        return self._err.read().decode(errors="replace").strip() or "no message"
+
+    def close(self) -> None:
+        proc = getattr(self, "_proc", None)
+        if proc is not None and proc.poll() is None:
+            try:
+                if proc.stdin is not None:
+                    proc.stdin.close()
+                proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                proc.kill()
+                proc.wait()
+        if proc is not None and proc.stdout is not None:
+            proc.stdout.close()
+        self._err.close()
+        self._dir.cleanup()
+
+
+_SESSIONS: dict[int, FestivalSession] = {}
+
+
+def _festival() -> FestivalSession:
+    """This process's festival session (started on first use, closed at exit or by :func:`close`)."""
+    pid = os.getpid()
+    if pid not in _SESSIONS:
+        _SESSIONS[pid] = FestivalSession()
+    return _SESSIONS[pid]
+
+
+def close() -> None:
+    """Stop this process's festival session, if any."""
+    session = _SESSIONS.pop(os.getpid(), None)
+    if session is not None:
+        session.close()
+
+
+atexit.register(close)
