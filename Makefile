@@ -8,7 +8,10 @@ PY310 ?= $(shell (command -v pyenv >/dev/null && ls -d $$(pyenv root)/versions/3
 VENV := .venv
 LAVA_VENV := .venv-lava
 STAMPS := .stamps
-APT_PACKAGES := espeak-ng mosquitto sox libsndfile1 chromium
+# Speech synthesizers of the synthetic corpora (toolkit/data/_engines.py): espeak-ng, flite, festival and its
+# English voices; g++ builds pyworld (the WORLD vocoder of the voice augmentations), which PyPI ships as source.
+APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts g++ \
+  mosquitto sox libsndfile1 chromium
 RUN ?= runs/demo
 
 .PHONY: demo test lint typecheck pytest pytest-lava setup clean bench

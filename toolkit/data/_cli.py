@@ -1,15 +1,16 @@
-"""`edgekws data …`: synthesize, inspect and plot keyword data sets."""
+"""`edgekws data …`: synthesize, import, inspect and plot keyword data sets."""
 
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
 from edgekws.toolkit._progress import progress_bar
-from edgekws.toolkit.data import _synth
+from edgekws.toolkit.data import _augment, _synth
 from edgekws.toolkit.data._spikes import DatasetError
 
 
@@ -19,24 +20,102 @@ def data() -> None:
 
     Example:
 
-        edgekws data synth --task digits --out data/digits
+        edgekws data synth --task en-digits --out data/en-digits
     """
 
 
+def _names(text: str | None) -> list[str] | None:
+    return [c.strip() for c in text.split(",") if c.strip()] if text else None
+
+
+def _weights(text: str | None) -> dict[str, float] | None:
+    if not text:
+        return None
+    out = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError as exc:
+            raise click.BadParameter(f"expected ENGINE=WEIGHT,..., got {item!r}") from exc
+    return out
+
+
+def _augment_option(value: str | None) -> Any:
+    """A preset name, or a JSON/TOML file of AugmentPolicy fields over the default preset."""
+    if value is None or value in _augment.PRESETS:
+        return value
+    path = Path(value)
+    if not path.is_file():
+        raise click.BadParameter(
+            f"--augment takes {', '.join(_augment.PRESETS)} or a .json/.toml file, got {value!r}"
+        )
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            return tomllib.loads(text)
+        return json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"{path}: not valid {path.suffix[1:].upper()} ({exc})") from exc
+
+
 @data.command()
-@click.option("--task", type=click.Choice(["digits", "commands"]), default="digits", show_default=True,
-              help="digits: 20 classes, English zero..nine and German null..neun (like SHD); "
-                   "commands: the 35 Speech Commands words (like SSC).")  # fmt: skip
+@click.option(
+    "--task",
+    type=click.Choice(list(_synth.TASKS)),
+    default="en-digits",
+    show_default=True,
+    help="en-digits: zero..nine + _unknown_ + _silence_; en-commands: yes, no, up, down, left, right, "
+    "on, off, stop, go + _unknown_ + _silence_ (the Speech Commands 12-class task); digits: 20 "
+    "classes, English and German digits (like SHD); commands: the 35 Speech Commands words.",
+)
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Folder to create.")
-@click.option("--per-class", type=click.IntRange(min=1), default=None,
-              help="Utterances per class [default: 300 for digits, 100 for commands].")  # fmt: skip
+@click.option(
+    "--per-class",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Utterances per class [default: 300; 100 for commands].",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same corpus, byte for byte.")
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Processes running espeak-ng and the front-end.")  # fmt: skip
-@click.option("--classes", default=None, help="Comma-separated subset of class names (default: all).")
-@click.option("--fillers", is_flag=True,
-              help="Add the classes _unknown_ (other words) and _silence_ (noise alone), --per-class each: "
-                   "what a streaming spotter needs to learn what is not a keyword.")  # fmt: skip
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Processes running the synthesizers, augmentations and the front-end.",
+)
+@click.option("--classes", default=None, help="Comma-separated subset of keyword classes (default: all).")
+@click.option(
+    "--fillers",
+    is_flag=True,
+    help="Add the classes _unknown_ (other words) and _silence_ (noise alone), --per-class each: "
+    "what a streaming spotter needs to learn what is not a keyword (always on for en-*).",
+)
+@click.option(
+    "--engines",
+    default=None,
+    help="Comma-separated engines: espeak-ng, flite, festival [default: all three for en-*, "
+    "espeak-ng for digits/commands].",
+)
+@click.option(
+    "--exclude",
+    default=None,
+    help="Comma-separated engines, voices (flite-slt, en-gb+f3, cmu_us_slt_arctic_hts) or persons "
+    "(kal, slt) to leave out: leave-one-engine-out training.",
+)
+@click.option(
+    "--engine-weights",
+    default=None,
+    help="ENGINE=WEIGHT,... share of the utterances each engine speaks [default: equal].",
+)
+@click.option(
+    "--augment",
+    default=None,
+    help="Augmentation policy: none, default, or a .json/.toml file of settings over default "
+    "[default: default for en-*, none for digits/commands].",
+)
 @click.option("--force", is_flag=True, help="Replace a non-empty --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of text.")
 def synth(
@@ -47,23 +126,29 @@ def synth(
     workers: int,
     classes: str | None,
     fillers: bool,
+    engines: str | None,
+    exclude: str | None,
+    engine_weights: str | None,
+    augment: str | None,
     force: bool,
     as_json: bool,
 ) -> None:
-    """Synthesize a spoken-keyword corpus with espeak-ng and encode it to spikes.
+    """Synthesize a spoken-keyword corpus with espeak-ng, flite and festival and encode it to spikes.
 
-    Speakers are espeak-ng voice+variant pairs, split 70/10/20 into train/val/test so that no test
-    speaker is heard in training; rate, pitch, amplitude, onset and noise (SNR) vary per utterance.
-    Every clip is 1.0 s at 16 kHz (1000 steps at 1 ms). Writes OUT/wavs/ (a Speech Commands-style
-    folder), OUT/manifest.json and OUT/{train,val,test}.h5 in the SHD layout.
+    Speakers are engine voices (espeak-ng voice+variant pairs, flite and festival voices), split 70/10/20
+    by person into train/val/test so that no test speaker is heard in training; tempo, pitch, amplitude,
+    onset, noise (white, pink, babble at an SNR) and the augmentations (formants, pitch, tempo, room,
+    band limit, EQ, gain, clipping) vary per utterance and are recorded in the manifest. Every clip is
+    1.0 s at 16 kHz (1000 steps at 1 ms). Writes OUT/wavs/ (a Speech Commands-style folder),
+    OUT/manifest.json and OUT/{train,val,test}.h5 in the SHD layout.
 
     Example:
 
-        edgekws data synth --task digits --out data/digits --seed 1
-
+    \b
+        edgekws data synth --task en-digits --out data/en-digits --seed 1
+        edgekws data synth --task en-digits --out data/no-festival --exclude festival
         edgekws data synth --task digits --out data/digits-kws --fillers
     """
-    subset = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     start = time.perf_counter()
     with progress_bar(f"synth {task}", disable=as_json) as progress:
         try:
@@ -74,11 +159,15 @@ def synth(
                 seed,
                 workers=workers,
                 force=force,
-                classes=subset,
+                classes=_names(classes),
                 progress=progress,
                 fillers=fillers,
+                engines=_names(engines),
+                exclude=_names(exclude) or (),
+                engine_weights=_weights(engine_weights),
+                augment=_augment_option(augment),
             )
-        except (_synth.SynthError, DatasetError, ValueError) as exc:
+        except (_synth.SynthError, DatasetError, _augment.AugmentError, ValueError) as exc:
             raise click.ClickException(str(exc)) from exc
     seconds = time.perf_counter() - start
     summary = {
@@ -88,6 +177,7 @@ def synth(
         "utterances": len(manifest["utterances"]),
         "splits": manifest["splits"],
         "speakers": {s: sum(sp["split"] == s for sp in manifest["speakers"]) for s in _synth.SPLITS},
+        "engines": {e: sum(u["engine"] == e for u in manifest["utterances"]) for e in manifest["engines"]},
         "seconds": round(seconds, 1),
     }
     if as_json:
@@ -96,6 +186,182 @@ def synth(
     click.echo(
         f"wrote {summary['utterances']} utterances to {out} in {seconds:.1f} s: "
         + ", ".join(f"{s} {n}" for s, n in manifest["splits"].items())
+        + " ("
+        + ", ".join(f"{e} {n}" for e, n in summary["engines"].items())
+        + ")"
+    )
+
+
+@data.command("import")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Folder to create.")
+@click.option(
+    "--task",
+    type=click.Choice(list(_synth.TASKS)),
+    default=None,
+    help="Map the labels onto this task's classes (as `data synth` makes them).",
+)
+@click.option(
+    "--classes",
+    default=None,
+    help="Comma-separated class names instead of --task [default: the labels found].",
+)
+@click.option(
+    "--unknown",
+    type=click.Choice(["map", "drop", "error"]),
+    default="map",
+    show_default=True,
+    help="Words outside the classes: map to _unknown_, drop them, or stop with an error.",
+)
+@click.option(
+    "--only",
+    "only",
+    multiple=True,
+    metavar="FIELD=V1,V2",
+    help="Keep recordings whose source, speaker, label, gender, accent or split is one of the "
+    "values; repeat for more fields (e.g. --only source=fsdd).",
+)
+@click.option(
+    "--speaker-rule",
+    default=None,
+    help="Speakers (and labels) from file names: fsdd, speech-commands, or a template such as "
+    "'{label}_{speaker}_{take}' [default: the speaker column, else the rule every name fits].",
+)
+@click.option("--train-speakers", default=None, help="Comma-separated speakers for the train split.")
+@click.option("--val-speakers", default=None, help="Comma-separated speakers for the val split.")
+@click.option("--test-speakers", default=None, help="Comma-separated speakers for the test split.")
+@click.option(
+    "--fractions",
+    nargs=3,
+    type=float,
+    default=None,
+    metavar="TRAIN VAL TEST",
+    help="Split the speakers at random (--seed) in these proportions.",
+)
+@click.option(
+    "--rest",
+    type=click.Choice(["train", "val", "test", "drop"]),
+    default="test",
+    show_default=True,
+    help="Split of the speakers no option (nor the source's own split lists) places.",
+)
+@click.option(
+    "--silence",
+    type=click.IntRange(min=0),
+    default=None,
+    help="_silence_ clips per split cut from _background_noise_ [default: as many as the median class].",
+)
+@click.option(
+    "--lead-s",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Silence put before each clip (real clips are often trimmed to the word).",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of --fractions and the silence cuts."
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Processes reading and encoding.",
+)
+@click.option("--force", is_flag=True, help="Replace a non-empty --out.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of text.")
+def import_cmd(
+    sources: tuple[Path, ...],
+    out: Path,
+    task: str | None,
+    classes: str | None,
+    unknown: str,
+    only: tuple[str, ...],
+    speaker_rule: str | None,
+    train_speakers: str | None,
+    val_speakers: str | None,
+    test_speakers: str | None,
+    fractions: tuple[float, float, float] | None,
+    rest: str,
+    silence: int | None,
+    lead_s: float,
+    seed: int,
+    workers: int,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Encode labelled recordings into spike data sets, split by speaker.
+
+    SOURCES are CSV manifests (columns file,label and optionally speaker,source,sample_rate,gender,
+    accent,split) or folders: the Speech Commands layout (root/<label>/*.wav, its split lists and
+    _background_noise_) or flat folders of clips named like FSDD's {label}_{speaker}_{take}.flac. WAV or
+    FLAC, any sample rate, mono or stereo. Every clip goes through the same front-end as `data synth`,
+    1.0 s long. Writes OUT/{train,val,test}.h5 (SHD layout, with source, speaker, gender and accent per
+    sample) and OUT/manifest.json. No speaker is in two splits (checked).
+
+    Example:
+
+    \b
+        edgekws data import ../shared/data/real-speech/labels.csv --only source=fsdd --task en-digits \\
+            --out data/fsdd
+        edgekws data import labels.csv --only source=fsdd --task en-digits --out data/fsdd-ft \\
+            --train-speakers fsdd-george,fsdd-jackson,fsdd-nicolas,fsdd-yweweler --rest test
+    """
+    from edgekws.toolkit.data._recordings import import_recordings
+
+    if task and classes:
+        raise click.UsageError("pass --task or --classes, not both")
+    filters: dict[str, set[str]] = {}
+    for item in only:
+        field, sep, values = item.partition("=")
+        if not sep or not values:
+            raise click.BadParameter(f"expected FIELD=VALUE[,VALUE...], got {item!r}", param_hint="--only")
+        filters.setdefault(field.strip(), set()).update(_names(values) or [])
+    start = time.perf_counter()
+    try:
+        names = _synth.class_names(task) if task else _names(classes)
+        if names is None:
+            from edgekws.toolkit.data._recordings import default_classes, scan
+
+            names = default_classes([r for s in sources for r in scan(s, speaker_rule)])
+        with progress_bar("import", disable=as_json) as progress:
+            manifest = import_recordings(
+                sources,
+                out,
+                names,
+                task=task,
+                speaker_rule=speaker_rule,
+                only=filters,
+                unknown=unknown,
+                train_speakers=_names(train_speakers),
+                val_speakers=_names(val_speakers),
+                test_speakers=_names(test_speakers),
+                fractions=fractions,
+                rest=rest,
+                silence=silence,
+                lead_s=lead_s,
+                seed=seed,
+                workers=workers,
+                force=force,
+                progress=progress,
+            )
+    except (DatasetError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    summary = {
+        "out": str(out),
+        "classes": manifest["classes"],
+        "splits": manifest["splits"],
+        "speakers": manifest["speakers"],
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(
+        f"wrote {sum(manifest['splits'].values())} recordings to {out} in {summary['seconds']} s: "
+        + ", ".join(
+            f"{s} {n} ({len(manifest['speakers'][s])} speakers)" for s, n in manifest["splits"].items()
+        )
     )
 
 

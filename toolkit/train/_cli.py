@@ -194,8 +194,9 @@ def import_mlgenn_cmd(
 def eval_cmd(run_dir: Path, data_path: Path, backend: str, as_json: bool) -> None:
     """Score a run's selected parameters on a data set.
 
-    Prints accuracy, per-class accuracy, the weakest speakers (where the data name them) and spike-rate
-    statistics, and writes the confusion matrix to
+    Prints accuracy, per-class accuracy, the weakest speakers and the accuracy by source (engine or
+    data set), voice, gender, accent and augmentation (where the data name them), spike-rate statistics,
+    and writes the confusion matrix to
     RUN/confusion_<data>_<backend>.png. Decisions use the device's rule (edgekws.agent.decide).
 
     Example:
@@ -227,6 +228,11 @@ def eval_cmd(run_dir: Path, data_path: Path, backend: str, as_json: bool) -> Non
         click.echo(
             f"{len(speakers)} speakers; weakest: "
             + ", ".join(f"{name} {v['accuracy']:.3f} ({v['samples']})" for name, v in worst)
+        )
+    for column, table in result.get("per_source_accuracy", {}).items():
+        click.echo(
+            f"by {column}: "
+            + ", ".join(f"{k} {v['accuracy']:.3f} ({v['samples']})" for k, v in table.items())
         )
     spikes = result.get("hidden_spikes")
     if spikes:

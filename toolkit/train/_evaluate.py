@@ -207,9 +207,13 @@ def evaluate(
         "readout": spec.readout,
         "mean_confidence": float(np.mean(decision.confidence)),
     }
-    by_speaker = _per_speaker(data, decision.labels == data.labels)
+    right = decision.labels == data.labels
+    by_speaker = _per_speaker(data, right)
     if by_speaker is not None:
         result["per_speaker_accuracy"] = by_speaker
+    by_source = _per_source(data, right)
+    if by_source:
+        result["per_source_accuracy"] = by_source
     seconds = spec.num_steps * spec.dt_ms / 1000.0
     result["input_rate_hz"] = float(decision.input_spikes / len(data) / spec.num_inputs / seconds)
     if counts is not None:
@@ -226,25 +230,48 @@ def evaluate(
     return result
 
 
-def _per_speaker(data: SpikeDataset, right: np.ndarray) -> dict[str, dict[str, float]] | None:
-    """Accuracy and sample count per speaker, worst first, when the data name speakers (``extra/speaker``;
-    SHD's ids, or voice+variant from ``meta_info`` for a synthetic corpus)."""
-    speaker = data.extra.get("speaker")
-    if speaker is None or len(speaker) != len(data):
-        return None
-    meta = data.attrs.get("meta_info") or {}
-    voices, variants = meta.get("voice"), meta.get("variant")
+BREAKDOWNS = ("source", "voice", "gender", "accent", "augment")  # besides the speaker
 
-    def name(i: int) -> str:
-        if voices is not None and variants is not None and i < len(voices) and i < len(variants):
-            return f"{voices[i]}+{variants[i]}"
-        return f"speaker {i}"
 
+def _accuracy_by(values: np.ndarray, right: np.ndarray) -> dict[str, dict[str, float]]:
+    """Accuracy and sample count per distinct value, worst first."""
     out = {}
-    for i in np.unique(speaker):
-        mask = speaker == i
-        out[name(int(i))] = {"accuracy": float(right[mask].mean()), "samples": int(mask.sum())}
+    for value in np.unique(values):
+        mask = values == value
+        out[str(value)] = {"accuracy": float(right[mask].mean()), "samples": int(mask.sum())}
     return dict(sorted(out.items(), key=lambda kv: (kv[1]["accuracy"], kv[0])))
+
+
+def _per_speaker(data: SpikeDataset, right: np.ndarray) -> dict[str, dict[str, float]] | None:
+    """Accuracy and sample count per speaker, worst first, when the data name speakers (per-sample speaker
+    names, or SHD's ids, or voice+variant from ``meta_info`` for older synthetic corpora)."""
+    speakers = data.metadata("speaker")
+    return _accuracy_by(speakers, right) if speakers is not None and len(speakers) == len(data) else None
+
+
+def _per_source(data: SpikeDataset, right: np.ndarray) -> dict[str, dict[str, dict[str, float]]]:
+    """Accuracy by each per-sample metadata column the data carry: ``source`` (the engine of a synthetic
+    sample, the data set of a recording), ``voice``, ``gender``, ``accent`` (empty values left out) and
+    ``augment``, where each augmentation a sample had counts it once ("none": no augmentation but noise)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for column in BREAKDOWNS:
+        values = data.metadata(column)
+        if values is None or len(values) != len(data):
+            continue
+        if column == "augment":
+            parts = [v.split("+") if v else [] for v in values.tolist()]
+            kinds = sorted({p for ps in parts for p in ps})
+            table = {}
+            for kind in kinds:
+                mask = np.array([kind in ps for ps in parts])
+                table[kind] = {"accuracy": float(right[mask].mean()), "samples": int(mask.sum())}
+            if table:
+                out[column] = dict(sorted(table.items(), key=lambda kv: (kv[1]["accuracy"], kv[0])))
+            continue
+        known = values != ""
+        if known.any():
+            out[column] = _accuracy_by(values[known], right[known])
+    return out
 
 
 def plot_confusion(
