@@ -51,7 +51,7 @@ def root(tmp_path: Path) -> Path:
 
 
 def test_speaker_rules() -> None:
-    """Presets and templates turn file names into speakers (and labels); a rule without {speaker} is refused."""
+    """Presets and templates turn file names into speakers (and labels); one lacking {speaker} is refused."""
     sc = rec.compile_rule("speech-commands")
     assert sc.match("0a7c2a8d_nohash_3").group("speaker") == "0a7c2a8d"
     assert sc.match("en-gb+f3_nohash_0").group("speaker") == "en-gb+f3"
@@ -164,7 +164,7 @@ def test_flat_folder_and_csv_manifest(tmp_path: Path) -> None:
 
 
 def test_bad_files_are_all_reported(tmp_path: Path) -> None:
-    """Truncated, empty, NaN and missing files and unknown labels are named in one error; nothing is written."""
+    """Truncated, empty, NaN, missing files and unknown labels are named in one error; none is written."""
     folder = tmp_path / "bad"
     folder.mkdir()
     good = _tone(440, 0.5, 16000)
