@@ -25,7 +25,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("command", [[], ["synth"], ["info"], ["plot"], ["stream"]])
+@pytest.mark.parametrize("command", [[], ["synth"], ["import"], ["info"], ["plot"], ["stream"]])
 def test_help_has_example(command: list[str]) -> None:
     """Every data command's help shows an Example."""
     result = CliRunner().invoke(main, ["data", *command, "--help"])
@@ -43,7 +43,7 @@ def test_synth_refuses_non_empty_out(corpus: Path) -> None:
 def test_synth_rejects_unknown_class(tmp_path: Path) -> None:
     """An unknown --classes entry is an error that lists the known classes."""
     result = CliRunner().invoke(main, ["data", "synth", "--out", str(tmp_path / "x"), "--classes", "maybe"])
-    assert result.exit_code != 0 and "unknown class" in result.output and "en-zero" in result.output
+    assert result.exit_code != 0 and "unknown class" in result.output and "seven" in result.output
 
 
 def test_info_on_corpus_h5_and_wav_folder(corpus: Path) -> None:
@@ -57,7 +57,7 @@ def test_info_on_corpus_h5_and_wav_folder(corpus: Path) -> None:
     assert summary["splits"]["test"]["spikes_per_sample"]["mean"] > 0
     result = CliRunner().invoke(main, ["data", "info", str(corpus / "wavs"), "--json", "--sample", "2"])
     summary = json.loads(result.output)
-    assert summary["kind"] == "speech-commands" and summary["splits"]["testing"]["samples"] == 2
+    assert summary["kind"] == "recordings" and summary["splits"]["test"]["samples"] == 2
     assert summary["splits"]["train"]["spikes"]["encoded_files"] == 2
 
 

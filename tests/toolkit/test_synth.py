@@ -1,4 +1,4 @@
-"""espeak-ng synthetic keyword corpus."""
+"""The synthetic keyword corpus: plans, speakers, engines, augmentations, files and determinism."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from edgekws.agent import FrontendSpec, encode, load_audio
-from edgekws.toolkit.data import SynthError, _synth, read_shd, read_speech_commands, synthesize
+from edgekws.toolkit.data import SynthError, _synth, read_recordings, read_shd, synthesize
 
 CLASSES = ["en-seven", "de-fuenf"]
 
@@ -23,7 +23,18 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_vocabularies() -> None:
-    """digits has 20 classes (English then German, like SHD); commands has the 35 Speech Commands words."""
+    """en-digits and en-commands have 10 keywords + _unknown_ + _silence_; digits 20 classes (English then
+    German, like SHD); commands the 35 Speech Commands words."""
+    assert _synth.class_names("en-digits") == [*_synth.DIGITS_EN, "_unknown_", "_silence_"]
+    assert _synth.class_names("en-commands") == [
+        "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go", "_unknown_", "_silence_"
+    ]  # fmt: skip
+    for task in ("en-digits", "en-commands"):
+        pool = set(_synth.unknown_words(task, "en"))
+        assert not pool & {w.text for w in _synth.vocabulary(task)}
+        from edgekws.toolkit.data._stream import DISTRACTORS
+
+        assert not pool & set(DISTRACTORS["en"]) and {"bed", "marvin", "apple"} <= pool
     digits = _synth.vocabulary("digits")
     assert [w.name for w in digits][:2] == ["en-zero", "en-one"] and digits[-1].name == "de-neun"
     assert len(digits) == 20 and {w.language for w in digits[10:]} == {"de"}
@@ -80,7 +91,7 @@ def test_corpus_layout(corpus: Path) -> None:
             "speaker",
             "split",
         } <= set(u)
-        assert u["lead_silence_s"] + u["speech_s"] + u["trail_silence_s"] == pytest.approx(1.0)
+        assert u["lead_silence_s"] + u["speech_s"] + u["trail_silence_s"] == pytest.approx(1.0, abs=2e-6)
     val_list = (corpus / "wavs" / "validation_list.txt").read_text().split()
     assert sorted(val_list) == sorted(u["wav"][5:] for u in manifest["utterances"] if u["split"] == "val")
     for split in ("train", "val", "test"):
@@ -106,8 +117,8 @@ def test_h5_events_equal_encoding_of_the_wavs(corpus: Path) -> None:
 
 
 def test_wav_folder_reads_as_speech_commands(corpus: Path) -> None:
-    """The corpus's wavs/ folder read by the Speech Commands reader gives the same spikes as test.h5."""
-    sc = read_speech_commands(corpus / "wavs", "testing", words=CLASSES)
+    """The corpus's wavs/ folder read by the recordings reader gives the same spikes as test.h5."""
+    sc = read_recordings(corpus / "wavs", "testing", classes=CLASSES)
     h5 = read_shd(corpus / "test.h5")
     assert sorted(map(tuple, sc.bin(0.001, 1000).reshape(len(sc), -1).tolist())) == sorted(
         map(tuple, h5.bin(0.001, 1000).reshape(len(h5), -1).tolist())
@@ -194,3 +205,63 @@ def test_silence_clip_is_noise_at_its_level(tmp_path: Path) -> None:
     assert timing["speech_s"] == 0.0
     rms_db = 20 * np.log10(np.sqrt(np.mean((pcm / 32768.0) ** 2)))
     assert abs(rms_db - utt["noise_dbfs"]) < 1.0
+
+
+def test_reference_task_plan_uses_every_engine_split_by_person() -> None:
+    """en-digits speaks with every engine; no person (espeak-ng voice+variant, or the recorded person behind
+    flite and festival voices) is in two splits; every split hears every engine; each utterance records
+    engine, voice and augmentations."""
+    words, speakers, utts = _synth.plan_corpus("en-digits", 20, seed=0)
+    assert [w.name for w in words] == _synth.class_names("en-digits")
+    person_split: dict[str, set[str]] = {}
+    for s in speakers:
+        person_split.setdefault(s.person, set()).add(s.split)
+    assert all(len(v) == 1 for v in person_split.values())
+    assert {"kal", "slt", "awb", "rms", "ked"} <= set(person_split)
+    split_of = {s.id: s.split for s in speakers}
+    for split in ("train", "val", "test"):
+        engines = {u["engine"] for u in utts if u["split"] == split}
+        assert engines == {"espeak-ng", "flite", "festival"}, split
+    for u in utts:
+        assert split_of[u["speaker"]] == u["split"]
+        for talker in u.get("babble", []):
+            assert split_of[talker["speaker"]] == u["split"]  # babble voices of the same split
+        assert {"engine", "voice", "augment", "augment_names", "noise"} <= set(u)
+    assert any("room" in u["augment"] and "formant" in u["augment"] for u in utts)
+
+
+def test_exclude_and_single_engine_corpora() -> None:
+    """--exclude leaves out engines, voices or persons; a single-engine plan is that engine's alone (the
+    test set of leave-one-engine-out)."""
+    _, speakers, utts = _synth.plan_corpus("en-digits", 10, seed=1, exclude=["festival", "flite-slt"])
+    assert {u["engine"] for u in utts} == {"espeak-ng", "flite"}
+    assert "flite-slt" not in {u["speaker"] for u in utts} and all(s.engine != "festival" for s in speakers)
+    _, _, only = _synth.plan_corpus("en-digits", 10, seed=1, engines=["festival"])
+    assert {u["engine"] for u in only} == {"festival"}
+    _, _, no_slt = _synth.plan_corpus("en-digits", 10, seed=1, exclude=["slt"])
+    assert not {u["speaker"] for u in no_slt} & {"flite-slt", "festival-slt"}
+    with pytest.raises(SynthError, match="no en speaker left"):
+        _synth.plan_corpus("en-digits", 10, seed=1, engines=["festival"], exclude=["kal", "ked"])
+
+
+def test_augmented_multi_engine_corpus_is_deterministic(tmp_path: Path) -> None:
+    """A corpus from all engines with every augmentation is byte-identical with one worker or two, and its
+    h5 samples carry engine, speaker, voice, gender, accent and augmentations."""
+    policy = {"room_p": 0.5, "formant_p": 0.5, "band_p": 0.5, "eq_p": 0.5, "clip_p": 0.3}
+    args = {"per_class": 3, "seed": 5, "classes": ["seven"], "augment": policy}
+    one = synthesize(tmp_path / "one", "en-digits", workers=1, **args)
+    two = synthesize(tmp_path / "two", "en-digits", workers=2, **args)
+    assert one == two and len(one["utterances"]) == 9
+    assert one["engines"] == ["espeak-ng", "flite", "festival"] and one["augment"]["room_p"] == 0.5
+    for split in ("train", "val", "test"):
+        assert (tmp_path / "one" / f"{split}.h5").read_bytes() == (
+            tmp_path / "two" / f"{split}.h5"
+        ).read_bytes()
+    for u in one["utterances"]:
+        assert (tmp_path / "one" / u["wav"]).read_bytes() == (tmp_path / "two" / u["wav"]).read_bytes()
+    train = read_shd(tmp_path / "one" / "train.h5")
+    rows = [one["utterances"][i] for i in train.extra["utterance"]]
+    assert train.metadata("source").tolist() == [u["engine"] for u in rows]
+    assert train.metadata("speaker").tolist() == [u["speaker"] for u in rows]
+    assert train.metadata("augment").tolist() == [u["augment_names"] for u in rows]
+    assert all(g in ("male", "female", "unknown") for g in train.metadata("gender"))

@@ -164,3 +164,38 @@ def test_eval_reports_accuracy_per_speaker_worst_first(trained: tuple[Path, Path
     assert weighted == pytest.approx(out["accuracy"])
     text = CliRunner().invoke(main, ["eval", str(run), "--data", str(path)]).output
     assert "3 speakers; weakest:" in text
+
+
+def test_eval_breaks_accuracy_down_by_source(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """With per-sample metadata (as `data synth` and `data import` write it), eval gives the accuracy by
+    source, voice, gender, accent and each augmentation, and per speaker by name."""
+    from edgekws.toolkit.data import read_shd
+
+    run, val_h5 = trained
+    data = read_shd(val_h5)
+    n = len(data)
+    data.extra.update(
+        {
+            "source": np.array(["flite", "fsdd"] * (n // 2)),
+            "speaker_name": np.array(["flite-slt", "fsdd-george"] * (n // 2)),
+            "voice": np.array(["slt", ""] * (n // 2)),
+            "gender": np.array(["female", "male"] * (n // 2)),
+            "accent": np.array(["US", "GRC/Greek"] * (n // 2)),
+            "augment": np.array(["room+babble", "white"] * (n // 2)),
+        }
+    )
+    path = write_shd(data, tmp_path / "meta.h5")
+    result = CliRunner().invoke(main, ["eval", str(run), "--data", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    by = out["per_source_accuracy"]
+    assert set(by) == {"source", "voice", "gender", "accent", "augment"}
+    assert {k: v["samples"] for k, v in by["source"].items()} == {"flite": n // 2, "fsdd": n // 2}
+    assert set(by["voice"]) == {"slt"}  # real recordings have no voice: left out
+    assert set(by["augment"]) == {"room", "babble", "white"} and by["augment"]["room"]["samples"] == n // 2
+    assert by["augment"]["room"]["accuracy"] == by["source"]["flite"]["accuracy"]
+    weighted = sum(v["accuracy"] * v["samples"] for v in by["source"].values()) / n
+    assert weighted == pytest.approx(out["accuracy"])
+    assert set(out["per_speaker_accuracy"]) == {"flite-slt", "fsdd-george"}
+    text = CliRunner().invoke(main, ["eval", str(run), "--data", str(path)]).output
+    assert "by source: " in text and "by augment: " in text

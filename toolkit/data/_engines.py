@@ -110,14 +110,16 @@ def version(engine: str) -> str:
     cmd = {"espeak-ng": ["espeak-ng", "--version"], "flite": ["flite", "--version"]}.get(
         engine, ["festival", "--version"]
     )
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=30)
+    fix = f"install it (apt-get install {APT_PACKAGES[engine]}, or `make setup`)"
+    try:  # flite --version exits 1 after printing its version
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError) as exc:
-        raise SynthError(
-            f"{engine} is missing or broken; install it "
-            f"(apt-get install {APT_PACKAGES[engine]}, or `make setup`)"
-        ) from exc
-    return (out.stdout or out.stderr).strip().splitlines()[0]
+        raise SynthError(f"{engine} is missing or broken; {fix}") from exc
+    marks = ("version", "speech")  # espeak-ng: "eSpeak NG text-to-speech: 1.51 ..."; flite: "version: ..."
+    lines = [s.strip() for s in (out.stdout + out.stderr).splitlines() if any(m in s.lower() for m in marks)]
+    if not lines:
+        raise SynthError(f"{engine} --version printed no version (exit {out.returncode}); {fix}")
+    return lines[0]
 
 
 def speak(voice: Voice, text: str, prosody: dict[str, Any]) -> tuple[np.ndarray, int]:
@@ -225,14 +227,16 @@ class FestivalSession:
             while True:
                 line = self._proc.stdout.readline()
                 if not line:
-                    raise SynthError(f"festival exited: {self._stderr()}")
+                    raise SynthError(f"festival exited: {self._stderr() or 'no message'}")
                 if marker.encode() in line:
                     break
         except (OSError, ValueError) as exc:
             raise SynthError(f"festival failed: {exc}; {self._stderr()}") from exc
-        if not wav.is_file():
+        errors = self._stderr()
+        if "SIOD ERROR" in errors or not wav.is_file():
+            wav.unlink(missing_ok=True)
             raise SynthError(
-                f"festival (voice_{voice}) said nothing for {text!r}: {self._stderr()}; is the voice's "
+                f"festival (voice_{voice}) said nothing for {text!r}: {errors}; is the voice's "
                 f"package installed (apt-get install {APT_PACKAGES['festival']})?"
             )
         data = wav.read_bytes()
@@ -242,7 +246,7 @@ class FestivalSession:
     def _stderr(self) -> str:
         self._err.flush()
         self._err.seek(0)
-        return self._err.read().decode(errors="replace").strip() or "no message"
+        return self._err.read().decode(errors="replace").strip()
 
     def close(self) -> None:
         proc = getattr(self, "_proc", None)

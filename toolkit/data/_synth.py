@@ -171,9 +171,15 @@ def _split_counts(n: int) -> dict[str, int]:
     return {"train": n - val - test, "val": val, "test": test}
 
 
-def _split_persons(persons: list[str], rng: np.random.Generator) -> dict[str, str]:
-    """20 % of ``persons`` test, 10 % validation (at least one each), the rest train, at random."""
+def _split_persons(
+    persons: list[str], rng: np.random.Generator, coverage: dict[str, int] | None = None
+) -> dict[str, str]:
+    """20 % of ``persons`` test, 10 % validation (at least one each), the rest train, at random; persons
+    with voices in more engines (``coverage``) go to test and validation first, so those splits hear as many
+    engines as they can (flite and festival share kal and slt)."""
     order = rng.permutation(len(persons))
+    if coverage:
+        order = np.array(sorted(order.tolist(), key=lambda k: -coverage[persons[k]]), dtype=np.int64)
     n_test = max(1, round(len(persons) * SPLIT_FRACTIONS["test"]))
     n_val = max(1, round(len(persons) * SPLIT_FRACTIONS["val"]))
     return {
@@ -237,7 +243,12 @@ def make_speakers(
             if not _excluded(v, exclude)
         ]
         if recorded:
-            split_of = _split_persons(sorted({v.person for v in recorded}), engine_rng)
+            engines_of: dict[str, set[str]] = {}
+            for v in recorded:
+                engines_of.setdefault(v.person, set()).add(v.engine)
+            split_of = _split_persons(
+                sorted(engines_of), engine_rng, {p: len(e) for p, e in engines_of.items()}
+            )
             for v in recorded:
                 stretch = round(float(engine_rng.uniform(*STRETCH)), 3)
                 speakers.append(

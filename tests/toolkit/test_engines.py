@@ -1,0 +1,94 @@
+"""The speech synthesizers: every engine voice says the word, distinctly, and festival's session is stateless."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from edgekws.toolkit.data import SynthError, _engines
+from edgekws.toolkit.data._synth import SAMPLE_RATE, spoken_word
+
+ESPEAK_SAMPLE = ("en-us+m1", "en-gb+f3", "en-gb-scotland+Annie", "de+m3")
+
+
+def _voices() -> list[_engines.Voice]:
+    espeak = [v for lang in ("en", "de") for v in _engines.voices("espeak-ng", lang) if v.id in ESPEAK_SAMPLE]
+    return espeak + _engines.voices("flite", "en") + _engines.voices("festival", "en")
+
+
+def _default(voice: _engines.Voice) -> dict[str, float]:
+    if voice.engine == "espeak-ng":
+        return {"rate": 160, "pitch": 50, "amplitude": 100}
+    return {"stretch": 1.0, "peak": 0.5}
+
+
+@pytest.fixture(scope="module")
+def words() -> dict[tuple[str, str], np.ndarray]:
+    """ "seven" and "one" (German "sieben", "eins") from every flite and festival voice and a few espeak-ng ones."""
+    out = {}
+    for v in _voices():
+        for text in ("seven", "one") if v.language == "en" else ("sieben", "eins"):
+            out[(v.id, text)] = spoken_word(v, text, _default(v))
+    return out
+
+
+def test_voice_lists() -> None:
+    """espeak-ng has 8 English voices x 24 variants and German x 24; flite 5 and festival 3 voices, whose
+    recorded persons kal and slt are shared between the engines."""
+    assert len(_engines.voices("espeak-ng", "en")) == 192 and len(_engines.voices("espeak-ng", "de")) == 24
+    flite, festival = _engines.voices("flite", "en"), _engines.voices("festival", "en")
+    assert [v.id for v in flite] == ["flite-kal", "flite-kal16", "flite-awb", "flite-rms", "flite-slt"]
+    assert [v.id for v in festival] == ["festival-kal", "festival-ked", "festival-slt"]
+    assert {v.person for v in flite} & {v.person for v in festival} == {"kal", "slt"}
+    assert _engines.voices("flite", "de") == []
+
+
+def test_every_voice_says_a_plausible_word(words: dict[tuple[str, str], np.ndarray]) -> None:
+    """Each voice's word is loud, 0.2-1.2 s long, different from its other word and from other voices'."""
+    for (voice, text), audio in words.items():
+        seconds = len(audio) / SAMPLE_RATE
+        rms = float(np.sqrt(np.mean(audio**2)))
+        assert 0.2 < seconds < 1.2, (voice, text, seconds)
+        assert rms > 0.01, (voice, text, rms)
+        assert np.isfinite(audio).all()
+    for (a, text_a), (b, text_b) in itertools.combinations(words, 2):
+        x, y = words[(a, text_a)], words[(b, text_b)]
+        assert len(x) != len(y) or not np.allclose(x, y, atol=1e-3), (a, text_a, b, text_b)
+
+
+def test_engine_tempo_changes_duration() -> None:
+    """A longer duration stretch (flite, festival) or a slower rate (espeak-ng) says the word longer."""
+    for v in [*_engines.voices("flite", "en")[-1:], *_engines.voices("festival", "en")[:1]]:
+        fast = spoken_word(v, "seven", {"stretch": 0.8, "peak": 0.5})
+        slow = spoken_word(v, "seven", {"stretch": 1.3, "peak": 0.5})
+        assert len(slow) > 1.3 * len(fast), v.id
+    en = _engines.voices("espeak-ng", "en")[0]
+    fast = spoken_word(en, "seven", {"rate": 220, "pitch": 50, "amplitude": 100})
+    slow = spoken_word(en, "seven", {"rate": 110, "pitch": 50, "amplitude": 100})
+    assert len(slow) > 1.4 * len(fast)
+
+
+def test_festival_output_does_not_depend_on_history() -> None:
+    """The same request gives the same samples whatever the session said before (workers stay deterministic)."""
+    kal, _, slt = _engines.voices("festival", "en")
+    first = spoken_word(slt, "three", {"stretch": 1.1, "peak": 0.5})
+    spoken_word(kal, "four", {"stretch": 0.9, "peak": 0.5})
+    _engines.close()  # a fresh session
+    spoken_word(kal, "nine", {"stretch": 1.2, "peak": 0.5})
+    np.testing.assert_array_equal(first, spoken_word(slt, "three", {"stretch": 1.1, "peak": 0.5}))
+
+
+def test_errors_name_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unknown festival voice, unsafe text and a missing engine raise SynthError saying what to do."""
+    bogus = _engines.Voice("festival-x", "festival", "no_such_voice", "", "en", "", "", "x")
+    with pytest.raises(SynthError, match="said nothing"):
+        _engines.speak(bogus, "seven", {"stretch": 1.0, "peak": 0.5})
+    with pytest.raises(SynthError, match="must be words"):
+        _engines.speak(
+            _engines.voices("flite", "en")[0], 'seven") (system "ls', {"stretch": 1.0, "peak": 0.5}
+        )
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(SynthError, match="apt-get install flite"):
+        _engines.version("flite")
