@@ -1,4 +1,4 @@
-"""The speech synthesizers: every engine voice says the word, distinctly, and festival's session is stateless."""
+"""The speech synthesizers: every engine voice says the word, distinctly; festival's session is stateless."""
 
 from __future__ import annotations
 
