@@ -26,7 +26,7 @@ def _default(voice: _engines.Voice) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def words() -> dict[tuple[str, str], np.ndarray]:
-    """ "seven" and "one" (German "sieben", "eins") from every flite and festival voice and a few espeak-ng ones."""
+    """The words seven and one (sieben, eins) from every flite and festival voice and a few espeak-ng ones."""
     out = {}
     for v in _voices():
         for text in ("seven", "one") if v.language == "en" else ("sieben", "eins"):
@@ -71,7 +71,8 @@ def test_engine_tempo_changes_duration() -> None:
 
 
 def test_festival_output_does_not_depend_on_history() -> None:
-    """The same request gives the same samples whatever the session said before (workers stay deterministic)."""
+    """The same request gives the same samples whatever the session said before (so workers are
+    deterministic)."""
     kal, _, slt = _engines.voices("festival", "en")
     first = spoken_word(slt, "three", {"stretch": 1.1, "peak": 0.5})
     spoken_word(kal, "four", {"stretch": 0.9, "peak": 0.5})
