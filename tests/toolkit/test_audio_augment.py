@@ -115,7 +115,7 @@ def test_reverb_lengthens_the_decay(espeak_word: np.ndarray) -> None:
 
 
 def test_band_limit_removes_energy_above_the_cutoff(flite_word: np.ndarray) -> None:
-    """An 8 kHz band limit (telephone) leaves < -40 dB of the energy above 4 kHz; a high-pass cuts the lows."""
+    """An 8 kHz band limit (telephone) leaves < -40 dB of the energy above 4 kHz; high-pass cuts the lows."""
     noisy = flite_word + 0.01 * np.random.default_rng(0).standard_normal(len(flite_word))
     total = _band_energy(noisy, 0, 8000)
     assert _band_energy(noisy, 4100, 8000) / total > 1e-2
