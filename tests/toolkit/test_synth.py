@@ -265,3 +265,19 @@ def test_augmented_multi_engine_corpus_is_deterministic(tmp_path: Path) -> None:
     assert train.metadata("speaker").tolist() == [u["speaker"] for u in rows]
     assert train.metadata("augment").tolist() == [u["augment_names"] for u in rows]
     assert all(g in ("male", "female", "unknown") for g in train.metadata("gender"))
+
+
+def test_legacy_task_plans_as_before_engines() -> None:
+    """With its defaults the 20-class digits task plans exactly what it planned before engines and
+    augmentations existed (these fields' hash, from the planner of main at 1131723), plus the new fields."""
+    import hashlib
+
+    _, _, utts = _synth.plan_corpus("digits", 5, seed=3, fillers=True)
+    old = ("amplitude", "class", "index", "label", "language", "lead_silence_s", "noise", "noise_dbfs")
+    old += ("pitch", "rate", "snr_db", "speaker", "speaker_index", "split", "text", "variant", "voice", "wav")
+    keyword_noise = [u.pop("noise") for u in utts if u["class"] not in ("_unknown_", "_silence_")]
+    assert set(keyword_noise) == {"white"}
+    legacy = [{k: v for k, v in u.items() if k in old} for u in utts]
+    digest = hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()
+    assert digest == "f0dd8f861eadee412cc0dc5cd2083478730e0ef790c948d0e27520f0679009d2"
+    assert all(u["engine"] == "espeak-ng" and u["augment"] == {} for u in utts)

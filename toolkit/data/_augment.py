@@ -303,11 +303,13 @@ def room(audio: np.ndarray, rate: int, params: dict[str, Any]) -> np.ndarray:
 
 def channel(audio: np.ndarray, rate: int, augment: dict[str, Any]) -> np.ndarray:
     """The microphone and line: band limit, EQ, gain and clipping of ``augment`` (those present)."""
+    x = np.asarray(audio, dtype=np.float64)
+    if not {"band", "eq", "gain", "clip"} & set(augment):
+        return x
     import audiomentations as am
 
     from edgekws.agent._audio import resample
 
-    x = np.asarray(audio, dtype=np.float64)
     if "band" in augment:
         band = augment["band"]
         if band["rate"] < rate:

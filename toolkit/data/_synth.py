@@ -176,7 +176,7 @@ def _split_persons(
 ) -> dict[str, str]:
     """20 % of ``persons`` test, 10 % validation (at least one each), the rest train, at random; persons
     with voices in more engines (``coverage``) go to test and validation first, so those splits hear as many
-    engines as they can (flite and festival share kal and slt)."""
+    engines as they can (flite and festival share kal and slt). Keys in the order drawn."""
     order = rng.permutation(len(persons))
     if coverage:
         order = np.array(sorted(order.tolist(), key=lambda k: -coverage[persons[k]]), dtype=np.int64)
@@ -214,9 +214,9 @@ def make_speakers(
     speakers: list[Speaker] = []
     for language in sorted(set(languages)):
         if "espeak-ng" in engines:
-            pool = [v for v in _engines.voices("espeak-ng", language)]
-            split_of = _split_persons([v.person for v in pool], rng)
-            for v in pool:
+            pool = {v.person: v for v in _engines.voices("espeak-ng", language)}
+            split_of = _split_persons(list(pool), rng)
+            for v in (pool[person] for person in split_of):  # in the order drawn, as before engines
                 rate = int(rng.integers(RATE_WPM[0], RATE_WPM[1] + 1))
                 pitch = int(rng.integers(PITCH[0], PITCH[1] + 1))
                 if not _excluded(v, exclude):
@@ -430,10 +430,12 @@ def plan_corpus(
                 for _ in range(count):
                     language = languages[int(rng.integers(len(languages)))]
                     u = say(label, name, None if name == UNKNOWN_CLASS else "", language, split)
-                    level = round(float(rng.uniform(*SILENCE_DBFS)), 2)
+                    u["noise_dbfs"] = round(float(rng.uniform(*SILENCE_DBFS)), 2)
                     kind = "pink" if rng.random() < 0.5 else "white"
-                    if name == SILENCE_CLASS:
-                        u["noise_dbfs"], u["noise"] = level, kind
+                    # _silence_ is white or pink noise; so are _unknown_ words under a white-noise policy
+                    # (as before augmentations), else their noise is the policy's
+                    if name == SILENCE_CLASS or tuple(policy.noise_weights[1:]) == (0.0, 0.0):
+                        u["noise"] = kind
     for u in utterances:
         u["augment_names"] = _augment.names({**u["augment"], "noise": {"kind": u.get("noise", "white")}})
     return words, speakers, utterances

@@ -1,0 +1,360 @@
+"""How models trained on synthetic speech hear real people: the three protocols of issue #12.
+
+Given a *recipe* (a TOML or JSON file: the task, the synthetic corpus, the front-end and the training
+configuration; see ``DEFAULT_RECIPE``), this benchmark makes every data set it needs with the project's own
+commands (``edgekws data synth`` / ``data import`` as library calls), trains with ``edgekws train``'s loop and
+scores with ``edgekws eval``'s ``evaluate`` (accuracy overall, per speaker and by source):
+
+(a) **synthetic only**: trained on the synthetic corpus (all engines); scored on its unseen test voices, on
+    every FSDD speaker and on the Speech Commands sample (its words outside the task map to ``_unknown_``);
+(b) **leave one engine out**: for each engine, trained on a corpus without it (``--exclude ENGINE``) and
+    scored on a corpus of that engine alone (all its voices, all splits). flite and festival share the
+    recorded persons kal and slt: the engine is unseen, those persons are not (reported as such);
+(c) **synthetic + 4 FSDD speakers**: trained on the synthetic corpus plus four FSDD speakers, scored on the
+    other two; three rotations so every speaker is held out once; mean and spread (min, max, std).
+
+Real speech comes from ``shared/data/real-speech`` (``--real``; FSDD CC BY-SA 4.0, Speech Commands v0.01
+sample CC BY 4.0; its README's rules apply: speaker-disjoint, the SC v0.02 test set is never used). Every
+accuracy in the output names what it was trained on and which speakers it was tested on.
+
+Run:   .venv/bin/python benchmarks/real_voices.py --recipe RECIPE.toml           (hours on 2 cores)
+Proof: .venv/bin/python benchmarks/real_voices.py --tiny              (minutes; the numbers mean nothing)
+Writes benchmarks/results/real_voices.{json,md} (``--tiny``: real_voices_tiny.{json,md}).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import RESULTS, load_average, machine, write_results
+
+from edgekws.toolkit.data import SpikeDataset, import_recordings, read_shd, synthesize
+from edgekws.toolkit.data._engines import ENGINES
+from edgekws.toolkit.data._synth import class_names
+
+FSDD_SPEAKERS = ("fsdd-george", "fsdd-jackson", "fsdd-lucas", "fsdd-nicolas", "fsdd-theo", "fsdd-yweweler")
+ROTATIONS = (("fsdd-lucas", "fsdd-theo"), ("fsdd-george", "fsdd-jackson"), ("fsdd-nicolas", "fsdd-yweweler"))
+SC_SOURCE = "speech-commands-v0.01"
+DEFAULT_RECIPE: dict[str, Any] = {
+    "name": "default",
+    "task": "en-digits",
+    # edgekws.toolkit.data.synthesize arguments (engines, exclude, engine_weights, augment, per_class, seed)
+    "synth": {"per_class": 300, "seed": 0, "augment": "default"},
+    # edgekws.toolkit.data.import_recordings arguments for the real recordings (lead_s, duration)
+    "import": {"lead_s": 0.0},
+    # edgekws.agent.FrontendSpec fields ({} = the default front-end)
+    "frontend": {},
+    # edgekws.toolkit.train.TrainConfig fields
+    "train": {"epochs": 25},
+    "protocols": ["synthetic", "leave_one_engine_out", "fsdd_finetune"],
+}
+TINY: dict[str, Any] = {
+    "name": "tiny",
+    "synth": {"per_class": 3, "seed": 0, "augment": "default"},
+    "train": {"epochs": 1, "hidden": [16], "batch_size": 8, "eval_batch_size": 16},
+    "real_per_speaker_class": 2,  # FSDD takes per speaker and digit; SC sample clips per word
+}
+
+
+def _default_real() -> Path:
+    here = Path(__file__).resolve()
+    for candidate in (here.parents[1].parent / "shared", here.parents[2] / "shared", Path("/work/shared")):
+        if (candidate / "data" / "real-speech" / "labels.csv").is_file():
+            return candidate / "data" / "real-speech"
+    return Path("shared/data/real-speech")
+
+
+def load_recipe(path: Path | None, tiny: bool) -> dict[str, Any]:
+    recipe = json.loads(json.dumps(DEFAULT_RECIPE))
+    if path is not None:
+        text = path.read_text()
+        if path.suffix == ".toml":
+            import tomllib
+
+            given = tomllib.loads(text)
+        else:
+            given = json.loads(text)
+        for key, value in given.items():
+            recipe[key] = {**recipe[key], **value} if isinstance(recipe.get(key), dict) else value
+    if tiny:
+        for key, value in TINY.items():
+            recipe[key] = {**recipe[key], **value} if isinstance(recipe.get(key), dict) else value
+    return recipe
+
+
+def _spec(recipe: dict[str, Any]) -> Any:
+    from edgekws.agent import FrontendSpec
+
+    return FrontendSpec.from_dict({**FrontendSpec().to_dict(), **recipe["frontend"]})
+
+
+def _subset_manifest(real: Path, per: int, work: Path) -> Path:
+    """labels.csv cut to ``per`` clips per (speaker, label), for the tiny proof run."""
+    import csv
+
+    with (real / "labels.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    kept, count = [], {}
+    for row in rows:
+        key = (row["speaker"], row["label"])
+        if count.get(key, 0) < per:
+            count[key] = count.get(key, 0) + 1
+            kept.append({**row, "file": str((real / row["file"]).resolve())})
+    out = work / "labels-subset.csv"
+    with out.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(kept)
+    return out
+
+
+class Bench:
+    """The data sets, runs and scores of one recipe, made in ``work`` as they are needed."""
+
+    def __init__(self, recipe: dict[str, Any], real: Path, work: Path, workers: int) -> None:
+        self.recipe, self.work, self.workers = recipe, work, workers
+        self.task = recipe["task"]
+        self.classes = class_names(self.task)
+        self.spec = _spec(recipe)
+        per = recipe.get("real_per_speaker_class")
+        self.labels = _subset_manifest(real, per, work) if per else real / "labels.csv"
+        self.timings: dict[str, float] = {}
+
+    def _timed(self, name: str, start: float) -> None:
+        self.timings[name] = round(time.perf_counter() - start, 1)
+        print(f"[{time.strftime('%H:%M:%S')}] {name}: {self.timings[name]} s", file=sys.stderr, flush=True)
+
+    def synth(self, name: str, **changes: Any) -> Path:
+        out = self.work / "synth" / name
+        if not (out / "manifest.json").is_file():
+            start = time.perf_counter()
+            args = {**self.recipe["synth"], **changes}
+            synthesize(out, self.task, spec=self.spec, workers=self.workers, force=True, **args)
+            self._timed(f"synth {name}", start)
+        return out
+
+    def real(self, name: str, source: str, train: tuple[str, ...] = ()) -> Path:
+        out = self.work / "real" / name
+        if not (out / "manifest.json").is_file():
+            start = time.perf_counter()
+            import_recordings(
+                [self.labels], out, self.classes, task=self.task, only={"source": {source}},
+                train_speakers=train, rest="test", spec=self.spec, workers=self.workers, force=True,
+                **self.recipe["import"],
+            )  # fmt: skip
+            self._timed(f"import {name}", start)
+        return out
+
+    def train(self, name: str, train: SpikeDataset, val: SpikeDataset) -> Any:
+        from edgekws.toolkit.train import TrainConfig
+        from edgekws.toolkit.train._evaluate import load_run
+        from edgekws.toolkit.train._loop import train as run_training
+
+        out = self.work / "runs" / name
+        if not (out / "best.npz").is_file():
+            start = time.perf_counter()
+            config = TrainConfig.from_dict(self.recipe["train"])
+            run_training(train, out, config, val_data=val, progress=True)
+            self._timed(f"train {name}", start)
+        return load_run(out)
+
+    @staticmethod
+    def score(run: Any, data: SpikeDataset, trained_on: str, tested_on: str) -> dict[str, Any]:
+        from edgekws.toolkit.train._evaluate import evaluate
+
+        result = evaluate(run, data, backend="float")
+        keep = ("samples", "accuracy", "per_class_accuracy", "per_speaker_accuracy", "per_source_accuracy")
+        return {
+            "trained_on": trained_on,
+            "tested_on": tested_on,
+            **{k: result[k] for k in keep if k in result},
+        }
+
+
+def _all_splits(folder: Path) -> SpikeDataset:
+    return SpikeDataset.concat([read_shd(folder / f"{s}.h5") for s in ("train", "val", "test")])
+
+
+def _nonempty(folder: Path, split: str) -> SpikeDataset | None:
+    data = read_shd(folder / f"{split}.h5")
+    return data if len(data) else None
+
+
+def synthetic_only(b: Bench) -> dict[str, Any]:
+    corpus = b.synth("all")
+    run = b.train("synthetic", read_shd(corpus / "train.h5"), read_shd(corpus / "val.h5"))
+    trained = f"synthetic {b.task}, all engines, train voices ({corpus.name})"
+    fsdd = read_shd(b.real("fsdd-all", "fsdd") / "test.h5")
+    out = {
+        "synthetic_test": b.score(
+            run, read_shd(corpus / "test.h5"), trained, "synthetic test voices (unseen)"
+        ),
+        "fsdd": b.score(run, fsdd, trained, "FSDD, all 6 speakers"),
+    }
+    sc = _nonempty(b.real("sc-sample", SC_SOURCE), "test")
+    if sc is not None:
+        out["speech_commands_sample"] = b.score(
+            run, sc, trained, "Speech Commands v0.01 sample, all 34 speakers"
+        )
+    return out
+
+
+def leave_one_engine_out(b: Bench) -> dict[str, Any]:
+    out = {}
+    engines = b.recipe["synth"].get("engines") or list(ENGINES)
+    for engine in engines:
+        train = b.synth(f"without-{engine}", exclude=[engine])
+        test = _all_splits(b.synth(f"only-{engine}", engines=[engine], exclude=[]))
+        run = b.train(f"without-{engine}", read_shd(train / "train.h5"), read_shd(train / "val.h5"))
+        shared = (
+            " (persons kal/slt shared by flite and festival stay in training)"
+            if engine != "espeak-ng"
+            else ""
+        )
+        out[engine] = b.score(
+            run, test, f"synthetic {b.task} without {engine}", f"every {engine} voice (all splits){shared}"
+        )
+    return out
+
+
+def fsdd_finetune(b: Bench) -> dict[str, Any]:
+    corpus = b.synth("all")
+    folds = {}
+    for held_out in ROTATIONS:
+        train_speakers = tuple(s for s in FSDD_SPEAKERS if s not in held_out)
+        real = b.real(f"fsdd-without-{'-'.join(s[5:] for s in held_out)}", "fsdd", train_speakers)
+        train = SpikeDataset.concat([read_shd(corpus / "train.h5"), read_shd(real / "train.h5")])
+        name = "synthetic+fsdd-" + "-".join(s[5:] for s in train_speakers)
+        run = b.train(name, train, read_shd(corpus / "val.h5"))
+        folds["+".join(held_out)] = b.score(
+            run, read_shd(real / "test.h5"), f"synthetic {b.task} + FSDD {', '.join(train_speakers)}",
+            f"FSDD {', '.join(held_out)} (held out)",
+        )  # fmt: skip
+    accs = [f["accuracy"] for f in folds.values()]
+    return {
+        "folds": folds,
+        "mean_accuracy": statistics.mean(accs),
+        "std_accuracy": statistics.pstdev(accs),
+        "min_accuracy": min(accs),
+        "max_accuracy": max(accs),
+    }
+
+
+PROTOCOLS = {
+    "synthetic": synthetic_only,
+    "leave_one_engine_out": leave_one_engine_out,
+    "fsdd_finetune": fsdd_finetune,
+}
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    r = doc["results"]
+    lines = [
+        f"# Real voices: recipe `{doc['recipe']['name']}`"
+        + (" (TINY PROOF RUN: numbers mean nothing)" if doc["tiny"] else ""),
+        "",
+        f"Task {doc['recipe']['task']} ({', '.join(doc['classes'])}). Reproduce: `{doc['command']}`. "
+        f"Machine: {doc['machine']['cpu']}, {doc['machine']['cores']} cores (shared), load average "
+        f"{doc['machine']['load_average_1min']} at the start and {doc['load_average_1min_at_end']} at the "
+        "end; "
+        f"{doc['seconds']:.0f} s in all. Real speech: FSDD (CC BY-SA 4.0, Z. Jackson et al.) and a Speech "
+        "Commands v0.01 sample (CC BY 4.0, P. Warden), speaker-disjoint from every training set they are "
+        "scored on.",
+        "",
+        "| protocol | trained on | tested on | samples | accuracy |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    rows = []
+    for block in r.get("synthetic", {}).values():
+        rows.append(("synthetic only", block))
+    for engine, block in r.get("leave_one_engine_out", {}).items():
+        rows.append((f"leave {engine} out", block))
+    for block in r.get("fsdd_finetune", {}).get("folds", {}).values():
+        rows.append(("synthetic + 4 FSDD", block))
+    for name, block in rows:
+        lines.append(
+            f"| {name} | {block['trained_on']} | {block['tested_on']} | {block['samples']} "
+            f"| {_pct(block['accuracy'])} |"
+        )
+    ft = r.get("fsdd_finetune")
+    if ft:
+        spread = f"range {_pct(ft['min_accuracy'])}–{_pct(ft['max_accuracy'])}"
+        lines += [
+            "",
+            f"Synthetic + 4 FSDD speakers, held-out pairs: mean {_pct(ft['mean_accuracy'])}, "
+            f"std {_pct(ft['std_accuracy'])}, {spread}.",
+        ]
+    fsdd = r.get("synthetic", {}).get("fsdd")
+    if fsdd and "per_speaker_accuracy" in fsdd:
+        lines += ["", "Synthetic only, FSDD per speaker: " + ", ".join(
+            f"{k} {_pct(v['accuracy'])}" for k, v in fsdd["per_speaker_accuracy"].items())]  # fmt: skip
+    test = r.get("synthetic", {}).get("synthetic_test")
+    if test:
+        for column in ("source", "augment"):
+            table = test.get("per_source_accuracy", {}).get(column)
+            if table:
+                lines += ["", f"Synthetic test voices by {column}: " + ", ".join(
+                    f"{k} {_pct(v['accuracy'])} ({v['samples']})" for k, v in table.items())]  # fmt: skip
+    lines += ["", "Recipe:", "", "```json", json.dumps(doc["recipe"], indent=1), "```", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--recipe", type=Path, help="TOML/JSON recipe over DEFAULT_RECIPE")
+    parser.add_argument("--tiny", action="store_true", help="tiny corpora and 1 epoch: proves the plumbing")
+    parser.add_argument(
+        "--real", type=Path, default=None, help="folder of labels.csv (shared/data/real-speech)"
+    )
+    parser.add_argument("--work", type=Path, default=None, help="folder for corpora and runs (kept; reused)")
+    parser.add_argument("--protocols", default=None, help="comma-separated subset of " + ", ".join(PROTOCOLS))
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None, help="result JSON path (the .md goes beside it)")
+    args = parser.parse_args()
+    recipe = load_recipe(args.recipe, args.tiny)
+    real = args.real or _default_real()
+    if not (real / "labels.csv").is_file():
+        sys.exit(f"{real}/labels.csv not found; pass --real shared/data/real-speech")
+    protocols = args.protocols.split(",") if args.protocols else recipe["protocols"]
+    unknown = sorted(set(protocols) - set(PROTOCOLS))
+    if unknown:
+        sys.exit(f"unknown protocol(s) {unknown}; choose from {', '.join(PROTOCOLS)}")
+    work = args.work or Path(tempfile.mkdtemp(prefix="real-voices-"))
+    work.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    info = machine()
+    bench = Bench(recipe, real, work, args.workers)
+    results = {name: PROTOCOLS[name](bench) for name in protocols}
+    doc = {
+        "benchmark": "real_voices",
+        "tiny": args.tiny,
+        "command": "python " + " ".join(["benchmarks/real_voices.py", *sys.argv[1:]]),
+        "machine": info,
+        "load_average_1min_at_end": load_average(),
+        "seconds": round(time.perf_counter() - start, 1),
+        "stage_seconds": bench.timings,
+        "recipe": recipe,
+        "classes": bench.classes,
+        "work": str(work),
+        "results": results,
+    }
+    out = args.out or RESULTS / ("real_voices_tiny.json" if args.tiny else "real_voices.json")
+    write_results(out, doc, markdown(doc))
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
