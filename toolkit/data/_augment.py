@@ -129,8 +129,10 @@ PRESETS = {
 }
 
 
-def policy(name_or_dict: str | dict[str, Any]) -> AugmentPolicy:
-    """A preset by name, or a dict of settings over the ``default`` preset."""
+def policy(name_or_dict: str | dict[str, Any] | AugmentPolicy) -> AugmentPolicy:
+    """A preset by name, or a dict of settings over the ``default`` preset (a policy is returned as is)."""
+    if isinstance(name_or_dict, AugmentPolicy):
+        return name_or_dict
     if isinstance(name_or_dict, dict):
         return AugmentPolicy.from_dict(name_or_dict, PRESETS["default"])
     if name_or_dict not in PRESETS:

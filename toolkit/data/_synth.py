@@ -300,7 +300,7 @@ def plan_corpus(
     engines: Sequence[str] | None = None,
     exclude: Sequence[str] = (),
     engine_weights: dict[str, float] | None = None,
-    augment: AugmentPolicy | str | None = None,
+    augment: AugmentPolicy | str | dict[str, Any] | None = None,
 ) -> tuple[list[Word], list[Speaker], list[dict[str, Any]]]:
     """The words, speakers and every utterance's parameters; a pure function of its arguments.
 
@@ -319,8 +319,6 @@ def plan_corpus(
     fillers = fillers or reference
     engines = list(engines) if engines is not None else list(ENGINES if reference else ("espeak-ng",))
     policy = _augment.policy(augment if augment is not None else "default" if reference else "none")
-    if isinstance(augment, AugmentPolicy):
-        policy = augment
     if classes is not None:
         unknown = sorted(set(classes) - {w.name for w in words})
         if unknown:
@@ -594,7 +592,7 @@ def synthesize(
     engines: Sequence[str] | None = None,
     exclude: Sequence[str] = (),
     engine_weights: dict[str, float] | None = None,
-    augment: AugmentPolicy | str | None = None,
+    augment: AugmentPolicy | str | dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Make a synthetic corpus in ``out``; returns the manifest.
 
@@ -617,8 +615,6 @@ def synthesize(
     policy = _augment.policy(
         augment if augment is not None else "default" if task in REFERENCE_TASKS else "none"
     )
-    if isinstance(augment, AugmentPolicy):
-        policy = augment
     spec = spec if spec is not None else FrontendSpec()
     spec_dict = spec.to_dict()
     versions = _versions(used_engines, policy != _augment.PRESETS["none"])
