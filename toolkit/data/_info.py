@@ -132,7 +132,6 @@ def _synth_info(path: Path) -> dict[str, Any]:
 
 
 def _recordings_info(path: Path, sample: int) -> dict[str, Any]:
-    import soundfile as sf
 
     from edgekws.agent import FrontendSpec
 
@@ -144,12 +143,7 @@ def _recordings_info(path: Path, sample: int) -> dict[str, Any]:
         files = [r for r in recordings if (r.split or "train") == split]
         if not files:
             continue
-        seconds = []
-        for r in files:
-            try:
-                seconds.append(sf.info(str(r.path)).duration)
-            except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-                raise DatasetError(f"{r.path}: cannot read the audio header ({exc})") from exc
+        seconds = [rec.audio_seconds(r.path) for r in files]
         labels = [rec.normalise_label(r.label) for r in files]
         summary: dict[str, Any] = {
             "samples": len(files),

@@ -23,10 +23,8 @@ files (:func:`import_recordings`).
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
-import shutil
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
@@ -35,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekws.toolkit.data._output import check_out, folder_in_place, manifest_text
 from edgekws.toolkit.data._shd import write_shd
 from edgekws.toolkit.data._spikes import DatasetError, SpikeDataset, events_of
 
@@ -385,6 +384,18 @@ def check_speaker_disjoint(recordings: Iterable[Recording]) -> None:
         )
 
 
+def audio_seconds(path: Path) -> float:
+    """The length of an audio file from its header (:class:`DatasetError` when unreadable)."""
+    import soundfile as sf
+
+    try:
+        return float(sf.info(str(path)).duration)
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        raise DatasetError(
+            f"{path}: cannot read the audio header ({exc}); re-export or remove the file"
+        ) from exc
+
+
 def cut_silence(
     recordings: Sequence[Recording], per_split: dict[str, int], duration: float, seed: int
 ) -> list[Recording]:
@@ -393,17 +404,11 @@ def cut_silence(
     Each clip is a random stretch of a random noise file at a random gain (0.05 to 1, log-uniform), the
     way Speech Commands' ``_silence_`` class is usually made. The same seed cuts the same clips.
     """
-    import soundfile as sf
 
     noise = [r for r in recordings if r.label == BACKGROUND]
     if not noise or not any(per_split.values()):
         return []
-    lengths = []
-    for r in noise:
-        try:
-            lengths.append(sf.info(str(r.path)).duration)
-        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-            raise DatasetError(f"{r.path}: cannot read audio ({exc}); re-export or remove the file") from exc
+    lengths = [audio_seconds(r.path) for r in noise]
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5113]))
     out = []
     for split in SPLITS:
@@ -628,10 +633,7 @@ def import_recordings(
     from edgekws.agent import FrontendSpec
 
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise DatasetError(
-            f"{out} exists and is not empty; choose another --out or pass --force to replace it"
-        )
+    check_out(out, force)
     spec = spec if spec is not None else FrontendSpec()
     recordings: list[Recording] = []
     for source in sources:
@@ -653,11 +655,7 @@ def import_recordings(
     dataset, rows = encode_recordings(
         recordings, classes, spec, duration, lead_s, unknown, workers=workers, progress=progress
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with folder_in_place(out, force, DatasetError) as tmp:
         split_of = np.array([row["split"] for row in rows])
         for split in SPLITS:
             idx = np.flatnonzero(split_of == split)
@@ -687,17 +685,7 @@ def import_recordings(
             "files": {split: f"{split}.h5" for split in SPLITS},
             "recordings": rows,
         }
-        text = json.dumps(
-            {k: v for k, v in manifest.items() if k != "recordings"}, indent=1, ensure_ascii=False
-        )
-        body = ",\n".join("  " + json.dumps(row, ensure_ascii=False) for row in rows)
-        (tmp / "manifest.json").write_text(text[:-2] + ',\n "recordings": [\n' + body + "\n ]\n}\n")
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (tmp / "manifest.json").write_text(manifest_text(manifest, "recordings"))
     return manifest
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -40,6 +39,7 @@ from edgekws.toolkit.data._engines import (
     SynthError,
     Voice,
 )
+from edgekws.toolkit.data._output import folder_in_place, manifest_text
 from edgekws.toolkit.data._recordings import FORMAT as IMPORT_FORMAT
 from edgekws.toolkit.data._shd import write_shd
 from edgekws.toolkit.data._spikes import DatasetError, SpikeDataset, events_of
@@ -193,6 +193,11 @@ def _excluded(voice: Voice, exclude: Sequence[str]) -> bool:
     return bool({voice.engine, voice.id, voice.voice, voice.person} & set(exclude))
 
 
+def _speaker(v: Voice, split: str, rate: int = 0, pitch: int = 0, stretch: float = 1.0) -> Speaker:
+    return Speaker(v.id, v.voice, v.variant, v.language, v.gender, rate, pitch, split, v.engine, v.accent,
+                   v.person, stretch)  # fmt: skip
+
+
 def make_speakers(
     languages: Iterable[str],
     rng: np.random.Generator,
@@ -220,21 +225,7 @@ def make_speakers(
                 rate = int(rng.integers(RATE_WPM[0], RATE_WPM[1] + 1))
                 pitch = int(rng.integers(PITCH[0], PITCH[1] + 1))
                 if not _excluded(v, exclude):
-                    speakers.append(
-                        Speaker(
-                            v.id,
-                            v.voice,
-                            v.variant,
-                            language,
-                            v.gender,
-                            rate,
-                            pitch,
-                            split_of[v.person],
-                            v.engine,
-                            v.accent,
-                            v.person,
-                        )
-                    )
+                    speakers.append(_speaker(v, split_of[v.person], rate=rate, pitch=pitch))
         recorded = [
             v
             for e in engines
@@ -251,22 +242,7 @@ def make_speakers(
             )
             for v in recorded:
                 stretch = round(float(engine_rng.uniform(*STRETCH)), 3)
-                speakers.append(
-                    Speaker(
-                        v.id,
-                        v.voice,
-                        v.variant,
-                        language,
-                        v.gender,
-                        0,
-                        0,
-                        split_of[v.person],
-                        v.engine,
-                        v.accent,
-                        v.person,
-                        stretch,
-                    )
-                )
+                speakers.append(_speaker(v, split_of[v.person], stretch=stretch))
     return speakers
 
 
@@ -605,8 +581,6 @@ def synthesize(
     from edgekws.agent import FrontendSpec
 
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise SynthError(f"{out} exists and is not empty; choose another --out or pass --force to replace it")
     per_class = DEFAULT_PER_CLASS[task] if per_class is None and task in DEFAULT_PER_CLASS else per_class
     words, speakers, utterances = plan_corpus(
         task, per_class or 0, seed, classes, fillers, engines, exclude, engine_weights, augment
@@ -619,11 +593,7 @@ def synthesize(
     spec_dict = spec.to_dict()
     versions = _versions(used_engines, policy != _augment.PRESETS["none"])
     dt = spec.dt_ms / 1000.0
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with folder_in_place(out, force, SynthError) as tmp:
         events: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         jobs = [(u, seed, spec_dict, str(tmp)) for u in utterances]
         results: Iterable[tuple[int, dict[str, float], np.ndarray, np.ndarray]]
@@ -718,22 +688,8 @@ def synthesize(
             "files": {s: f"{s}.h5" for s in SPLITS},
             "utterances": utterances,
         }
-        (tmp / "manifest.json").write_text(_manifest_text(manifest))
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (tmp / "manifest.json").write_text(manifest_text(manifest, "utterances"))
     return manifest
-
-
-def _manifest_text(manifest: dict[str, Any]) -> str:
-    """Indented JSON with one utterance per line (a 3000-utterance manifest stays readable and small)."""
-    head = {k: v for k, v in manifest.items() if k != "utterances"}
-    text = json.dumps(head, indent=1, ensure_ascii=False)
-    rows = ",\n".join("  " + json.dumps(u, ensure_ascii=False) for u in manifest["utterances"])
-    return text[:-2] + ',\n "utterances": [\n' + rows + "\n ]\n}\n"
 
 
 def is_corpus(path: str | os.PathLike[str]) -> bool:
