@@ -68,7 +68,8 @@ $(STAMPS)/lava-venv: pyproject.toml $(STAMPS)/apt
 	@touch $@
 
 # Benchmarks write benchmarks/results/<name>.{json,md} with the machine they ran on (minutes each).
-BENCHES := frontend_rtf train_memory train_shd_time export_onnx bundle bundle_build agent_streaming fleet_load
+BENCHES := frontend_rtf train_memory train_shd_time export_onnx bundle bundle_build agent_streaming fleet_load \
+  synth_speed
 bench: $(STAMPS)/venv $(STAMPS)/lava-venv
 	for b in $(BENCHES); do $(VENV)/bin/python benchmarks/$$b.py; done
 	$(LAVA_VENV)/bin/python benchmarks/emulator_vs_lava.py
