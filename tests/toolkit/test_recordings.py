@@ -266,3 +266,29 @@ def test_import_cli_filters_and_splits(tmp_path: Path) -> None:
     assert result.exit_code != 0 and "--force" in result.output
     result = CliRunner().invoke(main, ["data", "info", str(out), "--json"])
     assert result.exit_code == 0 and json.loads(result.output)["kind"] == "import"
+
+
+def test_concat_keeps_metadata_and_refuses_other_classes(tmp_path: Path) -> None:
+    """Two imported sets joined keep each sample's speaker, source and accent, re-index SHD's speaker ids,
+    and survive a write/read; sets of other classes or front-ends are refused."""
+    from edgekws.toolkit.data import SpikeDataset, write_shd
+
+    folder = _fsdd(tmp_path)
+    a = read_recordings(folder, classes=["zero", "one", "two"])
+    csv = tmp_path / "m.csv"
+    csv.write_text("file,label,speaker,source,accent\nfsdd/0_theo_0.flac,0,fsdd-theo,fsdd,BEL/French\n")
+    b = read_recordings(csv, classes=["zero", "one", "two"])
+    joined = SpikeDataset.concat([a, b])
+    assert len(joined) == len(a) + 1
+    names = joined.metadata("speaker")
+    assert names is not None and names[-1] == "fsdd-theo" and names[0] == a.metadata("speaker")[0]
+    assert joined.attrs["speakers"][int(joined.extra["speaker"][-1])] == "fsdd-theo"
+    assert joined.metadata("source").tolist() == ["fsdd"] * len(a) + ["fsdd"]
+    assert joined.metadata("accent")[-1] == "BEL/French" and joined.metadata("accent")[0] == ""
+    back = read_shd(write_shd(joined, tmp_path / "joined.h5"))
+    assert back.metadata("speaker").tolist() == names.tolist()
+    with pytest.raises(DatasetError, match="classes"):
+        SpikeDataset.concat([a, read_recordings(csv, classes=["zero", "one"])])
+    other = read_recordings(csv, classes=["zero", "one", "two"], spec=FrontendSpec(num_bands=16))
+    with pytest.raises(DatasetError, match="front-end"):
+        SpikeDataset.concat([a, other])
