@@ -14,7 +14,7 @@ pointing at the old or the new version, never at nothing or at a half-written fo
 interrupted install are removed when the store is next opened.
 
 Nothing on disk is trusted: :meth:`DeviceStore.open_active` verifies the signature and every hash again
-through :func:`edgekws.packaging._bundle.open_bundle` before the agent loads a model.
+through :func:`edgekws.packaging.open_bundle` before the agent loads a model.
 """
 
 from __future__ import annotations
@@ -27,9 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekws.packaging._bundle import Bundle, open_bundle
-from edgekws.packaging._errors import InvalidBundle, KeyFileError, RollbackRefused
-from edgekws.packaging._manifest import SemVer, check_activation
+from edgekws.packaging import (
+    Bundle,
+    InvalidBundle,
+    KeyFileError,
+    RollbackRefused,
+    SemVer,
+    check_activation,
+    fsync_dir,
+    open_bundle,
+)
 
 BUNDLE_FILE = "bundle.ekb"
 META_FILE = "installed.json"  # name, version, sha256 of the bundle file
@@ -174,7 +181,7 @@ class DeviceStore:
                 self._swap_link(link, target.path)
             elif (self.root / link).is_symlink():
                 (self.root / link).unlink()
-                _fsync_dir(self.root)
+                fsync_dir(self.root)
 
     def open_bundle_of(self, installed: InstalledBundle) -> Bundle:
         try:
@@ -209,14 +216,15 @@ class DeviceStore:
     def _write_version(self, dest: Path, data: bytes, meta: dict[str, str]) -> None:
         tmp = Path(tempfile.mkdtemp(dir=self.versions_dir, prefix=f".{dest.name}.", suffix=".tmp"))
         try:
-            with open(tmp / BUNDLE_FILE, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            (tmp / META_FILE).write_text(json.dumps(meta, sort_keys=True) + "\n")
+            for name, content in ((BUNDLE_FILE, data), (META_FILE, _meta_bytes(meta))):
+                with open(tmp / name, "wb") as f:
+                    f.write(content)
+                    f.flush()
+                    os.fsync(f.fileno())
+            fsync_dir(tmp)
             self._checkpoint("temp-written")
             os.replace(tmp, dest)
-            _fsync_dir(self.versions_dir)
+            fsync_dir(self.versions_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -229,7 +237,7 @@ class DeviceStore:
         os.symlink(rel, tmp)
         self._checkpoint(f"{link}-temp-link")
         os.replace(tmp, self.root / link)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
 
     def _checkpoint(self, step: str) -> None:
         """A point between two atomic steps (tests inject crashes here)."""
@@ -257,12 +265,5 @@ class DeviceStore:
         return InstalledBundle(name=meta["name"], version=meta["version"], path=path, sha256=meta["sha256"])
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _meta_bytes(meta: dict[str, str]) -> bytes:
+    return (json.dumps(meta, sort_keys=True) + "\n").encode()

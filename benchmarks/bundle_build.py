@@ -26,7 +26,7 @@ from edgekws.packaging import write_keypair
 from edgekws.toolkit._bundle_build import build_run_bundle
 from edgekws.toolkit.data import SpikeDataset
 from edgekws.toolkit.train import TrainConfig, init_params
-from edgekws.toolkit.train._loop import _run_info, atomic_savez, write_run_info
+from edgekws.toolkit.train._run import new_run_info, save_best, write_run_info
 
 C, H, K, T = 128, 256, 20, 1000  # inputs, hidden, classes, steps
 EVAL_SAMPLES = 64
@@ -49,12 +49,12 @@ def make_run(run_dir: Path) -> None:
     config = TrainConfig(hidden=(H,), dt_ms=1.0, num_steps=T)
     spec = config.network_spec(C, K, 1.0, T, tuple(data.class_names))
     run_dir.mkdir(parents=True)
-    info = _run_info(spec, config, data, None, None)
+    info = new_run_info(spec, config, data, None, None)
     info.update(status="finished", epochs_done=0)
     write_run_info(run_dir, info)
     params = {k: np.array(v, np.float32) for k, v in init_params(spec, jax.random.PRNGKey(0)).items()}
     params["layer0.weight"] *= INPUT_GAIN
-    atomic_savez(run_dir / "best.npz", params)
+    save_best(run_dir, params)
 
 
 def main() -> dict[str, Any]:

@@ -16,6 +16,10 @@ from edgekws.packaging._bundle import check_bundle as check_bundle
 from edgekws.packaging._bundle import open_bundle as open_bundle
 from edgekws.packaging._bundle import verify_bundle as verify_bundle
 from edgekws.packaging._bundle import write_bundle as write_bundle
+from edgekws.packaging._durable import atomic_path as atomic_path
+from edgekws.packaging._durable import atomic_write_bytes as atomic_write_bytes
+from edgekws.packaging._durable import atomic_write_text as atomic_write_text
+from edgekws.packaging._durable import fsync_dir as fsync_dir
 from edgekws.packaging._errors import InvalidBundle as InvalidBundle
 from edgekws.packaging._errors import KeyFileError as KeyFileError
 from edgekws.packaging._errors import ManifestError as ManifestError

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from edgekws.packaging._durable import atomic_write_bytes
 from edgekws.packaging._errors import InvalidBundle, ManifestError, Problem
 from edgekws.packaging._manifest import (
     FileEntry,
@@ -67,29 +68,6 @@ class Limits:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def atomic_write_bytes(dest: Path, data: bytes) -> None:
-    """Write ``data`` to ``dest`` through a temp file in the same directory, fsync, then ``os.replace``."""
-    dest = Path(dest)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename durable (not possible on every platform)
-        dir_fd = os.open(dest.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 def _load_files(files: Mapping[str, bytes | Path]) -> dict[str, bytes]:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from edgekws.packaging._bundle import Bundle, Limits, atomic_write_bytes, open_bundle, sha256_hex
+from edgekws.packaging._bundle import Bundle, Limits, open_bundle, sha256_hex
+from edgekws.packaging._durable import atomic_write_bytes
 from edgekws.packaging._errors import NotInStore, StoreError, VersionConflict
 from edgekws.packaging._manifest import NAME_PATTERN, SemVer, canonical_json, parse_json_strict, utc_now
 from edgekws.packaging._signing import TrustLike, as_trust_store

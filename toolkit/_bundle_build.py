@@ -191,7 +191,7 @@ def _frontend(info: dict[str, Any], spec: NetworkSpec, warnings: list[str]) -> d
 
 def _run_metrics(run_dir: Path, info: dict[str, Any]) -> dict[str, float]:
     """Train/validation accuracy of the selected epoch, from metrics.jsonl."""
-    from edgekws.toolkit.train._loop import read_metrics
+    from edgekws.toolkit.train import read_metrics
 
     best = int(info.get("selection", {}).get("best_epoch") or 0)
     out: dict[str, float] = {}
@@ -338,7 +338,7 @@ def build_run_bundle(
     from edgekws.toolkit.data import read_shd
     from edgekws.toolkit.export import export_nir, export_onnx_streaming
     from edgekws.toolkit.quant import QuantizationError, quantize
-    from edgekws.toolkit.train._evaluate import EvalError, load_run
+    from edgekws.toolkit.train import EvalError, load_run
 
     run_dir, key_file, out = Path(run_dir), Path(key_path), Path(out)
     key = _check_inputs(run_dir, name, version, key_file, out, parent, created, eval_data, force)

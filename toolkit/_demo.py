@@ -21,6 +21,7 @@ from typing import Any
 import click
 import numpy as np
 
+from edgekws.packaging import atomic_write_text
 from edgekws.toolkit._progress import progress_bar
 
 DEMO_PER_CLASS = 80  # utterances per class: 1600 digits, about a minute on two cores
@@ -52,8 +53,8 @@ def run_demo(
     from edgekws.toolkit._bundle_build import build_run_bundle
     from edgekws.toolkit._demo_live import agent_exe, run_live_stage
     from edgekws.toolkit.data import _info, _synth, read_shd
-    from edgekws.toolkit.train import TrainConfig
-    from edgekws.toolkit.train._evaluate import evaluate, load_run, plot_confusion
+    from edgekws.toolkit.train import TrainConfig, load_run
+    from edgekws.toolkit.train._evaluate import evaluate, plot_confusion
     from edgekws.toolkit.train._loop import train
     from edgekws.toolkit.train._report import plot_curves, plot_raster
 
@@ -75,7 +76,7 @@ def run_demo(
         )
     described = _info.info(corpus)
     click.echo(_info.format_info(described))
-    (out / "data_info.json").write_text(json.dumps(described, indent=2) + "\n")
+    atomic_write_text(out / "data_info.json", json.dumps(described, indent=2) + "\n")
     timed("synth", t0, utterances=len(manifest["utterances"]), splits=manifest["splits"])
 
     n_classes = len(manifest["classes"])
@@ -109,7 +110,7 @@ def run_demo(
         )
         click.echo(f"{b:>9}: test accuracy {m['accuracy']:.1%} on {m['samples']} samples")
     plots["raster"] = plot_raster(run, test_set, 0, out / "raster.png")
-    (out / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(out / "eval.json", json.dumps(metrics, indent=2) + "\n")
     timed("eval", t0, accuracy={b: round(m["accuracy"], 4) for b, m in metrics.items()})
 
     _stage(4, "quantize, export (NetX, ONNX, NIR), pack and sign the bundle")
@@ -142,7 +143,7 @@ def run_demo(
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     correct = sum(r["label"] == u["class"] for r, u in zip(rows, chosen, strict=True))
     latencies = np.array([r["latency_ms"] for r in rows])
-    (out / "agent_classify.jsonl").write_text(proc.stdout)
+    atomic_write_text(out / "agent_classify.jsonl", proc.stdout)
     plots["latency"] = _latency_histogram(latencies, out / "latency.png")
     click.echo(
         f"agent: {correct}/{len(rows)} correct, latency p50 {np.median(latencies):.1f} ms, "
@@ -165,7 +166,7 @@ def run_demo(
     timed("live", t0)
 
     summary["seconds"] = round(time.perf_counter() - started, 1)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     _write_report(out / "report.html", summary, plots)
     return summary
 

@@ -27,6 +27,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 
+from edgekws.packaging import atomic_write_text
 from edgekws.toolkit._progress import bar_columns
 
 DEVICE_ID, FLEET = "demo-01", "demo"
@@ -242,14 +243,14 @@ def run_live_stage(
             local.stop()
     received = {kind: store.count(kind, FLEET, DEVICE_ID) for kind in ("telemetry", "detection", "event")}
     store.dispose()
-    (live / "fleet" / "devices.json").write_text(json.dumps(snapshot, indent=2, default=str) + "\n")
+    atomic_write_text(live / "fleet" / "devices.json", json.dumps(snapshot, indent=2, default=str) + "\n")
 
     score = score_stream(
         stream.truth(),
         [StreamDetection(r["label"], float(r["audio_time_s"])) for r in logged],
         stream.duration_s,
     )
-    (live / "score.json").write_text(json.dumps(score.to_dict(with_detections=True), indent=2) + "\n")
+    atomic_write_text(live / "score.json", json.dumps(score.to_dict(with_detections=True), indent=2) + "\n")
     latencies = np.array([float(r["latency_ms"]) for r in logged])
     telemetry = [r for r in records if r.get("event") == "telemetry"]
     per_method: dict[str, list[float]] = {}

@@ -22,9 +22,8 @@ from edgekws.toolkit._cli import main
 from edgekws.toolkit.data import SpikeDataset, read_shd, write_shd
 from edgekws.toolkit.quant import quantize
 from edgekws.toolkit.quant._quantize import DEFAULT_PERCENTILE
-from edgekws.toolkit.train import TrainConfig, load_run, train
+from edgekws.toolkit.train import TrainConfig, load_run, read_metrics, train
 from edgekws.toolkit.train._evaluate import float_readout
-from edgekws.toolkit.train._loop import read_metrics
 
 C, T = 8, 50
 CREATED = "2026-05-09T07:35:25Z"

@@ -10,7 +10,8 @@ import pytest
 
 from edgekws.toolkit.data import SpikeDataset
 from edgekws.toolkit.train import TrainConfig, TrainError, load_run, train
-from edgekws.toolkit.train._loop import latest_checkpoint, read_metrics, time_grid
+from edgekws.toolkit.train._loop import time_grid
+from edgekws.toolkit.train._run import latest_checkpoint, read_metrics
 
 C, T = 8, 50
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekws.packaging import atomic_path
 from edgekws.toolkit.data._spikes import DatasetError, SpikeDataset
 
 SHD_CHANNELS = 700  # the cochlea model's channel count in SHD and SSC
@@ -159,8 +160,7 @@ def write_shd(dataset: SpikeDataset, path: str | os.PathLike[str], time_dtype: A
     for i in range(n):
         times[i] = np.asarray(dataset.times[i], dtype=time_dtype)
         units[i] = np.asarray(dataset.units[i], dtype=np.uint16)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs[ATTRS_KEY] = attrs_json
         spikes = f.create_group("spikes")
         # create_dataset(data=object array) rather than slice assignment: the latter fails when
@@ -192,5 +192,4 @@ def write_shd(dataset: SpikeDataset, path: str | os.PathLike[str], time_dtype: A
                 if arr.dtype.kind == "U":
                     arr = np.array([s.encode("utf-8") for s in arr.tolist()])
                 group.create_dataset(name, data=arr)
-    os.replace(tmp, path)
     return path

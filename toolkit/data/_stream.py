@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgekws.agent._kws_scoring import KeywordSpan
+from edgekws.packaging import atomic_path, atomic_write_text
 from edgekws.toolkit.data._synth import pink_noise, prosody, spoken_word, voice_of
 
 RATE = 16000
@@ -258,15 +258,9 @@ def write_stream(stream: Stream, wav: Path) -> Path:
         "segments": [asdict(s) for s in stream.segments],
         "noise": stream.noise,
     }
-    tmp_wav, tmp_json = wav.with_name(f".{wav.name}.tmp"), truth.with_name(f".{truth.name}.tmp")
-    try:
-        sf.write(tmp_wav, stream.audio, RATE, subtype="PCM_16", format="WAV")
-        tmp_json.write_text(json.dumps(doc, indent=1) + "\n")
-        os.replace(tmp_wav, wav)
-        os.replace(tmp_json, truth)
-    finally:
-        tmp_wav.unlink(missing_ok=True)
-        tmp_json.unlink(missing_ok=True)
+    with atomic_path(wav) as tmp:
+        sf.write(tmp, stream.audio, RATE, subtype="PCM_16", format="WAV")
+    atomic_write_text(truth, json.dumps(doc, indent=1) + "\n")  # last: its presence means the WAV is whole
     return truth
 
 

@@ -5,10 +5,8 @@ from edgekws.toolkit.train._config import ConfigError as ConfigError
 from edgekws.toolkit.train._config import TrainConfig as TrainConfig
 from edgekws.toolkit.train._evaluate import BACKENDS as BACKENDS
 from edgekws.toolkit.train._evaluate import EvalError as EvalError
-from edgekws.toolkit.train._evaluate import LoadedRun as LoadedRun
 from edgekws.toolkit.train._evaluate import evaluate as evaluate
 from edgekws.toolkit.train._evaluate import float_readout as float_readout
-from edgekws.toolkit.train._evaluate import load_run as load_run
 from edgekws.toolkit.train._eventprop import LossConfig as LossConfig
 from edgekws.toolkit.train._eventprop import eventprop_loss_and_grad as eventprop_loss_and_grad
 from edgekws.toolkit.train._loop import TrainError as TrainError
@@ -19,3 +17,8 @@ from edgekws.toolkit.train._mlgenn import import_mlgenn as import_mlgenn
 from edgekws.toolkit.train._model import SimOutput as SimOutput
 from edgekws.toolkit.train._model import init_params as init_params
 from edgekws.toolkit.train._model import simulate as simulate
+from edgekws.toolkit.train._run import LoadedRun as LoadedRun
+from edgekws.toolkit.train._run import RunError as RunError
+from edgekws.toolkit.train._run import load_run as load_run
+from edgekws.toolkit.train._run import read_metrics as read_metrics
+from edgekws.toolkit.train._run import read_run_info as read_run_info

@@ -80,8 +80,9 @@ def train(
         return
     if data_path is None or out is None:
         raise click.UsageError("--data and --out are required (see edgekws train --help)")
-    from edgekws.toolkit.train._loop import TrainError, read_run_info
+    from edgekws.toolkit.train._loop import TrainError
     from edgekws.toolkit.train._loop import train as run_training
+    from edgekws.toolkit.train._run import RunError, read_run_info
 
     try:
         if resume and config_path is None and (out / "run.json").is_file():
@@ -94,7 +95,7 @@ def train(
             if len(hidden) != len(base.hidden):
                 changes["recurrent"] = [True] * len(hidden)
         config = base.replace(**changes)
-    except (ConfigError, TrainError) as exc:
+    except (ConfigError, TrainError, RunError) as exc:
         raise click.ClickException(str(exc)) from exc
     train_data = _read_data(data_path)
     val_data = _read_data(val_path) if val_path else None
@@ -107,7 +108,7 @@ def train(
         result = run_training(
             train_data, out, config, val_data=val_data, resume=resume, data_paths=paths, progress=not as_json
         )
-    except TrainError as exc:
+    except (TrainError, RunError) as exc:
         raise click.ClickException(str(exc)) from exc
     summary = {
         "run": str(result.run_dir),
@@ -204,13 +205,14 @@ def eval_cmd(run_dir: Path, data_path: Path, backend: str, as_json: bool) -> Non
     \b
         edgekws eval runs/digits --data data/digits/test.h5 --json
     """
-    from edgekws.toolkit.train._evaluate import EvalError, evaluate, load_run, plot_confusion
+    from edgekws.toolkit.train._evaluate import EvalError, evaluate, plot_confusion
+    from edgekws.toolkit.train._run import RunError, load_run
 
     try:
         run = load_run(run_dir)
         data = _read_data(data_path)
         result = evaluate(run, data, backend=backend)
-    except EvalError as exc:
+    except (EvalError, RunError) as exc:
         raise click.ClickException(str(exc)) from exc
     png = run_dir / f"confusion_{data_path.stem}_{backend}.png"
     plot_confusion(result["confusion_matrix"], result["class_names"], png, f"{data_path.name} ({backend})")
@@ -258,12 +260,12 @@ def report_cmd(run_dir: Path, data_path: Path | None, sample: int) -> None:
     \b
         edgekws report runs/digits --data data/digits/test.h5 --sample 3
     """
-    from edgekws.toolkit.train._evaluate import EvalError, load_run
     from edgekws.toolkit.train._report import plot_curves, plot_raster
+    from edgekws.toolkit.train._run import RunError, load_run
 
     try:
         run = load_run(run_dir)
-    except EvalError as exc:
+    except RunError as exc:
         raise click.ClickException(str(exc)) from exc
     curves = plot_curves(run_dir, run_dir / "curves.png")
     click.echo(

@@ -9,7 +9,6 @@ emulator, Lava), add an entry to :data:`BACKENDS`.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,49 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from edgekws.packaging import NetworkSpec
+from edgekws.packaging import NetworkSpec, atomic_path
 from edgekws.toolkit.data import SpikeDataset
-from edgekws.toolkit.train._loop import TrainError, read_run_info
+from edgekws.toolkit.quant._backends import emulator_readout, lava_readout
+from edgekws.toolkit.train._run import LoadedRun
 
 ReadoutBackend = Callable[..., np.ndarray]
 
 
 class EvalError(ValueError):
     """A run or data set cannot be evaluated; the message says why and what to do."""
-
-
-@dataclass(frozen=True)
-class LoadedRun:
-    run_dir: Path
-    spec: NetworkSpec
-    params: dict[str, np.ndarray]
-    info: dict[str, Any]
-
-
-def load_run(run_dir: str | os.PathLike[str], checkpoint: str = "best.npz") -> LoadedRun:
-    """The network spec (``run.json``) and parameters (``best.npz`` by default) of a run folder."""
-    run_dir = Path(run_dir)
-    try:
-        info = read_run_info(run_dir)
-    except TrainError as exc:
-        raise EvalError(str(exc)) from exc
-    spec = NetworkSpec.from_dict(info["network"])
-    path = run_dir / checkpoint
-    if not path.is_file():
-        raise EvalError(
-            f"{path}: no parameters; train at least one epoch (edgekws train ... --out {run_dir})"
-        )
-    with np.load(path) as z:
-        params = {k: np.asarray(z[k], np.float32) for k in z.files}
-    shapes = spec.parameter_shapes()
-    problems = [
-        f"{name}: expected shape {shape}, got {params[name].shape if name in params else 'missing'}"
-        for name, shape in shapes.items()
-        if name not in params or params[name].shape != shape
-    ]
-    if problems:
-        raise EvalError(f"{path} does not match the network in run.json: " + "; ".join(problems))
-    return LoadedRun(run_dir=run_dir, spec=spec, params=params, info=info)
 
 
 def _padded_batches(spikes: np.ndarray, batch_size: int) -> Any:
@@ -113,8 +79,6 @@ def float_readout(
 
 
 # fixed-point backends: the quantized model on the agent's own runtimes (toolkit/quant/_backends.py)
-from edgekws.toolkit.quant._backends import emulator_readout, lava_readout  # noqa: E402
-
 BACKENDS: dict[str, ReadoutBackend] = {
     "float": float_readout,
     "emulator": emulator_readout,
@@ -297,8 +261,7 @@ def plot_confusion(
             if v:
                 ax.text(j, i, str(v), ha="center", va="center", fontsize=6)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
     return path

@@ -1,13 +1,7 @@
 """The training loop: epochs of augmented mini-batches, checkpoints, resume, model selection.
 
-A run folder ``RUN`` holds::
-
-    run.json                    network spec, training config, data fingerprints, class names, front-end
-                                spec, model selection and status
-    metrics.jsonl               one JSON object per finished epoch
-    checkpoints/epoch_NNN.npz   state after epoch NNN (params, optimizer state, counters, rng)
-    checkpoints/interrupt_eNNN_bMMMM.npz   state saved on Ctrl-C during epoch NNN before batch MMMM
-    best.npz                    parameters of the selected epoch (best validation accuracy, else training)
+The run folder it writes (``run.json``, ``metrics.jsonl``, ``checkpoints/``, ``best.npz``) is described and
+read and written by :mod:`edgekws.toolkit.train._run`.
 
 Everything random is a pure function of ``(seed, epoch)``, so a resumed run (from an epoch or an
 interrupt checkpoint) produces exactly the parameters of an uninterrupted run on the same machine.
@@ -16,7 +10,6 @@ interrupt checkpoint) produces exactly the parameters of an uninterrupted run on
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
 import os
@@ -28,13 +21,28 @@ from typing import Any
 
 import numpy as np
 
-from edgekws.packaging import NetworkSpec, __version__
+from edgekws.packaging import NetworkSpec
 from edgekws.toolkit.data import SpikeDataset
 from edgekws.toolkit.train._augment import augment_epoch
 from edgekws.toolkit.train._config import TrainConfig, lr_schedule
+from edgekws.toolkit.train._evaluate import score_dataset
+from edgekws.toolkit.train._run import (
+    TrainState,
+    epoch_checkpoint,
+    has_run,
+    interrupt_checkpoint,
+    latest_checkpoint,
+    load_checkpoint,
+    make_run_dir,
+    new_run_info,
+    read_metrics,
+    read_run_info,
+    save_best,
+    save_checkpoint,
+    write_metrics,
+    write_run_info,
+)
 
-RUN_TYPE = "edgekws.run"
-RUN_FORMAT_VERSION = 1
 BatchCallback = Callable[[int, int, dict[str, float]], None]
 
 
@@ -64,48 +72,6 @@ class TrainResult:
     best_score: float
     interrupted: bool
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class _State:
-    params: dict[str, Any]
-    opt_state: Any
-    epoch: int  # the epoch in progress (0-based) = number of finished epochs
-    batch: int  # the next batch of that epoch
-    step: int  # optimizer steps so far
-    loss_sum: float = 0.0
-    correct: float = 0.0
-    seen: int = 0
-    counts: tuple[np.ndarray, ...] = ()
-    best_score: float = -1.0
-    best_epoch: int = 0
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_savez(path: Path, arrays: dict[str, Any]) -> None:
-    """``np.savez`` to ``path`` atomically."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def time_grid(data: SpikeDataset, config: TrainConfig) -> tuple[float, int]:
@@ -272,144 +238,6 @@ def _batches(n: int, batch_size: int) -> int:
     return max(1, n // batch_size) if n >= batch_size else 1
 
 
-# ---------------------------------------------------------------------------------------------- checkpoints
-
-
-def _save_checkpoint(path: Path, state: _State, config: TrainConfig) -> None:
-    import jax
-
-    leaves = jax.tree_util.tree_leaves(state.opt_state)
-    arrays: dict[str, Any] = {f"param/{k}": np.asarray(v) for k, v in state.params.items()}
-    arrays.update({f"opt/{i:04d}": np.asarray(leaf) for i, leaf in enumerate(leaves)})
-    arrays.update({f"counts/{i}": np.asarray(c) for i, c in enumerate(state.counts)})
-    arrays.update(
-        epoch=np.int64(state.epoch),
-        batch=np.int64(state.batch),
-        step=np.int64(state.step),
-        loss_sum=np.float64(state.loss_sum),
-        correct=np.float64(state.correct),
-        seen=np.int64(state.seen),
-        best_score=np.float64(state.best_score),
-        best_epoch=np.int64(state.best_epoch),
-        rng=np.asarray([config.seed, state.epoch], dtype=np.int64),  # numpy rng of the epoch: (seed, epoch)
-        config=np.asarray(json.dumps(config.to_dict(), sort_keys=True)),
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_savez(path, arrays)
-
-
-def _load_checkpoint(path: Path, template_opt_state: Any) -> _State:
-    import jax
-    import jax.numpy as jnp
-
-    with np.load(path) as z:
-        params = {k.removeprefix("param/"): jnp.asarray(z[k]) for k in z.files if k.startswith("param/")}
-        opt_keys = sorted(k for k in z.files if k.startswith("opt/"))
-        count_keys = sorted(
-            (k for k in z.files if k.startswith("counts/")), key=lambda k: int(k.split("/")[1])
-        )
-        treedef = jax.tree_util.tree_structure(template_opt_state)
-        if len(jax.tree_util.tree_leaves(template_opt_state)) != len(opt_keys):
-            raise TrainError(f"{path}: optimizer state does not match this configuration; start a new run")
-        opt_state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(z[k]) for k in opt_keys])
-        return _State(
-            params=params,
-            opt_state=opt_state,
-            epoch=int(z["epoch"]),
-            batch=int(z["batch"]),
-            step=int(z["step"]),
-            loss_sum=float(z["loss_sum"]),
-            correct=float(z["correct"]),
-            seen=int(z["seen"]),
-            counts=tuple(np.asarray(z[k]) for k in count_keys),
-            best_score=float(z["best_score"]),
-            best_epoch=int(z["best_epoch"]),
-        )
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint furthest into training (by epoch, then batch), or ``None``."""
-    best: tuple[tuple[int, int], Path] | None = None
-    for path in (run_dir / "checkpoints").glob("*.npz"):
-        try:
-            with np.load(path) as z:
-                key = (int(z["epoch"]), int(z["batch"]))
-        except (OSError, KeyError, ValueError):
-            continue
-        if best is None or key > best[0]:
-            best = (key, path)
-    return None if best is None else best[1]
-
-
-# ---------------------------------------------------------------------------------------------- run info
-
-
-def _run_info(
-    spec: NetworkSpec,
-    config: TrainConfig,
-    train_data: SpikeDataset,
-    val_data: SpikeDataset | None,
-    data_paths: dict[str, Path] | None,
-) -> dict[str, Any]:
-    data_info: dict[str, Any] = {}
-    for split, ds in (("train", train_data), ("val", val_data)):
-        if ds is None:
-            continue
-        entry: dict[str, Any] = {"samples": len(ds), "num_channels": ds.num_channels}
-        path = (data_paths or {}).get(split)
-        if path is not None:
-            entry.update(path=str(path), sha256=file_sha256(path))
-        data_info[split] = entry
-    selection = "val_accuracy" if val_data is not None else "train_accuracy"
-    return {
-        "type": RUN_TYPE,
-        "format_version": RUN_FORMAT_VERSION,
-        "producer": f"edgekws {__version__}",
-        "network": spec.to_dict(),
-        "config": config.to_dict(),
-        "class_names": list(train_data.class_names),
-        "frontend": train_data.attrs.get("frontend"),
-        "data": data_info,
-        "selection": {
-            "metric": selection,
-            "note": None
-            if val_data is not None
-            else "no validation set given: the best epoch is chosen by training accuracy (on augmented data)",
-        },
-        "status": "running",
-    }
-
-
-def write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
-    atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
-
-
-def read_run_info(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / "run.json"
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise TrainError(
-            f"{path}: not a readable run description ({exc}); is {run_dir} a training run?"
-        ) from exc
-    if info.get("type") != RUN_TYPE:
-        raise TrainError(f"{path}: type must be {RUN_TYPE!r}, got {info.get('type')!r}")
-    return dict(info)
-
-
-def _write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
-    atomic_write_text(
-        run_dir / "metrics.jsonl", "".join(json.dumps(h, sort_keys=True) + "\n" for h in history)
-    )
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 # ---------------------------------------------------------------------------------------------- the loop
 
 
@@ -452,7 +280,7 @@ def train(
     init = {k: jnp.asarray(v, jnp.float32) for k, v in init.items()}
     template_opt = optimizer.init(init)
 
-    existing = latest_checkpoint(run_dir) if run_dir.exists() else None
+    existing = latest_checkpoint(run_dir)
     history: list[dict[str, Any]] = []
     if resume:
         if existing is None:
@@ -466,22 +294,21 @@ def train(
                 f"{run_dir}: cannot resume with a different configuration (changed: {changed}); "
                 "resume with the original settings (only --epochs may change) or start a new --out"
             )
-        state = _load_checkpoint(existing, template_opt)
+        state = load_checkpoint(existing, template_opt)
         history = [h for h in read_metrics(run_dir) if h["epoch"] <= state.epoch]
         info = previous
         info["config"] = new_cfg
     else:
-        if existing is not None or (run_dir / "run.json").exists():
+        if has_run(run_dir):
             raise TrainError(
                 f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
             )
-        state = _State(params=init, opt_state=template_opt, epoch=0, batch=0, step=0)
-        info = _run_info(spec, config, train_data, val_data, data_paths)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "checkpoints").mkdir(exist_ok=True)
+        state = TrainState(params=init, opt_state=template_opt, epoch=0, batch=0, step=0)
+        info = new_run_info(spec, config, train_data, val_data, data_paths)
+    make_run_dir(run_dir)
     info["status"] = "running"
     write_run_info(run_dir, info)
-    _write_metrics(run_dir, history)
+    write_metrics(run_dir, history)
 
     total_steps = config.epochs * _batches(epoch_samples(len(train_data), config), config.batch_size)
     step_fn = _make_step(spec, config, total_steps)
@@ -542,10 +369,10 @@ def train(
                 best_score, best_epoch = state.best_score, state.best_epoch
                 if score > best_score:
                     best_score, best_epoch = score, epoch + 1
-                    atomic_savez(run_dir / "best.npz", {k: np.asarray(v) for k, v in params.items()})
+                    save_best(run_dir, params)
                 record["seconds"] = round(time.perf_counter() - t0, 3)
                 history.append(record)
-                _write_metrics(run_dir, history)
+                write_metrics(run_dir, history)
                 state = replace(
                     state,
                     params=params,
@@ -554,12 +381,11 @@ def train(
                     best_score=best_score,
                     best_epoch=best_epoch,
                 )
-                _save_checkpoint(run_dir / "checkpoints" / f"epoch_{epoch + 1:03d}.npz", state, config)
+                save_checkpoint(epoch_checkpoint(run_dir, epoch + 1), state, config)
                 bar.end_epoch(record)
     except KeyboardInterrupt:
         interrupted = True
-        name = f"interrupt_e{state.epoch:03d}_b{state.batch:04d}.npz"
-        _save_checkpoint(run_dir / "checkpoints" / name, state, config)
+        save_checkpoint(interrupt_checkpoint(run_dir, state), state, config)
     info["status"] = "interrupted" if interrupted else "finished"
     info["selection"].update(best_epoch=state.best_epoch, best_score=state.best_score)
     info["epochs_done"] = state.epoch
@@ -577,7 +403,7 @@ def train(
 
 def _epoch_record(
     epoch: int,
-    state: _State,
+    state: TrainState,
     spec: NetworkSpec,
     config: TrainConfig,
     num_steps: int,
@@ -602,8 +428,6 @@ def _validate(
     params: dict[str, Any], spec: NetworkSpec, data: SpikeDataset, config: TrainConfig
 ) -> tuple[float, float]:
     """Cross-entropy (no regulariser) and accuracy of the decision rule on ``data`` (float model)."""
-    from edgekws.toolkit.train._evaluate import score_dataset
-
     scored = score_dataset(params, spec, data, "float", config.eval_batch_size)
     z = scored.scores - scored.scores.max(axis=1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))

@@ -135,11 +135,11 @@ def import_mlgenn(
     ``report`` and ``bundle`` like a trained one.
     """
     from edgekws.toolkit.train._config import TrainConfig
-    from edgekws.toolkit.train._loop import (
+    from edgekws.toolkit.train._run import (
         RUN_FORMAT_VERSION,
         RUN_TYPE,
-        atomic_savez,
         file_sha256,
+        save_best,
         write_run_info,
     )
 
@@ -193,7 +193,7 @@ def import_mlgenn(
         "selection": {"metric": "imported", "best_epoch": epoch, "note": "imported mlGeNN checkpoint"},
         "status": "imported",
     }
-    atomic_savez(out / "best.npz", params)
+    save_best(out, params)
     write_run_info(out, info)
     (out / "metrics.jsonl").touch()
     return out

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgekws.packaging import atomic_path
 from edgekws.toolkit.data import SpikeDataset
-from edgekws.toolkit.train._evaluate import LoadedRun
-from edgekws.toolkit.train._loop import read_metrics
+from edgekws.toolkit.train._run import LoadedRun, read_metrics
 
 
 def _pyplot() -> Any:
@@ -23,10 +22,9 @@ def _pyplot() -> Any:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     _pyplot().close(fig)
-    os.replace(tmp, path)
     return path
 
 
