@@ -8,6 +8,7 @@ from edgekws.agent._audio import clipped_fraction as clipped_fraction
 from edgekws.agent._audio import load_audio as load_audio
 from edgekws.agent._config import AgentConfig as AgentConfig
 from edgekws.agent._config import ConfigError as ConfigError
+from edgekws.agent._config import DetectionConfig as DetectionConfig
 from edgekws.agent._config import load_config as load_config
 from edgekws.agent._daemon import Agent as Agent
 from edgekws.agent._decision import Decision as Decision

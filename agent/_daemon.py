@@ -45,7 +45,7 @@ from edgekws.agent._rollout import DeployError, check_sha256, fetch_bundle, heal
 from edgekws.agent._sources import AudioSource, make_source
 from edgekws.agent._spotter import Spotter, SpotterConfig
 from edgekws.agent._telemetry import DeviceTelemetry, MqttSettings, TlsSettings
-from edgekws.packaging._bundle import Bundle
+from edgekws.packaging import Bundle
 
 log = logging.getLogger("edgekws.agent")
 

@@ -124,8 +124,7 @@ def classify(
     from edgekws.agent._audio import AudioError, load_audio, prepare
     from edgekws.agent._daemon import NoBackend, choose_backend
     from edgekws.agent._frontend import Frontend, FrontendSpec
-    from edgekws.packaging._bundle import open_bundle
-    from edgekws.packaging._errors import InvalidBundle
+    from edgekws.packaging import InvalidBundle, open_bundle
 
     try:
         bundle = open_bundle(bundle_path, list(trust))

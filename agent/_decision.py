@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from edgekws.packaging._network import Readout
+from edgekws.packaging import DEFAULT_READOUT, Readout, readout_problem
 
 
 class Decision(NamedTuple):
@@ -30,7 +30,7 @@ def readout_weights(num_steps: int) -> np.ndarray:
     return np.exp(-t / num_steps) / num_steps
 
 
-def readout_scores(readout: np.ndarray, rule: Readout = "exp_weighted_mean") -> np.ndarray:
+def readout_scores(readout: np.ndarray, rule: Readout = DEFAULT_READOUT) -> np.ndarray:
     """Scores ``(batch, classes)`` of a trace ``(batch, steps, classes)`` or ``(steps, classes)``."""
     v = np.asarray(readout, dtype=np.float64)
     if v.ndim == 2:
@@ -43,10 +43,10 @@ def readout_scores(readout: np.ndarray, rule: Readout = "exp_weighted_mean") -> 
         return np.einsum("btk,t->bk", v, readout_weights(v.shape[1]))
     if rule == "max_over_time":
         return v.max(axis=1)
-    raise ValueError(f"readout rule must be 'exp_weighted_mean' or 'max_over_time', got {rule!r}")
+    raise ValueError(readout_problem(rule))
 
 
-def decide(readout: np.ndarray, rule: Readout = "exp_weighted_mean") -> Decision:
+def decide(readout: np.ndarray, rule: Readout = DEFAULT_READOUT) -> Decision:
     """Predicted class, confidence and scores for each sample of a readout trace."""
     scores = readout_scores(readout, rule)
     z = scores - scores.max(axis=1, keepdims=True)

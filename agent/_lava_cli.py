@@ -27,8 +27,7 @@ def lava_run(netx_path: Path, spikes_path: Path, out_path: Path, backend: str) -
 
         .venv-lava/bin/edgekws-agent lava-run --netx model/netx.h5 --spikes in.npz --out out.npz
     """
-    from edgekws.agent.backends._base import BackendUnavailable
-    from edgekws.agent.backends._lava import LavaBackend, Loihi2Backend
+    from edgekws.agent.backends import BackendUnavailable, LavaBackend, Loihi2Backend
 
     try:
         with np.load(spikes_path) as data:

@@ -35,7 +35,7 @@ import numpy as np
 from edgekws.agent._decision import decide
 from edgekws.agent._frontend import Frontend, FrontendSpec
 from edgekws.agent._sources import AudioChunk
-from edgekws.packaging._network import Readout
+from edgekws.packaging import DEFAULT_READOUT, Readout
 
 
 class StreamingBackend(Protocol):
@@ -215,7 +215,7 @@ class Spotter:
         labels: Sequence[str],
         *,
         window_steps: int = 1000,
-        rule: Readout = "exp_weighted_mean",
+        rule: Readout = DEFAULT_READOUT,
         config: SpotterConfig | None = None,
         backend_factory: Callable[[], Any] | None = None,
     ) -> None:

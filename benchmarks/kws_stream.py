@@ -14,7 +14,7 @@ settings start from the agent config defaults (``[detection]``; bundles carry no
 VAL stream (threshold x smoothing x refractory x silence guard x margin; objective: fewest false accepts
 + misses), by replaying the decision stages over the lane windows of one pass (the replay equals the
 spotter's stages; the test pass checks it detection for detection). The TEST stream is then run once,
-timed, with the tuned settings, and scored by :func:`edgekws.agent._kws_scoring.score_stream`: a hit is a
+timed, with the tuned settings, and scored by :func:`edgekws.toolkit.data.score_stream`: a hit is a
 detection with the keyword's label made between the keyword's start and 1.0 s after its end.
 
 Energy per inference (one window scored by one network instance): ``estimated:cpu-tdp`` (process CPU
@@ -51,10 +51,10 @@ from edgekws.agent._config import EmulatorBackendConfig, OnnxBackendConfig
 from edgekws.agent._daemon import build_backend
 from edgekws.agent._energy import EnergyMonitor, detect_meters, network_opcounts, opcount_reading
 from edgekws.agent._frontend import FrontendSpec
-from edgekws.agent._kws_scoring import StreamDetection, StreamScore, score_stream
 from edgekws.agent._sources import AudioChunk
 from edgekws.agent._spotter import Spotter, SpotterConfig, WindowScore
 from edgekws.agent.backends._emulator import EmulatorBackend, EmulatorState, Traces
+from edgekws.toolkit.data import StreamDetection, StreamScore, score_stream
 from edgekws.toolkit.data._stream import RATE, Stream, build_stream
 
 CHUNK_MS = 20

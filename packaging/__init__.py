@@ -14,6 +14,7 @@ from edgekws.packaging._bundle import build_bundle as build_bundle
 from edgekws.packaging._bundle import bundle_bytes as bundle_bytes
 from edgekws.packaging._bundle import check_bundle as check_bundle
 from edgekws.packaging._bundle import open_bundle as open_bundle
+from edgekws.packaging._bundle import sha256_hex as sha256_hex
 from edgekws.packaging._bundle import verify_bundle as verify_bundle
 from edgekws.packaging._bundle import write_bundle as write_bundle
 from edgekws.packaging._durable import atomic_path as atomic_path
@@ -28,9 +29,12 @@ from edgekws.packaging._errors import Problem as Problem
 from edgekws.packaging._errors import RollbackRefused as RollbackRefused
 from edgekws.packaging._errors import StoreError as StoreError
 from edgekws.packaging._errors import VersionConflict as VersionConflict
+from edgekws.packaging._fixedpoint import READOUT_V_TH_MANT as READOUT_V_TH_MANT
+from edgekws.packaging._fixedpoint import V_TH_MANT_MAX as V_TH_MANT_MAX
 from edgekws.packaging._fixedpoint import FixedPointError as FixedPointError
 from edgekws.packaging._fixedpoint import FixedPointLayer as FixedPointLayer
 from edgekws.packaging._fixedpoint import FixedPointNetwork as FixedPointNetwork
+from edgekws.packaging._manifest import NAME_PATTERN as NAME_PATTERN
 from edgekws.packaging._manifest import FileEntry as FileEntry
 from edgekws.packaging._manifest import Lineage as Lineage
 from edgekws.packaging._manifest import Manifest as Manifest
@@ -38,9 +42,14 @@ from edgekws.packaging._manifest import Metrics as Metrics
 from edgekws.packaging._manifest import SemVer as SemVer
 from edgekws.packaging._manifest import canonical_json as canonical_json
 from edgekws.packaging._manifest import check_activation as check_activation
+from edgekws.packaging._manifest import parse_created as parse_created
+from edgekws.packaging._network import DEFAULT_READOUT as DEFAULT_READOUT
+from edgekws.packaging._network import READOUTS as READOUTS
 from edgekws.packaging._network import NetworkSpec as NetworkSpec
+from edgekws.packaging._network import Readout as Readout
 from edgekws.packaging._network import SpecError as SpecError
 from edgekws.packaging._network import decay_12bit as decay_12bit
+from edgekws.packaging._network import readout_problem as readout_problem
 from edgekws.packaging._netx import NetxError as NetxError
 from edgekws.packaging._netx import read_netx as read_netx
 from edgekws.packaging._netx import write_netx as write_netx

@@ -18,9 +18,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
+#: The decision rules over the readout voltage (defined in ``edgekws.agent.decide``): one vocabulary for
+#: training, the network spec, bundles and the agent.
 Readout = Literal["exp_weighted_mean", "max_over_time"]
+READOUTS: tuple[str, ...] = get_args(Readout)
+DEFAULT_READOUT: Readout = "exp_weighted_mean"
+
+
+def readout_problem(rule: object) -> str | None:
+    """Why ``rule`` is not a readout rule (a message naming the allowed ones), or None when it is one."""
+    if rule in READOUTS:
+        return None
+    return f"readout must be one of {', '.join(repr(r) for r in READOUTS)}, got {rule!r}"
 
 
 class SpecError(ValueError):
@@ -55,7 +66,7 @@ class NetworkSpec:
     tau_mem_ms: float = 20.0
     tau_syn_ms: float = 5.0
     threshold: float = 1.0
-    readout: Readout = "exp_weighted_mean"
+    readout: Readout = DEFAULT_READOUT
     class_names: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -76,8 +87,8 @@ class NetworkSpec:
             problems.append("tau_mem_ms and tau_syn_ms must be positive")
         if self.threshold <= 0:
             problems.append(f"threshold must be positive, got {self.threshold}")
-        if self.readout not in ("exp_weighted_mean", "max_over_time"):
-            problems.append(f"readout must be 'exp_weighted_mean' or 'max_over_time', got {self.readout!r}")
+        if readout_problem(self.readout):
+            problems.append(str(readout_problem(self.readout)))
         if self.class_names and len(self.class_names) != self.num_outputs:
             problems.append(
                 f"class_names must name all {self.num_outputs} outputs, got {len(self.class_names)}"

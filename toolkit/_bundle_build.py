@@ -24,6 +24,7 @@ import click
 import numpy as np
 
 from edgekws.packaging import (
+    NAME_PATTERN,
     FixedPointNetwork,
     KeyFileError,
     Lineage,
@@ -35,11 +36,11 @@ from edgekws.packaging import (
     build_bundle,
     check_bundle,
     load_private_key,
+    parse_created,
     write_netx,
 )
-from edgekws.packaging._manifest import NAME_PATTERN, parse_created
 from edgekws.toolkit.data import SpikeDataset
-from edgekws.toolkit.quant._quantize import DEFAULT_PERCENTILE
+from edgekws.toolkit.quant import DEFAULT_PERCENTILE
 
 QUANT_TYPE = "edgekws.quantization"
 QUANT_FORMAT_VERSION = 1
@@ -275,7 +276,7 @@ def evaluate_backends(
     """Predicted labels of the float model (JAX), the fixed-point emulator and ONNX Runtime on ``data``."""
     from edgekws.agent import decide
     from edgekws.agent.backends import EmulatorBackend, OnnxBackend
-    from edgekws.toolkit.train._evaluate import float_readout
+    from edgekws.toolkit.train import float_readout
 
     emulator, onnx_backend = EmulatorBackend(net), OnnxBackend(onnx_model, providers=["CPUExecutionProvider"])
     runners: dict[str, Callable[[np.ndarray], np.ndarray]] = {

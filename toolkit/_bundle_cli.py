@@ -15,15 +15,15 @@ import click
 
 from edgekws.packaging import (
     BundleStore,
+    InvalidBundle,
     KeyFileError,
     Manifest,
+    Report,
     StoreError,
     TrustStore,
     check_bundle,
     write_keypair,
 )
-from edgekws.packaging._bundle import Report
-from edgekws.packaging._errors import InvalidBundle
 
 BUILD_COMMAND = "build"
 

@@ -49,14 +49,19 @@ def run_demo(
     broker: str | None = None,
 ) -> dict[str, Any]:
     """Run every stage into ``out`` and return the summary that is also written to ``out/summary.json``."""
-    from edgekws.packaging._signing import write_keypair
+    from edgekws.packaging import write_keypair
     from edgekws.toolkit._bundle_build import build_run_bundle
     from edgekws.toolkit._demo_live import agent_exe, run_live_stage
-    from edgekws.toolkit.data import _info, _synth, read_shd
-    from edgekws.toolkit.train import TrainConfig, load_run
-    from edgekws.toolkit.train._evaluate import evaluate, plot_confusion
-    from edgekws.toolkit.train._loop import train
-    from edgekws.toolkit.train._report import plot_curves, plot_raster
+    from edgekws.toolkit.data import format_info, info, read_shd, synthesize
+    from edgekws.toolkit.train import (
+        TrainConfig,
+        evaluate,
+        load_run,
+        plot_confusion,
+        plot_curves,
+        plot_raster,
+        train,
+    )
 
     out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"run": str(out), "stages": {}}
@@ -71,11 +76,9 @@ def run_demo(
     corpus = out / "data"
     t0 = time.perf_counter()
     with progress_bar("synth digits") as update:
-        manifest = _synth.synthesize(
-            corpus, "digits", per_class, seed, force=True, progress=update, fillers=True
-        )
-    described = _info.info(corpus)
-    click.echo(_info.format_info(described))
+        manifest = synthesize(corpus, "digits", per_class, seed, force=True, progress=update, fillers=True)
+    described = info(corpus)
+    click.echo(format_info(described))
     atomic_write_text(out / "data_info.json", json.dumps(described, indent=2) + "\n")
     timed("synth", t0, utterances=len(manifest["utterances"]), splits=manifest["splits"])
 

@@ -100,7 +100,7 @@ def _read_log(path: Path) -> list[dict[str, Any]]:
 
 def _screenshot(url: str, path: Path) -> Path | None:
     """The dashboard rendered by headless Chromium, or None where Chromium is not installed."""
-    from edgekws.toolkit.fleet._server import headless_chromium
+    from edgekws.toolkit.fleet import headless_chromium
 
     with tempfile.TemporaryDirectory() as profile:
         command = headless_chromium(profile)
@@ -128,10 +128,10 @@ def run_live_stage(
 
     Everything goes to ``out/live``; ``broker_url`` None starts a local mosquitto there.
     """
-    from edgekws.agent._config import DetectionConfig
-    from edgekws.agent._kws_scoring import StreamDetection, score_stream
-    from edgekws.toolkit.data._stream import build_stream, write_stream
+    from edgekws.agent import DetectionConfig
+    from edgekws.toolkit.data import StreamDetection, build_stream, score_stream, write_stream
     from edgekws.toolkit.fleet import (
+        BrokerError,
         BrokerUrl,
         FleetMonitor,
         FleetServer,
@@ -139,7 +139,6 @@ def run_live_stage(
         LocalBroker,
         MqttIngest,
     )
-    from edgekws.toolkit.fleet._broker import BrokerError
 
     live = out / "live"
     shutil.rmtree(live, ignore_errors=True)
@@ -334,11 +333,9 @@ def _timeline(stream: Any, score: Any, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from edgekws.toolkit.data._stream import RATE
-
     fig, (ax0, ax1) = plt.subplots(2, 1, figsize=(12, 4), sharex=True, height_ratios=(1, 1.2))
     step = max(1, stream.audio.size // 6000)
-    t = np.arange(0, stream.audio.size, step) / RATE
+    t = np.arange(0, stream.audio.size, step) / stream.rate
     ax0.plot(t, stream.audio[::step], lw=0.4, color="0.3")
     ax0.set_ylabel("audio")
     for seg in stream.segments:

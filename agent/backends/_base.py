@@ -15,7 +15,7 @@ from typing import ClassVar
 import numpy as np
 
 from edgekws.agent._decision import Decision, decide
-from edgekws.packaging._network import Readout
+from edgekws.packaging import DEFAULT_READOUT, Readout
 
 
 class BackendUnavailable(RuntimeError):
@@ -70,6 +70,6 @@ class Backend(abc.ABC):
         Feeding a sample chunk by chunk returns exactly what :meth:`run` returns for the whole sample.
         """
 
-    def decide(self, spikes: np.ndarray, rule: Readout = "exp_weighted_mean") -> Decision:
+    def decide(self, spikes: np.ndarray, rule: Readout = DEFAULT_READOUT) -> Decision:
         """Run whole samples and apply the one decision rule (:func:`edgekws.agent.decide`)."""
         return decide(self.run(spikes), rule)

@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Literal, NamedTuple
 import numpy as np
 
 from edgekws.agent.backends._base import Backend, BackendUnavailable, check_spikes
-from edgekws.packaging._fixedpoint import FixedPointNetwork
+from edgekws.packaging import FixedPointNetwork, read_netx
 
 _U_MAX = float(1 << 23)  # u wraps when u > 2^23 or u <= -2^23
 _V_MAX = float((1 << 23) - 1)  # v saturates at +-(2^23 - 1)
@@ -92,8 +92,6 @@ class EmulatorBackend(Backend):
         self, net: FixedPointNetwork | str | Path, *, graded_input: bool = False, kernel: Kernel = "auto"
     ) -> None:
         if not isinstance(net, FixedPointNetwork):
-            from edgekws.packaging._netx import read_netx
-
             net = read_netx(net)
         self.net = net
         self.graded_input = graded_input

@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgekws.agent.backends._base import Backend, BackendUnavailable, check_spikes
+from edgekws.packaging import read_netx
 
 LAVA_HINT = (
     "Lava needs CPython 3.10 with lava-nc 0.10.0 and lava-dl 0.6.0 "
@@ -180,8 +181,6 @@ class LavaBackend(Backend):
         problem = self._problem()
         if problem:
             raise BackendUnavailable(f"backend {self.name!r} is unavailable: {problem}")
-        from edgekws.packaging._netx import read_netx
-
         self.netx_path = Path(netx_path)
         self.net = read_netx(self.netx_path)
         self.probe = probe
@@ -294,8 +293,6 @@ class LavaBridgeBackend(Backend):
     name: ClassVar[str] = "lava-bridge"
 
     def __init__(self, netx_path: str | Path, *, timeout_s: float | None = None) -> None:
-        from edgekws.packaging._netx import read_netx
-
         self.python = lava_python()
         self.netx_path = Path(netx_path).resolve()
         self.net = read_netx(self.netx_path)

@@ -32,7 +32,7 @@ def test_a_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
 
 
 def test_the_temporary_path_keeps_the_suffix(tmp_path: Path) -> None:
-    """Writers that pick the format from the extension (np.savez appends .npz otherwise) write the right file."""
+    """Writers that pick the format from the extension (np.savez appends .npz otherwise) write that file."""
     dest = tmp_path / "arrays.npz"
     with atomic_path(dest) as tmp:
         assert tmp.suffix == ".npz" and tmp.parent == tmp_path

@@ -1,7 +1,7 @@
 """Labelled keyword streams: held-out utterances of a corpus among distractor words, silence and noise.
 
 What a streaming keyword spotter meets on a device, with a ground truth to score it by
-(:func:`edgekws.agent._kws_scoring.score_stream`). A stream is deterministic for ``(corpus, split, minutes,
+(:func:`edgekws.toolkit.data.score_stream`). A stream is deterministic for ``(corpus, split, minutes,
 seed, snr_db)`` and is made from one split of an ``edgekws data synth`` corpus:
 
 - **keywords**: the split's utterances, cut from their 1 s clips at the manifest's ``lead_silence_s`` /
@@ -22,12 +22,12 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from edgekws.agent._kws_scoring import KeywordSpan
 from edgekws.packaging import atomic_path, atomic_write_text
+from edgekws.toolkit.data._kws_scoring import KeywordSpan
 from edgekws.toolkit.data._synth import pink_noise, prosody, spoken_word, voice_of
 
 RATE = 16000
@@ -80,6 +80,7 @@ class Stream:
     audio: np.ndarray
     segments: list[Segment]
     noise: list[dict[str, Any]] = field(default_factory=list)
+    rate: ClassVar[int] = RATE  # samples per second of ``audio``
 
     @property
     def duration_s(self) -> float:

@@ -33,8 +33,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from edgekws.packaging._bundle import check_bundle, sha256_hex
-from edgekws.packaging._manifest import SemVer
+from edgekws.packaging import SemVer, check_bundle, sha256_hex
 from edgekws.toolkit.fleet._monitor import BrokerUrl
 
 INLINE_MAX_BYTES = 4 * 2**20  # the device accepts inline bundles up to this size (agent/_commands.py)

@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from edgekws.packaging._fixedpoint import (
+from edgekws.packaging import (
     READOUT_V_TH_MANT,
     V_TH_MANT_MAX,
     FixedPointLayer,
     FixedPointNetwork,
+    NetworkSpec,
 )
-from edgekws.packaging._network import NetworkSpec
 
 
 class QuantizationError(ValueError):

@@ -1,24 +1,70 @@
-"""Eventprop training of recurrent spiking networks."""
+"""edgekws.toolkit.train: Eventprop (and BPTT) training of recurrent spiking networks, run folders,
+evaluation and figures.
 
-from edgekws.toolkit.train._bptt import bptt_loss_and_grad as bptt_loss_and_grad
-from edgekws.toolkit.train._config import ConfigError as ConfigError
-from edgekws.toolkit.train._config import TrainConfig as TrainConfig
-from edgekws.toolkit.train._evaluate import BACKENDS as BACKENDS
-from edgekws.toolkit.train._evaluate import EvalError as EvalError
-from edgekws.toolkit.train._evaluate import evaluate as evaluate
-from edgekws.toolkit.train._evaluate import float_readout as float_readout
-from edgekws.toolkit.train._eventprop import LossConfig as LossConfig
-from edgekws.toolkit.train._eventprop import eventprop_loss_and_grad as eventprop_loss_and_grad
-from edgekws.toolkit.train._loop import TrainError as TrainError
-from edgekws.toolkit.train._loop import TrainResult as TrainResult
-from edgekws.toolkit.train._loop import train as train
-from edgekws.toolkit.train._mlgenn import MlgennError as MlgennError
-from edgekws.toolkit.train._mlgenn import import_mlgenn as import_mlgenn
-from edgekws.toolkit.train._model import SimOutput as SimOutput
-from edgekws.toolkit.train._model import init_params as init_params
-from edgekws.toolkit.train._model import simulate as simulate
-from edgekws.toolkit.train._run import LoadedRun as LoadedRun
-from edgekws.toolkit.train._run import RunError as RunError
-from edgekws.toolkit.train._run import load_run as load_run
-from edgekws.toolkit.train._run import read_metrics as read_metrics
-from edgekws.toolkit.train._run import read_run_info as read_run_info
+Names are imported when first used (:mod:`edgekws.toolkit._lazy`): the run-folder functions
+(``load_run``, ``read_metrics``, …) load without JAX, the trainer and the float model with it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from edgekws.toolkit._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from edgekws.toolkit.train._bptt import bptt_loss_and_grad as bptt_loss_and_grad
+    from edgekws.toolkit.train._config import ConfigError as ConfigError
+    from edgekws.toolkit.train._config import TrainConfig as TrainConfig
+    from edgekws.toolkit.train._evaluate import BACKENDS as BACKENDS
+    from edgekws.toolkit.train._evaluate import EvalError as EvalError
+    from edgekws.toolkit.train._evaluate import evaluate as evaluate
+    from edgekws.toolkit.train._evaluate import float_readout as float_readout
+    from edgekws.toolkit.train._evaluate import plot_confusion as plot_confusion
+    from edgekws.toolkit.train._eventprop import LossConfig as LossConfig
+    from edgekws.toolkit.train._eventprop import eventprop_loss_and_grad as eventprop_loss_and_grad
+    from edgekws.toolkit.train._loop import TrainError as TrainError
+    from edgekws.toolkit.train._loop import TrainResult as TrainResult
+    from edgekws.toolkit.train._loop import train as train
+    from edgekws.toolkit.train._mlgenn import MlgennError as MlgennError
+    from edgekws.toolkit.train._mlgenn import import_mlgenn as import_mlgenn
+    from edgekws.toolkit.train._model import SimOutput as SimOutput
+    from edgekws.toolkit.train._model import init_params as init_params
+    from edgekws.toolkit.train._model import simulate as simulate
+    from edgekws.toolkit.train._report import plot_curves as plot_curves
+    from edgekws.toolkit.train._report import plot_raster as plot_raster
+    from edgekws.toolkit.train._run import LoadedRun as LoadedRun
+    from edgekws.toolkit.train._run import RunError as RunError
+    from edgekws.toolkit.train._run import load_run as load_run
+    from edgekws.toolkit.train._run import read_metrics as read_metrics
+    from edgekws.toolkit.train._run import read_run_info as read_run_info
+
+__getattr__, __all__ = lazy_exports(
+    __name__,
+    {
+        "bptt_loss_and_grad": "_bptt",
+        "ConfigError": "_config",
+        "TrainConfig": "_config",
+        "BACKENDS": "_evaluate",
+        "EvalError": "_evaluate",
+        "evaluate": "_evaluate",
+        "float_readout": "_evaluate",
+        "plot_confusion": "_evaluate",
+        "LossConfig": "_eventprop",
+        "eventprop_loss_and_grad": "_eventprop",
+        "TrainError": "_loop",
+        "TrainResult": "_loop",
+        "train": "_loop",
+        "MlgennError": "_mlgenn",
+        "import_mlgenn": "_mlgenn",
+        "SimOutput": "_model",
+        "init_params": "_model",
+        "simulate": "_model",
+        "plot_curves": "_report",
+        "plot_raster": "_report",
+        "LoadedRun": "_run",
+        "RunError": "_run",
+        "load_run": "_run",
+        "read_metrics": "_run",
+        "read_run_info": "_run",
+    },
+)

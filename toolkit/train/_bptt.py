@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from edgekws.packaging import NetworkSpec
+from edgekws.packaging import NetworkSpec, readout_problem
 from edgekws.toolkit.train._model import PRECISION
 
 
@@ -93,7 +93,7 @@ def readout_scores(readout: jax.Array, rule: str) -> jax.Array:
         return jnp.einsum("btk,t->bk", readout, jnp.exp(-t / steps) / steps)
     if rule == "max_over_time":
         return readout.max(axis=1)
-    raise ValueError(f"readout rule must be 'exp_weighted_mean' or 'max_over_time', got {rule!r}")
+    raise ValueError(readout_problem(rule))
 
 
 def classification_loss(readout: jax.Array, labels: jax.Array, rule: str) -> tuple[jax.Array, jax.Array]:

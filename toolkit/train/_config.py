@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from edgekws.packaging import NetworkSpec
+from edgekws.packaging import DEFAULT_READOUT, NetworkSpec, readout_problem
 
 Method = Literal["eventprop", "bptt"]
 Augment = Literal["none", "shift", "shift-blend"]
@@ -82,7 +82,7 @@ class TrainConfig:
     ease_in: bool = True
     reg_lambda: float = 2.5e-10
     reg_nu: float = 14.0
-    readout: str = "exp_weighted_mean"
+    readout: str = DEFAULT_READOUT
     augment: str = "shift"
     shift_channels: float = 40.0
     blend_fraction: float = 0.94
@@ -116,8 +116,8 @@ class TrainConfig:
             problems.append(f"learning_rate must be positive, got {self.learning_rate}")
         if self.reg_lambda < 0 or self.reg_nu < 0:
             problems.append("reg_lambda and reg_nu must be non-negative")
-        if self.readout not in ("exp_weighted_mean", "max_over_time"):
-            problems.append(f"readout must be 'exp_weighted_mean' or 'max_over_time', got {self.readout!r}")
+        if readout_problem(self.readout):
+            problems.append(str(readout_problem(self.readout)))
         if self.augment not in AUGMENTS:
             problems.append(f"augment must be one of {list(AUGMENTS)}, got {self.augment!r}")
         if self.shift_channels < 0:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from edgekws.packaging._network import NetworkSpec
+from edgekws.packaging import NetworkSpec, Readout, readout_problem
 from edgekws.toolkit.train._model import (
     PRECISION,
     State,
@@ -21,7 +21,7 @@ from edgekws.toolkit.train._model import (
     zero_state,
 )
 
-ReadoutRule = Literal["exp_weighted_mean", "max_over_time"]
+ReadoutRule: TypeAlias = Readout  # the one vocabulary, edgekws.packaging.READOUTS
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,8 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.readout not in (None, "exp_weighted_mean", "max_over_time"):
-            problems.append(f"readout must be 'exp_weighted_mean' or 'max_over_time', got {self.readout!r}")
+        if self.readout is not None and readout_problem(self.readout):
+            problems.append(str(readout_problem(self.readout)))
         if self.reg_lambda < 0:
             problems.append(f"reg_lambda must be >= 0, got {self.reg_lambda}")
         if self.reg_nu < 0:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekws.packaging import NetworkSpec
+from edgekws.packaging import DEFAULT_READOUT, NetworkSpec
 
 CONNECTIONS = {
     "Conn_Input_Hidden": "layer0.weight",
@@ -127,7 +127,7 @@ def import_mlgenn(
     dt_ms: float = 1.0,
     num_steps: int = 1000,
     class_names: tuple[str, ...] = (),
-    readout: str = "exp_weighted_mean",
+    readout: str = DEFAULT_READOUT,
 ) -> Path:
     """Write a run folder (``run.json``, ``best.npz``) holding an mlGeNN checkpoint; returns its path.
 

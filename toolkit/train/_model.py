@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from edgekws.packaging._network import NetworkSpec
+from edgekws.packaging import NetworkSpec
 
 # Matmuls run at full float32 precision: TF32/bf16 passes on GPUs would make the simulation differ from the
 # numpy reference and from the fixed-point emulator by far more than quantization.

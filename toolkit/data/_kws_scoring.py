@@ -16,7 +16,7 @@ detections are debounced (one false positive per second at most) and counted; th
 - a keyword with no hit is a *miss*;
 - the decision latency of a hit is ``t - end_k`` (negative when the word was recognised before its end).
 
-Numpy only; runs on the device's Python 3.10 as well.
+Host side (it needs the ground truth of a labelled stream, which a device never has); numpy only.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgekws.agent._kws_scoring import KeywordSpan, StreamDetection, score_stream
+from edgekws.toolkit.data import KeywordSpan, StreamDetection, score_stream
 
 TRUTH = [
     KeywordSpan("en-one", 2.0, 2.5),
