@@ -33,7 +33,7 @@ pytest: $(STAMPS)/venv
 
 # The agent and packaging code must also run on Python 3.10 with numpy < 2 (the Lava environment).
 pytest-lava: $(STAMPS)/lava-venv
-	$(LAVA_VENV)/bin/pytest tests/agent tests/packaging -p no:cacheprovider
+	$(LAVA_VENV)/bin/pytest tests/agent tests/packaging tests/toolkit/test_lava_bridge.py -p no:cacheprovider
 
 setup: $(STAMPS)/venv $(STAMPS)/lava-venv
 

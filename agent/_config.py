@@ -16,7 +16,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union, get_args
 
 from pydantic import (
     AfterValidator,
@@ -27,6 +27,9 @@ from pydantic import (
     ValidationInfo,
     model_validator,
 )
+
+from edgekws.agent.backends import BackendConfig as BackendConfigBase
+from edgekws.agent.backends import backend_classes
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -86,44 +89,16 @@ class StoreConfig(_Model):
     )
 
 
-class EmulatorBackendConfig(_Model):
-    """The bit-exact fixed-point emulator on the CPU (numpy); always available."""
-
-    type: Literal["emulator"] = Field(description="Backend kind.")
-
-
-class LavaSimBackendConfig(_Model):
-    """Lava's `fixed_pt` CPU simulation of the NetX network (needs lava-nc and lava-dl, Python 3.10)."""
-
-    type: Literal["lava-sim"] = Field(description="Backend kind.")
+def _backend_union() -> Any:
+    """The tagged union of every registered backend's ``Config`` (agent/backends: one module each)."""
+    configs = tuple(cls.Config for cls in backend_classes().values())
+    return Annotated[Union[configs], Field(discriminator="type")]  # noqa: UP007 - built at run time
 
 
-class Loihi2BackendConfig(_Model):
-    """Loihi 2 hardware through Lava (needs Intel's lava-loihi extension and a Loihi 2 board)."""
-
-    type: Literal["loihi2"] = Field(description="Backend kind.")
-    partition: str | None = Field(
-        default=None, description="Loihi partition (e.g. 'oheogulch'); None: the default."
-    )
-
-
-class OnnxBackendConfig(_Model):
-    """The float network on ONNX Runtime (CPU, CUDA or TensorRT execution providers)."""
-
-    type: Literal["onnx"] = Field(description="Backend kind.")
-    providers: list[str] = Field(
-        default_factory=lambda: ["CPUExecutionProvider"],
-        min_length=1,
-        description="ONNX Runtime execution providers in order of preference, e.g. ['CUDAExecutionProvider', "
-        "'CPUExecutionProvider'].",
-    )
-    threads: int = Field(default=1, ge=1, description="Intra-op threads of the ONNX Runtime session.")
-
-
-BackendConfig = Annotated[
-    EmulatorBackendConfig | LavaSimBackendConfig | Loihi2BackendConfig | OnnxBackendConfig,
-    Field(discriminator="type"),
-]
+if TYPE_CHECKING:
+    BackendConfig: TypeAlias = BackendConfigBase
+else:
+    BackendConfig = _backend_union()
 
 
 class WavSourceConfig(_Model):
@@ -324,7 +299,7 @@ class LoggingConfig(_Model):
 
 
 def _default_backends() -> list[BackendConfig]:
-    return [EmulatorBackendConfig(type="emulator")]
+    return [backend_classes()["emulator"].Config(type="emulator")]
 
 
 class AgentConfig(_Model):
@@ -431,17 +406,24 @@ def _problem(err: Any, file: str, lines: list[str]) -> ConfigProblem:
 
 
 _HEADER = re.compile(r"^\s*\[")
-_TAGS = {"emulator", "lava-sim", "loihi2", "onnx", "wav", "microphone", "stdin"}
 
 
 def _key_path(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     out: list[Any] = []
     for i, part in enumerate(loc):
         prev = loc[i - 1] if i else None
-        if isinstance(part, str) and part in _TAGS and (prev in ("source",) or isinstance(prev, int)):
+        tags = (
+            _tags(SourceConfig) if prev == "source" else _tags(BackendConfig) if isinstance(prev, int) else ()
+        )
+        if isinstance(part, str) and part in tags:
             continue
         out.append(part)
     return tuple(out)
+
+
+def _tags(union: Any) -> set[str]:
+    """The ``type`` tags of a tagged union of config models."""
+    return {str(get_args(m.model_fields["type"].annotation)[0]) for m in _models_in(union)}
 
 
 def _model_at(path: tuple[Any, ...]) -> list[type[BaseModel]]:

@@ -45,6 +45,7 @@ from edgekws.agent._rollout import DeployError, check_sha256, fetch_bundle, heal
 from edgekws.agent._sources import AudioSource, make_source
 from edgekws.agent._spotter import Spotter, SpotterConfig
 from edgekws.agent._telemetry import DeviceTelemetry, MqttSettings, TlsSettings
+from edgekws.agent.backends import Backend, BackendUnavailable, backend_classes
 from edgekws.packaging import Bundle
 
 log = logging.getLogger("edgekws.agent")
@@ -123,57 +124,33 @@ class NoBackend(RuntimeError):
     """No configured backend can run the active bundle here; the message lists why for each."""
 
 
-def _unavailable_types() -> tuple[type[BaseException], ...]:
-    from edgekws.agent.backends import BackendUnavailable  # the one class every backend raises
+def build_backend(cfg: BackendConfig, model_dir: Path) -> tuple[Backend, Callable[[], Backend]]:
+    """A streaming backend of ``cfg.type`` for the bundle extracted in ``model_dir``, and a factory for
+    more of it (the registry's class, opened the same way each time)."""
+    cls = backend_classes()[cfg.type]
 
-    return (ImportError, FileNotFoundError, BackendUnavailable)
+    def make() -> Backend:
+        return cls.open(model_dir, cfg)
 
-
-def _model_file(model_dir: Path, name: str, backend: str) -> Path:
-    path = model_dir / "model" / name
-    if not path.is_file():
-        raise FileNotFoundError(f"the bundle has no model/{name}, which backend {backend!r} needs")
-    return path
-
-
-def build_backend(cfg: BackendConfig, model_dir: Path) -> tuple[Any, Callable[[], Any]]:
-    """A backend of ``cfg.type`` for the bundle extracted in ``model_dir``, and a factory for more of it."""
-    if cfg.type == "emulator":
-        from edgekws.agent.backends._emulator import EmulatorBackend
-        from edgekws.packaging._netx import read_netx
-
-        net = read_netx(_model_file(model_dir, "netx.h5", cfg.type))
-        return EmulatorBackend(net), lambda: EmulatorBackend(net)
-    if cfg.type in ("lava-sim", "loihi2"):
-        from edgekws.agent.backends import _lava
-
-        netx = _model_file(model_dir, "netx.h5", cfg.type)
-        cls = _lava.Loihi2Backend if cfg.type == "loihi2" else _lava.LavaBackend
-        return cls(netx), lambda: cls(netx)
-    if cfg.type == "onnx":
-        from edgekws.agent.backends._onnx import OnnxBackend
-
-        model = _model_file(model_dir, "model.onnx", cfg.type).read_bytes()
-
-        def make() -> Any:
-            return OnnxBackend(model, providers=cfg.providers, threads=cfg.threads)
-
-        backend = make()
-        if not backend.streaming:
-            raise FileNotFoundError(
-                "the bundle's model.onnx is the whole-sequence variant; streaming needs state"
-            )
-        return backend, make
-    raise NoBackend(f"unknown backend type {cfg.type!r}")  # pragma: no cover - the config rejects it
+    backend = make()
+    if not backend.streaming:
+        backend.close()
+        raise BackendUnavailable(
+            f"backend {cfg.type!r} cannot stream this bundle's {cls.model_file} (e.g. an ONNX model exported "
+            "as the whole-sequence variant); the daemon needs a model that carries state between chunks"
+        )
+    return backend, make
 
 
-def choose_backend(configs: list[BackendConfig], model_dir: Path) -> tuple[str, Any, Callable[[], Any]]:
+def choose_backend(
+    configs: list[BackendConfig], model_dir: Path
+) -> tuple[str, Backend, Callable[[], Backend]]:
     """The first configured backend that loads; each one skipped is logged with its reason."""
     reasons = []
     for cfg in configs:
         try:
             backend, factory = build_backend(cfg, model_dir)
-        except _unavailable_types() as exc:
+        except BackendUnavailable as exc:
             reasons.append(f"{cfg.type}: {exc}")
             log.warning("backend unavailable", extra={"fields": {"backend": cfg.type, "reason": str(exc)}})
             continue

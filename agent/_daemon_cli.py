@@ -11,7 +11,8 @@ from typing import Any
 import click
 import numpy as np
 
-from edgekws.agent._config import BackendConfig, ConfigError, load_config, parse_config
+from edgekws.agent._config import ConfigError, load_config
+from edgekws.agent.backends import backend_classes, backend_names
 
 
 @click.command()
@@ -63,18 +64,6 @@ def run(config_path: Path, validate_config: bool) -> None:
     sys.exit(code)
 
 
-def _backend_config(name: str) -> BackendConfig:
-    cfg = parse_config(
-        {
-            "device": {"id": "classify"},
-            "store": {"dir": "."},
-            "source": {"type": "stdin"},
-            "backends": [{"type": name}],
-        }
-    )
-    return cfg.backends[0]
-
-
 @click.command()
 @click.option(
     "--bundle",
@@ -96,7 +85,7 @@ def _backend_config(name: str) -> BackendConfig:
     "--backend",
     "backends",
     multiple=True,
-    type=click.Choice(["emulator", "lava-sim", "loihi2", "onnx"]),
+    type=click.Choice(backend_names()),
     help="Backend to use (repeatable: tried in order). Default: emulator.",
 )
 @click.option(
@@ -140,7 +129,7 @@ def classify(
         model_dir = bundle.extract(Path(tmp) / "model")
         try:
             name, backend, _ = choose_backend(
-                [_backend_config(b) for b in backends or ("emulator",)], model_dir
+                [backend_classes()[b].Config(type=b) for b in backends or ("emulator",)], model_dir
             )
         except NoBackend as exc:
             raise click.ClickException(str(exc)) from exc

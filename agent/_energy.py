@@ -35,6 +35,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from edgekws.agent.backends import CountsEvents
+
 # Davies et al. 2018, IEEE Micro 38(1):82-99, Table 2 (Loihi 1, 0.75 V);
 # transcribed in reference/loihi2-lava-netx.md §6.2.
 LOIHI_PJ_PER_SYNOP = 23.6
@@ -305,12 +307,12 @@ class OpCountEstimator:
         self._backend: Any = None
         self._last: dict[str, float] = {}
 
-    def report(self, backend: Any, inferences: int) -> EnergyReading | None:
-        """The reading for ``backend``'s work since the last report, or None if it counts no ops."""
-        counts_fn = getattr(backend, "event_counts", None)
-        if counts_fn is None:
+    def report(self, backend: object, inferences: int) -> EnergyReading | None:
+        """The reading for ``backend``'s work since the last report, or None if it counts no ops (it is not
+        :class:`~edgekws.agent.backends.CountsEvents`)."""
+        if not isinstance(backend, CountsEvents):
             return None
-        now = dict(counts_fn())
+        now = dict(backend.event_counts())
         if backend is not self._backend:
             self._backend, self._last = backend, {}
         delta = {k: v - self._last.get(k, 0.0) for k, v in now.items()}

@@ -7,6 +7,13 @@ from pathlib import Path
 import click
 import numpy as np
 
+from edgekws.agent.backends import BackendUnavailable, LavaBackend, backend_classes
+
+
+def lava_backend_names() -> list[str]:
+    """The registered backends that run on Lava (``lava-sim``, ``loihi2``)."""
+    return [name for name, cls in backend_classes().items() if issubclass(cls, LavaBackend)]
+
 
 @click.command("lava-run", hidden=True)
 @click.option(
@@ -16,7 +23,13 @@ import numpy as np
     "--spikes", "spikes_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--backend", type=click.Choice(["lava-sim", "loihi2"]), default="lava-sim", show_default=True)
+@click.option(
+    "--backend",
+    type=click.Choice(lava_backend_names()),
+    default="lava-sim",
+    show_default=True,
+    help="Which Lava backend runs the network.",
+)
 def lava_run(netx_path: Path, spikes_path: Path, out_path: Path, backend: str) -> None:
     """Run a NetX file on Lava over the spikes in an npz file (key 'spikes', (batch, steps, channels)).
 
@@ -27,12 +40,10 @@ def lava_run(netx_path: Path, spikes_path: Path, out_path: Path, backend: str) -
 
         .venv-lava/bin/edgekws-agent lava-run --netx model/netx.h5 --spikes in.npz --out out.npz
     """
-    from edgekws.agent.backends import BackendUnavailable, LavaBackend, Loihi2Backend
-
     try:
         with np.load(spikes_path) as data:
             spikes = np.asarray(data["spikes"])
-        runner = Loihi2Backend(netx_path) if backend == "loihi2" else LavaBackend(netx_path)
+        runner = backend_classes()[backend](netx_path)
         readout = runner.run(spikes)
         runner.close()
     except (BackendUnavailable, ValueError, KeyError, OSError) as exc:

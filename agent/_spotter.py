@@ -28,28 +28,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from edgekws.agent._decision import decide
 from edgekws.agent._frontend import Frontend, FrontendSpec
 from edgekws.agent._sources import AudioChunk
+from edgekws.agent.backends import Backend, LaneStates
 from edgekws.packaging import DEFAULT_READOUT, Readout
-
-
-class StreamingBackend(Protocol):
-    """What the spotter needs of a backend (edgekws.agent.backends.Backend provides it)."""
-
-    @property
-    def num_inputs(self) -> int: ...
-
-    @property
-    def num_outputs(self) -> int: ...
-
-    def reset(self, batch_size: int = 1) -> None: ...
-
-    def step(self, chunk: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -119,36 +106,31 @@ class WindowScore:
 class _Lanes:
     """``K`` network instances on one backend, each resettable on its own.
 
-    Backends exposing ``new_state``/``advance`` (the emulator) keep one batched state whose rows are zeroed
-    per lane; any other backend gets ``K`` instances from ``factory``, each stepped with batch 1.
+    A backend with :class:`~edgekws.agent.backends.LaneStates` (the emulator) keeps one batched state whose
+    lanes are zeroed and advanced on their own; any other streaming backend gets ``K`` instances from
+    ``factory``, each stepped with batch 1.
 
-    Idle lanes are skipped (exactly): a lane that has seen no input spike since its reset is at zero
-    state, and a network without biases stays at zero state with a zero readout on zero input, so
-    in silence no lane is stepped at all.
+    Idle lanes are skipped (exactly) where the backend ``rests_without_input``: a lane that has seen no
+    input spike since its reset is at zero state and stays there with a zero readout, so in silence no
+    lane is stepped at all.
     """
 
-    def __init__(self, backend: Any, lanes: int, factory: Callable[[], Any] | None) -> None:
+    def __init__(self, backend: Backend, lanes: int, factory: Callable[[], Backend] | None) -> None:
         self.k = lanes
         self.backend = backend
         self.live = np.zeros(lanes, dtype=bool)  # lanes that have seen an input spike since their reset
         self.n_out = int(backend.num_outputs)
-        net = getattr(backend, "net", None)
-        layers = getattr(net, "layers", None)
-        self.can_skip = layers is not None and all(
-            getattr(layer, "bias", None) is None or not np.any(layer.bias) for layer in layers
-        )
+        self.can_skip = backend.rests_without_input
         self.lane_steps = 0  # lane-steps actually computed (for the skip statistics)
-        if hasattr(backend, "new_state") and hasattr(backend, "advance"):
-            self.mode = "state"
-            self.state = backend.new_state(lanes)
-            self.scale = float(backend.net.readout_scale)
+        self.batched: LaneStates | None = backend if isinstance(backend, LaneStates) else None
+        if self.batched is not None:
+            self.state = self.batched.new_state(lanes)
         else:
             if factory is None and lanes > 1:
                 raise ValueError(
                     f"backend {type(backend).__name__} cannot reset one stream of a batch; pass a factory "
                     "that builds more instances, or use lanes = 1"
                 )
-            self.mode = "instances"
             self.instances = [backend] + [factory() for _ in range(lanes - 1)] if factory else [backend]
             for inst in self.instances:
                 inst.reset(1)
@@ -163,18 +145,11 @@ class _Lanes:
         self.lane_steps += idx.size * x.shape[0]
         if idx.size == 0:
             return out
-        if self.mode == "state":
+        if self.batched is not None:
+            readout = self.batched.step_lanes(self.state, x, idx)
             if idx.size == self.k:
-                v, _ = self.backend.advance(self.state, np.broadcast_to(x, (self.k, *x.shape)))
-                return np.asarray(v) * self.scale
-            st = self.state
-            sub = type(st)(
-                uv=st.uv[idx], spikes=st.spikes[idx], last_input=st.last_input[idx], steps=st.steps
-            )
-            v, _ = self.backend.advance(sub, np.broadcast_to(x, (idx.size, *x.shape)))
-            st.uv[idx], st.spikes[idx], st.last_input[idx] = sub.uv, sub.spikes, sub.last_input
-            st.steps = sub.steps
-            out[idx] = np.asarray(v) * self.scale
+                return readout
+            out[idx] = readout
             return out
         for i in idx.tolist():
             out[i] = np.asarray(self.instances[i].step(x[None]), dtype=np.float64)[0]
@@ -182,10 +157,8 @@ class _Lanes:
 
     def reset(self, lane: int) -> None:
         self.live[lane] = False
-        if self.mode == "state":
-            self.state.uv[lane] = 0.0
-            self.state.spikes[lane] = False
-            self.state.last_input[lane] = 0
+        if self.batched is not None:
+            self.batched.reset_lanes(self.state, np.array([lane]))
         else:
             self.instances[lane].reset(1)
 
@@ -257,7 +230,7 @@ class Spotter:
     def backend(self) -> Any:
         """The backend the lanes run on (the first of the instances, for backends stepped one per lane)."""
         lanes = self._lanes
-        return lanes.backend if lanes.mode == "state" else lanes.instances[0]
+        return lanes.backend if lanes.batched is not None else lanes.instances[0]
 
     def process(self, chunk: AudioChunk) -> list[Detection]:
         """Feed one chunk of audio; the detections whose windows ended in it."""

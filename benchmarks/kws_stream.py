@@ -47,13 +47,12 @@ from typing import Any
 import numpy as np
 from _common import RESULTS, load_average, machine, write_results
 
-from edgekws.agent._config import EmulatorBackendConfig, OnnxBackendConfig
 from edgekws.agent._daemon import build_backend
 from edgekws.agent._energy import EnergyMonitor, detect_meters, network_opcounts, opcount_reading
 from edgekws.agent._frontend import FrontendSpec
 from edgekws.agent._sources import AudioChunk
 from edgekws.agent._spotter import Spotter, SpotterConfig, WindowScore
-from edgekws.agent.backends._emulator import EmulatorBackend, EmulatorState, Traces
+from edgekws.agent.backends import EmulatorBackend, EmulatorState, OnnxBackend, Traces
 from edgekws.toolkit.data import StreamDetection, StreamScore, score_stream
 from edgekws.toolkit.data._stream import RATE, Stream, build_stream
 
@@ -545,7 +544,7 @@ def main() -> None:
         t = time.perf_counter()
         model = load_model(args, tmp)
         print(f"model {model.source} ({model.bundle}) in {time.perf_counter() - t:.1f} s", flush=True)
-        emulator, factory = build_backend(EmulatorBackendConfig(type="emulator"), model.model_dir)
+        emulator, factory = build_backend(EmulatorBackend.Config(type="emulator"), model.model_dir)
         compile_s = emulator.compile_seconds()
         base = SpotterConfig()  # the agent config's [detection] defaults
 
@@ -631,7 +630,7 @@ def main() -> None:
         onnx: dict[str, Any] = {"ran": False}
         if args.onnx_seconds:
             try:
-                ort, ort_factory = build_backend(OnnxBackendConfig(type="onnx", threads=1), model.model_dir)
+                ort, ort_factory = build_backend(OnnxBackend.Config(type="onnx", threads=1), model.model_dir)
             except Exception as exc:  # onnxruntime missing or the model refused: say so in the results
                 onnx = {"ran": False, "reason": f"{type(exc).__name__}: {exc}"}
             else:

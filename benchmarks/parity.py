@@ -29,12 +29,12 @@ import numpy as np
 from _common import RESULTS, machine, write_results
 
 from edgekws.agent import decide
-from edgekws.agent.backends import EmulatorBackend, LavaBridgeBackend
+from edgekws.agent.backends import EmulatorBackend
 from edgekws.packaging import FixedPointNetwork, NetworkSpec, write_netx
 from edgekws.toolkit._progress import progress_bar
 from edgekws.toolkit.data import read_shd
-from edgekws.toolkit.quant import quantize
-from edgekws.toolkit.train._evaluate import float_readout, load_run
+from edgekws.toolkit.quant import LavaBridge, quantize
+from edgekws.toolkit.train import float_readout, load_run
 
 TARGET_POINTS = 0.5  # issue 4: fixed-point accuracy within 0.5 points of float
 EMULATOR_BATCH = 64
@@ -58,7 +58,7 @@ def emulator_readout(net: FixedPointNetwork, x: np.ndarray, update: Any = None) 
 def lava_readout(net: FixedPointNetwork, x: np.ndarray, chunk: int, update: Any = None) -> np.ndarray:
     """Lava ``fixed_pt``'s readout ``(N, T, O)``, ``chunk`` samples per Lava subprocess."""
     with tempfile.TemporaryDirectory(prefix="edgekws-parity-") as tmp:
-        bridge = LavaBridgeBackend(write_netx(net, Path(tmp) / "netx.h5"))
+        bridge = LavaBridge(write_netx(net, Path(tmp) / "netx.h5"))
         return _in_batches(bridge.run, x, chunk, update)
 
 

@@ -67,14 +67,7 @@ def face_violations() -> list[str]:
     return found
 
 
-# Left for the backend registry (the next change), which removes them.
-KNOWN = {
-    "toolkit/train/_evaluate.py": "edgekws.toolkit.quant._backends",
-    "agent/_daemon.py": "edgekws.",
-}
-
-
 def test_packages_are_used_through_their_faces() -> None:
     """No module imports a private module of another package; the message names each import and its fix."""
-    problems = [p for p in face_violations() if not any(p.startswith(f) and m in p for f, m in KNOWN.items())]
+    problems = face_violations()
     assert not problems, "private modules imported from outside their package:\n  " + "\n  ".join(problems)

@@ -23,6 +23,7 @@ from typing import Any
 import click
 import numpy as np
 
+from edgekws.agent.backends import backend_classes
 from edgekws.packaging import (
     NAME_PATTERN,
     FixedPointNetwork,
@@ -45,7 +46,7 @@ from edgekws.toolkit.quant import DEFAULT_PERCENTILE
 QUANT_TYPE = "edgekws.quantization"
 QUANT_FORMAT_VERSION = 1
 EXTERNAL_INPUT_TYPE = "edgekws.spike_input"  # front-end of runs trained on spikes made elsewhere (SHD)
-BACKENDS = ("emulator", "lava-sim", "loihi2", "onnx")
+FIXED_POINT_REFERENCE = "emulator"  # the backend whose accuracy is the manifest's fixed_point metric
 CLIP_WARN_FRACTION = 0.01  # warn when a layer clips more than this fraction of its weights
 AGREEMENT_WARN = 0.95  # warn when fixed-point and float decisions agree on fewer samples than this
 EVAL_CHUNK = 64  # samples binned and run at a time
@@ -265,42 +266,48 @@ def _check_eval_data(data: SpikeDataset, spec: NetworkSpec, labels: tuple[str, .
         raise BundleBuildError(problems)
 
 
+def evaluated_backends(files: dict[str, bytes]) -> list[str]:
+    """The agent's backends a build evaluates: those whose model file the bundle holds and that run in this
+    interpreter (the emulator and ONNX Runtime on a workstation; Lava only in its own interpreter)."""
+    return [n for n, cls in backend_classes().items() if cls.model_file in files and cls.available()]
+
+
 def evaluate_backends(
     params: dict[str, np.ndarray],
     spec: NetworkSpec,
-    net: FixedPointNetwork,
-    onnx_model: bytes,
+    files: dict[str, bytes],
     data: SpikeDataset,
     progress: Progress | None = None,
 ) -> dict[str, np.ndarray]:
-    """Predicted labels of the float model (JAX), the fixed-point emulator and ONNX Runtime on ``data``."""
+    """Predicted labels on ``data`` of the float model (JAX) and of every backend in
+    :func:`evaluated_backends`, each opening the bundle's own model files as the device does."""
     from edgekws.agent import decide
-    from edgekws.agent.backends import EmulatorBackend, OnnxBackend
+    from edgekws.toolkit.quant import deployed
     from edgekws.toolkit.train import float_readout
 
-    emulator, onnx_backend = EmulatorBackend(net), OnnxBackend(onnx_model, providers=["CPUExecutionProvider"])
-    runners: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-        "float": lambda x: float_readout(params, spec, x, batch_size=EVAL_CHUNK),
-        "emulator": emulator.run,
-        "onnx": onnx_backend.run,
-    }
-    labels: dict[str, list[np.ndarray]] = {k: [] for k in runners}
-    starts = list(range(0, len(data), EVAL_CHUNK))
-    for done, start in enumerate(starts):
-        spikes = data.bin(
-            spec.dt_ms / 1000.0, spec.num_steps, np.arange(start, min(len(data), start + EVAL_CHUNK))
-        )
-        for backend, run in runners.items():
-            labels[backend].append(decide(run(spikes), spec.readout).labels)
-        if progress is not None:
-            progress(done + 1, len(starts))
+    with deployed(files) as open_backend:
+        runners: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+            "float": lambda x: float_readout(params, spec, x, batch_size=EVAL_CHUNK),
+            **{name: open_backend(name) for name in evaluated_backends(files)},
+        }
+        labels: dict[str, list[np.ndarray]] = {k: [] for k in runners}
+        starts = list(range(0, len(data), EVAL_CHUNK))
+        for done, start in enumerate(starts):
+            spikes = data.bin(
+                spec.dt_ms / 1000.0, spec.num_steps, np.arange(start, min(len(data), start + EVAL_CHUNK))
+            )
+            for backend, run in runners.items():
+                labels[backend].append(decide(run(spikes), spec.readout).labels)
+            if progress is not None:
+                progress(done + 1, len(starts))
     return {k: np.concatenate(v) for k, v in labels.items()}
 
 
 def _eval_metrics(
     predicted: dict[str, np.ndarray], truth: np.ndarray
 ) -> tuple[dict[str, float], dict[str, float], dict[str, dict[str, float]]]:
-    """(float, fixed_point, backends) metric groups from predicted labels."""
+    """(float, fixed_point, backends) metric groups from predicted labels; ``fixed_point`` is the
+    emulator's, the reference runtime of the fixed-point model."""
     ref = predicted["float"]
 
     def of(backend: str) -> dict[str, float]:
@@ -311,7 +318,8 @@ def _eval_metrics(
         }
 
     floats = {"eval_accuracy": float(np.mean(ref == truth)), "eval_samples": len(truth)}
-    return floats, of("emulator"), {"emulator": of("emulator"), "onnx": of("onnx")}
+    backends = {name: of(name) for name in predicted if name != "float"}
+    return floats, backends[FIXED_POINT_REFERENCE], backends
 
 
 # ------------------------------------------------------------------------------------------------ build
@@ -405,7 +413,7 @@ def build_run_bundle(
             if progress is not None:
                 progress(base + chunks_done, stages)
 
-        predicted = evaluate_backends(params, spec, net, files["model/model.onnx"], data, eval_progress)
+        predicted = evaluate_backends(params, spec, files, data, eval_progress)
         done = base + -(-len(data) // EVAL_CHUNK)
         f, q, backend_metrics = _eval_metrics(predicted, data.labels)
         float_metrics.update(f)
@@ -436,7 +444,7 @@ def build_run_bundle(
             private_key=key,
             quantization=quantization_spec(net, report, nir_semantics),
             metrics=Metrics(float=float_metrics, fixed_point=fixed_metrics, backends=backend_metrics),
-            backends=BACKENDS,
+            backends=[n for n, cls in backend_classes().items() if cls.model_file in files],
             lineage=lineage,
             created=created,
         )

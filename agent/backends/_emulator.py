@@ -1,9 +1,9 @@
 """Bit-exact emulator of Lava's ``fixed_pt`` CUBA-LIF network (reference §2.2, docs/fixed-point.md).
 
-Two kernels compute the same numbers: a compiled event-driven time loop (``_emulator_kernel``, numba; used
-when numba is installed) and the numpy loop below (the fallback). All layers share one state vector per
-sample (hidden layers first, the readout last) so one numpy step is a dozen vectorised operations whatever
-the depth:
+Two kernels compute the same numbers: a compiled event-driven time loop (``agent/_emulator_kernel.py``,
+numba; used when numba is installed) and the numpy loop below (the fallback). All layers share one state
+vector per sample (hidden layers first, the readout last) so one numpy step is a dozen vectorised
+operations whatever the depth:
 
 1. ``u, v <- rtz(u * (4096 - d_u), 12), rtz(v * (4096 - d_v), 12)`` — held in float64, where the 36-bit
    products and the truncation toward zero are exact;
@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
+from pydantic import Field
 
-from edgekws.agent.backends._base import Backend, BackendUnavailable, check_spikes
+from edgekws.agent.backends._base import Backend, BackendConfig, BackendUnavailable, check_spikes
 from edgekws.packaging import FixedPointNetwork, read_netx
 
 _U_MAX = float(1 << 23)  # u wraps when u > 2^23 or u <= -2^23
@@ -48,7 +49,7 @@ def _compiled_kernel() -> Callable[..., None] | None:
     set up its compilation cache: numba raises RuntimeError at import when no cache directory is writable,
     e.g. a read-only install under a service without a home; NUMBA_CACHE_DIR fixes that)."""
     try:
-        from edgekws.agent.backends._emulator_kernel import advance
+        from edgekws.agent._emulator_kernel import advance
     except (ImportError, RuntimeError, OSError):
         return None
     return advance
@@ -78,15 +79,26 @@ class EmulatorState:
     extra: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+class EmulatorConfig(BackendConfig):
+    """The bit-exact fixed-point emulator on the CPU (numpy); always available."""
+
+    type: Literal["emulator"] = Field(description="Backend kind.")
+
+
 class EmulatorBackend(Backend):
     """Bit-exact fixed-point emulator, batched over samples and steppable chunk by chunk.
 
-    ``kernel``: ``"numba"`` runs the compiled event-driven time loop (``_emulator_kernel``; needs numba, in
-    the ``agent`` extra), ``"numpy"`` the vectorised numpy loop, ``"auto"`` (default) numba when it is
-    installed. Both compute the same numbers bit for bit; :attr:`kernel` says which one runs.
+    ``kernel``: ``"numba"`` runs the compiled event-driven time loop (``agent/_emulator_kernel.py``; needs
+    numba, in the ``agent`` extra), ``"numpy"`` the vectorised numpy loop, ``"auto"`` (default) numba when
+    it is installed. Both compute the same numbers bit for bit; :attr:`kernel` says which one runs.
+
+    Capabilities: ``streaming``, :class:`~edgekws.agent.backends.LaneStates` (the spotter's lanes are one
+    batched state) and :class:`~edgekws.agent.backends.CountsEvents`.
     """
 
     name: ClassVar[str] = "emulator"
+    Config: ClassVar[type[BackendConfig]] = EmulatorConfig
+    model_file: ClassVar[str] = "model/netx.h5"
 
     def __init__(
         self, net: FixedPointNetwork | str | Path, *, graded_input: bool = False, kernel: Kernel = "auto"
@@ -202,6 +214,10 @@ class EmulatorBackend(Backend):
     def available(cls) -> bool:
         return True
 
+    @classmethod
+    def open(cls, model_dir: Path, config: BackendConfig) -> EmulatorBackend:
+        return cls(read_netx(cls.model_path(model_dir)))
+
     @property
     def num_inputs(self) -> int:
         return self.net.num_inputs
@@ -209,6 +225,40 @@ class EmulatorBackend(Backend):
     @property
     def num_outputs(self) -> int:
         return self._n_out
+
+    @property
+    def streaming(self) -> bool:
+        return True
+
+    @property
+    def rests_without_input(self) -> bool:
+        return self._bias is None
+
+    # -- LaneStates: the spotter's lanes as one batched state ----------------------------------------------
+
+    def step_lanes(self, state: EmulatorState, x: np.ndarray, lanes: np.ndarray) -> np.ndarray:
+        """Advance the ``lanes`` (indices) of ``state`` over the same input ``x`` (steps, inputs); their
+        readout ``(len(lanes), steps, outputs)`` in float units."""
+        batch = state.uv.shape[0]
+        if lanes.size == batch:
+            v, _ = self.advance(state, np.broadcast_to(x, (batch, *x.shape)))
+            return v * self.net.readout_scale
+        sub = EmulatorState(
+            uv=state.uv[lanes],
+            spikes=state.spikes[lanes],
+            last_input=state.last_input[lanes],
+            steps=state.steps,
+        )
+        v, _ = self.advance(sub, np.broadcast_to(x, (lanes.size, *x.shape)))
+        state.uv[lanes], state.spikes[lanes], state.last_input[lanes] = sub.uv, sub.spikes, sub.last_input
+        state.steps = sub.steps
+        return v * self.net.readout_scale
+
+    def reset_lanes(self, state: EmulatorState, lanes: np.ndarray) -> None:
+        """Zero the ``lanes`` of ``state`` (a new window starts there)."""
+        state.uv[lanes] = 0.0
+        state.spikes[lanes] = False
+        state.last_input[lanes] = 0
 
     def new_state(self, batch_size: int = 1) -> EmulatorState:
         """A zero state for ``batch_size`` streams."""

@@ -5,8 +5,8 @@
   adapters differ from ``lava-sim``.
 
 Lava 0.10 needs CPython 3.10 with numpy < 2 (``.venv-lava``); this module imports without Lava (all Lava
-imports are lazy) and :class:`LavaBridgeBackend` runs the Lava backend from any interpreter through a
-subprocess of the Lava interpreter (``edgekws-agent lava-run``).
+imports are lazy). The workstation (Python 3.11) reaches these backends through a subprocess of the Lava
+interpreter running ``edgekws-agent lava-run`` (the toolkit's Lava bridge).
 
 Input spikes go through an ``io.source.RingBuffer`` into ``net.inp``; the readout voltage is read every step
 by an ``io.sink.Read`` on ``net.out_layer.neuron.v`` (post-management, i.e. after the spike reset, as a
@@ -20,24 +20,23 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
-from edgekws.agent.backends._base import Backend, BackendUnavailable, check_spikes
+from edgekws.agent.backends._base import Backend, BackendConfig, BackendUnavailable, check_spikes
 from edgekws.packaging import read_netx
 
 LAVA_HINT = (
     "Lava needs CPython 3.10 with lava-nc 0.10.0 and lava-dl 0.6.0 "
     "(Lava 0.10 does not import on Python 3.11): "
-    "run `make setup` to build .venv-lava, then run this there, or use the subprocess bridge "
-    "(backend 'lava-bridge', interpreter from EDGEKWS_LAVA_PYTHON)"
+    "run `make setup` to build .venv-lava and run the agent there (on a workstation, `edgekws eval "
+    "--backend lava-sim` reaches it through a subprocess; EDGEKWS_LAVA_PYTHON names its interpreter)"
 )
 LOIHI_HINT = (
     "Loihi 2 hardware needs Intel's lava-loihi extension (module lava.utils.loihi2_profiler), which is "
@@ -171,10 +170,30 @@ def _sign_extend_24(values: np.ndarray) -> np.ndarray:
     return ((values.astype(np.int64) & 0xFFFFFF) ^ 0x800000) - 0x800000
 
 
+class LavaSimConfig(BackendConfig):
+    """Lava's `fixed_pt` CPU simulation of the NetX network (needs lava-nc and lava-dl, Python 3.10)."""
+
+    type: Literal["lava-sim"] = Field(description="Backend kind.")
+
+
+class Loihi2Config(BackendConfig):
+    """Loihi 2 hardware through Lava (needs Intel's lava-loihi extension and a Loihi 2 board)."""
+
+    type: Literal["loihi2"] = Field(description="Backend kind.")
+    partition: str | None = Field(
+        default=None,
+        description="Loihi partition (e.g. 'oheogulch'), set as lava-loihi's PARTITION environment variable; "
+        "None: the host's default.",
+    )
+
+
 class LavaBackend(Backend):
-    """A NetX file run by Lava's bit-accurate ``fixed_pt`` simulation (``lava-sim``)."""
+    """A NetX file run by Lava's bit-accurate ``fixed_pt`` simulation (``lava-sim``); streams one sample
+    at a time (``streaming``), whole samples with :meth:`run`."""
 
     name: ClassVar[str] = "lava-sim"
+    Config: ClassVar[type[BackendConfig]] = LavaSimConfig
+    model_file: ClassVar[str] = "model/netx.h5"
     _hardware: ClassVar[bool] = False
 
     def __init__(self, netx_path: str | Path, *, probe: bool = False) -> None:
@@ -195,6 +214,10 @@ class LavaBackend(Backend):
     def available(cls) -> bool:
         return cls._problem() is None
 
+    @classmethod
+    def open(cls, model_dir: Path, config: BackendConfig) -> LavaBackend:
+        return cls(cls.model_path(model_dir))
+
     @property
     def num_inputs(self) -> int:
         return self.net.num_inputs
@@ -202,6 +225,14 @@ class LavaBackend(Backend):
     @property
     def num_outputs(self) -> int:
         return self.net.num_outputs
+
+    @property
+    def streaming(self) -> bool:
+        return True
+
+    @property
+    def rests_without_input(self) -> bool:
+        return all(layer.bias is None or not np.any(layer.bias) for layer in self.net.layers)
 
     def _new_session(self, capacity: int) -> _Session:
         return _Session(self.netx_path, capacity, self._hardware, self.probe, self.num_inputs)
@@ -260,89 +291,15 @@ class Loihi2Backend(LavaBackend):
     """The same NetX file on Loihi 2 hardware (``Loihi2HwCfg``; needs lava-loihi, INRC members only)."""
 
     name: ClassVar[str] = "loihi2"
+    Config: ClassVar[type[BackendConfig]] = Loihi2Config
     _hardware: ClassVar[bool] = True
 
     @classmethod
     def _problem(cls) -> str | None:
         return loihi2_problem()
 
-
-_BRIDGE_STREAMING = "the Lava bridge runs whole samples only; use run(), or 'lava-sim' in .venv-lava"
-
-
-def lava_python() -> Path:
-    """The Lava interpreter: ``$EDGEKWS_LAVA_PYTHON``, else ``.venv-lava/bin/python`` in the repository."""
-    env = os.environ.get("EDGEKWS_LAVA_PYTHON")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / ".venv-lava" / "bin" / "python"
-    if not path.is_file():
-        source = "EDGEKWS_LAVA_PYTHON" if env else "the default .venv-lava/bin/python"
-        raise BackendUnavailable(
-            f"the Lava interpreter {path} ({source}) does not exist; run `make setup` to build .venv-lava "
-            "or set EDGEKWS_LAVA_PYTHON to a Python 3.10 with lava-nc 0.10.0, lava-dl 0.6.0 and edgekws"
-        )
-    return path
-
-
-class LavaBridgeBackend(Backend):
-    """The ``lava-sim`` backend run in the Lava interpreter through a subprocess (usable from Python 3.11).
-
-    Each :meth:`run` writes the spikes to an npz file, runs ``edgekws-agent lava-run`` in the Lava
-    interpreter and reads the readout traces back. Streaming is not offered across the process boundary.
-    """
-
-    name: ClassVar[str] = "lava-bridge"
-
-    def __init__(self, netx_path: str | Path, *, timeout_s: float | None = None) -> None:
-        self.python = lava_python()
-        self.netx_path = Path(netx_path).resolve()
-        self.net = read_netx(self.netx_path)
-        self.timeout_s = timeout_s
-
     @classmethod
-    def available(cls) -> bool:
-        try:
-            lava_python()
-        except BackendUnavailable:
-            return False
-        return True
-
-    @property
-    def num_inputs(self) -> int:
-        return self.net.num_inputs
-
-    @property
-    def num_outputs(self) -> int:
-        return self.net.num_outputs
-
-    def run(self, spikes: np.ndarray) -> np.ndarray:
-        x = check_spikes(spikes, self.num_inputs)
-        with tempfile.TemporaryDirectory(prefix="edgekws-lava-") as tmp:
-            inp, out = Path(tmp) / "spikes.npz", Path(tmp) / "readout.npz"
-            np.savez(inp, spikes=x.astype(np.uint8))
-            cmd = [
-                str(self.python),
-                "-c",
-                "from edgekws.agent._cli import main; main()",
-                "lava-run",
-                "--netx",
-                str(self.netx_path),
-                "--spikes",
-                str(inp),
-                "--out",
-                str(out),
-            ]
-            proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=self.timeout_s)
-            if proc.returncode != 0 or not out.is_file():
-                tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-                raise BackendUnavailable(
-                    f"the Lava subprocess ({self.python}) failed with exit code {proc.returncode}: "
-                    + " | ".join(tail)
-                )
-            with np.load(out) as data:
-                return np.asarray(data["readout"], dtype=np.float64)
-
-    def reset(self, batch_size: int = 1) -> None:
-        raise NotImplementedError(_BRIDGE_STREAMING)
-
-    def step(self, chunk: np.ndarray) -> np.ndarray:
-        raise NotImplementedError(_BRIDGE_STREAMING)
+    def open(cls, model_dir: Path, config: BackendConfig) -> LavaBackend:
+        if isinstance(config, Loihi2Config) and config.partition is not None:  # pragma: no cover - hardware
+            os.environ["PARTITION"] = config.partition  # lava-loihi picks the partition from the environment
+        return super().open(model_dir, config)

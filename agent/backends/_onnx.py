@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
-from edgekws.agent.backends._base import Backend, BackendUnavailable, check_spikes
+from edgekws.agent.backends._base import Backend, BackendConfig, BackendUnavailable, check_spikes
 from edgekws.packaging import NetworkSpec, SpecError
 
 #: Execution providers in order of preference; the first available one runs the model.
@@ -52,6 +54,19 @@ def choose_providers(available: Sequence[str]) -> list[str]:
     return chosen
 
 
+class OnnxConfig(BackendConfig):
+    """The float network on ONNX Runtime (CPU, CUDA or TensorRT execution providers)."""
+
+    type: Literal["onnx"] = Field(description="Backend kind.")
+    providers: list[str] = Field(
+        default_factory=lambda: ["CPUExecutionProvider"],
+        min_length=1,
+        description="ONNX Runtime execution providers in order of preference, e.g. ['CUDAExecutionProvider', "
+        "'CPUExecutionProvider'].",
+    )
+    threads: int = Field(default=1, ge=1, description="Intra-op threads of the ONNX Runtime session.")
+
+
 class OnnxBackend(Backend):
     """Runs an exported edgekws ONNX model: ``run(spikes [B, T, C]) -> readout [B, T, O]`` float64.
 
@@ -62,6 +77,8 @@ class OnnxBackend(Backend):
     """
 
     name: ClassVar[str] = "onnx"
+    Config: ClassVar[type[BackendConfig]] = OnnxConfig
+    model_file: ClassVar[str] = "model/model.onnx"
 
     def __init__(
         self, model: bytes, *, providers: Sequence[str] | None = None, threads: int | None = None
@@ -99,6 +116,12 @@ class OnnxBackend(Backend):
             return False
         return True
 
+    @classmethod
+    def open(cls, model_dir: Path, config: BackendConfig) -> OnnxBackend:
+        settings = config if isinstance(config, OnnxConfig) else OnnxConfig(type="onnx")
+        model = cls.model_path(model_dir).read_bytes()
+        return cls(model, providers=settings.providers, threads=settings.threads)
+
     @property
     def num_inputs(self) -> int:
         return self.spec.num_inputs
@@ -109,7 +132,7 @@ class OnnxBackend(Backend):
 
     @property
     def streaming(self) -> bool:
-        """Whether the model carries state between calls, so ``step`` can be used."""
+        """Whether the model carries state between calls (the streaming variant), so ``step`` can be used."""
         return self.variant == "streaming"
 
     def run(self, spikes: np.ndarray) -> np.ndarray:

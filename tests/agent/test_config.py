@@ -6,14 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from edgekws.agent._config import (
-    AgentConfig,
-    ConfigError,
-    EmulatorBackendConfig,
-    OnnxBackendConfig,
-    WavSourceConfig,
-    load_config,
-)
+from edgekws.agent._config import AgentConfig, ConfigError, WavSourceConfig, load_config
+from edgekws.agent.backends import EmulatorBackend, OnnxBackend
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "agent.example.toml"
 
@@ -40,7 +34,7 @@ def test_example_config_is_valid() -> None:
     """The shipped example config validates, and its backends keep their order."""
     cfg = load_config(EXAMPLE)
     assert [b.type for b in cfg.backends] == ["loihi2", "lava-sim", "onnx", "emulator"]
-    assert isinstance(cfg.backends[2], OnnxBackendConfig)
+    assert isinstance(cfg.backends[2], OnnxBackend.Config)
     assert cfg.backends[2].providers[0] == "CUDAExecutionProvider"
     assert cfg.telemetry.mqtt.enabled and cfg.telemetry.mqtt.host_port()[2]  # TLS to the broker
     assert cfg.device.group is not None
@@ -52,7 +46,7 @@ def test_minimal_config_gets_defaults_and_relative_paths(tmp_path: Path) -> None
     assert isinstance(cfg, AgentConfig)
     assert cfg.store.dir == tmp_path.resolve() / "bundles"
     assert isinstance(cfg.source, WavSourceConfig) and cfg.source.path == tmp_path.resolve() / "audio"
-    assert cfg.backends == [EmulatorBackendConfig(type="emulator")]
+    assert cfg.backends == [EmulatorBackend.Config(type="emulator")]
     assert cfg.detection.lanes == 20 and cfg.source.realtime is True
 
 

@@ -1,4 +1,4 @@
-"""Tests for the Lava backends: bit-exactness against the emulator, per-sample reset, streaming, bridge."""
+"""Tests for the Lava backends: bit-exactness against the emulator, per-sample reset, streaming."""
 
 from __future__ import annotations
 
@@ -8,14 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekws.agent.backends import (
-    EmulatorBackend,
-    LavaBackend,
-    LavaBridgeBackend,
-    Loihi2Backend,
-    lava_python,
-)
-from edgekws.agent.backends._base import BackendUnavailable
+from edgekws.agent.backends import BackendUnavailable, EmulatorBackend, LavaBackend, Loihi2Backend
 from edgekws.packaging import FixedPointLayer, FixedPointNetwork, NetworkSpec, write_netx
 
 
@@ -115,15 +108,6 @@ def test_streaming_and_decisions_match_the_emulator(tmp_path: Path) -> None:
 
 
 @pytest.mark.lava
-def test_bridge_runs_lava_in_a_subprocess(tmp_path: Path) -> None:
-    """The subprocess bridge returns the emulator's readout for a short sample."""
-    net = _realistic_net()
-    path = write_netx(net, tmp_path / "real.net")
-    x = (np.random.default_rng(15).random((1, 40, 20)) < 0.1).astype(np.uint8)
-    assert np.array_equal(LavaBridgeBackend(path, timeout_s=300).run(x), EmulatorBackend(net).run(x))
-
-
-@pytest.mark.lava
 def test_loihi2_without_lava_loihi_names_the_extension(tmp_path: Path) -> None:
     """Without lava-loihi the loihi2 backend is unavailable and says it needs the INRC extension."""
     assert LavaBackend.available() and not Loihi2Backend.available()
@@ -131,19 +115,11 @@ def test_loihi2_without_lava_loihi_names_the_extension(tmp_path: Path) -> None:
         Loihi2Backend(write_netx(_realistic_net(), tmp_path / "real.net"))
 
 
-def test_missing_lava_interpreter_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """A missing EDGEKWS_LAVA_PYTHON interpreter is reported with how to build one."""
-    monkeypatch.setenv("EDGEKWS_LAVA_PYTHON", str(tmp_path / "no-python"))
-    with pytest.raises(BackendUnavailable, match="make setup"):
-        lava_python()
-    assert not LavaBridgeBackend.available()
-
-
 def test_lava_backend_availability_follows_the_interpreter(tmp_path: Path) -> None:
-    """Lava is available on Python 3.10; on 3.11 the backend points at .venv-lava and the bridge."""
+    """Lava is available on Python 3.10; on 3.11 the backend points at .venv-lava and at `edgekws eval`."""
     if sys.version_info[:2] == (3, 10):
         assert LavaBackend.available()
         return
     assert not LavaBackend.available()
-    with pytest.raises(BackendUnavailable, match=r"Python 3\.10.*bridge"):
+    with pytest.raises(BackendUnavailable, match=r"Python 3\.10.*\.venv-lava.*lava-sim"):
         LavaBackend(write_netx(_realistic_net(), tmp_path / "real.net"))

@@ -13,18 +13,42 @@ from edgekws.agent._decision import decide
 from edgekws.agent._frontend import FrontendSpec
 from edgekws.agent._sources import AudioChunk
 from edgekws.agent._spotter import Spotter, SpotterConfig, WindowScore
-from edgekws.agent.backends._emulator import EmulatorBackend
+from edgekws.agent.backends import Backend, EmulatorBackend
 from edgekws.packaging._fixedpoint import FixedPointNetwork
 
 LABELS = list(_LABELS)
 
 
-class InterfaceOnly:
-    """The real emulator seen only through the Backend interface (no per-lane state access)."""
+class InterfaceOnly(Backend, register=False):
+    """The real emulator seen only through the Backend interface (no LaneStates, no idle skipping)."""
+
+    name = "interface-only"
 
     def __init__(self, net: FixedPointNetwork) -> None:
         self._b = EmulatorBackend(net)
-        self.num_inputs, self.num_outputs = self._b.num_inputs, self._b.num_outputs
+
+    @classmethod
+    def available(cls) -> bool:
+        return True
+
+    @classmethod
+    def open(cls, model_dir: Any, config: Any) -> Backend:  # pragma: no cover - not used here
+        raise NotImplementedError
+
+    @property
+    def num_inputs(self) -> int:
+        return self._b.num_inputs
+
+    @property
+    def num_outputs(self) -> int:
+        return self._b.num_outputs
+
+    @property
+    def streaming(self) -> bool:
+        return True
+
+    def run(self, spikes: np.ndarray) -> np.ndarray:
+        return self._b.run(spikes)
 
     def reset(self, batch_size: int = 1) -> None:
         self._b.reset(batch_size)

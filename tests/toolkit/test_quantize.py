@@ -94,12 +94,12 @@ def test_report_serialises() -> None:
 def test_emulator_readout_scores_the_quantized_model() -> None:
     """The `edgekws eval --backend emulator` readout is the emulator's trace of the quantized model."""
     from edgekws.agent.backends import EmulatorBackend
-    from edgekws.toolkit.quant._backends import emulator_readout
+    from edgekws.toolkit.quant import deployed_readout
 
     spec = NetworkSpec(num_inputs=20, hidden=(16,), recurrent=(True,), num_outputs=4, num_steps=50)
     params = _params(SPEC)
     x = (np.random.default_rng(2).random((5, 50, 20)) < 0.1).astype(np.uint8)
-    readout = emulator_readout(params, spec, x, batch_size=2)
+    readout = deployed_readout("emulator", params, spec, x, batch_size=2)
     net, _ = quantize(params, spec)
     assert readout.shape == (5, 50, 4)
     assert np.array_equal(readout, EmulatorBackend(net).run(x))

@@ -186,10 +186,10 @@ def import_mlgenn_cmd(
 @click.option("--data", "data_path", type=_FILE, required=True, help="Evaluation set (SHD-layout .h5).")
 @click.option(
     "--backend",
-    type=click.Choice(sorted(BACKENDS)),
+    type=click.Choice(BACKENDS),
     default="float",
     show_default=True,
-    help="Which model computes the readout.",
+    help="Which model computes the readout: the float model, or the quantized one on an agent backend.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print all metrics as JSON.")
 def eval_cmd(run_dir: Path, data_path: Path, backend: str, as_json: bool) -> None:

@@ -1,13 +1,14 @@
 """Evaluate a trained run on a data set: accuracy, per-class accuracy, confusion matrix, spike rates.
 
 Decisions come from ``edgekws.agent.decide``, the rule the device runs. The readout trace comes from a
-*backend*: ``float`` is the float model of the trainer. A backend is a function
-``(params, spec, spikes (B, T, C) uint8, batch_size=...) -> readout (B, T, O)``; to add one (the fixed-point
-emulator, Lava), add an entry to :data:`BACKENDS`.
+*backend*: ``float`` is the float model of the trainer; every other name is a backend of the agent's
+registry (``emulator``, ``lava-sim``, ``loihi2``, ``onnx``, …), run on the quantized model exactly as the
+device runs it (:func:`edgekws.toolkit.quant.deployed`). :data:`BACKENDS` lists them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,12 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from edgekws.agent.backends import BackendUnavailable, backend_names
 from edgekws.packaging import NetworkSpec, atomic_path
 from edgekws.toolkit.data import SpikeDataset
-from edgekws.toolkit.quant._backends import emulator_readout, lava_readout
+from edgekws.toolkit.quant import deployed, deployment_files, quantize, run_in_batches
 from edgekws.toolkit.train._run import LoadedRun
-
-ReadoutBackend = Callable[..., np.ndarray]
 
 
 class EvalError(ValueError):
@@ -78,13 +78,28 @@ def float_readout(
     return simulate_batches(params, spec, spikes, batch_size)[0]
 
 
-# fixed-point backends: the quantized model on the agent's own runtimes (toolkit/quant/_backends.py)
-BACKENDS: dict[str, ReadoutBackend] = {
-    "float": float_readout,
-    "emulator": emulator_readout,
-    "lava": lava_readout,
-}
+#: ``float`` (the trainer's model), then the agent's backends on the quantized model.
+BACKENDS: tuple[str, ...] = ("float", *backend_names())
 CHUNK = 512  # samples binned at a time: memory stays bounded on SSC-sized sets
+
+
+def _open_deployed(
+    stack: contextlib.ExitStack, backend: str, params: dict[str, Any], spec: NetworkSpec, batch_size: int
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Readout of ``backend`` on the quantized model (default percentile), open until ``stack`` closes."""
+    net, _ = quantize({k: np.asarray(v, dtype=np.float64) for k, v in params.items()}, spec)
+    try:
+        run = stack.enter_context(deployed(deployment_files(params, spec, net, [backend])))(backend)
+    except BackendUnavailable as exc:
+        raise EvalError(f"backend {backend!r} cannot run here: {exc}") from exc
+
+    def readout(spikes: np.ndarray) -> np.ndarray:
+        try:
+            return run_in_batches(run, spikes, batch_size, spec.num_outputs)
+        except BackendUnavailable as exc:  # e.g. the Lava bridge's subprocess failed
+            raise EvalError(f"backend {backend!r} failed: {exc}") from exc
+
+    return readout
 
 
 @dataclass(frozen=True)
@@ -109,22 +124,24 @@ def score_dataset(
     from edgekws.agent import decide
 
     if backend not in BACKENDS:
-        raise EvalError(f"unknown backend {backend!r}; choose one of {sorted(BACKENDS)}")
+        raise EvalError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     labels, confidence, scores, counts = [], [], [], []
     input_spikes = 0
-    for start in range(0, len(data), CHUNK):
-        idx = np.arange(start, min(len(data), start + CHUNK))
-        spikes = data.bin(spec.dt_ms / 1000.0, spec.num_steps, idx)
-        input_spikes += int(spikes.sum(dtype=np.int64))
-        if backend == "float":
-            readout, hidden = simulate_batches(params, spec, spikes, batch_size)
-            counts.append(hidden)
-        else:
-            readout = BACKENDS[backend](params, spec, spikes, batch_size=batch_size)
-        decision = decide(readout, spec.readout)
-        labels.append(decision.labels)
-        confidence.append(decision.confidence)
-        scores.append(decision.scores)
+    with contextlib.ExitStack() as stack:
+        fixed_point = None if backend == "float" else _open_deployed(stack, backend, params, spec, batch_size)
+        for start in range(0, len(data), CHUNK):
+            idx = np.arange(start, min(len(data), start + CHUNK))
+            spikes = data.bin(spec.dt_ms / 1000.0, spec.num_steps, idx)
+            input_spikes += int(spikes.sum(dtype=np.int64))
+            if fixed_point is None:
+                readout, hidden = simulate_batches(params, spec, spikes, batch_size)
+                counts.append(hidden)
+            else:
+                readout = fixed_point(spikes)
+            decision = decide(readout, spec.readout)
+            labels.append(decision.labels)
+            confidence.append(decision.confidence)
+            scores.append(decision.scores)
     hidden_counts = (
         [np.concatenate([c[i] for c in counts]) for i in range(len(spec.hidden))] if counts else None
     )
