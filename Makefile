@@ -14,7 +14,7 @@ APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k fest
   mosquitto sox libsndfile1 chromium
 RUN ?= runs/demo
 
-.PHONY: demo test lint typecheck pytest pytest-lava setup clean bench
+.PHONY: demo test lint typecheck pytest pytest-lava setup clean bench schemas
 
 demo: $(STAMPS)/venv
 	$(VENV)/bin/edgekws demo --out $(RUN)
@@ -36,6 +36,11 @@ pytest-lava: $(STAMPS)/lava-venv
 	$(LAVA_VENV)/bin/pytest tests/agent tests/packaging tests/toolkit/test_lava_bridge.py -p no:cacheprovider
 
 setup: $(STAMPS)/venv $(STAMPS)/lava-venv
+
+# docs/schemas/*.json are generated from the message models in agent/mqtt/_messages.py (never edited by hand;
+# tests/agent/test_mqtt.py fails when they drift). Run from docs/ so that no `packaging` folder is on sys.path.
+schemas: $(STAMPS)/venv
+	cd docs && ../$(VENV)/bin/python -c "from edgekws.agent.mqtt import write_schemas; write_schemas('schemas')"
 
 $(STAMPS)/apt:
 	@mkdir -p $(STAMPS)

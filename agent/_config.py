@@ -30,6 +30,7 @@ from pydantic import (
 
 from edgekws.agent.backends import BackendConfig as BackendConfigBase
 from edgekws.agent.backends import backend_classes
+from edgekws.agent.mqtt import BrokerUrl
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -181,16 +182,15 @@ class DetectionConfig(_Model):
     )
 
 
-_BROKER_URL = re.compile(r"^(mqtts?)://([^/:@\s]+)(?::(\d{1,5}))?/?$")
-
-
 def _check_broker(url: str) -> str:
-    m = _BROKER_URL.match(url)
-    if m is None or not 0 < int(m.group(3) or 1883) < 65536:
-        raise ValueError(
-            f"broker must look like mqtt://host:1883 or mqtts://host:8883 (no user or password: use "
-            f"`username` and `password_file`), got {url!r}"
-        )
+    """The one broker-URL rule (:class:`edgekws.agent.mqtt.BrokerUrl`), without a login in the URL."""
+    fix = "(no user or password: use `username` and `password_file`)"
+    try:
+        parsed = BrokerUrl.parse(url)
+    except ValueError as exc:
+        raise ValueError(f"{exc} {fix}") from exc
+    if parsed.username is not None or parsed.password is not None:
+        raise ValueError(f"broker must not hold a login {fix}, got {url!r}")
     return url
 
 
@@ -244,18 +244,11 @@ class MqttConfig(_Model):
 
     @model_validator(mode="after")
     def _tls_matches_scheme(self) -> MqttConfig:
-        if self.enabled and self.broker.startswith("mqtts://") and self.tls is None:
+        if self.enabled and BrokerUrl.parse(self.broker).tls and self.tls is None:
             raise ValueError("an mqtts:// broker needs [telemetry.mqtt.tls] with at least ca_file")
         if self.outbox_hard_max_bytes < self.outbox_max_bytes:
             raise ValueError("outbox_hard_max_bytes must be at least outbox_max_bytes")
         return self
-
-    def host_port(self) -> tuple[str, int, bool]:
-        """(host, port, tls) of :attr:`broker`."""
-        m = _BROKER_URL.match(self.broker)
-        assert m is not None  # checked by the validator
-        tls = m.group(1) == "mqtts"
-        return m.group(2), int(m.group(3) or (8883 if tls else 1883)), tls
 
 
 class RolloutConfig(_Model):

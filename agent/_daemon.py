@@ -35,7 +35,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
 
-from edgekws.agent._commands import DeployCommand
 from edgekws.agent._config import AgentConfig, BackendConfig, ConfigError, ConfigProblem, load_config
 from edgekws.agent._device_store import DeviceStore, InstalledBundle, StoreError
 from edgekws.agent._energy import EnergyMonitor, OpCountEstimator, detect_meters
@@ -44,8 +43,9 @@ from edgekws.agent._metrics import RuntimeMetrics
 from edgekws.agent._rollout import DeployError, check_sha256, fetch_bundle, health_check
 from edgekws.agent._sources import AudioSource, make_source
 from edgekws.agent._spotter import Spotter, SpotterConfig
-from edgekws.agent._telemetry import DeviceTelemetry, MqttSettings, TlsSettings
+from edgekws.agent._telemetry import DeviceTelemetry
 from edgekws.agent.backends import Backend, BackendUnavailable, backend_classes
+from edgekws.agent.mqtt import DeployCommand
 from edgekws.packaging import Bundle
 
 log = logging.getLogger("edgekws.agent")
@@ -330,7 +330,6 @@ class Agent:
     def _start_link(self) -> DeviceTelemetry:
         """Create and start the device's MQTT link with the active bundle and backend."""
         mq = self.config.telemetry.mqtt
-        host, port, tls = mq.host_port()
         password = None
         if mq.password_file is not None:
             try:
@@ -347,25 +346,9 @@ class Agent:
                         )
                     ]
                 ) from exc
-        settings = MqttSettings(
-            host=host,
-            port=port,
-            username=mq.username,
-            password=password,
-            tls=(
-                TlsSettings(ca_file=mq.tls.ca_file, cert_file=mq.tls.cert_file, key_file=mq.tls.key_file)
-                if tls and mq.tls is not None
-                else None
-            ),
-            keepalive_s=mq.keepalive_s,
-            queue_path=mq.outbox,
-            queue_max_bytes=mq.outbox_max_bytes,
-            queue_hard_max_bytes=mq.outbox_hard_max_bytes,
-            delivery=mq.delivery,
-            require_subscriber=mq.delivery == "monitor",  # "broker": no monitor to wait for
-        )
         link = DeviceTelemetry(
-            settings,
+            mq,
+            password=password,
             fleet=self.config.device.fleet,
             device=self.config.device.id,
             group=self.config.device.group,

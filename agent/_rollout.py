@@ -28,9 +28,9 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
-from edgekws.agent._commands import BundleRef
 from edgekws.agent._decision import decide
 from edgekws.agent._frontend import Frontend, FrontendSpec
+from edgekws.agent.mqtt import BundleRef
 
 
 class DeployError(RuntimeError):

@@ -170,7 +170,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "fleet_load.json")
     args = ap.parse_args()
 
-    from edgekws.toolkit.fleet import BrokerUrl, FleetMonitor, FleetStore, LocalBroker, MqttIngest
+    from edgekws.agent.mqtt import BrokerUrl
+    from edgekws.toolkit.fleet import FleetMonitor, FleetStore, LocalBroker, MqttIngest
 
     tmp = Path(tempfile.mkdtemp(prefix="fleet-load-"))
     broker = LocalBroker(tmp).start()

@@ -129,10 +129,10 @@ def run_live_stage(
     Everything goes to ``out/live``; ``broker_url`` None starts a local mosquitto there.
     """
     from edgekws.agent import DetectionConfig
+    from edgekws.agent.mqtt import BrokerUrl
     from edgekws.toolkit.data import StreamDetection, build_stream, score_stream, write_stream
     from edgekws.toolkit.fleet import (
         BrokerError,
-        BrokerUrl,
         FleetMonitor,
         FleetServer,
         FleetStore,

@@ -6,12 +6,13 @@ import sys
 import time
 from pathlib import Path
 
-from edgekws.agent._telemetry import DeviceTelemetry, MqttSettings
+from edgekws.agent._config import MqttConfig
+from edgekws.agent._telemetry import DeviceTelemetry
 
 
 def main() -> None:
     port, queue, fleet, device = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]
-    settings = MqttSettings(host="127.0.0.1", port=port, queue_path=queue, keepalive_s=5)
+    settings = MqttConfig(broker=f"mqtt://127.0.0.1:{port}", outbox=queue, keepalive_s=5)
     link = DeviceTelemetry(
         settings,
         fleet=fleet,

@@ -8,6 +8,7 @@ import pytest
 
 from edgekws.agent._config import AgentConfig, ConfigError, WavSourceConfig, load_config
 from edgekws.agent.backends import EmulatorBackend, OnnxBackend
+from edgekws.agent.mqtt import BrokerUrl
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "agent.example.toml"
 
@@ -36,7 +37,7 @@ def test_example_config_is_valid() -> None:
     assert [b.type for b in cfg.backends] == ["loihi2", "lava-sim", "onnx", "emulator"]
     assert isinstance(cfg.backends[2], OnnxBackend.Config)
     assert cfg.backends[2].providers[0] == "CUDAExecutionProvider"
-    assert cfg.telemetry.mqtt.enabled and cfg.telemetry.mqtt.host_port()[2]  # TLS to the broker
+    assert cfg.telemetry.mqtt.enabled and BrokerUrl.parse(cfg.telemetry.mqtt.broker).tls  # TLS to the broker
     assert cfg.device.group is not None
 
 
@@ -111,7 +112,10 @@ def test_mqtt_settings_resolve_paths_and_parse_the_broker(tmp_path: Path) -> Non
     )
     cfg = load_config(_write(tmp_path, text))
     mq = cfg.telemetry.mqtt
-    assert mq.enabled and mq.host_port() == ("broker.lan", 8883, True) and mq.delivery == "broker"
+    url = BrokerUrl.parse(mq.broker)
+    assert (
+        mq.enabled and (url.host, url.port, url.tls) == ("broker.lan", 8883, True) and mq.delivery == "broker"
+    )
     assert mq.password_file == tmp_path.resolve() / "mqtt.pass"
     assert mq.outbox == tmp_path.resolve() / "state" / "outbox.sqlite"
     assert mq.tls is not None and mq.tls.key_file == tmp_path.resolve() / "box.key"

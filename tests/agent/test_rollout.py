@@ -23,8 +23,8 @@ from click.testing import CliRunner
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edgekws.agent._cli import main
-from edgekws.agent._commands import BundleRef, InvalidCommand, parse_command
 from edgekws.agent._rollout import DeployError, fetch_bundle, health_check
+from edgekws.agent.mqtt import BundleRef, InvalidCommand, parse_command
 from edgekws.packaging._signing import SigningKey
 
 REPO = Path(__file__).resolve().parents[2]

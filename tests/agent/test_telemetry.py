@@ -18,9 +18,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from edgekws.agent._commands import InvalidCommand, parse_command
+from edgekws.agent._config import MqttConfig
 from edgekws.agent._outbox import Outbox
-from edgekws.agent._telemetry import Backoff, DeviceTelemetry, MqttSettings, topic
+from edgekws.agent._telemetry import DeviceTelemetry
+from edgekws.agent.mqtt import Backoff, InvalidCommand, parse_command, schema_name, topic
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = {
@@ -72,14 +73,10 @@ class Listener:
 
 
 def _link(tmp_path: Path, port: int, **kw: Any) -> DeviceTelemetry:
-    settings = MqttSettings(
-        host="127.0.0.1",
-        port=port,
-        queue_path=tmp_path / "outbox.sqlite",
-        reconnect_min_s=0.05,
-        reconnect_max_s=0.3,
+    settings = MqttConfig(broker=f"mqtt://127.0.0.1:{port}", outbox=tmp_path / "outbox.sqlite")
+    return DeviceTelemetry(
+        settings, fleet="f1", device="d1", bundle=BUNDLE, backend="emulator", backoff=Backoff(0.05, 0.3), **kw
     )
-    return DeviceTelemetry(settings, fleet="f1", device="d1", bundle=BUNDLE, backend="emulator", **kw)
 
 
 def test_outbox_is_ordered_durable_and_removes_only_acknowledged(tmp_path: Path) -> None:
@@ -135,8 +132,6 @@ def test_outbox_on_a_full_disk_counts_the_drop_and_does_not_raise(tmp_path: Path
 
 def test_payloads_validate_against_the_published_schemas(tmp_path: Path) -> None:
     """Status, telemetry, detection and event payloads match docs/schemas/*.json (nothing is sent here)."""
-    from edgekws.agent._telemetry import SCHEMAS as NAMES
-
     link = _link(tmp_path, port=1)  # nothing listens on port 1: everything stays queued
     link.start()
     try:
@@ -150,7 +145,7 @@ def test_payloads_validate_against_the_published_schemas(tmp_path: Path) -> None
     assert [r.kind for r in rows] == ["telemetry", "detection", "event"]
     for row in rows:
         payload = json.loads(row.payload)
-        assert payload["schema"] == NAMES[row.kind]
+        assert payload["schema"] == schema_name(row.kind)
         jsonschema.validate(payload, SCHEMAS[row.kind])
         assert row.topic == topic("f1", "d1", row.kind)
     for state in ("online", "offline"):

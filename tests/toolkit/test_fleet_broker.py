@@ -19,8 +19,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from edgekws.agent._telemetry import DeviceTelemetry, MqttSettings, TlsSettings
-from edgekws.toolkit.fleet import BrokerUrl, FleetMonitor, MqttIngest
+from edgekws.agent._config import MqttConfig, MqttTlsConfig
+from edgekws.agent._telemetry import DeviceTelemetry
+from edgekws.agent.mqtt import Backoff, BrokerUrl
+from edgekws.toolkit.fleet import FleetMonitor, MqttIngest
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "deploy" / "mosquitto" / "make-device-credentials.sh"
@@ -161,10 +163,10 @@ def test_device_and_monitor_talk_over_mutual_tls(tmp_path: Path, broker_factory:
         key_file=str(cli_key_file),
     )
     ingest.start()
-    tls = TlsSettings(ca_file=ca_file, cert_file=cli_crt, key_file=cli_key_file)
+    tls = MqttTlsConfig(ca_file=ca_file, cert_file=cli_crt, key_file=cli_key_file)
     link = DeviceTelemetry(
-        MqttSettings(
-            host="127.0.0.1", port=b.port, tls=tls, queue_path=tmp_path / "q.sqlite", delivery="broker"
+        MqttConfig(
+            broker=f"mqtts://127.0.0.1:{b.port}", tls=tls, outbox=tmp_path / "q.sqlite", delivery="broker"
         ),
         fleet="f1",
         device="d1",
@@ -172,15 +174,14 @@ def test_device_and_monitor_talk_over_mutual_tls(tmp_path: Path, broker_factory:
         backend="onnx",
     )
     no_cert = DeviceTelemetry(
-        MqttSettings(
-            host="127.0.0.1",
-            port=b.port,
-            tls=TlsSettings(ca_file=ca_file),
-            queue_path=tmp_path / "q2.sqlite",
-            reconnect_min_s=5,
+        MqttConfig(
+            broker=f"mqtts://127.0.0.1:{b.port}",
+            tls=MqttTlsConfig(ca_file=ca_file),
+            outbox=tmp_path / "q2.sqlite",
         ),
         fleet="f1",
         device="d2",
+        backoff=Backoff(5, 30),
     )
     try:
         assert ingest.connected.wait(5)

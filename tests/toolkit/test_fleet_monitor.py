@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
-from edgekws.agent._telemetry import DeviceTelemetry, MqttSettings
-from edgekws.toolkit.fleet import AlertRules, BrokerUrl, FleetMonitor, FleetStore, MqttIngest
+from edgekws.agent._config import MqttConfig
+from edgekws.agent._telemetry import DeviceTelemetry
+from edgekws.agent.mqtt import Backoff, BrokerUrl
+from edgekws.toolkit.fleet import AlertRules, FleetMonitor, FleetStore, MqttIngest
 from edgekws.toolkit.fleet._alerts import regression
 
 
@@ -136,15 +138,14 @@ def test_broker_killed_mid_stream_loses_nothing_and_duplicates_nothing(
     assert ingest.connected.wait(5)
     links = []
     for name in ("d1", "d2"):
-        settings = MqttSettings(
-            host="127.0.0.1",
-            port=b.port,
-            queue_path=tmp_path / f"{name}.sqlite",
-            reconnect_min_s=0.05,
-            reconnect_max_s=0.2,
-        )
+        settings = MqttConfig(broker=f"mqtt://127.0.0.1:{b.port}", outbox=tmp_path / f"{name}.sqlite")
         link = DeviceTelemetry(
-            settings, fleet="f1", device=name, bundle={"name": "x", "version": "1"}, backend="e"
+            settings,
+            fleet="f1",
+            device=name,
+            bundle={"name": "x", "version": "1"},
+            backend="e",
+            backoff=Backoff(0.05, 0.2),
         )
         link.start()
         links.append(link)

@@ -18,10 +18,12 @@ import pytest
 from click.testing import CliRunner
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from edgekws.agent._config import MqttConfig
 from edgekws.agent._metrics import RuntimeMetrics
-from edgekws.agent._telemetry import DeviceTelemetry, MqttSettings
+from edgekws.agent._telemetry import DeviceTelemetry
+from edgekws.agent.mqtt import BrokerUrl
 from edgekws.toolkit._cli import main
-from edgekws.toolkit.fleet import BrokerUrl, FleetMonitor, FleetStore, MqttIngest
+from edgekws.toolkit.fleet import FleetMonitor, FleetStore, MqttIngest
 from edgekws.toolkit.fleet._rollout import RolloutError, run_rollout
 
 AGENT = Path(sys.executable).parent / "edgekws-agent"
@@ -182,7 +184,7 @@ def test_latency_regression_alert_after_a_rollout_from_agent_telemetry(tmp_path:
     """Telemetry made by the agent's own metrics and link (p95 included) raises the monitor's latency
     regression alert when the inference p95 grows by more than 20 % after a version change."""
     link = DeviceTelemetry(
-        MqttSettings(host="127.0.0.1", port=1, queue_path=tmp_path / "q.sqlite"),
+        MqttConfig(broker="mqtt://127.0.0.1:1", outbox=tmp_path / "q.sqlite"),
         fleet="f1",
         device="d1",
         bundle={"name": "kws", "version": "1.0.0"},
@@ -210,3 +212,14 @@ def test_latency_regression_alert_after_a_rollout_from_agent_telemetry(tmp_path:
     alerts = {a["kind"]: a for a in mon.snapshot()["alerts"]}
     assert "latency_regression" in alerts and "1.0.0 -> 1.1.0" in alerts["latency_regression"]["message"]
     assert "energy_regression" not in alerts
+
+
+def test_a_refused_connection_is_named_and_nothing_is_sent(tmp_path: Path, broker_factory: Any) -> None:
+    """A broker that refuses the rollout tool's login makes the rollout fail with the broker's reason,
+    not with an empty device list."""
+    bundle = devices.make_bundle(tmp_path, "1.0.0")
+    b = broker_factory("allow_anonymous false")
+    with pytest.raises(
+        RolloutError, match=r"broker refused the connection: Not authorized; nothing was sent"
+    ):
+        run_rollout(BrokerUrl.parse(b.url), bundle, devices=["d1"], fleet="f1")

@@ -15,7 +15,8 @@ import pytest
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgekws.agent._telemetry import DeviceTelemetry, MqttSettings
+from edgekws.agent._config import MqttConfig
+from edgekws.agent._telemetry import DeviceTelemetry
 from edgekws.toolkit._cli import main
 from edgekws.toolkit.fleet import FleetMonitor, FleetServer
 from edgekws.toolkit.fleet._server import headless_chromium
@@ -119,7 +120,7 @@ def test_dashboard_shows_device_rows_in_headless_chromium(server: FleetServer) -
 def test_fleet_watch_once_json_sees_a_live_device(tmp_path: Path, broker: Any) -> None:
     """`edgekws fleet watch --once --json` connects to the broker and lists a device that is online."""
     link = DeviceTelemetry(
-        MqttSettings(host="127.0.0.1", port=broker.port, queue_path=tmp_path / "q.sqlite"),
+        MqttConfig(broker=f"mqtt://127.0.0.1:{broker.port}", outbox=tmp_path / "q.sqlite"),
         fleet="lab",
         device="box-1",
         bundle={"name": "digits", "version": "1.0.0"},

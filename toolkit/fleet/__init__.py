@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from edgekws.toolkit.fleet._alerts import AlertRules as AlertRules
     from edgekws.toolkit.fleet._broker import BrokerError as BrokerError
     from edgekws.toolkit.fleet._broker import LocalBroker as LocalBroker
-    from edgekws.toolkit.fleet._monitor import BrokerUrl as BrokerUrl
     from edgekws.toolkit.fleet._monitor import DeviceState as DeviceState
     from edgekws.toolkit.fleet._monitor import FleetMonitor as FleetMonitor
     from edgekws.toolkit.fleet._monitor import MqttIngest as MqttIngest
@@ -35,7 +34,6 @@ __getattr__, __all__ = lazy_exports(
         "AlertRules": "_alerts",
         "BrokerError": "_broker",
         "LocalBroker": "_broker",
-        "BrokerUrl": "_monitor",
         "DeviceState": "_monitor",
         "FleetMonitor": "_monitor",
         "MqttIngest": "_monitor",

@@ -58,15 +58,14 @@ def _broker_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def wrapper(**kwargs: Any) -> Any:
-        from edgekws.toolkit.fleet._monitor import BrokerUrl
+        from edgekws.agent.mqtt import BrokerUrl
 
         try:
             url = BrokerUrl.parse(kwargs.pop("broker_url"))
         except ValueError as exc:
             raise click.ClickException(str(exc)) from exc
         username, env = kwargs.pop("username"), kwargs.pop("password_env")
-        password = os.environ.get(env, url.password)
-        url = BrokerUrl(url.host, url.port, url.tls, username or url.username, password)
+        url = url.with_login(username, os.environ.get(env, url.password))
         tls = {k: kwargs.pop(k) for k in ("ca_file", "cert_file", "key_file")}
         return func(broker=url, tls=tls, **kwargs)
 

@@ -15,54 +15,34 @@ from __future__ import annotations
 
 import json
 import logging
-import random
-import ssl
 import threading
 import time
 import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field, fields
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
+from edgekws.agent.mqtt import (
+    KINDS,
+    MONITOR_SESSION_EXPIRY_S,
+    QUEUED_KINDS,
+    AckCommand,
+    Backoff,
+    BrokerUrl,
+    ClientOptions,
+    MqttSession,
+    SubscribeRefused,
+    TlsFiles,
+    command_topic,
+    device_subscription,
+    keep_connected,
+    parse_topic,
+    schema_name,
+)
 from edgekws.toolkit.fleet._alerts import AlertBook, AlertRules, regression
 from edgekws.toolkit.fleet._store import FleetStore, payload_text
 
 log = logging.getLogger("edgekws.fleet")
-
-SUBSCRIPTION = "edgekws/v1/+/+/#"
-KINDS = ("status", "telemetry", "detection", "event")
-
-
-# ---- broker address --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class BrokerUrl:
-    """``mqtt://[user[:password]@]host[:port]`` or ``mqtts://…`` (TLS, port 8883 by default)."""
-
-    host: str
-    port: int
-    tls: bool = False
-    username: str | None = None
-    password: str | None = None
-
-    @classmethod
-    def parse(cls, url: str) -> BrokerUrl:
-        parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
-            raise ValueError(f"broker URL must look like mqtt://host:1883 or mqtts://host:8883, got {url!r}")
-        tls = parts.scheme in ("mqtts", "ssl")
-        return cls(
-            host=parts.hostname,
-            port=parts.port or (8883 if tls else 1883),
-            tls=tls,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-        )
 
 
 # ---- device state ----------------------------------------------------------------------------------------
@@ -152,7 +132,7 @@ class FleetMonitor:
         self._dedup_window = dedup_window
         self._seen: dict[tuple[str, str], OrderedDict[str, None]] = {}
         self._last_seq: dict[tuple[str, str], tuple[str, int]] = {}
-        self._rows: dict[str, list[dict[str, Any]]] = {"telemetry": [], "detection": [], "event": []}
+        self._rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in QUEUED_KINDS}
         self._dirty: set[tuple[str, str]] = set()
         self._acks: dict[tuple[str, str, str], list[int]] = {}  # (fleet, device, epoch) -> seqs to ack
         self._lock = threading.Lock()
@@ -183,18 +163,18 @@ class FleetMonitor:
     def ingest(self, topic: str, payload: bytes | bytearray, now: float | None = None) -> bool:
         """Apply one MQTT message; False when it is a duplicate or invalid (it is then counted only)."""
         now = time.time() if now is None else now
-        parts = topic.split("/")
-        if len(parts) < 5 or parts[0] != "edgekws" or parts[1] != "v1":
+        where = parse_topic(topic)
+        if where is None:
             self.invalid_total += 1
             return False
-        fleet, device, kind = parts[2], parts[3], parts[4]
+        fleet, device, kind = where.fleet, where.device, where.kind
         if kind == "cmd":
             return False  # commands to devices (ours or an operator's): not device output
         try:
             msg = json.loads(payload)
         except (UnicodeDecodeError, json.JSONDecodeError):
             msg = None
-        if kind not in KINDS or not isinstance(msg, dict) or msg.get("schema") != f"edgekws.{kind}/1":
+        if kind not in KINDS or not isinstance(msg, dict) or msg.get("schema") != schema_name(kind):
             with self._lock:
                 self.invalid_total += 1
             log.warning("ignored an invalid message on %s", topic)
@@ -365,7 +345,7 @@ class FleetMonitor:
     def flush(self) -> None:
         """Write what was ingested since the last flush to the store (one transaction)."""
         with self._lock:
-            rows, self._rows = self._rows, {"telemetry": [], "detection": [], "event": []}
+            rows, self._rows = self._rows, {kind: [] for kind in QUEUED_KINDS}
             states = [self.devices[k].to_dict() for k in self._dirty]
             self._dirty = set()
             changed, self.alerts.pending = self.alerts.pending, []
@@ -392,7 +372,7 @@ class FleetMonitor:
 
 # ---- the MQTT side ---------------------------------------------------------------------------------------
 class MqttIngest:
-    """Keeps a subscription to ``edgekws/v1/+/+/#`` alive and feeds a :class:`FleetMonitor`."""
+    """Keeps a subscription to every device's messages alive and feeds a :class:`FleetMonitor`."""
 
     def __init__(
         self,
@@ -404,19 +384,24 @@ class MqttIngest:
         cert_file: str | None = None,
         key_file: str | None = None,
         flush_interval_s: float = 0.25,
-        session_expiry_s: int = 3600,
+        session_expiry_s: int = MONITOR_SESSION_EXPIRY_S,
+        backoff: Backoff | None = None,
     ) -> None:
         self.monitor, self.broker = monitor, broker
-        self.client_id = client_id
-        self.tls_files = (ca_file, cert_file, key_file)
+        self.options = ClientOptions(
+            broker=broker,
+            client_id=client_id,
+            tls=TlsFiles(ca_file, cert_file, key_file),
+            clean_start=False,
+            session_expiry_s=session_expiry_s,
+            manual_ack=monitor.store is not None,
+        )
         self.flush_interval_s = flush_interval_s
-        self.session_expiry_s = session_expiry_s
-        self.connected = threading.Event()  # set only after a successful CONNACK
+        self.connected = threading.Event()  # set only after a successful CONNACK and SUBACK
+        self._backoff = backoff or Backoff(0.2, 10.0)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._unacked: list[tuple[int, int]] = []
-        self._connack: Any = None
-        self._dropped = False
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="edgekws-fleet-mqtt", daemon=True)
@@ -428,97 +413,59 @@ class MqttIngest:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        """connect → CONNACK → subscribe → I/O + batched commit-then-PUBACK, until it drops; then back off."""
-        delay = 0.2
-        while not self._stop.is_set():
-            client = self._new_client()
-            try:
-                self._connect(client)
-            except ConnectionError as exc:
-                log.warning("fleet monitor: %s; retrying in %.1f s", exc, delay)
-                self._stop.wait(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, 10.0)
-                continue
-            delay = 0.2
-            try:
-                self._session(client)
-            finally:
-                self.connected.clear()
-                self._unacked = []  # not acknowledged: the broker re-delivers them (persistent session)
+        """connect -> CONNACK -> subscribe -> I/O + batched commit-then-PUBACK until it drops; back off."""
+        keep_connected(lambda: self.options, self._session, self._stop, self._backoff, log, self._attach)
         self.monitor.flush()
 
-    def _new_client(self) -> mqtt.Client:
-        manual = self.monitor.store is not None
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
-            manual_ack=manual,
-        )
-        if self.broker.username is not None:
-            client.username_pw_set(self.broker.username, self.broker.password)
-        if self.broker.tls:
-            ca, cert, key = self.tls_files
-            client.tls_set(ca_certs=ca, certfile=cert, keyfile=key, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        client.on_connect = lambda c, u, f, rc, p: setattr(self, "_connack", rc)
-        client.on_disconnect = lambda c, u, f, rc, p: setattr(self, "_dropped", True)
-        client.on_message = self._on_message
-        return client
+    def _attach(self, session: MqttSession) -> None:
+        session.client.on_message = self._on_message
 
-    def _connect(self, client: mqtt.Client) -> None:
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.session_expiry_s
-        self._connack, self._dropped = None, False
+    def _session(self, session: MqttSession) -> None:
+        filters = device_subscription()
         try:
-            client.connect(
-                self.broker.host, self.broker.port, keepalive=30, clean_start=False, properties=props
-            )
-        except (OSError, ssl.SSLError) as exc:
-            raise ConnectionError(f"cannot reach {self.broker.host}:{self.broker.port}: {exc}") from exc
-        deadline = time.monotonic() + 10.0
-        while self._connack is None:
-            if client.loop(timeout=0.1) != mqtt.MQTT_ERR_SUCCESS or time.monotonic() > deadline:
-                raise ConnectionError(f"no CONNACK from {self.broker.host}:{self.broker.port}")
-        if self._connack.is_failure:
-            raise ConnectionError(f"broker refused the monitor: {self._connack}")
-
-    def _session(self, client: mqtt.Client) -> None:
-        client.subscribe(SUBSCRIPTION, qos=1)
-        self.connected.set()
-        log.info("fleet monitor subscribed to %s on %s:%s", SUBSCRIPTION, self.broker.host, self.broker.port)
-        next_flush = time.monotonic() + self.flush_interval_s
-        while not self._stop.is_set():
-            rc = client.loop(timeout=0.05)
-            if time.monotonic() >= next_flush or rc != mqtt.MQTT_ERR_SUCCESS or self._dropped:
-                self._commit(client)
-                next_flush = time.monotonic() + self.flush_interval_s
-            if rc != mqtt.MQTT_ERR_SUCCESS or self._dropped:
-                log.warning("fleet monitor lost the broker (%s); reconnecting", mqtt.error_string(rc))
+            try:
+                session.subscribe(filters)
+            except SubscribeRefused as exc:  # the monitor's login lacks read access: retry, loudly
+                log.error("fleet monitor: %s; check the broker's ACL for %s", exc, self.options.client_id)
+                self._stop.wait(self._backoff.next_delay())
                 return
-        self._commit(client)
-        client.disconnect()
+            self.connected.set()
+            log.info("fleet monitor subscribed to %s on %s", ", ".join(filters), session.where)
+            next_flush = time.monotonic() + self.flush_interval_s
+            while not self._stop.is_set():
+                alive = session.loop(0.05)
+                if time.monotonic() >= next_flush or not alive:
+                    self._commit(session)
+                    next_flush = time.monotonic() + self.flush_interval_s
+                if not alive:
+                    log.warning("fleet monitor lost the broker %s; reconnecting", session.where)
+                    return
+            self._commit(session)
+        finally:
+            self.connected.clear()
+            self._unacked = []  # not acknowledged: the broker re-delivers them (persistent session)
 
-    def _commit(self, client: mqtt.Client) -> None:
+    def _commit(self, session: MqttSession) -> None:
         """Write the batch, then acknowledge its messages (so nothing acknowledged is unwritten): PUBACK to
         the broker, and ``cmd/ack`` to each device so it can delete them from its outbox."""
         self.monitor.flush()
         for mid, qos in self._unacked:
-            client.ack(mid, qos)
+            session.client.ack(mid, qos)
         self._unacked = []
         for fleet, device, epoch, ranges in self.monitor.take_acks():
-            body = {
-                "schema": "edgekws.cmd/1",
-                "id": f"ack-{uuid.uuid4().hex[:12]}",
-                "ts": round(time.time(), 3),
-                "type": "ack",
-                "epoch": epoch,
-                "ranges": ranges,
-            }
-            client.publish(
-                f"edgekws/v1/{fleet}/{device}/cmd/ack", json.dumps(body, separators=(",", ":")), qos=1
+            ack = AckCommand(
+                schema="edgekws.cmd/1",
+                id=f"ack-{uuid.uuid4().hex[:12]}",
+                ts=round(time.time(), 3),
+                type="ack",
+                epoch=epoch,
+                ranges=ranges,
+            )
+            session.publish(
+                command_topic(fleet, device, "ack"), json.dumps(ack.payload(), separators=(",", ":"))
             )
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         self.monitor.ingest(msg.topic, msg.payload)
         if self.monitor.store is not None and msg.qos > 0:
             self._unacked.append((msg.mid, msg.qos))

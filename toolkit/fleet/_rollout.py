@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import ssl
 import threading
 import time
 import uuid
@@ -30,13 +29,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-
+from edgekws.agent.mqtt import (
+    COMMAND_ID_MAX,
+    COMMAND_SCHEMA,
+    INLINE_MAX_BYTES,
+    BrokerUrl,
+    ClientOptions,
+    ConnectFailed,
+    DeployCommand,
+    MqttSession,
+    SubscribeRefused,
+    TlsFiles,
+    command_topic,
+    device_subscription,
+    parse_topic,
+)
 from edgekws.packaging import SemVer, check_bundle, sha256_hex
-from edgekws.toolkit.fleet._monitor import BrokerUrl
-
-INLINE_MAX_BYTES = 4 * 2**20  # the device accepts inline bundles up to this size (agent/_commands.py)
 
 
 class RolloutError(ValueError):
@@ -115,59 +123,49 @@ def bundle_reference(
 
 
 class _Session:
-    """One MQTT connection of the rollout tool: retained statuses and device events, as they arrive."""
+    """The rollout tool's MQTT connection: retained statuses and device events, as they arrive."""
 
     def __init__(self, broker: BrokerUrl, tls: dict[str, Any] | None) -> None:
         self.status: dict[tuple[str, str], dict[str, Any]] = {}
         self.events: list[tuple[str, str, dict[str, Any]]] = []
         self.changed = threading.Condition()
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"edgekws-rollout-{uuid.uuid4().hex[:8]}",
-            protocol=MQTTProtocolVersion.MQTTv5,
-        )
-        if broker.username is not None:
-            self.client.username_pw_set(broker.username, broker.password)
-        if broker.tls:
-            tls = tls or {}
-            self.client.tls_set(
-                ca_certs=tls.get("ca_file"),
-                certfile=tls.get("cert_file"),
-                keyfile=tls.get("key_file"),
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        files = tls or {}
+        self.mqtt = MqttSession(
+            ClientOptions(
+                broker=broker,
+                client_id=f"edgekws-rollout-{uuid.uuid4().hex[:8]}",
+                tls=TlsFiles(files.get("ca_file"), files.get("cert_file"), files.get("key_file")),
             )
-        self.client.on_message = self._on_message
-        self.subscribed = threading.Event()
-        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        )
+        self.mqtt.client.on_message = self._on_message
+        self.mqtt.start_loop()
         try:
-            self.client.connect(broker.host, broker.port, keepalive=30)
-        except (OSError, ssl.SSLError) as exc:
-            raise RolloutError(f"cannot reach the broker {broker.host}:{broker.port}: {exc}") from exc
-        self.client.loop_start()
-        self.client.subscribe([("edgekws/v1/+/+/status", 1), ("edgekws/v1/+/+/event", 1)])
+            self.mqtt.connect()
+            self.mqtt.subscribe(device_subscription(("status", "event")))
+        except (ConnectFailed, SubscribeRefused) as exc:
+            self.mqtt.close()
+            raise RolloutError(f"{exc}; nothing was sent") from exc
 
-    def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        parts = msg.topic.split("/")
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        where = parse_topic(msg.topic)
         try:
             body = json.loads(msg.payload)
         except (UnicodeDecodeError, json.JSONDecodeError):
             return
-        if len(parts) != 5 or not isinstance(body, dict):
+        if where is None or where.kind not in ("status", "event") or not isinstance(body, dict):
             return
         with self.changed:
-            if parts[4] == "status":
-                self.status[(parts[2], parts[3])] = body
+            if where.kind == "status":
+                self.status[(where.fleet, where.device)] = body
             else:
-                self.events.append((parts[2], parts[3], body))
+                self.events.append((where.fleet, where.device, body))
             self.changed.notify_all()
 
-    def publish(self, fleet: str, device: str, body: dict[str, Any]) -> None:
-        info = self.client.publish(f"edgekws/v1/{fleet}/{device}/cmd/deploy", json.dumps(body), qos=1)
-        info.wait_for_publish(10)
+    def publish(self, fleet: str, device: str, command: DeployCommand) -> None:
+        self.mqtt.publish(command_topic(fleet, device, "deploy"), json.dumps(command.payload()), timeout_s=10)
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.mqtt.close()
 
 
 def _targets(
@@ -239,7 +237,6 @@ def run_rollout(
     ref = bundle_reference(bundle_path, url, inline_max_bytes)
     session = _Session(broker, tls)
     try:
-        session.subscribed.wait(5)
         deadline = time.monotonic() + discover_s  # retained statuses arrive right after subscribing
         wanted = {d.rpartition("/")[2] for d in devices or []}
         while time.monotonic() < deadline:
@@ -309,17 +306,17 @@ def _run_wave(
         seen = len(session.events)
     t0 = time.monotonic()
     for r in results:
-        cmd_id = f"{rollout_id}-{r.device}"[:128]
-        body = {
-            "schema": "edgekws.cmd/1",
-            "id": cmd_id,
-            "ts": round(time.time(), 3),
-            "type": "deploy",
-            "bundle": ref,
-            "rollback": rollback,
-            "rollout": rollout_id,
-        }
-        session.publish(r.fleet, r.device, body)
+        cmd_id = f"{rollout_id}-{r.device}"[:COMMAND_ID_MAX]
+        command = DeployCommand(
+            schema=COMMAND_SCHEMA,
+            id=cmd_id,
+            ts=round(time.time(), 3),
+            type="deploy",
+            bundle=ref,
+            rollback=rollback,
+            rollout=rollout_id,
+        )
+        session.publish(r.fleet, r.device, command)
         by_id[cmd_id] = r
     deadline = t0 + timeout_s
     with session.changed:

@@ -1,0 +1,53 @@
+"""edgekws.agent.mqtt: the MQTT contract in one place, shared by the device agent, the fleet monitor and the
+rollout tool (docs/mqtt.md): topics, schema versions and limits, the message models (from which
+docs/schemas is generated), the broker-URL rule, and the one paho session wrapper every client uses."""
+
+from edgekws.agent.mqtt._messages import COMMAND_SCHEMA as COMMAND_SCHEMA
+from edgekws.agent.mqtt._messages import DEVICE_MESSAGES as DEVICE_MESSAGES
+from edgekws.agent.mqtt._messages import QUEUED_MESSAGES as QUEUED_MESSAGES
+from edgekws.agent.mqtt._messages import AckCommand as AckCommand
+from edgekws.agent.mqtt._messages import ActiveBundle as ActiveBundle
+from edgekws.agent.mqtt._messages import BundleRef as BundleRef
+from edgekws.agent.mqtt._messages import Command as Command
+from edgekws.agent.mqtt._messages import ConfigCommand as ConfigCommand
+from edgekws.agent.mqtt._messages import DeployCommand as DeployCommand
+from edgekws.agent.mqtt._messages import DetectionMessage as DetectionMessage
+from edgekws.agent.mqtt._messages import EventMessage as EventMessage
+from edgekws.agent.mqtt._messages import InvalidCommand as InvalidCommand
+from edgekws.agent.mqtt._messages import PingCommand as PingCommand
+from edgekws.agent.mqtt._messages import RollbackCommand as RollbackCommand
+from edgekws.agent.mqtt._messages import StatusMessage as StatusMessage
+from edgekws.agent.mqtt._messages import TelemetryMessage as TelemetryMessage
+from edgekws.agent.mqtt._messages import json_schemas as json_schemas
+from edgekws.agent.mqtt._messages import parse_command as parse_command
+from edgekws.agent.mqtt._messages import schema_text as schema_text
+from edgekws.agent.mqtt._messages import write_schemas as write_schemas
+from edgekws.agent.mqtt._session import Backoff as Backoff
+from edgekws.agent.mqtt._session import BrokerRefused as BrokerRefused
+from edgekws.agent.mqtt._session import ClientOptions as ClientOptions
+from edgekws.agent.mqtt._session import ConnectFailed as ConnectFailed
+from edgekws.agent.mqtt._session import MqttSession as MqttSession
+from edgekws.agent.mqtt._session import SubscribeRefused as SubscribeRefused
+from edgekws.agent.mqtt._session import TlsFiles as TlsFiles
+from edgekws.agent.mqtt._session import Will as Will
+from edgekws.agent.mqtt._session import json_properties as json_properties
+from edgekws.agent.mqtt._session import keep_connected as keep_connected
+from edgekws.agent.mqtt._topics import COMMAND_ID_MAX as COMMAND_ID_MAX
+from edgekws.agent.mqtt._topics import DEVICE_SESSION_EXPIRY_S as DEVICE_SESSION_EXPIRY_S
+from edgekws.agent.mqtt._topics import INLINE_MAX_BYTES as INLINE_MAX_BYTES
+from edgekws.agent.mqtt._topics import KINDS as KINDS
+from edgekws.agent.mqtt._topics import MAX_INFLIGHT as MAX_INFLIGHT
+from edgekws.agent.mqtt._topics import MONITOR_SESSION_EXPIRY_S as MONITOR_SESSION_EXPIRY_S
+from edgekws.agent.mqtt._topics import PERMANENT_FAILURES as PERMANENT_FAILURES
+from edgekws.agent.mqtt._topics import QOS as QOS
+from edgekws.agent.mqtt._topics import QUEUED_KINDS as QUEUED_KINDS
+from edgekws.agent.mqtt._topics import RC_NO_MATCHING_SUBSCRIBERS as RC_NO_MATCHING_SUBSCRIBERS
+from edgekws.agent.mqtt._topics import RC_SUCCESS as RC_SUCCESS
+from edgekws.agent.mqtt._topics import TOPIC_ROOT as TOPIC_ROOT
+from edgekws.agent.mqtt._topics import BrokerUrl as BrokerUrl
+from edgekws.agent.mqtt._topics import DeviceTopic as DeviceTopic
+from edgekws.agent.mqtt._topics import command_topic as command_topic
+from edgekws.agent.mqtt._topics import device_subscription as device_subscription
+from edgekws.agent.mqtt._topics import parse_topic as parse_topic
+from edgekws.agent.mqtt._topics import schema_name as schema_name
+from edgekws.agent.mqtt._topics import topic as topic

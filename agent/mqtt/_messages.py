@@ -1,0 +1,471 @@
+"""The messages of the MQTT contract: pydantic models of every payload, with their schema tags and
+examples. docs/schemas/*.schema.json are generated from them (:func:`json_schemas`, ``make schemas``;
+tests/agent/test_mqtt.py fails when the files drift).
+
+Device -> fleet: :class:`StatusMessage` (retained), :class:`TelemetryMessage`, :class:`DetectionMessage`,
+:class:`EventMessage` (the last three go through the outbox, which fills in ``id`` and ``seq``).
+Fleet -> device: the :data:`Command` union, tagged by ``type``; :func:`parse_command` checks a payload and
+that the topic's last level names the same type, collecting every problem into one :class:`InvalidCommand`.
+Every model rejects unknown keys.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from edgekws.agent.mqtt._topics import (
+    COMMAND_ID_MAX,
+    INLINE_MAX_BYTES,
+    MESSAGE_ID_MAX,
+    QueuedKind,
+    schema_name,
+)
+
+COMMAND_SCHEMA = schema_name("cmd")
+_SCHEMA_DOC = "Payload schema and its version."
+
+# ------------------------------------------------------------------------------------------- device -> fleet
+
+
+class _Message(BaseModel):
+    """The header every device message carries."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    KIND: ClassVar[str]
+
+    schema_: str = Field(alias="schema", description=_SCHEMA_DOC)
+    id: str = Field(
+        min_length=1,
+        max_length=MESSAGE_ID_MAX,
+        description="Message id, unique per device: '<outbox epoch>:<seq>' for queued messages; the monitor "
+        "de-duplicates on it.",
+    )
+    ts: float = Field(description="When the message was made (Unix seconds).")
+    boot: str = Field(min_length=1, description="Random id of the agent process that made it.")
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON object as sent (``schema`` under its wire name)."""
+        return self.model_dump(by_alias=True, exclude_unset=True)
+
+
+class _Queued(_Message):
+    seq: int = Field(ge=0, description="Outbox sequence number: grows per device for the life of its outbox.")
+
+    @classmethod
+    def draft(cls, **fields: Any) -> dict[str, Any]:
+        """A validated payload without ``id`` and ``seq``, which the outbox fills in."""
+        return cls(id="-", seq=0, **fields).model_dump(
+            by_alias=True, exclude_unset=True, exclude={"id", "seq"}
+        )
+
+
+class ActiveBundle(BaseModel):
+    """The active bundle (null: none loaded)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str
+    version: str
+
+
+_BUNDLE_DOC = "The active bundle (null: none loaded)."
+
+
+class StatusMessage(_Message):
+    KIND: ClassVar[str] = "status"
+    model_config = ConfigDict(
+        title="Device status (retained; the Last Will says offline)",
+        json_schema_extra={
+            "examples": [
+                {
+                    "schema": "edgekws.status/1",
+                    "id": "5f1c0a9e2b7d:s1",
+                    "ts": 1767225600.0,
+                    "boot": "5f1c0a9e2b7d",
+                    "state": "online",
+                    "group": "lab",
+                    "bundle": {"name": "digits", "version": "1.2.0"},
+                    "backend": "emulator",
+                    "reason": None,
+                }
+            ]
+        },
+    )
+
+    schema_: Literal["edgekws.status/1"] = Field(alias="schema", description=_SCHEMA_DOC)
+    state: Literal["online", "offline"]
+    group: str | None = Field(
+        default=None, description="Rollout group from the device's config ([device] group)."
+    )
+    bundle: ActiveBundle | None = Field(description=_BUNDLE_DOC)
+    backend: str | None
+    reason: str | None = Field(
+        default=None, description="Why offline: 'connection lost' (Last Will) or 'stopped'."
+    )
+
+
+class LatencyStats(BaseModel):
+    """Percentiles in milliseconds over the device's latency window (null when empty)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    p50: float | None = None
+    p90: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+    max: float | None = None
+    n: int = Field(default=0, ge=0)
+
+
+class EnergyFigure(BaseModel):
+    """Energy per inference with how it was obtained (design.md §6)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mj_per_inference: float | None
+    method: str = Field(
+        pattern=r"^(measured|estimated):[a-z0-9][a-z0-9._-]*$",
+        description="measured:<meter> or estimated:<model> (design.md §6).",
+    )
+    detail: str = ""
+
+
+class QueueState(BaseModel):
+    """The device's outbox."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    depth: int = Field(ge=0)
+    bytes: int = Field(ge=0)
+
+
+class TelemetryMessage(_Queued):
+    KIND: ClassVar[str] = "telemetry"
+    model_config = ConfigDict(
+        title="Periodic telemetry aggregate",
+        json_schema_extra={
+            "examples": [
+                {
+                    "schema": "edgekws.telemetry/1",
+                    "id": "a41f09c3d2e1:17",
+                    "seq": 17,
+                    "ts": 1767225610.0,
+                    "boot": "5f1c0a9e2b7d",
+                    "interval_s": 10.0,
+                    "bundle": {"name": "digits", "version": "1.2.0"},
+                    "backend": "emulator",
+                    "latency_ms": {"inference": {"p50": 0.41, "p90": 0.52, "p99": 0.9, "max": 1.3, "n": 500}},
+                    "real_time_factor": 0.05,
+                    "audio_s": 10.0,
+                    "inferences": 100,
+                    "detections": 2,
+                    "energy": [
+                        {
+                            "mj_per_inference": 0.22,
+                            "method": "estimated:loihi2-opcount",
+                            "detail": "Davies et al. 2018",
+                        }
+                    ],
+                    "cpu_percent": 12.5,
+                    "rss_mb": 80.2,
+                    "temperature_c": None,
+                    "queue": {"depth": 0, "bytes": 0},
+                    "dropped": {"telemetry": 0, "detection": 0, "event": 0},
+                }
+            ]
+        },
+    )
+
+    schema_: Literal["edgekws.telemetry/1"] = Field(alias="schema", description=_SCHEMA_DOC)
+    interval_s: float | None = None
+    bundle: ActiveBundle | None = Field(description=_BUNDLE_DOC)
+    backend: str | None
+    latency_ms: dict[str, LatencyStats] = Field(
+        description="Per kind: inference (backend call), chunk, decision."
+    )
+    real_time_factor: float | None = None
+    audio_s: float | None = None
+    inferences: int = Field(ge=0)
+    detections: int = Field(ge=0)
+    energy: list[EnergyFigure]
+    cpu_percent: float | None = None
+    rss_mb: float | None = None
+    temperature_c: float | None = None
+    queue: QueueState
+    dropped: dict[QueuedKind, Annotated[int, Field(ge=0)]] = Field(
+        description="Messages dropped since the last report (outbox full or disk failing)."
+    )
+
+
+class DetectionMessage(_Queued):
+    KIND: ClassVar[str] = "detection"
+    model_config = ConfigDict(
+        title="One keyword detection",
+        json_schema_extra={
+            "examples": [
+                {
+                    "schema": "edgekws.detection/1",
+                    "id": "a41f09c3d2e1:18",
+                    "seq": 18,
+                    "ts": 1767225611.2,
+                    "boot": "5f1c0a9e2b7d",
+                    "label": "seven",
+                    "confidence": 0.93,
+                    "latency_ms": 41.0,
+                    "bundle": {"name": "digits", "version": "1.2.0"},
+                }
+            ]
+        },
+    )
+
+    schema_: Literal["edgekws.detection/1"] = Field(alias="schema", description=_SCHEMA_DOC)
+    label: str = Field(min_length=1)
+    confidence: float = Field(ge=0, le=1)
+    latency_ms: float | None
+    bundle: ActiveBundle | None = Field(default=None, description=_BUNDLE_DOC)
+
+
+class EventMessage(_Queued):
+    KIND: ClassVar[str] = "event"
+    model_config = ConfigDict(
+        title="Lifecycle event or command response",
+        json_schema_extra={
+            "examples": [
+                {
+                    "schema": "edgekws.event/1",
+                    "id": "a41f09c3d2e1:19",
+                    "seq": 19,
+                    "ts": 1767225612.0,
+                    "boot": "5f1c0a9e2b7d",
+                    "kind": "command.done",
+                    "level": "info",
+                    "detail": {"command_id": "c-1", "type": "ping"},
+                }
+            ]
+        },
+    )
+
+    schema_: Literal["edgekws.event/1"] = Field(alias="schema", description=_SCHEMA_DOC)
+    kind_: str = Field(
+        alias="kind",
+        pattern=r"^[a-z][a-z0-9_.-]*$",
+        description="bundle.activated, rollback, error, command.accepted|rejected|done|failed, …",
+    )
+    level: Literal["info", "warning", "error"]
+    detail: dict[str, Any]
+
+
+#: The model of each device message kind, and of those that go through the outbox.
+QUEUED_MESSAGES: dict[str, type[_Queued]] = {
+    m.KIND: m for m in (TelemetryMessage, DetectionMessage, EventMessage)
+}
+DEVICE_MESSAGES: dict[str, type[_Message]] = {"status": StatusMessage, **QUEUED_MESSAGES}
+
+# ------------------------------------------------------------------------------------------- fleet -> device
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    schema_: Literal["edgekws.cmd/1"] = Field(alias="schema", description=_SCHEMA_DOC)
+    id: str = Field(min_length=1, max_length=COMMAND_ID_MAX, description="Command id; responses carry it.")
+    ts: float = Field(description="When the command was issued (Unix seconds).")
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON object as sent (``schema`` under its wire name)."""
+        return self.model_dump(by_alias=True, exclude_unset=True)
+
+
+class BundleRef(BaseModel):
+    """Which bundle, where the device gets it (``url`` or inline ``data``), and what it must hash to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, description="Bundle name.")
+    version: str = Field(min_length=1, description="Semver version.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the .ekb file.")
+    size: int | None = Field(default=None, ge=0, description="Size of the .ekb file in bytes.")
+    url: str | None = Field(
+        default=None,
+        min_length=1,
+        pattern=r"^(file|https?)://",
+        description="Where the device reads the .ekb file: file:///path, http://… or https://….",
+    )
+    data: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=(INLINE_MAX_BYTES * 4) // 3 + 4,
+        description="The .ekb file itself, base64 (small bundles only: at most 4 MiB).",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BundleRef:
+        if (self.url is None) == (self.data is None):
+            raise ValueError("give exactly one of bundle.url and bundle.data")
+        return self
+
+
+class DeployCommand(_Command):
+    """Fetch, verify, install and activate a bundle, check its health, roll back if it fails."""
+
+    type: Literal["deploy"] = Field(description="Command kind.")
+    bundle: BundleRef = Field(description="The bundle to install.")
+    rollback: bool = Field(
+        default=False, description="Allow a version lower than the active one (an explicit rollback)."
+    )
+    rollout: str | None = Field(
+        default=None, max_length=COMMAND_ID_MAX, description="Id of the rollout this deploy belongs to."
+    )
+
+
+class RollbackCommand(_Command):
+    """Activate the previous (or a named) installed version."""
+
+    type: Literal["rollback"] = Field(description="Command kind.")
+    to_version: str | None = Field(default=None, description="Version to go back to; None: the previous.")
+
+
+class ConfigCommand(_Command):
+    """Change run-time settings (keys as in agent.toml, dotted)."""
+
+    type: Literal["config"] = Field(description="Command kind.")
+    set: dict[str, Any] = Field(min_length=1, description="Dotted key -> new value.")
+
+
+class PingCommand(_Command):
+    """Ask the device to answer with a ``command.done`` event (a liveness and round-trip check)."""
+
+    type: Literal["ping"] = Field(description="Command kind.")
+
+
+class AckCommand(_Command):
+    """The fleet monitor has stored these queued messages: the device may delete them from its outbox.
+
+    Sent on ``cmd/ack`` after the monitor's store committed them (end-to-end delivery, docs/mqtt.md).
+    """
+
+    type: Literal["ack"] = Field(description="Command kind.")
+    epoch: str = Field(min_length=1, description="The outbox epoch of the message ids ('<epoch>:<seq>').")
+    ranges: list[tuple[int, int]] = Field(
+        min_length=1, max_length=100000, description="Inclusive [first, last] sequence-number ranges."
+    )
+
+
+Command = Annotated[
+    DeployCommand | RollbackCommand | ConfigCommand | PingCommand | AckCommand, Field(discriminator="type")
+]
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(Command)
+
+
+class InvalidCommand(ValueError):
+    """A command payload that cannot be run; ``problems`` lists every fault and ``command_id`` its id."""
+
+    def __init__(self, problems: list[str], command_id: str | None = None) -> None:
+        self.problems = problems
+        self.command_id = command_id
+        super().__init__("invalid command: " + "; ".join(problems))
+
+
+def parse_command(
+    topic: str, payload: bytes
+) -> DeployCommand | RollbackCommand | ConfigCommand | PingCommand:
+    """Validate a command received on ``topic``; raise :class:`InvalidCommand` listing every problem."""
+    try:
+        data = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidCommand([f"payload is not JSON ({exc}); send a JSON object"]) from exc
+    command_id = data.get("id") if isinstance(data, dict) and isinstance(data.get("id"), str) else None
+    problems: list[str] = []
+    suffix = topic.rsplit("/cmd/", 1)[-1] if "/cmd/" in topic else ""
+    if isinstance(data, dict) and suffix != data.get("type"):
+        problems.append(
+            f"topic ends in cmd/{suffix} but the payload's type is {data.get('type')!r}; make them equal"
+        )
+    try:
+        command = _ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            where = ".".join(str(p) for p in err["loc"]) or "payload"
+            problems.append(f"{where}: {err['msg']}")
+        raise InvalidCommand(problems, command_id) from exc
+    if problems:
+        raise InvalidCommand(problems, command_id)
+    return command
+
+
+# ---------------------------------------------------------------------------------------------- JSON Schema
+
+_SCHEMA_FILES: dict[str, tuple[str, Any]] = {
+    "status": ("status.schema.json", StatusMessage),
+    "telemetry": ("telemetry.schema.json", TelemetryMessage),
+    "detection": ("detection.schema.json", DetectionMessage),
+    "event": ("event.schema.json", EventMessage),
+    "command": ("command.schema.json", Command),
+}
+_COMMAND_EXTRA = {
+    "title": "Command to a device (on edgekws/v1/{fleet}/{device}/cmd/{type}; the topic's last level "
+    "equals type)",
+    "examples": [
+        {"schema": "edgekws.cmd/1", "id": "c-1", "ts": 1767225600.0, "type": "ping"},
+        {
+            "schema": "edgekws.cmd/1",
+            "id": "ack-1",
+            "ts": 1767225600.0,
+            "type": "ack",
+            "epoch": "a41f09c3d2e1",
+            "ranges": [[1, 17], [19, 19]],
+        },
+        {
+            "schema": "edgekws.cmd/1",
+            "id": "r-5f1c-d1",
+            "ts": 1767225600.0,
+            "type": "deploy",
+            "rollout": "r-5f1c",
+            "rollback": False,
+            "bundle": {
+                "name": "digits",
+                "version": "1.3.0",
+                "sha256": "0" * 64,
+                "size": 1730000,
+                "url": "https://bundles.example/digits-1.3.0.ekb",
+            },
+        },
+    ],
+}
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """File name -> JSON Schema (2020-12) of every message, generated from the models above."""
+    out: dict[str, dict[str, Any]] = {}
+    for _, (filename, model) in _SCHEMA_FILES.items():
+        adapter: TypeAdapter[Any] = TypeAdapter(model)
+        generated = adapter.json_schema(by_alias=True, mode="serialization")
+        head: dict[str, Any] = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": f"https://edgekws.dev/schemas/{filename}",
+        }
+        if model is Command:
+            head.update(_COMMAND_EXTRA)
+        out[filename] = {**head, **generated}
+    return out
+
+
+def schema_text(schema: dict[str, Any]) -> str:
+    """The file text of a schema: indented JSON, non-ASCII kept, one trailing newline."""
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+
+def write_schemas(folder: str | Path) -> list[Path]:
+    """Write every message's JSON Schema into ``folder`` (docs/schemas); returns the files written."""
+    from edgekws.packaging import atomic_write_text
+
+    written = []
+    for filename, schema in json_schemas().items():
+        path = Path(folder) / filename
+        atomic_write_text(path, schema_text(schema))
+        written.append(path)
+    return written
