@@ -270,7 +270,6 @@ def loihi_opcount_joules(ops: OpCounts, duration_s: float = 0.0, static_w: float
 
 
 def network_opcounts(
-    num_inputs: int,
     hidden: int,
     outputs: int,
     steps: int,

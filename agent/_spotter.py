@@ -19,7 +19,7 @@ Each detection carries its label, confidence, the stream time of the end of the 
 latency: wall time from when the window's last audio sample was available to the event.
 
 Cost: ``K`` network instances per stream; latency: a window ends at most ``H`` after the keyword
-ends. ``K = 10`` (hop 100 ms) is the default compromise.
+ends. ``K = 20`` (hop 50 ms, the ``[detection] lanes`` default) is the default compromise.
 """
 
 from __future__ import annotations

@@ -622,9 +622,7 @@ def main() -> None:
         lane_steps_all = tuned.lanes * counted.steps  # idle (skipped) lane-steps have no spikes
         in_per_inf = counter.input_spikes / lane_steps_all * model.steps
         hid_per_inf = counter.hidden_spikes / lane_steps_all * model.steps
-        ops = network_opcounts(
-            model.frontend.num_channels, model.hidden, len(model.labels), model.steps, in_per_inf, hid_per_inf
-        )
+        ops = network_opcounts(model.hidden, len(model.labels), model.steps, in_per_inf, hid_per_inf)
         loihi = opcount_reading(ops).to_dict()
 
         onnx: dict[str, Any] = {"ran": False}

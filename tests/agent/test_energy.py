@@ -91,7 +91,7 @@ def test_monitor_divides_by_inferences_and_keeps_the_method() -> None:
 def test_loihi_opcount_estimate_and_paper_gap() -> None:
     """The op-count model uses Davies 2018 coefficients and lands within 3x of the paper-implied 0.43 mJ."""
     assert loihi_opcount_joules(OpCounts(1e6, 0, 0)) == pytest.approx(23.6e-6)
-    ops = network_opcounts(700, 512, 20, 1000, input_spikes=1000, hidden_spikes=2000)
+    ops = network_opcounts(512, 20, 1000, input_spikes=1000, hidden_spikes=2000)
     assert ops.synops == 1000 * 512 + 2000 * 532 and ops.neuron_updates == 532_000
     reading = opcount_reading(ops)
     assert reading.method == "estimated:loihi2-opcount" and "Davies" in reading.detail

@@ -183,9 +183,7 @@ def mlgenn_silent_boost(spec: NetworkSpec, boost_genn: float) -> float:
     return boost_genn * mlgenn_weight_factor(spec)
 
 
-def _boost_silent(
-    params: dict[str, Any], spec: NetworkSpec, counts: tuple[np.ndarray, ...], boost: float
-) -> Any:
+def _boost_silent(params: dict[str, Any], counts: tuple[np.ndarray, ...], boost: float) -> Any:
     if boost <= 0:
         return params
     params = dict(params)
@@ -357,7 +355,7 @@ def train(
                     if on_batch is not None:
                         on_batch(epoch, state.batch - 1, {"loss": loss_f, "accuracy": acc_f})
                 # End of epoch: silent-neuron fix, metrics, selection, checkpoint.
-                params = _boost_silent(state.params, spec, state.counts, boost)
+                params = _boost_silent(state.params, state.counts, boost)
                 params = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
                 record = _epoch_record(epoch, state, spec, config, num_steps, dt_s, total_steps)
                 if val_data is not None:
