@@ -20,9 +20,11 @@ from edgekws.agent._frontend import Frontend as Frontend
 from edgekws.agent._frontend import FrontendSpec as FrontendSpec
 from edgekws.agent._frontend import FrontendSpecError as FrontendSpecError
 from edgekws.agent._frontend import encode as encode
+from edgekws.agent._pipeline import NoBackend as NoBackend
+from edgekws.agent._pipeline import Pipeline as Pipeline
+from edgekws.agent._pipeline import build_backend as build_backend
 from edgekws.agent._sources import AudioChunk as AudioChunk
 from edgekws.agent._sources import SourceError as SourceError
 from edgekws.agent._spotter import Detection as Detection
 from edgekws.agent._spotter import Spotter as Spotter
-from edgekws.agent._spotter import SpotterConfig as SpotterConfig
 from edgekws.packaging import __version__ as __version__

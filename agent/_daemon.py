@@ -1,7 +1,8 @@
 """The edge agent daemon: config in, audio through the spotter, detections and telemetry out.
 
-It reads top to bottom. :meth:`Agent.start` lists the steps; :meth:`Agent.stop` undoes them in
-reverse under ``try/finally``; signal handlers only set events (SIGTERM/SIGINT: stop, SIGHUP: reload,
+It reads top to bottom. :meth:`Agent.start` lists the steps, registering how to undo each on an
+``ExitStack``; :meth:`Agent.stop` closes it (reverse order, every step runs, failures logged); signal
+handlers only set events (SIGTERM/SIGINT: stop, SIGHUP: reload,
 which is a stop followed by a start, so a newly installed bundle or an edited config takes effect).
 
 systemd integration (``Type=notify``, ``WatchdogSec=``) speaks the ``NOTIFY_SOCKET`` datagram protocol
@@ -14,15 +15,16 @@ With ``[telemetry.mqtt] enabled = true`` the agent also keeps a :class:`DeviceTe
 fleet's broker: retained status (bundle, backend, group; ``offline`` as the Last Will), each periodic
 :meth:`Agent.report` on ``telemetry``, each detection on ``detection``, lifecycle events on ``event``,
 and the ``deploy``/``rollback`` commands, which run on the link's command thread (:meth:`Agent.deploy`):
-the new pipeline is built and health-checked next to the running one and swapped in between two chunks.
+the new pipeline (:class:`~edgekws.agent._pipeline.Pipeline`, the same one ``classify`` uses) is built
+and health-checked next to the running one and swapped in between two chunks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import sys
@@ -30,23 +32,21 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
 
-from edgekws.agent._config import AgentConfig, BackendConfig, ConfigError, ConfigProblem, load_config
+from edgekws.agent._config import AgentConfig, ConfigError, ConfigProblem, load_config
 from edgekws.agent._device_store import DeviceStore, InstalledBundle, StoreError
 from edgekws.agent._energy import EnergyMonitor, OpCountEstimator, detect_meters
-from edgekws.agent._frontend import Frontend, FrontendSpec
+from edgekws.agent._frontend import FrontendSpec
 from edgekws.agent._metrics import RuntimeMetrics
+from edgekws.agent._pipeline import Pipeline
 from edgekws.agent._rollout import DeployError, check_sha256, fetch_bundle, health_check
 from edgekws.agent._sources import AudioSource, make_source
-from edgekws.agent._spotter import Spotter, SpotterConfig
+from edgekws.agent._spotter import Spotter
 from edgekws.agent._telemetry import DeviceTelemetry
-from edgekws.agent.backends import Backend, BackendUnavailable, backend_classes
 from edgekws.agent.mqtt import DeployCommand
-from edgekws.packaging import Bundle
 
 log = logging.getLogger("edgekws.agent")
 
@@ -117,76 +117,7 @@ def _info(event: str, **fields: Any) -> None:
     log.info(event, extra={"fields": fields})
 
 
-# -- backends ----------------------------------------------------------------------------------------
-
-
-class NoBackend(RuntimeError):
-    """No configured backend can run the active bundle here; the message lists why for each."""
-
-
-def build_backend(cfg: BackendConfig, model_dir: Path) -> tuple[Backend, Callable[[], Backend]]:
-    """A streaming backend of ``cfg.type`` for the bundle extracted in ``model_dir``, and a factory for
-    more of it (the registry's class, opened the same way each time)."""
-    cls = backend_classes()[cfg.type]
-
-    def make() -> Backend:
-        return cls.open(model_dir, cfg)
-
-    backend = make()
-    if not backend.streaming:
-        backend.close()
-        raise BackendUnavailable(
-            f"backend {cfg.type!r} cannot stream this bundle's {cls.model_file} (e.g. an ONNX model exported "
-            "as the whole-sequence variant); the daemon needs a model that carries state between chunks"
-        )
-    return backend, make
-
-
-def choose_backend(
-    configs: list[BackendConfig], model_dir: Path
-) -> tuple[str, Backend, Callable[[], Backend]]:
-    """The first configured backend that loads; each one skipped is logged with its reason."""
-    reasons = []
-    for cfg in configs:
-        try:
-            backend, factory = build_backend(cfg, model_dir)
-        except BackendUnavailable as exc:
-            reasons.append(f"{cfg.type}: {exc}")
-            log.warning("backend unavailable", extra={"fields": {"backend": cfg.type, "reason": str(exc)}})
-            continue
-        return cfg.type, backend, factory
-    raise NoBackend("no configured backend can run here:\n  " + "\n  ".join(reasons))
-
-
 # -- the agent ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Pipeline:
-    """What turns audio into detections for one bundle: its model files, backend and spotter."""
-
-    bundle: Bundle | None
-    frontend_spec: FrontendSpec
-    spotter: Spotter | None = None
-    backend_name: str | None = None
-    factory: Callable[[], Any] | None = None
-    steps: int = 1000
-    rule: Any = "exp_weighted_mean"
-    model_tmp: Path | None = None  # private folder of the extracted model files
-    frontend_only: Frontend | None = None
-
-    @property
-    def label(self) -> str | None:
-        return None if self.bundle is None else f"{self.bundle.manifest.name}-{self.bundle.manifest.version}"
-
-    @property
-    def bundle_ref(self) -> dict[str, str] | None:
-        m = None if self.bundle is None else self.bundle.manifest
-        return None if m is None else {"name": m.name, "version": m.version}
-
-    def close(self) -> None:
-        if self.model_tmp is not None:
-            shutil.rmtree(self.model_tmp, ignore_errors=True)
 
 
 class Agent:
@@ -200,7 +131,9 @@ class Agent:
         self.interrupt = threading.Event()  # ends the source iterator for either of the above
         self.detections: list[dict[str, Any]] = []
         self.link: DeviceTelemetry | None = None
-        self._undo: list[tuple[str, Callable[[], None]]] = []
+        self._started = contextlib.ExitStack()  # what start() did, undone by stop() in reverse order
+        self.started_steps: list[str] = []  # the names of those steps, for logs and tests
+        self._reportable = False  # metrics and energy meters are up (a last report is possible)
         self._lock = threading.Lock()  # the loop holds it per chunk; a deploy holds it to swap pipelines
         self._deploy_lock = threading.Lock()  # one deploy or rollback at a time
 
@@ -251,7 +184,7 @@ class Agent:
             keep_versions=self.config.store.keep_versions,
         )
         self.pipeline, unusable = self._open_pipeline(strict=False)
-        self._undo.append(("pipeline", lambda: self.pipeline.close()))
+        self._on_stop("pipeline", lambda: self.pipeline.close())
         self.metrics = RuntimeMetrics(self.config.telemetry.window)
         meters, absent = detect_meters()
         for method, reason in absent.items():
@@ -259,17 +192,18 @@ class Agent:
         self.energy = EnergyMonitor(meters)
         self.opcounts = OpCountEstimator()
         self.energy.start()
-        self._undo.append(("energy", self.energy.stop))
+        self._on_stop("energy", self.energy.stop)
+        self._reportable = True
         if self.config.telemetry.mqtt.enabled:
             self.link = self._start_link()
-            self._undo.append(("mqtt", self._stop_link))
+            self._on_stop("mqtt", self._stop_link)
         if unusable is not None:
             self._event("bundle.unusable", "error", reason=unusable)
         elif self.pipeline.bundle is not None:
             self._event("bundle.loaded", **self._bundle_detail(self.pipeline))
         self.source: AudioSource = make_source(self.config.source, self.frontend_spec.sample_rate)
         self.source.open()
-        self._undo.append(("source", self.source.close))
+        self._on_stop("source", self.source.close)
         _info(
             "started",
             source=self.source.description,
@@ -294,36 +228,9 @@ class Agent:
             log.warning(
                 "no usable bundle; running the front-end only", extra={"fields": {"reason": str(exc)}}
             )
-            spec = FrontendSpec()
             unusable = None if self.store.active() is None else str(exc)
-            return Pipeline(bundle=None, frontend_spec=spec, frontend_only=Frontend(spec)), unusable
-        tmp = Path(tempfile.mkdtemp(prefix="edgekws-model-"))
-        pipeline = Pipeline(bundle=bundle, frontend_spec=FrontendSpec(), model_tmp=tmp)
-        try:
-            model_dir = bundle.extract(tmp / "model")
-            _info("bundle loaded", bundle=pipeline.label, sha256=bundle.sha256, keys=list(bundle.key_ids))
-            manifest = bundle.manifest
-            pipeline.frontend_spec = FrontendSpec.from_dict(dict(manifest.frontend))
-            net = manifest.network_spec()
-            pipeline.steps = net.num_steps if net else 1000
-            pipeline.rule = net.readout if net else "exp_weighted_mean"
-            pipeline.backend_name, backend, pipeline.factory = choose_backend(
-                list(self.config.backends), model_dir
-            )
-            pipeline.spotter = Spotter(
-                pipeline.frontend_spec,
-                backend,
-                list(manifest.labels),
-                window_steps=pipeline.steps,
-                rule=pipeline.rule,
-                config=SpotterConfig.from_config(self.config.detection),
-                backend_factory=pipeline.factory,
-            )
-        except BaseException:
-            pipeline.close()
-            raise
-        _info("backend chosen", backend=pipeline.backend_name)
-        return pipeline, None
+            return Pipeline(FrontendSpec()), unusable
+        return Pipeline.open(bundle, self.config.backends, self.config.detection), None
 
     # -- MQTT ----------------------------------------------------------------------------------------
 
@@ -454,7 +361,7 @@ class Agent:
             health = health_check(
                 pipeline.factory,
                 pipeline.frontend_spec,
-                list(pipeline.bundle.manifest.labels) if pipeline.bundle else [],
+                pipeline.labels,
                 pipeline.steps,
                 pipeline.rule,
                 self.config.rollout.health_max_latency_ms,
@@ -552,8 +459,8 @@ class Agent:
                     self.metrics.record_backend_call(spotter.backend_seconds - backend_before)
                     self.metrics.record_inferences(spotter.windows_scored - windows_before)
                     windows_before = spotter.windows_scored
-                elif pipeline.frontend_only is not None:
-                    pipeline.frontend_only.process(chunk.samples)
+                else:
+                    pipeline.frontend.process(chunk.samples)
             self.metrics.record_chunk(chunk.duration_s, time.perf_counter() - t0)
             now = time.monotonic()
             if dog is not None and now >= next_dog:
@@ -570,7 +477,7 @@ class Agent:
         """One telemetry aggregate: logged, and published on ``telemetry`` when MQTT is on."""
         snap = self.metrics.snapshot()
         readings = self.energy.report(snap["inferences"])
-        spotter = self.pipeline.spotter if hasattr(self, "pipeline") else None
+        spotter = self.pipeline.spotter
         estimate = self.opcounts.report(spotter.backend, snap["inferences"]) if spotter is not None else None
         snap["energy"] = [r.to_dict() for r in (*readings, *([estimate] if estimate is not None else []))]
         snap["backend"] = self.backend_name
@@ -583,19 +490,22 @@ class Agent:
     def stop(self) -> None:
         """Undo what start() did, in reverse order; every step runs even if an earlier one fails."""
         sd_notify("STOPPING=1", self.env)
-        undo, self._undo = self._undo, []
-        self._run_undo(undo)
+        started, self._started = self._started, contextlib.ExitStack()
+        self._reportable = False
+        self.started_steps = []
+        started.close()
 
-    def _run_undo(self, undo: list[tuple[str, Callable[[], None]]]) -> None:
-        if not undo:
-            return
-        name, fn = undo.pop()
-        try:
-            fn()
-        except Exception:
-            log.exception("stop step failed", extra={"fields": {"step": name}})
-        finally:
-            self._run_undo(undo)
+    def _on_stop(self, step: str, undo: Callable[[], None]) -> None:
+        """Register how stop() undoes a start() step; a failing undo is logged and the others still run."""
+
+        def logged() -> None:
+            try:
+                undo()
+            except Exception:
+                log.exception("stop step failed", extra={"fields": {"step": step}})
+
+        self._started.callback(logged)
+        self.started_steps.append(step)
 
     def run(self) -> int:
         """Start, loop until stopped (reloading on SIGHUP), stop. Returns the process exit status."""
@@ -604,7 +514,7 @@ class Agent:
                 self.start()
                 self.loop()
             finally:
-                if hasattr(self, "metrics") and hasattr(self, "energy") and hasattr(self, "pipeline"):
+                if self._reportable:
                     self.report()
                 self.stop()
             if self.reload_requested.is_set() and not self.stop_requested.is_set():

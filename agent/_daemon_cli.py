@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -9,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 
 from edgekws.agent._config import ConfigError, load_config
 from edgekws.agent.backends import backend_classes, backend_names
@@ -51,8 +51,9 @@ def run(config_path: Path, validate_config: bool) -> None:
             f"backends {', '.join(b.type for b in cfg.backends)})"
         )
         return
-    from edgekws.agent._daemon import Agent, NoBackend
+    from edgekws.agent._daemon import Agent
     from edgekws.agent._device_store import StoreError
+    from edgekws.agent._pipeline import NoBackend
     from edgekws.agent._sources import SourceError
 
     agent = Agent(config_path)
@@ -108,51 +109,32 @@ def classify(
 
         edgekws-agent classify --bundle kws-1.0.0.ekb --trust release.pub yes.wav no.wav --json
     """
-    import tempfile
-
     from edgekws.agent._audio import AudioError, load_audio, prepare
-    from edgekws.agent._daemon import NoBackend, choose_backend
-    from edgekws.agent._frontend import Frontend, FrontendSpec
+    from edgekws.agent._pipeline import NoBackend, Pipeline
     from edgekws.packaging import InvalidBundle, open_bundle
 
+    configs = [backend_classes()[b].Config(type=b) for b in backends or ("emulator",)]
     try:
-        bundle = open_bundle(bundle_path, list(trust))
-    except InvalidBundle as exc:
+        pipeline = Pipeline.open(open_bundle(bundle_path, list(trust)), configs)
+    except (InvalidBundle, NoBackend) as exc:
         raise click.ClickException(str(exc)) from exc
-    manifest = bundle.manifest
-    spec = FrontendSpec.from_dict(dict(manifest.frontend))
-    net = manifest.network_spec()
-    steps = net.num_steps if net else 1000
-    rule = net.readout if net else "exp_weighted_mean"
     problems: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="edgekws-classify-") as tmp:
-        model_dir = bundle.extract(Path(tmp) / "model")
-        try:
-            name, backend, _ = choose_backend(
-                [backend_classes()[b].Config(type=b) for b in backends or ("emulator",)], model_dir
-            )
-        except NoBackend as exc:
-            raise click.ClickException(str(exc)) from exc
+    with contextlib.closing(pipeline):
         for path in audio:
             try:
                 samples, sr = load_audio(path)
-                whole = prepare(samples, sr, spec.sample_rate, resample_ok=True)
+                whole = prepare(samples, sr, pipeline.frontend_spec.sample_rate, resample_ok=True)
             except AudioError as exc:
                 problems.append(str(exc) if path in str(exc) else f"{path}: {exc}")
                 continue
             t0 = time.perf_counter()
-            spikes = Frontend(spec).process(whole)[:steps]
-            if spikes.shape[0] < steps:
-                spikes = np.concatenate(
-                    [spikes, np.zeros((steps - spikes.shape[0], spikes.shape[1]), np.uint8)]
-                )
-            decision = backend.decide(spikes[None], rule)
+            label, confidence = pipeline.classify(whole)
             latency_ms = (time.perf_counter() - t0) * 1e3
-            index = int(decision.labels[0])
+            name = pipeline.backend_name
             row: dict[str, Any] = {
                 "file": path,
-                "label": manifest.labels[index],
-                "confidence": round(float(decision.confidence[0]), 6),
+                "label": label,
+                "confidence": round(confidence, 6),
                 "latency_ms": round(latency_ms, 3),
                 "backend": name,
             }

@@ -116,10 +116,13 @@ def health_check(
     try:
         spikes = Frontend(spec).process(selftest_audio(spec, steps))[:steps]
         backend = make_backend()
-        t0 = time.perf_counter()
-        backend.reset(1)
-        trace = np.asarray(backend.step(spikes[None]))
-        latency_ms = (time.perf_counter() - t0) * 1e3
+        try:
+            t0 = time.perf_counter()
+            backend.reset(1)
+            trace = np.asarray(backend.step(spikes[None]))
+            latency_ms = (time.perf_counter() - t0) * 1e3
+        finally:
+            backend.close()
     except Exception as exc:
         raise DeployError(
             f"health check: the backend cannot run the built-in test audio ({type(exc).__name__}: {exc})",

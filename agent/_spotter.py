@@ -32,37 +32,12 @@ from typing import Any
 
 import numpy as np
 
+from edgekws.agent._config import DetectionConfig
 from edgekws.agent._decision import decide
 from edgekws.agent._frontend import Frontend, FrontendSpec
 from edgekws.agent._sources import AudioChunk
 from edgekws.agent.backends import Backend, LaneStates
 from edgekws.packaging import DEFAULT_READOUT, Readout
-
-
-@dataclass(frozen=True)
-class SpotterConfig:
-    """The streaming scheme's parameters (the ``[detection]`` config section)."""
-
-    lanes: int = 20
-    threshold: float = 0.5
-    smoothing: int = 2
-    refractory_ms: float = 1000.0
-    min_input_rate_hz: float = 1.0
-    min_margin: float = 0.0
-    ignore_labels: tuple[str, ...] = ("_silence_", "_unknown_", "silence", "unknown")
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> SpotterConfig:
-        """From the pydantic ``DetectionConfig``."""
-        return cls(
-            lanes=cfg.lanes,
-            threshold=cfg.threshold,
-            smoothing=cfg.smoothing,
-            refractory_ms=cfg.refractory_ms,
-            min_input_rate_hz=cfg.min_input_rate_hz,
-            min_margin=cfg.min_margin,
-            ignore_labels=tuple(cfg.ignore_labels),
-        )
 
 
 @dataclass(frozen=True)
@@ -123,6 +98,7 @@ class _Lanes:
         self.can_skip = backend.rests_without_input
         self.lane_steps = 0  # lane-steps actually computed (for the skip statistics)
         self.batched: LaneStates | None = backend if isinstance(backend, LaneStates) else None
+        self.instances: list[Backend] = []
         if self.batched is not None:
             self.state = self.batched.new_state(lanes)
         else:
@@ -184,15 +160,15 @@ class Spotter:
     def __init__(
         self,
         frontend_spec: FrontendSpec,
-        backend: Any,
+        backend: Backend,
         labels: Sequence[str],
         *,
         window_steps: int = 1000,
         rule: Readout = DEFAULT_READOUT,
-        config: SpotterConfig | None = None,
-        backend_factory: Callable[[], Any] | None = None,
+        config: DetectionConfig | None = None,
+        backend_factory: Callable[[], Backend] | None = None,
     ) -> None:
-        self.config = cfg = config or SpotterConfig()
+        self.config = cfg = config or DetectionConfig()
         self.frontend = Frontend(frontend_spec)
         if backend.num_inputs != frontend_spec.num_channels:
             raise ValueError(
@@ -225,6 +201,11 @@ class Spotter:
     def _lane_local(self, g: int) -> np.ndarray:
         """Position of global step ``g`` inside each lane's current window."""
         return np.asarray((g - self.offsets) % self.window)
+
+    def close(self) -> None:
+        """Release the lane instances made by the factory (the backend passed in belongs to its owner)."""
+        for instance in self._lanes.instances[1:]:
+            instance.close()
 
     @property
     def backend(self) -> Any:

@@ -33,9 +33,10 @@ from typing import Any, Literal
 import numpy as np
 from _common import RESULTS, load_average, machine, write_results
 
+from edgekws.agent import DetectionConfig
 from edgekws.agent._frontend import FrontendSpec
 from edgekws.agent._sources import AudioChunk
-from edgekws.agent._spotter import Spotter, SpotterConfig
+from edgekws.agent._spotter import Spotter
 from edgekws.agent.backends._emulator import EmulatorBackend
 from edgekws.packaging._fixedpoint import FixedPointLayer, FixedPointNetwork
 
@@ -99,7 +100,7 @@ def bench(
     backend = EmulatorBackend(network(spec.num_channels, hidden), kernel=kernel)
     compile_s = backend.compile_seconds()  # keep compilation (or the cache load) out of the timing
     labels = [f"class{i}" for i in range(20)]
-    cfg = SpotterConfig(
+    cfg = DetectionConfig(
         lanes=lanes, threshold=1e-9, smoothing=1, refractory_ms=0.0, min_input_rate_hz=0.0, ignore_labels=()
     )
     sp = Spotter(spec, backend, labels, window_steps=1000, config=cfg)

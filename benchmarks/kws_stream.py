@@ -40,23 +40,30 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from _common import RESULTS, load_average, machine, write_results
 
-from edgekws.agent._daemon import build_backend
+from edgekws.agent import DetectionConfig, build_backend
 from edgekws.agent._energy import EnergyMonitor, detect_meters, network_opcounts, opcount_reading
 from edgekws.agent._frontend import FrontendSpec
 from edgekws.agent._sources import AudioChunk
-from edgekws.agent._spotter import Spotter, SpotterConfig, WindowScore
+from edgekws.agent._spotter import Spotter, WindowScore
 from edgekws.agent.backends import EmulatorBackend, EmulatorState, OnnxBackend, Traces
 from edgekws.toolkit.data import StreamDetection, StreamScore, score_stream
 from edgekws.toolkit.data._stream import RATE, Stream, build_stream
 
 CHUNK_MS = 20
+
+
+def _with(cfg: DetectionConfig, **changes: Any) -> DetectionConfig:
+    """``cfg`` with some settings changed (tuning values are checked by the grid, not re-validated)."""
+    return cfg.model_copy(update=changes)
+
+
 TOLERANCE_S = 1.0  # a hit: detection within [keyword start, keyword end + 1.0 s]
 DEBOUNCE_S = 1.0  # MLPerf Tiny's false-positive debounce
 # MLPerf Tiny's mark (<= 8 false positives, <= 8 false negatives on a 1200 s stream with ~50 wakewords,
@@ -162,7 +169,7 @@ def run_pass(
     backend: Any,
     factory: Any,
     audio: np.ndarray,
-    cfg: SpotterConfig,
+    cfg: DetectionConfig,
     *,
     keep_windows: bool = False,
     meter: bool = False,
@@ -242,7 +249,7 @@ class CountingEmulator(EmulatorBackend):
 
 
 def replay(
-    windows: list[WindowScore], cfg: SpotterConfig, model: Model, _cache: dict[Any, Any] | None = None
+    windows: list[WindowScore], cfg: DetectionConfig, model: Model, _cache: dict[Any, Any] | None = None
 ) -> list[tuple[StreamDetection, float]]:
     """The spotter's decision stages (guard, smoothing, threshold/margin/ignore, refractory) over the lane
     windows of a pass made with ``min_input_rate_hz = 0``: each detection with its window's end time. The
@@ -294,7 +301,7 @@ def detections(replayed: list[tuple[StreamDetection, float]]) -> list[StreamDete
 
 
 def replayed_score(
-    stream: Stream, windows: list[WindowScore], cfg: SpotterConfig, model: Model
+    stream: Stream, windows: list[WindowScore], cfg: DetectionConfig, model: Model
 ) -> StreamScore:
     """The stream's score under decision settings ``cfg``, replayed over a recorded pass's lane windows."""
     return score_stream(
@@ -317,7 +324,7 @@ def mlperf_ratio(s: StreamScore) -> float:
 
 
 def tune(
-    windows: list[WindowScore], model: Model, base: SpotterConfig, stream: Stream
+    windows: list[WindowScore], model: Model, base: DetectionConfig, stream: Stream
 ) -> list[dict[str, Any]]:
     """Every grid point's score on the tuning stream, best first: closest to MLPerf Tiny's scaled mark
     (:func:`mlperf_ratio`), then fewest false accepts + misses, then lowest median latency."""
@@ -325,7 +332,7 @@ def tune(
     rows = []
     names = list(GRID)
     for values in itertools.product(*GRID.values()):
-        cfg = replace(base, **dict(zip(names, values, strict=True)))
+        cfg = _with(base, **dict(zip(names, values, strict=True)))
         s = score_stream(
             truth,
             detections(replay(windows, cfg, model, cache)),
@@ -546,7 +553,7 @@ def main() -> None:
         print(f"model {model.source} ({model.bundle}) in {time.perf_counter() - t:.1f} s", flush=True)
         emulator, factory = build_backend(EmulatorBackend.Config(type="emulator"), model.model_dir)
         compile_s = emulator.compile_seconds()
-        base = SpotterConfig()  # the agent config's [detection] defaults
+        base = DetectionConfig()  # the agent config's [detection] defaults
 
         t = time.perf_counter()
         val = build_stream(
@@ -566,14 +573,14 @@ def main() -> None:
 
         # tuning on VAL: one pass recording every lane window, then the decision stages replayed per grid
         # point
-        capture = replace(base, min_input_rate_hz=0.0, smoothing=1)
+        capture = _with(base, min_input_rate_hz=0.0, smoothing=1)
         t = time.perf_counter()
         val_pass = run_pass(model, emulator, factory, val.audio, capture, keep_windows=True)
         val_default = replayed_score(val, val_pass.windows, base, model)
         tuning = tune(val_pass.windows, model, base, val)
         chosen = tuning[0]
-        tuned = replace(base, **{k: chosen[k] for k in GRID})
-        print(f"tuned on VAL in {time.perf_counter() - t:.1f} s: {asdict(tuned)}", flush=True)
+        tuned = _with(base, **{k: chosen[k] for k in GRID})
+        print(f"tuned on VAL in {time.perf_counter() - t:.1f} s: {tuned.model_dump()}", flush=True)
         print(f"  VAL defaults: {_summary(val_default)}", flush=True)
 
         # TEST: the timed pass with the tuned settings
@@ -591,7 +598,7 @@ def main() -> None:
             counter,
             None,
             test.audio,
-            replace(tuned, min_input_rate_hz=0.0, smoothing=1),
+            _with(tuned, min_input_rate_hz=0.0, smoothing=1),
             keep_windows=True,
         )
         replayed = replay(counted.windows, tuned, model)
@@ -610,7 +617,7 @@ def main() -> None:
         print(f"  same, defaults: {_summary(quiet_default)}", flush=True)
         curve = []  # recall and false accepts over the threshold, the other tuned settings fixed
         for thr in THRESHOLD_CURVE:
-            sc = replayed_score(test, counted.windows, replace(tuned, threshold=thr), model)
+            sc = replayed_score(test, counted.windows, _with(tuned, threshold=thr), model)
             curve.append(
                 {
                     "threshold": thr,
@@ -686,7 +693,7 @@ def main() -> None:
             "seed": args.seed,
         },
         "streams": {"val": val.composition(), "test": test.composition()},
-        "settings": {"defaults": asdict(base), "tuned": asdict(tuned)},
+        "settings": {"defaults": base.model_dump(), "tuned": tuned.model_dump()},
         "val": {"defaults": val_default.to_dict(), "tuned": chosen["score"], "grid_top5": tuning[:5]},
         "test": {
             "tuned": score.to_dict(with_detections=True),

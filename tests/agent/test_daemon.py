@@ -19,8 +19,9 @@ from click.testing import CliRunner
 
 from edgekws.agent._cli import main
 from edgekws.agent._config import parse_config
-from edgekws.agent._daemon import Agent, NoBackend, choose_backend, sd_notify, watchdog_interval
+from edgekws.agent._daemon import Agent, sd_notify, watchdog_interval
 from edgekws.agent._device_store import DeviceStore
+from edgekws.agent._pipeline import NoBackend, choose_backend
 from edgekws.packaging._netx import write_netx
 from edgekws.packaging._signing import SigningKey
 
@@ -91,7 +92,7 @@ def test_agent_runs_a_wav_folder_to_the_end(tmp_path: Path) -> None:
     assert agent.detections, "the test network detects something in noise at a tiny threshold"
     assert {d["label"] for d in agent.detections} <= set(LABELS)
     assert agent.metrics.total_audio_s == pytest.approx(2.0)
-    assert not agent._undo
+    assert not agent.started_steps
 
 
 def test_missing_runtimes_are_skipped_with_a_reason(tmp_path: Path) -> None:

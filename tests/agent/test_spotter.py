@@ -9,10 +9,11 @@ import pytest
 from _devices import LABELS as _LABELS
 from _devices import SPEC, small_network
 
+from edgekws.agent import DetectionConfig
 from edgekws.agent._decision import decide
 from edgekws.agent._frontend import FrontendSpec
 from edgekws.agent._sources import AudioChunk
-from edgekws.agent._spotter import Spotter, SpotterConfig, WindowScore
+from edgekws.agent._spotter import Spotter, WindowScore
 from edgekws.agent.backends import Backend, EmulatorBackend
 from edgekws.packaging._fixedpoint import FixedPointNetwork
 
@@ -75,7 +76,7 @@ def test_every_lane_window_equals_a_fresh_run_of_the_network() -> None:
         EmulatorBackend(net),
         LABELS,
         window_steps=100,
-        config=SpotterConfig(lanes=4, min_input_rate_hz=0.0),
+        config=DetectionConfig(lanes=4, min_input_rate_hz=0.0),
     )
     seen = _collect(spotter)
     x = _spikes(460, 0.05)
@@ -93,7 +94,7 @@ def test_every_lane_window_equals_a_fresh_run_of_the_network() -> None:
 def test_lanes_through_the_generic_interface_agree_with_batched_state() -> None:
     """Lanes built from separate backend instances score the same windows as the batched emulator state."""
     net = small_network(seed=3)
-    cfg = SpotterConfig(lanes=3, min_input_rate_hz=0.0)
+    cfg = DetectionConfig(lanes=3, min_input_rate_hz=0.0)
     a = Spotter(SPEC, EmulatorBackend(net), LABELS, window_steps=60, config=cfg)
     b = Spotter(
         SPEC,
@@ -118,7 +119,11 @@ def test_generic_backend_without_factory_is_refused_for_several_lanes() -> None:
     """A backend that cannot reset one stream needs a factory for more than one lane."""
     with pytest.raises(ValueError, match="factory"):
         Spotter(
-            SPEC, InterfaceOnly(small_network(seed=0)), LABELS, window_steps=50, config=SpotterConfig(lanes=2)
+            SPEC,
+            InterfaceOnly(small_network(seed=0)),
+            LABELS,
+            window_steps=50,
+            config=DetectionConfig(lanes=2),
         )
 
 
@@ -129,7 +134,7 @@ def test_silence_gives_no_detection_and_no_scores() -> None:
         EmulatorBackend(small_network(seed=0)),
         LABELS,
         window_steps=50,
-        config=SpotterConfig(lanes=5, threshold=0.01),
+        config=DetectionConfig(lanes=5, threshold=0.01),
     )
     seen = _collect(spotter)
     assert spotter.process_spikes(np.zeros((400, SPEC.num_channels), dtype=np.uint8)) == []
@@ -142,7 +147,7 @@ def _best_class_trace(net: FixedPointNetwork, x: np.ndarray, window: int, lanes:
         EmulatorBackend(net),
         LABELS,
         window_steps=window,
-        config=SpotterConfig(lanes=lanes, min_input_rate_hz=0.0),
+        config=DetectionConfig(lanes=lanes, min_input_rate_hz=0.0),
     )
     seen = _collect(s)
     s.process_spikes(x)
@@ -165,7 +170,7 @@ def test_threshold_refractory_and_ignored_labels() -> None:
             EmulatorBackend(net),
             LABELS,
             window_steps=100,
-            config=SpotterConfig(
+            config=DetectionConfig(
                 lanes=4,
                 smoothing=1,
                 threshold=threshold,
@@ -197,7 +202,7 @@ def test_audio_in_gives_detections_with_latency() -> None:
         EmulatorBackend(small_network(seed=7)),
         LABELS,
         window_steps=200,
-        config=SpotterConfig(
+        config=DetectionConfig(
             lanes=2, threshold=1e-6, refractory_ms=0.0, min_input_rate_hz=0.0, ignore_labels=()
         ),
     )
@@ -226,7 +231,7 @@ def test_idle_lanes_are_skipped_without_changing_any_score() -> None:
     x = _spikes(900, 0.05, seed=2)
     x[:250] = 0  # leading silence
     x[400:700] = 0  # a pause between two words
-    cfg = SpotterConfig(lanes=5, min_input_rate_hz=0.0)
+    cfg = DetectionConfig(lanes=5, min_input_rate_hz=0.0)
     fast = Spotter(SPEC, EmulatorBackend(net), LABELS, window_steps=100, config=cfg)
     full = Spotter(SPEC, EmulatorBackend(net), LABELS, window_steps=100, config=cfg)
     full._lanes.can_skip = False
