@@ -30,7 +30,7 @@ from pydantic import (
 
 from edgekws.agent.backends import BackendConfig as BackendConfigBase
 from edgekws.agent.backends import backend_classes
-from edgekws.agent.mqtt import BrokerUrl
+from edgekws.agent.mqtt import BrokerUrl, TopicLevel
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -54,21 +54,10 @@ class _Model(BaseModel):
 class DeviceConfig(_Model):
     """Who this box is: the ids in MQTT topics and logs."""
 
-    id: str = Field(
-        min_length=1,
-        pattern=r"^[A-Za-z0-9_.-]+$",
-        description="Device id, unique in its fleet (MQTT topic level).",
-    )
-    fleet: str = Field(
-        default="default",
-        min_length=1,
-        pattern=r"^[A-Za-z0-9_.-]+$",
-        description="Fleet this device belongs to.",
-    )
-    group: str | None = Field(
+    id: TopicLevel = Field(description="Device id, unique in its fleet (MQTT topic level).")
+    fleet: TopicLevel = Field(default="default", description="Fleet this device belongs to.")
+    group: TopicLevel | None = Field(
         default=None,
-        min_length=1,
-        pattern=r"^[A-Za-z0-9_.-]+$",
         description="Rollout group (e.g. 'canary', 'lab'); reported in the status, targeted by "
         "`edgekws fleet deploy --group`.",
     )

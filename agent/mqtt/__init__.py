@@ -46,6 +46,7 @@ from edgekws.agent.mqtt._topics import RC_SUCCESS as RC_SUCCESS
 from edgekws.agent.mqtt._topics import TOPIC_ROOT as TOPIC_ROOT
 from edgekws.agent.mqtt._topics import BrokerUrl as BrokerUrl
 from edgekws.agent.mqtt._topics import DeviceTopic as DeviceTopic
+from edgekws.agent.mqtt._topics import TopicLevel as TopicLevel
 from edgekws.agent.mqtt._topics import command_topic as command_topic
 from edgekws.agent.mqtt._topics import device_subscription as device_subscription
 from edgekws.agent.mqtt._topics import parse_topic as parse_topic

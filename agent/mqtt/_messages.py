@@ -73,27 +73,35 @@ class ActiveBundle(BaseModel):
 
 
 _BUNDLE_DOC = "The active bundle (null: none loaded)."
+_BUNDLE = {"name": "digits", "version": "1.2.0"}  # of the examples
+
+
+def _example(kind: str, seq: int | None, ts: float, /, **fields: Any) -> dict[str, Any]:
+    """An example payload for the schema: the header (``seq`` for queued messages), then its fields."""
+    boot, epoch = "5f1c0a9e2b7d", "a41f09c3d2e1"
+    head = {"schema": schema_name(kind), "id": f"{boot}:s1" if seq is None else f"{epoch}:{seq}", "ts": ts}
+    return {**head, **({} if seq is None else {"seq": seq}), "boot": boot, **fields}
+
+
+def _schema_config(title: str, example: dict[str, Any]) -> ConfigDict:
+    """A message model's config: its JSON Schema title and example."""
+    return ConfigDict(title=title, json_schema_extra={"examples": [example]})
 
 
 class StatusMessage(_Message):
     KIND: ClassVar[str] = "status"
-    model_config = ConfigDict(
-        title="Device status (retained; the Last Will says offline)",
-        json_schema_extra={
-            "examples": [
-                {
-                    "schema": "edgekws.status/1",
-                    "id": "5f1c0a9e2b7d:s1",
-                    "ts": 1767225600.0,
-                    "boot": "5f1c0a9e2b7d",
-                    "state": "online",
-                    "group": "lab",
-                    "bundle": {"name": "digits", "version": "1.2.0"},
-                    "backend": "emulator",
-                    "reason": None,
-                }
-            ]
-        },
+    model_config = _schema_config(
+        "Device status (retained; the Last Will says offline)",
+        _example(
+            "status",
+            None,
+            1767225600.0,
+            state="online",
+            group="lab",
+            bundle=_BUNDLE,
+            backend="emulator",
+            reason=None,
+        ),
     )
 
     schema_: Literal["edgekws.status/1"] = Field(alias="schema", description=_SCHEMA_DOC)
@@ -145,39 +153,33 @@ class QueueState(BaseModel):
 
 class TelemetryMessage(_Queued):
     KIND: ClassVar[str] = "telemetry"
-    model_config = ConfigDict(
-        title="Periodic telemetry aggregate",
-        json_schema_extra={
-            "examples": [
+    model_config = _schema_config(
+        "Periodic telemetry aggregate",
+        _example(
+            "telemetry",
+            17,
+            1767225610.0,
+            interval_s=10.0,
+            bundle=_BUNDLE,
+            backend="emulator",
+            latency_ms={"inference": {"p50": 0.41, "p90": 0.52, "p99": 0.9, "max": 1.3, "n": 500}},
+            real_time_factor=0.05,
+            audio_s=10.0,
+            inferences=100,
+            detections=2,
+            energy=[
                 {
-                    "schema": "edgekws.telemetry/1",
-                    "id": "a41f09c3d2e1:17",
-                    "seq": 17,
-                    "ts": 1767225610.0,
-                    "boot": "5f1c0a9e2b7d",
-                    "interval_s": 10.0,
-                    "bundle": {"name": "digits", "version": "1.2.0"},
-                    "backend": "emulator",
-                    "latency_ms": {"inference": {"p50": 0.41, "p90": 0.52, "p99": 0.9, "max": 1.3, "n": 500}},
-                    "real_time_factor": 0.05,
-                    "audio_s": 10.0,
-                    "inferences": 100,
-                    "detections": 2,
-                    "energy": [
-                        {
-                            "mj_per_inference": 0.22,
-                            "method": "estimated:loihi2-opcount",
-                            "detail": "Davies et al. 2018",
-                        }
-                    ],
-                    "cpu_percent": 12.5,
-                    "rss_mb": 80.2,
-                    "temperature_c": None,
-                    "queue": {"depth": 0, "bytes": 0},
-                    "dropped": {"telemetry": 0, "detection": 0, "event": 0},
+                    "mj_per_inference": 0.22,
+                    "method": "estimated:loihi2-opcount",
+                    "detail": "Davies et al. 2018",
                 }
-            ]
-        },
+            ],
+            cpu_percent=12.5,
+            rss_mb=80.2,
+            temperature_c=None,
+            queue={"depth": 0, "bytes": 0},
+            dropped={"telemetry": 0, "detection": 0, "event": 0},
+        ),
     )
 
     schema_: Literal["edgekws.telemetry/1"] = Field(alias="schema", description=_SCHEMA_DOC)
@@ -203,23 +205,11 @@ class TelemetryMessage(_Queued):
 
 class DetectionMessage(_Queued):
     KIND: ClassVar[str] = "detection"
-    model_config = ConfigDict(
-        title="One keyword detection",
-        json_schema_extra={
-            "examples": [
-                {
-                    "schema": "edgekws.detection/1",
-                    "id": "a41f09c3d2e1:18",
-                    "seq": 18,
-                    "ts": 1767225611.2,
-                    "boot": "5f1c0a9e2b7d",
-                    "label": "seven",
-                    "confidence": 0.93,
-                    "latency_ms": 41.0,
-                    "bundle": {"name": "digits", "version": "1.2.0"},
-                }
-            ]
-        },
+    model_config = _schema_config(
+        "One keyword detection",
+        _example(
+            "detection", 18, 1767225611.2, label="seven", confidence=0.93, latency_ms=41.0, bundle=_BUNDLE
+        ),
     )
 
     schema_: Literal["edgekws.detection/1"] = Field(alias="schema", description=_SCHEMA_DOC)
@@ -231,22 +221,16 @@ class DetectionMessage(_Queued):
 
 class EventMessage(_Queued):
     KIND: ClassVar[str] = "event"
-    model_config = ConfigDict(
-        title="Lifecycle event or command response",
-        json_schema_extra={
-            "examples": [
-                {
-                    "schema": "edgekws.event/1",
-                    "id": "a41f09c3d2e1:19",
-                    "seq": 19,
-                    "ts": 1767225612.0,
-                    "boot": "5f1c0a9e2b7d",
-                    "kind": "command.done",
-                    "level": "info",
-                    "detail": {"command_id": "c-1", "type": "ping"},
-                }
-            ]
-        },
+    model_config = _schema_config(
+        "Lifecycle event or command response",
+        _example(
+            "event",
+            19,
+            1767225612.0,
+            kind="command.done",
+            level="info",
+            detail={"command_id": "c-1", "type": "ping"},
+        ),
     )
 
     schema_: Literal["edgekws.event/1"] = Field(alias="schema", description=_SCHEMA_DOC)

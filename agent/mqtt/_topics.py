@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 from urllib.parse import unquote, urlsplit
+
+from pydantic import Field
 
 TOPIC_ROOT = "edgekws/v1"
 SCHEMA_VERSION = 1
@@ -21,7 +23,8 @@ QueuedKind = Literal["telemetry", "detection", "event"]
 KINDS: tuple[str, ...] = get_args(Kind)
 QUEUED_KINDS: tuple[str, ...] = get_args(QueuedKind)
 COMMAND_LEVEL = "cmd"
-ID_PATTERN = r"^[A-Za-z0-9_.-]+$"  # a fleet or device id (one topic level)
+#: A fleet, device or group id: one topic level.
+TopicLevel = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
 
 # Limits shared by the sides of the contract.
 INLINE_MAX_BYTES = 4 * 2**20  # a bundle sent inside a deploy command (base64) may be at most this large

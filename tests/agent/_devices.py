@@ -20,7 +20,7 @@ import soundfile as sf
 from edgekws.agent._daemon import Agent
 from edgekws.agent._device_store import DeviceStore
 from edgekws.agent._frontend import FrontendSpec
-from edgekws.packaging import NetworkSpec
+from edgekws.packaging import READOUT_V_TH_MANT, NetworkSpec
 from edgekws.packaging._bundle import build_bundle
 from edgekws.packaging._fixedpoint import FixedPointLayer, FixedPointNetwork
 from edgekws.packaging._netx import write_netx
@@ -29,6 +29,29 @@ from edgekws.packaging._signing import SigningKey
 SPEC = FrontendSpec(num_bands=8, thresholds_db=(-30.0, -15.0))
 LABELS = ("_silence_", "yes", "no")
 KEY = SigningKey.generate()
+
+
+def realistic_network() -> FixedPointNetwork:
+    """A quantized C → recurrent H → O network with the spec's decays, a bias and the readout threshold."""
+    spec = NetworkSpec(num_inputs=20, hidden=(32,), recurrent=(True,), num_outputs=4)
+    rng = np.random.default_rng(11)
+    hidden = FixedPointLayer(
+        weight=rng.integers(-40, 90, (32, 20)),
+        weight_rec=rng.integers(-60, 40, (32, 32)),
+        i_decay=spec.i_decay,
+        v_decay=spec.v_decay,
+        v_th_mant=256,
+        weight_scale=2.0**-8,
+        bias=rng.integers(-8, 8, 32),
+    )
+    readout = FixedPointLayer(
+        weight=rng.integers(-128, 128, (4, 32)),
+        i_decay=spec.i_decay,
+        v_decay=spec.v_decay,
+        v_th_mant=READOUT_V_TH_MANT,
+        weight_scale=2.0**-9,
+    )
+    return FixedPointNetwork((hidden, readout))
 
 
 def small_network(channels: int | None = None, *, hidden: int = 24, seed: int = 7) -> FixedPointNetwork:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _devices import realistic_network
 
 from edgekws.agent.backends import BackendUnavailable, EmulatorBackend, LavaBackend, Loihi2Backend
-from edgekws.packaging import FixedPointLayer, FixedPointNetwork, NetworkSpec, write_netx
+from edgekws.packaging import FixedPointLayer, FixedPointNetwork, write_netx
 
 
 def _stress_net() -> FixedPointNetwork:
@@ -23,31 +24,6 @@ def _stress_net() -> FixedPointNetwork:
         v_th_mant=100_000,
     )
     readout = FixedPointLayer(weight=rng.integers(-128, 128, (3, 12)), i_decay=0, v_decay=0)
-    return FixedPointNetwork((hidden, readout))
-
-
-def _realistic_net() -> FixedPointNetwork:
-    """A quantized C → recurrent H → O network with the spec's decays, a bias and the readout threshold."""
-    from edgekws.packaging._fixedpoint import READOUT_V_TH_MANT
-
-    spec = NetworkSpec(num_inputs=20, hidden=(32,), recurrent=(True,), num_outputs=4)
-    rng = np.random.default_rng(11)
-    hidden = FixedPointLayer(
-        weight=rng.integers(-40, 90, (32, 20)),
-        weight_rec=rng.integers(-60, 40, (32, 32)),
-        i_decay=spec.i_decay,
-        v_decay=spec.v_decay,
-        v_th_mant=256,
-        weight_scale=2.0**-8,
-        bias=rng.integers(-8, 8, 32),
-    )
-    readout = FixedPointLayer(
-        weight=rng.integers(-128, 128, (4, 32)),
-        i_decay=spec.i_decay,
-        v_decay=spec.v_decay,
-        v_th_mant=READOUT_V_TH_MANT,
-        weight_scale=2.0**-9,
-    )
     return FixedPointNetwork((hidden, readout))
 
 
@@ -83,7 +59,7 @@ def test_wrap_and_saturation_are_bit_exact_for_1000_steps(tmp_path: Path) -> Non
 @pytest.mark.lava
 def test_realistic_network_is_bit_exact_across_independent_samples(tmp_path: Path) -> None:
     """Two 500-step samples through C → recurrent H → O agree exactly, each starting from zero state."""
-    net = _realistic_net()
+    net = realistic_network()
     x = (np.random.default_rng(13).random((2, 500, 20)) < 0.1).astype(np.uint8)
     probes = _assert_bit_exact(net, tmp_path / "real.net", x)
     rate = np.mean([p["0.s"].mean() for p in probes])
@@ -93,7 +69,7 @@ def test_realistic_network_is_bit_exact_across_independent_samples(tmp_path: Pat
 @pytest.mark.lava
 def test_streaming_and_decisions_match_the_emulator(tmp_path: Path) -> None:
     """step() over uneven chunks and decide() give the emulator's float readout and labels."""
-    net = _realistic_net()
+    net = realistic_network()
     path = write_netx(net, tmp_path / "real.net")
     x = (np.random.default_rng(14).random((1, 100, 20)) < 0.1).astype(np.uint8)
     lava = LavaBackend(path)
@@ -112,7 +88,7 @@ def test_loihi2_without_lava_loihi_names_the_extension(tmp_path: Path) -> None:
     """Without lava-loihi the loihi2 backend is unavailable and says it needs the INRC extension."""
     assert LavaBackend.available() and not Loihi2Backend.available()
     with pytest.raises(BackendUnavailable, match=r"lava-loihi.*INRC"):
-        Loihi2Backend(write_netx(_realistic_net(), tmp_path / "real.net"))
+        Loihi2Backend(write_netx(realistic_network(), tmp_path / "real.net"))
 
 
 def test_lava_backend_availability_follows_the_interpreter(tmp_path: Path) -> None:
@@ -122,4 +98,4 @@ def test_lava_backend_availability_follows_the_interpreter(tmp_path: Path) -> No
         return
     assert not LavaBackend.available()
     with pytest.raises(BackendUnavailable, match=r"Python 3\.10.*\.venv-lava.*lava-sim"):
-        LavaBackend(write_netx(_realistic_net(), tmp_path / "real.net"))
+        LavaBackend(write_netx(realistic_network(), tmp_path / "real.net"))

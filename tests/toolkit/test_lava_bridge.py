@@ -10,37 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _devices import realistic_network
 
 from edgekws.agent.backends import BackendUnavailable, EmulatorBackend
-from edgekws.packaging import READOUT_V_TH_MANT, FixedPointLayer, FixedPointNetwork, write_netx
+from edgekws.packaging import write_netx
 from edgekws.toolkit.quant import LavaBridge, lava_python
-
-
-def _net() -> FixedPointNetwork:
-    rng = np.random.default_rng(11)
-    hidden = FixedPointLayer(
-        weight=rng.integers(-40, 90, (32, 20)),
-        weight_rec=rng.integers(-60, 40, (32, 32)),
-        i_decay=1260,
-        v_decay=186,
-        v_th_mant=256,
-        weight_scale=2.0**-8,
-        bias=rng.integers(-8, 8, 32),
-    )
-    readout = FixedPointLayer(
-        weight=rng.integers(-128, 128, (4, 32)),
-        i_decay=1260,
-        v_decay=186,
-        v_th_mant=READOUT_V_TH_MANT,
-        weight_scale=2.0**-9,
-    )
-    return FixedPointNetwork((hidden, readout))
 
 
 @pytest.mark.lava
 def test_bridge_runs_lava_in_a_subprocess(tmp_path: Path) -> None:
     """The subprocess bridge returns the emulator's readout for a short sample."""
-    net = _net()
+    net = realistic_network()
     path = write_netx(net, tmp_path / "real.net")
     x = (np.random.default_rng(15).random((1, 40, 20)) < 0.1).astype(np.uint8)
     assert np.array_equal(LavaBridge(path, timeout_s=300).run(x), EmulatorBackend(net).run(x))

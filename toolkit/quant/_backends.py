@@ -73,16 +73,9 @@ class LavaBridge:
             return False
         return True
 
-    @property
-    def num_inputs(self) -> int:
-        return self.net.num_inputs
-
-    @property
-    def num_outputs(self) -> int:
-        return self.net.num_outputs
-
     def run(self, spikes: np.ndarray) -> np.ndarray:
-        x = check_spikes(spikes, self.num_inputs)
+        """Readout traces ``(batch, steps, outputs)`` of independent samples, from the Lava subprocess."""
+        x = check_spikes(spikes, self.net.num_inputs)
         with tempfile.TemporaryDirectory(prefix="edgekws-lava-") as tmp:
             inp, out = Path(tmp) / "spikes.npz", Path(tmp) / "readout.npz"
             np.savez(inp, spikes=x.astype(np.uint8))
