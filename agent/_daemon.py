@@ -31,7 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
@@ -303,17 +303,13 @@ class Agent:
         base = {"command_id": command.id, "rollout": command.rollout}
         base.update(name=ref.name, version=ref.version)
         t0 = time.monotonic()
-        try:
+        with self._failures_reported("deploy.failed", base):
             rc = self.config.rollout
             data = fetch_bundle(ref, timeout_s=rc.download_timeout_s, max_bytes=rc.max_bundle_bytes)
             check_sha256(data, ref.sha256)
             with self._deploy_lock:
                 pipeline, health, previous = self._install_and_check(data, ref, rollback=command.rollback)
                 self._swap(pipeline)
-        except DeployError as exc:
-            exc.detail.update(base)
-            self._event("deploy.failed", "error", **exc.detail)
-            raise
         result = {
             **base,
             "result": "deployed",
@@ -389,26 +385,21 @@ class Agent:
     def rollback(self, to_version: str | None = None, *, command_id: str | None = None) -> dict[str, Any]:
         """Activate the previous (or a named installed) version, after the same health check."""
         base = {"command_id": command_id, "to_version": to_version}
-        try:
-            with self._deploy_lock:
-                before = (self.store.active(), self.store.previous())
-                try:
-                    if to_version is None:
-                        target = self.store.rollback()
-                    else:
-                        found = [b for b in self.store.installed() if b.version == to_version]
-                        if not found:
-                            have = ", ".join(b.version for b in self.store.installed()) or "none"
-                            raise StoreError(f"version {to_version} is not installed (installed: {have})")
-                        target = self.store.install(found[-1].bundle_file, rollback=True)
-                except StoreError as exc:
-                    raise DeployError(str(exc), stage="rollback") from exc
-                pipeline, health = self._check_active(before, reason_prefix=target.label)
-                self._swap(pipeline)
-        except DeployError as exc:
-            exc.detail.update(base)
-            self._event("rollback.failed", "error", **exc.detail)
-            raise
+        with self._failures_reported("rollback.failed", base), self._deploy_lock:
+            before = (self.store.active(), self.store.previous())
+            try:
+                if to_version is None:
+                    target = self.store.rollback()
+                else:
+                    found = [b for b in self.store.installed() if b.version == to_version]
+                    if not found:
+                        have = ", ".join(b.version for b in self.store.installed()) or "none"
+                        raise StoreError(f"version {to_version} is not installed (installed: {have})")
+                    target = self.store.install(found[-1].bundle_file, rollback=True)
+            except StoreError as exc:
+                raise DeployError(str(exc), stage="rollback") from exc
+            pipeline, health = self._check_active(before, reason_prefix=target.label)
+            self._swap(pipeline)
         result = {
             **base,
             "result": "rolled back",
@@ -419,6 +410,17 @@ class Agent:
         self._event("rollback", "warning", automatic=False, **result)
         self._event("bundle.activated", **self._bundle_detail(pipeline), previous=result["from_version"])
         return result
+
+    @contextlib.contextmanager
+    def _failures_reported(self, event: str, base: dict[str, Any]) -> Iterator[None]:
+        """A :class:`DeployError` inside gets ``base`` in its detail and is reported as ``event``, then
+        raised on (the command's ``command.failed`` carries the same detail)."""
+        try:
+            yield
+        except DeployError as exc:
+            exc.detail.update(base)
+            self._event(event, "error", **exc.detail)
+            raise
 
     def _swap(self, pipeline: Pipeline) -> None:
         """Make ``pipeline`` the running one (between two chunks) and tell the fleet."""

@@ -49,6 +49,7 @@ from edgekws.packaging._network import NetworkSpec as NetworkSpec
 from edgekws.packaging._network import Readout as Readout
 from edgekws.packaging._network import SpecError as SpecError
 from edgekws.packaging._network import decay_12bit as decay_12bit
+from edgekws.packaging._network import layer_problems as layer_problems
 from edgekws.packaging._network import readout_problem as readout_problem
 from edgekws.packaging._netx import NetxError as NetxError
 from edgekws.packaging._netx import read_netx as read_netx

@@ -17,6 +17,7 @@ the 12-bit decays of the fixed-point model, so quantization changes only weights
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal, get_args
 
@@ -32,6 +33,19 @@ def readout_problem(rule: object) -> str | None:
     if rule in READOUTS:
         return None
     return f"readout must be one of {', '.join(repr(r) for r in READOUTS)}, got {rule!r}"
+
+
+def layer_problems(hidden: Sequence[int], recurrent: Sequence[bool], readout: object) -> list[str]:
+    """What is wrong with a hidden-layer list, its recurrence flags and a readout rule (NetworkSpec and the
+    trainer's config check them alike)."""
+    problems = []
+    if not hidden or any(int(h) <= 0 for h in hidden):
+        problems.append(f"hidden must list positive layer sizes, got {list(hidden)}")
+    if len(recurrent) != len(hidden):
+        problems.append(f"recurrent needs one flag per hidden layer ({len(hidden)}), got {len(recurrent)}")
+    if readout_problem(readout):
+        problems.append(str(readout_problem(readout)))
+    return problems
 
 
 class SpecError(ValueError):
@@ -73,12 +87,7 @@ class NetworkSpec:
         problems = []
         if self.num_inputs <= 0:
             problems.append(f"num_inputs must be positive, got {self.num_inputs}")
-        if not self.hidden or any(h <= 0 for h in self.hidden):
-            problems.append(f"hidden must list positive layer sizes, got {self.hidden}")
-        if len(self.recurrent) != len(self.hidden):
-            problems.append(
-                f"recurrent needs one flag per hidden layer ({len(self.hidden)}), got {len(self.recurrent)}"
-            )
+        problems += layer_problems(self.hidden, self.recurrent, self.readout)
         if self.num_outputs <= 0:
             problems.append(f"num_outputs must be positive, got {self.num_outputs}")
         if self.dt_ms <= 0 or self.num_steps <= 0:
@@ -87,8 +96,6 @@ class NetworkSpec:
             problems.append("tau_mem_ms and tau_syn_ms must be positive")
         if self.threshold <= 0:
             problems.append(f"threshold must be positive, got {self.threshold}")
-        if readout_problem(self.readout):
-            problems.append(str(readout_problem(self.readout)))
         if self.class_names and len(self.class_names) != self.num_outputs:
             problems.append(
                 f"class_names must name all {self.num_outputs} outputs, got {len(self.class_names)}"

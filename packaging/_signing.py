@@ -33,6 +33,18 @@ _PEM_PRIVATE = b"-----BEGIN PRIVATE KEY-----"
 _PEM_PUBLIC = b"-----BEGIN PUBLIC KEY-----"
 
 
+def _is_raw_key(data: bytes, source: str, pem_header: bytes, kind: str) -> bool:
+    """True for 32 raw key bytes; False for a PEM with ``pem_header``; :class:`KeyFileError` otherwise."""
+    if len(data) == 32 and not data.startswith(b"-----"):
+        return True
+    if not data.lstrip().startswith(pem_header):
+        raise KeyFileError(
+            f"{source} is not an Ed25519 {kind} key: expected a PEM '{kind.upper()} KEY' or 32 raw bytes "
+            "(make one with `edgekws keys generate`)"
+        )
+    return False
+
+
 def key_id(raw_public: bytes) -> str:
     """The id of a public key: the first 16 hex digits of sha256 of its 32 raw bytes."""
     return hashlib.sha256(raw_public).hexdigest()[:16]
@@ -74,13 +86,8 @@ class PublicKey:
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "public key") -> PublicKey:
         """Read a PEM (SubjectPublicKeyInfo) or raw 32-byte public key."""
-        if len(data) == 32 and not data.startswith(b"-----"):
+        if _is_raw_key(data, source, _PEM_PUBLIC, "public"):
             return cls(data)
-        if not data.lstrip().startswith(_PEM_PUBLIC):
-            raise KeyFileError(
-                f"{source} is not an Ed25519 public key: expected a PEM 'PUBLIC KEY' or 32 raw bytes "
-                "(make one with `edgekws keys generate`)"
-            )
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -144,13 +151,8 @@ class SigningKey:
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "private key") -> SigningKey:
         """Read a PEM (PKCS#8, unencrypted) or raw 32-byte private key."""
-        if len(data) == 32 and not data.startswith(b"-----"):
+        if _is_raw_key(data, source, _PEM_PRIVATE, "private"):
             return cls(data)
-        if not data.lstrip().startswith(_PEM_PRIVATE):
-            raise KeyFileError(
-                f"{source} is not an Ed25519 private key: expected a PEM 'PRIVATE KEY' or 32 raw bytes "
-                "(make one with `edgekws keys generate`)"
-            )
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 

@@ -31,10 +31,15 @@ _SCHEMA_DOC = "Payload schema and its version."
 # ------------------------------------------------------------------------------------------- device -> fleet
 
 
-class _Message(BaseModel):
-    """The header every device message carries."""
+class _Part(BaseModel):
+    """Every model of the contract: unknown keys are refused, instances are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class _Message(_Part):
+    """The header every device message carries."""
+
     KIND: ClassVar[str]
 
     schema_: str = Field(alias="schema", description=_SCHEMA_DOC)
@@ -83,26 +88,64 @@ def _example(kind: str, seq: int | None, ts: float, /, **fields: Any) -> dict[st
     return {**head, **({} if seq is None else {"seq": seq}), "boot": boot, **fields}
 
 
-def _schema_config(title: str, example: dict[str, Any]) -> ConfigDict:
+_EXAMPLES: dict[str, dict[str, Any]] = {
+    "status": _example(
+        "status",
+        None,
+        1767225600.0,
+        state="online",
+        group="lab",
+        bundle=_BUNDLE,
+        backend="emulator",
+        reason=None,
+    ),
+    "telemetry": _example(
+        "telemetry",
+        17,
+        1767225610.0,
+        interval_s=10.0,
+        bundle=_BUNDLE,
+        backend="emulator",
+        latency_ms={"inference": {"p50": 0.41, "p90": 0.52, "p99": 0.9, "max": 1.3, "n": 500}},
+        real_time_factor=0.05,
+        audio_s=10.0,
+        inferences=100,
+        detections=2,
+        energy=[
+            {
+                "mj_per_inference": 0.22,
+                "method": "estimated:loihi2-opcount",
+                "detail": "Davies et al. 2018",
+            }
+        ],
+        cpu_percent=12.5,
+        rss_mb=80.2,
+        temperature_c=None,
+        queue={"depth": 0, "bytes": 0},
+        dropped={"telemetry": 0, "detection": 0, "event": 0},
+    ),
+    "detection": _example(
+        "detection", 18, 1767225611.2, label="seven", confidence=0.93, latency_ms=41.0, bundle=_BUNDLE
+    ),
+    "event": _example(
+        "event",
+        19,
+        1767225612.0,
+        kind="command.done",
+        level="info",
+        detail={"command_id": "c-1", "type": "ping"},
+    ),
+}
+
+
+def _schema_config(title: str, kind: str) -> ConfigDict:
     """A message model's config: its JSON Schema title and example."""
-    return ConfigDict(title=title, json_schema_extra={"examples": [example]})
+    return ConfigDict(title=title, json_schema_extra={"examples": [_EXAMPLES[kind]]})
 
 
 class StatusMessage(_Message):
     KIND: ClassVar[str] = "status"
-    model_config = _schema_config(
-        "Device status (retained; the Last Will says offline)",
-        _example(
-            "status",
-            None,
-            1767225600.0,
-            state="online",
-            group="lab",
-            bundle=_BUNDLE,
-            backend="emulator",
-            reason=None,
-        ),
-    )
+    model_config = _schema_config("Device status (retained; the Last Will says offline)", "status")
 
     schema_: Literal["edgekws.status/1"] = Field(alias="schema", description=_SCHEMA_DOC)
     state: Literal["online", "offline"]
@@ -116,10 +159,8 @@ class StatusMessage(_Message):
     )
 
 
-class LatencyStats(BaseModel):
+class LatencyStats(_Part):
     """Percentiles in milliseconds over the device's latency window (null when empty)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     p50: float | None = None
     p90: float | None = None
@@ -129,10 +170,8 @@ class LatencyStats(BaseModel):
     n: int = Field(default=0, ge=0)
 
 
-class EnergyFigure(BaseModel):
+class EnergyFigure(_Part):
     """Energy per inference with how it was obtained (design.md §6)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     mj_per_inference: float | None
     method: str = Field(
@@ -142,10 +181,8 @@ class EnergyFigure(BaseModel):
     detail: str = ""
 
 
-class QueueState(BaseModel):
+class QueueState(_Part):
     """The device's outbox."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     depth: int = Field(ge=0)
     bytes: int = Field(ge=0)
@@ -153,34 +190,7 @@ class QueueState(BaseModel):
 
 class TelemetryMessage(_Queued):
     KIND: ClassVar[str] = "telemetry"
-    model_config = _schema_config(
-        "Periodic telemetry aggregate",
-        _example(
-            "telemetry",
-            17,
-            1767225610.0,
-            interval_s=10.0,
-            bundle=_BUNDLE,
-            backend="emulator",
-            latency_ms={"inference": {"p50": 0.41, "p90": 0.52, "p99": 0.9, "max": 1.3, "n": 500}},
-            real_time_factor=0.05,
-            audio_s=10.0,
-            inferences=100,
-            detections=2,
-            energy=[
-                {
-                    "mj_per_inference": 0.22,
-                    "method": "estimated:loihi2-opcount",
-                    "detail": "Davies et al. 2018",
-                }
-            ],
-            cpu_percent=12.5,
-            rss_mb=80.2,
-            temperature_c=None,
-            queue={"depth": 0, "bytes": 0},
-            dropped={"telemetry": 0, "detection": 0, "event": 0},
-        ),
-    )
+    model_config = _schema_config("Periodic telemetry aggregate", "telemetry")
 
     schema_: Literal["edgekws.telemetry/1"] = Field(alias="schema", description=_SCHEMA_DOC)
     interval_s: float | None = None
@@ -205,12 +215,7 @@ class TelemetryMessage(_Queued):
 
 class DetectionMessage(_Queued):
     KIND: ClassVar[str] = "detection"
-    model_config = _schema_config(
-        "One keyword detection",
-        _example(
-            "detection", 18, 1767225611.2, label="seven", confidence=0.93, latency_ms=41.0, bundle=_BUNDLE
-        ),
-    )
+    model_config = _schema_config("One keyword detection", "detection")
 
     schema_: Literal["edgekws.detection/1"] = Field(alias="schema", description=_SCHEMA_DOC)
     label: str = Field(min_length=1)
@@ -221,17 +226,7 @@ class DetectionMessage(_Queued):
 
 class EventMessage(_Queued):
     KIND: ClassVar[str] = "event"
-    model_config = _schema_config(
-        "Lifecycle event or command response",
-        _example(
-            "event",
-            19,
-            1767225612.0,
-            kind="command.done",
-            level="info",
-            detail={"command_id": "c-1", "type": "ping"},
-        ),
-    )
+    model_config = _schema_config("Lifecycle event or command response", "event")
 
     schema_: Literal["edgekws.event/1"] = Field(alias="schema", description=_SCHEMA_DOC)
     kind_: str = Field(
@@ -252,9 +247,7 @@ DEVICE_MESSAGES: dict[str, type[_Message]] = {"status": StatusMessage, **QUEUED_
 # ------------------------------------------------------------------------------------------- fleet -> device
 
 
-class _Command(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
+class _Command(_Part):
     schema_: Literal["edgekws.cmd/1"] = Field(alias="schema", description=_SCHEMA_DOC)
     id: str = Field(min_length=1, max_length=COMMAND_ID_MAX, description="Command id; responses carry it.")
     ts: float = Field(description="When the command was issued (Unix seconds).")
@@ -264,10 +257,8 @@ class _Command(BaseModel):
         return self.model_dump(by_alias=True, exclude_unset=True)
 
 
-class BundleRef(BaseModel):
+class BundleRef(_Part):
     """Which bundle, where the device gets it (``url`` or inline ``data``), and what it must hash to."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, description="Bundle name.")
     version: str = Field(min_length=1, description="Semver version.")

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from edgekws.packaging import DEFAULT_READOUT, NetworkSpec, readout_problem
+from edgekws.packaging import DEFAULT_READOUT, NetworkSpec, layer_problems
 
 Method = Literal["eventprop", "bptt"]
 Augment = Literal["none", "shift", "shift-blend"]
@@ -101,13 +101,7 @@ class TrainConfig:
     eval_batch_size: int = 64
 
     def __post_init__(self) -> None:
-        problems: list[str] = []
-        if not self.hidden or any(int(h) <= 0 for h in self.hidden):
-            problems.append(f"hidden must list positive layer sizes, got {list(self.hidden)}")
-        if len(self.recurrent) != len(self.hidden):
-            problems.append(
-                f"recurrent needs one flag per hidden layer ({len(self.hidden)}), got {len(self.recurrent)}"
-            )
+        problems: list[str] = layer_problems(self.hidden, self.recurrent, self.readout)
         if self.epochs <= 0:
             problems.append(f"epochs must be positive, got {self.epochs}")
         if self.batch_size <= 0 or self.eval_batch_size <= 0:
@@ -116,8 +110,6 @@ class TrainConfig:
             problems.append(f"learning_rate must be positive, got {self.learning_rate}")
         if self.reg_lambda < 0 or self.reg_nu < 0:
             problems.append("reg_lambda and reg_nu must be non-negative")
-        if readout_problem(self.readout):
-            problems.append(str(readout_problem(self.readout)))
         if self.augment not in AUGMENTS:
             problems.append(f"augment must be one of {list(AUGMENTS)}, got {self.augment!r}")
         if self.shift_channels < 0:
