@@ -38,7 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-KINDS = ("telemetry", "event", "detection")  # drop order: first listed is dropped first
+from edgekws.agent.mqtt import DROP_ORDER
+
+KINDS = DROP_ORDER  # the queued message kinds (agent/mqtt); the first listed is dropped first
 _PRIORITY = {kind: i for i, kind in enumerate(KINDS)}
 
 _SCHEMA = """

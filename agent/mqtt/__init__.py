@@ -4,6 +4,9 @@ docs/schemas is generated), the broker-URL rule, and the one paho session wrappe
 
 from edgekws.agent.mqtt._messages import COMMAND_SCHEMA as COMMAND_SCHEMA
 from edgekws.agent.mqtt._messages import DEVICE_MESSAGES as DEVICE_MESSAGES
+from edgekws.agent.mqtt._messages import DROP_ORDER as DROP_ORDER
+from edgekws.agent.mqtt._messages import KINDS as KINDS
+from edgekws.agent.mqtt._messages import QUEUED_KINDS as QUEUED_KINDS
 from edgekws.agent.mqtt._messages import QUEUED_MESSAGES as QUEUED_MESSAGES
 from edgekws.agent.mqtt._messages import AckCommand as AckCommand
 from edgekws.agent.mqtt._messages import ActiveBundle as ActiveBundle
@@ -35,12 +38,10 @@ from edgekws.agent.mqtt._session import keep_connected as keep_connected
 from edgekws.agent.mqtt._topics import COMMAND_ID_MAX as COMMAND_ID_MAX
 from edgekws.agent.mqtt._topics import DEVICE_SESSION_EXPIRY_S as DEVICE_SESSION_EXPIRY_S
 from edgekws.agent.mqtt._topics import INLINE_MAX_BYTES as INLINE_MAX_BYTES
-from edgekws.agent.mqtt._topics import KINDS as KINDS
 from edgekws.agent.mqtt._topics import MAX_INFLIGHT as MAX_INFLIGHT
 from edgekws.agent.mqtt._topics import MONITOR_SESSION_EXPIRY_S as MONITOR_SESSION_EXPIRY_S
 from edgekws.agent.mqtt._topics import PERMANENT_FAILURES as PERMANENT_FAILURES
 from edgekws.agent.mqtt._topics import QOS as QOS
-from edgekws.agent.mqtt._topics import QUEUED_KINDS as QUEUED_KINDS
 from edgekws.agent.mqtt._topics import RC_NO_MATCHING_SUBSCRIBERS as RC_NO_MATCHING_SUBSCRIBERS
 from edgekws.agent.mqtt._topics import RC_SUCCESS as RC_SUCCESS
 from edgekws.agent.mqtt._topics import TOPIC_ROOT as TOPIC_ROOT

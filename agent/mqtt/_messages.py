@@ -15,13 +15,20 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edgekws.agent.mqtt._topics import (
     COMMAND_ID_MAX,
     INLINE_MAX_BYTES,
     MESSAGE_ID_MAX,
-    QueuedKind,
     schema_name,
 )
 
@@ -58,6 +65,10 @@ class _Message(_Part):
 
 
 class _Queued(_Message):
+    """A message that goes through the device's outbox; when the outbox is full, kinds with a lower
+    ``DROP_RANK`` are dropped first (docs/mqtt.md, "Bounds and the policy when full")."""
+
+    DROP_RANK: ClassVar[int]
     seq: int = Field(ge=0, description="Outbox sequence number: grows per device for the life of its outbox.")
 
     @classmethod
@@ -190,6 +201,7 @@ class QueueState(_Part):
 
 class TelemetryMessage(_Queued):
     KIND: ClassVar[str] = "telemetry"
+    DROP_RANK: ClassVar[int] = 0
     model_config = _schema_config("Periodic telemetry aggregate", "telemetry")
 
     schema_: Literal["edgekws.telemetry/1"] = Field(alias="schema", description=_SCHEMA_DOC)
@@ -208,13 +220,23 @@ class TelemetryMessage(_Queued):
     rss_mb: float | None = None
     temperature_c: float | None = None
     queue: QueueState
-    dropped: dict[QueuedKind, Annotated[int, Field(ge=0)]] = Field(
-        description="Messages dropped since the last report (outbox full or disk failing)."
+    dropped: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        description="Messages dropped since the last report (outbox full or disk failing).",
+        json_schema_extra=lambda schema: schema.update(propertyNames={"enum": list(QUEUED_KINDS)}),
     )
+
+    @field_validator("dropped")
+    @classmethod
+    def _queued_kinds_only(cls, dropped: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(dropped) - set(QUEUED_KINDS))
+        if unknown:
+            raise ValueError(f"dropped counts only {', '.join(QUEUED_KINDS)}, got {unknown}")
+        return dropped
 
 
 class DetectionMessage(_Queued):
     KIND: ClassVar[str] = "detection"
+    DROP_RANK: ClassVar[int] = 2
     model_config = _schema_config("One keyword detection", "detection")
 
     schema_: Literal["edgekws.detection/1"] = Field(alias="schema", description=_SCHEMA_DOC)
@@ -226,6 +248,7 @@ class DetectionMessage(_Queued):
 
 class EventMessage(_Queued):
     KIND: ClassVar[str] = "event"
+    DROP_RANK: ClassVar[int] = 1
     model_config = _schema_config("Lifecycle event or command response", "event")
 
     schema_: Literal["edgekws.event/1"] = Field(alias="schema", description=_SCHEMA_DOC)
@@ -238,11 +261,15 @@ class EventMessage(_Queued):
     detail: dict[str, Any]
 
 
-#: The model of each device message kind, and of those that go through the outbox.
+#: The model of each device message kind (its topic level), and of those that go through the outbox.
 QUEUED_MESSAGES: dict[str, type[_Queued]] = {
     m.KIND: m for m in (TelemetryMessage, DetectionMessage, EventMessage)
 }
 DEVICE_MESSAGES: dict[str, type[_Message]] = {"status": StatusMessage, **QUEUED_MESSAGES}
+KINDS: tuple[str, ...] = tuple(DEVICE_MESSAGES)
+QUEUED_KINDS: tuple[str, ...] = tuple(QUEUED_MESSAGES)
+#: The outbox's drop order when full: the first listed is dropped first.
+DROP_ORDER: tuple[str, ...] = tuple(sorted(QUEUED_MESSAGES, key=lambda k: QUEUED_MESSAGES[k].DROP_RANK))
 
 # ------------------------------------------------------------------------------------------- fleet -> device
 

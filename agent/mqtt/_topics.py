@@ -10,18 +10,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Annotated, Literal, get_args
+from typing import Annotated
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field
 
 TOPIC_ROOT = "edgekws/v1"
 SCHEMA_VERSION = 1
-#: What a device publishes, each on its own topic level; all but ``status`` go through the outbox.
-Kind = Literal["status", "telemetry", "detection", "event"]
-QueuedKind = Literal["telemetry", "detection", "event"]
-KINDS: tuple[str, ...] = get_args(Kind)
-QUEUED_KINDS: tuple[str, ...] = get_args(QueuedKind)
 COMMAND_LEVEL = "cmd"
 #: A fleet, device or group id: one topic level.
 TopicLevel = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]

@@ -136,6 +136,12 @@ class FleetMonitor:
         self._dirty: set[tuple[str, str]] = set()
         self._acks: dict[tuple[str, str, str], list[int]] = {}  # (fleet, device, epoch) -> seqs to ack
         self._lock = threading.Lock()
+        self._handlers = {
+            "status": self._on_status,
+            "telemetry": self._on_telemetry,
+            "detection": self._on_detection,
+            "event": self._on_event,
+        }
         if store is not None:
             for state in store.device_states():
                 d = self._device(state["fleet"], state["device"])
@@ -196,7 +202,9 @@ class FleetMonitor:
             d.messages[kind] += 1
             self.messages_total[kind] += 1
             d.last_seen = now
-            getattr(self, f"_on_{kind}")(d, msg, now)
+            handler = self._handlers.get(kind)
+            if handler is not None:  # a kind the monitor does not act on is counted only
+                handler(d, msg, now)
             self._dirty.add(key)
             return True
 
