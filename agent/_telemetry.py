@@ -146,7 +146,7 @@ class DeviceTelemetry:
         for kind, n in self._lost_unqueued.items():
             dropped[kind] = dropped.get(kind, 0) + n
         self._lost_unqueued = {}
-        return self._queue(
+        return self.send(
             "telemetry",
             interval_s=interval_s,
             bundle=self.bundle,
@@ -169,7 +169,7 @@ class DeviceTelemetry:
     ) -> str | None:
         """Queue one keyword detection."""
         extra = {} if ts is None else {"ts": ts}
-        return self._queue(
+        return self.send(
             "detection",
             label=label,
             confidence=float(confidence),
@@ -182,7 +182,7 @@ class DeviceTelemetry:
         self, kind: str, level: Literal["info", "warning", "error"] = "info", **detail: Any
     ) -> str | None:
         """Queue a lifecycle event (``bundle.activated``, ``rollback``, ``error``, ``command.done`` …)."""
-        return self._queue("event", kind=kind, level=level, detail=detail)
+        return self.send("event", kind=kind, level=level, detail=detail)
 
     def set_bundle(self, bundle: dict[str, str] | None, backend: str | None) -> None:
         """A new bundle or backend is active: the next status and reports carry it."""
@@ -197,8 +197,9 @@ class DeviceTelemetry:
     def _header(self, kind: str) -> dict[str, Any]:
         return {"schema": schema_name(kind), "ts": round(time.time(), 3), "boot": self.boot}
 
-    def _queue(self, kind: str, /, **fields: Any) -> str | None:
-        """Validate a message against its model and put it in the outbox (which adds ``id`` and ``seq``)."""
+    def send(self, kind: str, /, **fields: Any) -> str | None:
+        """Queue a message of any queued ``kind`` (agent/mqtt): validated against its model, stored in the
+        outbox (which adds ``id`` and ``seq``), sent in order; its message id, or None if it was dropped."""
         outbox = self._require_outbox()
         try:
             payload = QUEUED_MESSAGES[kind].draft(**{**self._header(kind), **fields})

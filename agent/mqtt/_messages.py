@@ -401,12 +401,10 @@ def parse_command(
 
 # ---------------------------------------------------------------------------------------------- JSON Schema
 
-_SCHEMA_FILES: dict[str, tuple[str, Any]] = {
-    "status": ("status.schema.json", StatusMessage),
-    "telemetry": ("telemetry.schema.json", TelemetryMessage),
-    "detection": ("detection.schema.json", DetectionMessage),
-    "event": ("event.schema.json", EventMessage),
-    "command": ("command.schema.json", Command),
+#: docs/schemas: one file per device message kind, and one for the command union.
+_SCHEMA_FILES: dict[str, Any] = {
+    **{f"{kind}.schema.json": model for kind, model in DEVICE_MESSAGES.items()},
+    "command.schema.json": Command,
 }
 _COMMAND_EXTRA = {
     "title": "Command to a device (on edgekws/v1/{fleet}/{device}/cmd/{type}; the topic's last level "
@@ -443,7 +441,7 @@ _COMMAND_EXTRA = {
 def json_schemas() -> dict[str, dict[str, Any]]:
     """File name -> JSON Schema (2020-12) of every message, generated from the models above."""
     out: dict[str, dict[str, Any]] = {}
-    for _, (filename, model) in _SCHEMA_FILES.items():
+    for filename, model in _SCHEMA_FILES.items():
         adapter: TypeAdapter[Any] = TypeAdapter(model)
         generated = adapter.json_schema(by_alias=True, mode="serialization")
         head: dict[str, Any] = {
