@@ -314,23 +314,45 @@ def check_bundle(
     """Check a bundle and report every problem; never raises for what the bundle contains.
 
     With ``trusted=None`` the signature is parsed but not checked (for ``inspect``): such a report is
-    never ``ok``.
+    never ``ok``. The checks, in order: the container and member names (:func:`_regular_members`), the
+    manifest, the signature, and every model file against the manifest.
     """
     limits = limits or Limits()
     name, data, problems = _read_source(source, limits)
     if data is None:
         return Report(name, 0, "", problems, [])
-    digest = sha256_hex(data)
     members, tar_problems = read_tar(
         data, max_member_bytes=limits.max_member_bytes, max_members=limits.max_members
     )
     problems += tar_problems
-    listing = [(m.name, m.type_name, m.size) for m in members]
-
-    # Member names, types and duplicates: only well-named regular files are candidates.
     counts: dict[str, int] = {}
     for m in members:
         counts[m.name] = counts.get(m.name, 0) + 1
+    regular = _regular_members(members, counts, problems)
+    manifest, manifest_bytes, manifest_raw = _check_manifest(regular, counts, limits, problems)
+    signatures = _parse_signatures(regular, counts, limits, problems)
+    verified = [] if trusted is None else _verify_signatures(trusted, signatures, manifest_bytes, problems)
+    files = {} if manifest is None else _check_files(manifest, regular, counts, problems)
+    return Report(
+        source=name,
+        size=len(data),
+        sha256=sha256_hex(data),
+        problems=problems,
+        members=[(m.name, m.type_name, m.size) for m in members],
+        manifest=manifest,
+        manifest_bytes=manifest_bytes,
+        manifest_raw=manifest_raw,
+        signatures=signatures,
+        verified_key_ids=verified,
+        signature_checked=trusted is not None,
+        files=files,
+    )
+
+
+def _regular_members(
+    members: list[TarMember], counts: dict[str, int], problems: list[Problem]
+) -> dict[str, bytes]:
+    """Member names, types and duplicates: only well-named, unique regular files are candidates."""
     regular: dict[str, bytes] = {}
     for m in members:
         problem = _name_problem(m)
@@ -362,8 +384,13 @@ def check_bundle(
             continue
         if m.data is not None:
             regular[m.name] = m.data
+    return regular
 
-    # The manifest.
+
+def _check_manifest(
+    regular: dict[str, bytes], counts: dict[str, int], limits: Limits, problems: list[Problem]
+) -> tuple[Manifest | None, bytes | None, Any]:
+    """The manifest, its bytes and its raw JSON (for inspect, even when invalid)."""
     manifest: Manifest | None = None
     manifest_bytes = regular.get(MANIFEST)
     manifest_raw: Any = None
@@ -380,9 +407,12 @@ def check_bundle(
             manifest = Manifest.from_bytes(manifest_bytes)
         except ManifestError as exc:
             problems += [Problem("manifest", MANIFEST, p) for p in exc.problems]
+    return manifest, manifest_bytes, manifest_raw
 
-    # The signature.
-    signatures: list[Signature] = []
+
+def _parse_signatures(
+    regular: dict[str, bytes], counts: dict[str, int], limits: Limits, problems: list[Problem]
+) -> list[Signature]:
     sig_bytes = regular.get(SIGNATURE)
     if sig_bytes is None:
         if counts.get(SIGNATURE, 0) == 0:
@@ -391,85 +421,80 @@ def check_bundle(
                     "unsigned", SIGNATURE, "the bundle is not signed; sign it with `edgekws bundle … --key`"
                 )
             )
-    elif len(sig_bytes) > limits.max_signature_bytes:
+        return []
+    if len(sig_bytes) > limits.max_signature_bytes:
         problems.append(Problem("size-limit", SIGNATURE, f"over the {limits.max_signature_bytes}-byte limit"))
-    else:
-        try:
-            signatures = parse_signature_file(sig_bytes)
-        except ValueError as exc:
-            problems.append(Problem("signature", SIGNATURE, f"malformed signature file: {exc}"))
-    verified: list[str] = []
-    checked = trusted is not None
-    if trusted is not None:
-        store = as_trust_store(trusted)
-        if not store:
-            problems.append(
-                Problem("untrusted", SIGNATURE, "no trusted public keys given; pass --trust KEY.pub")
-            )
-        elif signatures and manifest_bytes is not None:
-            for sig in signatures:
-                if sig.key_id not in store:
-                    continue
-                if store[sig.key_id].verify(sig.signature, manifest_bytes):
-                    verified.append(sig.key_id)
-                else:
-                    problems.append(
-                        Problem(
-                            "bad-signature",
-                            SIGNATURE,
-                            f"the signature by trusted key {sig.key_id} does not match manifest.json: the "
-                            "manifest was altered after signing",
-                        )
-                    )
-            if not verified and not any(p.code == "bad-signature" for p in problems):
-                problems.append(
-                    Problem(
-                        "untrusted",
-                        SIGNATURE,
-                        f"signed by key(s) {[s.key_id for s in signatures]}, none of them trusted "
-                        f"(trusted: {sorted(store)}); pass the signer's public key with --trust",
-                    )
-                )
+        return []
+    try:
+        return parse_signature_file(sig_bytes)
+    except ValueError as exc:
+        problems.append(Problem("signature", SIGNATURE, f"malformed signature file: {exc}"))
+        return []
 
-    # The model files, against the manifest.
+
+def _verify_signatures(
+    trusted: TrustLike, signatures: list[Signature], manifest_bytes: bytes | None, problems: list[Problem]
+) -> list[str]:
+    """The trusted key ids whose signatures verify the manifest bytes."""
+    store = as_trust_store(trusted)
+    if not store:
+        problems.append(Problem("untrusted", SIGNATURE, "no trusted public keys given; pass --trust KEY.pub"))
+        return []
+    if not signatures or manifest_bytes is None:
+        return []
+    verified: list[str] = []
+    for sig in signatures:
+        if sig.key_id not in store:
+            continue
+        if store[sig.key_id].verify(sig.signature, manifest_bytes):
+            verified.append(sig.key_id)
+        else:
+            problems.append(
+                Problem(
+                    "bad-signature",
+                    SIGNATURE,
+                    f"the signature by trusted key {sig.key_id} does not match manifest.json: the "
+                    "manifest was altered after signing",
+                )
+            )
+    if not verified and not any(p.code == "bad-signature" for p in problems):
+        problems.append(
+            Problem(
+                "untrusted",
+                SIGNATURE,
+                f"signed by key(s) {[s.key_id for s in signatures]}, none of them trusted "
+                f"(trusted: {sorted(store)}); pass the signer's public key with --trust",
+            )
+        )
+    return verified
+
+
+def _check_files(
+    manifest: Manifest, regular: dict[str, bytes], counts: dict[str, int], problems: list[Problem]
+) -> dict[str, bytes]:
+    """The model files whose size and sha256 match the manifest; every other member is a problem."""
     files: dict[str, bytes] = {}
-    if manifest is not None:
-        if not manifest.files:
-            problems.append(Problem("no-model-files", "files", "the manifest lists no model files"))
-        for path, entry in sorted(manifest.files.items()):
-            content = regular.get(path)
-            if content is None:
-                if counts.get(path, 0) == 0:
-                    problems.append(
-                        Problem("missing-file", path, "listed in the manifest but not in the bundle")
-                    )
-                continue
-            if len(content) != entry.size:
-                problems.append(
-                    Problem("file-size", path, f"is {len(content)} bytes, the manifest says {entry.size}")
-                )
-            elif sha256_hex(content) != entry.sha256:
-                problems.append(
-                    Problem("file-hash", path, "sha256 differs from the manifest: the file was altered")
-                )
-            else:
-                files[path] = content
-        for path in sorted(set(regular) - set(manifest.files) - {MANIFEST, SIGNATURE}):
-            problems.append(Problem("extra-file", path, "in the bundle but not listed in the manifest"))
-    return Report(
-        source=name,
-        size=len(data),
-        sha256=digest,
-        problems=problems,
-        members=listing,
-        manifest=manifest,
-        manifest_bytes=manifest_bytes,
-        manifest_raw=manifest_raw,
-        signatures=signatures,
-        verified_key_ids=verified,
-        signature_checked=checked,
-        files=files,
-    )
+    if not manifest.files:
+        problems.append(Problem("no-model-files", "files", "the manifest lists no model files"))
+    for path, entry in sorted(manifest.files.items()):
+        content = regular.get(path)
+        if content is None:
+            if counts.get(path, 0) == 0:
+                problems.append(Problem("missing-file", path, "listed in the manifest but not in the bundle"))
+            continue
+        if len(content) != entry.size:
+            problems.append(
+                Problem("file-size", path, f"is {len(content)} bytes, the manifest says {entry.size}")
+            )
+        elif sha256_hex(content) != entry.sha256:
+            problems.append(
+                Problem("file-hash", path, "sha256 differs from the manifest: the file was altered")
+            )
+        else:
+            files[path] = content
+    for path in sorted(set(regular) - set(manifest.files) - {MANIFEST, SIGNATURE}):
+        problems.append(Problem("extra-file", path, "in the bundle but not listed in the manifest"))
+    return files
 
 
 def verify_bundle(
