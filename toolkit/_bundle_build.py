@@ -325,6 +325,18 @@ def _eval_metrics(
 # ------------------------------------------------------------------------------------------------ build
 
 
+class _Stages:
+    """Progress over the build's stages: ``progress(done, total)`` after each one."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self.progress, self.total, self.done = progress, total, 0
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
 def build_run_bundle(
     run_dir: str | os.PathLike[str],
     name: str,
@@ -344,38 +356,67 @@ def build_run_bundle(
     ``out`` is the bundle file, or an existing directory for ``NAME-VERSION.ekb``. ``progress(done,
     total)`` is called after every stage.
     """
-    from edgekws.toolkit.data import read_shd
-    from edgekws.toolkit.export import export_nir, export_onnx_streaming
-    from edgekws.toolkit.quant import QuantizationError, quantize
-    from edgekws.toolkit.train import EvalError, load_run
-
     run_dir, key_file, out = Path(run_dir), Path(key_path), Path(out)
     key = _check_inputs(run_dir, name, version, key_file, out, parent, created, eval_data, force)
-    stages, done = 7, 0
-
-    def advance() -> None:
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress(done, stages)
-
     warnings: list[str] = []
+    run, data = _load(run_dir, eval_data)
+    spec, info, params = run.spec, run.info, run.params
+    labels = tuple(spec.class_names or info.get("class_names") or ())
+    if data is not None:
+        _check_eval_data(data, spec, labels)
+    stages = _Stages(progress, 7 + (0 if data is None else -(-len(data) // EVAL_CHUNK)))
+    frontend = _frontend(info, spec, warnings)
+    stages.advance()
+    net, report = _quantized(params, spec, percentile, warnings)
+    stages.advance()
+    files, nir_semantics = _model_files(params, spec, net, stages)
+    metrics = _metrics(run_dir, info, report, params, spec, files, data, stages, warnings)
+    try:
+        path = build_bundle(
+            _out_path(out, name, version),
+            name=name,
+            version=version,
+            labels=labels,
+            frontend=frontend,
+            network=spec.to_dict(),
+            files=files,
+            private_key=key,
+            quantization=quantization_spec(net, report, nir_semantics),
+            metrics=metrics,
+            backends=[n for n, cls in backend_classes().items() if cls.model_file in files],
+            lineage=_lineage(run_dir, info, parent),
+            created=created,
+        )
+    except ManifestError as exc:
+        raise BundleBuildError(list(exc.problems)) from exc
+    stages.advance()
+    return _summary(path, key, warnings)
+
+
+def _load(
+    run_dir: Path, eval_data: str | os.PathLike[str] | SpikeDataset | None
+) -> tuple[Any, SpikeDataset | None]:
+    """The run (spec, parameters, run.json) and the evaluation set, if any."""
+    from edgekws.toolkit.data import read_shd
+    from edgekws.toolkit.train import EvalError, load_run
+
     try:
         run = load_run(run_dir)
     except (EvalError, ValueError) as exc:
         raise BundleBuildError([f"{run_dir}: {exc}"]) from exc
-    spec, info, params = run.spec, run.info, run.params
-    labels = tuple(spec.class_names or info.get("class_names") or ())
-    frontend = _frontend(info, spec, warnings)
-    data: SpikeDataset | None = None
-    if eval_data is not None:
-        try:
-            data = eval_data if isinstance(eval_data, SpikeDataset) else read_shd(eval_data)
-        except (OSError, ValueError) as exc:
-            raise BundleBuildError([f"--eval-data {eval_data}: {exc}"]) from exc
-        _check_eval_data(data, spec, labels)
-        stages += -(-len(data) // EVAL_CHUNK)  # one step per evaluated chunk
-    advance()
+    if eval_data is None or isinstance(eval_data, SpikeDataset):
+        return run, eval_data
+    try:
+        return run, read_shd(eval_data)
+    except (OSError, ValueError) as exc:
+        raise BundleBuildError([f"--eval-data {eval_data}: {exc}"]) from exc
+
+
+def _quantized(
+    params: dict[str, np.ndarray], spec: NetworkSpec, percentile: float, warnings: list[str]
+) -> tuple[FixedPointNetwork, Any]:
+    """The fixed-point network and its quantization report; a warning for each layer that clips much."""
+    from edgekws.toolkit.quant import QuantizationError, quantize
 
     try:
         net, report = quantize(params, spec, percentile=percentile)
@@ -389,17 +430,38 @@ def build_run_bundle(
                 f"({100 * fraction:.1f} %) of {layer.name} at percentile {percentile:g}; "
                 "raise --percentile to clip fewer (at the cost of resolution)"
             )
-    advance()
+    return net, report
+
+
+def _model_files(
+    params: dict[str, np.ndarray], spec: NetworkSpec, net: FixedPointNetwork, stages: _Stages
+) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """``model/float.npz``, ``netx.h5``, ``model.onnx`` (streaming) and ``model.nir``, and NIR's semantics."""
+    from edgekws.toolkit.export import export_nir, export_onnx_streaming
 
     files: dict[str, bytes] = {"model/float.npz": float_npz_bytes(params)}
-    advance()
+    stages.advance()
     files["model/netx.h5"] = netx_bytes(net)
-    advance()
+    stages.advance()
     files["model/model.onnx"] = export_onnx_streaming(params, spec)
-    advance()
+    stages.advance()
     files["model/model.nir"], nir_semantics = export_nir(params, spec)
-    advance()
+    stages.advance()
+    return files, nir_semantics
 
+
+def _metrics(
+    run_dir: Path,
+    info: dict[str, Any],
+    report: Any,
+    params: dict[str, np.ndarray],
+    spec: NetworkSpec,
+    files: dict[str, bytes],
+    data: SpikeDataset | None,
+    stages: _Stages,
+    warnings: list[str],
+) -> Metrics:
+    """The run's own metrics, the quantization's, and with ``data`` every evaluated backend's."""
     float_metrics: dict[str, float] = _run_metrics(run_dir, info)
     fixed_metrics: dict[str, float] = {
         "clipped_weights": sum(layer.num_clipped for layer in report.layers),
@@ -407,14 +469,14 @@ def build_run_bundle(
     }
     backend_metrics: dict[str, dict[str, float]] = {}
     if data is not None:
-        base = done
+        base = stages.done
 
         def eval_progress(chunks_done: int, _: int) -> None:
-            if progress is not None:
-                progress(base + chunks_done, stages)
+            stages.done = base + chunks_done - 1
+            stages.advance()
 
         predicted = evaluate_backends(params, spec, files, data, eval_progress)
-        done = base + -(-len(data) // EVAL_CHUNK)
+        stages.done = base + -(-len(data) // EVAL_CHUNK)
         f, q, backend_metrics = _eval_metrics(predicted, data.labels)
         float_metrics.update(f)
         fixed_metrics.update(q)
@@ -423,34 +485,22 @@ def build_run_bundle(
                 f"the fixed-point model decides like the float model on only "
                 f"{100 * q['eval_agreement_with_float']:.1f} % of --eval-data; check the quantization report"
             )
+    return Metrics(float=float_metrics, fixed_point=fixed_metrics, backends=backend_metrics)
 
+
+def _lineage(run_dir: Path, info: dict[str, Any], parent: str | None) -> Lineage:
+    """Parent version, the training run (sha256 of run.json) and its training data's fingerprint."""
     run_json = (run_dir / "run.json").read_bytes()
     train_sha = info.get("data", {}).get("train", {}).get("sha256")
-    lineage = Lineage(
+    return Lineage(
         parent_version=parent,
         training_run_id="sha256:" + hashlib.sha256(run_json).hexdigest(),
         dataset_fingerprint=f"sha256:{train_sha}" if isinstance(train_sha, str) else None,
     )
-    dest = _out_path(out, name, version)
-    try:
-        path = build_bundle(
-            dest,
-            name=name,
-            version=version,
-            labels=labels,
-            frontend=frontend,
-            network=spec.to_dict(),
-            files=files,
-            private_key=key,
-            quantization=quantization_spec(net, report, nir_semantics),
-            metrics=Metrics(float=float_metrics, fixed_point=fixed_metrics, backends=backend_metrics),
-            backends=[n for n, cls in backend_classes().items() if cls.model_file in files],
-            lineage=lineage,
-            created=created,
-        )
-    except ManifestError as exc:
-        raise BundleBuildError(list(exc.problems)) from exc
-    advance()
+
+
+def _summary(path: Path, key: SigningKey, warnings: list[str]) -> BundleBuild:
+    """What the build wrote, read back from the bundle file."""
     checked = check_bundle(path)
     if checked.manifest is None:  # cannot happen for a bundle build_bundle just wrote
         raise RuntimeError(f"{path}: the bundle just written has no readable manifest: {checked.problems}")
