@@ -11,6 +11,7 @@ what the agent logged.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -128,22 +129,47 @@ def run_live_stage(
 
     Everything goes to ``out/live``; ``broker_url`` None starts a local mosquitto there.
     """
-    from edgekws.agent import DetectionConfig
-    from edgekws.agent.mqtt import BrokerUrl
-    from edgekws.toolkit.data import StreamDetection, build_stream, score_stream, write_stream
-    from edgekws.toolkit.fleet import (
-        BrokerError,
-        FleetMonitor,
-        FleetServer,
-        FleetStore,
-        LocalBroker,
-        MqttIngest,
-    )
+    from edgekws.toolkit.data import StreamDetection, score_stream
+    from edgekws.toolkit.fleet import FleetStore
 
     live = out / "live"
     shutil.rmtree(live, ignore_errors=True)
     for sub in ("agent", "fleet"):
         (live / sub).mkdir(parents=True)
+    stream, stream_wav, truth_path = _stream(corpus, live, seed, minutes)
+    store = FleetStore(f"sqlite:///{(live / 'fleet' / 'fleet.db').resolve()}")
+    with contextlib.ExitStack() as stored:
+        stored.callback(store.dispose)
+        with contextlib.ExitStack() as running:  # broker, monitor, agent: stopped in reverse order
+            fleet = _start_fleet(running, live, broker_url, store, connect_timeout_s)
+            log_path = _run_agent(running, live, stream, stream_wav, bundle, trust, fleet)
+            records = _read_log(log_path)
+            logged = [r for r in records if r.get("event") == "detection"]
+            _await_delivery(store, len(logged))
+            snapshot = fleet.monitor.snapshot()
+            shot = _screenshot(fleet.dashboard, live / "fleet" / "dashboard.png")
+        received = {kind: store.count(kind, FLEET, DEVICE_ID) for kind in ("telemetry", "detection", "event")}
+    atomic_write_text(live / "fleet" / "devices.json", json.dumps(snapshot, indent=2, default=str) + "\n")
+    score = score_stream(
+        stream.truth(),
+        [StreamDetection(r["label"], float(r["audio_time_s"])) for r in logged],
+        stream.duration_s,
+    )
+    atomic_write_text(live / "score.json", json.dumps(score.to_dict(with_detections=True), indent=2) + "\n")
+    broker = fleet.broker_url if not fleet.local else f"{fleet.broker_url} (local mosquitto)"
+    stream_info = {"wav": str(stream_wav), "truth": str(truth_path), **stream.composition()}
+    summary = _summary(stream_info, broker, score, records, received, snapshot, shot)
+    plots: dict[str, Path | None] = {
+        "stream timeline": _timeline(stream, score, live / "timeline.png"),
+        "fleet dashboard": shot,
+    }
+    return LiveResult(summary, plots)
+
+
+def _stream(corpus: Path, live: Path, seed: int, minutes: float) -> tuple[Any, Path, Path]:
+    """The labelled test stream (unseen speakers) as ``live/test-stream.wav`` and its ground truth."""
+    from edgekws.toolkit.data import build_stream, write_stream
+
     stream = build_stream(corpus, "test", minutes, seed, STREAM_SNR_DB, event_p=STREAM_EVENTS)
     stream_wav = live / "test-stream.wav"
     truth_path = write_stream(stream, stream_wav)
@@ -153,103 +179,133 @@ def run_live_stage(
         f"{comp['keyword_speakers']} unseen speakers, {comp['distractors']} other words, noise at "
         f"{STREAM_SNR_DB[0]:.0f}-{STREAM_SNR_DB[1]:.0f} dB SNR"
     )
+    return stream, stream_wav, truth_path
 
-    local: LocalBroker | None = None
+
+@dataclass
+class _Fleet:
+    broker_url: str
+    local: bool  # a mosquitto started here
+    monitor: Any
+    dashboard: str
+
+
+def _start_fleet(
+    running: contextlib.ExitStack, live: Path, broker_url: str | None, store: Any, connect_timeout_s: float
+) -> _Fleet:
+    """A broker (local unless ``broker_url``), the fleet monitor on it and its dashboard; each is stopped
+    when ``running`` closes."""
+    from edgekws.agent.mqtt import BrokerUrl
+    from edgekws.toolkit.fleet import BrokerError, FleetMonitor, FleetServer, LocalBroker, MqttIngest
+
+    local = broker_url is None
     if broker_url is None:
         try:
-            local = LocalBroker(live / "broker").start()
+            broker = LocalBroker(live / "broker").start()
         except BrokerError as exc:
             raise click.ClickException(str(exc)) from exc
-        broker_url = local.url
+        running.callback(broker.stop)
+        broker_url = broker.url
     try:
         url = BrokerUrl.parse(broker_url)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    store = FleetStore(f"sqlite:///{(live / 'fleet' / 'fleet.db').resolve()}")
     monitor = FleetMonitor(store)
     ingest = MqttIngest(monitor, url, client_id=f"edgekws-demo-monitor-{os.getpid()}")
     server = FleetServer(monitor, "127.0.0.1", 0)
-    agent_proc: subprocess.Popen[bytes] | None = None
-    log_path = live / "agent" / "agent.log"
-    try:
-        ingest.start()
-        server.start()
-        if not ingest.connected.wait(connect_timeout_s):
-            raise click.ClickException(
-                f"the fleet monitor could not connect to {broker_url}: is the broker up?"
-            )
-        dashboard = f"http://127.0.0.1:{server.port}/"
-        click.echo(f"broker {broker_url}; fleet monitor {dashboard} (store {live / 'fleet' / 'fleet.db'})")
+    ingest.start()
+    running.callback(ingest.stop)
+    server.start()
+    running.callback(server.stop)
+    if not ingest.connected.wait(connect_timeout_s):
+        raise click.ClickException(f"the fleet monitor could not connect to {broker_url}: is the broker up?")
+    dashboard = f"http://127.0.0.1:{server.port}/"
+    click.echo(f"broker {broker_url}; fleet monitor {dashboard} (store {live / 'fleet' / 'fleet.db'})")
+    return _Fleet(broker_url, local, monitor, dashboard)
 
-        config = _agent_config(live / "agent", stream_wav, trust, broker_url)
-        installed = subprocess.run(
-            [agent_exe(), "bundle", "install", str(bundle), "--config", str(config)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if installed.returncode != 0:
-            raise click.ClickException(f"edgekws-agent bundle install failed:\n{installed.stderr}")
-        click.echo(f"installed {bundle.name} into the device's store {live / 'agent' / 'bundles'}")
 
-        with log_path.open("wb") as log_file:
-            agent_proc = subprocess.Popen(
-                [agent_exe(), "run", "--config", str(config)], stdout=log_file, stderr=subprocess.STDOUT
-            )
-        started = time.monotonic()
-        deadline = started + stream.duration_s + 120.0
-        with Progress(*bar_columns(info=True), console=Console(stderr=True)) as bar:
-            job = bar.add_task("[bold]agent streaming", total=round(stream.duration_s), info="")
-            while agent_proc.poll() is None:
-                if time.monotonic() > deadline:
-                    agent_proc.kill()
-                    raise click.ClickException(f"the agent did not finish the stream; see {log_path}")
-                time.sleep(0.5)
-                dev = next(iter(monitor.snapshot()["devices"]), None)
-                info = "monitor: waiting for the device"
-                if dev is not None:
-                    p50 = dev["latency_p50_ms"]
-                    info = (
-                        f"monitor: {dev['device']} {'online' if dev['online'] else 'offline'}, "
-                        f"{dev['messages'].get('detection', 0)} detections"
-                        + (f", p50 {p50:.1f} ms" if p50 is not None else "")
-                    )
-                bar.update(job, completed=min(time.monotonic() - started, stream.duration_s), info=info)
-            bar.update(job, completed=round(stream.duration_s))
-        if agent_proc.returncode != 0:
-            raise click.ClickException(
-                f"edgekws-agent run exited with {agent_proc.returncode}; see {log_path}"
-            )
-
-        records = _read_log(log_path)
-        logged = [r for r in records if r.get("event") == "detection"]
-        wait_until = time.monotonic() + 15.0  # the outbox drains at stop; the monitor commits in batches
-        while time.monotonic() < wait_until:
-            if store.count("detection", FLEET, DEVICE_ID) >= len(logged):
-                break
-            time.sleep(0.25)
-        snapshot = monitor.snapshot()
-        shot = _screenshot(dashboard, live / "fleet" / "dashboard.png")
-    except BaseException:
-        store.dispose()
-        raise
-    finally:
-        if agent_proc is not None and agent_proc.poll() is None:
-            agent_proc.kill()
-        server.stop()
-        ingest.stop()
-        if local is not None:
-            local.stop()
-    received = {kind: store.count(kind, FLEET, DEVICE_ID) for kind in ("telemetry", "detection", "event")}
-    store.dispose()
-    atomic_write_text(live / "fleet" / "devices.json", json.dumps(snapshot, indent=2, default=str) + "\n")
-
-    score = score_stream(
-        stream.truth(),
-        [StreamDetection(r["label"], float(r["audio_time_s"])) for r in logged],
-        stream.duration_s,
+def _run_agent(
+    running: contextlib.ExitStack,
+    live: Path,
+    stream: Any,
+    stream_wav: Path,
+    bundle: Path,
+    trust: Path,
+    fleet: _Fleet,
+) -> Path:
+    """Install the bundle into a fresh device store and run ``edgekws-agent run`` over the stream in real
+    time, with a progress bar of what the monitor sees; returns the agent's log."""
+    config = _agent_config(live / "agent", stream_wav, trust, fleet.broker_url)
+    installed = subprocess.run(
+        [agent_exe(), "bundle", "install", str(bundle), "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    atomic_write_text(live / "score.json", json.dumps(score.to_dict(with_detections=True), indent=2) + "\n")
+    if installed.returncode != 0:
+        raise click.ClickException(f"edgekws-agent bundle install failed:\n{installed.stderr}")
+    click.echo(f"installed {bundle.name} into the device's store {live / 'agent' / 'bundles'}")
+    log_path = live / "agent" / "agent.log"
+    with log_path.open("wb") as log_file:
+        agent = subprocess.Popen(
+            [agent_exe(), "run", "--config", str(config)], stdout=log_file, stderr=subprocess.STDOUT
+        )
+    running.callback(_kill_if_running, agent)
+    started = time.monotonic()
+    deadline = started + stream.duration_s + 120.0
+    with Progress(*bar_columns(info=True), console=Console(stderr=True)) as bar:
+        job = bar.add_task("[bold]agent streaming", total=round(stream.duration_s), info="")
+        while agent.poll() is None:
+            if time.monotonic() > deadline:
+                agent.kill()
+                raise click.ClickException(f"the agent did not finish the stream; see {log_path}")
+            time.sleep(0.5)
+            info = _monitor_line(next(iter(fleet.monitor.snapshot()["devices"]), None))
+            bar.update(job, completed=min(time.monotonic() - started, stream.duration_s), info=info)
+        bar.update(job, completed=round(stream.duration_s))
+    if agent.returncode != 0:
+        raise click.ClickException(f"edgekws-agent run exited with {agent.returncode}; see {log_path}")
+    return log_path
+
+
+def _kill_if_running(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+
+
+def _monitor_line(dev: dict[str, Any] | None) -> str:
+    """What the monitor knows about the device, for the progress bar."""
+    if dev is None:
+        return "monitor: waiting for the device"
+    p50 = dev["latency_p50_ms"]
+    return (
+        f"monitor: {dev['device']} {'online' if dev['online'] else 'offline'}, "
+        f"{dev['messages'].get('detection', 0)} detections"
+        + (f", p50 {p50:.1f} ms" if p50 is not None else "")
+    )
+
+
+def _await_delivery(store: Any, detections: int, timeout_s: float = 15.0) -> None:
+    """Wait until the store holds every detection the agent logged (the outbox drains at stop; the monitor
+    commits in batches), or ``timeout_s``."""
+    wait_until = time.monotonic() + timeout_s
+    while time.monotonic() < wait_until and store.count("detection", FLEET, DEVICE_ID) < detections:
+        time.sleep(0.25)
+
+
+def _summary(
+    stream_info: dict[str, Any],
+    broker: str,
+    score: Any,
+    records: list[dict[str, Any]],
+    received: dict[str, int],
+    snapshot: dict[str, Any],
+    shot: Path | None,
+) -> dict[str, Any]:
+    """The stage's summary (what the demo report shows), and its lines on the terminal."""
+    from edgekws.agent import DetectionConfig
+
+    logged = [r for r in records if r.get("event") == "detection"]
     latencies = np.array([float(r["latency_ms"]) for r in logged])
     telemetry = [r for r in records if r.get("event") == "telemetry"]
     per_method: dict[str, list[float]] = {}
@@ -259,24 +315,10 @@ def run_live_stage(
                 per_method.setdefault(reading["method"], []).append(float(reading["mj_per_inference"]))
     device = next((d for d in snapshot["devices"] if d["device"] == DEVICE_ID), None)
     summary: dict[str, Any] = {
-        "stream": {"wav": str(stream_wav), "truth": str(truth_path), **comp},
-        "broker": broker_url if local is None else f"{broker_url} (local mosquitto)",
+        "stream": stream_info,
+        "broker": broker,
         "detection_settings": DetectionConfig().model_dump(exclude={"ignore_labels"}),  # the agent's defaults
-        "score": {
-            k: v
-            for k, v in score.to_dict().items()
-            if k
-            in (
-                "keywords",
-                "hits",
-                "misses",
-                "recall",
-                "false_accepts",
-                "wrong_label",
-                "spurious",
-                "latency_ms",
-            )
-        },
+        "score": {k: v for k, v in score.to_dict().items() if k in SCORE_KEYS},
         "agent": {
             "detections_logged": len(logged),
             "telemetry_reports": len(telemetry),
@@ -289,22 +331,7 @@ def run_live_stage(
         "monitor": {
             "received": received,
             "all_detections_received": received["detection"] == len(logged),
-            "device": None
-            if device is None
-            else {
-                k: device[k]
-                for k in (
-                    "online",
-                    "bundle_version",
-                    "backend",
-                    "latency_p50_ms",
-                    "latency_p95_ms",
-                    "energy_mj",
-                    "energy_method",
-                    "real_time_factor",
-                    "queue_depth",
-                )
-            },
+            "device": None if device is None else {k: device[k] for k in DEVICE_KEYS},
             "alerts": [a.get("message") for a in snapshot["alerts"]],
             "dashboard_png": None if shot is None else str(shot),
         },
@@ -319,11 +346,30 @@ def run_live_stage(
             f"monitor: {DEVICE_ID} backend {device['backend']}, latency p50 {device['latency_p50_ms']} ms, "
             f"energy {device['energy_mj']} mJ/inference ({device['energy_method']})"
         )
-    plots: dict[str, Path | None] = {
-        "stream timeline": _timeline(stream, score, live / "timeline.png"),
-        "fleet dashboard": shot,
-    }
-    return LiveResult(summary, plots)
+    return summary
+
+
+SCORE_KEYS = (
+    "keywords",
+    "hits",
+    "misses",
+    "recall",
+    "false_accepts",
+    "wrong_label",
+    "spurious",
+    "latency_ms",
+)
+DEVICE_KEYS = (
+    "online",
+    "bundle_version",
+    "backend",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "energy_mj",
+    "energy_method",
+    "real_time_factor",
+    "queue_depth",
+)
 
 
 def _timeline(stream: Any, score: Any, path: Path) -> Path:
