@@ -114,6 +114,9 @@ def test_deploy_inline_and_over_http_then_rollback_command(
     jsonschema.validate(status, SCHEMAS["status"])
     back = op.result(op.send("d1", "rollback"), ("rollback", "rollback.failed"))
     assert back["detail"]["version"] == "1.1.0" and agent.bundle_label == "kws-1.1.0"
+    deadline = time.monotonic() + 5  # the device sends bundle.activated right after rollback
+    while [e["kind"] for e in op.events].count("bundle.activated") < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
     kinds = [e["kind"] for e in op.events]
     assert kinds.count("bundle.activated") == 3 and "command.done" in kinds
     for e in op.events:
