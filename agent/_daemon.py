@@ -14,7 +14,7 @@ Logs are one JSON object per line on standard error (``{"ts", "level", "event", 
 With ``[telemetry.mqtt] enabled = true`` the agent also keeps a :class:`DeviceTelemetry` link to the
 fleet's broker: retained status (bundle, backend, group; ``offline`` as the Last Will), each periodic
 :meth:`Agent.report` on ``telemetry``, each detection on ``detection``, lifecycle events on ``event``,
-and the ``deploy``/``rollback`` commands, which run on the link's command thread (:meth:`Agent.deploy`):
+and the ``deploy``/``rollback`` commands, which run on the link's command thread (:class:`Deployer`):
 the new pipeline (:class:`~edgekws.agent._pipeline.Pipeline`, the same one ``classify`` uses) is built
 and health-checked next to the running one and swapped in between two chunks.
 """
@@ -28,25 +28,23 @@ import os
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
 
 from edgekws.agent._config import AgentConfig, ConfigError, ConfigProblem, load_config
-from edgekws.agent._device_store import DeviceStore, InstalledBundle, StoreError
+from edgekws.agent._device_store import DeviceStore, StoreError
 from edgekws.agent._energy import EnergyMonitor, OpCountEstimator, detect_meters
 from edgekws.agent._frontend import FrontendSpec
 from edgekws.agent._metrics import RuntimeMetrics
 from edgekws.agent._pipeline import Pipeline
-from edgekws.agent._rollout import DeployError, check_sha256, fetch_bundle, health_check
+from edgekws.agent._rollout import Deployer, DeployError
 from edgekws.agent._sources import AudioSource, make_source
 from edgekws.agent._spotter import Spotter
 from edgekws.agent._telemetry import DeviceTelemetry
-from edgekws.agent.mqtt import DeployCommand
 
 log = logging.getLogger("edgekws.agent")
 
@@ -135,7 +133,6 @@ class Agent:
         self.started_steps: list[str] = []  # the names of those steps, for logs and tests
         self._reportable = False  # metrics and energy meters are up (a last report is possible)
         self._lock = threading.Lock()  # the loop holds it per chunk; a deploy holds it to swap pipelines
-        self._deploy_lock = threading.Lock()  # one deploy or rollback at a time
 
     # signals only set events
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
@@ -183,6 +180,13 @@ class Agent:
             self.config.store.trusted_keys,
             keep_versions=self.config.store.keep_versions,
         )
+        self.deployer = Deployer(
+            self.store,
+            self.config.rollout,
+            open_pipeline=lambda: self._open_pipeline(strict=True)[0],
+            swap=self._swap,
+            event=self._event,
+        )
         self.pipeline, unusable = self._open_pipeline(strict=False)
         self._on_stop("pipeline", lambda: self.pipeline.close())
         self.metrics = RuntimeMetrics(self.config.telemetry.window)
@@ -200,7 +204,7 @@ class Agent:
         if unusable is not None:
             self._event("bundle.unusable", "error", reason=unusable)
         elif self.pipeline.bundle is not None:
-            self._event("bundle.loaded", **self._bundle_detail(self.pipeline))
+            self._event("bundle.loaded", **self.pipeline.event_detail())
         self.source: AudioSource = make_source(self.config.source, self.frontend_spec.sample_rate)
         self.source.open()
         self._on_stop("source", self.source.close)
@@ -278,149 +282,19 @@ class Agent:
         if self.link is not None:
             self.link.event(kind, level, **detail)
 
-    @staticmethod
-    def _bundle_detail(p: Pipeline) -> dict[str, Any]:
-        assert p.bundle is not None
-        m = p.bundle.manifest
-        return {"name": m.name, "version": m.version, "sha256": p.bundle.sha256, "backend": p.backend_name}
-
     # -- commands (on the MQTT link's command thread) ---------------------------------------------------
 
     def handle_command(self, command: Any) -> dict[str, Any] | None:
-        """Run a ``deploy`` or ``rollback`` command; the result goes into ``command.done``."""
+        """Run a ``deploy`` or ``rollback`` command (:class:`~edgekws.agent._rollout.Deployer`); the result
+        goes into ``command.done``."""
         if command.type == "deploy":
-            return self.deploy(command)
+            return self.deployer.deploy(command)
         if command.type == "rollback":
-            return self.rollback(command.to_version, command_id=command.id)
+            return self.deployer.rollback(command.to_version, command_id=command.id)
         raise DeployError(
             f"{command.type!r} commands are not supported by this agent; edit agent.toml and send SIGHUP",
             stage="command",
         )
-
-    def deploy(self, command: DeployCommand) -> dict[str, Any]:
-        """Fetch, check, install, activate, health-check; roll back automatically if the check fails."""
-        ref = command.bundle
-        base = {"command_id": command.id, "rollout": command.rollout}
-        base.update(name=ref.name, version=ref.version)
-        t0 = time.monotonic()
-        with self._failures_reported("deploy.failed", base):
-            rc = self.config.rollout
-            data = fetch_bundle(ref, timeout_s=rc.download_timeout_s, max_bytes=rc.max_bundle_bytes)
-            check_sha256(data, ref.sha256)
-            with self._deploy_lock:
-                pipeline, health, previous = self._install_and_check(data, ref, rollback=command.rollback)
-                self._swap(pipeline)
-        result = {
-            **base,
-            "result": "deployed",
-            "previous": previous,
-            "backend": pipeline.backend_name,
-            "health": health,
-            "seconds": round(time.monotonic() - t0, 3),
-        }
-        self._event("bundle.activated", **self._bundle_detail(pipeline), previous=previous)
-        self._event("deploy.deployed", **result)
-        return result
-
-    def _install_and_check(
-        self, data: bytes, ref: Any, *, rollback: bool
-    ) -> tuple[Pipeline, dict[str, Any], str | None]:
-        before = (self.store.active(), self.store.previous())
-        previous = before[0].version if before[0] is not None else None
-        fd, tmp_name = tempfile.mkstemp(dir=self.store.root, prefix=".deploy.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            installed = self.store.install(tmp_name, rollback=rollback)
-        except StoreError as exc:
-            raise DeployError(str(exc), stage="install", active=previous) from exc
-        finally:
-            os.unlink(tmp_name)
-        if (installed.name, installed.version) != (ref.name, ref.version):
-            self.store.revert(*before)
-            raise DeployError(
-                f"the bundle is {installed.label}, but the command names {ref.name}-{ref.version}",
-                stage="verify",
-                active=previous,
-            )
-        pipeline, health = self._check_active(before, reason_prefix=f"{installed.label}")
-        return pipeline, health, previous
-
-    def _check_active(
-        self, before: tuple[InstalledBundle | None, InstalledBundle | None], reason_prefix: str
-    ) -> tuple[Pipeline, dict[str, Any]]:
-        """Open the (newly) active bundle and run the health check; on failure put ``before`` back."""
-        pipeline: Pipeline | None = None
-        try:
-            pipeline, _ = self._open_pipeline(strict=True)
-            assert pipeline.factory is not None
-            health = health_check(
-                pipeline.factory,
-                pipeline.frontend_spec,
-                pipeline.labels,
-                pipeline.steps,
-                pipeline.rule,
-                self.config.rollout.health_max_latency_ms,
-            )
-        except Exception as exc:
-            if pipeline is not None:
-                pipeline.close()
-            self.store.revert(*before)
-            back = before[0].version if before[0] is not None else None
-            reason = str(exc) if isinstance(exc, DeployError) else f"cannot load it ({exc})"
-            self._event(
-                "rollback",
-                "warning",
-                automatic=True,
-                from_version=reason_prefix,
-                to_version=back,
-                reason=reason,
-            )
-            detail = dict(getattr(exc, "detail", {}))
-            detail.update(stage=detail.get("stage", "load"), rolled_back=True, active=back)
-            detail.pop("reason", None)
-            raise DeployError(f"{reason_prefix}: {reason}; rolled back to {back}", **detail) from exc
-        return pipeline, health
-
-    def rollback(self, to_version: str | None = None, *, command_id: str | None = None) -> dict[str, Any]:
-        """Activate the previous (or a named installed) version, after the same health check."""
-        base = {"command_id": command_id, "to_version": to_version}
-        with self._failures_reported("rollback.failed", base), self._deploy_lock:
-            before = (self.store.active(), self.store.previous())
-            try:
-                if to_version is None:
-                    target = self.store.rollback()
-                else:
-                    found = [b for b in self.store.installed() if b.version == to_version]
-                    if not found:
-                        have = ", ".join(b.version for b in self.store.installed()) or "none"
-                        raise StoreError(f"version {to_version} is not installed (installed: {have})")
-                    target = self.store.install(found[-1].bundle_file, rollback=True)
-            except StoreError as exc:
-                raise DeployError(str(exc), stage="rollback") from exc
-            pipeline, health = self._check_active(before, reason_prefix=target.label)
-            self._swap(pipeline)
-        result = {
-            **base,
-            "result": "rolled back",
-            "version": target.version,
-            "from_version": before[0].version if before[0] else None,
-            "health": health,
-        }
-        self._event("rollback", "warning", automatic=False, **result)
-        self._event("bundle.activated", **self._bundle_detail(pipeline), previous=result["from_version"])
-        return result
-
-    @contextlib.contextmanager
-    def _failures_reported(self, event: str, base: dict[str, Any]) -> Iterator[None]:
-        """A :class:`DeployError` inside gets ``base`` in its detail and is reported as ``event``, then
-        raised on (the command's ``command.failed`` carries the same detail)."""
-        try:
-            yield
-        except DeployError as exc:
-            exc.detail.update(base)
-            self._event(event, "error", **exc.detail)
-            raise
 
     def _swap(self, pipeline: Pipeline) -> None:
         """Make ``pipeline`` the running one (between two chunks) and tell the fleet."""

@@ -14,6 +14,7 @@ import logging
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -129,6 +130,18 @@ class Pipeline:
     def bundle_ref(self) -> dict[str, str] | None:
         m = None if self.bundle is None else self.bundle.manifest
         return None if m is None else {"name": m.name, "version": m.version}
+
+    def event_detail(self) -> dict[str, Any]:
+        """The bundle and backend as the ``bundle.loaded`` and ``bundle.activated`` events report them."""
+        if self.bundle is None:
+            return {}
+        m = self.bundle.manifest
+        return {
+            "name": m.name,
+            "version": m.version,
+            "sha256": self.bundle.sha256,
+            "backend": self.backend_name,
+        }
 
     def window(self, samples: np.ndarray) -> np.ndarray:
         """One recording's spikes ``(steps, channels)``: encoded by a fresh front-end, then cut or zero-padded

@@ -11,26 +11,35 @@ each refusal or failure is a :class:`DeployError` whose ``detail`` goes into the
    the command says ``rollback``) and switches ``current`` atomically;
 4. the daemon builds the new pipeline (backend + spotter) and runs :func:`health_check`;
 5. only then does the running pipeline change; a failed health check puts the store back as it was.
+
+:class:`Deployer` runs these steps for the ``deploy`` and ``rollback`` commands.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import math
+import os
+import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
+from edgekws.agent._config import RolloutConfig
 from edgekws.agent._decision import decide
+from edgekws.agent._device_store import DeviceStore, InstalledBundle, StoreError
 from edgekws.agent._frontend import Frontend, FrontendSpec
-from edgekws.agent.mqtt import BundleRef
+from edgekws.agent._pipeline import Pipeline
+from edgekws.agent.mqtt import BundleRef, DeployCommand
 
 
 class DeployError(RuntimeError):
@@ -151,3 +160,162 @@ def health_check(
     if problems:
         raise DeployError("health check failed: " + "; ".join(problems), stage="health", health=result)
     return result
+
+
+EventFn = Callable[..., None]  # event(kind, level="info", **detail): logged and sent on the event topic
+
+
+class Deployer:
+    """The ``deploy`` and ``rollback`` commands: the new bundle is installed (or an old one reactivated),
+    opened beside the running pipeline and health-checked, then swapped in; on any failure the store is
+    put back as it was and the running pipeline never stops (docs/mqtt.md, "Commands on the device").
+
+    ``open_pipeline()`` opens the store's active bundle, ``swap(pipeline)`` makes it the running one,
+    ``event(kind, level, **detail)`` reports a lifecycle event.
+    """
+
+    def __init__(
+        self,
+        store: DeviceStore,
+        config: RolloutConfig,
+        *,
+        open_pipeline: Callable[[], Pipeline],
+        swap: Callable[[Pipeline], None],
+        event: EventFn,
+    ) -> None:
+        self.store, self.config = store, config
+        self._open, self._swap, self._event = open_pipeline, swap, event
+        self._lock = threading.Lock()  # one deploy or rollback at a time
+
+    def deploy(self, command: DeployCommand) -> dict[str, Any]:
+        """Fetch, check, install, activate, health-check; roll back automatically if the check fails."""
+        ref = command.bundle
+        base = {
+            "command_id": command.id,
+            "rollout": command.rollout,
+            "name": ref.name,
+            "version": ref.version,
+        }
+        t0 = time.monotonic()
+        with self._failures_reported("deploy.failed", base):
+            data = fetch_bundle(
+                ref, timeout_s=self.config.download_timeout_s, max_bytes=self.config.max_bundle_bytes
+            )
+            check_sha256(data, ref.sha256)
+            with self._lock:
+                pipeline, health, previous = self._install_and_check(data, ref, rollback=command.rollback)
+                self._swap(pipeline)
+        result = {
+            **base,
+            "result": "deployed",
+            "previous": previous,
+            "backend": pipeline.backend_name,
+            "health": health,
+            "seconds": round(time.monotonic() - t0, 3),
+        }
+        self._event("bundle.activated", **pipeline.event_detail(), previous=previous)
+        self._event("deploy.deployed", **result)
+        return result
+
+    def rollback(self, to_version: str | None = None, *, command_id: str | None = None) -> dict[str, Any]:
+        """Activate the previous (or a named installed) version, after the same health check."""
+        base = {"command_id": command_id, "to_version": to_version}
+        with self._failures_reported("rollback.failed", base), self._lock:
+            before = (self.store.active(), self.store.previous())
+            try:
+                target = self._reactivate(to_version)
+            except StoreError as exc:
+                raise DeployError(str(exc), stage="rollback") from exc
+            pipeline, health = self._check_active(before, reason_prefix=target.label)
+            self._swap(pipeline)
+        result = {
+            **base,
+            "result": "rolled back",
+            "version": target.version,
+            "from_version": before[0].version if before[0] else None,
+            "health": health,
+        }
+        self._event("rollback", "warning", automatic=False, **result)
+        self._event("bundle.activated", **pipeline.event_detail(), previous=result["from_version"])
+        return result
+
+    def _reactivate(self, to_version: str | None) -> InstalledBundle:
+        """Make the previous version (or ``to_version``, which must be installed) the active one."""
+        if to_version is None:
+            return self.store.rollback()
+        found = [b for b in self.store.installed() if b.version == to_version]
+        if not found:
+            have = ", ".join(b.version for b in self.store.installed()) or "none"
+            raise StoreError(f"version {to_version} is not installed (installed: {have})")
+        return self.store.install(found[-1].bundle_file, rollback=True)
+
+    def _install_and_check(
+        self, data: bytes, ref: BundleRef, *, rollback: bool
+    ) -> tuple[Pipeline, dict[str, Any], str | None]:
+        before = (self.store.active(), self.store.previous())
+        previous = before[0].version if before[0] is not None else None
+        fd, tmp_name = tempfile.mkstemp(dir=self.store.root, prefix=".deploy.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            installed = self.store.install(tmp_name, rollback=rollback)
+        except StoreError as exc:
+            raise DeployError(str(exc), stage="install", active=previous) from exc
+        finally:
+            os.unlink(tmp_name)
+        if (installed.name, installed.version) != (ref.name, ref.version):
+            self.store.revert(*before)
+            raise DeployError(
+                f"the bundle is {installed.label}, but the command names {ref.name}-{ref.version}",
+                stage="verify",
+                active=previous,
+            )
+        pipeline, health = self._check_active(before, reason_prefix=f"{installed.label}")
+        return pipeline, health, previous
+
+    def _check_active(
+        self, before: tuple[InstalledBundle | None, InstalledBundle | None], reason_prefix: str
+    ) -> tuple[Pipeline, dict[str, Any]]:
+        """Open the (newly) active bundle and run the health check; on failure put ``before`` back."""
+        pipeline: Pipeline | None = None
+        try:
+            pipeline = self._open()
+            assert pipeline.factory is not None
+            health = health_check(
+                pipeline.factory,
+                pipeline.frontend_spec,
+                pipeline.labels,
+                pipeline.steps,
+                pipeline.rule,
+                self.config.health_max_latency_ms,
+            )
+        except Exception as exc:
+            if pipeline is not None:
+                pipeline.close()
+            self.store.revert(*before)
+            back = before[0].version if before[0] is not None else None
+            reason = str(exc) if isinstance(exc, DeployError) else f"cannot load it ({exc})"
+            self._event(
+                "rollback",
+                "warning",
+                automatic=True,
+                from_version=reason_prefix,
+                to_version=back,
+                reason=reason,
+            )
+            detail = dict(exc.detail) if isinstance(exc, DeployError) else {}
+            detail.update(stage=detail.get("stage", "load"), rolled_back=True, active=back)
+            detail.pop("reason", None)
+            raise DeployError(f"{reason_prefix}: {reason}; rolled back to {back}", **detail) from exc
+        return pipeline, health
+
+    @contextlib.contextmanager
+    def _failures_reported(self, event: str, base: dict[str, Any]) -> Iterator[None]:
+        """A :class:`DeployError` inside gets ``base`` in its detail and is reported as ``event``, then
+        raised on (the command's ``command.failed`` carries the same detail)."""
+        try:
+            yield
+        except DeployError as exc:
+            exc.detail.update(base)
+            self._event(event, "error", **exc.detail)
+            raise
