@@ -51,6 +51,7 @@ from edgekws.packaging._network import SpecError as SpecError
 from edgekws.packaging._network import decay_12bit as decay_12bit
 from edgekws.packaging._network import layer_problems as layer_problems
 from edgekws.packaging._network import readout_problem as readout_problem
+from edgekws.packaging._network import tagged_dict as tagged_dict
 from edgekws.packaging._netx import NetxError as NetxError
 from edgekws.packaging._netx import read_netx as read_netx
 from edgekws.packaging._netx import write_netx as write_netx

@@ -35,6 +35,13 @@ def readout_problem(rule: object) -> str | None:
     return f"readout must be one of {', '.join(repr(r) for r in READOUTS)}, got {rule!r}"
 
 
+def tagged_dict(spec: Any) -> dict[str, Any]:
+    """A versioned spec dataclass as plain JSON data: ``{"type", "format_version", field: value, …}`` with
+    tuples as lists (NIR's tagged nodes; NetworkSpec and the trainer's config share it)."""
+    fields = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items()}
+    return {"type": spec.TYPE, "format_version": spec.FORMAT_VERSION, **fields}
+
+
 def layer_problems(hidden: Sequence[int], recurrent: Sequence[bool], readout: object) -> list[str]:
     """What is wrong with a hidden-layer list, its recurrence flags and a readout rule (NetworkSpec and the
     trainer's config check them alike)."""
@@ -140,11 +147,7 @@ class NetworkSpec:
         return shapes
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["hidden"] = list(self.hidden)
-        d["recurrent"] = list(self.recurrent)
-        d["class_names"] = list(self.class_names)
-        return {"type": self.TYPE, "format_version": self.FORMAT_VERSION, **d}
+        return tagged_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NetworkSpec:

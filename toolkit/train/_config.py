@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from edgekws.packaging import DEFAULT_READOUT, NetworkSpec, layer_problems
+from edgekws.packaging import DEFAULT_READOUT, NetworkSpec, layer_problems, tagged_dict
 
 Method = Literal["eventprop", "bptt"]
 Augment = Literal["none", "shift", "shift-blend"]
@@ -177,10 +177,7 @@ class TrainConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["hidden"] = list(self.hidden)
-        d["recurrent"] = list(self.recurrent)
-        return {"type": self.TYPE, "format_version": self.FORMAT_VERSION, **d}
+        return tagged_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
