@@ -6,6 +6,7 @@ The agent never imports the toolkit, JAX or any training dependency.
 from edgekws.agent._audio import AudioError as AudioError
 from edgekws.agent._audio import clipped_fraction as clipped_fraction
 from edgekws.agent._audio import load_audio as load_audio
+from edgekws.agent._audio import resample as resample
 from edgekws.agent._config import AgentConfig as AgentConfig
 from edgekws.agent._config import ConfigError as ConfigError
 from edgekws.agent._config import DetectionConfig as DetectionConfig

@@ -310,7 +310,7 @@ def channel(audio: np.ndarray, rate: int, augment: dict[str, Any]) -> np.ndarray
         return x
     import audiomentations as am
 
-    from edgekws.agent._audio import resample
+    from edgekws.agent import resample
 
     if "band" in augment:
         band = augment["band"]

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from edgekws.packaging import fsync_dir
 from edgekws.toolkit.data._spikes import DatasetError
 
 
@@ -33,6 +34,7 @@ def folder_in_place(out: Path, force: bool, error: type[Exception] = DatasetErro
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         os.replace(tmp, out)
+        fsync_dir(out.parent)  # the rename survives a power cut (packaging's durable-write rule)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -436,7 +436,7 @@ def delivery(rate: int, pitch: int, rng: np.random.Generator) -> dict[str, int]:
 
 def spoken_word(voice: Voice, text: str, said: dict[str, Any]) -> np.ndarray:
     """``voice`` saying ``text`` at 16 kHz (float64), trimmed to where it exceeds 1 % of its peak."""
-    from edgekws.agent._audio import resample
+    from edgekws.agent import resample
 
     audio, rate = _engines.speak(voice, text, said)
     speech = resample(audio, rate, SAMPLE_RATE)
