@@ -9,7 +9,7 @@ import numpy as np
 from edgekws.packaging import NetworkSpec
 from edgekws.toolkit.train import bptt_loss_and_grad, init_params, simulate
 from edgekws.toolkit.train._bptt import bptt_forward, superspike
-from edgekws.toolkit.train._loop import BpttLossConfig
+from edgekws.toolkit.train._step import BpttLossConfig
 
 
 def _net(recurrent: bool = True, hidden: tuple[int, ...] = (16,)) -> tuple[NetworkSpec, dict[str, jax.Array]]:

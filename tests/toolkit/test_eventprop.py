@@ -25,6 +25,17 @@ from scipy.optimize import brentq
 
 from edgekws.packaging import NetworkSpec
 from edgekws.toolkit.train import LossConfig, eventprop_loss_and_grad, init_params, simulate
+from edgekws.toolkit.train._sparse import sparse_loss_and_grad
+
+# Every gradient kernel runs every test below: the dense JAX reference and the event-driven CPU kernel.
+KERNELS = {"dense": eventprop_loss_and_grad, "sparse": sparse_loss_and_grad}
+_JITTED = {"dense": jax.jit(eventprop_loss_and_grad, static_argnums=(3, 4)), "sparse": sparse_loss_and_grad}
+
+
+@pytest.fixture(params=sorted(KERNELS))
+def kernel(request: pytest.FixtureRequest) -> str:
+    """The name of the gradient kernel under test."""
+    return str(request.param)
 
 
 class ContinuousNet:
@@ -180,25 +191,24 @@ def _raster(events: list[list[tuple[float, int]]], spec: NetworkSpec) -> np.ndar
     return x
 
 
-def _compare_at(
-    base: NetworkSpec, weights_ct: dict[str, np.ndarray], events: list, labels: np.ndarray, dt: float
-) -> tuple[dict[str, float], bool]:
-    """Relative error per weight array of Eventprop vs central differences of the continuous loss at ``dt``.
+_FD_CACHE: dict[tuple[Any, ...], tuple[dict[str, np.ndarray], np.ndarray]] = {}
 
-    Also returns whether the discrete and continuous networks emit the same number of spikes per neuron.
-    Asserts that no spike appears or disappears under any finite-difference perturbation.
+
+def _continuous_gradient(
+    spec: NetworkSpec, params: dict[str, jax.Array], events: list, labels: np.ndarray, dt: float
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Central differences of the continuous loss per weight array, and the continuous spike counts.
+
+    Asserts that no spike appears or disappears under any perturbation. Cached: every kernel is compared
+    with the same differences.
     """
-    spec = _at_dt(base, dt)
-    params = {k: jnp.asarray((w * dt).astype(np.float32)) for k, w in weights_ct.items()}
-    f = jax.jit(eventprop_loss_and_grad, static_argnums=(3, 4))
-    _, aux, grads = f(params, _raster(events, spec), jnp.asarray(labels), spec, LossConfig())
+    key = (spec, tuple(sorted((k, np.asarray(v).tobytes()) for k, v in params.items())), str(events), dt)
+    if key in _FD_CACHE:
+        return _FD_CACHE[key]
     # the reference uses the discrete model's own (float32) weights and delay dt/2 (docs/eventprop.md §5)
     net = ContinuousNet(spec, {k: np.asarray(v) for k, v in params.items()}, DURATION, delay=0.5 * dt)
     _, counts0 = net.loss(events, labels)
-    discrete_counts = np.concatenate(
-        [np.asarray(aux["hidden_counts"][i][b]) for b in range(len(events)) for i in range(len(spec.hidden))]
-    )
-    errors = {}
+    fds = {}
     for name, w in net.w.items():
         fd = np.zeros_like(w)
         for idx in np.ndindex(w.shape):
@@ -211,12 +221,38 @@ def _compare_at(
             w[idx] = old
             assert np.array_equal(counts_p, counts0) and np.array_equal(counts_m, counts0), (name, idx)
             fd[idx] = (loss_p - loss_m) / (2 * h)
+        fds[name] = fd
+    _FD_CACHE[key] = (fds, counts0)
+    return fds, counts0
+
+
+def _compare_at(
+    base: NetworkSpec,
+    weights_ct: dict[str, np.ndarray],
+    events: list,
+    labels: np.ndarray,
+    dt: float,
+    kernel: str = "dense",
+) -> tuple[dict[str, float], bool]:
+    """Relative error per weight array of Eventprop vs central differences of the continuous loss at ``dt``.
+
+    Also returns whether the discrete and continuous networks emit the same number of spikes per neuron.
+    """
+    spec = _at_dt(base, dt)
+    params = {k: jnp.asarray((w * dt).astype(np.float32)) for k, w in weights_ct.items()}
+    _, aux, grads = _JITTED[kernel](params, _raster(events, spec), jnp.asarray(labels), spec, LossConfig())
+    fds, counts0 = _continuous_gradient(spec, params, events, labels, dt)
+    discrete_counts = np.concatenate(
+        [np.asarray(aux["hidden_counts"][i][b]) for b in range(len(events)) for i in range(len(spec.hidden))]
+    )
+    errors = {}
+    for name, fd in fds.items():
         eventprop = np.asarray(grads[name], np.float64) * dt  # dL/dW_continuous = dt * dL/dW_discrete
         errors[name] = float(np.linalg.norm(eventprop - fd) / np.linalg.norm(fd))
     return errors, bool(np.array_equal(discrete_counts, counts0))
 
 
-def test_gradients_converge_to_continuous_time_differences_for_every_layer() -> None:
+def test_gradients_converge_to_continuous_time_differences_for_every_layer(kernel: str) -> None:
     """Eventprop's error against the continuous network's finite differences shrinks with dt, for every layer.
 
     Net 4 -> 3 recurrent -> 3 -> 2, two samples, 50 ms, 7 hidden spikes. Bound: relative error (Frobenius, per
@@ -227,7 +263,7 @@ def test_gradients_converge_to_continuous_time_differences_for_every_layer() -> 
     base, weights, events, labels = _tiny_problem(2, (3, 3), (True, False), 2, w_in=0.08, w_hid=0.12)
     totals, per_layer = {}, {}
     for dt in (1.0, 0.5, 0.25, 0.1):
-        errors, same_counts = _compare_at(base, weights, events, labels, dt)
+        errors, same_counts = _compare_at(base, weights, events, labels, dt, kernel)
         per_layer[dt] = errors
         totals[dt] = max(errors.values())
         if dt <= 0.5:
@@ -240,11 +276,11 @@ def test_gradients_converge_to_continuous_time_differences_for_every_layer() -> 
     assert totals[1.0] > max(totals[0.5], totals[0.25], totals[0.1]), totals
 
 
-def test_single_layer_gradient_error_is_first_order_in_dt() -> None:
+def test_single_layer_gradient_error_is_first_order_in_dt(kernel: str) -> None:
     """For one feed-forward layer the error at dt = 0.02 ms is about a fifth of the error at dt = 0.1 ms."""
     base, weights, events, labels = _tiny_problem(3, (2,), (False,), 1, w_in=0.1, w_hid=0.15)
-    coarse, same_coarse = _compare_at(base, weights, events, labels, 0.1)
-    fine, same_fine = _compare_at(base, weights, events, labels, 0.02)
+    coarse, same_coarse = _compare_at(base, weights, events, labels, 0.1, kernel)
+    fine, same_fine = _compare_at(base, weights, events, labels, 0.02, kernel)
     assert same_coarse and same_fine
     for name in fine:
         assert fine[name] <= 2.5 * 0.02, (name, fine)
@@ -284,10 +320,10 @@ def _discrete_ce(
 
 
 @pytest.mark.parametrize("readout", ["exp_weighted_mean", "max_over_time"])
-def test_readout_gradient_equals_autodiff_of_the_discrete_loss(readout: str) -> None:
+def test_readout_gradient_equals_autodiff_of_the_discrete_loss(readout: str, kernel: str) -> None:
     """The readout has no spikes, so its Eventprop gradient is exactly jax.grad of the discrete loss."""
     spec, params, x, labels = _random_problem(readout)
-    loss, aux, grads = eventprop_loss_and_grad(params, x, labels, spec, LossConfig())
+    loss, aux, grads = KERNELS[kernel](params, x, labels, spec, LossConfig())
     ref_loss, ref = jax.value_and_grad(_discrete_ce)(params, x, labels, spec)
     assert all(float(c.sum()) > 10 for c in aux["hidden_counts"])
     np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-5)
@@ -295,39 +331,39 @@ def test_readout_gradient_equals_autodiff_of_the_discrete_loss(readout: str) -> 
     assert float(jnp.abs(grads["layer0.weight"]).max()) > 0  # hidden layers get spike-timing gradients
 
 
-def test_readout_scores_match_the_agent_decision_rule() -> None:
+def test_readout_scores_match_the_agent_decision_rule(kernel: str) -> None:
     """The scores the loss uses are agent._decision.readout_scores of the simulated readout trace."""
     from edgekws.agent._decision import readout_scores
 
     for readout in ("exp_weighted_mean", "max_over_time"):
         spec, params, x, labels = _random_problem(readout)
-        _, aux, _ = eventprop_loss_and_grad(params, x, labels, spec, LossConfig())
+        _, aux, _ = KERNELS[kernel](params, x, labels, spec, LossConfig())
         trace = np.asarray(simulate(params, x, spec).readout)
         np.testing.assert_allclose(aux["scores"], readout_scores(trace, readout), rtol=1e-5, atol=1e-7)
         expected = np.mean(np.argmax(readout_scores(trace, readout), axis=1) == labels)
         assert float(aux["accuracy"]) == pytest.approx(expected)
 
 
-def test_checkpoint_spacing_does_not_change_results() -> None:
+def test_checkpoint_spacing_does_not_change_results(kernel: str) -> None:
     """Recomputing the forward pass in segments of 7 or of all steps gives the same loss and gradients."""
     spec, params, x, labels = _random_problem(steps=61)
-    loss_a, _, ga = eventprop_loss_and_grad(params, x, labels, spec, LossConfig(checkpoint_every=7))
-    loss_b, _, gb = eventprop_loss_and_grad(params, x, labels, spec, LossConfig(checkpoint_every=1000))
+    loss_a, _, ga = KERNELS[kernel](params, x, labels, spec, LossConfig(checkpoint_every=7))
+    loss_b, _, gb = KERNELS[kernel](params, x, labels, spec, LossConfig(checkpoint_every=1000))
     assert float(loss_a) == pytest.approx(float(loss_b), rel=1e-6)
     for name in ga:
         np.testing.assert_allclose(ga[name], gb[name], rtol=1e-5, atol=1e-8)
 
 
-def test_regulariser_matches_mlgenn_penalty_and_pushes_counts_to_target() -> None:
+def test_regulariser_matches_mlgenn_penalty_and_pushes_counts_to_target(kernel: str) -> None:
     """The penalty is (lambda/2) sum (mean count - nu)^2; its per-spike kicks lower too-high spike counts."""
     spec, params, x, labels = _random_problem()
     cfg = LossConfig(reg_lambda=1e-3, reg_nu=1.0)
-    loss, aux, grads = eventprop_loss_and_grad(params, x, labels, spec, cfg)
+    loss, aux, grads = KERNELS[kernel](params, x, labels, spec, cfg)
     means = [np.asarray(c).mean(axis=0) for c in aux["hidden_counts"]]
     penalty = 0.5 * 1e-3 * sum(float(((m - 1.0) ** 2).sum()) for m in means)
     assert float(aux["reg"]) == pytest.approx(penalty, rel=1e-5)
     assert float(loss) == pytest.approx(float(aux["ce"]) + penalty, rel=1e-6)
-    _, _, plain = eventprop_loss_and_grad(params, x, labels, spec, LossConfig())
+    _, _, plain = KERNELS[kernel](params, x, labels, spec, LossConfig())
     np.testing.assert_allclose(
         grads["layer2.weight"], plain["layer2.weight"], rtol=1e-6
     )  # readout unaffected
@@ -336,13 +372,13 @@ def test_regulariser_matches_mlgenn_penalty_and_pushes_counts_to_target() -> Non
     before = sum(float(c.sum()) for c in aux["hidden_counts"])
     p = params
     for _ in range(5):
-        _, _, g = eventprop_loss_and_grad(p, x, labels, spec, strong)
+        _, _, g = KERNELS[kernel](p, x, labels, spec, strong)
         p = {k: p[k] - 1e-4 * g[k] for k in p}
-    _, after_aux, _ = eventprop_loss_and_grad(p, x, labels, spec, strong)
+    _, after_aux, _ = KERNELS[kernel](p, x, labels, spec, strong)
     assert sum(float(c.sum()) for c in after_aux["hidden_counts"]) < 0.7 * before
 
 
-def test_training_lowers_the_loss_on_a_tiny_task() -> None:
+def test_training_lowers_the_loss_on_a_tiny_task(kernel: str) -> None:
     """300 Adam steps on Eventprop gradients take a two-class rate task from chance to a much lower loss."""
     spec = NetworkSpec(num_inputs=8, hidden=(16,), recurrent=(True,), num_outputs=2, num_steps=80)
     rng = np.random.default_rng(0)
@@ -355,10 +391,14 @@ def test_training_lowers_the_loss_on_a_tiny_task() -> None:
     state = opt.init(params)
 
     @jax.jit
-    def update(p, s):
-        loss, aux, g = eventprop_loss_and_grad(p, x, labels, spec, LossConfig())
+    def apply(p, s, g):
         upd, s = opt.update(g, s, p)
-        return optax.apply_updates(p, upd), s, loss, aux["accuracy"]
+        return optax.apply_updates(p, upd), s
+
+    def update(p, s):
+        loss, aux, g = _JITTED[kernel](p, x, labels, spec, LossConfig())
+        p, s = apply(p, s, g)
+        return p, s, loss, aux["accuracy"]
 
     losses = []
     for _ in range(300):
@@ -368,19 +408,19 @@ def test_training_lowers_the_loss_on_a_tiny_task() -> None:
     assert float(acc) == 1.0
 
 
-def test_bad_inputs_are_reported_together() -> None:
+def test_bad_inputs_are_reported_together(kernel: str) -> None:
     """Wrong parameter shapes and a wrong label shape are named in one ValueError."""
     spec, params, x, _ = _random_problem()
     bad = dict(params)
     bad["layer0.weight"] = bad["layer0.weight"][:, :2]
     with pytest.raises(ValueError, match=r"layer0\.weight.*shape") as err:
-        eventprop_loss_and_grad(bad, x, np.zeros(7, np.int64), spec, LossConfig())
+        KERNELS[kernel](bad, x, np.zeros(7, np.int64), spec, LossConfig())
     assert "labels" not in str(err.value) or "layer0" in str(err.value)
     with pytest.raises(ValueError, match="reg_lambda must be >= 0"):
         LossConfig(reg_lambda=-1.0)
 
 
-def test_hidden_gradient_descends_the_discrete_loss_of_a_busy_network() -> None:
+def test_hidden_gradient_descends_the_discrete_loss_of_a_busy_network(kernel: str) -> None:
     """On a network with thousands of spikes, a step against the hidden weights' Eventprop gradient lowers the
     discrete loss, and the gradient points the same way as BPTT's surrogate gradient."""
     from edgekws.toolkit.train._bptt import bptt_loss_and_grad
@@ -396,11 +436,11 @@ def test_hidden_gradient_descends_the_discrete_loss_of_a_busy_network() -> None:
         "layer1.weight": params["layer1.weight"] * 10.0,
     }
     cfg = LossConfig()
-    loss, aux, grads = eventprop_loss_and_grad(params, x, y, spec, cfg)
+    loss, aux, grads = KERNELS[kernel](params, x, y, spec, cfg)
     assert float(jnp.sum(aux["hidden_counts"][0])) > 1000
     _, _, surrogate = bptt_loss_and_grad(params, x, y, spec, cfg)
     for key in ("layer0.weight", "layer0.weight_rec"):
         g, b = np.asarray(grads[key]), np.asarray(surrogate[key])
         assert float((g * b).sum() / np.linalg.norm(g) / np.linalg.norm(b)) > 0.5, key
         stepped = {**params, key: params[key] - 0.003 * jnp.asarray(g / np.linalg.norm(g))}
-        assert float(eventprop_loss_and_grad(stepped, x, y, spec, cfg)[0]) < float(loss), key
+        assert float(KERNELS[kernel](stepped, x, y, spec, cfg)[0]) < float(loss), key

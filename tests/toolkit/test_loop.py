@@ -180,7 +180,7 @@ def test_grad_clip_scales_a_huge_gradient_down_to_the_clip_norm() -> None:
     """With grad_clip c, Adam sees a gradient of norm > c as that gradient rescaled to norm c."""
     import jax.numpy as jnp
 
-    from edgekws.toolkit.train._loop import _optimizer
+    from edgekws.toolkit.train._step import optimizer as _optimizer
 
     params = {"w": jnp.zeros(3)}
     small, huge = {"w": jnp.array([0.1, -0.2, 0.05])}, {"w": jnp.array([300.0, 400.0, 0.0])}

@@ -11,6 +11,7 @@ import click
 
 from edgekws.toolkit.train._config import METHODS, ConfigError, TrainConfig
 from edgekws.toolkit.train._evaluate import BACKENDS
+from edgekws.toolkit.train._step import DEVICES, KERNELS
 
 _PATH = click.Path(path_type=Path)
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -50,6 +51,21 @@ def _read_data(path: Path) -> Any:
 )
 @click.option("--seed", type=int, help="Seed of initialisation, shuffling and augmentation. [default: 1234]")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
+@click.option(
+    "--device",
+    type=click.Choice(DEVICES),
+    default="auto",
+    show_default=True,
+    help="Where to train: the GPU(s) JAX sees, the CPU cores, or auto (a GPU if there is one).",
+)
+@click.option(
+    "--kernel",
+    type=click.Choice(KERNELS),
+    default="auto",
+    show_default=True,
+    help="Gradient kernel: sparse (event-driven, CPU), dense (JAX/XLA, any device), or auto "
+    "(sparse on CPU, dense on GPU; see docs/training.md).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 def train(
@@ -63,6 +79,8 @@ def train(
     method: str | None,
     seed: int | None,
     resume: bool,
+    device: str,
+    kernel: str,
     as_json: bool,
 ) -> None:
     """Train a recurrent spiking network with Eventprop (or BPTT) into a run folder.
@@ -106,7 +124,15 @@ def train(
     paths = {"train": data_path, **({"val": val_path} if val_path else {})}
     try:
         result = run_training(
-            train_data, out, config, val_data=val_data, resume=resume, data_paths=paths, progress=not as_json
+            train_data,
+            out,
+            config,
+            val_data=val_data,
+            resume=resume,
+            data_paths=paths,
+            progress=not as_json,
+            device=device,
+            kernel=kernel,
         )
     except (TrainError, RunError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -122,9 +122,7 @@ def eventprop_loss_and_grad(
     n_seg, seg = _segments(steps, cfg.checkpoint_every)
 
     def weight(t: jax.Array) -> jax.Array:
-        """Readout weight exp(-t/T)/T of step t (0 beyond T), as agent._decision.readout_weights."""
-        tf = t.astype(jnp.float32)
-        return jnp.where(t < steps, jnp.exp(-tf / steps) / steps, 0.0)
+        return readout_weight(t, steps)
 
     # ---- pass 1: forward, keeping the state at the start of every segment --------------------------------
     class Fwd(NamedTuple):
@@ -160,15 +158,8 @@ def eventprop_loss_and_grad(
     scores, counts = final.score, final.counts
 
     # ---- loss, and its gradient w.r.t. the readout trace ---------------------------------------------------
-    def ce_fn(sc: jax.Array) -> jax.Array:
-        logp = jax.nn.log_softmax(sc, axis=-1)
-        return -jnp.mean(jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=1))
-
-    ce, g_score = jax.value_and_grad(ce_fn)(scores)
-    mean_counts = [n.mean(axis=0) for n in counts]
-    reg = 0.5 * cfg.reg_lambda * sum(jnp.sum((m - cfg.reg_nu) ** 2) for m in mean_counts)
-    # mlGeNN's per-spike adjoint kick: d(reg)/d(count_bn) = reg_lambda (mean_n - nu) / B, added to lambda_v.
-    reg_kick = [cfg.reg_lambda * (m - cfg.reg_nu) / batch for m in mean_counts]
+    head = loss_head(scores, counts, labels, cfg)
+    g_score, reg_kick = head.g_score, head.reg_kick
 
     def dl_dv(t: jax.Array) -> jax.Array:
         """dL/dV[t] of the readout, (B, O)."""
@@ -232,16 +223,56 @@ def eventprop_loss_and_grad(
     init_b = (Bwd(zeros, zeros, zeros), {k: jnp.zeros_like(v) for k, v in params.items()})
     (_, grads), _ = lax.scan(bwd_segment, init_b, (jnp.arange(n_seg), checkpoints), reverse=True)
 
-    loss = ce + reg
+    return head.loss, head.aux(scores, counts), grads
+
+
+class Head(NamedTuple):
+    """The loss of a batch from its readout scores and spike counts, and what the backward pass needs."""
+
+    loss: jax.Array  # ce + reg
+    ce: jax.Array  # batch-mean cross-entropy of the softmax of the scores
+    reg: jax.Array  # the spike-count penalty
+    accuracy: jax.Array  # batch mean of argmax(scores) == label
+    g_score: jax.Array  # (B, O) dL/dscore
+    reg_kick: list[jax.Array]  # (H_l,) per hidden layer: added to lambda_vp at each spike (§4)
+
+    def aux(self, scores: jax.Array, counts: Any) -> dict[str, Any]:
+        """The ``aux`` dict of ``eventprop_loss_and_grad``."""
+        return {
+            "accuracy": self.accuracy,
+            "scores": scores,
+            "ce": self.ce,
+            "reg": self.reg,
+            "hidden_counts": list(counts),
+        }
+
+
+def loss_head(scores: jax.Array, counts: Any, labels: jax.Array, cfg: LossConfig) -> Head:
+    """Cross-entropy, regulariser and their gradients from the scores (B, O) and the counts [(B, H_l)].
+
+    Shared by every kernel: the dense path calls it inside its jitted computation, the sparse kernel on the
+    scores and counts of its forward pass.
+    """
+
+    def ce_fn(sc: jax.Array) -> jax.Array:
+        logp = jax.nn.log_softmax(sc, axis=-1)
+        return -jnp.mean(jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=1))
+
+    ce, g_score = jax.value_and_grad(ce_fn)(scores)
+    batch = scores.shape[0]
+    mean_counts = [n.mean(axis=0) for n in counts]
+    reg = 0.5 * cfg.reg_lambda * sum(jnp.sum((m - cfg.reg_nu) ** 2) for m in mean_counts)
+    # mlGeNN's per-spike adjoint kick: d(reg)/d(count_bn) = reg_lambda (mean_n - nu) / B, added to lambda_v.
+    reg_kick = [cfg.reg_lambda * (m - cfg.reg_nu) / batch for m in mean_counts]
     pred = jnp.argmax(scores, axis=1)
-    aux: dict[str, Any] = {
-        "accuracy": jnp.mean((pred == labels).astype(jnp.float32)),
-        "scores": scores,
-        "ce": ce,
-        "reg": reg,
-        "hidden_counts": list(counts),
-    }
-    return loss, aux, grads
+    accuracy = jnp.mean((pred == labels).astype(jnp.float32))
+    return Head(ce + reg, ce, jnp.asarray(reg, jnp.float32), accuracy, g_score, reg_kick)
+
+
+def readout_weight(t: jax.Array, steps: int) -> jax.Array:
+    """Readout weight exp(-t/T)/T of step t (0 beyond T), as agent._decision.readout_weights."""
+    tf = t.astype(jnp.float32)
+    return jnp.where(t < steps, jnp.exp(-tf / steps) / steps, 0.0)
 
 
 def _mm(x: jax.Array, w: jax.Array) -> jax.Array:

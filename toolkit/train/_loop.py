@@ -9,23 +9,23 @@ interrupt checkpoint) produces exactly the parameters of an uninterrupted run on
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from edgekws.packaging import NetworkSpec
 from edgekws.toolkit.data import SpikeDataset
 from edgekws.toolkit.train._augment import augment_epoch
-from edgekws.toolkit.train._config import TrainConfig, lr_schedule
+from edgekws.toolkit.train._config import TrainConfig
 from edgekws.toolkit.train._evaluate import score_dataset
+from edgekws.toolkit.train._feed import Feed
 from edgekws.toolkit.train._run import (
     TrainState,
     epoch_checkpoint,
@@ -42,25 +42,13 @@ from edgekws.toolkit.train._run import (
     write_metrics,
     write_run_info,
 )
+from edgekws.toolkit.train._step import Placement, PlacementError, TrainStep, optimizer, place, train_step
 
 BatchCallback = Callable[[int, int, dict[str, float]], None]
 
 
 class TrainError(ValueError):
     """A training run cannot start or resume; the message says why and what to do."""
-
-
-@dataclass(frozen=True)
-class BpttLossConfig:
-    """The loss settings of the BPTT baseline: Eventprop's ``LossConfig`` plus the surrogate slope."""
-
-    readout: str
-    reg_lambda: float
-    reg_nu: float
-    surrogate_slope: float = 25.0
-
-    def rule(self, spec: NetworkSpec) -> str:
-        return self.readout or spec.readout
 
 
 @dataclass
@@ -100,80 +88,6 @@ def _core() -> Any:
     from edgekws.toolkit.train import _eventprop, _model
 
     return _model, _eventprop
-
-
-def _optimizer(
-    lr: float,
-    ease_in: bool,
-    decay: str = "none",
-    total_steps: int = 0,
-    min_fraction: float = 0.05,
-    grad_clip: float = 0.0,
-) -> Any:
-    """Adam on :func:`lr_schedule` (the paper's ease-in, optionally a cosine decay over the run), after
-    clipping the gradient's global norm to ``grad_clip`` when that is > 0."""
-    import jax.numpy as jnp
-    import optax
-
-    def schedule(count: Any) -> Any:
-        return lr_schedule(count, lr, ease_in, decay, total_steps, min_fraction, xp=jnp)
-
-    adam = optax.adam(learning_rate=schedule)
-    return optax.chain(optax.clip_by_global_norm(grad_clip), adam) if grad_clip > 0 else adam
-
-
-def _make_step(spec: NetworkSpec, config: TrainConfig, total_steps: int = 0) -> Callable[..., Any]:
-    """The jitted training step for this network and the loss/optimizer settings of ``config``."""
-    return _cached_step(
-        spec,
-        config.method,
-        config.readout,
-        config.reg_lambda,
-        config.reg_nu,
-        config.surrogate_slope,
-        (
-            config.learning_rate,
-            config.ease_in,
-            config.lr_decay,
-            total_steps,
-            config.lr_min_fraction,
-            config.grad_clip,
-        ),
-    )
-
-
-@functools.lru_cache(maxsize=8)
-def _cached_step(
-    spec: NetworkSpec,
-    method: str,
-    readout: str,
-    reg_lambda: float,
-    reg_nu: float,
-    slope: float,
-    schedule: tuple[float, bool, str, int, float, float],
-) -> Callable[..., Any]:
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    from edgekws.toolkit.train._bptt import bptt_loss_and_grad
-
-    optimizer = _optimizer(*schedule)
-    if method == "bptt":
-        grad_fn: Callable[..., Any] = bptt_loss_and_grad
-        loss_cfg: Any = BpttLossConfig(readout, reg_lambda, reg_nu, slope)
-    else:
-        _, eventprop = _core()
-        grad_fn = eventprop.eventprop_loss_and_grad
-        loss_cfg = eventprop.LossConfig(readout=readout, reg_lambda=reg_lambda, reg_nu=reg_nu)
-
-    def step(params: Any, opt_state: Any, spikes: Any, labels: Any) -> Any:
-        loss, aux, grads = grad_fn(params, spikes, labels, spec, loss_cfg)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        counts = [jnp.sum(c, axis=0) for c in aux["hidden_counts"]]
-        return optax.apply_updates(params, updates), opt_state, loss, aux["accuracy"], counts
-
-    return jax.jit(step)
 
 
 def mlgenn_silent_boost(spec: NetworkSpec, boost_genn: float) -> float:
@@ -249,13 +163,38 @@ def train(
     data_paths: dict[str, Path] | None = None,
     progress: bool = True,
     on_batch: BatchCallback | None = None,
+    device: str = "auto",
+    kernel: str = "auto",
 ) -> TrainResult:
     """Train a network on ``train_data`` into the run folder ``out``; see the module docstring.
 
     ``on_batch(epoch, batch, metrics)`` is called after every optimizer step (epoch and batch 0-based).
     Ctrl-C (``KeyboardInterrupt``, also from ``on_batch``) saves an interrupt checkpoint and returns a
-    result with ``interrupted=True``; ``resume=True`` continues from the latest checkpoint.
+    result with ``interrupted=True``; ``resume=True`` continues from the latest checkpoint. ``device``
+    ("auto", "cpu", "gpu") and ``kernel`` ("auto", "dense", "sparse") choose where and how the gradient is
+    computed (``_step.place``; docs/training.md); the choice is recorded in run.json under ``placement``.
     """
+    import jax
+
+    try:
+        placement = place(device, kernel, config.method, config.batch_size)
+    except PlacementError as exc:
+        raise TrainError(str(exc)) from exc
+    with jax.default_device(placement.devices[0]):
+        return _train(train_data, out, config, val_data, resume, data_paths, progress, on_batch, placement)
+
+
+def _train(
+    train_data: SpikeDataset,
+    out: str | os.PathLike[str],
+    config: TrainConfig,
+    val_data: SpikeDataset | None,
+    resume: bool,
+    data_paths: dict[str, Path] | None,
+    progress: bool,
+    on_batch: BatchCallback | None,
+    placement: Placement,
+) -> TrainResult:
     import jax
     import jax.numpy as jnp
 
@@ -273,10 +212,9 @@ def train(
         train_data.num_channels, train_data.num_classes, dt_ms, num_steps, tuple(train_data.class_names)
     )
     model, _ = _core()
-    optimizer = _optimizer(config.learning_rate, config.ease_in, grad_clip=config.grad_clip)
     init = model.init_params(spec, jax.random.PRNGKey(config.seed))
     init = {k: jnp.asarray(v, jnp.float32) for k, v in init.items()}
-    template_opt = optimizer.init(init)
+    template_opt = optimizer(config.learning_rate, config.ease_in, grad_clip=config.grad_clip).init(init)
 
     existing = latest_checkpoint(run_dir)
     history: list[dict[str, Any]] = []
@@ -305,22 +243,23 @@ def train(
         info = new_run_info(spec, config, train_data, val_data, data_paths)
     make_run_dir(run_dir)
     info["status"] = "running"
+    info["placement"] = placement.to_dict()
     write_run_info(run_dir, info)
     write_metrics(run_dir, history)
 
     total_steps = config.epochs * _batches(epoch_samples(len(train_data), config), config.batch_size)
-    step_fn = _make_step(spec, config, total_steps)
+    step = train_step(spec, config, placement, total_steps)
+    state = replace(state, params=step.put(state.params), opt_state=step.put(state.opt_state))
     boost = mlgenn_silent_boost(spec, config.silent_boost)
     selection = info["selection"]["metric"]
     interrupted = False
     bar = _Progress(progress, config.epochs, state.epoch)
+    feed = Feed(_batch_stream(train_data, config, step, dt_s, num_steps, state.epoch, state.batch))
     try:
-        with bar:
+        with bar, feed:
             while state.epoch < config.epochs:
                 epoch = state.epoch
                 t0 = time.perf_counter()
-                data, order = _epoch_data(train_data, config, epoch, dt_s)
-                n_batches = _batches(len(data), config.batch_size)
                 if state.batch == 0:
                     state = replace(
                         state,
@@ -329,13 +268,15 @@ def train(
                         seen=0,
                         counts=tuple(np.zeros(h, np.int64) for h in spec.hidden),
                     )
-                bar.start_epoch(epoch, n_batches, state.batch)
-                while state.batch < n_batches:
-                    idx = order[state.batch * config.batch_size : (state.batch + 1) * config.batch_size]
-                    spikes = jnp.asarray(data.bin(dt_s, num_steps, idx), jnp.float32)
-                    labels = jnp.asarray(data.labels[idx], jnp.int32)
-                    params, opt_state, loss, acc, counts = step_fn(
-                        state.params, state.opt_state, spikes, labels
+                item = feed.get()
+                bar.start_epoch(epoch, item.batches, state.batch)
+                while True:
+                    if (item.epoch, item.batch) != (epoch, state.batch):  # the feed follows the loop exactly
+                        raise RuntimeError(
+                            f"batch feed out of step: {item.epoch, item.batch} at {epoch, state.batch}"
+                        )
+                    params, opt_state, loss, acc, counts = step(
+                        state.params, state.opt_state, item.batch_data
                     )
                     loss_f, acc_f = float(loss), float(acc)
                     state = replace(
@@ -344,9 +285,9 @@ def train(
                         opt_state=opt_state,
                         batch=state.batch + 1,
                         step=state.step + 1,
-                        loss_sum=state.loss_sum + loss_f * len(idx),
-                        correct=state.correct + acc_f * len(idx),
-                        seen=state.seen + len(idx),
+                        loss_sum=state.loss_sum + loss_f * item.size,
+                        correct=state.correct + acc_f * item.size,
+                        seen=state.seen + item.size,
                         counts=tuple(
                             c + np.asarray(n, np.int64) for c, n in zip(state.counts, counts, strict=True)
                         ),
@@ -354,6 +295,9 @@ def train(
                     bar.advance_batch(loss_f, acc_f)
                     if on_batch is not None:
                         on_batch(epoch, state.batch - 1, {"loss": loss_f, "accuracy": acc_f})
+                    if state.batch == item.batches:
+                        break
+                    item = feed.get()
                 # End of epoch: silent-neuron fix, metrics, selection, checkpoint.
                 params = _boost_silent(state.params, state.counts, boost)
                 params = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
@@ -373,7 +317,7 @@ def train(
                 write_metrics(run_dir, history)
                 state = replace(
                     state,
-                    params=params,
+                    params=step.put(params),
                     epoch=epoch + 1,
                     batch=0,
                     best_score=best_score,
@@ -397,6 +341,32 @@ def train(
         interrupted=interrupted,
         history=history,
     )
+
+
+class _Batch(NamedTuple):
+    epoch: int
+    batch: int
+    batches: int  # batches in this epoch
+    size: int  # samples in this batch
+    batch_data: Any  # what TrainStep.prepare made
+
+
+def _batch_stream(
+    train_data: SpikeDataset,
+    config: TrainConfig,
+    step: TrainStep,
+    dt_s: float,
+    num_steps: int,
+    epoch: int,
+    batch: int,
+) -> Iterator[_Batch]:
+    """Every batch from ``(epoch, batch)`` to the end of training, in order (run by the Feed's thread)."""
+    for e in range(epoch, config.epochs):
+        data, order = _epoch_data(train_data, config, e, dt_s)
+        n_batches = _batches(len(data), config.batch_size)
+        for b in range(batch if e == epoch else 0, n_batches):
+            idx = order[b * config.batch_size : (b + 1) * config.batch_size]
+            yield _Batch(e, b, n_batches, len(idx), step.prepare(data, idx, dt_s, num_steps))
 
 
 def _epoch_record(
