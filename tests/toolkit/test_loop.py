@@ -85,22 +85,27 @@ def test_training_increases_accuracy_on_a_separable_task(tmp_path: Path, method:
     ]
 
 
-def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
-    """Ctrl-C at a batch saves a checkpoint; --resume then ends with exactly the uninterrupted parameters."""
+@pytest.mark.parametrize(
+    ("method", "kernel"), [("bptt", "dense"), ("eventprop", "dense"), ("eventprop", "sparse")]
+)
+def test_interrupt_then_resume_equals_an_uninterrupted_run(tmp_path: Path, method: str, kernel: str) -> None:
+    """Ctrl-C at a batch saves a checkpoint; --resume then ends with exactly the uninterrupted parameters
+    (every gradient kernel; the batches come from the background feed)."""
     data = two_class_data(40, 2)
-    config = tiny_config(augment="shift-blend", shift_channels=200.0, blend_fraction=0.5)
-    train(data, tmp_path / "full", config, progress=False)
+    config = tiny_config(augment="shift-blend", shift_channels=200.0, blend_fraction=0.5, method=method)
+    train(data, tmp_path / "full", config, progress=False, kernel=kernel)
 
     def interrupt(epoch: int, batch: int, metrics: dict[str, float]) -> None:
         if (epoch, batch) == (1, 2):
             raise KeyboardInterrupt
 
-    part = train(data, tmp_path / "part", config, progress=False, on_batch=interrupt)
+    part = train(data, tmp_path / "part", config, progress=False, on_batch=interrupt, kernel=kernel)
     assert part.interrupted and part.epochs_done == 1
     checkpoint = latest_checkpoint(tmp_path / "part")
     assert checkpoint is not None and checkpoint.name == "interrupt_e001_b0003.npz"
-    assert json.loads((tmp_path / "part" / "run.json").read_text())["status"] == "interrupted"
-    resumed = train(data, tmp_path / "part", config, resume=True, progress=False)
+    info = json.loads((tmp_path / "part" / "run.json").read_text())
+    assert info["status"] == "interrupted" and info["placement"]["kernel"] == kernel
+    resumed = train(data, tmp_path / "part", config, resume=True, progress=False, kernel=kernel)
     assert not resumed.interrupted and resumed.epochs_done == config.epochs
     a, b = (
         _params(tmp_path / "full" / "checkpoints" / "epoch_003.npz"),

@@ -52,6 +52,7 @@ def test_train_writes_a_complete_run(trained: tuple[Path, Path]) -> None:
     run, _ = trained
     info = json.loads((run / "run.json").read_text())
     assert info["config"]["epochs"] == 2 and info["config"]["method"] == "bptt"
+    assert info["placement"]["kernel"] == "dense" and info["placement"]["device"] == "cpu"
     assert info["network"]["hidden"] == [16] and info["class_names"] == ["yes", "no"]
     assert len(info["data"]["train"]["sha256"]) == 64 and info["data"]["val"]["samples"] == 16
     assert (run / "best.npz").is_file() and len((run / "metrics.jsonl").read_text().splitlines()) == 2
@@ -199,3 +200,14 @@ def test_eval_breaks_accuracy_down_by_source(trained: tuple[Path, Path], tmp_pat
     assert set(out["per_speaker_accuracy"]) == {"flite-slt", "fsdd-george"}
     text = CliRunner().invoke(main, ["eval", str(run), "--data", str(path)]).output
     assert "by source: " in text and "by augment: " in text
+
+
+def test_train_on_a_missing_gpu_or_with_an_impossible_kernel_says_what_to_use(tmp_path: Path) -> None:
+    """--device gpu without a GPU, and the sparse kernel with BPTT, fail before training and name the fix."""
+    data = _write_data(tmp_path / "train.h5", 8, 0)
+    base = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "1"]
+    no_gpu = CliRunner().invoke(main, [*base, "--device", "gpu"])
+    assert no_gpu.exit_code == 1 and "JAX sees no GPU" in no_gpu.output and "--device cpu" in no_gpu.output
+    bptt = CliRunner().invoke(main, [*base, "--method", "bptt", "--kernel", "sparse"])
+    assert bptt.exit_code == 1 and "Eventprop gradients only" in bptt.output
+    assert not (tmp_path / "run").exists()
