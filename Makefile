@@ -14,7 +14,7 @@ APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k fest
   mosquitto sox libsndfile1 chromium
 RUN ?= runs/demo
 
-.PHONY: demo test lint typecheck pytest pytest-lava setup clean bench schemas
+.PHONY: demo test lint typecheck pytest pytest-lava setup clean bench bench-gpu spyx-venv schemas
 
 demo: $(STAMPS)/venv
 	$(VENV)/bin/edgekws demo --out $(RUN)
@@ -74,10 +74,30 @@ $(STAMPS)/lava-venv: pyproject.toml $(STAMPS)/apt
 
 # Benchmarks write benchmarks/results/<name>.{json,md} with the machine they ran on (minutes each).
 BENCHES := frontend_rtf train_memory train_shd_time export_onnx bundle bundle_build agent_streaming fleet_load \
-  synth_speed
-bench: $(STAMPS)/venv $(STAMPS)/lava-venv
+  synth_speed kernel_agreement
+bench: $(STAMPS)/venv $(STAMPS)/lava-venv $(STAMPS)/spyx-venv
 	for b in $(BENCHES); do $(VENV)/bin/python benchmarks/$$b.py; done
+	$(VENV)/bin/python benchmarks/train_spyx.py --core 1
 	$(LAVA_VENV)/bin/python benchmarks/emulator_vs_lava.py
 
+# Spyx (the BPTT trainer of the seed paper's cost comparison) for benchmarks/train_spyx.py only, in its own
+# environment on the JAX version of .venv so both run the same XLA. Not part of `make test`.
+SPYX_VENV := .venv-spyx
+SPYX_VERSION := 1.0.0
+spyx-venv: $(STAMPS)/spyx-venv
+$(STAMPS)/spyx-venv: $(STAMPS)/venv
+	test -x $(SPYX_VENV)/bin/python || $(PY311) -m venv $(SPYX_VENV)
+	$(SPYX_VENV)/bin/python -m pip install -q --upgrade pip
+	jax=$$($(VENV)/bin/python -m pip show jax | sed -n 's/^Version: //p'); \
+	$(SPYX_VENV)/bin/python -m pip install -q 'spyx==$(SPYX_VERSION)' "jax==$$jax" "jaxlib==$$jax"
+	@touch $@
+
+# The SHD-size training benchmark end to end on a GPU (100 epochs): adds a CUDA build of the installed JAX
+# version to .venv, checks that JAX sees the GPU, then trains. One command on a machine with an NVIDIA GPU.
+bench-gpu: $(STAMPS)/venv
+	jax=$$($(VENV)/bin/python -m pip show jax | sed -n 's/^Version: //p'); \
+	$(VENV)/bin/python -m pip install -q "jax[cuda12]==$$jax"
+	$(VENV)/bin/python benchmarks/train_shd_time.py --device gpu --epochs 100
+
 clean:
-	rm -rf $(VENV) $(LAVA_VENV) $(STAMPS) runs
+	rm -rf $(VENV) $(LAVA_VENV) $(SPYX_VENV) $(STAMPS) runs

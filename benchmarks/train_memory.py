@@ -2,10 +2,13 @@
 
 For batch 32, T in {200, 500, 1000} steps and hidden in {256, 1024} (one recurrent layer, input channels of
 the default front-end, ~5% random input spikes, 20 classes), each gradient method's full training step
-(loss, gradient, Adam update: the step ``edgekws train`` runs) is compiled and measured:
+(loss, gradient, Adam update: the step ``edgekws train`` runs) is compiled and measured -- Eventprop with
+both kernels (``eventprop``: the dense JAX kernel; ``eventprop-sparse``: the event-driven CPU kernel):
 
 - ``compiled_bytes``: XLA's ``memory_analysis()`` of the compiled step, temp + output bytes (what the step
-  allocates beyond its arguments; arguments are reported separately);
+  allocates beyond its arguments; arguments are reported separately). For ``eventprop-sparse`` the same for
+  its compiled optimizer update plus ``kernel_bytes``, the peak of every buffer the kernel allocates
+  (``tracemalloc``: checkpoints, spike records, gradient buffers), beyond its arguments (events, params);
 - ``rss_delta_bytes``: peak resident memory of a fresh subprocess minus its peak before compiling
   (includes the compiler's own memory, so it is an upper bound);
 - ``step_seconds``/``step_seconds_min``: median and fastest wall time of a few steps after compilation;
@@ -25,7 +28,9 @@ import statistics
 import subprocess
 import sys
 import time
+import tracemalloc
 from pathlib import Path
+from typing import Any
 
 from _common import RESULTS, machine, write_results
 
@@ -50,29 +55,45 @@ def _measure(method: str, steps_t: int, hidden: int, repeats: int) -> dict[str, 
     import numpy as np
 
     from edgekws.toolkit.train import TrainConfig
-    from edgekws.toolkit.train._loop import _make_step, _optimizer
     from edgekws.toolkit.train._model import init_params
+    from edgekws.toolkit.train._sparse import SpikeEvents
+    from edgekws.toolkit.train._step import optimizer, place, train_step
 
     channels = _input_channels()
-    config = TrainConfig(hidden=(hidden,), method=method, ease_in=False)
+    kernel = "sparse" if method == "eventprop-sparse" else "dense"
+    config = TrainConfig(hidden=(hidden,), method=method.split("-")[0], ease_in=False)
     spec = config.network_spec(channels, 20, 1.0, steps_t)
     params = init_params(spec, jax.random.PRNGKey(0))
-    opt_state = _optimizer(config.learning_rate, config.ease_in).init(params)
+    opt_state = optimizer(config.learning_rate, config.ease_in).init(params)
     rng = np.random.default_rng(0)
-    spikes = jnp.asarray(rng.random((BATCH, steps_t, channels)) < SPIKE_P, jnp.float32)
+    dense = rng.random((BATCH, steps_t, channels)) < SPIKE_P
     labels = jnp.asarray(rng.integers(0, 20, BATCH), jnp.int32)
-    jax.block_until_ready((params, spikes))
+    spikes: Any = SpikeEvents.from_dense(dense) if kernel == "sparse" else jnp.asarray(dense, jnp.float32)
+    jax.block_until_ready(params)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    step = _make_step(spec, config)
+    step = train_step(spec, config, place("cpu", kernel, config.method))
     t0 = time.perf_counter()
-    compiled = step.lower(params, opt_state, spikes, labels).compile()
+    if kernel == "sparse":
+        compiled = step.jitted.lower(params, opt_state, params).compile()  # the optimizer update
+        run = step
+    else:
+        compiled = step.jitted.lower(params, opt_state, spikes, labels).compile()
+
+        def run(p: Any, o: Any, batch: Any) -> Any:
+            return compiled(p, o, *batch)
+
     compile_s = time.perf_counter() - t0
     mem = compiled.memory_analysis()
-    times = []
-    for _ in range(repeats):
+    times, kernel_bytes = [], 0
+    for i in range(repeats):
+        if kernel == "sparse" and i == repeats - 1:  # the kernel's own buffers, on a warm step
+            tracemalloc.start()
         t0 = time.perf_counter()
-        params, opt_state, loss, _, _ = jax.block_until_ready(compiled(params, opt_state, spikes, labels))
+        params, opt_state, loss, _, _ = jax.block_until_ready(run(params, opt_state, (spikes, labels)))
         times.append(time.perf_counter() - t0)
+        if tracemalloc.is_tracing():
+            kernel_bytes = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     step_s = statistics.median(times)
     return {
@@ -81,7 +102,8 @@ def _measure(method: str, steps_t: int, hidden: int, repeats: int) -> dict[str, 
         "hidden": hidden,
         "channels": channels,
         "batch": BATCH,
-        "compiled_bytes": int(mem.temp_size_in_bytes + mem.output_size_in_bytes),
+        "compiled_bytes": int(mem.temp_size_in_bytes + mem.output_size_in_bytes) + kernel_bytes,
+        "kernel_bytes": kernel_bytes,
         "temp_bytes": int(mem.temp_size_in_bytes),
         "output_bytes": int(mem.output_size_in_bytes),
         "argument_bytes": int(mem.argument_size_in_bytes),
@@ -127,7 +149,7 @@ def _code_state() -> dict[str, str]:
 
     root = Path(__file__).resolve().parent.parent
     state = {}
-    for name in ("toolkit/train/_eventprop.py", "toolkit/train/_bptt.py"):
+    for name in ("toolkit/train/_eventprop.py", "toolkit/train/_sparse_kernel.py", "toolkit/train/_bptt.py"):
         state[name] = hashlib.sha256((root / name).read_bytes()).hexdigest()[:16]
     try:
         head = subprocess.run(
@@ -150,22 +172,23 @@ def _summary(rows: list[dict[str, object]], grid_t: list[int], grid_h: list[int]
     out: dict[str, object] = {}
     t_lo, t_hi = min(grid_t), max(grid_t)
     for h in grid_h:
-        ep_hi, bp_hi = get("eventprop", t_hi, h), get("bptt", t_hi, h)
-        ep_lo = get("eventprop", t_lo, h)
-        mem_ratio = _ratio(ep_hi.get("compiled_bytes"), bp_hi.get("compiled_bytes"))
-        growth = _ratio(ep_hi.get("compiled_bytes"), ep_lo.get("compiled_bytes"))
-        # Fastest step of each: the least disturbed by other processes on a shared machine.
-        time_ratio = _ratio(ep_hi.get("epoch_seconds_min"), bp_hi.get("epoch_seconds_min"))
-        out[f"hidden_{h}"] = {
-            f"eventprop_over_bptt_memory_T{t_hi}": mem_ratio,
-            "target_memory_ratio_at_most": 1 / 3,
-            "memory_target_met": None if mem_ratio is None else mem_ratio <= 1 / 3,
-            f"eventprop_memory_growth_T{t_lo}_to_T{t_hi}": growth,
-            "target_growth_at_most": 1.5,
-            "growth_target_met": None if growth is None else growth <= 1.5,
-            f"eventprop_over_bptt_epoch_time_T{t_hi}": time_ratio,
-            "time_target_met": None if time_ratio is None else time_ratio <= 1.0,
-        }
+        bp_hi = get("bptt", t_hi, h)
+        for method in ("eventprop", "eventprop-sparse"):
+            ep_hi, ep_lo = get(method, t_hi, h), get(method, t_lo, h)
+            mem_ratio = _ratio(ep_hi.get("compiled_bytes"), bp_hi.get("compiled_bytes"))
+            growth = _ratio(ep_hi.get("compiled_bytes"), ep_lo.get("compiled_bytes"))
+            # Fastest step of each: the least disturbed by other processes on a shared machine.
+            time_ratio = _ratio(ep_hi.get("epoch_seconds_min"), bp_hi.get("epoch_seconds_min"))
+            out[f"{method}_hidden_{h}"] = {
+                f"over_bptt_memory_T{t_hi}": mem_ratio,
+                "target_memory_ratio_at_most": 1 / 3,
+                "memory_target_met": None if mem_ratio is None else mem_ratio <= 1 / 3,
+                f"memory_growth_T{t_lo}_to_T{t_hi}": growth,
+                "target_growth_at_most": 1.5,
+                "growth_target_met": None if growth is None else growth <= 1.5,
+                f"over_bptt_epoch_time_T{t_hi}": time_ratio,
+                "time_target_met": None if time_ratio is None else time_ratio <= 1.0,
+            }
     return out
 
 
@@ -178,7 +201,9 @@ def _markdown(result: dict[str, object]) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['platform']}, JAX {m['jax']} ({m['jax_backend']}).",
         f"Command: `{result['command']}`. Batch {BATCH}, one recurrent hidden layer, "
         f"{result['channels']} input channels with {SPIKE_P:.0%} random spikes, 20 classes; "
-        "the full training step (loss, gradient, Adam). Memory = XLA compiled temp + output bytes; "
+        "the full training step (loss, gradient, Adam); `eventprop` is the dense kernel, "
+        "`eventprop-sparse` the event-driven CPU kernel. Memory = XLA compiled temp + output bytes (for the "
+        "sparse kernel: of its optimizer update, plus the peak of the kernel's own buffers by tracemalloc); "
         "RSS = peak-RSS growth of a fresh process over compile + run (upper bound); "
         f"time = median of {result['repeats']} steps after compile; "
         f"epoch = {EPOCH_SAMPLES} samples.",
@@ -231,7 +256,7 @@ def main() -> None:
     rows = []
     for h in grid_h:
         for t in grid_t:
-            for method in ("eventprop", "bptt"):
+            for method in ("eventprop-sparse", "eventprop", "bptt"):
                 row = _run_child(method, t, h, args.steps, args.timeout)
                 rows.append(row)
                 shown = {k: row.get(k) for k in ("compiled_bytes", "step_seconds", "error") if k in row}

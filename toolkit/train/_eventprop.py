@@ -102,9 +102,10 @@ def eventprop_loss_and_grad(
 ) -> tuple[jax.Array, dict[str, Any], dict[str, jax.Array]]:
     """Loss, aux and the Eventprop gradient of every weight, for a batch of input spike trains.
 
-    ``spikes`` (B, T, C) 0/1, ``labels`` (B,) class indices. ``loss`` = batch-mean cross-entropy of the
-    softmax of the readout scores + the spike-count penalty. ``aux``: ``accuracy`` (batch mean), ``scores``
-    (B, O), ``ce`` (the cross-entropy part), ``reg`` (the penalty), ``hidden_counts`` (list of (B, H_l)).
+    ``spikes`` (B, T, C) 0/1 (float32, or uint8 as the training loop passes it), ``labels`` (B,) class
+    indices. ``loss`` = batch-mean cross-entropy of the softmax of the readout scores + the spike-count
+    penalty. ``aux``: ``accuracy`` (batch mean), ``scores`` (B, O), ``ce`` (the cross-entropy part), ``reg``
+    (the penalty), ``hidden_counts`` (list of (B, H_l)).
     ``grads`` has the keys of ``params``. jit with ``spec`` and ``cfg`` static:
     ``jax.jit(eventprop_loss_and_grad, static_argnums=(3, 4))``.
 
@@ -112,7 +113,7 @@ def eventprop_loss_and_grad(
     ``cfg.checkpoint_every`` steps, then a backward pass over the segments in reverse that re-runs each
     segment's forward steps (keeping spikes and two factors per spike) and integrates the adjoint through it.
     """
-    spikes = jnp.asarray(spikes, jnp.float32)
+    spikes = jnp.asarray(spikes)  # any dtype: each column is converted to float32 as it is read
     labels = jnp.asarray(labels)
     _check_inputs(params, spikes, labels, spec)
     rule = cfg.rule(spec)
