@@ -100,6 +100,12 @@ def test_events_round_trip_and_binary_binning() -> None:
     assert (
         dense.sum() == 3 and dense[0, 0, 2] == dense[0, 5, 1] == dense[0, 19, 5] == 1 and dense[1].sum() == 0
     )
+    b, t, c = np.nonzero(x)
+    shuffled = rng.permutation(np.concatenate([np.arange(len(b))] * 2))  # every event twice, any order
+    per_sample = [(t[shuffled][b[shuffled] == i], c[shuffled][b[shuffled] == i]) for i in range(3)]
+    again = SpikeEvents.from_steps(per_sample, 20, 6)
+    np.testing.assert_array_equal(again.ptr, ev.ptr)
+    np.testing.assert_array_equal(again.ch, ev.ch)  # channels ascending within each step
     data = SpikeDataset.from_raster(list((x > 0).astype(np.uint8)), [0, 1, 0], 0.001, ["a", "b"])
     from_data = SpikeEvents.from_steps([data.event_steps(i, 0.001, 20) for i in range(3)], 20, 6)
     np.testing.assert_array_equal(from_data.to_dense(), data.bin(0.001, 20).astype(np.float32))

@@ -66,15 +66,26 @@ class SpikeEvents(NamedTuple):
     def from_steps(
         cls, samples: list[tuple[np.ndarray, np.ndarray]], steps: int, num_channels: int
     ) -> SpikeEvents:
-        """Events of per-sample ``(step, channel)`` pairs (any order, repeats allowed: binary binning)."""
-        keys = []
-        for b, (t, c) in enumerate(samples):
-            t = np.asarray(t, np.int64)
-            c = np.asarray(c, np.int64)
-            keep = (t >= 0) & (t < steps) & (c >= 0) & (c < num_channels)
-            keys.append(np.unique((b * steps + t[keep]) * num_channels + c[keep]))
-        key = np.concatenate(keys) if keys else np.zeros(0, np.int64)
-        return cls._from_sorted(key // num_channels, key % num_channels, len(samples), steps, num_channels)
+        """Events of per-sample ``(step, channel)`` pairs (any order, repeats allowed: binary binning;
+        pairs outside the grid are dropped). Compiled (``_sparse_kernel.bin_events``): the training loop bins
+        every batch this way."""
+        sizes = [len(t) for t, _ in samples]
+        offsets = np.zeros(len(samples) + 1, np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        t = (
+            np.concatenate([np.asarray(t, np.int64) for t, _ in samples])
+            if samples
+            else np.zeros(0, np.int64)
+        )
+        c = (
+            np.concatenate([np.asarray(c, np.int64) for _, c in samples])
+            if samples
+            else np.zeros(0, np.int64)
+        )
+        ptr = np.zeros((len(samples), steps + 1), np.int64)
+        ch = np.empty(len(t), np.int32)
+        _kernel().bin_events(offsets, t, c, steps, num_channels, ptr, ch)
+        return cls(ptr, ch[: int(ptr[-1, -1])] if samples else ch, num_channels)
 
     @classmethod
     def _from_sorted(

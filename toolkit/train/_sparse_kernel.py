@@ -329,3 +329,51 @@ def backward(
                         lun[i] = lu[i]
                         lu[i] = lvn[i] + a_s * lu[i]
                         lvp[i] = lvn[i]
+
+
+@njit(**_OPTS)
+def bin_events(
+    offsets: np.ndarray,  # (B + 1,) int64: sample b's events are t[offsets[b]:offsets[b + 1]], c[...]
+    t: np.ndarray,  # (n,) int64 step of each event, any order
+    c: np.ndarray,  # (n,) int64 channel of each event
+    steps: int,
+    channels: int,
+    ptr: np.ndarray,  # (B, T + 1) int64 out
+    ch: np.ndarray,  # (n,) int32 out: the first ptr[-1, -1] entries are the events
+) -> None:
+    """Binary binning into event lists: per sample a counting sort by step, then each step's channels sorted
+    ascending with repeats dropped; events outside the grid are dropped. ``O(n + B T)``."""
+    count = np.empty(steps + 1, np.int64)
+    fill = np.empty(steps, np.int64)
+    pos = 0
+    for b in range(offsets.shape[0] - 1):
+        count[:] = 0
+        for k in range(offsets[b], offsets[b + 1]):
+            if 0 <= t[k] < steps and 0 <= c[k] < channels:
+                count[t[k] + 1] += 1
+        for s in range(steps):
+            count[s + 1] += count[s]
+        fill[:] = count[:steps]
+        for k in range(offsets[b], offsets[b + 1]):
+            if 0 <= t[k] < steps and 0 <= c[k] < channels:
+                ch[pos + fill[t[k]]] = c[k]
+                fill[t[k]] += 1
+        out = pos
+        for s in range(steps):
+            ptr[b, s] = out
+            lo, hi = pos + count[s], pos + count[s + 1]
+            for i in range(lo + 1, hi):  # insertion sort: a step holds a few events
+                x = ch[i]
+                j = i - 1
+                while j >= lo and ch[j] > x:
+                    ch[j + 1] = ch[j]
+                    j -= 1
+                ch[j + 1] = x
+            last = -1
+            for i in range(lo, hi):
+                if ch[i] != last:
+                    last = ch[i]
+                    ch[out] = last
+                    out += 1
+        ptr[b, steps] = out
+        pos = out
