@@ -3,13 +3,14 @@
 700 → 256 recurrent → 20, T = 1000, random 0/1 inputs at SHD's 1.2 % density, the seed paper's initial weights
 and regulariser. Both kernels compute the same quantities in float32 with different summation orders; in a
 recurrent network of this size a rounding difference can flip a spike of a neuron that sits within an ulp of
-its threshold, after which the two runs follow slightly different spike trains. Reported:
+its threshold, after which the two runs follow slightly different spike trains. As a yardstick, the sparse
+kernel also runs in float64 (``dtype=np.float64``): how far each float32 kernel lies from it is how much
+float32 rounding moves an Eventprop gradient here. Reported:
 
 - the whole batch (32 samples): loss, spike counts (total and summed per-neuron |difference|), relative
-  gradient difference (Frobenius) per weight array;
-- per sample (batch of 1, each sample of the batch): whether both kernels emit exactly the same spikes, and
-  the relative gradient difference for the samples where they do (the float32-rounding agreement) and where
-  they do not.
+  gradient difference (Frobenius) per weight array, sparse vs dense and each vs float64;
+- per sample (``--samples`` more samples, batch 1), for each pair of dense, sparse and float64: whether
+  they emit the same spike counts, and the relative gradient difference where they do and where they do not.
 
 Usage: ``.venv/bin/python benchmarks/kernel_agreement.py``.
 Writes benchmarks/results/kernel_agreement.{json,md}.
@@ -17,6 +18,7 @@ Writes benchmarks/results/kernel_agreement.{json,md}.
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from _common import RESULTS, machine, write_results
@@ -32,6 +34,10 @@ def _rel(a: object, b: object) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=64, help="Samples compared one by one.")
+    args = parser.parse_args()
+
     import jax
     import numpy as np
 
@@ -49,32 +55,54 @@ def main() -> None:
 
     ld, ad, gd = dense(params, x, y, spec, cfg)
     ls, as_, gs = sparse_loss_and_grad(params, x, y, spec, cfg)
+    l64, a64, g64 = sparse_loss_and_grad(params, x, y, spec, cfg, dtype=np.float64)
     cd, cs = np.asarray(ad["hidden_counts"][0]), np.asarray(as_["hidden_counts"][0])
+    c64 = np.asarray(a64["hidden_counts"][0])
     batch = {
         "loss_dense": float(ld),
         "loss_sparse": float(ls),
+        "loss_float64": float(l64),
         "spikes_dense": float(cd.sum()),
         "spikes_sparse": float(cs.sum()),
+        "spikes_float64": float(c64.sum()),
         "per_neuron_count_abs_diff": float(np.abs(cd - cs).sum()),
+        "per_neuron_count_abs_diff_dense_float64": float(np.abs(cd - c64).sum()),
+        "per_neuron_count_abs_diff_sparse_float64": float(np.abs(cs - c64).sum()),
         "gradient_rel_diff": {k: _rel(gd[k], gs[k]) for k in gd},
+        "gradient_rel_diff_dense_float64": {k: _rel(g64[k], gd[k]) for k in gd},
+        "gradient_rel_diff_sparse_float64": {k: _rel(g64[k], gs[k]) for k in gd},
     }
-    same, differ = [], []
-    for i in range(BATCH):
-        xi, yi = x[i : i + 1], y[i : i + 1]
-        _, a1, g1 = dense(params, xi, yi, spec, cfg)
-        _, a2, g2 = sparse_loss_and_grad(params, xi, yi, spec, cfg)
-        identical = bool(
-            np.array_equal(np.asarray(a1["hidden_counts"][0]), np.asarray(a2["hidden_counts"][0]))
+    rows = []
+    more = (np.random.default_rng(1).random((args.samples, 1, STEPS, CHANNELS)) < DENSITY).astype(np.float32)
+    for i in range(args.samples):
+        xi, yi = more[i], np.array([i % CLASSES])
+        runs = [
+            dense(params, xi, yi, spec, cfg),
+            sparse_loss_and_grad(params, xi, yi, spec, cfg),
+            sparse_loss_and_grad(params, xi, yi, spec, cfg, dtype=np.float64),
+        ]
+        counts = [np.asarray(r[1]["hidden_counts"][0]) for r in runs]
+        grads = [r[2] for r in runs]
+        pairs = {"dense_sparse": (0, 1), "dense_float64": (2, 0), "sparse_float64": (2, 1)}
+        rows.append(
+            {
+                name: {
+                    "same_counts": bool(np.array_equal(counts[i], counts[j])),
+                    "rel": max(_rel(grads[i][k], grads[j][k]) for k in grads[0]),
+                }
+                for name, (i, j) in pairs.items()
+            }
         )
-        rel = max(_rel(g1[k], g2[k]) for k in g1)
-        (same if identical else differ).append(rel)
-    per_sample = {
-        "samples": BATCH,
-        "identical_spike_counts": len(same),
-        "max_gradient_rel_diff_when_identical": max(same) if same else None,
-        "median_gradient_rel_diff_when_identical": float(np.median(same)) if same else None,
-        "gradient_rel_diff_when_different": differ,
-    }
+    per_sample: dict[str, object] = {"samples": args.samples}
+    for name in rows[0]:
+        same = [r[name]["rel"] for r in rows if r[name]["same_counts"]]
+        moved = [r[name]["rel"] for r in rows if not r[name]["same_counts"]]
+        per_sample[name] = {
+            "same_spike_counts": len(same),
+            "median_rel_when_same": float(np.median(same)) if same else None,
+            "max_rel_when_same": max(same) if same else None,
+            "rel_when_moved": sorted(moved),
+        }
     doc = {
         "benchmark": "kernel_agreement",
         "command": "python benchmarks/kernel_agreement.py " + " ".join(sys.argv[1:]),
@@ -91,31 +119,42 @@ def main() -> None:
         "per_sample": per_sample,
     }
     grads = ", ".join(f"{k} {v:.2e}" for k, v in batch["gradient_rel_diff"].items())
-    moved = ", ".join(f"{v:.2f}" for v in sorted(differ))
-    same_max = per_sample["max_gradient_rel_diff_when_identical"]
-    same_med = per_sample["median_gradient_rel_diff_when_identical"]
-    md = "\n".join(
-        [
-            "# Eventprop kernels: sparse (numba, CPU) vs dense (JAX reference) at the SHD setting",
-            "",
-            f"Command: `{doc['command']}`. {CHANNELS} → {HIDDEN} rec → {CLASSES}, T = {STEPS}, random inputs "
-            f"at {DENSITY:.1%} density, paper's initial weights and regulariser.",
-            "",
-            f"Batch of {BATCH}: loss {batch['loss_dense']:.6f} (dense) vs {batch['loss_sparse']:.6f} "
-            f"(sparse); hidden spikes {batch['spikes_dense']:.0f} vs {batch['spikes_sparse']:.0f} "
-            f"(per-neuron counts differ by {batch['per_neuron_count_abs_diff']:.0f} in total); "
-            f"relative gradient difference {grads}.",
-            "",
-            f"Per sample (batch 1): {len(same)}/{BATCH} samples emit identical spike counts in both kernels; "
-            f"their gradients differ by at most {same_max:.1e} (median {same_med:.1e}) relative"
-            + (
-                f"; in the other {len(differ)} samples a spike moved and the gradients differ by {moved}."
-                if differ
-                else "."
-            ),
-            "",
-        ]
-    )
+    lines = [
+        "# Eventprop kernels: sparse (numba, CPU) vs dense (JAX reference) at the SHD setting",
+        "",
+        f"Command: `{doc['command']}`. {CHANNELS} → {HIDDEN} rec → {CLASSES}, T = {STEPS}, random inputs at "
+        f"{DENSITY:.1%} density, paper's initial weights and regulariser. float64 = the sparse kernel run in "
+        "double precision (the yardstick for float32 rounding).",
+        "",
+        f"Batch of {BATCH}: loss {batch['loss_dense']:.6f} (dense), {batch['loss_sparse']:.6f} (sparse), "
+        f"{batch['loss_float64']:.6f} (float64); hidden spikes {batch['spikes_dense']:.0f} / "
+        f"{batch['spikes_sparse']:.0f} / {batch['spikes_float64']:.0f}; per-neuron spike counts differ by "
+        f"{batch['per_neuron_count_abs_diff']:.0f} (dense vs sparse), "
+        f"{batch['per_neuron_count_abs_diff_dense_float64']:.0f} (dense vs float64), "
+        f"{batch['per_neuron_count_abs_diff_sparse_float64']:.0f} (sparse vs float64). Relative gradient "
+        f"difference dense vs sparse: {grads}; from float64: dense "
+        + ", ".join(f"{k} {v:.2e}" for k, v in batch["gradient_rel_diff_dense_float64"].items())
+        + "; sparse "
+        + ", ".join(f"{k} {v:.2e}" for k, v in batch["gradient_rel_diff_sparse_float64"].items())
+        + ".",
+        "",
+        f"Per sample ({args.samples} more samples, batch 1; largest relative difference of a weight array):",
+        "",
+        "| pair | same spike counts | median rel. gradient difference (same counts) | max (same counts) "
+        "| when a spike moved |",
+        "|---|---|---|---|---|",
+    ]
+    for name in ("dense_sparse", "dense_float64", "sparse_float64"):
+        r = per_sample[name]
+        assert isinstance(r, dict)
+        med, top = r["median_rel_when_same"], r["max_rel_when_same"]
+        lines.append(
+            f"| {name.replace('_', ' vs ')} | {r['same_spike_counts']}/{args.samples} | "
+            f"{'' if med is None else f'{med:.1e}'} | {'' if top is None else f'{top:.1e}'} | "
+            + ", ".join(f"{v:.2f}" for v in r["rel_when_moved"])
+            + " |"
+        )
+    md = "\n".join([*lines, ""])
     write_results(RESULTS / "kernel_agreement.json", doc, md)
     print(md)
 

@@ -123,7 +123,6 @@ class _Layout(NamedTuple):
     neurons: int
     hidden_neurons: int
     params: tuple[tuple[str, int, int, int], ...]  # (name, offset, fan-in, neurons) in flat order
-    constants: tuple[np.float32, np.float32, np.float32]  # alpha_syn, alpha_mem, threshold
 
 
 @functools.lru_cache(maxsize=16)
@@ -151,7 +150,6 @@ def _layout(spec: NetworkSpec) -> _Layout:
         neurons=int(noff[-1]),
         hidden_neurons=int(noff[n_hl]),
         params=tuple(params),
-        constants=(np.float32(spec.alpha_syn), np.float32(spec.alpha_mem), np.float32(spec.threshold)),
     )
 
 
@@ -190,7 +188,7 @@ def _use_cores(work: int) -> None:
     except AttributeError:  # not Linux
         available = os.cpu_count() or 1
     threads = available if work >= PARALLEL_WORK else 1
-    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4))
@@ -208,15 +206,18 @@ def sparse_loss_and_grad(
     labels: Any,
     spec: NetworkSpec,
     cfg: LossConfig,
+    dtype: Any = np.float32,
 ) -> tuple[jax.Array, dict[str, Any], dict[str, jax.Array]]:
     """``eventprop_loss_and_grad`` computed by the event-driven CPU kernel; same arguments and results.
 
     ``spikes`` is a :class:`SpikeEvents` batch or a dense ``(B, T, C)`` 0/1 array. Not jittable (it runs
-    compiled numba code on the host); the results are JAX arrays.
+    compiled numba code on the host); the results are JAX arrays. ``dtype=np.float64`` runs the network and
+    its adjoint in double precision (the loss head stays float32): a reference for how much float32 rounding
+    moves the gradient (``benchmarks/kernel_agreement.py``); training uses float32.
     """
     events = spikes if isinstance(spikes, SpikeEvents) else SpikeEvents.from_dense(spikes)
     labels = np.asarray(labels)
-    problems = input_problems(params, events, spec, allow_extra=True)  # type: ignore[arg-type]
+    problems = input_problems(params, events, spec, allow_extra=True)
     if events.shape[2] == spec.num_inputs and labels.shape != (events.shape[0],):
         problems.append(f"labels must be ({events.shape[0]},) class indices, got shape {tuple(labels.shape)}")
     if problems:
@@ -229,35 +230,37 @@ def sparse_loss_and_grad(
     lay = _layout(spec)
     _use_cores(batch * steps * lay.neurons)
     n_hl, n_all, n_hid = len(spec.hidden), lay.neurons, lay.hidden_neurons
-    w = np.empty(lay.total, np.float32)
+    f = np.dtype(dtype).type
+    w = np.empty(lay.total, f)
     for name, off, fan_in, n in lay.params:
         w[off : off + fan_in * n].reshape(fan_in, n)[...] = np.asarray(params[name], np.float32).T
     max_rule = cfg.rule(spec) == "max_over_time"
-    consts = (*lay.constants, seg, max_rule, _readout_weights(steps))
+    wts = _readout_weights(steps).astype(f)
+    consts = (f(spec.alpha_syn), f(spec.alpha_mem), f(spec.threshold), seg, max_rule, wts)
     geometry = (events.ptr, events.ch, w, lay.woff, lay.roff, lay.rec, lay.noff)
 
-    ck_u = np.empty((batch, n_seg, n_all), np.float32)
-    ck_v = np.empty((batch, n_seg, n_all), np.float32)
+    ck_u = np.empty((batch, n_seg, n_all), f)
+    ck_v = np.empty((batch, n_seg, n_all), f)
     ck_s = np.empty((batch, n_seg, n_hid), np.uint64)
     ck_n = np.empty((batch, n_seg, n_hl), np.uint64)
-    scores = np.empty((batch, spec.num_outputs), np.float32)
+    scores = np.empty((batch, spec.num_outputs), f)
     t_max = np.empty((batch, spec.num_outputs), np.int32)
     counts = np.empty((batch, n_hid), np.float32)
-    fs = np.empty((batch, 7, n_all), np.float32)
+    fs = np.empty((batch, 7, n_all), f)
     us = np.empty((batch, 4, n_all), np.uint64)
     kernel.forward(*geometry, *consts, ck_u, ck_v, ck_s, ck_n, scores, t_max, counts, fs, us)
 
-    head = _head(scores, counts, labels.astype(np.int32), cfg, tuple(spec.hidden))
-    g_score = np.asarray(head.g_score, np.float32)
-    kick = np.concatenate([np.asarray(k, np.float32) for k in head.reg_kick])
+    head = _head(scores.astype(np.float32), counts, labels.astype(np.int32), cfg, tuple(spec.hidden))
+    g_score = np.asarray(head.g_score, f)
+    kick = np.concatenate([np.asarray(k, f) for k in head.reg_kick])
 
     n_chunks = max(1, min(batch, MAX_CHUNKS))
-    grads = np.empty((n_chunks, lay.total), np.float32)
+    grads = np.empty((n_chunks, lay.total), f)
     rec_s = np.empty((n_chunks, seg * n_hid), np.uint64)
-    rec_a = np.empty((n_chunks, seg * n_hid), np.float32)
-    rec_b = np.empty((n_chunks, seg * n_hid), np.float32)
+    rec_a = np.empty((n_chunks, seg * n_hid), f)
+    rec_b = np.empty((n_chunks, seg * n_hid), f)
     rec_p = np.empty((n_chunks, seg * n_hl + 1), np.int64)
-    fs = np.empty((n_chunks, 12, n_all), np.float32)
+    fs = np.empty((n_chunks, 12, n_all), f)
     us = np.empty((n_chunks, 4, n_all), np.uint64)
     kernel.backward(
         *geometry, *consts, ck_u, ck_v, ck_s, ck_n, t_max, g_score, kick,

@@ -38,19 +38,19 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-# error_model="numpy": no zero-division checks (every divisor is a strictly positive voltage slope).
-_OPTS = {"cache": True, "nogil": True, "error_model": "numpy"}
+# Every function: cache=True (compiled once, then loaded from disk), nogil=True, error_model="numpy" (no
+# zero-division checks: every divisor is a strictly positive voltage slope).
 U = np.uint64
 
 
-@njit(inline="always", **_OPTS)
+@njit(inline="always", cache=True, nogil=True, error_model="numpy")
 def _add(acc: np.ndarray, ao: U, w: np.ndarray, wo: U, n: U) -> None:
     """``acc[ao:ao + n] += w[wo:wo + n]``."""
     for i in range(n):
         acc[ao + i] += w[wo + i]
 
 
-@njit(fastmath={"reassoc"}, **_OPTS)
+@njit(fastmath={"reassoc"}, cache=True, nogil=True, error_model="numpy")
 def _dot(x: np.ndarray, xo: U, w: np.ndarray, wo: U, n: U) -> np.float32:
     """``x[xo:xo + n] . w[wo:wo + n]`` (vectorised: the summation order is the compiler's)."""
     acc = np.float32(0.0)
@@ -59,7 +59,7 @@ def _dot(x: np.ndarray, xo: U, w: np.ndarray, wo: U, n: U) -> np.float32:
     return acc
 
 
-@njit(inline="always", **_OPTS)
+@njit(inline="always", cache=True, nogil=True, error_model="numpy")
 def _advance(
     t: int,
     b: int,
@@ -132,7 +132,7 @@ def _advance(
             n_cur[layer] = count
 
 
-@njit(parallel=True, **_OPTS)
+@njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def forward(
     ptr: np.ndarray,  # (B, T + 1) int64 event offsets into ch
     ch: np.ndarray,  # (nnz,) int32 input channel of each event
@@ -204,7 +204,7 @@ def forward(
             n_prev, n_cur = n_cur, n_prev
 
 
-@njit(parallel=True, **_OPTS)
+@njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def backward(
     ptr: np.ndarray,
     ch: np.ndarray,
@@ -331,7 +331,7 @@ def backward(
                         lvp[i] = lvn[i]
 
 
-@njit(**_OPTS)
+@njit(cache=True, nogil=True, error_model="numpy")
 def bin_events(
     offsets: np.ndarray,  # (B + 1,) int64: sample b's events are t[offsets[b]:offsets[b + 1]], c[...]
     t: np.ndarray,  # (n,) int64 step of each event, any order
