@@ -14,6 +14,11 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
+# The seed paper's SHD training setting (reference/seed-paper.md §3), which the training benchmarks time:
+# 8,156 samples, 700 channels -> 256 recurrent -> 20 classes, T = 1000 steps of 1 ms, batch 32.
+SHD = {"samples": 8156, "channels": 700, "hidden": 256, "classes": 20, "steps": 1000, "batch": 32}
+SHD_DENSITY = 0.012  # SHD's fraction of active (step, channel) bins
+
 
 def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo, else what ``platform`` knows, else ``"unknown"``."""

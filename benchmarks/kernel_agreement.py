@@ -21,9 +21,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from _common import RESULTS, machine, write_results
+from _common import RESULTS, SHD, SHD_DENSITY, machine, write_results
 
-BATCH, STEPS, CHANNELS, HIDDEN, CLASSES, DENSITY = 32, 1000, 700, 256, 20, 0.012
+BATCH, STEPS, CHANNELS, HIDDEN, CLASSES = (
+    SHD[k] for k in ("batch", "steps", "channels", "hidden", "classes")
+)
+DENSITY = SHD_DENSITY
 
 
 def _rel(a: object, b: object) -> float:
@@ -107,13 +110,7 @@ def main() -> None:
         "benchmark": "kernel_agreement",
         "command": "python benchmarks/kernel_agreement.py " + " ".join(sys.argv[1:]),
         "machine": machine(jax=jax.__version__),
-        "setting": {
-            "channels": CHANNELS,
-            "hidden": HIDDEN,
-            "classes": CLASSES,
-            "steps": STEPS,
-            "batch": BATCH,
-        },
+        "setting": SHD,
         "density": DENSITY,
         "batch": batch,
         "per_sample": per_sample,

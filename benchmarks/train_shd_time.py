@@ -25,10 +25,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import RESULTS, machine, write_results
+from _common import RESULTS, SHD, SHD_DENSITY, machine, write_results
 
-SAMPLES, CHANNELS, HIDDEN, CLASSES, STEPS, BATCH = 8156, 700, 256, 20, 1000, 32
-DENSITY = 0.012
+SAMPLES, CHANNELS, HIDDEN, CLASSES, STEPS, BATCH = (
+    SHD[k] for k in ("samples", "channels", "hidden", "classes", "steps", "batch")
+)
+DENSITY = SHD_DENSITY
 PAPER_SECONDS_100_EPOCHS = 573.0
 
 
@@ -141,13 +143,7 @@ def main() -> None:
     with jax.default_device(placement.devices[0]):
         run = _train_epochs(args, config) if args.epochs else _time_batches(args, placement, config)
     doc = {
-        "setting": {
-            "samples": SAMPLES,
-            "channels": CHANNELS,
-            "hidden": HIDDEN,
-            "steps": STEPS,
-            "batch": BATCH,
-        },
+        "setting": SHD,
         "density": DENSITY,
         "command": "python benchmarks/train_shd_time.py " + " ".join(sys.argv[1:]),
         "placement": run.pop("placement", placement.to_dict()),

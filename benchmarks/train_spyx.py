@@ -37,10 +37,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import SHD, SHD_DENSITY
+
 ROOT = Path(__file__).resolve().parent.parent
 SPYX_PYTHON = ROOT / ".venv-spyx" / "bin" / "python"
-BATCH, STEPS, CHANNELS, HIDDEN, CLASSES = 32, 1000, 700, 256, 20
-DENSITY = 0.012  # SHD's fraction of active (step, channel) bins
+BATCH, STEPS, CHANNELS, HIDDEN, CLASSES = (
+    SHD[k] for k in ("batch", "steps", "channels", "hidden", "classes")
+)
+DENSITY = SHD_DENSITY
 N_BATCHES = 4  # distinct batches, cycled
 CONTESTANTS = ("eventprop-sparse", "eventprop-dense", "bptt", "spyx")
 
@@ -311,13 +315,7 @@ def main() -> None:
         "core": args.core,
         "rounds": args.rounds,
         "steps": args.steps,
-        "setting": {
-            "channels": CHANNELS,
-            "hidden": HIDDEN,
-            "classes": CLASSES,
-            "steps": STEPS,
-            "batch": BATCH,
-        },
+        "setting": SHD,
         "density": DENSITY,
         "load_before": load_before,
         "load_after": load_average(),

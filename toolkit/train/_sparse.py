@@ -237,7 +237,7 @@ def sparse_loss_and_grad(
     max_rule = cfg.rule(spec) == "max_over_time"
     wts = _readout_weights(steps).astype(f)
     consts = (f(spec.alpha_syn), f(spec.alpha_mem), f(spec.threshold), seg, max_rule, wts)
-    geometry = (events.ptr, events.ch, w, lay.woff, lay.roff, lay.rec, lay.noff)
+    net = (events.ptr, events.ch, w, lay.woff, lay.roff, lay.rec, lay.noff)
 
     ck_u = np.empty((batch, n_seg, n_all), f)
     ck_v = np.empty((batch, n_seg, n_all), f)
@@ -248,7 +248,8 @@ def sparse_loss_and_grad(
     counts = np.empty((batch, n_hid), np.float32)
     fs = np.empty((batch, 7, n_all), f)
     us = np.empty((batch, 4, n_all), np.uint64)
-    kernel.forward(*geometry, *consts, ck_u, ck_v, ck_s, ck_n, scores, t_max, counts, fs, us)
+    ck = (ck_u, ck_v, ck_s, ck_n)
+    kernel.forward(net, consts, ck, scores, t_max, counts, fs, us)
 
     head = _head(scores.astype(np.float32), counts, labels.astype(np.int32), cfg, tuple(spec.hidden))
     g_score = np.asarray(head.g_score, f)
@@ -262,10 +263,7 @@ def sparse_loss_and_grad(
     rec_p = np.empty((n_chunks, seg * n_hl + 1), np.int64)
     fs = np.empty((n_chunks, 12, n_all), f)
     us = np.empty((n_chunks, 4, n_all), np.uint64)
-    kernel.backward(
-        *geometry, *consts, ck_u, ck_v, ck_s, ck_n, t_max, g_score, kick,
-        grads, rec_s, rec_a, rec_b, rec_p, fs, us,
-    )  # fmt: skip
+    kernel.backward(net, consts, ck, t_max, g_score, kick, grads, rec_s, rec_a, rec_b, rec_p, fs, us)
     total = grads.sum(axis=0) if n_chunks > 1 else grads[0]
     out = {}
     for name, off, fan_in, n in lay.params:

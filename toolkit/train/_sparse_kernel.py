@@ -42,6 +42,15 @@ from numba import njit, prange
 # zero-division checks: every divisor is a strictly positive voltage slope).
 U = np.uint64
 
+# The arguments shared by forward and backward, as tuples:
+#   net    = (ptr (B, T + 1) int64 event offsets into ch, ch (nnz,) int32 input channel of each event,
+#             w flat transposed weights, woff (L + 1,) uint64, roff (L + 1,) uint64, rec (L + 1,) bool: layer
+#             has recurrent weights, noff (L + 2,) uint64 neuron offsets)
+#   consts = (a_s, a_m, theta, seg: steps per segment, max_rule: readout max_over_time, wts (T,) readout
+#             weight of each step for exp_weighted_mean)
+#   ck     = (ck_u (B, n_seg, N), ck_v (B, n_seg, N): u, v at the start of every segment; ck_s (B, n_seg, N_h)
+#             uint64 and ck_n (B, n_seg, L) uint64: the spike lists of the step before it and their lengths)
+
 
 @njit(inline="always", cache=True, nogil=True, error_model="numpy")
 def _add(acc: np.ndarray, ao: U, w: np.ndarray, wo: U, n: U) -> None:
@@ -64,13 +73,7 @@ def _advance(
     t: int,
     b: int,
     layers: int,
-    ptr: np.ndarray,
-    ch: np.ndarray,
-    w: np.ndarray,
-    woff: np.ndarray,
-    roff: np.ndarray,
-    rec: np.ndarray,
-    noff: np.ndarray,
+    net: tuple,
     a_s: np.float32,
     a_m: np.float32,
     theta: np.float32,
@@ -89,6 +92,7 @@ def _advance(
     """Step ``t`` of the first ``layers`` layers of sample ``b``: ``u``, ``v`` in place; the spikes of each
     hidden layer ``l`` into ``s_cur[noff[l]:]`` (``n_cur[l]`` of them), with ``u/vdot`` and ``1/vdot`` of each
     into ``f_a``, ``f_b`` at the same places."""
+    ptr, ch, w, woff, roff, rec, noff = net
     n_hl = noff.shape[0] - 2
     zero = np.float32(0.0)
     one = np.float32(1.0)
@@ -134,29 +138,18 @@ def _advance(
 
 @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def forward(
-    ptr: np.ndarray,  # (B, T + 1) int64 event offsets into ch
-    ch: np.ndarray,  # (nnz,) int32 input channel of each event
-    w: np.ndarray,  # flat float32 transposed weights
-    woff: np.ndarray,  # (L + 1,) uint64
-    roff: np.ndarray,  # (L + 1,) uint64
-    rec: np.ndarray,  # (L + 1,) bool: layer has recurrent weights
-    noff: np.ndarray,  # (L + 2,) uint64 neuron offsets
-    a_s: np.float32,
-    a_m: np.float32,
-    theta: np.float32,
-    seg: int,
-    max_rule: bool,
-    wts: np.ndarray,  # (T,) float32 readout weight of each step (exp_weighted_mean)
-    ck_u: np.ndarray,  # (B, n_seg, N) float32 out: u at the start of every segment
-    ck_v: np.ndarray,  # (B, n_seg, N) float32 out
-    ck_s: np.ndarray,  # (B, n_seg, N_h) uint64 out: spike lists of the step before the segment
-    ck_n: np.ndarray,  # (B, n_seg, L) uint64 out: their lengths per hidden layer
+    net: tuple,
+    consts: tuple,
+    ck: tuple,  # out
     scores: np.ndarray,  # (B, O) float32 out
     t_max: np.ndarray,  # (B, O) int32 out: step of the maximum (max_over_time)
     counts: np.ndarray,  # (B, N_h) float32 out: spikes per hidden neuron
     fs: np.ndarray,  # (B, 7, N) float32 scratch: state and temporaries per sample
     us: np.ndarray,  # (B, 4, N) uint64 scratch: spike lists and their lengths per sample
 ) -> None:
+    ptr, noff = net[0], net[6]
+    a_s, a_m, theta, seg, max_rule, wts = consts
+    ck_u, ck_v, ck_s, ck_n = ck
     batch = ptr.shape[0]
     steps = ptr.shape[1] - 1
     n_layers = noff.shape[0] - 1
@@ -183,7 +176,7 @@ def forward(
                     for q in range(n_prev[layer]):
                         ck_s[b, k, o + q] = s_prev[o + q]
             _advance(
-                t, b, n_layers, ptr, ch, w, woff, roff, rec, noff, a_s, a_m, theta,
+                t, b, n_layers, net, a_s, a_m, theta,
                 u, v, s_prev, n_prev, s_cur, n_cur, f_a, f_b, cw, cr, v_old,
             )  # fmt: skip
             for layer in range(n_hl):
@@ -206,23 +199,9 @@ def forward(
 
 @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def backward(
-    ptr: np.ndarray,
-    ch: np.ndarray,
-    w: np.ndarray,
-    woff: np.ndarray,
-    roff: np.ndarray,
-    rec: np.ndarray,
-    noff: np.ndarray,
-    a_s: np.float32,
-    a_m: np.float32,
-    theta: np.float32,
-    seg: int,
-    max_rule: bool,
-    wts: np.ndarray,
-    ck_u: np.ndarray,
-    ck_v: np.ndarray,
-    ck_s: np.ndarray,
-    ck_n: np.ndarray,
+    net: tuple,
+    consts: tuple,
+    ck: tuple,  # from forward
     t_max: np.ndarray,  # (B, O) int32 from forward
     g_score: np.ndarray,  # (B, O) float32 dL/dscore
     kick: np.ndarray,  # (N_h,) float32 regulariser kick per hidden neuron
@@ -234,6 +213,9 @@ def backward(
     fs: np.ndarray,  # (n_chunks, 12, N) float32 scratch: state and adjoints per chunk
     us: np.ndarray,  # (n_chunks, 4, N) uint64 scratch
 ) -> None:
+    ptr, ch, w, woff, roff, rec, noff = net
+    a_s, a_m, theta, seg, max_rule, wts = consts
+    ck_u, ck_v, ck_s, ck_n = ck
     batch = ptr.shape[0]
     steps = ptr.shape[1] - 1
     n_chunks = grads.shape[0]
@@ -273,7 +255,7 @@ def backward(
                 pos = 0
                 for t in range(t0, t1):
                     _advance(
-                        t, b, n_hl, ptr, ch, w, woff, roff, rec, noff, a_s, a_m, theta,
+                        t, b, n_hl, net, a_s, a_m, theta,
                         u, v, s_prev, n_prev, s_cur, n_cur, f_a, f_b, cw, cr, v_old,
                     )  # fmt: skip
                     for layer in range(n_hl):
@@ -301,6 +283,8 @@ def backward(
                         wt = wts[t]
                         for i in range(n_out):
                             lvn[ro + i] = lvn[ro + i] + g_score[b, i] * wt
+                    # at each spike of step t: the Eventprop jump (weight columns of the spiking neuron =
+                    # rows of W^T and R^T) and the gradient rows of its outgoing weights, lambda_u[t + 1]
                     for layer in range(n_hl):
                         o = noff[layer]
                         nxt = noff[layer + 1]
@@ -308,23 +292,17 @@ def backward(
                         n_next = noff[layer + 2] - nxt
                         for q in range(rp[tau * n_hl + layer], rp[tau * n_hl + layer + 1]):
                             j = rs[q]
-                            jump = _dot(dlu, nxt, w, woff[layer + 1] + j * n_next, n_next)
+                            row = woff[layer + 1] + j * n_next
+                            jump = _dot(dlu, nxt, w, row, n_next)
+                            _add(g, row, lu, nxt, n_next)
                             if rec[layer]:
-                                jump = jump + _dot(dlu, o, w, roff[layer] + j * n, n)
+                                row = roff[layer] + j * n
+                                jump = jump + _dot(dlu, o, w, row, n)
+                                _add(g, row, lu, o, n)
                             lvn[o + j] = ra[q] * lvn[o + j] - rb[q] * jump + kick[o + j]
-                    # weight gradients: lambda_u[t + 1] at the presynaptic events of step t
+                    # and at the input events of step t
                     for q in range(ptr[b, t], ptr[b, t + 1]):
                         _add(g, woff[0] + U(ch[q]) * n0, lu, U(0), n0)
-                    for layer in range(n_hl):
-                        o = noff[layer]
-                        nxt = noff[layer + 1]
-                        n = nxt - o
-                        n_next = noff[layer + 2] - nxt
-                        for q in range(rp[tau * n_hl + layer], rp[tau * n_hl + layer + 1]):
-                            j = rs[q]
-                            _add(g, woff[layer + 1] + j * n_next, lu, nxt, n_next)
-                            if rec[layer]:
-                                _add(g, roff[layer] + j * n, lu, o, n)
                     for i in range(n_all):
                         lun[i] = lu[i]
                         lu[i] = lvn[i] + a_s * lu[i]
