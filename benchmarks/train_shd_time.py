@@ -11,13 +11,14 @@ accuracy is not the point. Two modes:
 - ``--epochs 0`` (default): time ``--batches`` training steps on prepared batches and extrapolate to 100
   epochs (on a CPU, where 100 epochs take a while), saying so in the result.
 
-Writes benchmarks/results/train_shd_time_<device>_<kernel>.{json,md}.
+Writes benchmarks/results/train_shd_time_<device>_<kernel>[_epochs<N>].{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -148,6 +149,7 @@ def main() -> None:
         "command": "python benchmarks/train_shd_time.py " + " ".join(sys.argv[1:]),
         "placement": run.pop("placement", placement.to_dict()),
         "devices": [f"{d.platform}: {d.device_kind}" for d in placement.devices],
+        "cpu_cores_usable": len(os.sched_getaffinity(0)),  # taskset limits them
         "machine": machine(jax=jax.__version__),
         **run,
         "paper_mlgenn_a5000_100_epochs_seconds": PAPER_SECONDS_100_EPOCHS,
@@ -156,7 +158,7 @@ def main() -> None:
     md = (
         "# SHD-size Eventprop training time\n\n"
         f"Device: **{', '.join(doc['devices'])}**, kernel **{doc['placement']['kernel']}**; machine: "
-        f"{doc['machine']['cpu']}, {doc['machine']['cores']} cores, "
+        f"{doc['machine']['cpu']}, {doc['machine']['cores']} cores ({doc['cpu_cores_usable']} usable), "
         f"load {doc['machine']['load_average_1min']}; "
         f"JAX {jax.__version__}.\n"
         f"Command: `{doc['command']}` ({doc['mode']}). Hidden activity: "
@@ -166,7 +168,8 @@ def main() -> None:
         f"| {doc['epoch_seconds']:.1f} | {'' if hundred is None else f'{hundred:.0f}'}"
         f"{' (extrapolated)' if doc['extrapolated'] else ''} | {PAPER_SECONDS_100_EPOCHS:.0f} |\n"
     )
-    name = f"train_shd_time_{placement.device}_{placement.kernel}.json"
+    mode = f"_epochs{args.epochs}" if args.epochs else ""
+    name = f"train_shd_time_{placement.device}_{placement.kernel}{mode}.json"
     write_results(RESULTS / name, doc, md)
     print(md)
 
