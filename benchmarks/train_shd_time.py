@@ -96,8 +96,7 @@ def _time_batches(args: argparse.Namespace, placement: Any, config: Any) -> dict
 
 
 def _train_epochs(args: argparse.Namespace, config: Any) -> dict[str, Any]:
-    from edgekws.toolkit.train import train
-    from edgekws.toolkit.train._loop import read_metrics
+    from edgekws.toolkit.train import read_metrics, train
 
     t0 = time.perf_counter()
     data = shd_like(SAMPLES)

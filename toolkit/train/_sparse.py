@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from edgekws.packaging._network import NetworkSpec
+from edgekws.packaging import NetworkSpec
 from edgekws.toolkit.train._eventprop import LossConfig, _segments, loss_head, readout_weight
 from edgekws.toolkit.train._model import input_problems
 
