@@ -18,21 +18,27 @@ from edgekws.toolkit.train._sparse import SpikeEvents
 from edgekws.toolkit.train._step import PlacementError, place, train_step
 
 
-def test_auto_placement_on_a_cpu_machine_is_the_sparse_kernel_and_bptt_stays_dense() -> None:
-    """Without a GPU: auto -> cpu + sparse kernel for Eventprop, dense for BPTT; named kernels are obeyed."""
-    assert jax.default_backend() == "cpu"
+def test_auto_placement_is_the_sparse_kernel_on_cpu_and_the_dense_one_on_gpu() -> None:
+    """auto -> a GPU with the dense kernel if JAX sees one, else the CPU with the sparse kernel; on the CPU
+    Eventprop gets the sparse kernel and BPTT the dense one; named kernels are obeyed."""
     auto = place()
-    assert (auto.device, auto.kernel, len(auto.devices)) == ("cpu", "sparse", 1)
-    assert "event" in auto.reason
-    assert place(method="bptt").kernel == "dense"
+    has_gpu = jax.default_backend() == "gpu"
+    assert (auto.device, auto.kernel) == (("gpu", "dense") if has_gpu else ("cpu", "sparse"))
+    cpu = place("cpu")
+    assert (cpu.device, cpu.kernel, len(cpu.devices)) == ("cpu", "sparse", 1) and "event" in cpu.reason
+    assert place("cpu", method="bptt").kernel == "dense"
     dense = place("cpu", "dense")
     assert dense.kernel == "dense" and dense.to_dict()["devices"] == [str(jax.devices("cpu")[0])]
 
 
 def test_impossible_placements_are_refused_with_the_fix() -> None:
     """A GPU that is not there, the sparse kernel for BPTT, and unknown names each get a clear error."""
-    with pytest.raises(PlacementError, match=r"JAX sees no GPU.*--device cpu"):
-        place("gpu")
+    if jax.default_backend() != "gpu":
+        with pytest.raises(PlacementError, match=r"JAX sees no GPU.*--device cpu"):
+            place("gpu")
+    else:
+        with pytest.raises(PlacementError, match="CPU cores only"):
+            place("gpu", "sparse")
     with pytest.raises(PlacementError, match="Eventprop gradients only"):
         place("cpu", "sparse", method="bptt")
     with pytest.raises(PlacementError, match=r"device must be one of.*'tpu'.*kernel must be one of.*'fast'"):
