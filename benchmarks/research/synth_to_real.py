@@ -53,6 +53,7 @@ from scipy import signal
 from edgekws.agent import Frontend, FrontendSpec, encode
 from edgekws.agent import _frontend as fe
 from edgekws.toolkit.data import SpikeDataset, _synth
+from edgekws.toolkit.data._augment import pink_noise
 
 OUT = Path("runs/synth_to_real")
 REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real-speech"
@@ -108,10 +109,10 @@ def espeak_pool(takes: int, seed: int = 0) -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed)
     out = []
     for s in _synth.make_speakers(["en"], np.random.default_rng(0)):
+        voice = _synth.voice_of(s)
         for label, word in enumerate(DIGITS):
             for _ in range(takes):
-                d = _synth.delivery(s.rate, s.pitch, rng)
-                audio = _synth.spoken_word(word, s.voice, s.variant, d["rate"], d["pitch"], d["amplitude"])
+                audio = _synth.spoken_word(voice, word, _synth.delivery(s.rate, s.pitch, rng))
                 out.append(_entry("espeak", s.voice, s.id, s.split, label, audio))
     return out
 
@@ -264,7 +265,7 @@ def place(x: np.ndarray, rng: np.random.Generator, cfg: dict[str, Any], real: bo
         snr = rng.uniform(*cfg.get("snr_db", (10, 40)))
         noise = rng.standard_normal(TOTAL)
         if cfg.get("pink") and rng.random() < 0.5:
-            noise = _synth.pink_noise(TOTAL, rng)
+            noise = pink_noise(TOTAL, rng)
         clip += noise * np.sqrt(power / 10 ** (snr / 10))
     return np.clip(clip, -1, 1 - 1 / 32768).astype(np.float32)
 
@@ -436,16 +437,6 @@ def run_probe(name: str, conf: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def concat(a: SpikeDataset, b: SpikeDataset) -> SpikeDataset:
-    return SpikeDataset(
-        times=a.times + b.times,
-        units=a.units + b.units,
-        labels=np.concatenate([a.labels, b.labels]),
-        num_channels=a.num_channels,
-        class_names=a.class_names,
-    )
-
-
 def run_ftprobe(name: str, conf: dict[str, Any]) -> dict[str, Any]:
     """The ridge probe on synthetic + 4 FSDD speakers, tested on the other 2, over all 15 pairs (and, for
     comparison, on the 4 FSDD speakers alone)."""
@@ -465,9 +456,10 @@ def run_ftprobe(name: str, conf: dict[str, Any]) -> dict[str, Any]:
         test_idx = [i for i, m in enumerate(fm) if m["speaker"] in held]
         train_idx = [i for i, m in enumerate(fm) if m["speaker"] not in held]
         key = "+".join(h.removeprefix("fsdd-") for h in held)
+        held_out, real4 = {"x": fs.subset(test_idx)}, fs.subset(train_idx)
         pairs[key] = {
-            "synth+4": ridge_probe(concat(tr, fs.subset(train_idx)), {"x": fs.subset(test_idx)})["x"],
-            "4 only": ridge_probe(fs.subset(train_idx), {"x": fs.subset(test_idx)})["x"],
+            "synth+4": ridge_probe(SpikeDataset.concat([tr, real4]), held_out)["x"],
+            "4 only": ridge_probe(real4, held_out)["x"],
         }
     summary = {}
     for k in ("synth+4", "4 only"):
