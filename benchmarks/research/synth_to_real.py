@@ -21,8 +21,9 @@ $P $H table                           # every result so far as markdown tables
 Configuration keys (JSON): ``spec`` (FrontendSpec fields; ``x`` = the per-band normalisation prototype
 :class:`BandNormFrontend`'s options), ``aug`` (``gain_db`` [lo, hi] peak level of a synthetic word,
 ``lowpass``/``reverb``/``eq``/``speed`` probabilities, ``snr`` false for no noise, ``snr_db`` [lo, hi]),
-``engines``, and for ``snn`` ``train`` (TrainConfig keys), ``espeak_takes`` (1 or 2), ``synth_sub``
-(keep every n-th synthetic clip), ``fsdd_train`` (FSDD speakers added to training, unaugmented), ``fsdd_val``.
+``engines``, ``exclude_speakers`` (probe: e.g. ``flite-slt``), and for ``snn`` ``train`` (TrainConfig
+keys), ``espeak_takes`` (1 or 2), ``synth_sub`` (keep every n-th synthetic clip), ``fsdd_train``
+(FSDD speakers added to training, unaugmented), ``fsdd_val``.
 
 The augmentations here are deliberately simple scipy versions (a resampled "telephone" band limit, an
 exponential-noise room response, a random FIR colouring, resampling speed perturbation); the corpus builder of
@@ -414,6 +415,7 @@ def run_probe(name: str, conf: dict[str, Any]) -> dict[str, Any]:
     aug = conf.get("aug", {})
     pool = load_pool(*conf.get("engines", ["espeak", "flite", "festival"]))
     train = [e for e in pool if e["split"] == "train"][::2]  # one espeak take per speaker, half the others
+    train = [e for e in train if e["speaker"] not in conf.get("exclude_speakers", ())]
     test_esp = [e for e in load_pool("espeak") if e["split"] == "test"][::2]
     fsdd = load_real("fsdd")[::3]
     tr = encode_set(*make_audio(train, aug, seed=1, copies=conf.get("copies", 1)), spec, band_norm)
