@@ -15,6 +15,7 @@ taskset -c 1 $P $H pool festival 30   # festival kal, ked diphones, slt HTS: 30 
 taskset -c 1 $P $H probe NAME '{"aug": {"gain_db": [-40, -3]}}'        # ridge probe, about a minute
 taskset -c 1 $P $H ftprobe NAME '{...}'  # the probe on synthetic + 4 FSDD speakers, all 15 held-out pairs
 taskset -c 1 $P $H snn NAME '{"aug": {...}, "train": {"epochs": 15}}'   # Eventprop SNN, 15-40 min
+$P $H onset runs/synth_to_real/runs/NAME  # a run's FSDD accuracy with the words at 0-0.3 s in their clips
 $P $H table                           # every result so far as markdown tables
 ```
 
@@ -547,6 +548,25 @@ def run_snn(name: str, conf: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def run_onset(run_dir: str) -> dict[str, Any]:
+    """A trained run's FSDD accuracy (all 6 speakers) with every word at 0, 0.05, 0.15 or 0.3 s."""
+    from edgekws.toolkit.train import evaluate, load_run
+
+    run = load_run(run_dir)
+    spec, band_norm = FrontendSpec.from_dict(run.info["frontend"]), {}  # (band-norm runs: not supported)
+    fsdd = load_real("fsdd")
+    out: dict[str, Any] = {"name": f"onset {run_dir}"}
+    for lead in (0.0, 0.05, 0.15, 0.3):
+        clips = []
+        for e in fsdd:
+            x, clip = e["audio"][:TOTAL], np.zeros(TOTAL, dtype=np.float32)
+            k = min(int(lead * SR), TOTAL - len(x))
+            clip[k : k + len(x)] = x
+            clips.append(clip)
+        out[str(lead)] = round(evaluate(run, encode_set(clips, fsdd, spec, band_norm))["accuracy"], 4)
+    return out
+
+
 def table() -> None:
     speakers = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
     for kind in ("probe", "snn"):
@@ -580,6 +600,8 @@ def main(argv: list[str]) -> None:
         print(json.dumps(result))
         with open(OUT / f"{argv[0]}_results.jsonl", "a") as fh:
             fh.write(json.dumps(result) + "\n")
+    elif argv[:1] == ["onset"] and len(argv) == 2:
+        print(json.dumps(run_onset(argv[1])))
     elif argv[:1] == ["table"]:
         table()
     else:
