@@ -11,6 +11,7 @@ import numpy as np
 
 from edgekws.agent._audio import AudioError, clipped_fraction, load_audio, prepare
 from edgekws.agent._frontend import Frontend, FrontendSpec, FrontendSpecError
+from edgekws.packaging import artifact_path
 
 
 def _load_spec(path: str | None) -> FrontendSpec:
@@ -46,15 +47,16 @@ def _load_spec(path: str | None) -> FrontendSpec:
 )
 @click.option(
     "--out",
-    "out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    "out_arg",
+    type=click.Path(),
     default=None,
-    help="Write the rasters to this .npz: spikes_0, spikes_1, ... ((steps, channels) uint8, in "
-    "argument order), files, spec_json.",
+    help="Write the rasters to this .npz (or a folder, ending in / or existing, for AUDIO-NAME.npz, or "
+    "spikes.npz for several files): spikes_0, spikes_1, ... ((steps, channels) uint8, in argument "
+    "order), files, spec_json.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of a table.")
 def encode(
-    audio: tuple[str, ...], spec_path: str | None, resample: bool, out: Path | None, as_json: bool
+    audio: tuple[str, ...], spec_path: str | None, resample: bool, out_arg: str | None, as_json: bool
 ) -> None:
     """Encode audio files to spikes and print steps, spike count and mean rate per file.
 
@@ -68,6 +70,12 @@ def encode(
         edgekws-agent encode a.wav b.flac --out spikes.npz
     """
     spec = _load_spec(spec_path)
+    out: Path | None = None
+    if out_arg is not None:
+        try:
+            out = artifact_path(out_arg, f"{Path(audio[0]).stem}.npz" if len(audio) == 1 else "spikes.npz")
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
     results: list[dict[str, Any]] = []
     rasters: list[np.ndarray] = []
     problems: list[str] = []
@@ -98,11 +106,11 @@ def encode(
         )
         rasters.append(raster)
     if out is not None and rasters:
-        out.parent.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, Any] = {f"spikes_{i}": r for i, r in enumerate(rasters)}
         arrays["files"] = np.array([r["file"] for r in results])
         arrays["spec_json"] = np.array(json.dumps(spec.to_dict()))
-        np.savez_compressed(out, **arrays)
+        with out.open("wb") as f:  # exactly this name (numpy would append .npz to a path without it)
+            np.savez_compressed(f, **arrays)
     if as_json:
         doc = {"spec": spec.to_dict(), "files": results, "errors": problems}
         if out is not None:

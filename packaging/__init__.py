@@ -55,6 +55,7 @@ from edgekws.packaging._network import tagged_dict as tagged_dict
 from edgekws.packaging._netx import NetxError as NetxError
 from edgekws.packaging._netx import read_netx as read_netx
 from edgekws.packaging._netx import write_netx as write_netx
+from edgekws.packaging._paths import artifact_path as artifact_path
 from edgekws.packaging._signing import PublicKey as PublicKey
 from edgekws.packaging._signing import SigningKey as SigningKey
 from edgekws.packaging._signing import TrustStore as TrustStore

@@ -21,6 +21,7 @@ from edgekws.packaging._bundle import Bundle, Limits, open_bundle, sha256_hex
 from edgekws.packaging._durable import atomic_write_bytes
 from edgekws.packaging._errors import NotInStore, StoreError, VersionConflict
 from edgekws.packaging._manifest import NAME_PATTERN, SemVer, canonical_json, parse_json_strict, utc_now
+from edgekws.packaging._paths import artifact_path
 from edgekws.packaging._signing import TrustLike, as_trust_store
 
 INDEX = "index.json"
@@ -236,7 +237,8 @@ class BundleStore:
         raise NotInStore(f"{name} has no version {version!r}; stored: {[e.version for e in entries]}")
 
     def pull(self, name: str, version: str, dest: Path | str) -> Path:
-        """Copy a stored bundle to ``dest`` (a file, or a directory to put ``NAME-VERSION.ekb`` in).
+        """Copy a stored bundle to ``dest``: a file, or a folder (ending in ``/``, or existing) for
+        ``NAME-VERSION.ekb`` (see :func:`artifact_path`); returns the path written.
 
         The bytes are checked against the index's sha256 and, if the store has trusted keys, verified again.
         """
@@ -252,7 +254,9 @@ class BundleStore:
             raise StoreError(f"{path} no longer matches the sha256 in the index: it was altered on disk")
         if self.trusted:
             open_bundle(data, self.trusted, self.limits)
-        out = Path(dest)
-        target = out / f"{entry.name}-{entry.version}.ekb" if out.is_dir() else out
+        try:
+            target = artifact_path(dest, f"{entry.name}-{entry.version}.ekb")
+        except ValueError as exc:
+            raise StoreError(str(exc)) from exc
         atomic_write_bytes(target, data)
         return target

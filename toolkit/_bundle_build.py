@@ -34,6 +34,7 @@ from edgekws.packaging import (
     NetworkSpec,
     SemVer,
     SigningKey,
+    artifact_path,
     build_bundle,
     check_bundle,
     load_private_key,
@@ -95,16 +96,12 @@ class BundleBuild:
 # ------------------------------------------------------------------------------------------------ inputs
 
 
-def _out_path(out: Path, name: str, version: str) -> Path:
-    return out / f"{name}-{version}.ekb" if out.is_dir() else out
-
-
 def _check_inputs(
     run_dir: Path,
     name: str,
     version: str,
     key_path: Path,
-    out: Path,
+    out: str | os.PathLike[str],
     parent: str | None,
     created: str | None,
     eval_data: str | os.PathLike[str] | SpikeDataset | None,
@@ -156,11 +153,16 @@ def _check_inputs(
         problems.append(f"--key: cannot read {key_path}: {exc.strerror}")
     if eval_data is not None and not isinstance(eval_data, SpikeDataset) and not Path(eval_data).is_file():
         problems.append(f"--eval-data {eval_data}: no such file (an HDF5 spike file, e.g. data/test.h5)")
-    if not out.parent.is_dir():
-        problems.append(f"--out {out}: directory {out.parent} does not exist; create it first")
-    dest = _out_path(out, name, version) if isinstance(name, str) else out
-    if (dest.exists() or dest.is_symlink()) and not force:
-        problems.append(f"{dest} already exists; bundles are immutable: bump --version or pass --force")
+    if isinstance(name, str) and NAME_PATTERN.fullmatch(name):
+        try:
+            dest = artifact_path(out, f"{name}-{version}.ekb", create=False)
+        except ValueError as exc:
+            problems.append(str(exc))
+        else:
+            if (dest.exists() or dest.is_symlink()) and not force:
+                problems.append(
+                    f"{dest} already exists; bundles are immutable: bump --version or pass --force"
+                )
     if problems or key is None:
         raise BundleBuildError(problems)
     return key
@@ -353,10 +355,11 @@ def build_run_bundle(
 ) -> BundleBuild:
     """Quantize, export, evaluate (with ``eval_data``), pack and sign a run; see the module docstring.
 
-    ``out`` is the bundle file, or an existing directory for ``NAME-VERSION.ekb``. ``progress(done,
-    total)`` is called after every stage.
+    ``out`` is the bundle file, or a folder (ending in ``/`` or existing; created if missing) for
+    ``NAME-VERSION.ekb`` (:func:`edgekws.packaging.artifact_path`). ``progress(done, total)`` is called after
+    every stage.
     """
-    run_dir, key_file, out = Path(run_dir), Path(key_path), Path(out)
+    run_dir, key_file = Path(run_dir), Path(key_path)
     key = _check_inputs(run_dir, name, version, key_file, out, parent, created, eval_data, force)
     warnings: list[str] = []
     run, data = _load(run_dir, eval_data)
@@ -372,8 +375,12 @@ def build_run_bundle(
     files, nir_semantics = _model_files(params, spec, net, stages)
     metrics = _metrics(run_dir, info, report, params, spec, files, data, stages, warnings)
     try:
+        dest = artifact_path(out, f"{name}-{version}.ekb")
+    except ValueError as exc:
+        raise BundleBuildError([str(exc)]) from exc
+    try:
         path = build_bundle(
-            _out_path(out, name, version),
+            dest,
             name=name,
             version=version,
             labels=labels,
@@ -520,7 +527,7 @@ def _summary(path: Path, key: SigningKey, warnings: list[str]) -> BundleBuild:
 
 def _print_summary(result: BundleBuild) -> None:
     m = result.manifest
-    click.echo(f"{result.path}  {result.size} bytes  sha256 {result.sha256[:16]}…")
+    click.echo(f"wrote {result.path}  {result.size} bytes  sha256 {result.sha256[:16]}…")
     click.echo(f"  {m['name']} {m['version']}  created {m['created']}  signed by key {result.key_id}")
     lin = m["lineage"]
     click.echo(
@@ -546,8 +553,9 @@ def _print_summary(result: BundleBuild) -> None:
 @click.option("--version", "version", required=True, help="Semantic version of this bundle, e.g. 1.2.0.")
 @click.option("--key", "key", required=True, type=click.Path(path_type=Path),
               help="Private signing key (from `edgekws keys generate`, mode 0600).")  # fmt: skip
-@click.option("--out", "out", required=True, type=click.Path(path_type=Path),
-              help="Bundle file to write, or an existing directory for NAME-VERSION.ekb.")  # fmt: skip
+@click.option("--out", "out", required=True, type=click.Path(),
+              help="Bundle file to write, or a folder (ending in / or existing; created if missing) "
+                   "for NAME-VERSION.ekb.")  # fmt: skip
 @click.option("--percentile", default=DEFAULT_PERCENTILE, show_default=True, type=float,
               help="Weight-magnitude percentile that sets each layer's fixed-point step.")  # fmt: skip
 @click.option("--eval-data", "eval_data", type=click.Path(path_type=Path), default=None,
@@ -562,7 +570,7 @@ def build(
     name: str,
     version: str,
     key: Path,
-    out: Path,
+    out: str,
     percentile: float,
     eval_data: Path | None,
     parent: str | None,

@@ -81,7 +81,7 @@ def keys() -> None:
 
 @keys.command("generate")
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Directory for NAME.key (private, mode 0600) and NAME.pub.")  # fmt: skip
+              help="Folder for NAME.key (private, mode 0600) and NAME.pub (created if missing).")  # fmt: skip
 @click.option("--name", default="edgekws", show_default=True, help="Base name of the two key files.")
 @_json_option
 def keys_generate(out: Path, name: str, as_json: bool) -> None:
@@ -316,11 +316,12 @@ def list_(store: Path, name: str | None, as_json: bool) -> None:
 @bundle.command()
 @click.argument("ref")
 @_store_option
-@click.option("--out", "out", type=click.Path(path_type=Path), required=True,
-              help="File to write, or an existing directory for NAME-VERSION.ekb.")  # fmt: skip
+@click.option("--out", "out", type=click.Path(), required=True,
+              help="File to write, or a folder (ending in / or existing; created if missing) for "
+                   "NAME-VERSION.ekb.")  # fmt: skip
 @_trust_option
 @_json_option
-def pull(ref: str, store: Path, out: Path, trust: tuple[Path, ...], as_json: bool) -> None:
+def pull(ref: str, store: Path, out: str, trust: tuple[Path, ...], as_json: bool) -> None:
     """Copy NAME[@VERSION] (default: latest release) out of a store, checking its sha256 (and signature
     if --trust is given).
 

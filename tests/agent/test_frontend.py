@@ -269,6 +269,11 @@ def test_cli_encode_prints_json_and_writes_npz(tmp_path: Path) -> None:
         assert int(npz["spikes_0"].sum()) == first["spikes"]
         assert first["mean_rate_hz"] == pytest.approx(first["spikes"] / (128 * 0.5), abs=1e-3)
         assert FrontendSpec.from_dict(json.loads(str(npz["spec_json"]))) == FrontendSpec()
+    # a folder (ending in /, created) gets AUDIO-NAME.npz for one file; a name without .npz is kept as given
+    result = CliRunner().invoke(main, ["encode", str(a), "--out", f"{tmp_path}/spikes/"])
+    assert result.exit_code == 0 and f"wrote {tmp_path}/spikes/a.npz" in result.output, result.output
+    result = CliRunner().invoke(main, ["encode", str(a), str(b), "--out", str(tmp_path / "raw")])
+    assert result.exit_code == 0 and (tmp_path / "raw").is_file() and not (tmp_path / "raw.npz").exists()
 
 
 def test_cli_encode_refuses_other_rates_without_resample_and_names_bad_files(tmp_path: Path) -> None:

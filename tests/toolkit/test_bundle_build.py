@@ -248,6 +248,19 @@ def test_cli_generate_bundle_verify(work: Path, tmp_path: Path) -> None:
     assert code == 0 and out.startswith("OK n 1.0.0"), out
 
 
+def test_cli_out_folder_gets_the_canonical_name(work: Path, tmp_path: Path) -> None:
+    """`--out dist/` writes dist/NAME-VERSION.ekb (dist created) and says so; `--out dist2` is the file."""
+    args = ["bundle", work / "run", "--name", "n", "--version", "1.0.0", "--key", work / "keys/release.key"]
+    code, out = _cli(*args, "--out", f"{tmp_path}/dist/")
+    assert code == 0, out
+    assert (tmp_path / "dist/n-1.0.0.ekb").is_file()
+    assert f"\nwrote {tmp_path}/dist/n-1.0.0.ekb " in out, out
+    code, out = _cli(*args, "--out", tmp_path / "dist2", "--json")
+    assert code == 0 and json.loads(out)["path"] == str(tmp_path / "dist2") and (tmp_path / "dist2").is_file()
+    code, out = _cli(*args, "--out", f"{tmp_path}/dist2/")
+    assert code == 1 and "is a file, not a folder" in out, out
+
+
 def test_cli_json_and_clear_errors(work: Path, tmp_path: Path) -> None:
     """--json prints sizes, key id and metrics; a second build to the same file fails with the reason."""
     args = ["bundle", work / "run", "--name", "n", "--version", "1.0.0", "--key", work / "keys/release.key",

@@ -117,6 +117,9 @@ def test_push_list_pull_through_the_cli(tmp_path: Path, keys: Path) -> None:
     assert code == 0 and (dest / "old.ekb").read_bytes() == v1.read_bytes()
     code, out = run("bundle", "pull", "kws@9.0.0", "--store", store, "--out", dest)
     assert code == 1 and "no version '9.0.0'" in out
+    code, out = run("bundle", "pull", "kws@1.0.0", "--store", store, "--out", f"{tmp_path}/new/")
+    assert code == 0 and f"to {tmp_path}/new/kws-1.0.0.ekb" in out
+    assert (tmp_path / "new/kws-1.0.0.ekb").read_bytes() == v1.read_bytes()
 
 
 def test_bundle_run_routes_to_a_registered_build_command() -> None:

@@ -78,6 +78,11 @@ def test_plot_writes_png(corpus: Path, tmp_path: Path) -> None:
         assert result.exit_code == 0, result.output
         assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
     result = CliRunner().invoke(
+        main, ["data", "plot", str(corpus), "--index", "1", "--out", f"{tmp_path}/p/"]
+    )
+    written = tmp_path / "p" / f"{corpus.name}-train-1.png"
+    assert result.exit_code == 0 and result.output == f"wrote {written}\n" and written.is_file()
+    result = CliRunner().invoke(
         main, ["data", "plot", str(corpus), "--index", "99", "--out", str(tmp_path / "c.png")]
     )
     assert result.exit_code != 0 and "index must be in 0..1" in result.output

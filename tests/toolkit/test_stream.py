@@ -83,3 +83,8 @@ def test_cli_writes_wav_and_truth(corpus: Path, tmp_path: Path) -> None:
     assert summary["distractors"] == 0 and summary["duration_s"] == pytest.approx(12.0)
     assert out.exists() and Path(summary["truth"]).exists()
     assert len(read_truth(Path(summary["truth"]))) == summary["keywords"]
+    args = ["data", "stream", str(corpus), "--out", f"{tmp_path}/streams/", "--minutes", "0.1", "--seed", "3"]
+    result = CliRunner().invoke(main, args)
+    wav = tmp_path / "streams/stream-test-3.wav"
+    assert result.exit_code == 0 and result.output.startswith(f"wrote {wav} ("), result.output
+    assert wav.is_file() and wav.with_suffix(".json").is_file()

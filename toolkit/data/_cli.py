@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from edgekws.packaging import artifact_path
 from edgekws.toolkit._progress import progress_bar
 from edgekws.toolkit.data import _augment, _synth
 from edgekws.toolkit.data._spikes import DatasetError
@@ -395,11 +396,13 @@ def info(path: Path, as_json: bool, sample: int) -> None:
 @data.command()
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="Sample to plot.")
-@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="PNG file to write.")
+@click.option("--out", "out", type=click.Path(), required=True,
+              help="PNG file to write, or a folder (ending in / or existing) for "
+                   "NAME[-SPLIT]-INDEX.png.")  # fmt: skip
 @click.option(
     "--split", default="train", show_default=True, help="Split of a corpus or Speech Commands folder."
 )
-def plot(path: Path, index: int, out: Path, split: str) -> None:
+def plot(path: Path, index: int, out: str, split: str) -> None:
     """Plot one sample's spike raster, with its waveform above it where the audio is known.
 
     Example:
@@ -408,8 +411,9 @@ def plot(path: Path, index: int, out: Path, split: str) -> None:
     """
     from edgekws.toolkit.data._plot import plot_sample
 
+    name = f"{path.stem}-{index}.png" if path.is_file() else f"{path.resolve().name}-{split}-{index}.png"
     try:
-        written = plot_sample(path, index, out, split=split)
+        written = plot_sample(path, index, artifact_path(out, name), split=split)
     except (DatasetError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"wrote {written}")
@@ -417,8 +421,9 @@ def plot(path: Path, index: int, out: Path, split: str) -> None:
 
 @data.command()
 @click.argument("corpus", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="WAV file to write; the ground truth goes next to it as .json.")  # fmt: skip
+@click.option("--out", "out", type=click.Path(), required=True,
+              help="WAV file to write, or a folder (ending in / or existing) for stream-SPLIT-SEED.wav; "
+                   "the ground truth goes next to it as .json.")  # fmt: skip
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True,
               help="Which speakers' utterances are the keywords.")  # fmt: skip
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
@@ -431,7 +436,7 @@ def plot(path: Path, index: int, out: Path, split: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the stream's composition as JSON.")
 def stream(
     corpus: Path,
-    out: Path,
+    out: str,
     split: str,
     minutes: float,
     seed: int,
@@ -450,20 +455,21 @@ def stream(
 
         edgekws data stream data/digits --split test --minutes 2 --out stream.wav
     """
-    from edgekws.toolkit.data._stream import EVENT_P, StreamError, build_stream, write_stream
+    from edgekws.toolkit.data._stream import EVENT_P, build_stream, write_stream
 
     event_p = {k: p for k, p in EVENT_P.items() if k != "distractor"} if no_distractors else None
     try:
+        wav = artifact_path(out, f"stream-{split}-{seed}.wav")
         made = build_stream(corpus, split, minutes, seed, snr_db, background=not no_noise, event_p=event_p)
-        truth = write_stream(made, out)
-    except (StreamError, OSError) as exc:
+        truth = write_stream(made, wav)
+    except (OSError, ValueError) as exc:  # StreamError is a ValueError
         raise click.ClickException(str(exc)) from exc
     summary = made.composition()
     if as_json:
-        click.echo(json.dumps({"wav": str(out), "truth": str(truth), **summary}, indent=2))
+        click.echo(json.dumps({"wav": str(wav), "truth": str(truth), **summary}, indent=2))
         return
     click.echo(
-        f"wrote {out} ({summary['duration_s']} s: {summary['keywords']} keywords of "
+        f"wrote {wav} ({summary['duration_s']} s: {summary['keywords']} keywords of "
         f"{summary['keyword_classes']} classes by {summary['keyword_speakers']} speakers, "
         f"{summary['distractors']} distractors) and its ground truth {truth}"
     )

@@ -106,5 +106,5 @@ def plot_sample(
     )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, bbox_inches="tight")
+    fig.savefig(out, bbox_inches="tight", format="png")  # a name without .png stays as given
     return out
