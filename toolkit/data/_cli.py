@@ -11,6 +11,7 @@ import click
 
 from edgekws.packaging import artifact_path
 from edgekws.toolkit._progress import progress_bar
+from edgekws.toolkit._shrink import shrink
 from edgekws.toolkit.data import _augment, _synth
 from edgekws.toolkit.data._spikes import DatasetError
 
@@ -150,6 +151,7 @@ def synth(
         edgekws data synth --task en-digits --out data/no-festival --exclude festival
         edgekws data synth --task digits --out data/digits-kws --fillers
     """
+    per_class = shrink("per-class", per_class or _synth.DEFAULT_PER_CLASS[task])
     start = time.perf_counter()
     with progress_bar(f"synth {task}", disable=as_json) as progress:
         try:

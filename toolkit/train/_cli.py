@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from edgekws.toolkit._shrink import shrink
 from edgekws.toolkit.train._config import METHODS, ConfigError, TrainConfig
 from edgekws.toolkit.train._evaluate import BACKENDS
 from edgekws.toolkit.train._step import DEVICES, KERNELS
@@ -113,6 +114,7 @@ def train(
             if len(hidden) != len(base.hidden):
                 changes["recurrent"] = [True] * len(hidden)
         config = base.replace(**changes)
+        config = config.replace(epochs=shrink("epochs", config.epochs))
     except (ConfigError, TrainError, RunError) as exc:
         raise click.ClickException(str(exc)) from exc
     train_data = _read_data(data_path)
