@@ -4,11 +4,12 @@ Each document runs in a fresh temporary folder that holds a copy of the reposito
 untracked but not ignored: what a checkout has) and ``.venv``, a link to the environment running the tests,
 so ``.venv/bin/edgekws`` and ``deploy/…`` mean there what they mean in a checkout after ``make setup``.
 Sybil (``sybil.parsers.markdown``) finds the ```` ```bash ```` blocks and its skip directive,
-``<!-- skip: next "why" -->``, marks the few that must not run here (installs, ``make test`` itself). Every
-other block runs command by command, exactly as written, each in its own ``bash`` in that folder (so a
-``cd`` or ``export`` would not carry over; the docs use none), with one change to the environment:
-``EDGEKWS_SHRINK`` (toolkit/_shrink.py) caps the corpus and the epochs so that a document takes a minute or
-two instead of half an hour. Set it yourself to run the docs at other sizes, or empty for their full size
+``<!-- skip: next "why" -->``, marks the few that must not run here (installs, ``make test`` itself; an
+unmarked install or make target is refused, as it would write into the shared ``.venv``). Every other block
+runs command by command, exactly as written, each in its own ``bash`` in that folder (so a ``cd`` or
+``export`` would not carry over; the docs use none), with one change to the environment: ``EDGEKWS_SHRINK``
+(toolkit/_shrink.py) caps the corpus and the epochs so that a document takes a minute or two instead of half
+an hour. Set it yourself to run the docs at other sizes, or empty for their full size
 (``EDGEKWS_SHRINK= pytest tests/test_docs.py``).
 
 Commands that run until stopped (see ``DAEMONS``: the broker, the fleet monitor, the agent) start in the
@@ -53,6 +54,9 @@ SHRINK = "per-class=3,epochs=1"  # EDGEKWS_SHRINK unless the environment sets it
 COMMAND_TIMEOUT_S = 900.0  # one foreground command
 READY_TIMEOUT_S = 120.0  # a background command until it is ready
 STOP_TIMEOUT_S = 30.0  # a background command after SIGTERM
+# Installs and make targets: here they would write into the environment running the tests (.venv is a
+# link to it), so a block holding one must be marked <!-- skip: next "why" --> (the docs test refuses it).
+INSTALLS = re.compile(r"(^\s*|[;&|(]\s*)(sudo\s+)?(make|apt|apt-get)\b|\bpip3?\s+install\b|-m\s+(pip|venv)\b")
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,11 @@ class DocRun:
 
     def run(self, where: str, command: str) -> None:
         self.check_background()
+        if INSTALLS.search(command):
+            raise CommandFailed(
+                f"{where}: `{command}` installs or builds the environment, which the docs test shares with "
+                'the tests; mark its block <!-- skip: next "why" --> (the test runs in what make setup made)'
+            )
         if re.match(r"\s*(cd|export|source|\.)\s", command):
             raise CommandFailed(
                 f"{where}: `{command}` changes the shell, but each command runs in its own bash here; "
@@ -406,6 +415,20 @@ def test_split_commands() -> None:
     ]
     with pytest.raises(ValueError, match="never ends"):
         split_commands("cat <<EOF\nno end\n")
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["make setup", "sudo apt install espeak-ng", "python3.11 -m venv .venv && .venv/bin/pip install -e .",
+     ".venv/bin/python -m pip install x", "true; make demo"],
+)  # fmt: skip
+def test_installs_are_refused_unless_skipped(command: str, tmp_path: Path) -> None:
+    """A command that would install into the shared environment stops the run before it runs."""
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"```bash\n{command}\n```\n")
+    with pytest.raises(CommandFailed, match="installs or builds the environment"):
+        run_document(doc, tmp_path / "checkout", io.StringIO())
+    assert not INSTALLS.search(".venv/bin/edgekws data synth --task digits --out data/make-demo")
 
 
 def test_the_first_failing_command_is_named_and_ends_the_document(tmp_path: Path) -> None:
