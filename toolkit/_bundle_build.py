@@ -587,7 +587,7 @@ def build(
 
     \b
         edgekws bundle runs/digits --name kws-digits --version 1.0.0 \\
-            --key keys/release.key --out kws-digits-1.0.0.ekb --eval-data data/digits/test.h5
+            --key keys/release.key --out dist/ --eval-data data/digits/test.h5   # dist/kws-digits-1.0.0.ekb
     """
     from edgekws.toolkit._progress import progress_bar
 
