@@ -1,8 +1,9 @@
 """``EDGEKWS_SHRINK``: caps on a workflow's sizes, to run the documented commands quickly and unchanged.
 
-``EDGEKWS_SHRINK="per-class=3,epochs=1"`` makes ``edgekws data synth`` speak at most 3 utterances per class
-and ``edgekws train`` run at most 1 epoch, whatever the command line or the config file asks for. Each cap
-that lowers a size is said on stderr. It never raises a size and changes nothing else: the same commands
+``EDGEKWS_SHRINK="per-class=3,epochs=1,recordings=2"`` makes ``edgekws data synth`` speak at most 3
+utterances per class, ``edgekws train`` run at most 1 epoch and ``edgekws data import`` take at most 2
+recordings of each speaker and label, whatever the command line or the config file asks for. Each cap that
+lowers a size is said on stderr. It never raises a size and changes nothing else: the same commands
 write the same kinds of files. tests/test_docs.py runs README.md and docs/tutorial.md with it.
 """
 
@@ -15,7 +16,11 @@ import click
 
 ENV = "EDGEKWS_SHRINK"
 # knob -> the option it caps
-KNOBS = {"per-class": "edgekws data synth --per-class", "epochs": "edgekws train --epochs"}
+KNOBS = {
+    "per-class": "edgekws data synth --per-class",
+    "epochs": "edgekws train --epochs",
+    "recordings": "edgekws data import, recordings per speaker and label,",
+}
 
 
 def caps(environ: Mapping[str, str] | None = None) -> dict[str, int]:
@@ -44,4 +49,12 @@ def shrink(knob: str, value: int) -> int:
     if cap is None or cap >= value:
         return value
     click.echo(f"{ENV}: {KNOBS[knob]} {value} -> {cap}", err=True)
+    return cap
+
+
+def limit(knob: str) -> int | None:
+    """The cap ``EDGEKWS_SHRINK`` puts on a size that is otherwise unlimited (said on stderr), else None."""
+    cap = caps().get(knob)
+    if cap is not None:
+        click.echo(f"{ENV}: {KNOBS[knob]} all -> {cap}", err=True)
     return cap

@@ -163,6 +163,16 @@ def test_flat_folder_and_csv_manifest(tmp_path: Path) -> None:
         read_recordings(csv, classes=["zero"])
 
 
+def test_per_speaker_label_keeps_the_first_recordings(tmp_path: Path) -> None:
+    """per_speaker_label (EDGEKWS_SHRINK's recordings cap) keeps the first of each speaker and label."""
+    out = tmp_path / "out"
+    manifest = import_recordings(
+        [_fsdd(tmp_path)], out, ["zero", "one", "two"], per_speaker_label=1, workers=1
+    )
+    files = sorted(row["file"] for row in manifest["recordings"])
+    assert files == sorted(f"{d}_{s}_0.flac" for d in range(3) for s in ("george", "jackson", "theo"))
+
+
 def test_bad_files_are_all_reported(tmp_path: Path) -> None:
     """Truncated, empty, NaN, missing files and unknown labels are named in one error; none is written."""
     folder = tmp_path / "bad"

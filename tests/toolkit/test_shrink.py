@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import pytest
 
-from edgekws.toolkit._shrink import ENV, caps, shrink
+from edgekws.toolkit._shrink import ENV, caps, limit, shrink
 
 
 def test_caps_lower_sizes_and_say_so(
@@ -20,8 +20,10 @@ def test_caps_lower_sizes_and_say_so(
     assert capsys.readouterr().err == ""
     monkeypatch.setenv(ENV, "epochs=2")
     assert shrink("per-class", 300) == 300
+    monkeypatch.setenv(ENV, "recordings=2")
+    assert limit("recordings") == 2 and "all -> 2" in capsys.readouterr().err
     monkeypatch.setenv(ENV, "")
-    assert caps() == {} and shrink("epochs", 30) == 30
+    assert caps() == {} and shrink("epochs", 30) == 30 and limit("recordings") is None
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import click
 
 from edgekws.packaging import artifact_path
 from edgekws.toolkit._progress import progress_bar
-from edgekws.toolkit._shrink import shrink
+from edgekws.toolkit._shrink import limit, shrink
 from edgekws.toolkit.data import _augment, _synth
 from edgekws.toolkit.data._spikes import DatasetError
 
@@ -347,6 +347,7 @@ def import_cmd(
                 workers=workers,
                 force=force,
                 progress=progress,
+                per_speaker_label=limit("recordings"),
             )
     except (DatasetError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -621,12 +621,14 @@ def import_recordings(
     workers: int = 2,
     force: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    per_speaker_label: int | None = None,
 ) -> dict[str, Any]:
     """Encode the recordings of ``sources`` into ``out``/{train,val,test}.h5 and ``out``/manifest.json.
 
-    ``only`` keeps recordings whose field (source, speaker, label, gender, accent) is one of the given
-    values. ``silence`` clips per split are cut from background noise when the vocabulary has
-    ``_silence_`` (default: as many as the median class of the split). Written to a temporary folder and
+    ``only`` keeps recordings whose field (source, speaker, label, gender, accent) is one of the given values;
+    ``per_speaker_label`` keeps at most that many recordings of each speaker and label (the first listed; for
+    quick runs, EDGEKWS_SHRINK). ``silence`` clips per split are cut from background noise when the vocabulary
+    has ``_silence_`` (default: as many as the median class of the split). Written to a temporary folder and
     renamed into place, so a failure leaves nothing; a non-empty ``out`` is refused unless ``force``.
     Returns the manifest.
     """
@@ -642,6 +644,14 @@ def import_recordings(
         if field not in ("source", "speaker", "label", "gender", "accent", "split"):
             raise DatasetError(f"--only takes source, speaker, label, gender, accent or split, got {field!r}")
         recordings = [r for r in recordings if r.label == BACKGROUND or getattr(r, field) in values]
+    if per_speaker_label is not None:
+        taken: dict[tuple[str, str], int] = {}
+        kept = []
+        for r in recordings:
+            taken[r.speaker, r.label] = taken.get((r.speaker, r.label), 0) + 1
+            if r.label == BACKGROUND or taken[r.speaker, r.label] <= per_speaker_label:
+                kept.append(r)
+        recordings = kept
     recordings = assign_splits(recordings, train_speakers, val_speakers, test_speakers, fractions, rest, seed)
     if SILENCE in classes:
         per_split = {}
