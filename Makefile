@@ -10,8 +10,9 @@ LAVA_VENV := .venv-lava
 STAMPS := .stamps
 # Speech synthesizers of the synthetic corpora (toolkit/data/_engines.py): espeak-ng, flite, festival and its
 # English voices; g++ builds pyworld (the WORLD vocoder of the voice augmentations), which PyPI ships as source.
+# iproute2: tests/test_docs.py brings up the loopback of its network namespace.
 APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts g++ \
-  mosquitto sox libsndfile1 chromium iproute2  # iproute2: tests/test_docs.py brings up lo in its netns
+  mosquitto sox libsndfile1 chromium iproute2
 RUN ?= runs/demo
 
 .PHONY: demo test lint typecheck pytest pytest-lava setup clean bench bench-gpu spyx-venv schemas

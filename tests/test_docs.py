@@ -8,7 +8,7 @@ Sybil (``sybil.parsers.markdown``) finds the ```` ```bash ```` blocks and its sk
 unmarked install or make target is refused, as it would write into the shared ``.venv``). Every other block
 runs command by command, exactly as written, each in its own ``bash`` in that folder (so a ``cd`` or
 ``export`` would not carry over; the docs use none), with one change to the environment: ``EDGEKWS_SHRINK``
-(toolkit/_shrink.py) caps the corpus and the epochs so that a document takes a minute or two instead of half
+(toolkit/_shrink.py) caps the corpora and the epochs so that a document takes a minute or two instead of half
 an hour. Set it yourself to run the docs at other sizes, or empty for their full size
 (``EDGEKWS_SHRINK= pytest tests/test_docs.py``).
 
@@ -20,7 +20,8 @@ and must exit cleanly. The first command that fails stops the document and is na
 output. Each document gets its own network namespace (``unshare --net``, where the kernel allows it), so
 the ports the docs name (1883, 9108) are free whatever else runs on the machine.
 
-By hand: ``.venv/bin/python tests/test_docs.py README.md /tmp/readme-run`` (keeps the folder).
+By hand: ``.venv/bin/python tests/test_docs.py README.md /tmp/readme-run`` (keeps the folder: the checkout
+copy, each command's log, ``shared`` linked beside the copy as the docs' ``../shared`` expects).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from edgekws.toolkit.fleet._broker import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ("README.md", "docs/tutorial.md")
-SHRINK = "per-class=3,epochs=1"  # EDGEKWS_SHRINK unless the environment sets it
+SHRINK = "per-class=3,epochs=1,recordings=2"  # EDGEKWS_SHRINK unless the environment sets it
 COMMAND_TIMEOUT_S = 900.0  # one foreground command
 READY_TIMEOUT_S = 120.0  # a background command until it is ready
 STOP_TIMEOUT_S = 30.0  # a background command after SIGTERM
@@ -300,8 +301,15 @@ class DocRun:
 # ------------------------------------------------------------------------------------------- a document
 
 
+def shared_folder() -> Path | None:
+    """The workplace's shared/ (real speech data) that the docs reach as ../shared: beside the checkout, or
+    beside a folder holding it (a git worktree)."""
+    return next((p / "shared" for p in ROOT.parents if (p / "shared" / "data").is_dir()), None)
+
+
 def prepare(work: Path) -> None:
-    """Fill ``work``: the repository's files (as `git ls-files` lists them), ``.venv`` linking this one."""
+    """Fill ``work``: the repository's files (as `git ls-files` lists them), ``.venv`` linking this one,
+    and ``../shared`` beside it linking the shared folder where there is one."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT,
@@ -314,17 +322,20 @@ def prepare(work: Path) -> None:
             (work / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, work / name, follow_symlinks=False)
     (work / ".venv").symlink_to(Path(sys.prefix))
+    shared = shared_folder()
+    if shared is not None and not (work.parent / "shared").exists():
+        (work.parent / "shared").symlink_to(shared)
 
 
-def run_document(source: Path, work: Path, out: IO[str]) -> None:
-    """Run the bash blocks of the markdown file ``source`` in ``work`` (prepared here); raise CommandFailed
-    at the first failure, after stopping the background commands."""
+def run_document(source: Path, folder: Path, out: IO[str]) -> None:
+    """Run the bash blocks of the markdown file ``source`` in ``folder``/checkout (prepared here; each
+    command's output in ``folder``/logs); raise CommandFailed at the first failure, after stopping the
+    background commands."""
     doc = str(source.relative_to(ROOT)) if source.is_relative_to(ROOT) else source.name
-
-    work.mkdir(parents=True, exist_ok=True)
+    work, logs = folder / "checkout", folder / "logs"
+    work.mkdir(parents=True)
+    logs.mkdir()
     prepare(work)
-    logs = work.parent / f"{work.name}-logs"  # each command's output, beside the checkout
-    logs.mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "VIRTUAL_ENV", "PYTHONPATH")}
     env["EDGEKWS_SHRINK"] = os.environ.get("EDGEKWS_SHRINK", SHRINK)
     runner = DocRun(doc, work, logs, out, env)
@@ -354,13 +365,14 @@ def _bring_loopback_up() -> None:
 
 
 def main(argv: list[str]) -> int:
-    """``python tests/test_docs.py DOC WORK [--netns]``: run one document; exit 1 naming what failed."""
-    doc, work = Path(argv[0]).resolve(), Path(argv[1])
+    """``python tests/test_docs.py DOC FOLDER [--netns]``: run one document in FOLDER/checkout (a new
+    folder); exit 1 naming what failed."""
+    doc, folder = Path(argv[0]).resolve(), Path(argv[1])
     if "--netns" in argv[2:]:
         _bring_loopback_up()
         print("in a network namespace of its own", flush=True)
     try:
-        run_document(doc, work, sys.stdout)
+        run_document(doc, folder, sys.stdout)
     except CommandFailed as exc:
         print(f"FAILED {exc}", flush=True)
         return 1
@@ -384,7 +396,7 @@ def _namespace_prefix() -> list[str]:
 def test_documented_commands_work_as_written(doc: str, tmp_path: Path) -> None:
     """Every bash block of the document runs, in order, in a fresh folder; the first failure is named."""
     prefix = _namespace_prefix()
-    command = [*prefix, sys.executable, __file__, str(ROOT / doc), str(tmp_path / "checkout")]
+    command = [*prefix, sys.executable, __file__, str(ROOT / doc), str(tmp_path / "run")]
     if prefix:
         command.append("--netns")
     done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=tmp_path)
@@ -427,7 +439,7 @@ def test_installs_are_refused_unless_skipped(command: str, tmp_path: Path) -> No
     doc = tmp_path / "doc.md"
     doc.write_text(f"```bash\n{command}\n```\n")
     with pytest.raises(CommandFailed, match="installs or builds the environment"):
-        run_document(doc, tmp_path / "checkout", io.StringIO())
+        run_document(doc, tmp_path / "run", io.StringIO())
     assert not INSTALLS.search(".venv/bin/edgekws data synth --task digits --out data/make-demo")
 
 
@@ -442,10 +454,10 @@ def test_the_first_failing_command_is_named_and_ends_the_document(tmp_path: Path
     with pytest.raises(
         CommandFailed, match=r"doc\.md:8: `ls no-such-file   # fails` failed with exit status 2"
     ):
-        run_document(doc, tmp_path / "checkout", out)
+        run_document(doc, tmp_path / "run", out)
     assert "doc.md:2 block not run: not here" in out.getvalue()
-    assert (tmp_path / "checkout/first").exists()
-    assert not (tmp_path / "checkout/skipped").exists() and not (tmp_path / "checkout/after").exists()
+    work = tmp_path / "run/checkout"
+    assert (work / "first").exists() and not (work / "skipped").exists() and not (work / "after").exists()
 
 
 def test_background_commands_wait_until_ready_and_are_stopped_or_fail(tmp_path: Path) -> None:
@@ -465,7 +477,7 @@ def test_background_commands_wait_until_ready_and_are_stopped_or_fail(tmp_path: 
     )
     with pytest.raises(CommandFailed, match=r"doc\.md:3: .* exited with status 2 instead of running until"):
         run_document(doc, tmp_path / "bad", io.StringIO())
-    assert not (tmp_path / "bad/after").exists()
+    assert not (tmp_path / "bad/checkout/after").exists()
 
 
 if __name__ == "__main__":
