@@ -391,7 +391,6 @@ def _namespace_prefix() -> list[str]:
     return prefix if probe.returncode == 0 else []
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("doc", DOCS)
 def test_documented_commands_work_as_written(doc: str, tmp_path: Path) -> None:
     """Every bash block of the document runs, in order, in a fresh folder; the first failure is named."""
