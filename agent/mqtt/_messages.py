@@ -6,16 +6,23 @@ Device -> fleet: :class:`StatusMessage` (retained), :class:`TelemetryMessage`, :
 :class:`EventMessage` (the last three go through the outbox, which fills in ``id`` and ``seq``).
 Fleet -> device: the :data:`Command` union, tagged by ``type``; :func:`parse_command` checks a payload and
 that the topic's last level names the same type, collecting every problem into one :class:`InvalidCommand`.
-Every model rejects unknown keys.
+Every model rejects unknown keys and non-finite numbers.
+
+The monitor reads device messages with :func:`parse_device_message`: the topic's ids, then the payload
+strictly (bounded size and nesting, no type coercion, finite numbers, integers within 64 bits, no control
+characters in what lands in a column); every problem goes into one :class:`InvalidMessage`.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -27,8 +34,16 @@ from pydantic import (
 
 from edgekws.agent.mqtt._topics import (
     COMMAND_ID_MAX,
+    ID_MAX,
+    ID_PATTERN,
     INLINE_MAX_BYTES,
+    INT_MAX,
     MESSAGE_ID_MAX,
+    MESSAGE_MAX_BYTES,
+    MESSAGE_MAX_DEPTH,
+    TOPIC_ROOT,
+    DeviceTopic,
+    TopicLevel,
     schema_name,
 )
 
@@ -39,9 +54,42 @@ _SCHEMA_DOC = "Payload schema and its version."
 
 
 class _Part(BaseModel):
-    """Every model of the contract: unknown keys are refused, instances are immutable."""
+    """Every model of the contract: unknown keys and NaN/Infinity are refused, instances are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
+
+
+def _bounded_json(value: Any, depth: int = 1) -> Any:
+    """Free-form JSON (an event's ``detail``): nested at most MESSAGE_MAX_DEPTH deep, finite numbers, integers
+    within 64 bits, no NUL in strings (what a SQL column or a JSON parser elsewhere would choke on)."""
+    if depth > MESSAGE_MAX_DEPTH:
+        raise ValueError(f"nested deeper than {MESSAGE_MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _bounded_json(k, depth)
+            _bounded_json(v, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            _bounded_json(v, depth + 1)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("numbers must be finite (no NaN or Infinity)")
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT_MAX:
+        raise ValueError("integers must fit in 64 bits")
+    elif isinstance(value, str) and "\x00" in value:
+        raise ValueError("strings must not contain NUL characters")
+    return value
+
+
+#: Free-form JSON object, bounded (:func:`_bounded_json`).
+JsonObject = Annotated[dict[str, Any], AfterValidator(_bounded_json)]
+#: A count: a non-negative integer that fits a signed 64-bit column.
+Count = Annotated[int, Field(ge=0, le=INT_MAX)]
+_NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+
+
+def _text(max_length: int, min_length: int = 0, **field: Any) -> Any:
+    """A string without control characters, at most ``max_length`` long (it lands in a column or a label)."""
+    return Field(min_length=min_length, max_length=max_length, pattern=_NO_CONTROL, **field)
 
 
 class _Message(_Part):
@@ -53,11 +101,14 @@ class _Message(_Part):
     id: str = Field(
         min_length=1,
         max_length=MESSAGE_ID_MAX,
+        pattern=r"^[!-~]+$",
         description="Message id, unique per device: '<outbox epoch>:<seq>' for queued messages; the monitor "
         "de-duplicates on it.",
     )
-    ts: float = Field(description="When the message was made (Unix seconds).")
-    boot: str = Field(min_length=1, description="Random id of the agent process that made it.")
+    ts: float = Field(ge=0, description="When the message was made (Unix seconds).")
+    boot: str = Field(
+        min_length=1, max_length=64, pattern=r"^[!-~]+$", description="Random id of the agent process."
+    )
 
     def payload(self) -> dict[str, Any]:
         """The JSON object as sent (``schema`` under its wire name)."""
@@ -69,7 +120,7 @@ class _Queued(_Message):
     ``DROP_RANK`` are dropped first (docs/mqtt.md, "Bounds and the policy when full")."""
 
     DROP_RANK: ClassVar[int]
-    seq: int = Field(ge=0, description="Outbox sequence number: grows per device for the life of its outbox.")
+    seq: Count = Field(description="Outbox sequence number: grows per device for the life of its outbox.")
 
     @classmethod
     def draft(cls, **fields: Any) -> dict[str, Any]:
@@ -82,10 +133,15 @@ class _Queued(_Message):
 class ActiveBundle(BaseModel):
     """The active bundle (null: none loaded)."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
 
-    name: str
-    version: str
+    name: str = _text(64, 1)
+    version: str = _text(64, 1)
+
+    @model_validator(mode="after")
+    def _bounded_extras(self) -> ActiveBundle:
+        _bounded_json(self.__pydantic_extra__ or {}, 2)
+        return self
 
 
 _BUNDLE_DOC = "The active bundle (null: none loaded)."
@@ -160,13 +216,15 @@ class StatusMessage(_Message):
 
     schema_: Literal["edgekws.status/1"] = Field(alias="schema", description=_SCHEMA_DOC)
     state: Literal["online", "offline"]
-    group: str | None = Field(
-        default=None, description="Rollout group from the device's config ([device] group)."
+    group: TopicLevel | None = Field(
+        default=None,
+        description="The group the device's config names ([device] group): shown, never trusted; rollouts "
+        "use the monitor's group assignments.",
     )
     bundle: ActiveBundle | None = Field(description=_BUNDLE_DOC)
-    backend: str | None
-    reason: str | None = Field(
-        default=None, description="Why offline: 'connection lost' (Last Will) or 'stopped'."
+    backend: str | None = _text(64)
+    reason: str | None = _text(
+        200, default=None, description="Why offline: 'connection lost' (Last Will) or 'stopped'."
     )
 
 
@@ -178,7 +236,7 @@ class LatencyStats(_Part):
     p95: float | None = None
     p99: float | None = None
     max: float | None = None
-    n: int = Field(default=0, ge=0)
+    n: Count = 0
 
 
 class EnergyFigure(_Part):
@@ -186,17 +244,18 @@ class EnergyFigure(_Part):
 
     mj_per_inference: float | None
     method: str = Field(
+        max_length=64,
         pattern=r"^(measured|estimated):[a-z0-9][a-z0-9._-]*$",
         description="measured:<meter> or estimated:<model> (design.md §6).",
     )
-    detail: str = ""
+    detail: str = _text(500, default="")
 
 
 class QueueState(_Part):
     """The device's outbox."""
 
-    depth: int = Field(ge=0)
-    bytes: int = Field(ge=0)
+    depth: Count
+    bytes: Count
 
 
 class TelemetryMessage(_Queued):
@@ -207,20 +266,20 @@ class TelemetryMessage(_Queued):
     schema_: Literal["edgekws.telemetry/1"] = Field(alias="schema", description=_SCHEMA_DOC)
     interval_s: float | None = None
     bundle: ActiveBundle | None = Field(description=_BUNDLE_DOC)
-    backend: str | None
-    latency_ms: dict[str, LatencyStats] = Field(
-        description="Per kind: inference (backend call), chunk, decision."
+    backend: str | None = _text(64)
+    latency_ms: dict[Annotated[str, _text(32, 1)], LatencyStats] = Field(
+        max_length=16, description="Per kind: inference (backend call), chunk, decision."
     )
     real_time_factor: float | None = None
     audio_s: float | None = None
-    inferences: int = Field(ge=0)
-    detections: int = Field(ge=0)
-    energy: list[EnergyFigure]
+    inferences: Count
+    detections: Count
+    energy: list[EnergyFigure] = Field(max_length=16)
     cpu_percent: float | None = None
     rss_mb: float | None = None
     temperature_c: float | None = None
     queue: QueueState
-    dropped: dict[str, Annotated[int, Field(ge=0)]] = Field(
+    dropped: dict[str, Count] = Field(
         description="Messages dropped since the last report (outbox full or disk failing).",
         json_schema_extra=lambda schema: schema.update(propertyNames={"enum": list(QUEUED_KINDS)}),
     )
@@ -240,7 +299,7 @@ class DetectionMessage(_Queued):
     model_config = _schema_config("One keyword detection", "detection")
 
     schema_: Literal["edgekws.detection/1"] = Field(alias="schema", description=_SCHEMA_DOC)
-    label: str = Field(min_length=1)
+    label: str = _text(64, 1)
     confidence: float = Field(ge=0, le=1)
     latency_ms: float | None
     bundle: ActiveBundle | None = Field(default=None, description=_BUNDLE_DOC)
@@ -254,11 +313,12 @@ class EventMessage(_Queued):
     schema_: Literal["edgekws.event/1"] = Field(alias="schema", description=_SCHEMA_DOC)
     kind_: str = Field(
         alias="kind",
+        max_length=64,
         pattern=r"^[a-z][a-z0-9_.-]*$",
         description="bundle.activated, rollback, error, command.accepted|rejected|done|failed, …",
     )
     level: Literal["info", "warning", "error"]
-    detail: dict[str, Any]
+    detail: JsonObject = Field(description=f"Free-form, nested at most {MESSAGE_MAX_DEPTH} levels.")
 
 
 #: The model of each device message kind (its topic level), and of those that go through the outbox.
@@ -270,6 +330,91 @@ KINDS: tuple[str, ...] = tuple(DEVICE_MESSAGES)
 QUEUED_KINDS: tuple[str, ...] = tuple(QUEUED_MESSAGES)
 #: The outbox's drop order when full: the first listed is dropped first.
 DROP_ORDER: tuple[str, ...] = tuple(sorted(QUEUED_MESSAGES, key=lambda k: QUEUED_MESSAGES[k].DROP_RANK))
+
+
+class InvalidMessage(ValueError):
+    """A device message the monitor must not use: ``problems`` lists every fault found; ``topic`` is the
+    parsed topic when its ids were valid (else None), ``message_id`` the id in the payload, if readable."""
+
+    def __init__(
+        self, problems: list[str], topic: DeviceTopic | None = None, message_id: str | None = None
+    ) -> None:
+        self.problems, self.topic, self.message_id = problems, topic, message_id
+        super().__init__("; ".join(problems))
+
+
+_ID = re.compile(ID_PATTERN)
+
+
+def device_topic(name: str) -> DeviceTopic:
+    """The parts of a device message's topic, ``edgekws/v1/{fleet}/{device}/{kind}``, checked: ids of the
+    documented pattern, a known kind, no extra levels; else :class:`InvalidMessage` saying what is wrong."""
+    parts = name.split("/")
+    if len(parts) != 5 or "/".join(parts[:2]) != TOPIC_ROOT:
+        raise InvalidMessage([f"topic is not {TOPIC_ROOT}/{{fleet}}/{{device}}/{{kind}}"])
+    fleet, device, kind = parts[2:]
+    problems = [
+        f"{what} id must match {ID_PATTERN} and be at most {ID_MAX} characters"
+        for what, value in (("fleet", fleet), ("device", device))
+        if not _ID.match(value) or len(value) > ID_MAX
+    ]
+    if kind not in DEVICE_MESSAGES:
+        problems.append(f"unknown message kind (the last topic level must be one of {', '.join(KINDS)})")
+    if problems:
+        raise InvalidMessage(problems)
+    return DeviceTopic(fleet, device, kind)
+
+
+class _IdOnly(BaseModel):
+    id: str = Field(max_length=MESSAGE_ID_MAX, pattern=r"^[!-~]+$")
+
+
+def parse_device_message(topic: str, payload: bytes) -> tuple[DeviceTopic, _Message]:
+    """Check a device message received on ``topic`` and return its topic and model, or raise
+    :class:`InvalidMessage` listing every problem (and never anything else, whatever the bytes).
+
+    The topic's ids and kind (:func:`device_topic`); then the payload: at most ``MESSAGE_MAX_BYTES``, JSON
+    parsed by pydantic's Rust parser (bounded nesting and number sizes), validated in strict mode (no string
+    for a number, no number for a string), finite numbers, counts within 64 bits, free-form ``detail`` at most
+    ``MESSAGE_MAX_DEPTH`` deep, no control characters in what becomes a column or a label.
+    """
+    where = device_topic(topic)
+    if len(payload) > MESSAGE_MAX_BYTES:
+        raise InvalidMessage(
+            [f"payload is {len(payload)} bytes, over the {MESSAGE_MAX_BYTES}-byte limit"], where
+        )
+    try:
+        return where, DEVICE_MESSAGES[where.kind].model_validate_json(payload, strict=True)
+    except ValidationError as exc:
+        problems = validation_problems(exc)
+    except (
+        Exception
+    ) as exc:  # pragma: no cover - pydantic raises ValidationError; never let a message kill us
+        problems = [f"cannot validate the payload ({type(exc).__name__})"]
+    try:
+        message_id: str | None = _IdOnly.model_validate_json(payload).id
+    except Exception:
+        message_id = None
+    raise InvalidMessage(problems, where, message_id)
+
+
+def validation_problems(exc: ValidationError, limit: int = 10) -> list[str]:
+    """``where: what`` of each of the first ``limit`` errors, with the input's own text escaped and cut (dict
+    keys from a payload are part of an error's location)."""
+    problems = []
+    for err in exc.errors(include_url=False, include_input=False)[:limit]:
+        where = ".".join(_plain(p) for p in err["loc"])
+        problems.append(f"{where or 'payload'}: {err['msg']}")
+    if exc.error_count() > limit:
+        problems.append(f"and {exc.error_count() - limit} more")
+    return problems
+
+
+def _plain(part: str | int) -> str:
+    """A location part as is when it is short printable ASCII, else escaped and cut."""
+    text = str(part)
+    return text if text.isascii() and text.isprintable() and len(text) <= 40 else ascii(text)[:40]
+
 
 # ------------------------------------------------------------------------------------------- fleet -> device
 

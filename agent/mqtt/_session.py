@@ -104,6 +104,13 @@ class ClientOptions:
     max_inflight: int | None = None
 
 
+def publish_packet_size(topic: str, payload: bytes) -> int:
+    """Bytes of the MQTT 5 PUBLISH packet (QoS 1, :func:`json_properties`) that carries ``payload``."""
+    remaining = 2 + len(topic.encode()) + 2 + len(json_properties().pack()) + len(payload)
+    varint = 1 + (remaining >= 128) + (remaining >= 16384) + (remaining >= 2097152)
+    return 1 + varint + remaining
+
+
 def json_properties(will: bool = False) -> Properties:
     """MQTT 5 properties of every edgekws payload: UTF-8 JSON (payload format 1, application/json)."""
     props = Properties(PacketTypes.WILLMESSAGE if will else PacketTypes.PUBLISH)
@@ -142,7 +149,9 @@ class MqttSession:
         if options.max_inflight is not None:
             self.client.max_inflight_messages_set(options.max_inflight)
         self.connack: Any = None
+        self.connack_properties: Any = None  # MQTT 5 CONNACK properties (MaximumPacketSize, …)
         self.dropped = False  # set when the connection is lost (or closed) after it was made
+        self.disconnect_reason: Any = None  # why, when the broker said (a DISCONNECT reason code)
         self._threaded = False
         self._changed = threading.Condition()
         self._subacks: dict[int, list[Any]] = {}
@@ -157,13 +166,20 @@ class MqttSession:
     # -- paho callbacks (paho's thread in start_loop() mode, else the caller's) -------------------------
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, props: Any) -> None:
         with self._changed:
-            self.connack = reason_code
+            self.connack, self.connack_properties = reason_code, props
             self._changed.notify_all()
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, props: Any) -> None:
         with self._changed:
-            self.dropped = True
+            self.dropped, self.disconnect_reason = True, reason_code
             self._changed.notify_all()
+
+    @property
+    def max_packet_size(self) -> int | None:
+        """The largest packet the broker accepts as its CONNACK announced it (mosquitto: ``max_packet_size``);
+        None when it announced no limit."""
+        size = getattr(self.connack_properties, "MaximumPacketSize", None)
+        return int(size) if isinstance(size, int) else None
 
     def _on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, props: Any) -> None:
         with self._changed:

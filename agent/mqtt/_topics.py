@@ -18,13 +18,20 @@ from pydantic import Field
 TOPIC_ROOT = "edgekws/v1"
 SCHEMA_VERSION = 1
 COMMAND_LEVEL = "cmd"
+ID_PATTERN = r"^[A-Za-z0-9_.-]+$"
+ID_MAX = 128
 #: A fleet, device or group id: one topic level.
-TopicLevel = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+TopicLevel = Annotated[str, Field(min_length=1, max_length=ID_MAX, pattern=ID_PATTERN)]
 
 # Limits shared by the sides of the contract.
 INLINE_MAX_BYTES = 4 * 2**20  # a bundle sent inside a deploy command (base64) may be at most this large
 COMMAND_ID_MAX = 128
 MESSAGE_ID_MAX = 160
+# A device message (status, telemetry, detection, event) the monitor accepts: at most this many payload bytes,
+# free-form JSON (an event's detail) nested at most this deep, integers that fit a signed 64-bit column.
+MESSAGE_MAX_BYTES = 64 * 1024
+MESSAGE_MAX_DEPTH = 8
+INT_MAX = 2**63 - 1
 QOS = 1  # every message: telemetry, detections, events, statuses and commands
 MAX_INFLIGHT = 16  # a device's QoS 1 messages awaiting PUBACK
 DEVICE_SESSION_EXPIRY_S = 86400  # the broker keeps a device's commands this long while it is away

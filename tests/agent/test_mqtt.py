@@ -9,6 +9,8 @@ from typing import Any
 
 import jsonschema
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edgekws.agent.mqtt import (
     DEVICE_MESSAGES,
@@ -16,10 +18,13 @@ from edgekws.agent.mqtt import (
     BrokerUrl,
     ClientOptions,
     ConnectFailed,
+    InvalidMessage,
     MqttSession,
     command_topic,
+    device_topic,
     json_schemas,
     parse_command,
+    parse_device_message,
     parse_topic,
     schema_name,
     schema_text,
@@ -133,3 +138,38 @@ def test_session_refusals_are_named(tmp_path: Path, broker_factory: Any) -> None
         assert not good.dropped
     finally:
         good.close()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    kind=st.sampled_from([*DEVICE_MESSAGES, "cmd", "other"]),
+    payload=st.one_of(
+        st.binary(max_size=300),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+            lambda inner: (
+                st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+            ),
+            max_leaves=30,
+        ).map(lambda v: json.dumps(v).encode()),
+    ),
+)
+def test_parse_device_message_raises_only_invalid_message(kind: str, payload: bytes) -> None:
+    """Whatever the bytes and whatever JSON, a device message is either a model or an InvalidMessage that
+    says what is wrong -- never another exception (the monitor's ingest relies on it: H1)."""
+    try:
+        where, message = parse_device_message(topic("f1", "d1", kind), payload)
+    except InvalidMessage as exc:
+        assert exc.problems and all(isinstance(p, str) and p for p in exc.problems)
+    else:
+        assert where.kind == kind and message.payload()["schema"] == schema_name(kind)
+
+
+def test_device_topics_enforce_the_id_pattern() -> None:
+    """Fleet and device ids from a topic match [A-Za-z0-9_.-]+ (at most 128 characters), the kind is known
+    and no level follows it (L7: a device id with an RTL override reached the dashboard)."""
+    assert device_topic("edgekws/v1/lab/box-1.a_b/status") == parse_topic("edgekws/v1/lab/box-1.a_b/status")
+    bad_ids = ("lab/a\u202eevil/status", "lab/<b>/event", f"{'x' * 129}/d/event", "lab//event")
+    for bad in (*bad_ids, "lab/d/telemetry/more", "lab/d/bogus"):
+        with pytest.raises(InvalidMessage):
+            device_topic(f"edgekws/v1/{bad}")
