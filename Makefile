@@ -11,8 +11,10 @@ STAMPS := .stamps
 # Speech synthesizers of the synthetic corpora (toolkit/data/_engines.py): espeak-ng, flite, festival and its
 # English voices; g++ builds pyworld (the WORLD vocoder of the voice augmentations), which PyPI ships as source.
 # iproute2: tests/test_docs.py brings up the loopback of its network namespace.
+# postgresql and prometheus: the fleet store and the metrics scrape are tested against the real servers
+# (tests/conftest.py starts a throwaway PostgreSQL cluster; tests/toolkit/test_fleet_server.py a Prometheus).
 APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts g++ \
-  mosquitto sox libsndfile1 chromium iproute2
+  mosquitto sox libsndfile1 chromium iproute2 postgresql prometheus
 RUN ?= runs/demo
 
 .PHONY: demo test lint typecheck pytest pytest-lava setup clean bench bench-gpu spyx-venv schemas

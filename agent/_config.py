@@ -58,8 +58,8 @@ class DeviceConfig(_Model):
     fleet: TopicLevel = Field(default="default", description="Fleet this device belongs to.")
     group: TopicLevel | None = Field(
         default=None,
-        description="Rollout group (e.g. 'canary', 'lab'); reported in the status, targeted by "
-        "`edgekws fleet deploy --group`.",
+        description="Rollout group (e.g. 'canary', 'lab') reported in the status: a hint the monitor shows; "
+        "`edgekws fleet deploy --group` uses the operator's assignments (`edgekws fleet group assign`).",
     )
 
 

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +183,14 @@ def inline(path: Path) -> dict[str, Any]:
         "size": len(data),
         "data": base64.b64encode(data).decode(),
     }
+
+
+def wait_until(pred: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
+    """``pred()``'s first true value, polled every 20 ms; AssertionError naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what or pred}")

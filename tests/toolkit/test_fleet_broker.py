@@ -1,11 +1,15 @@
 """The broker set-up in deploy/mosquitto: passwords from make-device-credentials.sh, the pattern ACL (a device
-cannot publish as another or read its commands), and mutual TLS with certificates made here."""
+cannot publish as another or read its commands), mutual TLS with certificates made here, and the production
+mosquitto.conf itself run as shipped (client ids tied to logins: M6)."""
 
 from __future__ import annotations
 
 import datetime
+import getpass
 import ipaddress
 import os
+import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -22,7 +26,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from edgekws.agent._config import MqttConfig, MqttTlsConfig
 from edgekws.agent._telemetry import DeviceTelemetry
 from edgekws.agent.mqtt import Backoff, BrokerUrl
-from edgekws.toolkit.fleet import FleetMonitor, MqttIngest
+from edgekws.toolkit.fleet import FleetMonitor, LocalBroker, MqttIngest
+from edgekws.toolkit.fleet._broker import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "deploy" / "mosquitto" / "make-device-credentials.sh"
@@ -256,3 +261,86 @@ def test_fleet_broker_without_mosquitto_says_how_to_install_it(tmp_path: Path) -
         timeout=60,
     )
     assert out.returncode == 1 and "EDGEKWS_MOSQUITTO" in out.stderr and "not an executable" in out.stderr
+
+
+def _production_broker(tmp_path: Path) -> tuple[LocalBroker, Path, int]:
+    """deploy/mosquitto/mosquitto.conf as shipped, its paths and ports moved into tmp_path (and a log file):
+    the broker (started, TLS listener), the credentials folder and the plain listener's port."""
+    pki = tmp_path / "pki"
+    for args in (["--server", "127.0.0.1"], ["f1", "dA"], ["f1", "dB"], ["--user", "edgekws-monitor"]):
+        subprocess.run(["bash", str(SCRIPT), "-d", str(pki), *args], check=True, capture_output=True)
+    shutil.copy(ACL, pki / "acl")
+    folder, tls_port, plain_port = tmp_path / "broker", free_port(), free_port()
+    config = (REPO / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
+    for old, new in (
+        ("/etc/mosquitto/edgekws/", f"{pki}/"),
+        ("persistence_location /var/lib/mosquitto/", f"persistence_location {folder}/"),
+        ("listener 8883\n", f"listener {tls_port} 127.0.0.1\n"),
+        ("listener 1883 127.0.0.1\n", f"listener {plain_port} 127.0.0.1\n"),
+    ):
+        assert old in config, f"deploy/mosquitto/mosquitto.conf no longer has {old!r}"
+        config = config.replace(old, new)
+    head = f"user {getpass.getuser()}\nlog_dest file {folder}/mosquitto.log\nlog_type all\n"
+    broker = LocalBroker(folder, port=tls_port, config=head + config)
+    return broker.start(), pki, plain_port
+
+
+def _tls_client(port: int, pki: Path, device: str, client_id: str) -> mqtt.Client:
+    """A device's TLS connection (its certificate and password) that asks for ``client_id``."""
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
+    files = pki / "devices" / "f1" / device
+    c.tls_set(
+        str(pki / "ca.crt"),
+        str(files / "client.crt"),
+        str(files / "client.key"),
+        tls_version=ssl.PROTOCOL_TLS_CLIENT,
+    )
+    c.username_pw_set(f"f1/{device}", (files / "password").read_text().strip())
+    c.connect("127.0.0.1", port)
+    return c
+
+
+def test_production_broker_ties_client_ids_to_logins(tmp_path: Path) -> None:
+    """Under the shipped mosquitto.conf, device A -- with its own valid certificate and password -- asks for
+    device B's client id, B's login and the monitor's client id, twice each: neither B nor the monitor is
+    knocked off (each keeps its one connection), and B's messages still reach the monitor (M6)."""
+    broker, pki, plain_port = _production_broker(tmp_path)
+    monitor_password = (pki / "users" / "edgekws-monitor.password").read_text().strip()
+    monitor = FleetMonitor()
+    ingest = MqttIngest(
+        monitor, BrokerUrl("127.0.0.1", plain_port, username="edgekws-monitor", password=monitor_password)
+    )
+    files = pki / "devices" / "f1" / "dB"
+    tls = MqttTlsConfig(ca_file=pki / "ca.crt", cert_file=files / "client.crt", key_file=files / "client.key")
+    settings = MqttConfig(
+        broker=f"mqtts://127.0.0.1:{broker.port}",
+        username="f1/dB",
+        password_file=files / "password",
+        tls=tls,
+        outbox=tmp_path / "q.sqlite",
+        delivery="broker",
+    )
+    password = (files / "password").read_text().strip()  # what the daemon reads from password_file
+    device_b = DeviceTelemetry(settings, fleet="f1", device="dB", backend="e", password=password)
+    try:
+        ingest.start()
+        device_b.start()
+        assert ingest.connected.wait(10) and device_b.connected.wait(10)
+        for client_id in ("edgekws-f1-dB", "f1/dB", "edgekws-fleet-monitor") * 2:
+            intruder = _tls_client(broker.port, pki, "dA", client_id)
+            intruder.loop_start()
+            time.sleep(0.5)
+            assert intruder.is_connected()  # A itself may connect; only its client id is its own login
+            intruder.disconnect()
+            intruder.loop_stop()
+        device_b.event("bundle.activated", version="1")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not monitor.messages_total["event"]:
+            time.sleep(0.05)
+        assert monitor.devices[("f1", "dB")].messages["event"] == 1
+        assert device_b.connects == 1 and ingest.connected.is_set()
+        assert "closing old connection" not in broker.log()
+    finally:
+        device_b.stop()
+        ingest.stop()
+        broker.stop()

@@ -8,13 +8,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import _devices as devices
 import paho.mqtt.client as mqtt
 import pytest
+from _devices import wait_until
 from click.testing import CliRunner
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
@@ -29,20 +30,11 @@ from edgekws.toolkit.fleet._rollout import RolloutError, run_rollout
 AGENT = Path(sys.executable).parent / "edgekws-agent"
 
 
-def _wait(pred: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what or pred}")
-
-
 @pytest.fixture
-def monitor(broker: Any) -> Iterator[FleetMonitor]:
-    """The fleet monitor with an in-memory store, subscribed to the broker (it acks what it stores)."""
-    mon = FleetMonitor(FleetStore("sqlite://"))
+def monitor(broker: Any, tmp_path: Path) -> Iterator[FleetMonitor]:
+    """The fleet monitor with its store in tmp_path/fleet.db, subscribed to the broker (it acks what it
+    stores)."""
+    mon = FleetMonitor(FleetStore(f"sqlite:///{tmp_path / 'fleet.db'}"))
     ingest = MqttIngest(mon, BrokerUrl.parse(broker.url), flush_interval_s=0.1)
     ingest.start()
     assert ingest.connected.wait(5)
@@ -60,7 +52,7 @@ def _retained_status(port: int, fleet: str, device: str) -> dict[str, Any]:
     client.subscribe(f"edgekws/v1/{fleet}/{device}/status", qos=1)
     client.loop_start()
     try:
-        _wait(lambda: got, 5, "the retained status")
+        wait_until(lambda: got, 5, "the retained status")
     finally:
         client.disconnect()
         client.loop_stop()
@@ -70,19 +62,20 @@ def _retained_status(port: int, fleet: str, device: str) -> dict[str, Any]:
 def test_agent_process_reports_to_the_monitor_and_leaves_offline(
     tmp_path: Path, broker: Any, monitor: FleetMonitor
 ) -> None:
-    """`edgekws-agent run` with MQTT on: the monitor sees it online with bundle, backend, group, latency and
-    energy; after SIGTERM the retained status says offline (stopped)."""
+    """`edgekws-agent run` with MQTT on: the monitor sees it online with bundle, backend, the group it
+    reports, latency and energy; after SIGTERM the retained status says offline (stopped)."""
     cfg = devices.write_agent_config(tmp_path / "box", broker.port, "box-1", group="lab", delivery="monitor")
     err = tmp_path / "stderr.log"
     with open(err, "w") as errf:
         proc = subprocess.Popen([str(AGENT), "run", "--config", str(cfg)], stderr=errf, cwd=tmp_path)
         try:
-            d = _wait(lambda: monitor.devices.get(("f1", "box-1")), 30, "the device")
-            _wait(lambda: d.latency_p95_ms is not None and d.energy_mj is not None, 30, "telemetry")
-            assert d.online and d.bundle_version == "1.0.0" and d.backend == "emulator" and d.group == "lab"
+            d = wait_until(lambda: monitor.devices.get(("f1", "box-1")), 30, "the device")
+            wait_until(lambda: d.latency_p95_ms is not None and d.energy_mj is not None, 30, "telemetry")
+            assert d.online and d.bundle_version == "1.0.0" and d.backend == "emulator"
+            assert d.reported_group == "lab" and d.group is None  # claimed, not assigned
             assert d.energy_method is not None and d.energy_method.startswith(("estimated:", "measured:"))
             assert d.real_time_factor is not None and d.real_time_factor > 0
-            _wait(lambda: d.messages["detection"] > 0, 30, "a detection")
+            wait_until(lambda: d.messages["detection"] > 0, 30, "a detection")
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=20) == 0
         finally:
@@ -91,11 +84,11 @@ def test_agent_process_reports_to_the_monitor_and_leaves_offline(
                 proc.wait()
     status = _retained_status(broker.port, "f1", "box-1")
     assert status["_retained"] and status["state"] == "offline" and status["reason"] == "stopped"
-    _wait(lambda: monitor.devices[("f1", "box-1")].online is False, 5, "offline in the monitor")
+    wait_until(lambda: monitor.devices[("f1", "box-1")].online is False, 5, "offline in the monitor")
     assert monitor.store is not None
     monitor.flush()
     stored = {s["device"]: s for s in monitor.store.device_states()}
-    assert stored["box-1"]["group"] == "lab" and stored["box-1"]["bundle_version"] == "1.0.0"
+    assert stored["box-1"]["reported_group"] == "lab" and stored["box-1"]["bundle_version"] == "1.0.0"
 
 
 @pytest.fixture
@@ -108,7 +101,7 @@ def fleet(tmp_path: Path, broker: Any, monitor: FleetMonitor) -> Iterator[dict[s
                 tmp_path / name, broker.port, name, group=group, delivery="monitor"
             )
             agents[name] = devices.RunningAgent(cfg)
-        _wait(lambda: len(monitor.devices) == 2, 10, "both devices in the monitor")
+        wait_until(lambda: len(monitor.devices) == 2, 10, "both devices in the monitor")
         yield {"agents": agents, "broker": BrokerUrl.parse(broker.url), "monitor": monitor, "tmp": tmp_path}
     finally:
         for running in agents.values():
@@ -116,7 +109,8 @@ def fleet(tmp_path: Path, broker: Any, monitor: FleetMonitor) -> Iterator[dict[s
 
 
 def _versions(monitor: FleetMonitor) -> dict[str, str | None]:
-    return {d.device: d.bundle_version for d in monitor.devices.values()}
+    """The bundle version of the two real devices as the monitor sees it."""
+    return {d.device: d.bundle_version for d in monitor.devices.values() if d.device in ("d1", "d2")}
 
 
 def test_rollout_to_two_devices_then_a_broken_bundle_halts_at_the_canary(fleet: dict[str, Any]) -> None:
@@ -130,7 +124,7 @@ def test_rollout_to_two_devices_then_a_broken_bundle_halts_at_the_canary(fleet: 
         ("d1", "canary", "deployed", "1.0.0"),
         ("d2", "rest", "deployed", "1.0.0"),
     ]
-    _wait(lambda: _versions(monitor) == {"d1": "1.1.0", "d2": "1.1.0"}, 10, "the monitor to show 1.1.0")
+    wait_until(lambda: _versions(monitor) == {"d1": "1.1.0", "d2": "1.1.0"}, 10, "the monitor to show 1.1.0")
     broken = devices.make_bundle(tmp, "2.0.0", inputs=devices.SPEC.num_channels + 5)
     halted = run_rollout(broker, broken, devices=["d1", "d2"], canary_percent=50, timeout_s=20)
     assert halted.halted and not halted.ok and "canary" in (halted.reason or "")
@@ -144,25 +138,53 @@ def test_rollout_to_two_devices_then_a_broken_bundle_halts_at_the_canary(fleet: 
     assert any(a["kind"] == "error" and a["device"] == "d1" for a in monitor.snapshot()["alerts"])
 
 
+def _publish(port: int, topic: str, payload: bytes, retain: bool = False, client_id: str = "") -> None:
+    """One QoS 1 publish by another client (an operator, or a device that lies)."""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
+    )
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
 def test_downgrade_needs_rollback_group_targets_and_tampered_bundles_fail(fleet: dict[str, Any]) -> None:
-    """A downgrade is refused before anything is sent unless --rollback; --group picks the group's devices;
+    """A downgrade is refused before anything is sent unless --rollback; --group picks the devices the
+    fleet registry assigns to the group, not a fake device that claims the group in its own status (M7);
     a bundle whose bytes differ from the announced sha256 is refused by the device."""
     tmp, monitor, broker = fleet["tmp"], fleet["monitor"], fleet["broker"]
     v090 = devices.make_bundle(tmp, "0.9.0")
     with pytest.raises(RolloutError, match=r"refusing to downgrade.*--rollback"):
         run_rollout(broker, v090, devices=["d1", "d2"])
     assert _versions(monitor) == {"d1": "1.0.0", "d2": "1.0.0"}
-    out = CliRunner().invoke(
-        main,
-        [
-            *("fleet", "deploy", str(v090), "--group", "canary", "--rollback", "--json"),
-            *("--timeout", "20", "--broker", f"mqtt://{broker.host}:{broker.port}"),
-        ],
-    )
+    db = f"sqlite:///{tmp / 'fleet.db'}"
+    # a fake device whose id sorts first claims the canary group (retained, as the red team did)
+    fake = {"schema": "edgekws.status/1", "id": "s", "ts": 1, "boot": "b", "state": "online"}
+    fake |= {"group": "canary", "bundle": {"name": "kws", "version": "1.0.0"}, "backend": "emulator"}
+    _publish(broker.port, "edgekws/v1/f1/aaa-fake/status", json.dumps(fake).encode(), retain=True)
+    deploy = [
+        *("fleet", "deploy", str(v090), "--group", "canary", "--rollback", "--json", "--db", db),
+        *("--timeout", "20", "--broker", f"mqtt://{broker.host}:{broker.port}"),
+    ]
+    unassigned = CliRunner().invoke(main, deploy)
+    assert unassigned.exit_code == 1 and "no device is assigned to group 'canary'" in unassigned.output
+    assert "claims it, not trusted: f1/aaa-fake, f1/d1" in unassigned.output
+    assigned = CliRunner().invoke(main, ["fleet", "group", "assign", "canary", "f1/d1", "--db", db])
+    assert assigned.exit_code == 0, assigned.output
+    listed = CliRunner().invoke(main, ["fleet", "group", "list", "--json", "--db", db])
+    assert json.loads(listed.output) == {"canary": ["f1/d1"]}
+    out = CliRunner().invoke(main, deploy)
     assert out.exit_code == 0, out.output
     doc = json.loads(out.output)
     assert doc["ok"] and [d["device"] for d in doc["devices"]] == ["d1"] and doc["transport"] == "inline"
-    _wait(lambda: _versions(monitor) == {"d1": "0.9.0", "d2": "1.0.0"}, 10, "d1 on 0.9.0")
+    wait_until(
+        lambda: monitor.devices[("f1", "d1")].group == "canary", 10, "the monitor to read the registry"
+    )
+    wait_until(lambda: _versions(monitor) == {"d1": "0.9.0", "d2": "1.0.0"}, 10, "d1 on 0.9.0")
     v120 = devices.make_bundle(tmp, "1.2.0")
     tampered = tmp / "served" / v120.name
     tampered.parent.mkdir()
@@ -175,9 +197,19 @@ def test_downgrade_needs_rollback_group_targets_and_tampered_bundles_fail(fleet:
     assert fleet["agents"]["d2"].agent.store.active().version == "1.0.0"
     refused = CliRunner().invoke(
         main,
-        ["fleet", "deploy", str(v120), "--group", "nobody", "--broker", f"mqtt://127.0.0.1:{broker.port}"],
+        [
+            "fleet",
+            "deploy",
+            str(v120),
+            "--group",
+            "nobody",
+            "--db",
+            db,
+            "--broker",
+            f"mqtt://127.0.0.1:{broker.port}",
+        ],
     )
-    assert refused.exit_code == 1 and "no device of group 'nobody'" in refused.output
+    assert refused.exit_code == 1 and "no device is assigned to group 'nobody'" in refused.output
 
 
 def test_latency_regression_alert_after_a_rollout_from_agent_telemetry(tmp_path: Path) -> None:
@@ -223,3 +255,71 @@ def test_a_refused_connection_is_named_and_nothing_is_sent(tmp_path: Path, broke
         RolloutError, match=r"broker refused the connection: Not authorized; nothing was sent"
     ):
         run_rollout(BrokerUrl.parse(b.url), bundle, devices=["d1"], fleet="f1")
+
+
+def _listen(port: int, topic: str) -> tuple[mqtt.Client, list[bytes]]:
+    """A client that keeps what arrives on ``topic`` (where deploy commands would land)."""
+    got: list[bytes] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    client.on_message = lambda c, u, m: got.append(m.payload)
+    client.connect("127.0.0.1", port)
+    client.subscribe(topic, qos=1)
+    client.loop_start()
+    time.sleep(0.3)
+    return client, got
+
+
+def test_inline_limit_follows_the_brokers_announced_packet_size(tmp_path: Path, broker_factory: Any) -> None:
+    """A broker with max_packet_size (deploy/mosquitto) announces it at CONNACK: a bundle whose inline
+    command would not fit is refused before anything is sent, naming the limit and what fits; under a larger
+    limit the same bundle goes inline (M8)."""
+    bundle = devices.make_bundle(tmp_path, "1.0.0")
+    size = bundle.stat().st_size
+    small = broker_factory(f"allow_anonymous true\nmax_packet_size {size}")  # base64 makes it 4/3 larger
+    listener, got = _listen(small.port, "edgekws/v1/+/+/cmd/#")
+    try:
+        with pytest.raises(RolloutError, match=rf"more than the {size}-byte maximum packet size") as refused:
+            run_rollout(BrokerUrl.parse(small.url), bundle, devices=["f1/d1"], timeout_s=2)
+        assert "pass --url" in str(refused.value) and "nothing was sent" in str(refused.value)
+        time.sleep(0.3)
+        assert got == []
+    finally:
+        listener.disconnect()
+        listener.loop_stop()
+    large = broker_factory(f"allow_anonymous true\nmax_packet_size {2 * size}")
+    listener, got = _listen(large.port, "edgekws/v1/+/+/cmd/#")
+    try:
+        report = run_rollout(BrokerUrl.parse(large.url), bundle, devices=["f1/d1"], timeout_s=1)
+        assert report.transport == "inline" and report.devices[0].result == "timeout"  # no device runs here
+        assert len(got) == 1 and json.loads(got[0])["bundle"]["size"] == size
+    finally:
+        listener.disconnect()
+        listener.loop_stop()
+
+
+def test_a_broker_that_drops_an_oversized_command_is_named_at_once(
+    tmp_path: Path, broker_factory: Any
+) -> None:
+    """The red team's M8 set-up: message_size_limit, which MQTT 5 clients are not told. The broker closes the
+    connection on the inline command; the report says so and why within seconds, instead of a timeout with
+    no hint (M8)."""
+    bundle = devices.make_bundle(tmp_path, "1.0.0")
+    b = broker_factory(f"allow_anonymous true\nmessage_size_limit {bundle.stat().st_size // 2}")
+    t0 = time.monotonic()
+    command = [
+        "fleet",
+        "deploy",
+        str(bundle),
+        "--devices",
+        "f1/d1,f1/d2",
+        "--broker",
+        b.url,
+        "--timeout",
+        "30",
+    ]
+    out = CliRunner().invoke(main, [*command, "--json"])
+    assert out.exit_code == 1 and time.monotonic() - t0 < 20
+    first, second = json.loads(out.output)["devices"]
+    assert first["result"] == "failed" and "closed the connection instead of acknowledging" in first["reason"]
+    assert "message_size_limit" in first["reason"] and "--url" in first["reason"]
+    assert second["result"] == "failed" and second["reason"].startswith("not sent")

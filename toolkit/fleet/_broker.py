@@ -66,16 +66,24 @@ def find_mosquitto() -> str:
 
 
 class LocalBroker:
-    """One mosquitto process on 127.0.0.1; :meth:`kill` (SIGKILL) and :meth:`start` again on the same port."""
+    """One mosquitto process on 127.0.0.1; :meth:`kill` (SIGKILL) and :meth:`start` again on the same port.
 
-    def __init__(self, folder: Path, extra: str = "", port: int | None = None) -> None:
+    ``config``: a whole mosquitto.conf to run instead of the template (a production config under test); it
+    must listen on ``port``, which :meth:`start` waits for.
+    """
+
+    def __init__(
+        self, folder: Path, extra: str = "", port: int | None = None, config: str | None = None
+    ) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.host = "127.0.0.1"
         self.port = port if port is not None else free_port()
         self.conf = self.folder / "mosquitto.conf"
         self.conf.write_text(
-            CONFIG_TEMPLATE.format(
+            config
+            if config is not None
+            else CONFIG_TEMPLATE.format(
                 user=getpass.getuser(),
                 folder=self.folder.resolve(),
                 port=self.port,

@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -72,6 +73,35 @@ def _broker_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+_DB_HELP = "SQLAlchemy URL of the monitor's store (sqlite:///path, postgresql+psycopg://user@host/db)."
+
+
+def _db_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--db", default="sqlite:///fleet.db", show_default=True, help=_DB_HELP)(func)
+
+
+def _open_store(db: str, must_exist: bool = False) -> Any:
+    from edgekws.toolkit.fleet._store import FleetStore
+
+    try:
+        return FleetStore(db, must_exist=must_exist)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _read_token(token_file: Path | None, token_env: str) -> str | None:
+    """The HTTP access token: the first line of --token-file, else the environment variable, else None."""
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.ClickException(f"cannot read the token file {token_file}: {exc}") from exc
+        if not token:
+            raise click.ClickException(f"the token file {token_file} is empty; put a random token in it")
+        return token
+    return os.environ.get(token_env) or None
+
+
 @click.group()
 def fleet() -> None:
     """Watch a fleet of edge agents over MQTT: state, alerts, Prometheus metrics, dashboard.
@@ -84,16 +114,17 @@ def fleet() -> None:
 
 @fleet.command()
 @_broker_options
-@click.option(
-    "--db",
-    default="sqlite:///fleet.db",
-    show_default=True,
-    help="SQLAlchemy URL of the store (sqlite:///path, postgresql+psycopg://…).",
-)
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address the HTTP server listens on.")
+@_db_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address the HTTP server listens on; beyond localhost it needs a token.")  # fmt: skip
 @click.option(
     "--port", default=9108, show_default=True, type=int, help="HTTP port (/, /api/devices, /metrics)."
 )
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="File whose first line is the HTTP access token (clients send 'Authorization: Bearer "
+              "TOKEN', or HTTP Basic with it as password).")  # fmt: skip
+@click.option("--token-env", default="EDGEKWS_FLEET_TOKEN", show_default=True,
+              help="Environment variable holding the token when no --token-file is given.")  # fmt: skip
 @click.option(
     "--regression-threshold",
     default=0.2,
@@ -102,29 +133,43 @@ def fleet() -> None:
     help="Relative latency/energy increase after a rollout that raises an alert.",
 )
 def serve(
-    broker: Any, tls: dict[str, Any], db: str, host: str, port: int, regression_threshold: float
+    broker: Any,
+    tls: dict[str, Any],
+    db: str,
+    host: str,
+    port: int,
+    token_file: Path | None,
+    token_env: str,
+    regression_threshold: float,
 ) -> None:
     """Run the monitor: ingest MQTT into the store and serve the dashboard and /metrics until Ctrl-C.
+
+    Every message is validated; refused ones are parked in the store's dead_letters table. /healthz
+    (open) answers 503 when ingest stopped; the process then exits with status 1. Listening beyond
+    localhost needs an access token (--token-file or $EDGEKWS_FLEET_TOKEN).
 
     Example:
 
         edgekws fleet serve --broker mqtt://127.0.0.1:1883 --db sqlite:///fleet.db --port 9108
+
+        EDGEKWS_FLEET_TOKEN=$(cat token) edgekws fleet serve --host 0.0.0.0 --db postgresql+psycopg://fleet@db/fleet
     """
     from edgekws.toolkit.fleet._alerts import AlertRules
     from edgekws.toolkit.fleet._monitor import FleetMonitor, MqttIngest
-    from edgekws.toolkit.fleet._server import FleetServer
-    from edgekws.toolkit.fleet._store import FleetStore
+    from edgekws.toolkit.fleet._server import FleetServer, check_bind
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    token = _read_token(token_file, token_env)
     try:
-        store = FleetStore(db)
+        check_bind(host, token)
         rules = AlertRules(threshold=regression_threshold)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
+    store = _open_store(db)
     monitor = FleetMonitor(store, rules)
     ingest = MqttIngest(monitor, broker, **tls)
     try:
-        server = FleetServer(monitor, host, port)
+        server = FleetServer(monitor, host, port, token=token, health=ingest.health)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port} ({exc}); pick another --port") from exc
     stop = threading.Event()
@@ -132,12 +177,14 @@ def serve(
     ingest.start()
     server.start()
     click.echo(
-        f"fleet monitor: broker {broker.host}:{broker.port}, store {db}, http://{host}:{server.port}/",
+        f"fleet monitor: broker {broker.host}:{broker.port}, store {db}, http://{host}:{server.port}/"
+        + (" (token required)" if token else ""),
         err=True,
     )
     try:
         while not stop.wait(0.5):
-            pass
+            if not ingest.alive:  # never a live process with a dead ingest thread: let systemd restart us
+                raise click.ClickException(f"the ingest thread stopped ({ingest.failure}); exiting")
     except KeyboardInterrupt:
         pass
     finally:
@@ -227,11 +274,112 @@ def watch(broker: Any, tls: dict[str, Any], refresh: float, once: bool, as_json:
         ingest.stop()
 
 
+@fleet.group()
+def group() -> None:
+    """The fleet registry: which device belongs to which rollout group (in the monitor's store).
+
+    `fleet deploy --group G` deploys to the devices assigned here, never to devices that merely claim
+    G in their status.
+
+    Example:
+
+        edgekws fleet group assign lab lab/laptop-01 lab/laptop-02 --db sqlite:///fleet.db
+    """
+
+
+def _members(devices: tuple[str, ...]) -> list[tuple[str, str]]:
+    from edgekws.agent.mqtt import ID_MAX, ID_PATTERN
+
+    out, bad = [], []
+    for name in devices:
+        fleet_id, _, device = name.partition("/")
+        if all(re.match(ID_PATTERN, v) and len(v) <= ID_MAX for v in (fleet_id, device)):
+            out.append((fleet_id, device))
+        else:
+            bad.append(name)
+    if bad:
+        raise click.BadParameter(
+            f"{', '.join(map(repr, bad))}: write each device as FLEET/DEVICE, both matching {ID_PATTERN}"
+        )
+    return sorted(set(out))
+
+
+@group.command("assign")
+@click.argument("group_name", metavar="GROUP")
+@click.argument("devices", nargs=-1, required=True, metavar="FLEET/DEVICE...")
+@_db_option
+def group_assign(group_name: str, devices: tuple[str, ...], db: str) -> None:
+    """Put devices into GROUP (each device is in one group at most; this moves it).
+
+    Example:
+
+        edgekws fleet group assign canary lab/laptop-01 --db sqlite:///fleet.db
+    """
+    from edgekws.agent.mqtt import ID_MAX, ID_PATTERN
+
+    if not re.match(ID_PATTERN, group_name) or len(group_name) > ID_MAX:
+        raise click.BadParameter(f"{group_name!r}: a group id matches {ID_PATTERN}", param_hint="GROUP")
+    members = _members(devices)
+    store = _open_store(db)
+    try:
+        store.assign_group(group_name, members)
+    finally:
+        store.dispose()
+    click.echo(f"{len(members)} device(s) in group {group_name}")
+
+
+@group.command("remove")
+@click.argument("devices", nargs=-1, required=True, metavar="FLEET/DEVICE...")
+@_db_option
+def group_remove(devices: tuple[str, ...], db: str) -> None:
+    """Take devices out of their group.
+
+    Example:
+
+        edgekws fleet group remove lab/laptop-01 --db sqlite:///fleet.db
+    """
+    store = _open_store(db, must_exist=True)
+    try:
+        n = store.unassign_group(_members(devices))
+    finally:
+        store.dispose()
+    click.echo(f"{n} device(s) taken out of their group")
+
+
+@group.command("list")
+@click.option("--group", "group_name", default=None, help="Only this group.")
+@_db_option
+@click.option("--json", "as_json", is_flag=True, help="Print {group: [FLEET/DEVICE, ...]} as JSON.")
+def group_list(group_name: str | None, db: str, as_json: bool) -> None:
+    """List the groups and their devices.
+
+    Example:
+
+        edgekws fleet group list --db sqlite:///fleet.db --json
+    """
+    store = _open_store(db, must_exist=True)
+    try:
+        assigned = store.group_assignments(group_name)
+    finally:
+        store.dispose()
+    groups: dict[str, list[str]] = {}
+    for (fleet_id, device), name in assigned.items():
+        groups.setdefault(name, []).append(f"{fleet_id}/{device}")
+    if as_json:
+        click.echo(json.dumps(groups, indent=2, sort_keys=True))
+        return
+    for name in sorted(groups):
+        click.echo(f"{name}: {' '.join(groups[name])}")
+
+
 @fleet.command()
 @click.argument("bundle_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_broker_options
 @click.option("--devices", default=None, help="Comma-separated device ids (or FLEET/DEVICE) to deploy to.")
-@click.option("--group", default=None, help="Deploy to every device whose status names this group.")
+@click.option("--group", default=None,
+              help="Deploy to the devices assigned to this group in the fleet registry (--db).")  # fmt: skip
+@click.option("--db", default="sqlite:///fleet.db", show_default=True,
+              help="The monitor's store, which holds the fleet registry (only with --group).")  # fmt: skip
 @click.option("--fleet", "fleet_name", default=None, help="Only devices of this fleet.")
 @click.option(
     "--canary",
@@ -262,7 +410,8 @@ def watch(broker: Any, tls: dict[str, Any], refresh: float, once: bool, as_json:
     default=1 * 2**20,
     show_default=True,
     type=int,
-    help="Largest bundle (bytes) sent inline, base64 in the command (at most 4 MiB).",
+    help="Largest bundle (bytes) sent inline, base64 in the command (at most 4 MiB, and the command must "
+    "fit the broker's maximum packet size).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the rollout report as JSON.")
 def deploy(
@@ -271,6 +420,7 @@ def deploy(
     tls: dict[str, Any],
     devices: str | None,
     group: str | None,
+    db: str,
     fleet_name: str | None,
     canary: float,
     rollback: bool,
@@ -285,10 +435,11 @@ def deploy(
     Each device fetches the bundle, checks its sha256, signature and hashes, activates it, runs a
     health check and reports `deploy.deployed` or `deploy.failed` (after rolling itself back).
     Downgrades are refused unless --rollback. Exit status 1 when the rollout halted or a device failed.
+    --group takes its devices from the fleet registry (`edgekws fleet group assign`).
 
     Example:
 
-        edgekws fleet deploy kws-1.2.0.ekb --group lab --canary 10 --broker mqtt://broker:1883
+        edgekws fleet deploy kws-1.2.0.ekb --group lab --canary 10 --broker mqtt://broker:1883 --db sqlite:///fleet.db
 
         edgekws fleet deploy kws-1.1.0.ekb --devices box-1,box-2 --rollback --json
     """
@@ -296,12 +447,20 @@ def deploy(
 
     if (devices is None) == (group is None):
         raise click.UsageError("give --devices A,B or --group G")
+    members = None
+    if group is not None:
+        store = _open_store(db, must_exist=True)
+        try:
+            members = sorted(store.group_assignments(group, fleet_name))
+        finally:
+            store.dispose()
     try:
         report = run_rollout(
             broker,
             bundle_file,
             devices=[d.strip() for d in devices.split(",") if d.strip()] if devices else None,
             group=group,
+            members=members,
             fleet=fleet_name,
             canary_percent=canary,
             rollback=rollback,

@@ -12,7 +12,7 @@ DASHBOARD = """<!doctype html>
 </style></head><body>
 <h1>edgekws fleet</h1>
 <div id="alerts"></div>
-<table id="devices"><thead><tr><th>fleet</th><th>device</th><th>status</th><th>bundle</th><th>backend</th>
+<table id="devices"><thead><tr><th>fleet</th><th>device</th><th>group</th><th>status</th><th>bundle</th><th>backend</th>
 <th>det/min</th><th>p50 ms</th><th>p95 ms</th><th>energy mJ/inf</th><th>method</th><th>queue</th><th>last seen</th>
 </tr></thead><tbody></tbody></table>
 <p><small id="meta">loading…</small></p>
@@ -28,7 +28,8 @@ async function refresh(){
       const st=cell(d.online===null?'unknown':(d.online?'online':'offline'));
       st.className=d.online?'online':'offline';
       const age=d.last_seen?Math.round(s.time-d.last_seen)+' s ago':null;
-      tr.append(cell(d.fleet),cell(d.device),st,cell(d.bundle?d.bundle.name+' '+d.bundle.version:null),
+      const group=d.group||(d.reported_group?'('+d.reported_group+'?)':null);
+      tr.append(cell(d.fleet),cell(d.device),cell(group),st,cell(d.bundle?d.bundle.name+' '+d.bundle.version:null),
         cell(d.backend),cell(d.detections_per_minute),cell(num(d.latency_p50_ms,3)),cell(num(d.latency_p95_ms,3)),
         cell(num(d.energy_mj,4)),cell(d.energy_method),cell(d.queue_depth),cell(age));
       tb.append(tr);
@@ -37,6 +38,7 @@ async function refresh(){
     for(const a of s.alerts){const p=document.createElement('div');p.className='alert';p.textContent=a.message;al.append(p)}
     document.getElementById('meta').textContent=s.devices.length+' devices · '+
       Object.values(s.counts.messages).reduce((a,b)=>a+b,0)+' messages · '+s.counts.duplicates+' duplicates · '+
+      s.counts.invalid+' invalid · '+
       'updated '+new Date(s.time*1000).toLocaleTimeString();
   }catch(e){document.getElementById('meta').textContent='monitor unreachable: '+e}
 }

@@ -1,9 +1,16 @@
-"""The fleet monitor: subscribes to ``edgekws/v1/+/+/#``, de-duplicates by message id, keeps each device's
-state and writes what it saw to the store.
+"""The fleet monitor: subscribes to ``edgekws/v1/+/+/#``, validates every message, de-duplicates by message
+id, keeps each device's state and writes what it saw to the store.
 
 :class:`FleetMonitor` is the logic (``ingest(topic, payload)``, no network); :class:`MqttIngest` is the
 MQTT 5 connection around it, an explicit reconnect loop like the device's. The monitor's identity comes
 from the topic (which the broker's ACL binds to the device's login), never from the payload.
+
+Every message is checked against its model before it touches any state (``parse_device_message``: the
+topic's ids, size, nesting, strict types, finite numbers). A message that fails -- or that a handler fails
+on -- is counted, logged with its device and topic, parked in the store's ``dead_letters`` table and
+acknowledged like any other, so one bad message never stops ingest and is never re-delivered forever.
+A device's rollout group is the fleet registry's (``device_groups``, set by the operator), never the group
+its own status claims (shown as ``reported_group``).
 
 With a store, the monitor acknowledges a message only after the batch that holds it is committed: the
 PUBACK to the broker (with a persistent session -- fixed client id, session expiry -- so a monitor
@@ -13,34 +20,48 @@ which only then deletes it from its outbox (so a broker crash loses nothing eith
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import re
 import threading
 import time
+import typing
 import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+
 from edgekws.agent.mqtt import (
+    ID_MAX,
+    ID_PATTERN,
+    INT_MAX,
     KINDS,
     MONITOR_SESSION_EXPIRY_S,
     QUEUED_KINDS,
     AckCommand,
+    ActiveBundle,
     Backoff,
     BrokerUrl,
     ClientOptions,
+    DetectionMessage,
+    EventMessage,
+    InvalidMessage,
     MqttSession,
+    StatusMessage,
     SubscribeRefused,
+    TelemetryMessage,
     TlsFiles,
     command_topic,
     device_subscription,
     keep_connected,
+    parse_device_message,
     parse_topic,
-    schema_name,
 )
 from edgekws.toolkit.fleet._alerts import AlertBook, AlertRules, regression
-from edgekws.toolkit.fleet._store import FleetStore, payload_text
+from edgekws.toolkit.fleet._store import FleetStore, StoreError, dead_letter
 
 log = logging.getLogger("edgekws.fleet")
 
@@ -53,7 +74,8 @@ class DeviceState:
     fleet: str
     device: str
     online: bool | None = None
-    group: str | None = None  # rollout group, from the device's status
+    group: str | None = None  # rollout group, from the fleet registry (the operator's assignment)
+    reported_group: str | None = None  # the group the device's own status names (shown, never trusted)
     bundle: dict[str, Any] | None = None
     backend: str | None = None
     boot: str | None = None
@@ -69,6 +91,7 @@ class DeviceState:
     dropped: dict[str, int] = field(default_factory=dict)  # what the device reported it had to drop
     duplicates: int = 0
     out_of_order: int = 0
+    invalid: int = 0  # messages refused (dead letters)
     detections_recent: deque[float] = field(default_factory=lambda: deque(maxlen=10000))
     history: deque[tuple[str | None, float | None, float | None, str | None]] = field(
         default_factory=lambda: deque(maxlen=200)
@@ -95,22 +118,77 @@ class DeviceState:
         return out
 
 
-def _latency_key(lat: dict[str, Any]) -> float | None:
-    for key in ("p95", "p99", "p50"):
-        if isinstance(lat.get(key), int | float):
-            return float(lat[key])
-    return None
+def _latency_key(p50: float | None, p95: float | None, p99: float | None) -> float | None:
+    return next((v for v in (p95, p99, p50) if v is not None), None)
 
 
 def _pick_energy(readings: list[Any]) -> tuple[float | None, str | None]:
     """A measured figure if there is one, else the first estimate."""
-    valid = [
-        r for r in readings if isinstance(r, dict) and isinstance(r.get("mj_per_inference"), int | float)
-    ]
-    valid.sort(key=lambda r: not str(r.get("method", "")).startswith("measured:"))
+    valid = sorted(
+        (r for r in readings if r.mj_per_inference is not None),
+        key=lambda r: not r.method.startswith("measured:"),
+    )
     if not valid:
         return None, None
-    return float(valid[0]["mj_per_inference"]), str(valid[0].get("method"))
+    return float(valid[0].mj_per_inference), valid[0].method
+
+
+#: What a restarted monitor takes over from the store's device states.
+_RESTORED = (
+    "online",
+    "reported_group",
+    "bundle",
+    "backend",
+    "boot",
+    "last_seen",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "energy_mj",
+    "energy_method",
+)
+
+
+def _restorers() -> dict[str, TypeAdapter[Any]]:
+    """A validator per restored field, of its DeviceState type (a bundle as the contract's ActiveBundle):
+    a stored value of another type or a non-finite number (an older monitor wrote them) is refused."""
+    hints = typing.get_type_hints(DeviceState)
+    strict = ConfigDict(allow_inf_nan=False)
+    return {
+        key: TypeAdapter(ActiveBundle | None) if key == "bundle" else TypeAdapter(hints[key], config=strict)
+        for key in _RESTORED
+    }
+
+
+_RESTORE = _restorers()
+
+
+class _Throttle:
+    """At most one log line per key every ``every_s`` seconds (a device sending garbage at line rate must
+    not flood the log); says how many were held back."""
+
+    def __init__(self, every_s: float = 10.0) -> None:
+        self.every_s = every_s
+        self._last: dict[Any, tuple[float, int]] = {}
+
+    def allow(self, key: Any, now: float) -> int | None:
+        """None: stay quiet; else how many lines were held back since the last one."""
+        last, held = self._last.get(key, (float("-inf"), 0))
+        if now - last < self.every_s:
+            self._last[key] = (last, held + 1)
+            return None
+        if len(self._last) > 10000:
+            self._last.clear()
+        self._last[key] = (now, 0)
+        return held
+
+
+def _seq_of(msg_id: str) -> tuple[str, int] | None:
+    """(epoch, seq) of a queued message id ``<epoch>:<seq>`` with seq in 64 bits; None for other ids."""
+    epoch, _, seq = msg_id.partition(":")
+    if seq.isascii() and seq.isdigit() and len(seq) <= 19 and int(seq) <= INT_MAX:
+        return epoch, int(seq)
+    return None
 
 
 class FleetMonitor:
@@ -128,14 +206,18 @@ class FleetMonitor:
         self.devices: dict[tuple[str, str], DeviceState] = {}
         self.messages_total = dict.fromkeys(KINDS, 0)  # after de-duplication
         self.duplicates_total = 0
-        self.invalid_total = 0
+        self.invalid_total = 0  # refused messages (dead letters), whatever their topic
         self._dedup_window = dedup_window
         self._seen: dict[tuple[str, str], OrderedDict[str, None]] = {}
         self._last_seq: dict[tuple[str, str], tuple[str, int]] = {}
         self._rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in QUEUED_KINDS}
+        self._dead: list[dict[str, Any]] = []  # dead letters not yet written
         self._dirty: set[tuple[str, str]] = set()
         self._acks: dict[tuple[str, str, str], list[int]] = {}  # (fleet, device, epoch) -> seqs to ack
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._quiet = _Throttle()
+        self._groups_read = float("-inf")
+        self.registry_refresh_s = 5.0
         self._handlers = {
             "status": self._on_status,
             "telemetry": self._on_telemetry,
@@ -144,21 +226,44 @@ class FleetMonitor:
         }
         if store is not None:
             for state in store.device_states():
-                d = self._device(state["fleet"], state["device"])
-                for key in (
-                    "online",
-                    "group",
-                    "bundle",
-                    "backend",
-                    "boot",
-                    "last_seen",
-                    "latency_p50_ms",
-                    "latency_p95_ms",
-                    "latency_p99_ms",
-                    "energy_mj",
-                    "energy_method",
-                ):
-                    setattr(d, key, state.get(key))
+                self._restore(state)
+            self._read_groups(time.monotonic())
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """One device's state as the store holds it (ids of the documented pattern only, values checked)."""
+        fleet, device = state.get("fleet"), state.get("device")
+        if not all(
+            isinstance(v, str) and re.match(ID_PATTERN, v) and len(v) <= ID_MAX for v in (fleet, device)
+        ):
+            log.warning(
+                "ignored a stored device state with invalid ids %s/%s", ascii(fleet)[:60], ascii(device)[:60]
+            )
+            return
+        assert isinstance(fleet, str) and isinstance(device, str)
+        d = self._device(fleet, device)
+        for key, adapter in _RESTORE.items():
+            try:
+                value = adapter.validate_python(state.get(key))
+            except ValidationError:
+                value = None  # what /api/devices could not serve (NaN, a string for a number, …)
+            setattr(d, key, value.model_dump() if isinstance(value, BaseModel) else value)
+
+    def _read_groups(self, now: float) -> None:
+        """The fleet registry's groups onto the device states (registered devices show even before their first
+        message); read again every ``registry_refresh_s`` (another monitor or the operator may change it)."""
+        if self.store is None or now - self._groups_read < self.registry_refresh_s:
+            return
+        self._groups_read = now
+        try:
+            groups = self.store.group_assignments()
+        except Exception as exc:  # the store is down: keep what we had, try again later
+            log.warning("cannot read the fleet registry: %s", exc)
+            return
+        with self._lock:
+            for key, d in self.devices.items():
+                d.group = groups.get(key)
+            for (fleet, device), group in groups.items():
+                self._device(fleet, device).group = group
 
     def _device(self, fleet: str, device: str) -> DeviceState:
         key = (fleet, device)
@@ -167,53 +272,95 @@ class FleetMonitor:
         return self.devices[key]
 
     def ingest(self, topic: str, payload: bytes | bytearray, now: float | None = None) -> bool:
-        """Apply one MQTT message; False when it is a duplicate or invalid (it is then counted only)."""
+        """Apply one MQTT message; False when it is a duplicate (counted) or was refused (counted, logged and
+        parked as a dead letter). Never raises because of what a message holds."""
         now = time.time() if now is None else now
-        where = parse_topic(topic)
-        if where is None:
-            self.invalid_total += 1
-            return False
-        fleet, device, kind = where.fleet, where.device, where.kind
-        if kind == "cmd":
+        parsed = parse_topic(topic)
+        if parsed is not None and parsed.kind == "cmd":
             return False  # commands to devices (ours or an operator's): not device output
         try:
-            msg = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            msg = None
-        if kind not in KINDS or not isinstance(msg, dict) or msg.get("schema") != schema_name(kind):
-            with self._lock:
-                self.invalid_total += 1
-            log.warning("ignored an invalid message on %s", topic)
+            where, msg = parse_device_message(topic, bytes(payload))
+        except InvalidMessage as exc:
+            self._refuse(topic, bytes(payload), exc, now)
             return False
         with self._lock:
-            key = (fleet, device)
-            d = self._device(fleet, device)
-            msg_id = str(msg.get("id", ""))
-            seen = self._seen.setdefault(key, OrderedDict())
-            self._note_ack(fleet, device, msg_id)  # duplicates too: the device may have missed our ack
-            if msg_id in seen:
-                d.duplicates += 1
-                self.duplicates_total += 1
+            try:
+                return self._apply(where.fleet, where.device, where.kind, msg, now)
+            except Exception as exc:  # a bug of ours: park the message and go on with the next
+                log.exception(
+                    "the monitor failed on a message from %s/%s on %s", where.fleet, where.device, topic
+                )
+                self._refuse(
+                    topic,
+                    bytes(payload),
+                    InvalidMessage([f"the monitor failed on it: {exc!r}"], where, msg.id),
+                    now,
+                )
                 return False
-            seen[msg_id] = None
-            if len(seen) > self._dedup_window:
-                seen.popitem(last=False)
-            self._check_order(key, d, msg_id)
-            d.messages[kind] += 1
-            self.messages_total[kind] += 1
-            d.last_seen = now
-            handler = self._handlers.get(kind)
-            if handler is not None:  # a kind the monitor does not act on is counted only
-                handler(d, msg, now)
-            self._dirty.add(key)
-            return True
+
+    def _apply(self, fleet: str, device: str, kind: str, msg: Any, now: float) -> bool:
+        key = (fleet, device)
+        d = self._device(fleet, device)
+        msg_id = msg.id
+        seen = self._seen.setdefault(key, OrderedDict())
+        self._note_ack(fleet, device, msg_id)  # duplicates too: the device may have missed our ack
+        if msg_id in seen:
+            d.duplicates += 1
+            self.duplicates_total += 1
+            return False
+        seen[msg_id] = None
+        if len(seen) > self._dedup_window:
+            seen.popitem(last=False)
+        self._check_order(key, d, msg_id)
+        d.messages[kind] += 1
+        self.messages_total[kind] += 1
+        d.last_seen = now
+        handler = self._handlers.get(kind)
+        if handler is not None:  # a kind the monitor does not act on is counted only
+            handler(d, msg, now)
+        self._dirty.add(key)
+        return True
+
+    def _refuse(self, topic: str, payload: bytes, exc: InvalidMessage, now: float) -> None:
+        """Count, log (throttled per device) and park a refused message; acknowledge it like any other."""
+        where = exc.topic
+        with self._lock:
+            self.invalid_total += 1
+            if where is not None and (where.fleet, where.device) in self.devices:
+                self.devices[(where.fleet, where.device)].invalid += 1
+            if self.store is not None:
+                self._dead.append(
+                    dead_letter(
+                        topic,
+                        payload,
+                        str(exc),
+                        fleet=None if where is None else where.fleet,
+                        device=None if where is None else where.device,
+                        kind=None if where is None else where.kind,
+                        received=now,
+                    )
+                )
+                if where is not None and exc.message_id is not None:  # off the device's outbox too
+                    self._note_ack(where.fleet, where.device, exc.message_id)
+        source = (where.fleet, where.device) if where is not None else "topic"
+        held = self._quiet.allow(source, now)
+        if held is not None:
+            log.warning(
+                "refused a message from %s on %s (%d bytes): %s%s%s",
+                "an invalid topic" if where is None else f"{where.fleet}/{where.device}",
+                ascii(topic)[1:-1][:200],
+                len(payload),
+                str(exc)[:500],
+                "; parked as a dead letter" if self.store is not None else "",
+                f" ({held} more from it not logged)" if held else "",
+            )
 
     def _note_ack(self, fleet: str, device: str, msg_id: str) -> None:
         if self.store is None:
             return  # an in-memory monitor (fleet watch) only watches; it never takes messages off devices
-        epoch, _, seq = msg_id.partition(":")
-        if seq.isdigit():
-            self._acks.setdefault((fleet, device, epoch), []).append(int(seq))
+        seq = _seq_of(msg_id)
+        if seq is not None:
+            self._acks.setdefault((fleet, device, seq[0]), []).append(seq[1])
 
     def take_acks(self) -> list[tuple[str, str, str, list[tuple[int, int]]]]:
         """(fleet, device, epoch, seq ranges) of messages stored since the last call; call after flush()."""
@@ -231,50 +378,56 @@ class FleetMonitor:
         return out
 
     def _check_order(self, key: tuple[str, str], d: DeviceState, msg_id: str) -> None:
-        epoch, _, seq = msg_id.partition(":")
-        if not seq.isdigit():
+        parsed = _seq_of(msg_id)
+        if parsed is None:
             return
         last = self._last_seq.get(key)
-        if last is not None and last[0] == epoch and int(seq) < last[1]:
+        if last is not None and last[0] == parsed[0] and parsed[1] < last[1]:
             d.out_of_order += 1
         else:
-            self._last_seq[key] = (epoch, int(seq))
+            self._last_seq[key] = parsed
 
-    def _on_status(self, d: DeviceState, msg: dict[str, Any], now: float) -> None:
-        d.online = msg.get("state") == "online"
-        d.group = msg.get("group", d.group)
-        d.boot = msg.get("boot", d.boot)
-        d.backend = msg.get("backend", d.backend)
-        self._set_bundle(d, msg.get("bundle"))
+    def _on_status(self, d: DeviceState, msg: StatusMessage, now: float) -> None:
+        d.online = msg.state == "online"
+        d.reported_group = msg.group
+        d.boot = msg.boot
+        d.backend = msg.backend
+        self._set_bundle(d, msg.bundle)
         if d.online:
             self.alerts.resolve(d.fleet, d.device, "offline")
         else:
-            why = msg.get("reason") or "offline"
+            why = msg.reason or "offline"
             self.alerts.raise_(d.fleet, d.device, "offline", f"{d.fleet}/{d.device} went offline ({why})")
 
-    def _set_bundle(self, d: DeviceState, bundle: Any) -> None:
-        if isinstance(bundle, dict) and bundle != d.bundle:
+    def _set_bundle(self, d: DeviceState, bundle: ActiveBundle | None) -> None:
+        if bundle is None:
+            return
+        new = bundle.model_dump()
+        if new != d.bundle:
             if d.bundle is not None:
-                log.info("%s/%s: bundle %s -> %s", d.fleet, d.device, d.bundle_version, bundle.get("version"))
-            d.bundle = bundle
+                log.info("%s/%s: bundle %s -> %s", d.fleet, d.device, d.bundle_version, bundle.version)
+            d.bundle = new
 
-    def _on_telemetry(self, d: DeviceState, msg: dict[str, Any], now: float) -> None:
-        self._set_bundle(d, msg.get("bundle"))
-        d.backend = msg.get("backend", d.backend)
+    def _on_telemetry(self, d: DeviceState, msg: TelemetryMessage, now: float) -> None:
+        self._set_bundle(d, msg.bundle)
+        d.backend = msg.backend
         if d.online is None:
             d.online = True
-        lat = (msg.get("latency_ms") or {}).get("inference") or {}
-        d.latency_p50_ms, d.latency_p95_ms, d.latency_p99_ms = lat.get("p50"), lat.get("p95"), lat.get("p99")
-        d.energy_mj, d.energy_method = _pick_energy(msg.get("energy") or [])
-        d.real_time_factor = msg.get("real_time_factor")
-        d.queue_depth = (msg.get("queue") or {}).get("depth")
-        for kind, n in (msg.get("dropped") or {}).items():
-            d.dropped[kind] = d.dropped.get(kind, 0) + int(n)
-        d.history.append((d.bundle_version, _latency_key(lat), d.energy_mj, d.energy_method))
+        lat = msg.latency_ms.get("inference")
+        d.latency_p50_ms, d.latency_p95_ms, d.latency_p99_ms = (
+            (lat.p50, lat.p95, lat.p99) if lat is not None else (None, None, None)
+        )
+        d.energy_mj, d.energy_method = _pick_energy(msg.energy)
+        d.real_time_factor = msg.real_time_factor
+        d.queue_depth = msg.queue.depth
+        for kind, n in msg.dropped.items():
+            d.dropped[kind] = min(INT_MAX, d.dropped.get(kind, 0) + n)
+        latency = _latency_key(d.latency_p50_ms, d.latency_p95_ms, d.latency_p99_ms)
+        d.history.append((d.bundle_version, latency, d.energy_mj, d.energy_method))
         self._check_regressions(d)
         self._rows["telemetry"].append(
             {
-                **self._row(d, msg, now),
+                **self._row(d, msg),
                 "bundle_version": d.bundle_version,
                 "backend": d.backend,
                 "latency_p50_ms": d.latency_p50_ms,
@@ -323,42 +476,55 @@ class FleetMonitor:
                 f"({method}, +{100 * en.change:.0f} %) after rollout {previous} -> {version}",
             )
 
-    def _on_detection(self, d: DeviceState, msg: dict[str, Any], now: float) -> None:
-        ts = msg.get("ts")
-        d.detections_recent.append(float(ts) if isinstance(ts, int | float) else now)
+    def _on_detection(self, d: DeviceState, msg: DetectionMessage, now: float) -> None:
+        d.detections_recent.append(msg.ts)
         self._rows["detection"].append(
-            {**self._row(d, msg, now), "label": str(msg.get("label")), "confidence": msg.get("confidence")}
+            {**self._row(d, msg), "label": msg.label, "confidence": msg.confidence}
         )
 
-    def _on_event(self, d: DeviceState, msg: dict[str, Any], now: float) -> None:
-        kind, level = str(msg.get("kind")), msg.get("level")
-        if level == "error":
-            detail = json.dumps(msg.get("detail", {}))[:200]
-            self.alerts.raise_(d.fleet, d.device, "error", f"{d.fleet}/{d.device}: {kind} {detail}")
-        if kind == "bundle.activated":
+    def _on_event(self, d: DeviceState, msg: EventMessage, now: float) -> None:
+        if msg.level == "error":
+            detail = json.dumps(msg.detail)[:200]
+            self.alerts.raise_(d.fleet, d.device, "error", f"{d.fleet}/{d.device}: {msg.kind_} {detail}")
+        if msg.kind_ == "bundle.activated":
             self.alerts.resolve(d.fleet, d.device, "error")
-        self._rows["event"].append({**self._row(d, msg, now), "kind": kind, "level": level})
+        self._rows["event"].append({**self._row(d, msg), "kind": msg.kind_, "level": msg.level})
 
     @staticmethod
-    def _row(d: DeviceState, msg: dict[str, Any], now: float) -> dict[str, Any]:
-        ts = msg.get("ts")
+    def _row(d: DeviceState, msg: Any) -> dict[str, Any]:
         return {
             "fleet": d.fleet,
             "device": d.device,
-            "msg_id": str(msg.get("id")),
-            "ts": float(ts) if isinstance(ts, int | float) else now,
-            "payload": payload_text(msg),
+            "msg_id": msg.id,
+            "ts": msg.ts,
+            "payload": msg.model_dump_json(by_alias=True, exclude_unset=True),  # validated: finite, no NUL
         }
 
     def flush(self) -> None:
-        """Write what was ingested since the last flush to the store (one transaction)."""
+        """Write what was ingested since the last flush to the store (one transaction). When the store cannot
+        be written (:class:`StoreError`) the batch is kept for the next flush and the error raised."""
         with self._lock:
             rows, self._rows = self._rows, {kind: [] for kind in QUEUED_KINDS}
-            states = [self.devices[k].to_dict() for k in self._dirty]
-            self._dirty = set()
+            dead, self._dead = self._dead, []
+            dirty, self._dirty = self._dirty, set()
+            states = [self.devices[k].to_dict() for k in dirty]
             changed, self.alerts.pending = self.alerts.pending, []
-        if self.store is not None:
-            self.store.write(rows, states, [a.to_dict() for a in changed])
+        if self.store is None:
+            return
+        try:
+            parked = self.store.write(rows, states, [a.to_dict() for a in changed], dead)
+        except StoreError:
+            with self._lock:  # keep the batch, in order, ahead of what arrived meanwhile
+                for kind, batch in rows.items():
+                    self._rows[kind][:0] = batch
+                self._dead[:0] = dead
+                self._dirty |= dirty
+                self.alerts.pending[:0] = changed
+            raise
+        if parked:
+            with self._lock:
+                self.invalid_total += parked
+        self._read_groups(time.monotonic())
 
     def snapshot(self) -> dict[str, Any]:
         """Every device's state, the active alerts and the counters (what /api/devices serves)."""
@@ -379,8 +545,16 @@ class FleetMonitor:
 
 
 # ---- the MQTT side ---------------------------------------------------------------------------------------
+#: How long the store may fail to be written before /healthz fails (ingest waits and retries meanwhile).
+STORE_GRACE_S = 60.0
+
+
 class MqttIngest:
-    """Keeps a subscription to every device's messages alive and feeds a :class:`FleetMonitor`."""
+    """Keeps a subscription to every device's messages alive and feeds a :class:`FleetMonitor`.
+
+    :meth:`health` says whether ingest really works: the thread runs (it records why it ended if it ever
+    does), the broker connection, and whether the store has been failing for longer than ``STORE_GRACE_S``.
+    """
 
     def __init__(
         self,
@@ -410,6 +584,9 @@ class MqttIngest:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._unacked: list[tuple[int, int]] = []
+        self.failure: str | None = None  # why the ingest thread ended, if it did other than by stop()
+        self.store_failing_since: float | None = None  # time.monotonic() of the first failed write
+        self.store_error: str | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="edgekws-fleet-mqtt", daemon=True)
@@ -420,10 +597,33 @@ class MqttIngest:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    @property
+    def alive(self) -> bool:
+        """The ingest thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def health(self) -> tuple[bool, dict[str, str]]:
+        """(healthy, what each part says): healthy while the thread runs and the store has not been failing
+        for more than STORE_GRACE_S; a broker outage alone is not unhealthy (ingest reconnects by itself)."""
+        failing = self.store_failing_since
+        store_ok = failing is None or time.monotonic() - failing <= STORE_GRACE_S
+        parts = {
+            "ingest": "running" if self.alive else "stopped",
+            "broker": "connected" if self.connected.is_set() else "disconnected",
+            "store": "ok" if failing is None else ("retrying" if store_ok else "failing"),
+        }
+        return self.alive and store_ok, parts
+
     def _run(self) -> None:
-        """connect -> CONNACK -> subscribe -> I/O + batched commit-then-PUBACK until it drops; back off."""
-        keep_connected(lambda: self.options, self._session, self._stop, self._backoff, log, self._attach)
-        self.monitor.flush()
+        """connect -> CONNACK -> subscribe -> I/O + batched commit-then-PUBACK until it drops; back off.
+        An unexpected error ends the thread: it is logged and kept in ``failure`` (and fails /healthz)."""
+        try:
+            keep_connected(lambda: self.options, self._session, self._stop, self._backoff, log, self._attach)
+            with contextlib.suppress(StoreError):
+                self.monitor.flush()
+        except BaseException as exc:
+            self.failure = f"{type(exc).__name__}: {exc}"
+            log.critical("the fleet monitor's ingest thread stopped: %s", self.failure, exc_info=True)
 
     def _attach(self, session: MqttSession) -> None:
         session.client.on_message = self._on_message
@@ -443,8 +643,8 @@ class MqttIngest:
             while not self._stop.is_set():
                 alive = session.loop(0.05)
                 if time.monotonic() >= next_flush or not alive:
-                    self._commit(session)
-                    next_flush = time.monotonic() + self.flush_interval_s
+                    written = self._commit(session)
+                    next_flush = time.monotonic() + (self.flush_interval_s if written else 1.0)
                 if not alive:
                     log.warning("fleet monitor lost the broker %s; reconnecting", session.where)
                     return
@@ -453,10 +653,22 @@ class MqttIngest:
             self.connected.clear()
             self._unacked = []  # not acknowledged: the broker re-delivers them (persistent session)
 
-    def _commit(self, session: MqttSession) -> None:
+    def _commit(self, session: MqttSession) -> bool:
         """Write the batch, then acknowledge its messages (so nothing acknowledged is unwritten): PUBACK to
-        the broker, and ``cmd/ack`` to each device so it can delete them from its outbox."""
-        self.monitor.flush()
+        the broker, and ``cmd/ack`` to each device so it can delete them from its outbox. When the store
+        cannot be written, nothing is acknowledged (the batch waits in memory, the broker holds back more than
+        its in-flight window) and False is returned; the next commit tries again."""
+        try:
+            self.monitor.flush()
+        except StoreError as exc:
+            if self.store_failing_since is None:
+                self.store_failing_since = time.monotonic()
+                log.error("%s; holding %d message(s) unacknowledged and retrying", exc, len(self._unacked))
+            self.store_error = str(exc)
+            return False
+        if self.store_failing_since is not None:
+            log.info("the fleet store is writable again")
+            self.store_failing_since = self.store_error = None
         for mid, qos in self._unacked:
             session.client.ack(mid, qos)
         self._unacked = []
@@ -472,8 +684,13 @@ class MqttIngest:
             session.publish(
                 command_topic(fleet, device, "ack"), json.dumps(ack.payload(), separators=(",", ":"))
             )
+        return True
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        self.monitor.ingest(msg.topic, msg.payload)
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:  # MQTT requires UTF-8 topics; a broker that let one through: park it
+            topic = msg._topic.decode("utf-8", "backslashreplace")
+        self.monitor.ingest(topic, msg.payload)  # never raises for what a message holds
         if self.monitor.store is not None and msg.qos > 0:
             self._unacked.append((msg.mid, msg.qos))

@@ -3,15 +3,18 @@
 The protocol (docs/mqtt.md, "Rollouts"):
 
 1. **discover**: subscribe to ``edgekws/v1/+/+/status`` and ``.../event``; the broker hands over every
-   device's retained status (online/offline, bundle, backend, group). Targets are the named devices or
-   the devices of a group.
+   device's retained status (online/offline, bundle, backend). Targets are the named devices or the
+   members of a group in the fleet registry (``members``: the monitor's ``device_groups``, set by the
+   operator; the group a device's own status claims is never trusted).
 2. **plan**: refuse the whole rollout if any target runs a higher version of the model unless
-   ``rollback`` (the device refuses it too); split the targets (sorted) into a canary wave
-   (``ceil(n * canary / 100)``, at least one when ``canary > 0``) and the rest.
-3. **per wave**: publish one ``deploy`` command per device (QoS 1, id ``<rollout>-<device>``) and wait up to
-   ``timeout_s`` for each device's ``deploy.deployed`` or ``deploy.failed`` event (``command.rejected`` and
-   silence count as failures). When the failure rate of the wave exceeds ``max_failure_rate`` the rollout
-   **halts**: later waves get nothing.
+   ``rollback`` (the device refuses it too), or if a deploy command would exceed the maximum packet size
+   the broker announced in its CONNACK (an inline bundle too large for it); split the targets (sorted) into
+   a canary wave (``ceil(n * canary / 100)``, at least one when ``canary > 0``) and the rest.
+3. **per wave**: publish one ``deploy`` command per device (QoS 1, id ``<rollout>-<device>``; a broker that
+   refuses it or closes the connection instead of its PUBACK fails that device with the reason) and wait up
+   to ``timeout_s`` for each device's ``deploy.deployed`` or ``deploy.failed`` event (``command.rejected``
+   and silence count as failures). When the failure rate of the wave exceeds ``max_failure_rate`` the
+   rollout **halts**: later waves get nothing.
 
 Devices roll back by themselves when the new bundle fails its health check, so a halted rollout leaves
 the canaries on their old version; ``deploy --rollback`` with the old bundle undoes a completed one.
@@ -43,6 +46,7 @@ from edgekws.agent.mqtt import (
     command_topic,
     device_subscription,
     parse_topic,
+    publish_packet_size,
 )
 from edgekws.packaging import SemVer, check_bundle, sha256_hex
 
@@ -128,6 +132,7 @@ class _Session:
     def __init__(self, broker: BrokerUrl, tls: dict[str, Any] | None) -> None:
         self.status: dict[tuple[str, str], dict[str, Any]] = {}
         self.events: list[tuple[str, str, dict[str, Any]]] = []
+        self.pubacks: dict[int, Any] = {}
         self.changed = threading.Condition()
         files = tls or {}
         self.mqtt = MqttSession(
@@ -138,6 +143,7 @@ class _Session:
             )
         )
         self.mqtt.client.on_message = self._on_message
+        self.mqtt.client.on_publish = self._on_publish
         self.mqtt.start_loop()
         try:
             self.mqtt.connect()
@@ -161,11 +167,41 @@ class _Session:
                 self.events.append((where.fleet, where.device, body))
             self.changed.notify_all()
 
-    def publish(self, fleet: str, device: str, command: DeployCommand) -> None:
-        self.mqtt.publish(command_topic(fleet, device, "deploy"), json.dumps(command.payload()), timeout_s=10)
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, props: Any) -> None:
+        with self.changed:
+            self.pubacks[mid] = reason_code
+            self.changed.notify_all()
+
+    def publish(self, fleet: str, device: str, command: DeployCommand, timeout_s: float = 10.0) -> str | None:
+        """Send one deploy command; None once the broker acknowledged it, else why it did not take it."""
+        topic, payload = _command_packet(fleet, device, command)
+        size = publish_packet_size(topic, payload)
+        info = self.mqtt.publish(topic, payload)
+        deadline = time.monotonic() + timeout_s
+        with self.changed:
+            while info.mid not in self.pubacks:
+                if self.mqtt.dropped:
+                    return (
+                        f"the broker closed the connection instead of acknowledging the {size}-byte deploy "
+                        f"command ({self.mqtt.disconnect_reason}); a broker whose message_size_limit is "
+                        "below that does so: serve the bundle over http(s) and pass --url, or raise the "
+                        "broker's limit (and set its max_packet_size, which clients are told at connect)"
+                    )
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return f"the broker did not acknowledge the deploy command within {timeout_s:g} s"
+                self.changed.wait(min(left, 0.05))
+            code = self.pubacks.pop(info.mid)
+        if code.is_failure:
+            return f"the broker refused the {size}-byte deploy command: {code}"
+        return None
 
     def close(self) -> None:
         self.mqtt.close()
+
+
+def _command_packet(fleet: str, device: str, command: DeployCommand) -> tuple[str, bytes]:
+    return command_topic(fleet, device, "deploy"), json.dumps(command.payload()).encode()
 
 
 def _targets(
@@ -173,12 +209,22 @@ def _targets(
     devices: list[str] | None,
     group: str | None,
     fleet: str | None,
+    members: list[tuple[str, str]] | None,
 ) -> list[tuple[str, str]]:
     known = sorted(k for k in status if fleet is None or k[0] == fleet)
     if group is not None:
-        found = [k for k in known if status[k].get("group") == group]
+        found = sorted({k for k in members or [] if fleet is None or k[0] == fleet})
         if not found:
-            raise RolloutError(f"no device of group {group!r} has a status on the broker")
+            claims = [f"{f}/{d}" for f, d in known if status[(f, d)].get("group") == group]
+            hint = (
+                f" (devices whose own status claims it, not trusted: {', '.join(claims[:10])})"
+                if claims
+                else ""
+            )
+            raise RolloutError(
+                f"no device is assigned to group {group!r} in the fleet registry{hint}; assign them with "
+                f"`edgekws fleet group assign {group} FLEET/DEVICE ...`; nothing was sent"
+            )
         return found
     problems, out = [], []
     for name in devices or []:
@@ -213,12 +259,54 @@ def _downgrades(
     return found
 
 
+def _check_packet_size(
+    targets: list[tuple[str, str]],
+    ref: dict[str, Any],
+    rollout_id: str,
+    rollback: bool,
+    limit: int | None,
+    where: str,
+) -> None:
+    """Refuse (nothing sent) when a deploy command would exceed the broker's announced maximum packet size."""
+    if limit is None or "data" not in ref:
+        return
+    longest_ts = 9999999999.999  # the commands are made per wave; their ts is never longer than this
+    sizes = [
+        publish_packet_size(*_command_packet(f, d, _deploy_command(ref, rollout_id, d, rollback, longest_ts)))
+        for f, d in targets
+    ]
+    if max(sizes, default=0) > limit:
+        overhead = max(sizes) - len(ref["data"])
+        fits = max(0, (limit - overhead) * 3 // 4)
+        raise RolloutError(
+            f"the deploy command with the bundle inline is {max(sizes)} bytes, more than the {limit}-byte "
+            f"maximum packet size the broker {where} announced (its max_packet_size); bundles up to about "
+            f"{fits} bytes fit inline there. Serve the bundle over http(s) and pass --url, or raise the "
+            "broker's limit; nothing was sent"
+        )
+
+
+def _deploy_command(
+    ref: dict[str, Any], rollout_id: str, device: str, rollback: bool, ts: float | None = None
+) -> DeployCommand:
+    return DeployCommand(
+        schema=COMMAND_SCHEMA,
+        id=f"{rollout_id}-{device}"[:COMMAND_ID_MAX],
+        ts=round(time.time(), 3) if ts is None else ts,
+        type="deploy",
+        bundle=ref,
+        rollback=rollback,
+        rollout=rollout_id,
+    )
+
+
 def run_rollout(
     broker: BrokerUrl,
     bundle_path: Path,
     *,
     devices: list[str] | None = None,
     group: str | None = None,
+    members: list[tuple[str, str]] | None = None,
     fleet: str | None = None,
     canary_percent: float = 0.0,
     rollback: bool = False,
@@ -229,7 +317,8 @@ def run_rollout(
     discover_s: float = 1.0,
     tls: dict[str, Any] | None = None,
 ) -> RolloutReport:
-    """Roll ``bundle_path`` out to ``devices`` (names or FLEET/NAME) or a ``group``, canaries first."""
+    """Roll ``bundle_path`` out to ``devices`` (names or FLEET/NAME) or a ``group`` (its ``members``, from the
+    fleet registry: :meth:`FleetStore.group_assignments`), canaries first."""
     if (devices is None) == (group is None):
         raise RolloutError("give the target devices or a group (exactly one of them)")
     if not 0 <= canary_percent <= 100 or not 0 <= max_failure_rate <= 1:
@@ -245,7 +334,7 @@ def run_rollout(
             time.sleep(0.02)
         with session.changed:
             status = dict(session.status)
-        targets = _targets(status, devices, group, fleet)
+        targets = _targets(status, devices, group, fleet, members)
         downgrades = _downgrades(targets, status, ref)
         if downgrades and not rollback:
             raise RolloutError(
@@ -254,6 +343,8 @@ def run_rollout(
                 + "; pass --rollback to roll these devices back"
             )
         rollout_id = f"r-{uuid.uuid4().hex[:10]}"
+        limit = session.mqtt.max_packet_size
+        _check_packet_size(targets, ref, rollout_id, rollback, limit, session.mqtt.where)
         n_canary = min(len(targets), math.ceil(len(targets) * canary_percent / 100)) if canary_percent else 0
         report = RolloutReport(rollout_id, {k: v for k, v in ref.items() if k != "data"}, _transport(ref))
         waves = [("canary", targets[:n_canary]), ("rest", targets[n_canary:])]
@@ -306,18 +397,15 @@ def _run_wave(
         seen = len(session.events)
     t0 = time.monotonic()
     for r in results:
-        cmd_id = f"{rollout_id}-{r.device}"[:COMMAND_ID_MAX]
-        command = DeployCommand(
-            schema=COMMAND_SCHEMA,
-            id=cmd_id,
-            ts=round(time.time(), 3),
-            type="deploy",
-            bundle=ref,
-            rollback=rollback,
-            rollout=rollout_id,
-        )
-        session.publish(r.fleet, r.device, command)
-        by_id[cmd_id] = r
+        if session.mqtt.dropped:
+            r.result, r.reason = "failed", "not sent: the broker closed the connection"
+            continue
+        command = _deploy_command(ref, rollout_id, r.device, rollback)
+        refused = session.publish(r.fleet, r.device, command)
+        if refused is not None:
+            r.result, r.reason, r.seconds = "failed", refused, round(time.monotonic() - t0, 3)
+            continue
+        by_id[command.id] = r
     deadline = t0 + timeout_s
     with session.changed:
         while any(r.result == "pending" for r in results):

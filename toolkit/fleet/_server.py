@@ -3,15 +3,28 @@
 ``edgekws fleet watch``.
 
 The exposition format is written by hand (text format 0.0.4): a few gauges and counters with
-``fleet``/``device`` labels, label values escaped as the format requires.
+``fleet``/``device`` labels, label values escaped as the format requires; a sample whose value is not a
+finite number is left out, so one device can never make the scrape fail.
+
+Authentication: with a token, every path but ``/healthz`` needs ``Authorization: Bearer TOKEN`` (Prometheus'
+``authorization``) or HTTP Basic with the token as password (any user name: what a browser prompts for).
+:func:`check_bind` refuses to listen beyond the loopback interface without one.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
+import ipaddress
 import json
+import logging
+import math
 import shutil
+import socket
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -20,6 +33,43 @@ from rich.table import Table
 
 from edgekws.toolkit.fleet._dashboard import DASHBOARD
 from edgekws.toolkit.fleet._monitor import FleetMonitor
+
+log = logging.getLogger("edgekws.fleet")
+#: What /healthz reports: (healthy, the state of each part).
+Health = Callable[[], tuple[bool, dict[str, str]]]
+TOKEN_MIN_CHARS = 16
+
+
+def is_loopback(host: str) -> bool:
+    """True when every address ``host`` resolves to is a loopback address (127.0.0.0/8, ::1)."""
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError):
+        return False
+    return bool(infos) and all(ipaddress.ip_address(str(i[4][0]).split("%")[0]).is_loopback for i in infos)
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse (ValueError saying how to fix it) to serve beyond localhost without a token, or a weak token."""
+    if token is not None and len(token) < TOKEN_MIN_CHARS:
+        raise ValueError(
+            f"the access token has {len(token)} characters; use at least {TOKEN_MIN_CHARS} random ones "
+            "(e.g. `openssl rand -hex 32`)"
+        )
+    if token is None and not is_loopback(host):
+        raise ValueError(
+            f"refusing to serve the fleet's data on {host} without authentication: give a token with "
+            "--token-file FILE or the environment variable EDGEKWS_FLEET_TOKEN (clients then send "
+            "'Authorization: Bearer TOKEN'), or listen on 127.0.0.1 behind your own proxy"
+        )
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` as a float when it is a finite number (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def _escape(value: Any) -> str:
@@ -41,8 +91,9 @@ def prometheus_text(snapshot: dict[str, Any]) -> str:
         lines.append(f"# HELP {name} {help_}")
         lines.append(f"# TYPE {name} {kind}")
         for labels, value in samples:
-            if value is not None:
-                lines.append(f"{name}{_labels(**labels)} {float(value)!r}")
+            number = _finite(value)
+            if number is not None:
+                lines.append(f"{name}{_labels(**labels)} {number!r}")
 
     counts = snapshot["counts"]
     family(
@@ -150,11 +201,24 @@ def prometheus_text(snapshot: dict[str, Any]) -> str:
 
 
 class FleetServer:
-    """``/`` dashboard, ``/api/devices`` JSON, ``/metrics`` Prometheus text, ``/healthz``."""
+    """``/`` dashboard, ``/api/devices`` JSON, ``/metrics`` Prometheus text, ``/healthz``.
 
-    def __init__(self, monitor: FleetMonitor, host: str = "127.0.0.1", port: int = 9108) -> None:
+    ``token``: required from clients (module docstring); without one the server listens on loopback only
+    (:func:`check_bind`). ``health``: what ``/healthz`` reports (e.g. :meth:`MqttIngest.health`).
+    """
+
+    def __init__(
+        self,
+        monitor: FleetMonitor,
+        host: str = "127.0.0.1",
+        port: int = 9108,
+        *,
+        token: str | None = None,
+        health: Health | None = None,
+    ) -> None:
+        check_bind(host, token)
         self.monitor = monitor
-        handler = _handler(monitor)
+        handler = _handler(monitor, token, health or (lambda: (True, {})))
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
         self.port = int(self.httpd.server_address[1])
@@ -171,29 +235,58 @@ class FleetServer:
         self.httpd.server_close()
 
 
-def _handler(monitor: FleetMonitor) -> type[BaseHTTPRequestHandler]:
+def _authorized(header: str | None, token: str) -> bool:
+    """``Bearer TOKEN``, or ``Basic`` with TOKEN as the password (compared in constant time)."""
+    scheme, _, value = (header or "").strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() == "basic":
+        try:
+            value = base64.b64decode(value, validate=True).decode("utf-8").partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+    elif scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(value.encode(), token.encode())
+
+
+def _handler(monitor: FleetMonitor, token: str | None, health: Health) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                self._send(
-                    200, prometheus_text(monitor.snapshot()), "text/plain; version=0.0.4; charset=utf-8"
-                )
-            elif path == "/api/devices":
-                self._send(200, json.dumps(monitor.snapshot()), "application/json")
-            elif path in ("/", "/index.html"):
-                self._send(200, DASHBOARD, "text/html; charset=utf-8")
-            elif path == "/healthz":
-                self._send(200, "ok\n", "text/plain")
-            else:
-                self._send(404, "not found: try /, /api/devices or /metrics\n", "text/plain")
+            try:
+                if path == "/healthz":  # open (probes), and says nothing about the fleet
+                    ok, parts = health()
+                    self._send(200 if ok else 503, json.dumps({"ok": ok, **parts}), "application/json")
+                elif token is not None and not _authorized(self.headers.get("Authorization"), token):
+                    self._send(
+                        401,
+                        "authentication required: send 'Authorization: Bearer TOKEN'\n",
+                        "text/plain",
+                        {"WWW-Authenticate": 'Basic realm="edgekws fleet", charset="UTF-8"'},
+                    )
+                elif path == "/metrics":
+                    text = prometheus_text(monitor.snapshot())
+                    self._send(200, text, "text/plain; version=0.0.4; charset=utf-8")
+                elif path == "/api/devices":
+                    _, parts = health()
+                    body = json.dumps({**monitor.snapshot(), "health": parts}, allow_nan=False)
+                    self._send(200, body, "application/json")
+                elif path in ("/", "/index.html"):
+                    self._send(200, DASHBOARD, "text/html; charset=utf-8")
+                else:
+                    self._send(404, "not found: try /, /api/devices or /metrics\n", "text/plain")
+            except Exception:  # a bug: answer 500 rather than drop the connection, and say so in the log
+                log.exception("the fleet monitor's HTTP server failed on %s", path)
+                self._send(500, "internal error: see the monitor's log\n", "text/plain")
 
-        def _send(self, code: int, body: str, ctype: str) -> None:
+        def _send(self, code: int, body: str, ctype: str, headers: dict[str, str] | None = None) -> None:
             data = body.encode()
             self.send_response(code)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(data)))
             self.send_header("Cache-Control", "no-store")
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
 
