@@ -17,6 +17,7 @@ from edgekws.packaging import NetworkSpec
 from edgekws.toolkit.data import SpikeDataset
 from edgekws.toolkit.train import LossConfig, eventprop_loss_and_grad, init_params
 from edgekws.toolkit.train._sparse import SpikeEvents, sparse_loss_and_grad
+from edgekws.toolkit.train._targets import StreamLoss, frame_targets
 
 CASES = {
     "one recurrent layer": ((12,), (True,)),
@@ -61,6 +62,27 @@ def test_sparse_kernel_equals_the_dense_reference(case: str, readout: str) -> No
             name,
             np.linalg.norm(s - d) / np.linalg.norm(d),
         )
+
+
+@pytest.mark.parametrize("mode", ["max", "frame"])
+def test_sparse_kernel_equals_the_dense_reference_on_stream_targets(mode: str) -> None:
+    """The time-resolved stream loss (frame terms and max-pooled windows over a 400-step stretch, state
+    carried over 10 segments): same spikes, loss and accuracies, gradients within float32 rounding."""
+    spec, params, x, _ = _problem((12,), (True,), "exp_weighted_mean", steps=400)
+    spans = [[(0, 0.05, 0.09), (2, 0.2, 0.25)], [(1, 0.1, 0.14)], [], [(3, 0.3, 0.33)], [(1, 0.01, 0.02)]]
+    targets = frame_targets(spans, 400, 0.001, 3, StreamLoss(mode, window_ms=40.0, guard_ms=20.0))
+    cfg = LossConfig(reg_lambda=1e-4, reg_nu=5.0, checkpoint_every=41)
+    loss_d, aux_d, g_d = eventprop_loss_and_grad(params, x, targets, spec, cfg)
+    loss_s, aux_s, g_s = sparse_loss_and_grad(params, x, targets, spec, cfg)
+    counts = [np.asarray(a["hidden_counts"][0]) for a in (aux_d, aux_s)]
+    np.testing.assert_array_equal(*counts)
+    assert float(loss_s) == pytest.approx(float(loss_d), rel=1e-5)
+    for key in ("frame_accuracy", "window_accuracy"):
+        assert float(aux_s[key]) == pytest.approx(float(aux_d[key]))
+    for name in g_d:
+        d, s = np.asarray(g_d[name], np.float64), np.asarray(g_s[name], np.float64)
+        assert np.abs(d).max() > 0, name
+        assert np.linalg.norm(s - d) <= 1e-5 * np.linalg.norm(d), (name, np.linalg.norm(s - d))
 
 
 def test_sparse_kernel_result_does_not_depend_on_the_number_of_threads(

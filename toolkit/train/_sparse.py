@@ -21,8 +21,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from edgekws.packaging import NetworkSpec
-from edgekws.toolkit.train._eventprop import LossConfig, _segments, loss_head, readout_weight
+from edgekws.toolkit.train._eventprop import (
+    LossConfig,
+    _segments,
+    label_problems,
+    loss_head,
+    readout_weight,
+    stream_head,
+)
 from edgekws.toolkit.train._model import input_problems
+from edgekws.toolkit.train._targets import FrameTargets
 
 # Sample chunks of the backward pass, each with its own gradient buffer: a fixed number, so the summation
 # order (and hence every bit of the result) does not depend on the number of threads.
@@ -200,6 +208,23 @@ def _head(scores: jax.Array, counts: jax.Array, labels: jax.Array, cfg: LossConf
     return loss_head(scores, parts, labels, cfg)
 
 
+@functools.partial(jax.jit, static_argnums=(5, 6))
+def _stream_head(
+    frames: jax.Array,
+    best: jax.Array,
+    right: jax.Array,
+    targets: FrameTargets,
+    counts: jax.Array,
+    cfg: LossConfig,
+    sizes: tuple,
+) -> Any:
+    parts, start = [], 0
+    for n in sizes:
+        parts.append(counts[:, start : start + n])
+        start += n
+    return stream_head(frames, best, right, targets, parts, cfg)
+
+
 def sparse_loss_and_grad(
     params: dict[str, Any],
     spikes: SpikeEvents | Any,
@@ -216,10 +241,11 @@ def sparse_loss_and_grad(
     moves the gradient (``benchmarks/kernel_agreement.py``); training uses float32.
     """
     events = spikes if isinstance(spikes, SpikeEvents) else SpikeEvents.from_dense(spikes)
-    labels = np.asarray(labels)
+    stream = isinstance(labels, FrameTargets)
+    if not stream:
+        labels = np.asarray(labels)
     problems = input_problems(params, events, spec, allow_extra=True)
-    if events.shape[2] == spec.num_inputs and labels.shape != (events.shape[0],):
-        problems.append(f"labels must be ({events.shape[0]},) class indices, got shape {tuple(labels.shape)}")
+    problems += label_problems(labels, events.shape, spec)
     if problems:
         raise ValueError(
             "sparse_loss_and_grad: " + "; ".join(problems) + "; build params with init_params(spec, key)"
@@ -234,10 +260,29 @@ def sparse_loss_and_grad(
     w = np.empty(lay.total, f)
     for name, off, fan_in, n in lay.params:
         w[off : off + fan_in * n].reshape(fan_in, n)[...] = np.asarray(params[name], np.float32).T
-    max_rule = cfg.rule(spec) == "max_over_time"
+    mode = 2 if stream else int(cfg.rule(spec) == "max_over_time")
     wts = _readout_weights(steps).astype(f)
-    consts = (f(spec.alpha_syn), f(spec.alpha_mem), f(spec.threshold), seg, max_rule, wts)
+    consts = (f(spec.alpha_syn), f(spec.alpha_mem), f(spec.threshold), seg, mode, wts)
     net = (events.ptr, events.ch, w, lay.woff, lay.roff, lay.rec, lay.noff)
+    if stream:
+        t = labels
+        tg = (
+            np.ascontiguousarray(t.cls, np.int32),
+            np.ascontiguousarray(t.win, np.int32),
+            np.ascontiguousarray(t.wt, f),
+            np.ascontiguousarray(t.win_cls, np.int32),
+            np.ascontiguousarray(t.win_wt, f),
+        )
+    else:
+        no_i, no_f = np.zeros((batch, 0), np.int32), np.zeros((batch, 0), f)
+        tg = (no_i, no_i, no_f, no_i, no_f)
+    n_win = tg[3].shape[1]
+    pooled = (
+        np.zeros((batch, 2), np.float64),
+        np.empty((batch, n_win), f),
+        np.empty((batch, n_win), np.int32),
+        np.empty((batch, n_win), np.bool_),
+    )
 
     ck_u = np.empty((batch, n_seg, n_all), f)
     ck_v = np.empty((batch, n_seg, n_all), f)
@@ -249,10 +294,17 @@ def sparse_loss_and_grad(
     fs = np.empty((batch, 7, n_all), f)
     us = np.empty((batch, 4, n_all), np.uint64)
     ck = (ck_u, ck_v, ck_s, ck_n)
-    kernel.forward(net, consts, ck, scores, t_max, counts, fs, us)
+    kernel.forward(net, consts, tg, ck, scores, t_max, counts, pooled, fs, us)
 
-    head = _head(scores.astype(np.float32), counts, labels.astype(np.int32), cfg, tuple(spec.hidden))
-    g_score = np.asarray(head.g_score, f)
+    if stream:
+        head = _stream_head(
+            pooled[0].astype(np.float32), pooled[1], pooled[3], labels, counts, cfg, tuple(spec.hidden)
+        )
+        g_score = np.full((batch, 1), 1.0 / batch, f)
+        t_max = pooled[2]
+    else:
+        head = _head(scores.astype(np.float32), counts, labels.astype(np.int32), cfg, tuple(spec.hidden))
+        g_score = np.asarray(head.g_score, f)
     kick = np.concatenate([np.asarray(k, f) for k in head.reg_kick])
 
     n_chunks = max(1, min(batch, MAX_CHUNKS))
@@ -261,12 +313,15 @@ def sparse_loss_and_grad(
     rec_a = np.empty((n_chunks, seg * n_hid), f)
     rec_b = np.empty((n_chunks, seg * n_hid), f)
     rec_p = np.empty((n_chunks, seg * n_hl + 1), np.int64)
+    rec_v = np.empty((n_chunks, seg * spec.num_outputs if stream else 0), f)
     fs = np.empty((n_chunks, 12, n_all), f)
     us = np.empty((n_chunks, 4, n_all), np.uint64)
-    kernel.backward(net, consts, ck, t_max, g_score, kick, grads, rec_s, rec_a, rec_b, rec_p, fs, us)
+    kernel.backward(
+        net, consts, tg, ck, t_max, g_score, kick, grads, rec_s, rec_a, rec_b, rec_p, rec_v, fs, us
+    )
     total = grads.sum(axis=0) if n_chunks > 1 else grads[0]
     out = {}
     for name, off, fan_in, n in lay.params:
         out[name] = jnp.asarray(total[off : off + fan_in * n].reshape(fan_in, n).T)
     hidden_counts = [jnp.asarray(counts[:, lay.noff[i] : lay.noff[i + 1]]) for i in range(n_hl)]
-    return head.loss, head.aux(jnp.asarray(scores), hidden_counts), out
+    return head.loss, head.aux(None if stream else jnp.asarray(scores), hidden_counts), out

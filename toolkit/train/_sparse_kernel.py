@@ -46,8 +46,10 @@ U = np.uint64
 #   net    = (ptr (B, T + 1) int64 event offsets into ch, ch (nnz,) int32 input channel of each event,
 #             w flat transposed weights, woff (L + 1,) uint64, roff (L + 1,) uint64, rec (L + 1,) bool: layer
 #             has recurrent weights, noff (L + 2,) uint64 neuron offsets)
-#   consts = (a_s, a_m, theta, seg: steps per segment, max_rule: readout max_over_time, wts (T,) readout
-#             weight of each step for exp_weighted_mean)
+#   consts = (a_s, a_m, theta, seg: steps per segment, mode: 0 exp_weighted_mean, 1 max_over_time, 2 the
+#             time-resolved stream loss, wts (T,) readout weight of each step for exp_weighted_mean)
+#   tg     = the stream loss's targets (mode 2; empty arrays otherwise): (cls (B, T) int32, win (B, T) int32,
+#             wt (B, T), win_cls (B, W) int32, win_wt (B, W)), as _targets.FrameTargets
 #   ck     = (ck_u (B, n_seg, N), ck_v (B, n_seg, N): u, v at the start of every segment; ck_s (B, n_seg, N_h)
 #             uint64 and ck_n (B, n_seg, L) uint64: the spike lists of the step before it and their lengths)
 
@@ -66,6 +68,21 @@ def _dot(x: np.ndarray, xo: U, w: np.ndarray, wo: U, n: U) -> np.float32:
     for i in range(n):
         acc += x[xo + i] * w[wo + i]
     return acc
+
+
+@njit(inline="always", cache=True, nogil=True, error_model="numpy")
+def _log_sum_exp(v: np.ndarray, o: U, n: U) -> tuple:
+    """``log(sum(exp(v[o:o + n])))`` and the index of the largest entry (the first of equals)."""
+    arg = 0
+    m = v[o]
+    for i in range(U(1), n):
+        if v[o + i] > m:
+            m = v[o + i]
+            arg = int(i)
+    acc = 0.0
+    for i in range(n):
+        acc += np.exp(v[o + i] - m)
+    return m + np.log(acc), arg
 
 
 @njit(inline="always", cache=True, nogil=True, error_model="numpy")
@@ -140,15 +157,20 @@ def _advance(
 def forward(
     net: tuple,
     consts: tuple,
+    tg: tuple,
     ck: tuple,  # out
     scores: np.ndarray,  # (B, O) float32 out
     t_max: np.ndarray,  # (B, O) int32 out: step of the maximum (max_over_time)
     counts: np.ndarray,  # (B, N_h) float32 out: spikes per hidden neuron
+    pooled: tuple,  # out (mode 2): frames (B, 2) float64 frame CE and frames right; best (B, W) log p of
+    #                 each window's class at its best step; t_best (B, W) int32 that step; right (B, W) bool
     fs: np.ndarray,  # (B, 7, N) float32 scratch: state and temporaries per sample
     us: np.ndarray,  # (B, 4, N) uint64 scratch: spike lists and their lengths per sample
 ) -> None:
     ptr, noff = net[0], net[6]
-    a_s, a_m, theta, seg, max_rule, wts = consts
+    a_s, a_m, theta, seg, mode, wts = consts
+    cls, win, fwt, win_cls = tg[0], tg[1], tg[2], tg[3]
+    frames, best, t_best, right = pooled
     ck_u, ck_v, ck_s, ck_n = ck
     batch = ptr.shape[0]
     steps = ptr.shape[1] - 1
@@ -165,6 +187,11 @@ def forward(
         scores[b, :] = 0.0
         t_max[b, :] = 0
         counts[b, :] = 0.0
+        if mode == 2:
+            frames[b, :] = 0.0
+            best[b, :] = -np.inf
+            t_best[b, :] = -1
+            right[b, :] = False
         for t in range(steps):
             if t % seg == 0:
                 k = t // seg
@@ -183,7 +210,23 @@ def forward(
                 o = noff[layer]
                 for q in range(n_cur[layer]):
                     counts[b, o + s_cur[o + q]] += 1.0
-            if max_rule:
+            if mode == 2:
+                c = cls[b, t]
+                w = win[b, t]
+                if c >= 0 or w >= 0:
+                    lse, arg = _log_sum_exp(v, ro, n_out)
+                    if c >= 0:
+                        frames[b, 0] += fwt[b, t] * (lse - v[ro + U(c)])
+                        if arg == c:
+                            frames[b, 1] += 1.0
+                    if w >= 0:
+                        wc = win_cls[b, w]
+                        lp = v[ro + U(wc)] - lse
+                        if lp > best[b, w]:
+                            best[b, w] = lp
+                            t_best[b, w] = t
+                            right[b, w] = arg == wc
+            elif mode == 1:
                 for i in range(n_out):
                     vi = v[ro + i]
                     if t == 0 or vi > scores[b, i]:
@@ -197,24 +240,68 @@ def forward(
             n_prev, n_cur = n_cur, n_prev
 
 
+@njit(inline="always", cache=True, nogil=True, error_model="numpy")
+def n_layers_of(noff: np.ndarray) -> int:
+    return noff.shape[0] - 1
+
+
+@njit(inline="always", cache=True, nogil=True, error_model="numpy")
+def _stream_kick(
+    lvn: np.ndarray,
+    ro: U,
+    n_out: U,
+    rv: np.ndarray,
+    vo: U,
+    tg: tuple,
+    t_best: np.ndarray,
+    scale: float,
+    b: int,
+    t: int,
+) -> None:
+    """Add dL/dV[t] of the stream loss to the readout's ``lambda_vp[t]`` (``lvn[ro:ro + n_out]``): for a frame
+    term ``wt (p - e_cls)``, for the best step of a pooled window ``win_wt (p - e_class)``, times ``scale``
+    (1 / B); ``p`` is the softmax of the readout voltage ``rv[vo:vo + n_out]`` of step ``t``."""
+    cls, win, wt, win_cls, win_wt = tg
+    c = cls[b, t]
+    w = win[b, t]
+    at_best = w >= 0 and t_best[b, w] == t
+    if c < 0 and not at_best:
+        return
+    lse, _ = _log_sum_exp(rv, vo, n_out)
+    if c >= 0:
+        f = scale * wt[b, t]
+        for i in range(n_out):
+            p = np.exp(rv[vo + i] - lse)
+            lvn[ro + i] += f * (p - 1.0) if i == c else f * p
+    if at_best:
+        k = win_cls[b, w]
+        f = scale * win_wt[b, w]
+        for i in range(n_out):
+            p = np.exp(rv[vo + i] - lse)
+            lvn[ro + i] += f * (p - 1.0) if i == k else f * p
+
+
 @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def backward(
     net: tuple,
     consts: tuple,
+    tg: tuple,
     ck: tuple,  # from forward
-    t_max: np.ndarray,  # (B, O) int32 from forward
-    g_score: np.ndarray,  # (B, O) float32 dL/dscore
+    t_max: np.ndarray,  # (B, O) int32 from forward (max_over_time); mode 2: t_best (B, W) from forward
+    g_score: np.ndarray,  # (B, O) float32 dL/dscore; mode 2: (B, 1) the factor 1 / B
     kick: np.ndarray,  # (N_h,) float32 regulariser kick per hidden neuron
     grads: np.ndarray,  # (n_chunks, len(w)) float32 out: gradient per sample chunk, layout of w
     rec_s: np.ndarray,  # (n_chunks, seg * N_h) uint64 scratch: spike records of a segment
     rec_a: np.ndarray,  # (n_chunks, seg * N_h) float32 scratch
     rec_b: np.ndarray,  # (n_chunks, seg * N_h) float32 scratch
     rec_p: np.ndarray,  # (n_chunks, seg * L + 1) int64 scratch: record offsets per (step, layer)
+    rec_v: np.ndarray,  # (n_chunks, seg * O) float32 scratch (mode 2): the readout voltage of each step
     fs: np.ndarray,  # (n_chunks, 12, N) float32 scratch: state and adjoints per chunk
     us: np.ndarray,  # (n_chunks, 4, N) uint64 scratch
 ) -> None:
     ptr, ch, w, woff, roff, rec, noff = net
-    a_s, a_m, theta, seg, max_rule, wts = consts
+    a_s, a_m, theta, seg, mode, wts = consts
+    rerun = n_layers_of(noff) if mode == 2 else n_layers_of(noff) - 1
     ck_u, ck_v, ck_s, ck_n = ck
     batch = ptr.shape[0]
     steps = ptr.shape[1] - 1
@@ -229,7 +316,7 @@ def backward(
     for c in prange(n_chunks):
         g = grads[c]
         g[:] = 0.0
-        rs, ra, rb, rp = rec_s[c], rec_a[c], rec_b[c], rec_p[c]
+        rs, ra, rb, rp, rv = rec_s[c], rec_a[c], rec_b[c], rec_p[c], rec_v[c]
         u, v, f_a, f_b, cw, cr, v_old = fs[c, 0], fs[c, 1], fs[c, 2], fs[c, 3], fs[c, 4], fs[c, 5], fs[c, 6]
         lu = fs[c, 7]  # lambda_u[t + 1]
         lun = fs[c, 8]  # lambda_u[t + 2]
@@ -255,9 +342,12 @@ def backward(
                 pos = 0
                 for t in range(t0, t1):
                     _advance(
-                        t, b, n_hl, net, a_s, a_m, theta,
+                        t, b, rerun, net, a_s, a_m, theta,
                         u, v, s_prev, n_prev, s_cur, n_cur, f_a, f_b, cw, cr, v_old,
                     )  # fmt: skip
+                    if mode == 2:
+                        for i in range(n_out):
+                            rv[U(t - t0) * n_out + i] = v[ro + i]
                     for layer in range(n_hl):
                         rp[(t - t0) * n_hl + layer] = pos
                         o = noff[layer]
@@ -275,7 +365,9 @@ def backward(
                     for i in range(n_all):
                         lvn[i] = a_m * lvp[i]  # lambda_v[t]
                         dlu[i] = lun[i] - lu[i]
-                    if max_rule:
+                    if mode == 2:
+                        _stream_kick(lvn, ro, n_out, rv, U(tau) * n_out, tg, t_max, g_score[b, 0], b, t)
+                    elif mode == 1:
                         for i in range(n_out):
                             if t_max[b, i] == t:
                                 lvn[ro + i] = lvn[ro + i] + g_score[b, i]
