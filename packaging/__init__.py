@@ -17,6 +17,8 @@ from edgekws.packaging._bundle import open_bundle as open_bundle
 from edgekws.packaging._bundle import sha256_hex as sha256_hex
 from edgekws.packaging._bundle import verify_bundle as verify_bundle
 from edgekws.packaging._bundle import write_bundle as write_bundle
+from edgekws.packaging._detection import BACKGROUND_LABEL as BACKGROUND_LABEL
+from edgekws.packaging._detection import DetectionSpec as DetectionSpec
 from edgekws.packaging._durable import atomic_path as atomic_path
 from edgekws.packaging._durable import atomic_write_bytes as atomic_write_bytes
 from edgekws.packaging._durable import atomic_write_text as atomic_write_text

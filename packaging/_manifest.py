@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, ClassVar, Literal
 
+from edgekws.packaging._detection import DetectionSpec
 from edgekws.packaging._errors import ManifestError, RollbackRefused
 from edgekws.packaging._network import NetworkSpec, SpecError
 
@@ -249,12 +250,16 @@ class Manifest:
     ``frontend``, ``network`` and ``quantization`` are spec dictionaries (``to_dict()`` of FrontendSpec,
     NetworkSpec and the quantizer's spec), each tagged with ``type`` and ``format_version`` so a reader
     can dispatch on them; packaging validates the network spec itself and leaves the other two to the
-    code that owns them. ``files`` maps every bundle path under ``model/`` to its sha256 and size.
-    Construction validates every field and raises one :class:`ManifestError` listing all problems.
+    code that owns them. ``detection`` is :class:`DetectionSpec`'s dictionary (the streaming mode the model
+    was trained for and its decision settings) or None; a manifest with it is format 2, without it format 1
+    (which the agent serves as a per-utterance model). ``files`` maps every bundle path under ``model/`` to
+    its sha256 and size. Construction validates every field and raises one :class:`ManifestError` listing
+    all problems.
     """
 
     TYPE: ClassVar[str] = "edgekws.manifest"
-    FORMAT_VERSION: ClassVar[int] = 1
+    FORMAT_VERSION: ClassVar[int] = 2  # the newest this code writes and reads; 1 has no "detection"
+    FORMAT_VERSIONS: ClassVar[tuple[int, ...]] = (1, 2)
 
     name: str  # lowercase model name, safe as a file name: [a-z0-9][a-z0-9._-]{0,63}
     version: str  # semantic version (semver 2.0.0)
@@ -270,11 +275,15 @@ class Manifest:
     metrics: Metrics = field(default_factory=Metrics)
     lineage: Lineage = field(default_factory=Lineage)
     files: Mapping[str, FileEntry] = field(default_factory=dict)
+    detection: Mapping[str, Any] | None = None  # DetectionSpec.to_dict(); None: format 1 (per-utterance)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))
-        for key in ("frontend", "network", "quantization"):  # own a copy: later edits by the caller must
-            if isinstance(getattr(self, key), Mapping):  # not change the bytes this manifest signs
+        if isinstance(self.detection, DetectionSpec):
+            object.__setattr__(self, "detection", self.detection.to_dict())
+        # own a copy: later edits by the caller must not change the bytes this manifest signs
+        for key in ("frontend", "network", "quantization", "detection"):
+            if isinstance(getattr(self, key), Mapping):
                 object.__setattr__(self, key, _plain(getattr(self, key)))
         object.__setattr__(self, "backends", tuple(self.backends))
         problems = _validate(self)
@@ -296,13 +305,26 @@ class Manifest:
             return None
         return NetworkSpec.from_dict(dict(self.network))
 
+    @property
+    def format_version(self) -> int:
+        """2 with a ``detection`` spec, 1 without (the bytes of older bundles are unchanged)."""
+        return 1 if self.detection is None else 2
+
+    def detection_spec(self) -> DetectionSpec:
+        """The streaming mode and decision settings; a format-1 manifest's model is per-utterance (lanes)."""
+        if self.detection is None:
+            return DetectionSpec(mode="lanes")
+        return DetectionSpec.from_dict(dict(self.detection))
+
     def with_files(self, files: Mapping[str, FileEntry]) -> Manifest:
         return replace(self, files=dict(files))
 
     def to_dict(self) -> dict[str, Any]:
+        detection = {} if self.detection is None else {"detection": _plain(self.detection)}
         return {
+            **detection,
             "type": self.TYPE,
-            "format_version": self.FORMAT_VERSION,
+            "format_version": self.format_version,
             "name": self.name,
             "version": self.version,
             "created": self.created,
@@ -330,13 +352,16 @@ class Manifest:
         if data.get("type") != cls.TYPE:
             problems.append(f"type must be {cls.TYPE!r}, got {data.get('type')!r}")
         version = data.get("format_version")
-        if version != cls.FORMAT_VERSION:
-            hint = "; upgrade edgekws to read it" if isinstance(version, int) and version > 1 else ""
-            problems.append(f"format_version must be {cls.FORMAT_VERSION}, got {version!r}{hint}")
+        if version not in cls.FORMAT_VERSIONS:
+            newer = isinstance(version, int) and version > cls.FORMAT_VERSION
+            hint = "; upgrade edgekws to read it" if newer else ""
+            problems.append(f"format_version must be 1 or 2, got {version!r}{hint}")
         known = {
             "type", "format_version", "name", "version", "created", "producer_version", "lineage", "labels",
             "frontend", "network", "quantization", "metrics", "backends", "files",
         }  # fmt: skip
+        if version == 2:
+            known.add("detection")  # format 2 = format 1 + the detection spec
         unknown = sorted(set(data) - known)
         if unknown:
             problems.append(f"unknown fields {unknown}; this reader knows {sorted(known)}")
@@ -384,6 +409,7 @@ class Manifest:
             metrics=Metrics(**metrics),
             lineage=Lineage(**lineage),
             files=entries,
+            detection=data.get("detection"),
         )
 
     @classmethod
@@ -519,6 +545,16 @@ def _validate(m: Manifest) -> list[str]:
                 problems.append(f"frontend.dt_ms ({fe_dt}) and network.dt_ms ({net.dt_ms}) must be equal")
     if m.quantization is not None:
         _validate_spec(m.quantization, "quantization", problems)
+    if m.detection is not None and _validate_spec(m.detection, "detection", problems):
+        try:
+            spec = DetectionSpec.from_dict(dict(m.detection))
+        except Exception as exc:  # untrusted input into the spec's parser: report, never crash
+            problems.append(f"detection: {exc}")
+        else:
+            if spec.mode == "always_on" and labels_ok and spec.background_label not in m.labels:
+                problems.append(
+                    f"detection.background_label {spec.background_label!r} must be one of the labels"
+                )
 
     if not all(isinstance(b, str) and _BACKEND_PATTERN.fullmatch(b) for b in m.backends) or len(
         set(m.backends)

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgekws.packaging import (
+    DetectionSpec,
     FileEntry,
     Lineage,
     Manifest,
@@ -140,9 +141,47 @@ def test_unknown_and_missing_fields_are_listed() -> None:
 
 def test_newer_format_version_says_upgrade() -> None:
     """A manifest from a newer format asks the user to upgrade edgekws."""
-    d = {**manifest().to_dict(), "format_version": 2}
+    d = {**manifest().to_dict(), "format_version": 3}
     with pytest.raises(ManifestError, match="upgrade edgekws"):
         Manifest.from_dict(d)
+
+
+ALWAYS_ON = DetectionSpec(
+    "always_on", background_label="c", smoothing_ms=60.0, threshold=0.7, min_margin=0.2, refractory_ms=800.0,
+    tuned_on="val stream, 5 min",
+)  # fmt: skip
+
+
+def test_a_detection_spec_makes_format_2_and_round_trips() -> None:
+    """With a detection spec the manifest is format 2 and carries it byte for byte; without, format 1 (the
+    bytes of older bundles), read as a per-utterance model."""
+    m = manifest(detection=ALWAYS_ON)
+    d = m.to_dict()
+    assert d["format_version"] == 2 and d["detection"]["mode"] == "always_on"
+    again = Manifest.from_bytes(m.canonical_bytes())
+    assert again.canonical_bytes() == m.canonical_bytes()
+    assert again.detection_spec() == ALWAYS_ON
+    lanes = manifest(detection=DetectionSpec("lanes"))
+    assert lanes.to_dict()["detection"] == {"type": "edgekws.detection", "format_version": 1, "mode": "lanes"}
+    old = manifest()
+    assert old.to_dict()["format_version"] == 1 and "detection" not in old.to_dict()
+    assert old.detection_spec().mode == "lanes"
+
+
+def test_detection_fields_are_checked_against_the_format_and_the_labels() -> None:
+    """Format 2 needs its detection spec, format 1 has none; the background class must be a label; a bad
+    spec is a manifest problem naming the field."""
+    d = manifest(detection=ALWAYS_ON).to_dict()
+    with pytest.raises(ManifestError, match="missing fields \\['detection'\\]"):
+        Manifest.from_dict({k: v for k, v in d.items() if k != "detection"})
+    with pytest.raises(ManifestError, match="unknown fields \\['detection'\\]"):
+        Manifest.from_dict({**d, "format_version": 1})
+    with pytest.raises(ManifestError, match="background_label 'x' must be one of the labels"):
+        manifest(detection={**ALWAYS_ON.to_dict(), "background_label": "x"})
+    with pytest.raises(ManifestError, match="threshold must lie in"):
+        manifest(detection={**ALWAYS_ON.to_dict(), "threshold": 1.5})
+    with pytest.raises(ManifestError, match="unknown \\['colour'\\]"):
+        manifest(detection={**ALWAYS_ON.to_dict(), "colour": 1})
 
 
 def test_lone_surrogates_are_a_manifest_problem_not_a_crash() -> None:

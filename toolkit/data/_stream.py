@@ -1,25 +1,31 @@
-"""Labelled keyword streams: held-out utterances of a corpus among distractor words, silence and noise.
+"""Labelled keyword streams: keywords among other words, silence and noise, with the ground truth.
 
 What a streaming keyword spotter meets on a device, with a ground truth to score it by
-(:func:`edgekws.toolkit.data.score_stream`). A stream is deterministic for ``(corpus, split, minutes,
-seed, snr_db)`` and is made from one split of an ``edgekws data synth`` corpus:
+(:func:`edgekws.toolkit.data.score_stream`), and what a network trained on streams learns from
+(``edgekws data stretches``, :mod:`edgekws.toolkit.data._stretches`). One composer (:func:`compose`) lays
+words from two pools out in time:
 
-- **keywords**: the split's utterances, cut from their 1 s clips at the manifest's ``lead_silence_s`` /
-  ``speech_s`` (plus 30 ms of the clip on each side, 5 ms fades), so the ground truth is the speech span;
-- **distractors**: non-keyword words (no digit words; some near misses such as "seventeen", "zwanzig")
-  spoken with espeak-ng by the same split's voices, at the corpus' random rate, pitch and amplitude;
-- **silence stretches** (2-6 s), random gaps of 0.5-3 s between events;
-- **background noise** in segments of 5-20 s: white, pink (1/f) or none, at a random SNR (10-30 dB by
-  default) relative to the mean speech power of the stream.
+- **keywords** (:class:`Clip` with ``kind == "keyword"``): utterances cut at their speech span (plus 30 ms of
+  the recording on each side, 5 ms fades), so the ground truth is the speech;
+- **distractors**: other words (never a keyword of the task), from recordings or spoken by a synthesizer;
+- **silence stretches** (2-6 s) and random gaps of 0.5-3 s between events;
+- **background noise** in segments of 5-20 s: white, pink (1/f), brown (1/f^2), babble (several
+  distractor talkers at once) or none, at a random SNR relative to the stream's mean speech power.
 
-:func:`write_stream` saves the audio as a 16-bit WAV and the ground truth next to it as JSON
-(``edgekws data stream``).
+The pools come from a corpus made by ``edgekws data synth`` (:func:`corpus_pools`: its split's keyword
+utterances, distractor words spoken by the split's voices, and for training its ``_unknown_`` utterances)
+or from labelled recordings such as ``shared/data/real-speech/labels.csv`` (:func:`recording_pools`, by
+speaker). :func:`build_stream` is the synthetic-corpus stream of ``edgekws data stream``;
+:func:`write_stream` saves the audio as a 16-bit WAV and the ground truth next to it as JSON.
+Everything is deterministic for a seed.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,12 +44,15 @@ class StreamError(ValueError):
     """The corpus cannot make a stream (wrong rate, no utterances with timings); the message says why."""
 
 
-EDGE_S = 0.03  # clip audio kept on each side of a keyword's speech span
+EDGE_S = 0.03  # recording kept on each side of a keyword's speech span
 GAP_S = (0.5, 3.0)
 SILENCE_S = (2.0, 6.0)
 NOISE_SEGMENT_S = (5.0, 20.0)
 EVENT_P = {"keyword": 0.5, "distractor": 0.35, "silence": 0.15}
 NOISE_P = {"white": 0.4, "pink": 0.4, "none": 0.2}
+NOISE_KINDS = ("white", "pink", "brown", "babble", "none")
+BABBLE_TALKERS = (3, 6)
+LOUD_FRACTION = 0.05  # a recording's speech span: where its smoothed envelope exceeds 5 % of its peak
 
 # fmt: off
 DISTRACTORS = {
@@ -91,13 +100,17 @@ class Stream:
 
     def composition(self) -> dict[str, Any]:
         kinds = {k: [s for s in self.segments if s.kind == k] for k in EVENT_P}
-        noise_s = {t: sum(n["end_s"] - n["start_s"] for n in self.noise if n["type"] == t) for t in NOISE_P}
+        kinds_heard = sorted({n["type"] for n in self.noise})
+        noise_s = {
+            t: sum(n["end_s"] - n["start_s"] for n in self.noise if n["type"] == t) for t in kinds_heard
+        }
         return {
             "split": self.split,
             "duration_s": round(self.duration_s, 2),
             "keywords": len(kinds["keyword"]),
             "keyword_classes": len({s.label for s in kinds["keyword"]}),
             "keyword_speakers": len({s.speaker for s in kinds["keyword"]}),
+            "speakers": sorted({s.speaker for s in self.segments if s.speaker}),
             "keyword_speech_s": round(sum(s.end_s - s.start_s for s in kinds["keyword"]), 2),
             "distractors": len(kinds["distractor"]),
             "distractor_words": sorted({s.label for s in kinds["distractor"]}),
@@ -118,23 +131,269 @@ def _fade(x: np.ndarray, ms: float = 5.0) -> np.ndarray:
     return x
 
 
-def _keyword_piece(corpus: Path, utt: dict[str, Any]) -> tuple[np.ndarray, float, float]:
-    """The utterance's speech with EDGE_S of its clip on each side; (audio, speech start, speech end)."""
-    import soundfile as sf
+@dataclass(frozen=True)
+class Clip:
+    """A word a stream can hold: who said what, and where its audio comes from.
 
-    clip, sr = sf.read(corpus / utt["wav"], dtype="float64")
-    if sr != RATE:
-        raise StreamError(
-            f"{utt['wav']}: {sr} Hz, expected {RATE}; re-make the corpus with edgekws data synth"
+    From a file (``path``, any rate; with the speech span ``span_s`` when known, else found as the loud part)
+    or spoken by a synthesizer on demand (``voice``: a corpus speaker's manifest entry, ``path`` None).
+    """
+
+    kind: str  # "keyword" or "distractor"
+    label: str  # the keyword's class, or the distractor's word
+    speaker: str
+    path: Path | None = None
+    span_s: tuple[float, float] | None = None  # speech start and end in the file
+    voice: dict[str, Any] | None = None  # a corpus speaker, to speak ``label`` (distractors)
+
+    def render(self, rng: np.random.Generator) -> tuple[np.ndarray, float, float]:
+        """The word at :data:`RATE` (float64) with :data:`EDGE_S` of its recording on each side and 5 ms
+        fades, and where its speech starts and ends in it (seconds)."""
+        if self.path is None:
+            if self.voice is None:
+                raise StreamError(f"clip {self.label!r} of {self.speaker}: neither a file nor a voice")
+            word = _fade(spoken_word(voice_of(self.voice), self.label, prosody(self.voice, rng)))
+            return word, 0.0, word.size / RATE
+        audio = _recording(self.path).astype(np.float64)
+        if self.span_s is not None:
+            a, b = round(self.span_s[0] * RATE), round(self.span_s[1] * RATE)
+        else:
+            a, b = _loud_part(audio)
+        lo, hi = max(0, a - round(EDGE_S * RATE)), min(audio.size, b + round(EDGE_S * RATE))
+        return _fade(audio[lo:hi]), (a - lo) / RATE, (b - lo) / RATE
+
+
+@functools.lru_cache(maxsize=2048)
+def _recording(path: Path) -> np.ndarray:
+    """A recording as float32 mono at :data:`RATE` (read once, kept: pools reuse their clips; 2048 one-second
+    clips are 128 MB)."""
+    from edgekws.agent import AudioError, load_audio, resample
+
+    try:
+        audio, rate = load_audio(path)
+    except AudioError as exc:
+        raise StreamError(str(exc)) from exc
+    out = resample(np.asarray(audio, np.float64), rate, RATE).astype(np.float32)
+    out.flags.writeable = False
+    return out
+
+
+def _loud_part(audio: np.ndarray) -> tuple[int, int]:
+    """Where a recording's 10 ms envelope exceeds :data:`LOUD_FRACTION` of its peak (its speech span)."""
+    if audio.size == 0:
+        return 0, 0
+    n = max(1, RATE // 100)
+    env = np.convolve(np.abs(audio), np.ones(n) / n, mode="same")
+    loud = np.flatnonzero(env > LOUD_FRACTION * float(env.max()))
+    return (int(loud[0]), int(loud[-1]) + 1) if loud.size else (0, audio.size)
+
+
+@dataclass(frozen=True)
+class Pools:
+    """The words of a stream: ``keywords`` are used in a random order, each once before any repeats;
+    ``distractors`` are drawn at random (and talk in the babble noise)."""
+
+    keywords: Sequence[Clip]
+    distractors: Sequence[Clip] = ()
+
+
+def _corpus(corpus: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads((Path(corpus) / "manifest.json").read_text()))
+    except (OSError, ValueError) as exc:
+        raise StreamError(f"{corpus}: not a corpus made by edgekws data synth ({exc})") from exc
+
+
+def corpus_pools(corpus: Path, split: str, distractors: str = "spoken") -> Pools:
+    """The pools of a synthetic corpus' ``split``: its keyword utterances (never a filler class), and as
+    distractors (``distractors``) words of :data:`DISTRACTORS` spoken by the split's voices (``"spoken"``:
+    words the corpus never holds, for test streams), its ``_unknown_`` utterances (``"unknown"``: what
+    training stretches use), both, or none (``"none"``)."""
+    if split not in ("train", "val", "test"):
+        raise StreamError(f"split must be train, val or test, got {split!r}")
+    corpus = Path(corpus)
+    manifest = _corpus(corpus)
+    if manifest.get("sample_rate", RATE) != RATE:
+        raise StreamError(f"{corpus}: {manifest.get('sample_rate')} Hz, expected {RATE}; re-make the corpus")
+    utts = [u for u in manifest["utterances"] if u["split"] == split and "speech_s" in u]
+    keywords = [
+        Clip(
+            "keyword",
+            u["class"],
+            u["speaker"],
+            corpus / u["wav"],
+            (u["lead_silence_s"], u["lead_silence_s"] + u["speech_s"]),
         )
-    a, b = round(utt["lead_silence_s"] * RATE), round((utt["lead_silence_s"] + utt["speech_s"]) * RATE)
-    lo, hi = max(0, a - round(EDGE_S * RATE)), min(clip.size, b + round(EDGE_S * RATE))
-    return _fade(clip[lo:hi]), (a - lo) / RATE, (b - lo) / RATE
+        for u in utts
+        if not u["class"].startswith("_")
+    ]
+    if not keywords:
+        raise StreamError(f"{corpus}/manifest.json: no {split} utterances with timings; re-make the corpus")
+    others: list[Clip] = []
+    if distractors in ("unknown", "both"):
+        others += [
+            Clip(
+                "distractor",
+                u.get("text") or "_unknown_",
+                u["speaker"],
+                corpus / u["wav"],
+                (u["lead_silence_s"], u["lead_silence_s"] + u["speech_s"]),
+            )
+            for u in utts
+            if u["class"] == "_unknown_" and u.get("speech_s", 0) > 0
+        ]
+    if distractors in ("spoken", "both"):
+        speakers = [s for s in manifest["speakers"] if s["split"] == split and s["language"] in DISTRACTORS]
+        others += [
+            Clip("distractor", word, spk["id"], voice=spk)
+            for spk in speakers
+            for word in DISTRACTORS[spk["language"]]
+        ]
+    if distractors not in ("spoken", "unknown", "both", "none"):
+        raise StreamError(f"distractors must be spoken, unknown, both or none, got {distractors!r}")
+    return Pools(keywords, others)
 
 
-def _distractor_piece(word: str, speaker: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
-    """``word`` said by ``speaker`` like a corpus utterance, trimmed and faded."""
-    return _fade(spoken_word(voice_of(speaker), word, prosody(speaker, rng)))
+def recording_pools(
+    recordings: Sequence[Any], keywords: Sequence[str], speakers: Sequence[str] | None = None
+) -> Pools:
+    """The pools of labelled recordings (:class:`edgekws.toolkit.data._recordings.Recording` rows, e.g. of
+    ``shared/data/real-speech/labels.csv``): the clips whose label maps onto ``keywords`` are keywords,
+    every other word a distractor (silence and background noise files are left out); only ``speakers``
+    when given. Speech spans are found as each recording's loud part."""
+    from edgekws.toolkit.data._recordings import BACKGROUND, SILENCE, map_label
+
+    chosen = set(speakers) if speakers is not None else None
+    kw: list[Clip] = []
+    others: list[Clip] = []
+    for r in recordings:
+        if r.label in (BACKGROUND, SILENCE) or (chosen is not None and r.speaker not in chosen):
+            continue
+        label = map_label(r.label, list(keywords), unknown="drop")
+        if label is not None:
+            kw.append(Clip("keyword", label, r.speaker, r.path))
+        else:
+            others.append(Clip("distractor", r.label, r.speaker, r.path))
+    if not kw:
+        raise StreamError(f"no recording of {list(keywords)} by the speakers {sorted(chosen or [])}")
+    return Pools(kw, others)
+
+
+def _noise(kind: str, n: int, rng: np.random.Generator, talk: Callable[[], np.ndarray]) -> np.ndarray:
+    """``n`` samples of background noise of ``kind`` (unit power), ``talk()`` giving babble words."""
+    if kind == "white":
+        return rng.standard_normal(n)
+    if kind == "pink":
+        return pink_noise(n, rng)
+    if kind == "brown":
+        x = np.cumsum(rng.standard_normal(n))
+        x -= np.convolve(x, np.ones(RATE // 10) / (RATE // 10), mode="same")  # no drift below ~10 Hz
+        return x / (x.std() + 1e-12)
+    if kind == "babble":
+        out = np.zeros(n)
+        for _ in range(int(rng.integers(BABBLE_TALKERS[0], BABBLE_TALKERS[1] + 1))):
+            pos = int(rng.integers(0, RATE // 2))
+            while pos < n:
+                word = talk()
+                if word.size:
+                    word = word / np.sqrt(np.mean(word**2) + 1e-12)
+                    m = min(word.size, n - pos)
+                    out[pos : pos + m] += word[:m]
+                pos += word.size + int(rng.integers(RATE // 20, RATE // 3))
+        return out / (out.std() + 1e-12)
+    raise StreamError(f"noise kinds are {', '.join(NOISE_KINDS)}, got {kind!r}")
+
+
+def compose(
+    pools: Pools,
+    seconds: float,
+    rng: np.random.Generator,
+    *,
+    split: str = "",
+    snr_db: tuple[float, float] = (10.0, 30.0),
+    background: bool = True,
+    event_p: dict[str, float] | None = None,
+    noise_p: dict[str, float] | None = None,
+    word_gain_db: tuple[float, float] = (0.0, 0.0),
+    lead_s: float = 0.5,
+) -> Stream:
+    """A stream of ``seconds`` made of the words of ``pools`` (module docstring).
+
+    ``event_p`` (default :data:`EVENT_P`) is the chance of each event kind (keys ``keyword``, ``distractor``,
+    ``silence``; missing kinds never occur); ``noise_p`` (default :data:`NOISE_P`) of each noise kind per
+    segment; each word is scaled by a random gain in ``word_gain_db``; the first event starts after
+    ``lead_s``. ``background=False`` makes the same stream (same words at the same times) without the noise.
+    """
+    probs = dict(EVENT_P if event_p is None else event_p)
+    unknown = set(probs) - set(EVENT_P)
+    if unknown or not probs or min(probs.values()) < 0 or sum(probs.values()) <= 0:
+        raise StreamError(f"event_p needs non-negative chances of {sorted(EVENT_P)}, got {probs}")
+    nprobs = dict(NOISE_P if noise_p is None else noise_p)
+    if set(nprobs) - set(NOISE_KINDS) or not nprobs or sum(nprobs.values()) <= 0:
+        raise StreamError(f"noise_p needs non-negative chances of {list(NOISE_KINDS)}, got {nprobs}")
+    if not seconds > 0:
+        raise StreamError(f"a stream must be longer than 0 s, got {seconds}")
+    if probs.get("distractor", 0) > 0 and not pools.distractors:
+        raise StreamError("the stream should hold distractor words but the pools have none")
+    if nprobs.get("babble", 0) > 0 and not pools.distractors:
+        raise StreamError("babble noise is made of distractor words but the pools have none")
+    order = [pools.keywords[int(i)] for i in rng.permutation(len(pools.keywords))]
+    total = round(seconds * RATE)
+    speech = np.zeros(total)
+    segments: list[Segment] = []
+    t, k = lead_s, 0
+    kinds = list(probs)
+    p = [probs[x] / sum(probs.values()) for x in kinds]
+    while True:
+        kind = kinds[int(rng.choice(len(kinds), p=p))]
+        if kind == "silence":
+            d = float(rng.uniform(*SILENCE_S))
+            if t + d > total / RATE - 0.5:
+                break
+            segments.append(Segment("silence", "", "", t, t + d))
+            t += d
+            continue
+        if kind == "keyword":
+            clip = order[k % len(order)]
+            k += 1
+        else:
+            clip = pools.distractors[int(rng.integers(len(pools.distractors)))]
+        piece, s0, s1 = clip.render(rng)
+        piece = piece * 10 ** (float(rng.uniform(*word_gain_db)) / 20)
+        i = round(t * RATE)
+        if i + piece.size > total - RATE // 2:
+            break
+        speech[i : i + piece.size] += piece
+        segments.append(Segment(kind, clip.label, clip.speaker, i / RATE + s0, i / RATE + s1))
+        t = (i + piece.size) / RATE + float(rng.uniform(*GAP_S))
+    words = [s for s in segments if s.kind != "silence"]
+    powers = [np.mean(speech[round(s.start_s * RATE) : round(s.end_s * RATE)] ** 2) for s in words]
+    ref_power = float(np.mean([x for x in powers if x > 0])) if any(x > 0 for x in powers) else 1e-4
+    audio = speech.copy()
+    noise: list[dict[str, Any]] = []
+    a = 0
+    ntypes = list(nprobs)
+    nprob = [nprobs[x] / sum(nprobs.values()) for x in ntypes]
+
+    def talk() -> np.ndarray:
+        return pools.distractors[int(rng.integers(len(pools.distractors)))].render(rng)[0]
+
+    while a < total:
+        b = min(total, a + round(rng.uniform(*NOISE_SEGMENT_S) * RATE))
+        kind = ntypes[int(rng.choice(len(ntypes), p=nprob))]
+        snr = float(rng.uniform(*snr_db))
+        if kind != "none":
+            x = _noise(kind, b - a, rng, talk)
+            if background:
+                audio[a:b] += _fade(x) * math.sqrt(ref_power / 10 ** (snr / 10))
+        noise.append(
+            {"type": kind, "snr_db": snr if kind != "none" else None, "start_s": a / RATE, "end_s": b / RATE}
+        )
+        a = b
+    peak = float(np.abs(audio).max()) if audio.size else 0.0
+    if peak > 0.99:  # keep the stream in [-1, 1] (a uniform gain changes no SNR)
+        audio *= 0.99 / peak
+    return Stream(split, audio.astype(np.float32), segments, noise if background else [])
 
 
 def build_stream(
@@ -146,100 +405,24 @@ def build_stream(
     background: bool = True,
     event_p: dict[str, float] | None = None,
 ) -> Stream:
-    """A deterministic stream of ``split`` keywords, distractors, silence and background noise.
+    """A deterministic stream of a synthetic corpus' ``split``: its keywords, distractor words of
+    :data:`DISTRACTORS` spoken by its voices, silence and white/pink noise (:func:`compose`).
 
     ``background=False`` makes the same stream (same words at the same times) without the background noise.
-    ``event_p`` overrides :data:`EVENT_P`, the chance of each event kind (keys ``keyword``, ``distractor``,
-    ``silence``; missing kinds never occur).
+    ``event_p`` overrides :data:`EVENT_P`, the chance of each event kind.
     """
-    corpus = Path(corpus)
     if split not in ("train", "val", "test"):
         raise StreamError(f"split must be train, val or test, got {split!r}")
     if minutes <= 0:
         raise StreamError(f"minutes must be > 0, got {minutes}")
-    probs = dict(EVENT_P if event_p is None else event_p)
-    unknown = set(probs) - set(EVENT_P)
-    if unknown or not probs or min(probs.values()) < 0 or sum(probs.values()) <= 0:
-        raise StreamError(f"event_p needs non-negative chances of {sorted(EVENT_P)}, got {probs}")
-    try:
-        manifest = json.loads((corpus / "manifest.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise StreamError(f"{corpus}: not a corpus made by edgekws data synth ({exc})") from exc
-    rng = np.random.default_rng(np.random.SeedSequence([seed, ["train", "val", "test"].index(split)]))
-    utts = [
-        u
-        for u in manifest["utterances"]
-        if u["split"] == split and "speech_s" in u and not u["class"].startswith("_")  # no filler classes
-    ]
-    if not utts:
-        raise StreamError(f"{corpus}/manifest.json: no {split} utterances with timings; re-make the corpus")
-    order = [utts[int(i)] for i in rng.permutation(len(utts))]
-    speakers = {
-        lang: [s for s in manifest["speakers"] if s["split"] == split and s["language"] == lang]
-        for lang in DISTRACTORS
-    }
-    if probs.get("distractor", 0) > 0 and not any(speakers.values()):
+    wants_distractors = (EVENT_P if event_p is None else event_p).get("distractor", 0) > 0
+    pools = corpus_pools(corpus, split, "spoken" if wants_distractors else "none")
+    if wants_distractors and not pools.distractors:
         raise StreamError(f"{corpus}: no {split} speakers of {sorted(DISTRACTORS)} to speak distractors")
-    total = round(minutes * 60 * RATE)
-    speech = np.zeros(total)
-    segments: list[Segment] = []
-    t = 0.5
-    k = 0
-    kinds = list(probs)
-    p = [probs[k] / sum(probs.values()) for k in kinds]
-    while True:
-        kind = kinds[int(rng.choice(len(kinds), p=p))]
-        if kind == "silence":
-            d = float(rng.uniform(*SILENCE_S))
-            if t + d > total / RATE - 0.5:
-                break
-            segments.append(Segment("silence", "", "", t, t + d))
-            t += d
-            continue
-        if kind == "keyword":
-            utt = order[k % len(order)]
-            k += 1
-            piece, s0, s1 = _keyword_piece(corpus, utt)
-            label, speaker = utt["class"], utt["speaker"]
-        else:
-            lang = "en" if rng.random() < 0.6 else "de"
-            if not speakers[lang]:  # a one-language corpus (the commands task is English only)
-                lang = "en" if speakers["en"] else "de"
-            pool = DISTRACTORS[lang]
-            word = pool[int(rng.integers(len(pool)))]
-            spk = speakers[lang][int(rng.integers(len(speakers[lang])))]
-            piece = _distractor_piece(word, spk, rng)
-            s0, s1, label, speaker = 0.0, piece.size / RATE, word, spk["id"]
-        i = round(t * RATE)
-        if i + piece.size > total - RATE // 2:
-            break
-        speech[i : i + piece.size] += piece
-        segments.append(Segment(kind, label, speaker, i / RATE + s0, i / RATE + s1))
-        t = (i + piece.size) / RATE + float(rng.uniform(*GAP_S))
-    words = [s for s in segments if s.kind != "silence"]
-    ref_power = float(
-        np.mean([np.mean(speech[round(s.start_s * RATE) : round(s.end_s * RATE)] ** 2) for s in words])
+    rng = np.random.default_rng(np.random.SeedSequence([seed, ["train", "val", "test"].index(split)]))
+    return compose(
+        pools, minutes * 60, rng, split=split, snr_db=snr_db, background=background, event_p=event_p
     )
-    audio = speech.copy()
-    noise: list[dict[str, Any]] = []
-    a = 0
-    ntypes, nprob = list(NOISE_P), list(NOISE_P.values())
-    while a < total:
-        b = min(total, a + round(rng.uniform(*NOISE_SEGMENT_S) * RATE))
-        kind = ntypes[int(rng.choice(len(ntypes), p=nprob))]
-        snr = float(rng.uniform(*snr_db))
-        if kind != "none":
-            x = rng.standard_normal(b - a) if kind == "white" else pink_noise(b - a, rng)
-            if background:
-                audio[a:b] += _fade(x) * math.sqrt(ref_power / 10 ** (snr / 10))
-        noise.append(
-            {"type": kind, "snr_db": snr if kind != "none" else None, "start_s": a / RATE, "end_s": b / RATE}
-        )
-        a = b
-    peak = float(np.abs(audio).max())
-    if peak > 0.99:  # keep the stream in [-1, 1] (a uniform gain changes no SNR)
-        audio *= 0.99 / peak
-    return Stream(split, audio.astype(np.float32), segments, noise if background else [])
 
 
 def write_stream(stream: Stream, wav: Path) -> Path:
