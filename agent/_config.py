@@ -133,8 +133,25 @@ SourceConfig = Annotated[
 
 
 class DetectionConfig(_Model):
-    """The streaming keyword spotter (see docs/agent.md for the scheme)."""
+    """The streaming keyword spotter (see docs/agent.md for both schemes).
 
+    ``mode`` chooses the scheme; ``auto`` takes the one the bundle's model was trained for. A per-utterance
+    model runs in staggered ``lanes`` with the settings below; an ``always_on`` model runs one never-reset
+    network and decides with the bundle's decision settings, of which ``threshold``, ``min_margin``,
+    ``refractory_ms`` and ``smoothing_ms`` override those set here (the others are lanes-only).
+    """
+
+    mode: Literal["auto", "lanes", "always_on"] = Field(
+        default="auto",
+        description="auto: the mode the bundle's model was trained for (its manifest's detection.mode); "
+        "lanes or always_on: require that mode (a bundle trained for the other one is refused).",
+    )
+    smoothing_ms: float | None = Field(
+        default=None,
+        ge=0,
+        description="Always-on only: average the per-step class probabilities over this long (unset: the "
+        "bundle's value).",
+    )
     lanes: int = Field(
         default=20,
         ge=1,
@@ -146,13 +163,17 @@ class DetectionConfig(_Model):
         default=0.5,
         gt=0,
         le=1,
-        description="Minimum smoothed confidence (softmax probability) to emit a detection.",
+        description="Minimum smoothed confidence (softmax probability) to emit a detection (always-on: "
+        "overrides the bundle's value when set).",
     )
     smoothing: int = Field(
         default=2, ge=1, description="Average the class probabilities of this many consecutive lane windows."
     )
     refractory_ms: float = Field(
-        default=1000.0, ge=0, description="After a detection, no detection of the same label for this long."
+        default=1000.0,
+        ge=0,
+        description="After a detection, no detection of the same label for this long (always-on: of any "
+        "label; overrides the bundle's value when set).",
     )
     min_input_rate_hz: float = Field(
         default=1.0,
@@ -163,7 +184,8 @@ class DetectionConfig(_Model):
     min_margin: float = Field(
         default=0.0,
         ge=0,
-        description="Unknown guard: minimum probability gap between the best and second class.",
+        description="Unknown guard: minimum probability gap between the best and second class (always-on: "
+        "overrides the bundle's value when set).",
     )
     ignore_labels: list[str] = Field(
         default_factory=lambda: ["_silence_", "_unknown_", "silence", "unknown"],

@@ -333,8 +333,8 @@ class Agent:
                         if self.link is not None:
                             self.link.detection(det.label, det.confidence, doc["latency_ms"])
                     self.metrics.record_backend_call(spotter.backend_seconds - backend_before)
-                    self.metrics.record_inferences(spotter.windows_scored - windows_before)
-                    windows_before = spotter.windows_scored
+                    self.metrics.record_inferences(spotter.inferences - windows_before)
+                    windows_before = spotter.inferences
                 else:
                     pipeline.frontend.process(chunk.samples)
             self.metrics.record_chunk(chunk.duration_s, time.perf_counter() - t0)
@@ -352,10 +352,15 @@ class Agent:
     def report(self) -> dict[str, Any]:
         """One telemetry aggregate: logged, and published on ``telemetry`` when MQTT is on."""
         snap = self.metrics.snapshot()
-        readings = self.energy.report(snap["inferences"])
+        audio_s = snap["audio_s"] or 0.0
+        readings = self.energy.report(snap["inferences"], audio_s)
         spotter = self.pipeline.spotter
-        estimate = self.opcounts.report(spotter.backend, snap["inferences"]) if spotter is not None else None
+        estimate = None
+        if spotter is not None:
+            estimate = self.opcounts.report(spotter.backend, snap["inferences"], audio_s)
         snap["energy"] = [r.to_dict() for r in (*readings, *([estimate] if estimate is not None else []))]
+        snap["work_per_audio_s"] = self.opcounts.work_per_audio_s if estimate is not None else None
+        snap["detection_mode"] = spotter.mode if spotter is not None else None
         snap["backend"] = self.backend_name
         snap["bundle"] = self.bundle_label
         _info("telemetry", **snap)

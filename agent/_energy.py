@@ -58,16 +58,23 @@ class MeterUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class EnergyReading:
-    """Energy per inference over an interval, with how it was obtained."""
+    """Energy per inference and per second of audio listened to over an interval, with how it was obtained.
+
+    An inference is one window's worth of one network instance's work (a lanes-mode window scored; for an
+    always-on network one window length of audio), so per inference compares networks and per audio second
+    compares what listening costs, whatever the streaming mode.
+    """
 
     joules_per_inference: float | None
     method: str  # "measured:<meter>" or "estimated:<model>"
     detail: str = ""  # scope and coefficients
+    joules_per_audio_s: float | None = None  # energy per second of audio listened to (None: no audio)
 
     def to_dict(self) -> dict[str, Any]:
-        j = self.joules_per_inference
+        j, a = self.joules_per_inference, self.joules_per_audio_s
         return {
             "mj_per_inference": None if j is None else round(j * 1e3, 6),
+            "mj_per_audio_s": None if a is None else round(a * 1e3, 6),
             "method": self.method,
             "detail": self.detail,
         }
@@ -286,29 +293,44 @@ def network_opcounts(
     )
 
 
-def opcount_reading(ops: OpCounts, duration_s: float = 0.0, static_w: float = 0.0) -> EnergyReading:
-    """An ``estimated:loihi2-opcount`` reading for one inference with these op counts."""
+def opcount_reading(
+    ops: OpCounts, duration_s: float = 0.0, static_w: float = 0.0, per_audio_s: OpCounts | None = None
+) -> EnergyReading:
+    """An ``estimated:loihi2-opcount`` reading for one inference with these op counts (and, given the op
+    counts of one second of audio, per audio second)."""
     return EnergyReading(
         loihi_opcount_joules(ops, duration_s, static_w),
         "estimated:loihi2-opcount",
         f"{LOIHI_PJ_PER_SYNOP} pJ/synop + {LOIHI_PJ_PER_NEURON_UPDATE} pJ/neuron update"
         f" + {LOIHI_PJ_PER_SPIKE} pJ/spike + {static_w:g} W static; {LOIHI_SOURCE}",
+        None if per_audio_s is None else loihi_opcount_joules(per_audio_s, 1.0, static_w),
+    )
+
+
+def opcounts_of(delta: dict[str, float], per: float) -> OpCounts:
+    """The op counts of ``event_counts()`` deltas (:class:`CountsEvents`) divided by ``per``."""
+    return OpCounts(
+        synops=delta["synops"] / per,
+        neuron_updates=delta["neuron_updates"] / per,
+        spikes=(delta["input_events"] + delta["hidden_spikes"]) / per,
     )
 
 
 class OpCountEstimator:
-    """``estimated:loihi2-opcount`` per inference from a backend's running op counts (the emulator's
-    :meth:`~edgekws.agent.backends.EmulatorBackend.event_counts`): what the same work would cost on a
-    Loihi-class chip. Each :meth:`report` covers the work since the previous one; a new backend object
-    starts from its own zero."""
+    """``estimated:loihi2-opcount`` per inference and per audio second from a backend's running op counts
+    (the emulator's :meth:`~edgekws.agent.backends.EmulatorBackend.event_counts`): what the same work would
+    cost on a Loihi-class chip. Each :meth:`report` covers the work since the previous one (and leaves it in
+    :attr:`work_per_audio_s`); a new backend object starts from its own zero."""
 
     def __init__(self) -> None:
         self._backend: Any = None
         self._last: dict[str, float] = {}
+        self.work_per_audio_s: dict[str, float] | None = None  # synops, neuron_updates, spikes
 
-    def report(self, backend: object, inferences: int) -> EnergyReading | None:
+    def report(self, backend: object, inferences: int, audio_s: float = 0.0) -> EnergyReading | None:
         """The reading for ``backend``'s work since the last report, or None if it counts no ops (it is not
         :class:`~edgekws.agent.backends.CountsEvents`)."""
+        self.work_per_audio_s = None
         if not isinstance(backend, CountsEvents):
             return None
         now = dict(backend.event_counts())
@@ -316,14 +338,18 @@ class OpCountEstimator:
             self._backend, self._last = backend, {}
         delta = {k: v - self._last.get(k, 0.0) for k, v in now.items()}
         self._last = now
+        per_second = opcounts_of(delta, audio_s) if audio_s > 0 else None
+        if per_second is not None:
+            self.work_per_audio_s = {
+                "synops": round(per_second.synops, 1),
+                "neuron_updates": round(per_second.neuron_updates, 1),
+                "spikes": round(per_second.spikes, 1),
+            }
         if not inferences:
-            return EnergyReading(None, "estimated:loihi2-opcount", "no inferences in the interval")
-        ops = OpCounts(
-            synops=delta["synops"] / inferences,
-            neuron_updates=delta["neuron_updates"] / inferences,
-            spikes=(delta["input_events"] + delta["hidden_spikes"]) / inferences,
-        )
-        return opcount_reading(ops)
+            reading = opcount_reading(OpCounts(0, 0, 0), per_audio_s=per_second)
+            per_s = reading.joules_per_audio_s
+            return EnergyReading(None, reading.method, "no inferences in the interval", per_s)
+        return opcount_reading(opcounts_of(delta, inferences), per_audio_s=per_second)
 
 
 def paper_calibration() -> dict[str, float]:
@@ -379,13 +405,21 @@ class EnergyMonitor:
         for m in reversed(self.meters):
             m.stop()
 
-    def report(self, inferences: int) -> list[EnergyReading]:
-        """Energy per inference since the last report, one reading per meter (None without inferences)."""
+    def report(self, inferences: int, audio_s: float = 0.0) -> list[EnergyReading]:
+        """Energy per inference and per audio second since the last report, one reading per meter (None
+        without inferences, or without audio)."""
         out = []
         for i, m in enumerate(self.meters):
             now = m.read()
             delta, self._last[i] = now - self._last[i], now
-            out.append(EnergyReading(delta / inferences if inferences else None, m.method, m.detail))
+            out.append(
+                EnergyReading(
+                    delta / inferences if inferences else None,
+                    m.method,
+                    m.detail,
+                    delta / audio_s if audio_s > 0 else None,
+                )
+            )
         return out
 
 

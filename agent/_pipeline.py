@@ -22,7 +22,7 @@ from edgekws.agent._config import BackendConfig, DetectionConfig
 from edgekws.agent._frontend import Frontend, FrontendSpec
 from edgekws.agent._spotter import Spotter
 from edgekws.agent.backends import Backend, BackendUnavailable, backend_classes
-from edgekws.packaging import DEFAULT_READOUT, Bundle, Readout
+from edgekws.packaging import DEFAULT_READOUT, Bundle, DetectionSpec, Readout
 
 log = logging.getLogger("edgekws.agent")
 DEFAULT_WINDOW_STEPS = 1000  # a bundle whose manifest has no network spec (1 s at 1 ms)
@@ -77,6 +77,8 @@ class Pipeline:
         net = None if bundle is None else bundle.manifest.network_spec()
         self.steps = net.num_steps if net else DEFAULT_WINDOW_STEPS
         self.rule: Readout = net.readout if net else DEFAULT_READOUT
+        # the streaming mode the model was trained for, and its always-on decision settings
+        self.detection = DetectionSpec(mode="lanes") if bundle is None else bundle.manifest.detection_spec()
         self.backend_name: str | None = None
         self.backend: Backend | None = None
         self.factory: Callable[[], Backend] | None = None
@@ -115,6 +117,7 @@ class Pipeline:
                     rule=pipeline.rule,
                     config=detection,
                     backend_factory=pipeline.factory,
+                    detection=pipeline.detection,
                 )
                 pipeline._resources.callback(pipeline.spotter.close)
             undo.pop_all()
@@ -154,9 +157,15 @@ class Pipeline:
 
     def classify(self, samples: np.ndarray) -> tuple[str, float]:
         """The label and confidence of one recording: its window from zero state through the backend and
-        the decision rule (:func:`edgekws.agent.decide`)."""
+        the decision rule (:func:`edgekws.agent.decide`). Per-utterance models only: an always-on model has
+        no window to decide on (stream the recording through the daemon instead)."""
         if self.backend is None:
             raise NoBackend("this pipeline has no bundle, so nothing to classify with")
+        if self.detection.mode == "always_on":
+            raise ValueError(
+                "this bundle's model was trained on streams (always_on): it has no per-recording decision; "
+                "stream the recording with `edgekws-agent run` (a [source] of type wav) to get its detections"
+            )
         decision = self.backend.decide(self.window(samples)[None], self.rule)
         return self.labels[int(decision.labels[0])], float(decision.confidence[0])
 

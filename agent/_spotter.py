@@ -1,6 +1,14 @@
-"""Keyword spotting on a continuous stream, with train/serve parity (the scheme is in docs/agent.md).
+"""Keyword spotting on a continuous stream, with train/serve parity (the schemes are in docs/agent.md).
 
-The network was trained on windows of ``T`` steps (1 s), each from zero state, scored by
+Two modes, as the bundle says its model was trained (``DetectionSpec.mode``, ``[detection] mode``):
+
+- **always-on** (a model trained on long stretches, never reset): one network state per audio stream, stepped
+  chunk by chunk as the audio arrives, and :class:`~edgekws.agent._decision.TimeCourse` deciding on the
+  readout's time course (smoothed per-step probabilities, threshold, margin, refractory time). One network's
+  work per audio second.
+- **lanes** (a per-utterance model, trained on 1 s clips from zero state), below.
+
+The per-utterance network was trained on windows of ``T`` steps (1 s), each from zero state, scored by
 :func:`edgekws.agent.decide` over the whole window. To serve it on an endless stream without changing
 what it computes, the spotter runs ``K`` **staggered lanes**: ``K`` instances of the network, batched on
 one backend, all fed the same spikes. Lane ``k`` is reset to zero state at global steps
@@ -27,17 +35,36 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from edgekws.agent._config import DetectionConfig
-from edgekws.agent._decision import decide
+from edgekws.agent._decision import TimeCourse, decide
 from edgekws.agent._frontend import Frontend, FrontendSpec
 from edgekws.agent._sources import AudioChunk
 from edgekws.agent.backends import Backend, LaneStates
-from edgekws.packaging import DEFAULT_READOUT, Readout
+from edgekws.packaging import DEFAULT_READOUT, DetectionSpec, Readout
+
+ALWAYS_ON_OVERRIDES = ("threshold", "min_margin", "refractory_ms", "smoothing_ms")
+
+
+def resolve_mode(config: DetectionConfig, spec: DetectionSpec) -> str:
+    """The mode the spotter runs: the bundle's, which ``[detection] mode`` may only confirm."""
+    if config.mode not in ("auto", spec.mode):
+        trained = "clips (lanes)" if spec.mode == "lanes" else "streams, never reset (always_on)"
+        raise ValueError(
+            f"[detection] mode = {config.mode!r}, but the bundle's model was trained on {trained}; set "
+            f"mode = 'auto' (or {spec.mode!r}), or install a bundle trained for {config.mode!r}"
+        )
+    return spec.mode
+
+
+def always_on_settings(config: DetectionConfig, spec: DetectionSpec) -> DetectionSpec:
+    """The bundle's always-on decision settings with those the agent config sets explicitly on top."""
+    changes = {k: getattr(config, k) for k in ALWAYS_ON_OVERRIDES if k in config.model_fields_set}
+    return replace(spec, **{k: v for k, v in changes.items() if v is not None})
 
 
 @dataclass(frozen=True)
@@ -47,10 +74,10 @@ class Detection:
     label: str
     index: int  # class index in the readout
     confidence: float  # smoothed softmax probability of the class
-    audio_time_s: float  # stream time of the end of the deciding window
-    window_start_s: float
+    audio_time_s: float  # stream time of the end of the deciding window (always-on: of the deciding step)
+    window_start_s: float  # always-on: the start of the smoothing window
     latency_s: float  # wall time from the window's last sample being available to this event
-    lane: int
+    lane: int  # always-on: 0
     origin: str = ""  # file (or source) the window ended in
     origin_time_s: float = 0.0  # end of the window within ``origin``
 
@@ -155,7 +182,12 @@ class _Smoother:
 
 
 class Spotter:
-    """Front-end + staggered lanes on a backend + the decision stages; feed it :class:`AudioChunk` s."""
+    """Front-end + the network on a backend (one always-on state, or staggered lanes) + the decision stages;
+    feed it :class:`AudioChunk` s.
+
+    ``detection`` is the bundle's detection spec (its mode and always-on decision settings); None means a
+    per-utterance model (lanes).
+    """
 
     def __init__(
         self,
@@ -167,8 +199,10 @@ class Spotter:
         rule: Readout = DEFAULT_READOUT,
         config: DetectionConfig | None = None,
         backend_factory: Callable[[], Backend] | None = None,
+        detection: DetectionSpec | None = None,
     ) -> None:
         self.config = cfg = config or DetectionConfig()
+        self.mode = resolve_mode(cfg, detection or DetectionSpec(mode="lanes"))
         self.frontend = Frontend(frontend_spec)
         if backend.num_inputs != frontend_spec.num_channels:
             raise ValueError(
@@ -179,12 +213,28 @@ class Spotter:
             raise ValueError(
                 f"{len(labels)} labels for {backend.num_outputs} outputs; the bundle is inconsistent"
             )
-        if not 1 <= cfg.lanes <= window_steps:
+        if self.mode == "lanes" and not 1 <= cfg.lanes <= window_steps:
             raise ValueError(f"lanes must be in 1..{window_steps}, got {cfg.lanes}")
         self.labels = list(labels)
         self.window = window_steps
         self.rule: Readout = rule
         self.dt_s = frontend_spec.dt_ms / 1000.0
+        self.step = 0  # global step index of the next input column
+        self.windows_scored = 0
+        self.network_steps = 0  # steps computed, summed over network instances (the work done)
+        self.backend_seconds = 0.0
+        self.on_window: Callable[[WindowScore], None] | None = None
+        # always-on: called with (global step of the first row, readout rows) of every chunk
+        self.on_readout: Callable[[int, np.ndarray], None] | None = None
+        self._backend = backend
+        if self.mode == "always_on":
+            assert detection is not None
+            self.settings = always_on_settings(cfg, detection)
+            self._decider = TimeCourse(self.settings, self.labels, frontend_spec.dt_ms, cfg.ignore_labels)
+            if not backend.streaming:
+                raise ValueError(f"backend {backend.name!r} cannot carry state between chunks (streaming)")
+            backend.reset(1)
+            return
         self.offsets = np.array([k * window_steps // cfg.lanes for k in range(cfg.lanes)])
         self._lanes = _Lanes(backend, cfg.lanes, backend_factory)
         self._trace = np.zeros((cfg.lanes, window_steps, backend.num_outputs))
@@ -193,10 +243,12 @@ class Spotter:
         self._last_fired: dict[int, float] = {}
         self._ignored = {i for i, name in enumerate(self.labels) if name in cfg.ignore_labels}
         self._min_spikes = cfg.min_input_rate_hz * frontend_spec.num_channels * window_steps * self.dt_s
-        self.step = 0  # global step index of the next input column
-        self.windows_scored = 0
-        self.backend_seconds = 0.0
-        self.on_window: Callable[[WindowScore], None] | None = None
+
+    @property
+    def inferences(self) -> int:
+        """Windows' worth of network work done: lanes mode scores one window per lane per window length
+        (K per audio second at 1 s windows); the always-on network does one per window length of audio."""
+        return self.windows_scored if self.mode == "lanes" else self.network_steps // self.window
 
     def _lane_local(self, g: int) -> np.ndarray:
         """Position of global step ``g`` inside each lane's current window."""
@@ -204,12 +256,15 @@ class Spotter:
 
     def close(self) -> None:
         """Release the lane instances made by the factory (the backend passed in belongs to its owner)."""
-        for instance in self._lanes.instances[1:]:
-            instance.close()
+        if self.mode == "lanes":
+            for instance in self._lanes.instances[1:]:
+                instance.close()
 
     @property
     def backend(self) -> Any:
-        """The backend the lanes run on (the first of the instances, for backends stepped one per lane)."""
+        """The backend the network runs on (the first lane instance, for backends stepped one per lane)."""
+        if self.mode == "always_on":
+            return self._backend
         lanes = self._lanes
         return lanes.backend if lanes.batched is not None else lanes.instances[0]
 
@@ -220,6 +275,8 @@ class Spotter:
 
     def process_spikes(self, spikes: np.ndarray, chunk: AudioChunk | None = None) -> list[Detection]:
         """Feed front-end output ``(steps, channels)`` directly (chunk gives timestamps)."""
+        if self.mode == "always_on":
+            return self._always_on(spikes, chunk)
         detections: list[Detection] = []
         n = spikes.shape[0]
         pos = 0
@@ -231,8 +288,10 @@ class Spotter:
             seg = int(min(to_end.min(), n - pos))
             x = spikes[pos : pos + seg]
             t0 = time.perf_counter()
+            before = self._lanes.lane_steps
             readout = self._lanes.step(x)
             self.backend_seconds += time.perf_counter() - t0
+            self.network_steps += self._lanes.lane_steps - before
             local = self._lane_local(g)
             for k in range(self.config.lanes):
                 lo = int(local[k])
@@ -246,6 +305,40 @@ class Spotter:
                 if det is not None:
                     detections.append(det)
         return detections
+
+    def _always_on(self, spikes: np.ndarray, chunk: AudioChunk | None) -> list[Detection]:
+        """One never-reset network over the chunk, then the time-course decision stage."""
+        n = spikes.shape[0]
+        if n == 0:
+            return []
+        t0 = time.perf_counter()
+        readout = np.asarray(self._backend.step(spikes[None]), dtype=np.float64)[0]
+        self.backend_seconds += time.perf_counter() - t0
+        self.network_steps += n
+        if self.on_readout is not None:
+            self.on_readout(self.step, readout)
+        found = self._decider.push(readout)
+        self.step += n
+        now = time.monotonic()
+        available = chunk.available_at if chunk is not None else now
+        out = []
+        for step, index, conf in found:
+            end_s = (step + 1) * self.dt_s
+            at = chunk.origin_offset_s + (end_s - chunk.start_s) if chunk is not None else end_s
+            out.append(
+                Detection(
+                    label=self.labels[index],
+                    index=index,
+                    confidence=conf,
+                    audio_time_s=end_s,
+                    window_start_s=max(0.0, end_s - self._decider.window * self.dt_s),
+                    latency_s=now - available,
+                    lane=0,
+                    origin=chunk.origin if chunk is not None else "",
+                    origin_time_s=at,
+                )
+            )
+        return out
 
     def _finish(self, k: int, chunk: AudioChunk | None) -> Detection | None:
         end = self.step

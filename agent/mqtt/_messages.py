@@ -181,10 +181,13 @@ _EXAMPLES: dict[str, dict[str, Any]] = {
         energy=[
             {
                 "mj_per_inference": 0.22,
+                "mj_per_audio_s": 0.22,
                 "method": "estimated:loihi2-opcount",
                 "detail": "Davies et al. 2018",
             }
         ],
+        work_per_audio_s={"synops": 2.6e6, "neuron_updates": 2.8e5, "spikes": 1.0e4},
+        detection_mode="always_on",
         cpu_percent=12.5,
         rss_mb=80.2,
         temperature_c=None,
@@ -240,15 +243,26 @@ class LatencyStats(_Part):
 
 
 class EnergyFigure(_Part):
-    """Energy per inference with how it was obtained (design.md §6)."""
+    """Energy per inference and per second of audio with how it was obtained (design.md §6)."""
 
     mj_per_inference: float | None
+    mj_per_audio_s: float | None = Field(
+        default=None, description="Energy per second of audio listened to (the cost of always listening)."
+    )
     method: str = Field(
         max_length=64,
         pattern=r"^(measured|estimated):[a-z0-9][a-z0-9._-]*$",
         description="measured:<meter> or estimated:<model> (design.md §6).",
     )
     detail: str = _text(500, default="")
+
+
+class WorkRate(_Part):
+    """What the network computed per second of audio: synaptic events, neuron updates, spikes sent."""
+
+    synops: float = Field(ge=0)
+    neuron_updates: float = Field(ge=0)
+    spikes: float = Field(ge=0)
 
 
 class QueueState(_Part):
@@ -275,6 +289,13 @@ class TelemetryMessage(_Queued):
     inferences: Count
     detections: Count
     energy: list[EnergyFigure] = Field(max_length=16)
+    work_per_audio_s: WorkRate | None = Field(
+        default=None,
+        description="Backend work per second of audio (backends that count their operations).",
+    )
+    detection_mode: Literal["lanes", "always_on"] | None = Field(
+        default=None, description="How the network listens: staggered lanes or one always-on network."
+    )
     cpu_percent: float | None = None
     rss_mb: float | None = None
     temperature_c: float | None = None

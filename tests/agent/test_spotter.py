@@ -10,11 +10,12 @@ from _devices import LABELS as _LABELS
 from _devices import SPEC, small_network
 
 from edgekws.agent import DetectionConfig
-from edgekws.agent._decision import decide
+from edgekws.agent._decision import TimeCourse, decide
 from edgekws.agent._frontend import FrontendSpec
 from edgekws.agent._sources import AudioChunk
 from edgekws.agent._spotter import Spotter, WindowScore
 from edgekws.agent.backends import Backend, EmulatorBackend
+from edgekws.packaging import DetectionSpec
 from edgekws.packaging._fixedpoint import FixedPointNetwork
 
 LABELS = list(_LABELS)
@@ -244,3 +245,61 @@ def test_idle_lanes_are_skipped_without_changing_any_score() -> None:
         np.testing.assert_array_equal(a.probabilities, b.probabilities)
     assert full._lanes.lane_steps == 5 * 900
     assert fast._lanes.lane_steps < 0.75 * full._lanes.lane_steps
+
+
+# ---- always-on mode ---------------------------------------------------------------------------------------
+
+ALWAYS_ON_LABELS = ["_background_", "yes", "no"]
+
+
+def _always_on(**settings: float) -> DetectionSpec:
+    base = {"smoothing_ms": 20.0, "threshold": 0.5, "min_margin": 0.0, "refractory_ms": 300.0}
+    return DetectionSpec("always_on", **{**base, **settings})
+
+
+@pytest.mark.parametrize("generic", [False, True])
+def test_always_on_runs_one_never_reset_network_and_decides_on_its_time_course(generic: bool) -> None:
+    """Always-on: the readout the spotter sees over a 3 s stream fed in 20-step chunks is the network's run
+    over the whole stream from zero state (one state, never reset), its detections are the time-course
+    stage's on that trace, and one window's worth of work is done per window of audio (on the emulator and
+    on any backend through the plain interface)."""
+    net = small_network(seed=3)
+    backend: Backend = InterfaceOnly(net) if generic else EmulatorBackend(net)
+    spikes = _spikes(3000, 0.08, seed=5)
+    spec = _always_on()
+    spotter = Spotter(SPEC, backend, ALWAYS_ON_LABELS, window_steps=100, detection=spec)
+    assert spotter.mode == "always_on"
+    seen: list[tuple[int, np.ndarray]] = []
+    spotter.on_readout = lambda step, v: seen.append((step, v))
+    found = [d for i in range(0, 3000, 20) for d in spotter.process_spikes(spikes[i : i + 20])]
+    trace = np.concatenate([v for _, v in seen])
+    assert [s for s, _ in seen] == list(range(0, 3000, 20))
+    np.testing.assert_array_equal(trace, EmulatorBackend(net).run(spikes[None])[0])
+    expected = TimeCourse(spec, ALWAYS_ON_LABELS, SPEC.dt_ms).push(trace)
+    assert found and [(d.audio_time_s, d.index) for d in found] == [
+        ((s + 1) * 1e-3, k) for s, k, _ in expected
+    ]
+    assert all(d.label != "_background_" for d in found)
+    assert spotter.inferences == 30 and spotter.network_steps == 3000
+
+
+def test_the_bundle_says_the_mode_and_the_config_may_only_confirm_it() -> None:
+    """A per-utterance model cannot be forced to run always-on, nor a stream model in lanes; auto follows
+    the bundle."""
+    net = small_network(seed=3)
+    lanes_cfg, on_cfg = DetectionConfig(mode="lanes"), DetectionConfig(mode="always_on")
+    with pytest.raises(ValueError, match="trained on streams, never reset"):
+        Spotter(SPEC, EmulatorBackend(net), ALWAYS_ON_LABELS, config=lanes_cfg, detection=_always_on())
+    with pytest.raises(ValueError, match="trained on clips"):
+        Spotter(SPEC, EmulatorBackend(net), ALWAYS_ON_LABELS, config=on_cfg)
+    assert Spotter(SPEC, EmulatorBackend(net), ALWAYS_ON_LABELS).mode == "lanes"
+
+
+def test_agent_config_overrides_only_the_settings_it_sets() -> None:
+    """The bundle's decision settings apply unless [detection] sets one explicitly."""
+    net = small_network(seed=3)
+    spec = _always_on(threshold=0.7, min_margin=0.1, refractory_ms=500.0)
+    cfg = DetectionConfig(threshold=0.9, smoothing_ms=50.0)
+    spotter = Spotter(SPEC, EmulatorBackend(net), ALWAYS_ON_LABELS, config=cfg, detection=spec)
+    s = spotter.settings
+    assert (s.threshold, s.smoothing_ms, s.min_margin, s.refractory_ms) == (0.9, 50.0, 0.1, 500.0)
