@@ -476,3 +476,140 @@ def stream(
         f"{summary['keyword_classes']} classes by {summary['keyword_speakers']} speakers, "
         f"{summary['distractors']} distractors) and its ground truth {truth}"
     )
+
+
+@data.command()
+@click.option("--corpus", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="A corpus of `edgekws data synth`: its keyword, _unknown_ clips per split.")  # fmt: skip
+@click.option("--recordings", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Labelled recordings (CSV manifest or folder, as `data import`): keyword clips and other "
+              "words of each split's speakers.")  # fmt: skip
+@click.option("--keywords", default=None,
+              help="Comma-separated keyword classes [default: the corpus' non-filler classes].")  # fmt: skip
+@click.option("--train-speakers", default=None, help="Recordings: comma-separated training speakers.")
+@click.option("--val-speakers", default=None, help="Recordings: comma-separated validation speakers.")
+@click.option("--test-speakers", default=None, help="Recordings: comma-separated test speakers.")
+@click.option("--rest", type=click.Choice(["train", "drop"]), default="drop", show_default=True,
+              help="Recordings: where speakers in none of the lists go.")  # fmt: skip
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder to create: train.h5, val.h5 (test.h5) and manifest.json.")  # fmt: skip
+@click.option("--count", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Training stretches.")  # fmt: skip
+@click.option("--val-count", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Validation stretches.")  # fmt: skip
+@click.option("--test-count", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Test stretches.")  # fmt: skip
+@click.option("--seconds", type=click.FloatRange(min=2.0), default=30.0, show_default=True,
+              help="Length of each stretch.")  # fmt: skip
+@click.option("--snr-db", nargs=2, type=float, default=(5.0, 30.0), show_default=True,
+              help="Range of the background noise's SNR per noise segment.")  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same stretches.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Processes composing and encoding stretches.")  # fmt: skip
+@click.option("--force", is_flag=True, help="Replace a non-empty --out.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def stretches(
+    corpus: Path | None,
+    recordings: Path | None,
+    keywords: str | None,
+    train_speakers: str | None,
+    val_speakers: str | None,
+    test_speakers: str | None,
+    rest: str,
+    out: Path,
+    count: int,
+    val_count: int,
+    test_count: int,
+    seconds: float,
+    snr_db: tuple[float, float],
+    seed: int,
+    workers: int,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Make stream-training data: long stretches of keywords, other words, silence and noise.
+
+    Each stretch (--seconds long) is composed from the clips of one split, with silence, white, pink,
+    brown and babble noise at --snr-db and words at different levels, and encoded whole by the corpus'
+    front-end (its adaptation running across words as on a device). Classes are the keywords plus
+    _background_; every keyword's span is recorded, from which `edgekws train` makes time-resolved targets
+    (a data set of stretches trains an always-on model; docs/training.md, "Stream training").
+
+    Example:
+
+        edgekws data stretches --corpus data/en-digits --out data/en-digits-stretches --count 300
+
+        edgekws data stretches --corpus data/en-digits --recordings ../shared/data/real-speech/labels.csv \\
+            --train-speakers fsdd-george,fsdd-jackson --val-speakers fsdd-lucas --out data/mixed
+    """
+    from edgekws.agent import FrontendSpec
+    from edgekws.toolkit._progress import progress_bar
+    from edgekws.toolkit.data._recordings import assign_splits, scan
+    from edgekws.toolkit.data._stream import Pools, StreamError, corpus_pools, recording_pools
+    from edgekws.toolkit.data._stretches import StretchPlan, make_stretches
+
+    if corpus is None and recordings is None:
+        raise click.UsageError("give --corpus, --recordings or both: where the words come from")
+    counts = {"train": count, "val": val_count, "test": test_count}
+    sources: dict[str, object] = {}
+    try:
+        manifest = json.loads((corpus / "manifest.json").read_text()) if corpus else None
+        if keywords:
+            words = [w.strip() for w in keywords.split(",") if w.strip()]
+        elif manifest is not None:
+            words = [c["name"] for c in manifest["classes"] if not c["name"].startswith("_")]
+        else:
+            raise click.UsageError("--keywords is needed without a --corpus")
+        frontend = manifest["frontend"] if manifest is not None else FrontendSpec().to_dict()
+        per_split: dict[str, list[Pools]] = {s: [] for s in counts}
+        if corpus is not None:
+            sources["corpus"] = str(corpus)
+            for split in counts:
+                per_split[split].append(corpus_pools(corpus, split, "unknown"))
+        if recordings is not None:
+            found = assign_splits(
+                scan(recordings),
+                _names(train_speakers),
+                _names(val_speakers),
+                _names(test_speakers),
+                rest=rest,
+            )
+            sources["recordings"] = str(recordings)
+            for split in counts:
+                speakers = sorted({r.speaker for r in found if r.split == split})
+                sources[f"{split}_speakers"] = speakers
+                if speakers and counts[split]:
+                    per_split[split].append(
+                        recording_pools([r for r in found if r.split == split], words, speakers)
+                    )
+        pools = {
+            s: Pools([c for p in ps for c in p.keywords], [c for p in ps for c in p.distractors])
+            for s, ps in per_split.items()
+            if ps
+        }
+        plan = StretchPlan(seconds=seconds, snr_db=snr_db)
+        with progress_bar("stretches", disable=as_json) as update:
+            made = make_stretches(
+                out,
+                pools,
+                words,
+                frontend,
+                counts,
+                plan,
+                seed,
+                sources=sources,
+                workers=workers,
+                force=force,
+                progress=lambda split, done, total: update(done, total),
+            )
+    except (StreamError, DatasetError, OSError, KeyError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(made, indent=2))
+        return
+    for split, s in made["splits"].items():
+        click.echo(
+            f"{split}: {s['stretches']} stretches, {s['seconds']:.0f} s, {s['keywords']} keywords and "
+            f"{s['distractors']} other words by {len(s['speakers'])} speakers"
+        )
+    click.echo(f"wrote {out}")

@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from edgekws.packaging import DEFAULT_READOUT, NetworkSpec, layer_problems, tagged_dict
+from edgekws.toolkit.train._targets import StreamLoss
 
 Method = Literal["eventprop", "bptt"]
 Augment = Literal["none", "shift", "shift-blend"]
@@ -68,7 +69,10 @@ class TrainConfig:
     two sources with probabilities ``blend_p`` and ``1 - blend_p``. ``silent_boost`` is the paper's +0.002
     added after each epoch to the input weights of hidden neurons that never spiked, in mlGeNN weight
     units (converted to ours with the mlGeNN factor, 0.0442 at dt = 1 ms). ``dt_ms``/``num_steps`` of
-    ``None`` are taken from the data set (its attrs, else 1 ms and its longest sample).
+    ``None`` are taken from the data set (its attrs, else 1 ms and its longest sample). The ``stream_*``
+    keys apply to a data set of stretches (stream training): how keyword spans become time-resolved
+    targets (:class:`~edgekws.toolkit.train._targets.StreamLoss`). ``init_from`` names a run folder whose
+    weights start this run where they fit (hidden layers of the same shape, readout rows of shared classes).
     """
 
     TYPE: ClassVar[str] = "edgekws.train_config"
@@ -99,6 +103,13 @@ class TrainConfig:
     lr_decay: str = "cosine"
     lr_min_fraction: float = 0.05
     eval_batch_size: int = 64
+    # stream training (a data set of stretches; docs/training.md, "Stream training")
+    stream_loss: str = "max"
+    stream_window_ms: float = 400.0
+    stream_window_start_ms: float = 0.0
+    stream_guard_ms: float = 200.0
+    stream_background_weight: float = 1.0
+    init_from: str = ""  # a run folder whose weights start this run where they fit ("": random init)
 
     def __post_init__(self) -> None:
         problems: list[str] = layer_problems(self.hidden, self.recurrent, self.readout)
@@ -136,6 +147,16 @@ class TrainConfig:
             problems.append(f"num_steps must be positive (or unset), got {self.num_steps}")
         if self.silent_boost < 0:
             problems.append(f"silent_boost must be non-negative, got {self.silent_boost}")
+        try:
+            StreamLoss(
+                self.stream_loss,
+                self.stream_window_ms,
+                self.stream_window_start_ms,
+                self.stream_guard_ms,
+                self.stream_background_weight,
+            )
+        except ValueError as exc:
+            problems.append(str(exc))
         if problems:
             raise ConfigError("invalid training config: " + "; ".join(problems))
 

@@ -211,8 +211,17 @@ def _train(
     spec = config.network_spec(
         train_data.num_channels, train_data.num_classes, dt_ms, num_steps, tuple(train_data.class_names)
     )
+    stream_windows = _stream_check(train_data, val_data, config)
     model, _ = _core()
     init = model.init_params(spec, jax.random.PRNGKey(config.seed))
+    if config.init_from:
+        from edgekws.toolkit.train._run import RunError, load_run
+        from edgekws.toolkit.train._streams import init_from_run
+
+        try:
+            init = init_from_run(init, spec, load_run(config.init_from))
+        except (RunError, ValueError) as exc:
+            raise TrainError(f"init_from = {config.init_from!r}: {exc}") from exc
     init = {k: jnp.asarray(v, jnp.float32) for k, v in init.items()}
     template_opt = optimizer(config.learning_rate, config.ease_in, grad_clip=config.grad_clip).init(init)
 
@@ -222,7 +231,7 @@ def _train(
         if existing is None:
             raise TrainError(f"{run_dir}: no checkpoint to resume from; drop --resume to start a new run")
         previous = read_run_info(run_dir)
-        old_cfg = dict(previous.get("config", {}))
+        old_cfg = TrainConfig.from_dict(dict(previous.get("config", {}))).to_dict()  # with today's defaults
         new_cfg = config.to_dict()
         changed = sorted(k for k in new_cfg if k != "epochs" and old_cfg.get(k) != new_cfg[k])
         if changed:
@@ -248,7 +257,7 @@ def _train(
     write_metrics(run_dir, history)
 
     total_steps = config.epochs * _batches(epoch_samples(len(train_data), config), config.batch_size)
-    step = train_step(spec, config, placement, total_steps)
+    step = train_step(spec, config, placement, total_steps, stream_windows)
     state = replace(state, params=step.put(state.params), opt_state=step.put(state.opt_state))
     boost = mlgenn_silent_boost(spec, config.silent_boost)
     selection = info["selection"]["metric"]
@@ -302,7 +311,11 @@ def _train(
                 params = _boost_silent(state.params, state.counts, boost)
                 params = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
                 record = _epoch_record(epoch, state, spec, config, num_steps, dt_s, total_steps)
-                if val_data is not None:
+                if val_data is not None and stream_windows is not None:
+                    from edgekws.toolkit.train._streams import validate_stretches
+
+                    record.update(validate_stretches(params, spec, val_data, config))
+                elif val_data is not None:
                     val_loss, val_acc = _validate(params, spec, val_data, config)
                     record.update(val_loss=val_loss, val_accuracy=val_acc)
                 else:
@@ -341,6 +354,31 @@ def _train(
         interrupted=interrupted,
         history=history,
     )
+
+
+def _stream_check(train_data: SpikeDataset, val_data: SpikeDataset | None, config: TrainConfig) -> int | None:
+    """For a data set of stretches (stream training) the pooled windows per batch, else None; a TrainError
+    for what stream training does not take (clip validation data, blends, time shifts)."""
+    from edgekws.toolkit.data._stretches import is_stream_set
+
+    if not is_stream_set(train_data):
+        if val_data is not None and is_stream_set(val_data):
+            raise TrainError("the validation data are stretches, the training data clips; pass clips to both")
+        return None
+    problems = []
+    if val_data is not None and not is_stream_set(val_data):
+        problems.append("validate on stretches too (the val.h5 of `edgekws data stretches`), not on clips")
+    if val_data is not None and val_data.class_names != train_data.class_names:
+        problems.append(f"validation classes {val_data.class_names} differ from {train_data.class_names}")
+    if config.augment == "shift-blend":
+        problems.append("augment = 'shift-blend' mixes samples of a class; stretches take 'none' or 'shift'")
+    if config.time_shift_ms:
+        problems.append("time_shift_ms moves a clip's word in its window; stretches have no window (set 0)")
+    if problems:
+        raise TrainError("stream training (a data set of stretches): " + "; ".join(problems))
+    from edgekws.toolkit.train._streams import max_windows
+
+    return max(max_windows(train_data), max_windows(val_data) if val_data is not None else 1)
 
 
 class _Batch(NamedTuple):

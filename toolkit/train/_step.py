@@ -167,12 +167,18 @@ class TrainStep:
     """
 
     def __init__(
-        self, placement: Placement, fn: Callable[..., Any], jitted: Any, batch_sharding: Any
+        self,
+        placement: Placement,
+        fn: Callable[..., Any],
+        jitted: Any,
+        batch_sharding: Any,
+        stream: tuple[Any, int] | None = None,
     ) -> None:
         self.placement = placement
         self._fn = fn
         self.jitted = jitted
         self._batch_sharding = batch_sharding
+        self._stream = stream  # stream training: (StreamLoss, pooled windows per batch)
         self._replicated = None
         if batch_sharding is not None:
             from jax.sharding import NamedSharding, PartitionSpec
@@ -180,8 +186,13 @@ class TrainStep:
             self._replicated = NamedSharding(batch_sharding.mesh, PartitionSpec())
 
     def prepare(self, data: SpikeDataset, index: np.ndarray, dt_s: float, num_steps: int) -> tuple[Any, Any]:
-        """Samples ``index`` of ``data`` binned (binary) on the grid and their labels, ready for the step."""
-        labels = np.asarray(data.labels[index], np.int32)
+        """Samples ``index`` of ``data`` binned (binary) on the grid and their labels (for stretches their
+        time-resolved targets), ready for the step."""
+        labels: Any = np.asarray(data.labels[index], np.int32)
+        if self._stream is not None:
+            from edgekws.toolkit.train._streams import batch_targets
+
+            labels = batch_targets(data, np.asarray(index), num_steps, dt_s, *self._stream)
         if self.placement.kernel == "sparse":
             from edgekws.toolkit.train._sparse import SpikeEvents
 
@@ -203,15 +214,31 @@ class TrainStep:
 
 
 def train_step(
-    spec: NetworkSpec, config: TrainConfig, placement: Placement, total_steps: int = 0
+    spec: NetworkSpec,
+    config: TrainConfig,
+    placement: Placement,
+    total_steps: int = 0,
+    stream_windows: int | None = None,
 ) -> TrainStep:
-    """The training step for this network, the loss/optimizer settings of ``config`` and ``placement``."""
+    """The training step for this network, the loss/optimizer settings of ``config`` and ``placement``.
+
+    ``stream_windows`` (stream training: the pooled windows per batch) makes the step take time-resolved
+    targets from the keyword spans of stretches, with the spike-count penalty per second of stretch."""
+    reg_lambda, reg_nu = config.reg_lambda, config.reg_nu
+    stream = None
+    if stream_windows is not None:
+        from edgekws.toolkit.train._streams import stream_loss, stream_regulariser
+
+        if config.method != "eventprop":
+            raise PlacementError("stream training computes Eventprop gradients; set method = 'eventprop'")
+        stream = (stream_loss(config), stream_windows)
+        reg_lambda, reg_nu = stream_regulariser(reg_lambda, reg_nu, spec.num_steps * spec.dt_ms / 1000.0)
     fn, jitted, sharding = _cached_step(
         spec,
         config.method,
         config.readout,
-        config.reg_lambda,
-        config.reg_nu,
+        reg_lambda,
+        reg_nu,
         config.surrogate_slope,
         (
             config.learning_rate,
@@ -224,7 +251,7 @@ def train_step(
         placement.kernel,
         placement.devices,
     )
-    return TrainStep(placement, fn, jitted, sharding)
+    return TrainStep(placement, fn, jitted, sharding, stream)
 
 
 @functools.lru_cache(maxsize=8)

@@ -1,0 +1,119 @@
+"""Stream training end to end: stretches from a corpus and from recordings, then Eventprop on them."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgekws.toolkit._cli import main
+from edgekws.toolkit.data import read_shd, synthesize
+from edgekws.toolkit.data._recordings import scan
+from edgekws.toolkit.data._stream import RATE, Pools, StreamError, compose, corpus_pools, recording_pools
+from edgekws.toolkit.data._stretches import StretchPlan, encode_stretches, is_stream_set, stream_spans
+
+KEYWORDS = ["en-one", "de-zwei"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("stretch") / "corpus"
+    synthesize(out, "digits", per_class=6, seed=2, workers=1, classes=KEYWORDS, fillers=True)
+    return out
+
+
+def test_stretches_hold_their_keywords_and_are_deterministic(corpus: Path) -> None:
+    """A stretch's spans are its keywords' speech (loud), within the stretch, of the keyword classes; the
+    same seed gives the same events whatever the worker count; classes end with _background_."""
+    pools = corpus_pools(corpus, "train", "unknown")
+    assert pools.distractors and all(c.label for c in pools.distractors)
+    plan = StretchPlan(seconds=8.0, event_p={"keyword": 0.6, "distractor": 0.3, "silence": 0.1})
+    frontend = json.loads((corpus / "manifest.json").read_text())["frontend"]
+    a = encode_stretches(pools, KEYWORDS, frontend, 3, plan, seed=4, split="train", workers=1)
+    b = encode_stretches(pools, KEYWORDS, frontend, 3, plan, seed=4, split="train", workers=2)
+    assert is_stream_set(a) and a.class_names == [*KEYWORDS, "_background_"]
+    assert all(np.array_equal(x, y) for x, y in zip(a.times, b.times, strict=True))
+    spans = stream_spans(a)
+    assert sum(len(s) for s in spans) >= 3
+    for sample in spans:
+        for cls, start, end in sample:
+            assert cls in (0, 1) and 0 < start < end < 8.0
+    assert a.attrs["num_steps"] == 8000 and max(float(t.max()) for t in a.times) < 8.0
+
+
+def test_recordings_give_keyword_and_distractor_pools_by_speaker(tmp_path: Path, corpus: Path) -> None:
+    """Labelled recordings (a CSV as real-speech/labels.csv): the keyword words are keywords, the other
+    words distractors, only of the speakers asked for; their speech spans are found in the audio."""
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    rows = []
+    for u in manifest["utterances"][:40]:
+        label = {"en-one": "one", "de-zwei": "zwei"}.get(u["class"], "house")
+        rows.append({"file": str(corpus / u["wav"]), "label": label, "speaker": u["speaker"], "source": "t"})
+    with (tmp_path / "labels.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["file", "label", "speaker", "source"])
+        writer.writeheader()
+        writer.writerows(rows)
+    recordings = scan(tmp_path / "labels.csv")
+    speakers = sorted({r.speaker for r in recordings})[:3]
+    pools = recording_pools(recordings, ["one", "zwei"], speakers)
+    assert {c.label for c in pools.keywords} <= {"one", "zwei"} and pools.keywords
+    assert {c.speaker for c in (*pools.keywords, *pools.distractors)} <= set(speakers)
+    audio, s0, s1 = pools.keywords[0].render(np.random.default_rng(0))
+    assert 0 <= s0 < s1 <= audio.size / RATE
+    loud = audio[round(s0 * RATE) : round(s1 * RATE)]
+    assert np.sqrt(np.mean(loud**2)) > 3 * np.sqrt(np.mean(audio[: max(1, round(s0 * RATE))] ** 2) + 1e-12)
+    with pytest.raises(StreamError, match="no recording of"):
+        recording_pools(recordings, ["seven"], speakers)
+
+
+def test_babble_needs_distractors_and_noise_kinds_are_checked(corpus: Path) -> None:
+    pools = corpus_pools(corpus, "val", "none")
+    rng = np.random.default_rng(0)
+    with pytest.raises(StreamError, match="babble"):
+        compose(pools, 5.0, rng, event_p={"keyword": 1.0}, noise_p={"babble": 1.0})
+    with pytest.raises(StreamError, match="noise_p"):
+        compose(pools, 5.0, rng, event_p={"keyword": 1.0}, noise_p={"rain": 1.0})
+    s = compose(Pools(pools.keywords), 6.0, rng, event_p={"keyword": 1.0}, noise_p={"brown": 1.0})
+    assert s.truth() and {n["type"] for n in s.noise} == {"brown"}
+
+
+def test_stream_training_runs_and_validates_on_stretches(corpus: Path, tmp_path: Path) -> None:
+    """`edgekws data stretches` then `edgekws train` on them: the run trains on time-resolved targets,
+    validates by detection on whole stretches (recall, false accepts per hour), and refuses clip-only
+    settings for stretches."""
+    data = tmp_path / "stretches"
+    made = CliRunner().invoke(
+        main,
+        ["data", "stretches", "--corpus", str(corpus), "--out", str(data), "--count", "4", "--val-count", "2",
+         "--seconds", "6", "--workers", "1", "--json"],
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    summary = json.loads(made.output)
+    assert summary["classes"] == [*KEYWORDS, "_background_"] and summary["splits"]["train"]["stretches"] == 4
+    train = read_shd(data / "train.h5")
+    assert is_stream_set(train) and len(train) == 4
+    config = tmp_path / "cfg.toml"
+    config.write_text("hidden = [16]\nepochs = 2\nbatch_size = 2\nstream_window_ms = 300.0\n")
+    run = tmp_path / "run"
+    result = CliRunner().invoke(
+        main,
+        ["train", "--data", str(data / "train.h5"), "--val", str(data / "val.h5"), "--out", str(run),
+         "--config", str(config)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 2
+    for key in ("val_recall", "val_false_accepts_per_hour", "val_frame_accuracy", "val_window_accuracy"):
+        assert key in metrics[-1]
+    assert np.isfinite(metrics[-1]["train_loss"]) and np.isfinite(metrics[-1]["val_loss"])
+    blend = tmp_path / "blend.toml"
+    blend.write_text('hidden = [16]\nepochs = 1\naugment = "shift-blend"\n')
+    refused = CliRunner().invoke(
+        main,
+        ["train", "--data", str(data / "train.h5"), "--out", str(tmp_path / "r2"), "--config", str(blend)],
+    )
+    assert refused.exit_code != 0 and "stretches take 'none' or 'shift'" in refused.output
