@@ -158,11 +158,13 @@ def build_bundle(
     lineage: Lineage | None = None,
     created: str | None = None,
     producer_version: str | None = None,
+    detection: Mapping[str, Any] | None = None,
 ) -> Path:
     """Assemble the manifest from its pieces, hash the model files, sign and write the bundle.
 
     This is what ``edgekws bundle RUN --name N --version V --key KEY --out FILE`` calls once the model
-    has been quantized and exported. ``files`` maps bundle paths (``model/netx.h5``, …) to bytes or paths.
+    has been quantized and exported. ``files`` maps bundle paths (``model/netx.h5``, …) to bytes or paths;
+    ``detection`` is a :class:`~edgekws.packaging.DetectionSpec` dictionary (a format-2 manifest) or None.
     """
     if producer_version is None:
         from edgekws.packaging import __version__
@@ -180,6 +182,7 @@ def build_bundle(
         backends=tuple(backends),
         metrics=metrics or Metrics(),
         lineage=lineage or Lineage(),
+        detection=detection,
     )
     return write_bundle(out_path, manifest, files, private_key)
 

@@ -10,6 +10,7 @@ byte-identical. See docs/bundle.md, "Building a bundle from a training run".
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -26,6 +27,7 @@ import numpy as np
 from edgekws.agent.backends import backend_classes
 from edgekws.packaging import (
     NAME_PATTERN,
+    DetectionSpec,
     FixedPointNetwork,
     KeyFileError,
     Lineage,
@@ -348,6 +350,7 @@ def build_run_bundle(
     *,
     percentile: float = DEFAULT_PERCENTILE,
     eval_data: str | os.PathLike[str] | SpikeDataset | None = None,
+    tune_data: str | os.PathLike[str] | SpikeDataset | None = None,
     parent: str | None = None,
     created: str | None = None,
     force: bool = False,
@@ -357,7 +360,10 @@ def build_run_bundle(
 
     ``out`` is the bundle file, or a folder (ending in ``/`` or existing; created if missing) for
     ``NAME-VERSION.ekb`` (:func:`edgekws.packaging.artifact_path`). ``progress(done, total)`` is called after
-    every stage.
+    every stage. A run trained on stretches (an always-on model) gets the decision settings that come closest
+    to MLPerf Tiny's mark on ``tune_data`` (stretches; default: the run's own validation stretches) as the
+    fixed-point emulator runs them, and its ``eval_data`` (stretches) is scored by detection (recall, false
+    accepts per hour, latency) rather than by clip accuracy.
     """
     run_dir, key_file = Path(run_dir), Path(key_path)
     key = _check_inputs(run_dir, name, version, key_file, out, parent, created, eval_data, force)
@@ -365,15 +371,21 @@ def build_run_bundle(
     run, data = _load(run_dir, eval_data)
     spec, info, params = run.spec, run.info, run.params
     labels = tuple(spec.class_names or info.get("class_names") or ())
-    if data is not None:
+    always_on = info.get("detection_mode") == "always_on"
+    if data is not None and not always_on:
         _check_eval_data(data, spec, labels)
-    stages = _Stages(progress, 7 + (0 if data is None else -(-len(data) // EVAL_CHUNK)))
+    chunks = 0 if data is None or always_on else -(-len(data) // EVAL_CHUNK)
+    stages = _Stages(progress, 7 + chunks + (2 if always_on else 0))
     frontend = _frontend(info, spec, warnings)
     stages.advance()
     net, report = _quantized(params, spec, percentile, warnings)
     stages.advance()
     files, nir_semantics = _model_files(params, spec, net, stages)
-    metrics = _metrics(run_dir, info, report, params, spec, files, data, stages, warnings)
+    if always_on:
+        detection, metrics = _stream_metrics(run_dir, run, files, tune_data, data, stages, warnings)
+    else:
+        detection = DetectionSpec(mode="lanes")
+        metrics = _metrics(run_dir, info, report, params, spec, files, data, stages, warnings)
     try:
         dest = artifact_path(out, f"{name}-{version}.ekb")
     except ValueError as exc:
@@ -393,6 +405,7 @@ def build_run_bundle(
             backends=[n for n, cls in backend_classes().items() if cls.model_file in files],
             lineage=_lineage(run_dir, info, parent),
             created=created,
+            detection=detection.to_dict(),
         )
     except ManifestError as exc:
         raise BundleBuildError(list(exc.problems)) from exc
@@ -495,6 +508,98 @@ def _metrics(
     return Metrics(float=float_metrics, fixed_point=fixed_metrics, backends=backend_metrics)
 
 
+def _stretch_set(source: str | os.PathLike[str] | SpikeDataset | None, what: str) -> SpikeDataset | None:
+    """A data set of stretches (from a path), or None; a BundleBuildError for clips or unreadable files."""
+    from edgekws.toolkit.data import read_shd
+    from edgekws.toolkit.data._stretches import is_stream_set
+
+    if source is None:
+        return None
+    try:
+        data = source if isinstance(source, SpikeDataset) else read_shd(source)
+    except (OSError, ValueError) as exc:
+        raise BundleBuildError([f"{what} {source}: {exc}"]) from exc
+    if not is_stream_set(data):
+        problem = f"{what}: an always-on model is scored on stretches (`edgekws data stretches`), not clips"
+        raise BundleBuildError([problem])
+    return data
+
+
+def _stream_metrics(
+    run_dir: Path,
+    run: Any,
+    files: dict[str, bytes],
+    tune_data: str | os.PathLike[str] | SpikeDataset | None,
+    eval_data: SpikeDataset | None,
+    stages: _Stages,
+    warnings: list[str],
+) -> tuple[DetectionSpec, Metrics]:
+    """An always-on model's decision settings, tuned on stretches as the fixed-point emulator runs them, and
+    its detection metrics there (``tune_*``) and on ``eval_data`` (``eval_*``) for every evaluated backend."""
+    from edgekws.toolkit.quant import deployed
+    from edgekws.toolkit.train import float_readout
+    from edgekws.toolkit.train._streams import (
+        VALIDATION_DECISION,
+        readout_traces,
+        score_stretches,
+        spans_of,
+        tune_detection,
+    )
+
+    spec, params, info = run.spec, run.params, run.info
+    default_val = info.get("data", {}).get("val", {}).get("path")
+    if tune_data is None and default_val is not None and not Path(default_val).is_file():
+        warnings.append(f"the run's validation stretches {default_val} are gone; pass --tune-data")
+        default_val = None
+    tune = _stretch_set(tune_data if tune_data is not None else default_val, "--tune-data")
+    evaluation = _stretch_set(eval_data, "--eval-data")
+    labels = list(spec.class_names)
+
+    def metrics_of(traces: list[np.ndarray], data: SpikeDataset, rule: DetectionSpec) -> dict[str, float]:
+        s = score_stretches(traces, spans_of(data), rule, labels, spec.dt_ms)
+        p50 = s.latency_percentile_s(50)
+        out = {"recall": s.recall, "false_accepts_per_hour": s.false_accepts_per_hour, "keywords": s.keywords}
+        return {**out, **({"latency_ms_p50": 1e3 * p50} if p50 is not None else {})}
+
+    float_metrics: dict[str, float] = _run_metrics(run_dir, info)
+    fixed_metrics: dict[str, float] = {}
+    backend_metrics: dict[str, dict[str, float]] = {}
+    with deployed(files) as open_backend:
+        emulator = open_backend(FIXED_POINT_REFERENCE)
+        detection = VALIDATION_DECISION
+        if tune is None:
+            warnings.append(
+                "no validation stretches to tune the decision settings on (the run has no val set of "
+                "stretches and no --tune-data was given): the manifest carries the untuned defaults"
+            )
+        else:
+            traces = readout_traces(emulator, tune, spec)
+            seconds = round(sum(t.shape[0] for t in traces) * spec.dt_ms / 1000.0)
+            source = info.get("data", {}).get("val", {}).get("path") if tune_data is None else str(tune_data)
+            detection, _ = tune_detection(traces, spans_of(tune), labels, spec.dt_ms)
+            detection = dataclasses.replace(
+                detection, tuned_on=f"{len(tune)} stretches ({seconds} s) of {source}, fixed-point emulator"
+            )
+            fixed_metrics.update({f"tune_{k}": v for k, v in metrics_of(traces, tune, detection).items()})
+        stages.advance()
+        if evaluation is not None:
+            runners: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+                "float": lambda x: float_readout(params, spec, x, batch_size=len(x)),
+                **{n: open_backend(n) for n in evaluated_backends(files)},
+            }
+            for backend, run_fn in runners.items():
+                values = metrics_of(readout_traces(run_fn, evaluation, spec), evaluation, detection)
+                named = {f"eval_{k}": v for k, v in values.items()}
+                if backend == "float":
+                    float_metrics.update(named)
+                else:
+                    backend_metrics[backend] = named
+                    if backend == FIXED_POINT_REFERENCE:
+                        fixed_metrics.update(named)
+        stages.advance()
+    return detection, Metrics(float=float_metrics, fixed_point=fixed_metrics, backends=backend_metrics)
+
+
 def _lineage(run_dir: Path, info: dict[str, Any], parent: str | None) -> Lineage:
     """Parent version, the training run (sha256 of run.json) and its training data's fingerprint."""
     run_json = (run_dir / "run.json").read_bytes()
@@ -560,6 +665,9 @@ def _print_summary(result: BundleBuild) -> None:
               help="Weight-magnitude percentile that sets each layer's fixed-point step.")  # fmt: skip
 @click.option("--eval-data", "eval_data", type=click.Path(path_type=Path), default=None,
               help="HDF5 spike file to evaluate the float, emulator and ONNX models on.")  # fmt: skip
+@click.option("--tune-data", "tune_data", type=click.Path(path_type=Path), default=None,
+              help="Always-on models: stretches to set the decision settings on [default: the run's "
+              "validation stretches].")  # fmt: skip
 @click.option("--parent", default=None, help="The version this bundle replaces (lineage).")
 @click.option("--created", default=None,
               help="UTC YYYY-MM-DDTHH:MM:SSZ (default: now); fix it for byte-stable builds.")  # fmt: skip
@@ -573,6 +681,7 @@ def build(
     out: str,
     percentile: float,
     eval_data: Path | None,
+    tune_data: Path | None,
     parent: str | None,
     created: str | None,
     force: bool,
@@ -601,6 +710,7 @@ def build(
                 out,
                 percentile=percentile,
                 eval_data=eval_data,
+                tune_data=tune_data,
                 parent=parent,
                 created=created,
                 force=force,

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from edgekws.agent import DetectionConfig
 from edgekws.toolkit._cli import main
 from edgekws.toolkit.data import read_shd, synthesize
 from edgekws.toolkit.data._recordings import scan
@@ -117,3 +118,42 @@ def test_stream_training_runs_and_validates_on_stretches(corpus: Path, tmp_path:
         ["train", "--data", str(data / "train.h5"), "--out", str(tmp_path / "r2"), "--config", str(blend)],
     )
     assert refused.exit_code != 0 and "stretches take 'none' or 'shift'" in refused.output
+
+
+def test_an_always_on_bundle_carries_tuned_settings_and_runs_in_the_agent(
+    corpus: Path, tmp_path: Path
+) -> None:
+    """The bundle of a stream run says always_on, with decision settings tuned on the run's validation
+    stretches by the fixed-point emulator, detection metrics, and the agent's pipeline runs it always-on
+    (and refuses to classify a recording with it)."""
+    from edgekws.agent import Pipeline
+    from edgekws.agent.backends import EmulatorBackend
+    from edgekws.packaging import load_public_key, open_bundle, write_keypair
+    from edgekws.toolkit._bundle_build import build_run_bundle
+
+    data = tmp_path / "s"
+    args = ["data", "stretches", "--corpus", str(corpus), "--out", str(data), "--count", "2", "--val-count",
+            "2", "--seconds", "5", "--workers", "1"]  # fmt: skip
+    assert CliRunner().invoke(main, args).exit_code == 0
+    (tmp_path / "c.toml").write_text("hidden = [12]\nepochs = 1\nbatch_size = 2\n")
+    train = ["train", "--data", str(data / "train.h5"), "--val", str(data / "val.h5"), "--out",
+             str(tmp_path / "run"), "--config", str(tmp_path / "c.toml")]  # fmt: skip
+    assert CliRunner().invoke(main, train).exit_code == 0
+    write_keypair(tmp_path / "keys", "t")
+    built = build_run_bundle(
+        tmp_path / "run", "kws-on", "1.0.0", tmp_path / "keys" / "t.key", tmp_path / "b.ekb",
+        eval_data=data / "val.h5",
+    )  # fmt: skip
+    det = built.manifest["detection"]
+    assert built.manifest["format_version"] == 2 and det["mode"] == "always_on"
+    assert "2 stretches (10 s)" in det["tuned_on"] and det["background_label"] == "_background_"
+    assert {"tune_recall", "eval_false_accepts_per_hour"} <= set(built.manifest["metrics"]["fixed_point"])
+    bundle = open_bundle(tmp_path / "b.ekb", [load_public_key(tmp_path / "keys" / "t.pub")])
+    pipeline = Pipeline.open(bundle, [EmulatorBackend.Config(type="emulator")], DetectionConfig())
+    try:
+        assert pipeline.spotter is not None and pipeline.spotter.mode == "always_on"
+        assert pipeline.spotter.settings.threshold == det["threshold"]
+        with pytest.raises(ValueError, match="trained on streams"):
+            pipeline.classify(np.zeros(16000, np.float32))
+    finally:
+        pipeline.close()

@@ -74,8 +74,12 @@ def new_run_info(
         if path is not None:
             entry.update(path=str(path), sha256=file_sha256(path))
         data_info[split] = entry
+    from edgekws.toolkit.data._stretches import is_stream_set
+
     selection = "val_accuracy" if val_data is not None else "train_accuracy"
     return {
+        # the streaming mode the model is trained for: stretches make an always-on model, clips a lanes one
+        "detection_mode": "always_on" if is_stream_set(train_data) else "lanes",
         "type": RUN_TYPE,
         "format_version": RUN_FORMAT_VERSION,
         "producer": f"edgekws {__version__}",
