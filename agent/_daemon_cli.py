@@ -120,6 +120,11 @@ def classify(
         raise click.ClickException(str(exc)) from exc
     problems: list[str] = []
     with contextlib.closing(pipeline):
+        if pipeline.detection.mode == "always_on":
+            raise click.ClickException(
+                f"{bundle_path}: the model was trained on streams (always_on) and has no per-file decision; "
+                "stream the files with `edgekws-agent run` (a [source] of type wav) to get their detections"
+            )
         for path in audio:
             try:
                 samples, sr = load_audio(path)
