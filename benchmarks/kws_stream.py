@@ -1,29 +1,37 @@
-"""Keyword spotting on a long stream with a trained model, scored like MLPerf Tiny's Streaming Wakeword.
+"""Keyword spotting on long streams of real speech, scored like MLPerf Tiny: K-lane and always-on modes.
 
-A deterministic stream (default 5 minutes at 16 kHz, ``--seed``) is made from the synthetic digits corpus
-the model was trained on (``/tmp/digits``, ``edgekws data synth``):
+Two labelled streams (default 10 minutes each, 16 kHz, deterministic for ``--seed``) are composed from the
+real development recordings (``/work/shared/data/real-speech/labels.csv``) by
+:func:`edgekws.toolkit.data._stream.compose`: keywords (the ten digits) and other words (the Speech Commands
+sample's non-digit words) of held-out speakers, gaps and 2-6 s silences, and background noise in 5-20 s
+segments (white, pink, brown, babble of the same speakers' other words, or none) at 5-30 dB SNR against the
+stream's mean speech power. Speakers are disjoint: VAL (tuning) has FSDD's lucas and a fifth of the Speech
+Commands sample's speakers, TEST has FSDD's theo and two fifths of them (``speaker_splits``); training used
+neither (the models' runs say what they trained on). ``--corpus DIR`` makes synthetic streams of a corpus'
+val/test splits instead.
 
-keywords of one split (TEST for the reported stream, VAL for the tuning stream; test speakers are unseen in
-training) among distractor words, silence and white/pink background noise (10-30 dB SNR by default), as
-:func:`edgekws.toolkit.data._stream.build_stream` makes them (also ``edgekws data stream``).
+Each model runs the agent's own streaming pipeline over the streams in 20 ms chunks as fast as possible (the
+bundle's front-end and :class:`edgekws.agent.Spotter` on the fixed-point emulator, numba kernel, the process
+pinned to one core):
 
-The agent's streaming pipeline runs over it in 20 ms chunks as fast as possible: the bundle's front-end,
-:class:`edgekws.agent.Spotter` with the config default of 20 staggered lanes, on the fixed-point emulator
-(numba kernel) built by the daemon's own ``build_backend``, the process pinned to one core. Detection
-settings start from the agent config defaults (``[detection]``; bundles carry none) and are tuned on the
-VAL stream (threshold x smoothing x refractory x silence guard x margin; objective: fewest false accepts
-+ misses), by replaying the decision stages over the lane windows of one pass (the replay equals the
-spotter's stages; the test pass checks it detection for detection). The TEST stream is then run once,
-timed, with the tuned settings, and scored by :func:`edgekws.toolkit.data.score_stream`: a hit is a
-detection with the keyword's label made between the keyword's start and 1.0 s after its end.
+- **K-lane** (``--lanes-bundle``: a per-utterance model): 20 staggered lanes, reset every second; decision
+  settings tuned on VAL over the agent's ``[detection]`` grid by replaying the lane windows of one pass;
+- **always-on** (``--always-on-bundle``: a model trained on stretches): one never-reset network per stream;
+  the time-course decision stage tuned on VAL by replaying its readout trace (``tune_detection``, the grid
+  the bundle builder uses); the bundle's own settings are reported too.
 
-Energy per inference (one window scored by one network instance): ``estimated:cpu-tdp`` (process CPU
-seconds of the timed pass x 5 W / windows; every other meter ``detect_meters`` finds is reported too) and
-``estimated:loihi2-opcount`` from the input and hidden spikes counted in a second pass of the same
-stream through an emulator that records its spike traces.
+TEST is then run once per mode, timed, with the settings tuned on VAL, and scored by
+:func:`edgekws.toolkit.data.score_stream`: a hit is a detection of the keyword's label from its start to
+1 s after its end, repeats within that window are not errors, false accepts are debounced by 1 s; latency
+is detection time minus keyword end (detection time: end of the chunk that completed the decision + the
+measured processing time). Backend work per audio second (synaptic events, neuron updates, spikes; the
+emulator's own counts) and the ``estimated:loihi2-opcount`` energy per audio second are reported per mode,
+with the process's ``estimated:cpu-tdp``. The always-on model is also run over the TEST stream by the float
+model (JAX) and ONNX Runtime (float, streaming) with the same settings.
 
-Run: .venv/bin/python benchmarks/kws_stream.py --run runs/h256      (or --bundle FILE --trust KEY.pub)
-Writes benchmarks/results/kws_stream.{json,md,png}.
+Run:
+    .venv/bin/python benchmarks/kws_stream.py --lanes-bundle L.ekb --always-on-bundle A.ekb --trust K.pub
+Writes benchmarks/results/kws_stream.{json,md,png} (``--out``).
 """
 
 from __future__ import annotations
@@ -36,11 +44,10 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse
 import itertools
-import json
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,133 +55,143 @@ import numpy as np
 from _common import RESULTS, load_average, machine, write_results
 
 from edgekws.agent import DetectionConfig, build_backend
-from edgekws.agent._energy import EnergyMonitor, detect_meters, network_opcounts, opcount_reading
+from edgekws.agent._decision import TimeCourse
+from edgekws.agent._energy import OpCounts, loihi_opcount_joules, opcounts_of
 from edgekws.agent._frontend import FrontendSpec
 from edgekws.agent._sources import AudioChunk
-from edgekws.agent._spotter import Spotter, WindowScore
-from edgekws.agent.backends import EmulatorBackend, EmulatorState, OnnxBackend, Traces
+from edgekws.agent._spotter import Spotter, WindowScore, always_on_settings
+from edgekws.agent.backends import EmulatorBackend, OnnxBackend
+from edgekws.packaging import DetectionSpec, NetworkSpec, open_bundle
 from edgekws.toolkit.data import StreamDetection, StreamScore, score_stream
-from edgekws.toolkit.data._stream import RATE, Stream, build_stream
+from edgekws.toolkit.data._recordings import scan
+from edgekws.toolkit.data._stream import RATE, Stream, compose, corpus_pools, recording_pools
+from edgekws.toolkit.train._streams import mlperf_ratio, tune_detection
 
 CHUNK_MS = 20
-
-
-def _with(cfg: DetectionConfig, **changes: Any) -> DetectionConfig:
-    """``cfg`` with some settings changed (tuning values are checked by the grid, not re-validated)."""
-    return cfg.model_copy(update=changes)
-
-
-TOLERANCE_S = 1.0  # a hit: detection within [keyword start, keyword end + 1.0 s]
-DEBOUNCE_S = 1.0  # MLPerf Tiny's false-positive debounce
-# MLPerf Tiny's mark (<= 8 false positives, <= 8 false negatives on a 1200 s stream with ~50 wakewords,
-# long_wav_spec.json) as rates, for streams of other lengths
-MLPERF_FA_PER_HOUR = 8 * 3600 / 1200
-MLPERF_MISS_RATE = 8 / 50
-THRESHOLD_CURVE = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999)
-GRID = {
+TOLERANCE_S = 1.0
+DEBOUNCE_S = 1.0
+REAL_SPEECH = Path("/work/shared/data/real-speech/labels.csv")
+DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+FSDD_SPLIT = {"val": ["fsdd-lucas"], "test": ["fsdd-theo"]}  # the other four FSDD speakers may be trained on
+STREAM_EVENTS = {"keyword": 0.45, "distractor": 0.35, "silence": 0.2}
+STREAM_NOISE = {"white": 0.2, "pink": 0.2, "brown": 0.1, "babble": 0.3, "none": 0.2}
+LANES_GRID = {
     "threshold": (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99),
-    "smoothing": (1, 2, 3, 4, 6, 8, 10),
+    "smoothing": (1, 2, 3, 4, 6, 8),
     "refractory_ms": (500.0, 1000.0, 2000.0),
     "min_input_rate_hz": (1.0, 10.0, 20.0, 40.0),
     "min_margin": (0.0, 0.3, 0.6),
 }
+WATTS_PER_CORE = 5.0  # estimated:cpu-tdp
 
 
-# ------------------------------------------------------------------------------------------------ model
+def speaker_splits(recordings: list[Any], seed: int = 0) -> dict[str, list[str]]:
+    """Speaker-disjoint splits of the real development recordings: FSDD's lucas (val) and theo (test), the
+    other four FSDD speakers train; the Speech Commands sample's speakers 40 % train, 20 % val, 40 % test at
+    random (``seed``). Training stretches use the ``train`` lists (docs/training.md)."""
+    fsdd = sorted({r.speaker for r in recordings if r.source == "fsdd"})
+    other = sorted({r.speaker for r in recordings if r.source != "fsdd"})
+    order = [other[int(i)] for i in np.random.default_rng(seed).permutation(len(other))]
+    held_out = FSDD_SPLIT["val"] + FSDD_SPLIT["test"]
+    n_test, n_val = round(0.4 * len(other)), round(0.2 * len(other))
+    return {
+        "test": sorted(FSDD_SPLIT["test"] + order[:n_test]),
+        "val": sorted(FSDD_SPLIT["val"] + order[n_test : n_test + n_val]),
+        "train": sorted([s for s in fsdd if s not in held_out] + order[n_test + n_val :]),
+    }
+
+
+def make_streams(args: argparse.Namespace) -> tuple[Stream, Stream, dict[str, Any]]:
+    """The VAL and TEST streams (real speech by default, or a synthetic corpus' splits) and their sources."""
+    streams = []
+    source: dict[str, Any] = {}
+    if args.corpus is not None:
+        source["corpus"] = str(args.corpus)
+        pools = {s: corpus_pools(args.corpus, s, "spoken") for s in ("val", "test")}
+    else:
+        recordings = scan(args.recordings)
+        splits = speaker_splits(recordings, args.seed)
+        source.update(recordings=str(args.recordings), speakers=splits)
+        pools = {s: recording_pools(recordings, list(DIGITS), splits[s]) for s in ("val", "test")}
+    for split, minutes in (("val", args.val_minutes or args.minutes), ("test", args.minutes)):
+        rng = np.random.default_rng(np.random.SeedSequence([args.seed, 7, ("val", "test").index(split)]))
+        streams.append(
+            compose(
+                pools[split],
+                minutes * 60,
+                rng,
+                split=split,
+                snr_db=tuple(args.snr_db),
+                event_p=STREAM_EVENTS,
+                noise_p=STREAM_NOISE,
+                word_gain_db=(-10.0, 0.0),
+            )
+        )
+    return streams[0], streams[1], source
+
+
+# ------------------------------------------------------------------------------------------------ models
 
 
 @dataclass
 class Model:
-    source: str
+    mode: str  # "lanes" or "always_on"
     bundle: str
-    model_dir: Path
     labels: list[str]
     frontend: FrontendSpec
     steps: int
     rule: Any
-    hidden: int
+    detection: DetectionSpec
+    model_dir: Path
     metrics: dict[str, Any]
+    net: NetworkSpec
+
+    @property
+    def hidden(self) -> int:
+        return int(sum(self.net.hidden))
 
 
-def load_model(args: argparse.Namespace, tmp: Path) -> Model:
-    """The bundle (given, or built from ``--run`` with a throwaway key), verified and extracted."""
-    from edgekws.packaging import open_bundle, write_keypair
-
-    if args.bundle is not None:
-        bundle_path, trust, source = Path(args.bundle), [str(t) for t in args.trust], str(args.bundle)
-    else:
-        from edgekws.toolkit._bundle_build import build_run_bundle
-
-        write_keypair(tmp / "keys", "bench")
-        bundle_path = build_run_bundle(
-            args.run,
-            "kws-stream-bench",
-            "0.1.0",
-            tmp / "keys" / "bench.key",
-            tmp / "bench.ekb",
-            created="2026-01-01T00:00:00Z",
-        ).path
-        trust, source = [str(tmp / "keys" / "bench.pub")], str(args.run)
-    bundle = open_bundle(bundle_path, trust)
+def open_model(path: Path, trust: list[str], tmp: Path) -> Model:
+    bundle = open_bundle(path, trust)
     m = bundle.manifest
-    metrics = m.to_dict().get("metrics", {})
-    if args.bundle is None and "val_accuracy" not in metrics.get("float", {}):
-        # no best epoch recorded in run.json (still training, or stopped): best.npz is the checkpoint of the
-        # highest validation accuracy so far (selection metric val_accuracy), so report that record
-        lines = (Path(args.run) / "metrics.jsonl").read_text().splitlines()
-        records = [r for r in map(json.loads, lines) if isinstance(r.get("val_accuracy"), (int, float))]
-        if records:
-            best = max(records, key=lambda r: r["val_accuracy"])
-            found = {
-                "val_accuracy": best["val_accuracy"],
-                "best_epoch": best["epoch"],
-                "from": "metrics.jsonl",
-            }
-            metrics = {**metrics, "float": {**metrics.get("float", {}), **found}}
     net = m.network_spec()
     if net is None:
-        raise SystemExit(f"{bundle_path}: the bundle's network is not an edgekws network")
+        raise SystemExit(f"{path}: not an edgekws network")
+    detection = m.detection_spec()
     return Model(
-        source=source,
+        mode=detection.mode,
         bundle=f"{m.name}-{m.version}",
-        model_dir=bundle.extract(tmp / "model"),
         labels=list(m.labels),
         frontend=FrontendSpec.from_dict(dict(m.frontend)),
         steps=net.num_steps,
         rule=net.readout,
-        hidden=int(sum(net.hidden)),
-        metrics=metrics,
+        detection=detection,
+        model_dir=bundle.extract(tmp / f"{m.name}-{m.version}"),
+        metrics=m.to_dict()["metrics"],
+        net=net,
     )
 
 
-# ------------------------------------------------------------------------------------------------ runs
+# ------------------------------------------------------------------------------------------------ passes
 
 
 @dataclass
 class Pass:
     detections: list[StreamDetection]
-    raw: list[dict[str, Any]]
-    windows: list[WindowScore]
     wall_s: float
+    cpu_s: float
     chunk_s: list[float]
-    processing_latency_s: list[float]
-    windows_scored: int
-    lane_steps: int
+    network_steps: int
     steps: int
-    energy: list[dict[str, Any]]
+    counts: dict[str, float]  # emulator op counts over the pass
+    windows: list[WindowScore] = field(default_factory=list)
+    trace: np.ndarray | None = None  # always-on readout (steps, classes)
 
 
 def run_pass(
-    model: Model,
-    backend: Any,
-    factory: Any,
-    audio: np.ndarray,
-    cfg: DetectionConfig,
-    *,
-    keep_windows: bool = False,
-    meter: bool = False,
+    model: Model, backend: Any, factory: Any, audio: np.ndarray, cfg: DetectionConfig, keep: bool = False
 ) -> Pass:
-    """The agent's spotter over ``audio`` in 20 ms chunks as fast as possible."""
+    """The agent's spotter over ``audio`` in 20 ms chunks, as fast as possible."""
     spotter = Spotter(
         model.frontend,
         backend,
@@ -183,79 +200,49 @@ def run_pass(
         rule=model.rule,
         config=cfg,
         backend_factory=factory,
+        detection=model.detection,
     )
     windows: list[WindowScore] = []
-    if keep_windows:
+    rows: list[np.ndarray] = []
+    if keep and spotter.mode == "lanes":
         spotter.on_window = windows.append
+    if keep and spotter.mode == "always_on":
+        spotter.on_readout = lambda _, v: rows.append(v.astype(np.float32))
+    before = dict(backend.event_counts()) if hasattr(backend, "event_counts") else {}
     n = RATE * CHUNK_MS // 1000
     dets: list[StreamDetection] = []
-    raw: list[dict[str, Any]] = []
     chunk_s: list[float] = []
-    proc: list[float] = []
-    monitor = EnergyMonitor(detect_meters()[0]) if meter else None
-    if monitor is not None:
-        monitor.start()
-    t_all = time.perf_counter()
+    cpu0, t_all = time.process_time(), time.perf_counter()
     for i in range(0, audio.size, n):
         chunk = AudioChunk(audio[i : i + n], RATE, i / RATE, time.monotonic())
         t0 = time.perf_counter()
         found = spotter.process(chunk)
         chunk_s.append(time.perf_counter() - t0)
-        for d in found:
-            at = chunk.end_s + d.latency_s  # stream time of the event if the audio arrived in real time
-            dets.append(StreamDetection(d.label, at))
-            proc.append(d.latency_s)
-            raw.append({**d.to_dict(), "time_s": round(at, 4)})
-    wall = time.perf_counter() - t_all
-    energy: list[dict[str, Any]] = []
-    if monitor is not None:
-        energy = [r.to_dict() for r in monitor.report(spotter.windows_scored)]
-        monitor.stop()
+        dets += [StreamDetection(d.label, chunk.end_s + d.latency_s) for d in found]
+    wall, cpu = time.perf_counter() - t_all, time.process_time() - cpu0
+    after = dict(backend.event_counts()) if hasattr(backend, "event_counts") else {}
+    counts = {k: after[k] - before.get(k, 0.0) for k in after}
+    spotter.close()
     return Pass(
-        dets,
-        raw,
-        windows,
-        wall,
-        chunk_s,
-        proc,
-        spotter.windows_scored,
-        spotter._lanes.lane_steps,
-        spotter.step,
-        energy,
+        dets, wall, cpu, chunk_s, spotter.network_steps, spotter.step, counts, windows,
+        np.concatenate(rows) if rows else None,
+    )  # fmt: skip
+
+
+def score(stream: Stream, detections: list[StreamDetection]) -> StreamScore:
+    return score_stream(
+        stream.truth(), detections, stream.duration_s, tolerance_s=TOLERANCE_S, debounce_s=DEBOUNCE_S
     )
-
-
-class CountingEmulator(EmulatorBackend):
-    """The emulator, recording every step's spikes (input and hidden) to count the operations it did."""
-
-    def __init__(self, net: Any) -> None:
-        super().__init__(net)
-        self.input_spikes = 0
-        self.hidden_spikes = 0
-        self.lane_steps = 0
-
-    def advance(
-        self, state: EmulatorState, x: np.ndarray, traces: bool = False
-    ) -> tuple[np.ndarray, Traces | None]:
-        out, tr = super().advance(state, x, traces=True)
-        assert tr is not None
-        self.input_spikes += int(np.count_nonzero(x))  # lanes x steps x channels (x is broadcast)
-        self.hidden_spikes += sum(int(s.sum()) for s in tr.spikes[:-1])
-        self.lane_steps += x.shape[0] * x.shape[1]
-        return out, tr if traces else None
 
 
 # ------------------------------------------------------------------------------------------------ tuning
 
 
-def replay(
-    windows: list[WindowScore], cfg: DetectionConfig, model: Model, _cache: dict[Any, Any] | None = None
-) -> list[tuple[StreamDetection, float]]:
-    """The spotter's decision stages (guard, smoothing, threshold/margin/ignore, refractory) over the lane
-    windows of a pass made with ``min_input_rate_hz = 0``: each detection with its window's end time. The
-    detection time is the one :func:`run_pass` gives, less the processing time: the end of the 20 ms chunk
-    holding the window's last step."""
-    cache = _cache if _cache is not None else {}
+def replay_lanes(
+    windows: list[WindowScore], cfg: DetectionConfig, model: Model, cache: dict
+) -> list[StreamDetection]:
+    """The lanes spotter's decision stages over the windows of a pass made with no silence guard and no
+    smoothing (the same stages; detection time: the end of the 20 ms chunk holding the window's end)."""
     key = (cfg.min_input_rate_hz, cfg.smoothing)
     if key not in cache:
         dt = model.frontend.dt_ms / 1000.0
@@ -282,567 +269,286 @@ def replay(
         cache[key] = (valid, best, conf, margin, ends, at)
     valid, best, conf, margin, ends, at = cache[key]
     ignored = {i for i, name in enumerate(model.labels) if name in cfg.ignore_labels}
-    cand = np.flatnonzero(valid & (conf >= cfg.threshold) & (margin >= cfg.min_margin))
     last: dict[int, float] = {}
     out = []
-    for i in cand.tolist():
+    for i in np.flatnonzero(valid & (conf >= cfg.threshold) & (margin >= cfg.min_margin)).tolist():
         b = int(best[i])
-        if b in ignored:
-            continue
-        if b in last and (ends[i] - last[b]) * 1000.0 < cfg.refractory_ms:
+        if b in ignored or (b in last and (ends[i] - last[b]) * 1000.0 < cfg.refractory_ms):
             continue
         last[b] = float(ends[i])
-        out.append((StreamDetection(model.labels[b], float(at[i])), float(ends[i])))
+        out.append(StreamDetection(model.labels[b], float(at[i])))
     return out
 
 
-def detections(replayed: list[tuple[StreamDetection, float]]) -> list[StreamDetection]:
-    return [d for d, _ in replayed]
+def tune_lanes(
+    windows: list[WindowScore], model: Model, stream: Stream
+) -> tuple[DetectionConfig, dict[str, Any]]:
+    """The [detection] settings closest to MLPerf Tiny's mark on ``stream`` (ties: fewer errors)."""
+    cache: dict = {}
+    best: tuple[Any, ...] | None = None
+    names = list(LANES_GRID)
+    for values in itertools.product(*LANES_GRID.values()):
+        cfg = DetectionConfig(**dict(zip(names, values, strict=True)))
+        s = score(stream, replay_lanes(windows, cfg, model, cache))
+        key = (mlperf_ratio(s), s.misses + s.false_accepts)
+        if best is None or key < best[0]:
+            best = (key, cfg, s)
+    assert best is not None
+    return best[1], best[2].to_dict()
 
 
-def replayed_score(
-    stream: Stream, windows: list[WindowScore], cfg: DetectionConfig, model: Model
-) -> StreamScore:
-    """The stream's score under decision settings ``cfg``, replayed over a recorded pass's lane windows."""
-    return score_stream(
-        stream.truth(),
-        detections(replay(windows, cfg, model)),
-        stream.duration_s,
-        tolerance_s=TOLERANCE_S,
-        debounce_s=DEBOUNCE_S,
-    )
-
-
-def mlperf_ratio(s: StreamScore) -> float:
-    """How far a score is from MLPerf Tiny's mark scaled to rates: max(FA/h / 24, miss rate / 0.16).
-
-    MLPerf Tiny's stream is 20 minutes with about 50 wakewords, and allows 8 false positives and 8 false
-    negatives: 24 false accepts per hour and a miss rate of 8/50. A score meets the scaled mark iff <= 1.
-    """
-    miss_rate = s.misses / s.keywords if s.keywords else 0.0
-    return max(s.false_accepts_per_hour / MLPERF_FA_PER_HOUR, miss_rate / MLPERF_MISS_RATE)
-
-
-def tune(
-    windows: list[WindowScore], model: Model, base: DetectionConfig, stream: Stream
-) -> list[dict[str, Any]]:
-    """Every grid point's score on the tuning stream, best first: closest to MLPerf Tiny's scaled mark
-    (:func:`mlperf_ratio`), then fewest false accepts + misses, then lowest median latency."""
-    truth, cache = stream.truth(), dict[Any, Any]()
-    rows = []
-    names = list(GRID)
-    for values in itertools.product(*GRID.values()):
-        cfg = _with(base, **dict(zip(names, values, strict=True)))
-        s = score_stream(
-            truth,
-            detections(replay(windows, cfg, model, cache)),
-            stream.duration_s,
-            tolerance_s=TOLERANCE_S,
-            debounce_s=DEBOUNCE_S,
-        )
-        p50 = s.latency_percentile_s(50)
-        rows.append(
-            {
-                **dict(zip(names, values, strict=True)),
-                "score": s.to_dict(),
-                "_key": (mlperf_ratio(s), s.false_accepts + s.misses, p50 if p50 is not None else 9.9),
-            }
-        )
-    rows.sort(key=lambda r: r["_key"])
-    for r in rows:
-        del r["_key"]
-    return rows
+def replay_always_on(trace: np.ndarray, spec: DetectionSpec, model: Model) -> list[StreamDetection]:
+    dt = model.frontend.dt_ms
+    found = TimeCourse(spec, model.labels, dt, DetectionConfig().ignore_labels).push(trace)
+    return [StreamDetection(model.labels[k], (s + 1) * dt / 1000.0) for s, k, _ in found]
 
 
 # ------------------------------------------------------------------------------------------------ report
 
 
-def false_accept_context(stream: Stream, score: StreamScore) -> dict[str, int]:
-    """Where each counted false accept happened: on a keyword (wrong label), on a distractor word (within
-    the tolerance after it), in background noise, or in quiet."""
-    out = {"keyword_wrong_label": 0, "distractor": 0, "background_noise": 0, "quiet": 0}
-    for d in score.detections:
-        if not d.counted:
-            continue
-        if d.outcome == "wrong_label":
-            out["keyword_wrong_label"] += 1
-        elif any(
-            s.kind == "distractor" and s.start_s <= d.time_s <= s.end_s + TOLERANCE_S for s in stream.segments
-        ):
-            out["distractor"] += 1
-        elif any(n["start_s"] <= d.time_s < n["end_s"] and n["type"] != "none" for n in stream.noise):
-            out["background_noise"] += 1
-        else:
-            out["quiet"] += 1
+def per_audio_second(p: Pass, seconds: float) -> dict[str, Any]:
+    """Backend work and energy per second of audio from a pass's op counts and CPU time."""
+    out: dict[str, Any] = {
+        "network_steps_per_audio_step": round(p.network_steps / max(1, p.steps), 3),
+        "estimated:cpu-tdp_mj": round(1e3 * p.cpu_s * WATTS_PER_CORE / seconds, 3),
+    }
+    if p.counts:
+        ops = opcounts_of(p.counts, seconds)
+        out.update(
+            synops=round(ops.synops),
+            neuron_updates=round(ops.neuron_updates),
+            spikes=round(ops.spikes),
+            input_events=round(p.counts["input_events"] / seconds),
+            hidden_spikes=round(p.counts["hidden_spikes"] / seconds),
+        )
+        out["estimated:loihi2-opcount_mj"] = round(
+            1e3 * loihi_opcount_joules(OpCounts(*ops.__dict__.values())), 5
+        )
     return out
 
 
-def _summary(score: StreamScore) -> str:
-    d = score.to_dict()
-    lat = d["latency_ms"]
+def summary(s: StreamScore) -> dict[str, Any]:
+    d = s.to_dict()
+    d["miss_rate"] = round(s.misses / s.keywords, 4) if s.keywords else None
+    d["mlperf_scaled_ratio"] = round(mlperf_ratio(s), 3)
+    return d
+
+
+def line(name: str, s: StreamScore) -> str:
+    lat = s.to_dict()["latency_ms"]
     return (
-        f"recall {d['recall']:.3f} ({d['hits']}/{d['keywords']}), false accepts {d['false_accepts']} "
-        f"({d['false_accepts_per_hour']:.0f}/h; wrong label {d['wrong_label']}, spurious {d['spurious']}), "
-        f"misses {d['misses']}, latency p50/p90 {lat['p50']}/{lat['p90']} ms"
+        f"{name}: recall {s.recall:.3f} ({s.hits}/{s.keywords}), misses {s.misses}, false accepts "
+        f"{s.false_accepts} ({s.false_accepts_per_hour:.1f}/h), latency p50/p90 {lat['p50']}/{lat['p90']} ms"
     )
-
-
-def plot(
-    path: Path,
-    stream: Stream,
-    score: StreamScore,
-    tuning: list[dict[str, Any]],
-    chosen: dict[str, Any],
-    curve: list[dict[str, Any]],
-    default: StreamScore,
-) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig = plt.figure(figsize=(15, 8.5))
-    ax = fig.add_subplot(2, 1, 1)
-    # the 40 s stretch with the most errors (misses + false accepts), else the one after 20 s
-    length = min(40.0, stream.duration_s)
-    bad = [stream.truth()[k].end_s for k in score.missed]
-    bad += [d.time_s for d in score.detections if d.counted]
-    starts = np.arange(0.0, max(stream.duration_s - length, 0.0) + 1e-9, 5.0)
-    counts = [sum(s <= b < s + length for b in bad) for s in starts]
-    t0 = float(starts[int(np.argmax(counts))]) if bad else min(20.0, float(starts[-1]))
-    t1 = t0 + length
-    a, b = round(t0 * RATE), round(t1 * RATE)
-    x = stream.audio[a:b]
-    step = max(1, x.size // 4000)
-    env = x[: x.size // step * step].reshape(-1, step)
-    tt = t0 + (np.arange(env.shape[0]) * step) / RATE
-    ax.fill_between(tt, env.min(axis=1), env.max(axis=1), color="0.35", lw=0)
-    top = float(np.abs(x).max()) or 1.0
-    for seg in stream.segments:
-        if seg.end_s < t0 or seg.start_s > t1 or seg.kind == "silence":
-            continue
-        color = "tab:green" if seg.kind == "keyword" else "0.8"
-        ax.axvspan(seg.start_s, seg.end_s, color=color, alpha=0.25 if seg.kind == "keyword" else 0.5, lw=0)
-        ax.text(
-            (seg.start_s + seg.end_s) / 2,
-            -1.12 * top,
-            seg.label,
-            ha="center",
-            va="top",
-            fontsize=7,
-            color="darkgreen" if seg.kind == "keyword" else "0.4",
-            rotation=30,
-        )
-    colors = {"hit": "tab:blue", "repeat": "tab:cyan", "wrong_label": "tab:orange", "spurious": "tab:red"}
-    for d in score.detections:
-        if t0 <= d.time_s <= t1:
-            ax.axvline(d.time_s, color=colors[d.outcome], lw=1.2)
-            ax.text(
-                d.time_s,
-                1.05 * top,
-                d.label,
-                rotation=60,
-                fontsize=7,
-                color=colors[d.outcome],
-                ha="left",
-                va="bottom",
-            )
-    for k in score.missed:
-        kw = stream.truth()[k]
-        if t0 <= kw.end_s <= t1:
-            ax.plot([kw.start_s, kw.end_s], [0.95 * top, 0.95 * top], color="tab:red", lw=3)
-    for d in default.detections:  # the config defaults' detections (replayed), as triangles below
-        if t0 <= d.time_s <= t1:
-            ax.plot([d.time_s], [-0.97 * top], marker="^", ms=6, color=colors[d.outcome], ls="none")
-    ax.text(t0 + 0.2, -0.85 * top, "triangles: detections with the config defaults", fontsize=7, color="0.3")
-    ax.text(t0 + 0.2, 0.8 * top, "lines: detections with the tuned settings", fontsize=7, color="0.3")
-    ax.set_xlim(t0, t1)
-    ax.set_ylim(-1.45 * top, 2.3 * top)
-    ax.set_xlabel("stream time (s)")
-    ax.set_yticks([])
-    handles = [
-        plt.Rectangle((0, 0), 1, 1, color="tab:green", alpha=0.25, label="keyword (ground truth)"),
-        plt.Rectangle((0, 0), 1, 1, color="0.8", alpha=0.5, label="distractor word"),
-        *[plt.Line2D([], [], color=c, label=f"detection: {o.replace('_', ' ')}") for o, c in colors.items()],
-        plt.Line2D([], [], color="tab:red", lw=3, label="missed keyword"),
-    ]
-    ax.legend(handles=handles, loc="upper right", fontsize=7, ncol=4)
-    ax.set_title(f"TEST stream {t0:.0f}-{t1:.0f} s: waveform, ground truth and detections", fontsize=10)
-    ax2 = fig.add_subplot(2, 2, 3)
-    bins = [float(b) for b in range(-600, 1101, 50)]
-    for sc, name, color in ((default, "defaults (replayed)", "0.6"), (score, "tuned (timed)", "tab:blue")):
-        lat = np.array(sc.latencies_s) * 1e3
-        if lat.size:
-            p50, p90 = np.percentile(lat, [50, 90])
-            label = f"{name}: {lat.size} hits, p50 {p50:.0f} / p90 {p90:.0f} ms"
-            ax2.hist(lat, bins=bins, color=color, alpha=0.8, label=label)
-    ax2.axvline(0, color="k", lw=0.8)
-    ax2.legend(fontsize=8)
-    ax2.set_xlabel("decision latency after the keyword's end (ms; negative: before the word ended)")
-    ax2.set_ylabel("hits")
-    ax2.set_title("TEST: decision latency of the hits", fontsize=10)
-    ax3 = fig.add_subplot(2, 2, 4)
-    fa = [r["score"]["false_accepts_per_hour"] for r in tuning]
-    rec = [r["score"]["recall"] for r in tuning]
-    ax3.scatter(fa, rec, s=8, c=[r["threshold"] for r in tuning], cmap="viridis")
-    ax3.scatter(
-        [chosen["score"]["false_accepts_per_hour"]],
-        [chosen["score"]["recall"]],
-        s=80,
-        facecolors="none",
-        edgecolors="tab:red",
-        label="chosen",
-    )
-    ax3.plot(
-        [c["false_accepts_per_hour"] for c in curve],
-        [c["recall"] for c in curve],
-        "-o",
-        ms=3,
-        color="tab:red",
-        lw=1,
-        label="TEST, threshold swept (other settings as tuned)",
-    )
-    ax3.axvline(MLPERF_FA_PER_HOUR, color="0.5", ls=":", lw=1)
-    ax3.axhline(1 - MLPERF_MISS_RATE, color="0.5", ls=":", lw=1, label="MLPerf Tiny mark as rates")
-    ax3.set_xscale("symlog", linthresh=10)
-    ax3.set_xlim(left=0)
-    ax3.set_xlabel("false accepts per hour")
-    ax3.set_ylabel("recall")
-    ax3.set_title("recall vs false accepts: VAL grid (dots, colour: threshold), TEST sweep", fontsize=10)
-    ax3.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-# ------------------------------------------------------------------------------------------------ main
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    src = ap.add_mutually_exclusive_group()
-    src.add_argument("--run", type=Path, help="training run folder (best.npz + run.json); default runs/h256")
-    src.add_argument("--bundle", type=Path, help="a signed bundle (.ekb); needs --trust")
-    ap.add_argument("--trust", action="append", default=[], help="trusted public key for --bundle")
-    ap.add_argument("--corpus", type=Path, default=Path("/tmp/digits"), help="the synthetic digits corpus")
-    ap.add_argument("--minutes", type=float, default=5.0, help="length of the TEST stream")
+    ap.add_argument("--lanes-bundle", type=Path, help="a per-utterance model's bundle (K-lane mode)")
+    ap.add_argument("--always-on-bundle", type=Path, help="a stream-trained model's bundle (always-on mode)")
+    ap.add_argument("--trust", action="append", default=[], help="public key the bundles are signed by")
+    ap.add_argument("--recordings", type=Path, default=REAL_SPEECH, help="labelled real recordings (CSV)")
+    ap.add_argument("--corpus", type=Path, default=None, help="a synthetic corpus instead of real speech")
+    ap.add_argument("--minutes", type=float, default=10.0, help="length of the TEST stream")
     ap.add_argument("--val-minutes", type=float, default=None, help="length of the VAL stream (= --minutes)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--snr-db", type=float, nargs=2, default=(10.0, 30.0), metavar=("LO", "HI"))
-    ap.add_argument(
-        "--onnx-seconds",
-        type=float,
-        default=-1.0,
-        help="run the ONNX backend over this much of the TEST stream (0: skip, -1: all)",
-    )
-    ap.add_argument("--save-wav", type=Path, default=None, help="also write the TEST stream here")
+    ap.add_argument("--snr-db", type=float, nargs=2, default=(5.0, 30.0), metavar=("LO", "HI"))
+    ap.add_argument("--lanes", type=int, default=20, help="lanes of the K-lane mode")
+    ap.add_argument("--other-backends", type=float, default=60.0,
+                    help="seconds of TEST also run on float and ONNX, always-on (0: skip)")  # fmt: skip
+    ap.add_argument("--trained", default="", help="what the models were trained on (for the report)")
     ap.add_argument("--out", type=Path, default=RESULTS / "kws_stream.json")
     args = ap.parse_args()
-    if args.bundle is not None and not args.trust:
-        ap.error("--bundle needs --trust KEY.pub")
-    if args.bundle is None and args.run is None:
-        args.run = Path(__file__).resolve().parent.parent / "runs" / "h256"
+    if not (args.lanes_bundle or args.always_on_bundle):
+        ap.error("give --lanes-bundle, --always-on-bundle or both")
     core = min(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {core})
     load_start = load_average()
-
+    doc: dict[str, Any] = {"command": " ".join(["benchmarks/kws_stream.py", *sys.argv[1:]]), "modes": {}}
+    t = time.perf_counter()
+    val, test, source = make_streams(args)
+    doc["streams"] = {"source": source, "val": val.composition(), "test": test.composition()}
+    took = time.perf_counter() - t
+    print(f"streams in {took:.0f} s: val {len(val.truth())}, test {len(test.truth())} keywords")
     with tempfile.TemporaryDirectory(prefix="kws-stream-") as tmp_name:
         tmp = Path(tmp_name)
-        t = time.perf_counter()
-        model = load_model(args, tmp)
-        print(f"model {model.source} ({model.bundle}) in {time.perf_counter() - t:.1f} s", flush=True)
-        emulator, factory = build_backend(EmulatorBackend.Config(type="emulator"), model.model_dir)
-        compile_s = emulator.compile_seconds()
-        base = DetectionConfig()  # the agent config's [detection] defaults
-
-        t = time.perf_counter()
-        val = build_stream(
-            args.corpus, "val", args.val_minutes or args.minutes, args.seed, tuple(args.snr_db)
-        )
-        test = build_stream(args.corpus, "test", args.minutes, args.seed, tuple(args.snr_db))
-        print(
-            f"streams built in {time.perf_counter() - t:.1f} s: "
-            f"val {val.composition()['keywords']} keywords, "
-            f"test {test.composition()['keywords']} keywords",
-            flush=True,
-        )
-        if args.save_wav is not None:
-            import soundfile as sf
-
-            sf.write(args.save_wav, test.audio, RATE, subtype="PCM_16")
-
-        # tuning on VAL: one pass recording every lane window, then the decision stages replayed per grid
-        # point
-        capture = _with(base, min_input_rate_hz=0.0, smoothing=1)
-        t = time.perf_counter()
-        val_pass = run_pass(model, emulator, factory, val.audio, capture, keep_windows=True)
-        val_default = replayed_score(val, val_pass.windows, base, model)
-        tuning = tune(val_pass.windows, model, base, val)
-        chosen = tuning[0]
-        tuned = _with(base, **{k: chosen[k] for k in GRID})
-        print(f"tuned on VAL in {time.perf_counter() - t:.1f} s: {tuned.model_dump()}", flush=True)
-        print(f"  VAL defaults: {_summary(val_default)}", flush=True)
-
-        # TEST: the timed pass with the tuned settings
-        timed = run_pass(model, emulator, factory, test.audio, tuned, meter=True)
-        score = score_stream(
-            test.truth(), timed.detections, test.duration_s, tolerance_s=TOLERANCE_S, debounce_s=DEBOUNCE_S
-        )
-        rtf = timed.wall_s / test.duration_s
-        print(f"TEST tuned (emulator, RTF {rtf:.4f}): {_summary(score)}", flush=True)
-
-        # TEST again through the counting emulator: op counts, window scores, replay parity
-        counter = CountingEmulator(emulator.net)
-        counted = run_pass(
-            model,
-            counter,
-            None,
-            test.audio,
-            _with(tuned, min_input_rate_hz=0.0, smoothing=1),
-            keep_windows=True,
-        )
-        replayed = replay(counted.windows, tuned, model)
-        same = [(d.label, round(end, 4)) for d, end in replayed] == [
-            (r["label"], r["audio_time_s"]) for r in timed.raw
-        ]
-        test_default = replayed_score(test, counted.windows, base, model)
-        # the same TEST words without the background noise (decision stages replayed)
-        quiet = build_stream(
-            args.corpus, "test", args.minutes, args.seed, tuple(args.snr_db), background=False
-        )
-        quiet_pass = run_pass(model, emulator, factory, quiet.audio, capture, keep_windows=True)
-        quiet_score = replayed_score(quiet, quiet_pass.windows, tuned, model)
-        quiet_default = replayed_score(quiet, quiet_pass.windows, base, model)
-        print(f"TEST without background noise (replayed): {_summary(quiet_score)}", flush=True)
-        print(f"  same, defaults: {_summary(quiet_default)}", flush=True)
-        curve = []  # recall and false accepts over the threshold, the other tuned settings fixed
-        for thr in THRESHOLD_CURVE:
-            sc = replayed_score(test, counted.windows, _with(tuned, threshold=thr), model)
-            curve.append(
-                {
-                    "threshold": thr,
-                    "recall": round(sc.recall, 4),
-                    "false_accepts": sc.false_accepts,
-                    "false_accepts_per_hour": round(sc.false_accepts_per_hour, 1),
-                }
+        for path in (args.lanes_bundle, args.always_on_bundle):
+            if path is None:
+                continue
+            model = open_model(path, args.trust, tmp)
+            backend, factory = build_backend(EmulatorBackend.Config(type="emulator"), model.model_dir)
+            backend.compile_seconds()
+            entry: dict[str, Any] = {"bundle": model.bundle, "hidden": model.hidden, "metrics": model.metrics}
+            tune = tune_lanes_mode if model.mode == "lanes" else tune_always_on_mode
+            tuned, settings, capture = tune(model, backend, factory, val, test, args, entry)
+            print(f"{model.mode}: tuned on VAL {settings}")
+            timed = run_pass(model, backend, factory, test.audio, tuned)
+            s = score(test, timed.detections)
+            print(line(f"{model.mode} TEST", s))
+            entry.update(
+                mode=model.mode,
+                settings_tuned_on_val=settings,
+                test=summary(s),
+                rtf=round(timed.wall_s / test.duration_s, 5),
+                chunk_ms_p50=round(1e3 * float(np.median(timed.chunk_s)), 3),
+                per_audio_second=per_audio_second(timed, test.duration_s),
             )
-        lane_steps_all = tuned.lanes * counted.steps  # idle (skipped) lane-steps have no spikes
-        in_per_inf = counter.input_spikes / lane_steps_all * model.steps
-        hid_per_inf = counter.hidden_spikes / lane_steps_all * model.steps
-        ops = network_opcounts(model.hidden, len(model.labels), model.steps, in_per_inf, hid_per_inf)
-        loihi = opcount_reading(ops).to_dict()
-
-        onnx: dict[str, Any] = {"ran": False}
-        if args.onnx_seconds:
-            try:
-                ort, ort_factory = build_backend(OnnxBackend.Config(type="onnx", threads=1), model.model_dir)
-            except Exception as exc:  # onnxruntime missing or the model refused: say so in the results
-                onnx = {"ran": False, "reason": f"{type(exc).__name__}: {exc}"}
-            else:
-                secs = test.duration_s if args.onnx_seconds < 0 else min(args.onnx_seconds, test.duration_s)
-                part = test.audio[: round(secs * RATE)]
-                op = run_pass(model, ort, ort_factory, part, tuned)
-                truth = [k for k in test.truth() if k.end_s + TOLERANCE_S <= secs]
-                dets = [d for d in op.detections if d.time_s <= secs]
-                emu = [d for d in timed.detections if d.time_s <= secs]
-                s_onnx = score_stream(truth, dets, secs, tolerance_s=TOLERANCE_S, debounce_s=DEBOUNCE_S)
-                s_emu = score_stream(truth, emu, secs, tolerance_s=TOLERANCE_S, debounce_s=DEBOUNCE_S)
-                onnx = {
-                    "ran": True,
-                    "provider": ort.provider,
-                    "audio_s": round(secs, 2),
-                    "rtf": round(op.wall_s / secs, 4),
-                    "chunk_ms_p50": round(1e3 * float(np.median(op.chunk_s)), 3),
-                    "score": s_onnx.to_dict(),
-                    "emulator_score_same_part": s_emu.to_dict(),
-                    "note": "float network (before quantization) on ONNX Runtime, one instance per lane "
-                    "stepped with batch 1 (no per-lane reset inside one batch), idle lanes not skipped",
-                }
-                print(f"ONNX ({secs:.0f} s, RTF {onnx['rtf']}): {_summary(s_onnx)}", flush=True)
-
-    chunk_ms = np.array(timed.chunk_s) * 1e3
-    metrics = model.metrics
-    doc: dict[str, Any] = {
-        "machine": machine(blas_threads=1, pinned_core=core),
-        "load_average_1min_at_start": load_start,
-        "load_average_1min_at_end": load_average(),
-        "command": " ".join(["benchmarks/kws_stream.py", *sys.argv[1:]]),
-        "model": {
-            "source": model.source,
-            "bundle": model.bundle,
-            "hidden": model.hidden,
-            "labels": model.labels,
-            "val_accuracy": metrics.get("float", {}).get("val_accuracy"),
-            "best_epoch": metrics.get("float", {}).get("best_epoch"),
-            "readout": model.rule,
-            "window_steps": model.steps,
-        },
-        "protocol": {
-            "chunk_ms": CHUNK_MS,
-            "tolerance_s": TOLERANCE_S,
-            "debounce_s": DEBOUNCE_S,
-            "hit": "detection with the keyword's label in [keyword start, keyword end + tolerance]",
-            "detection_time": "end of the 20 ms chunk holding the deciding window's last sample + the "
-            "measured processing latency (the stream is fed as fast as possible; times are stream times)",
-            "tuning": "grid over the VAL stream; objective: min of max(FA/h / 24, miss rate / 0.16) (MLPerf "
-            "Tiny's 8 FP / 8 FN on its 1200 s stream with ~50 wakewords, as rates), ties: fewer false "
-            "accepts + "
-            "misses, lower median latency",
-            "grid": {k: list(v) for k, v in GRID.items()},
-            "snr_db": list(args.snr_db),
-            "seed": args.seed,
-        },
-        "streams": {"val": val.composition(), "test": test.composition()},
-        "settings": {"defaults": base.model_dump(), "tuned": tuned.model_dump()},
-        "val": {"defaults": val_default.to_dict(), "tuned": chosen["score"], "grid_top5": tuning[:5]},
-        "test": {
-            "tuned": score.to_dict(with_detections=True),
-            "mlperf_scaled_ratio": round(mlperf_ratio(score), 3),
-            "threshold_curve_replayed": curve,
-            "defaults_replayed": test_default.to_dict(),
-            "tuned_without_background_noise_replayed": quiet_score.to_dict(),
-            "defaults_without_background_noise_replayed": quiet_default.to_dict(),
-            "false_accepts_by_context": false_accept_context(test, score),
-            "false_accepts_by_context_defaults": false_accept_context(test, test_default),
-            "replay_matches_spotter": same,
-        },
-        "runtime": {
-            "backend": "emulator",
-            "kernel": emulator.kernel,
-            "compile_or_cache_load_s": round(compile_s, 3),
-            "lanes": tuned.lanes,
-            "rtf": round(rtf, 5),
-            "wall_s": round(timed.wall_s, 3),
-            "chunk_ms": {
-                q: round(float(np.percentile(chunk_ms, int(q[1:]))), 3) for q in ("p50", "p90", "p99")
-            },
-            "processing_latency_ms_p50": round(1e3 * float(np.median(timed.processing_latency_s)), 3)
-            if timed.processing_latency_s
-            else None,
-            "inferences": timed.windows_scored,
-            "inferences_per_audio_s": round(timed.windows_scored / test.duration_s, 3),
-            "lanes_stepped_share": round(timed.lane_steps / (tuned.lanes * timed.steps), 4),
-        },
-        "energy_per_inference": {
-            "meters": timed.energy,
-            "loihi2_opcount": {
-                **loihi,
-                "input_spikes_per_inference": round(in_per_inf, 1),
-                "hidden_spikes_per_inference": round(hid_per_inf, 1),
-                "hidden_rate_hz": round(
-                    hid_per_inf / model.hidden / (model.steps * model.frontend.dt_ms / 1e3), 2
-                ),
-                "synops": round(ops.synops),
-                "neuron_updates": round(ops.neuron_updates),
-                "scope": "one 1 s window of one lane; spikes counted on the TEST stream; the K lanes "
-                "multiply it per audio second",
-            },
-            "inference": "one 1 s window scored by one network instance (the paper's 'per sample')",
-        },
-        "onnx": onnx,
-    }
+            if model.mode == "always_on" and args.other_backends > 0:
+                entry["other_backends"] = other_backends(model, test, capture, tuned, args.other_backends)
+            doc["modes"][model.mode] = entry
+            backend.close()
+    doc["machine"] = machine(blas_threads=1, pinned_core=core)
+    doc["load_average_1min"] = {"start": load_start, "end": load_average()}
+    doc["trained"] = args.trained
+    modes = doc["modes"]
+    if "lanes" in modes and "always_on" in modes:
+        a, b = modes["always_on"]["per_audio_second"], modes["lanes"]["per_audio_second"]
+        doc["work_ratio_always_on_over_lanes"] = {
+            k: round(a[k] / b[k], 4)
+            for k in ("synops", "neuron_updates", "spikes", "estimated:loihi2-opcount_mj")
+            if k in a and k in b and b[k]
+        }
     write_results(args.out, doc, markdown(doc))
-    plot(args.out.with_suffix(".png"), test, score, tuning, chosen, curve, test_default)
-    print(f"wrote {args.out} (.md, .png)", flush=True)
+    print(f"wrote {args.out}")
+
+
+def tune_lanes_mode(
+    model: Model, backend: Any, factory: Any, val: Stream, test: Stream, args: Any, entry: dict[str, Any]
+) -> tuple[DetectionConfig, dict[str, Any], Pass]:
+    """K-lane: settings tuned on VAL by replaying its lane windows; TEST with the agent defaults replayed."""
+    capture = DetectionConfig(lanes=args.lanes, min_input_rate_hz=0.0, smoothing=1)
+    vpass = run_pass(model, backend, factory, val.audio, capture, keep=True)
+    tuned, entry["val_tuned"] = tune_lanes(vpass.windows, model, val)
+    tuned = tuned.model_copy(update={"lanes": args.lanes})
+    tpass = run_pass(model, backend, factory, test.audio, capture, keep=True)
+    defaults = replay_lanes(tpass.windows, DetectionConfig(lanes=args.lanes), model, {})
+    entry["test_defaults_replayed"] = summary(score(test, defaults))
+    return tuned, {k: getattr(tuned, k) for k in LANES_GRID}, tpass
+
+
+ALWAYS_ON_KEYS = ("smoothing_ms", "threshold", "min_margin", "refractory_ms")
+
+
+def tune_always_on_mode(
+    model: Model, backend: Any, factory: Any, val: Stream, test: Stream, args: Any, entry: dict[str, Any]
+) -> tuple[DetectionConfig, dict[str, Any], Pass]:
+    """Always-on: settings tuned on VAL by replaying its readout trace; TEST with the bundle's settings
+    (tuned on its own validation stretches by the bundle builder) replayed."""
+    vpass = run_pass(model, backend, factory, val.audio, DetectionConfig(), keep=True)
+    assert vpass.trace is not None
+    dt = model.frontend.dt_ms
+    spec, rows = tune_detection([vpass.trace], [val.truth()], model.labels, dt, base=model.detection)
+    entry["val_tuned"] = rows[0]["score"]
+    settings = {k: getattr(spec, k) for k in ALWAYS_ON_KEYS}
+    tpass = run_pass(model, backend, factory, test.audio, DetectionConfig(), keep=True)
+    assert tpass.trace is not None
+    bundle_settings = replay_always_on(tpass.trace, model.detection, model)
+    entry["test_bundle_settings_replayed"] = summary(score(test, bundle_settings))
+    entry["bundle_settings"] = model.detection.to_dict()
+    return DetectionConfig(**settings), settings, tpass
+
+
+def other_backends(
+    model: Model, test: Stream, emulated: Pass, cfg: DetectionConfig, seconds: float
+) -> dict[str, Any]:
+    """The always-on model on the float model (JAX) and ONNX Runtime (float, streaming) over the first
+    ``seconds`` of TEST with the tuned settings, next to the emulator's score on the same part."""
+    from edgekws.agent import encode
+    from edgekws.toolkit.train import float_readout
+
+    n = round(seconds * RATE)
+    part = Stream("test", test.audio[:n], [s for s in test.segments if s.end_s + TOLERANCE_S <= seconds])
+    spec = always_on_settings(cfg, model.detection)
+    steps = round(seconds * 1000 / model.frontend.dt_ms)
+    assert emulated.trace is not None
+    out: dict[str, Any] = {"seconds": seconds}
+    out["emulator"] = summary(score(part, replay_always_on(emulated.trace[:steps], spec, model)))
+    try:
+        ort, _ = build_backend(OnnxBackend.Config(type="onnx", threads=1), model.model_dir)
+    except Exception as exc:  # onnxruntime missing or the model refused: say so in the results
+        out["onnx"] = {"ran": False, "reason": f"{type(exc).__name__}: {exc}"}
+    else:
+        p = run_pass(model, ort, None, part.audio, cfg)
+        out["onnx"] = {**summary(score(part, p.detections)), "rtf": round(p.wall_s / seconds, 4)}
+        ort.close()
+    with np.load(model.model_dir / "model" / "float.npz") as f:
+        params = {k: f[k] for k in f.files}
+    spikes = np.asarray(encode(part.audio, RATE, model.frontend))[None]
+    trace = float_readout(params, model.net, spikes, batch_size=1)[0]
+    out["float"] = summary(score(part, replay_always_on(trace, spec, model)))
+    return out
+
+
+def _row(mode: str, e: dict[str, Any]) -> str:
+    s, w = e["test"], e["per_audio_second"]
+    cells = [
+        f"{mode} ({e['bundle']})",
+        str(e["settings_tuned_on_val"]),
+        f"{s['recall']:.3f}",
+        f"{s['misses']} ({s['miss_rate']:.3f})",
+        f"{s['false_accepts']} ({s['false_accepts_per_hour']:.1f})",
+        f"{s['latency_ms']['p50']} / {s['latency_ms']['p90']}",
+        str(s["mlperf_scaled_ratio"]),
+        str(e["rtf"]),
+        str(w["network_steps_per_audio_step"]),
+        *(str(w.get(k, "-")) for k in ("synops", "neuron_updates", "spikes", "estimated:loihi2-opcount_mj")),
+        str(w["estimated:cpu-tdp_mj"]),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+COLUMNS = (
+    "mode (bundle)", "settings (tuned on VAL)", "recall", "misses (rate)", "false accepts (/h)",
+    "latency p50 / p90 ms", "MLPerf ratio", "RTF", "network-steps per audio step", "synops / s",
+    "neuron updates / s", "spikes / s", "loihi2-opcount mJ / audio s", "cpu-tdp mJ / audio s",
+)  # fmt: skip
 
 
 def markdown(doc: dict[str, Any]) -> str:
-    m, rt, t = doc["model"], doc["runtime"], doc["test"]["tuned"]
-    comp_t, comp_v = doc["streams"]["test"], doc["streams"]["val"]
-    e = doc["energy_per_inference"]
-    tuned = doc["settings"]["tuned"]
+    m, comp = doc["machine"], doc["streams"]
+    t, v = comp["test"], comp["val"]
+    load = doc["load_average_1min"]
     lines = [
-        "# kws_stream: a trained model on a long stream, scored like MLPerf Tiny Streaming Wakeword",
+        "# kws_stream: K-lane and always-on detection on the same streams of real speech",
         "",
-        f"Machine: {doc['machine']['cpu']}, {doc['machine']['cores']} cores, process pinned to one core, "
-        f"{doc['machine']['platform']}; 1-min load {doc['load_average_1min_at_start']} at start, "
-        f"{doc['load_average_1min_at_end']} at end (shared box: wall times inflated).",
+        f"Machine: {m['cpu']}, {m['cores']} cores, process pinned to one core; 1-min load {load['start']} "
+        f"at start, {load['end']} at end (shared box).",
         "",
-        f"Model: `{m['source']}` (hidden {m['hidden']}, {len(m['labels'])} classes, validation accuracy "
-        f"{m['val_accuracy']}, epoch {m['best_epoch']}), served from bundle {m['bundle']} by the fixed-point "
-        f"emulator ({rt['kernel']} kernel), {rt['lanes']} lanes, {doc['protocol']['chunk_ms']} ms chunks.",
+        f"Streams: TEST {t['duration_s']:.0f} s, {t['keywords']} keywords ({t['keyword_classes']} classes, "
+        f"{t['keyword_speakers']} speakers), {t['distractors']} other words, {t['silence_stretches']} "
+        f"silences, noise {t['noise_seconds']} s; VAL (tuning) {v['duration_s']:.0f} s, {v['keywords']} "
+        f"keywords by {v['keyword_speakers']} speakers. Sources: {doc['streams']['source']}.",
         "",
-        f"TEST stream: {comp_t['duration_s']:.0f} s, {comp_t['keywords']} keywords "
-        f"({comp_t['keyword_classes']} "
-        f"classes, {comp_t['keyword_speakers']} unseen speakers), {comp_t['distractors']} distractor words, "
-        f"{comp_t['silence_stretches']} silence stretches, noise {comp_t['noise_seconds']} s at SNR "
-        f"{doc['protocol']['snr_db'][0]:.0f}-{doc['protocol']['snr_db'][1]:.0f} dB. VAL stream (tuning): "
-        f"{comp_v['duration_s']:.0f} s, {comp_v['keywords']} keywords, {comp_v['distractors']} distractors.",
+        f"Trained on: {doc.get('trained') or 'see the bundles metrics and lineage'}.",
         "",
-        f"Tuned on VAL: threshold {tuned['threshold']}, smoothing {tuned['smoothing']}, refractory "
-        f"{tuned['refractory_ms']:.0f} ms, silence guard {tuned['min_input_rate_hz']} Hz, margin "
-        f"{tuned['min_margin']} (defaults: 0.5, 2, 1000 ms, 1.0 Hz, 0).",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+        *(_row(mode, e) for mode, e in doc["modes"].items()),
         "",
-        "| stream | settings | recall | hits / keywords | misses | false accepts (/h) | wrong label "
-        "| spurious "
-        "| latency p50 / p90 ms |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-
-    def row(name: str, setting: str, s: dict[str, Any]) -> str:
-        return (
-            f"| {name} | {setting} | {s['recall']:.3f} | {s['hits']} / {s['keywords']} | {s['misses']} | "
-            f"{s['false_accepts']} ({s['false_accepts_per_hour']:.0f}) | {s['wrong_label']} | "
-            f"{s['spurious']} | "
-            f"{s['latency_ms']['p50']} / {s['latency_ms']['p90']} |"
-        )
-
-    lines += [
-        row("VAL", "defaults (replayed)", doc["val"]["defaults"]),
-        row("VAL", "tuned (replayed)", doc["val"]["tuned"]),
-        row("TEST", "defaults (replayed)", doc["test"]["defaults_replayed"]),
-        row("**TEST**", "**tuned (spotter, timed)**", t),
-        row(
-            "TEST, no background noise",
-            "defaults (replayed)",
-            doc["test"]["defaults_without_background_noise_replayed"],
-        ),
-        row(
-            "TEST, no background noise",
-            "tuned (replayed)",
-            doc["test"]["tuned_without_background_noise_replayed"],
-        ),
-    ]
-    if doc["onnx"].get("ran"):
-        o = doc["onnx"]
-        lines += [
-            row(f"TEST first {o['audio_s']:.0f} s", "tuned, ONNX (float)", o["score"]),
-            row(f"TEST first {o['audio_s']:.0f} s", "tuned, emulator", o["emulator_score_same_part"]),
-        ]
-    lines += [
-        "",
-        "MLPerf Tiny mark (<= 8 false accepts and <= 8 misses): "
-        f"{'met' if t['meets_mlperf_tiny_8_8'] else 'not met'} on this "
-        f"{comp_t['duration_s'] / 60:.0f}-minute "
-        "stream; scaled to rates (<= 24 false accepts/h, miss rate <= 0.16) the ratio "
-        f"max(FA/h / 24, miss rate / 0.16) is {doc['test']['mlperf_scaled_ratio']} (<= 1 meets it). "
-        f"False accepts by where they happened, "
-        f"tuned: {doc['test']['false_accepts_by_context']}; defaults: "
-        f"{doc['test']['false_accepts_by_context_defaults']}. Confusions (true->detected), tuned: "
-        f"{t['confusions']}.",
-        "",
-        f"Runtime (emulator, timed pass): RTF {rt['rtf']}, chunk p50/p99 {rt['chunk_ms']['p50']}/"
-        f"{rt['chunk_ms']['p99']} ms, {rt['inferences_per_audio_s']} inferences per audio second, lanes "
-        f"stepped {rt['lanes_stepped_share']:.2f}. Replayed decision stages equal the spotter's detections: "
-        f"{doc['test']['replay_matches_spotter']}.",
-        "",
-        "Energy per inference (one 1 s window of one lane):",
+        "MLPerf ratio = max(FA/h / 24, miss rate / 0.16): <= 1 meets MLPerf Tiny's mark as rates.",
         "",
     ]
-    for r in e["meters"]:
-        lines.append(f"- `{r['method']}`: {r['mj_per_inference']} mJ ({r['detail']})")
-    lo = e["loihi2_opcount"]
-    lines += [
-        f"- `{lo['method']}`: {lo['mj_per_inference']} mJ from {lo['input_spikes_per_inference']} input and "
-        f"{lo['hidden_spikes_per_inference']} hidden spikes per window "
-        f"(hidden rate {lo['hidden_rate_hz']} Hz), "
-        f"{lo['synops']} synops, {lo['neuron_updates']} neuron updates ({lo['detail']})",
-    ]
-    if doc["onnx"].get("ran"):
-        lines += ["", f"ONNX backend: RTF {doc['onnx']['rtf']} on {doc['onnx']['audio_s']:.0f} s "
-                  f"({doc['onnx']['provider']}); {doc['onnx']['note']}."]  # fmt: skip
-    else:
-        lines += ["", f"ONNX backend not run: {doc['onnx'].get('reason', 'skipped (--onnx-seconds 0)')}."]
+    if "work_ratio_always_on_over_lanes" in doc:
+        ratio = doc["work_ratio_always_on_over_lanes"]
+        lines += [f"Always-on / K-lane backend work per audio second: {ratio}.", ""]
+    for mode, e in doc["modes"].items():
+        replayed = {"test_defaults_replayed": "agent defaults", "test_bundle_settings_replayed": "its bundle"}
+        for key, what in replayed.items():
+            if key in e:
+                s = e[key]
+                lines.append(
+                    f"- {mode}, TEST with {what}: recall {s['recall']:.3f}, false accepts "
+                    f"{s['false_accepts']} ({s['false_accepts_per_hour']:.1f}/h), latency p50 "
+                    f"{s['latency_ms']['p50']} ms"
+                )
+        o = e.get("other_backends", {})
+        for name in ("emulator", "onnx", "float"):
+            s = o.get(name, {})
+            if s.get("recall") is not None:
+                lines.append(
+                    f"- {mode} on {name}, first {o['seconds']:.0f} s of TEST: recall {s['recall']:.3f} "
+                    f"({s['hits']}/{s['keywords']}), false accepts {s['false_accepts']}"
+                )
     lines += ["", f"Reproduce: `.venv/bin/python {doc['command']}`", ""]
     return "\n".join(lines)
 

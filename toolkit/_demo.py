@@ -2,9 +2,11 @@
 
 Stages: synthesize a spoken-digit corpus with espeak-ng → encode it with the agent's front-end → train the
 recurrent SNN with Eventprop → evaluate float and fixed point → quantize, export, pack and sign a bundle →
-classify held-out audio with `edgekws-agent` through that bundle → stream held-out speech in real time
-through the agent daemon, which reports detections, latency and energy over MQTT to the fleet monitor
-(:mod:`edgekws.toolkit._demo_live`) → write an HTML report with plots.
+train the always-on model on stretches of the corpus (from the clip model) and bundle it → classify held-out
+audio with `edgekws-agent` through the clip bundle → stream held-out speech in real time through the agent
+daemon running the always-on model, which reports detections, latency and energy over MQTT to the fleet
+monitor, and score the K-lane model on the same stream (:mod:`edgekws.toolkit._demo_live`) → write an HTML
+report with plots.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ DEMO_CLASSIFY_FILES = 60  # held-out WAVs streamed through the agent
 # on 3-minute test streams that cut the false accepts at the agent's default settings from 91 to 35 (none
 # left in background noise) for 18 instead of 20 keywords found of 34 (docs/agent.md).
 DEMO_TIME_SHIFT_MS = 300.0
+# The always-on model: the clip model's weights trained further on stretches of the same corpus (its train
+# split's keywords and _unknown_ words, silence and noise), never reset (docs/training.md, "Stream training").
+DEMO_STRETCHES = {"train": 48, "val": 8}
+DEMO_STRETCH_S = 20.0
+DEMO_STREAM_EPOCHS = 8
 
 
 def _stage(number: int, title: str) -> None:
@@ -128,7 +135,16 @@ def run_demo(
     test_utts = [u for u in manifest["utterances"] if u["split"] == "test"]
     rng = np.random.default_rng(seed)
     chosen = [test_utts[i] for i in rng.permutation(len(test_utts))[:DEMO_CLASSIFY_FILES]]
-    _stage(5, f"classify {len(chosen)} held-out recordings with edgekws-agent (emulator backend)")
+    _stage(5, "train the always-on model on stretches of the corpus (one network, never reset) and bundle it")
+    t0 = time.perf_counter()
+    always_on = _always_on_model(out, corpus, run_dir, hidden, seed)
+    click.echo(
+        f"always-on bundle {always_on['bundle'].name}: decision settings {always_on['settings']}, validation "
+        f"recall {always_on['tune_recall']:.2f} at {always_on['tune_fa_per_hour']:.0f} false accepts/h"
+    )
+    timed("always_on", t0, **{k: v for k, v in always_on.items() if k != "bundle"})
+
+    _stage(6, f"classify {len(chosen)} held-out recordings with edgekws-agent (emulator backend)")
     t0 = time.perf_counter()
     agent = agent_exe()
     command = [
@@ -161,9 +177,14 @@ def run_demo(
         latency_ms_p95=round(float(np.percentile(latencies, 95)), 2),
     )
 
-    _stage(6, "stream held-out speech through the agent daemon, reporting to the fleet monitor over MQTT")
+    _stage(
+        7,
+        "stream held-out speech through the agent daemon (always-on model), reporting to the fleet monitor "
+        "over MQTT; the K-lane model on the same stream",
+    )
     t0 = time.perf_counter()
-    live = run_live_stage(out, corpus, bundle_path, out / "keys" / "demo.pub", seed, broker)
+    trust = out / "keys" / "demo.pub"
+    live = run_live_stage(out, corpus, always_on["bundle"], trust, seed, broker, compare=bundle_path)
     summary["live"] = live.summary
     plots.update(live.plots)
     timed("live", t0)
@@ -172,6 +193,68 @@ def run_demo(
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     _write_report(out / "report.html", summary, plots)
     return summary
+
+
+def _always_on_model(out: Path, corpus: Path, clip_run: Path, hidden: int, seed: int) -> dict[str, Any]:
+    """Stretches of the corpus, the clip run's network trained further on them, and its signed bundle."""
+    from edgekws.toolkit._bundle_build import build_run_bundle
+    from edgekws.toolkit._progress import progress_bar
+    from edgekws.toolkit.data import read_shd
+    from edgekws.toolkit.data._stream import corpus_pools
+    from edgekws.toolkit.data._stretches import StretchPlan, make_stretches
+    from edgekws.toolkit.train import TrainConfig, train
+
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    keywords = [c["name"] for c in manifest["classes"] if not c["name"].startswith("_")]
+    data = out / "stretches"
+    pools = {split: corpus_pools(corpus, split, "unknown") for split in DEMO_STRETCHES}
+    with progress_bar("stretches") as update:
+        made = make_stretches(
+            data,
+            pools,
+            keywords,
+            manifest["frontend"],
+            DEMO_STRETCHES,
+            StretchPlan(seconds=DEMO_STRETCH_S),
+            seed,
+            sources={"corpus": str(corpus)},
+            force=True,
+            progress=lambda split, done, total: update(done, total),
+        )
+    run_dir = out / "train_always_on"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    config = TrainConfig(
+        hidden=(hidden,),
+        epochs=DEMO_STREAM_EPOCHS,
+        batch_size=8,
+        seed=seed,
+        learning_rate=5e-4,
+        ease_in=False,
+        silent_boost=0.02,
+        init_from=str(out / "train"),
+    )
+    result = train(
+        read_shd(data / "train.h5"),
+        run_dir,
+        config,
+        val_data=read_shd(data / "val.h5"),
+        data_paths={"train": data / "train.h5", "val": data / "val.h5"},
+    )
+    built = build_run_bundle(
+        run_dir, "digits-always-on", "1.0.0", out / "keys" / "demo.key", out / "digits-always-on-1.0.0.ekb",
+        force=True,
+    )  # fmt: skip
+    det, fixed = built.manifest["detection"], built.manifest["metrics"]["fixed_point"]
+    return {
+        "bundle": built.path,
+        "stretches": {k: v["stretches"] for k, v in made["splits"].items()},
+        "stretch_seconds": DEMO_STRETCH_S,
+        "epochs": DEMO_STREAM_EPOCHS,
+        "best_epoch": result.best_epoch,
+        "settings": {k: det[k] for k in ("smoothing_ms", "threshold", "min_margin", "refractory_ms")},
+        "tune_recall": round(float(fixed.get("tune_recall", 0.0)), 4),
+        "tune_fa_per_hour": round(float(fixed.get("tune_false_accepts_per_hour", 0.0)), 1),
+    }
 
 
 def _latency_histogram(latencies: np.ndarray, path: Path) -> Path:
@@ -208,18 +291,44 @@ def _headline(summary: dict[str, Any]) -> list[tuple[str, str]]:
             f"{st['agent']['latency_ms_p50']} ms per 1 s recording",
         ),
     ]
+    if "always_on" in st:
+        a = st["always_on"]
+        rows.append(
+            (
+                "always-on model (stream training)",
+                f"{a['epochs']} epochs on {a['stretches']['train']} stretches of "
+                f"{a['stretch_seconds']:.0f} s from the clip model, best epoch {a['best_epoch']}; decision "
+                f"settings {a['settings']} tuned on {a['stretches']['val']} validation stretches (recall {a['tune_recall']:.2f} at "
+                f"{a['tune_fa_per_hour']:.0f} false accepts/h)",
+            )
+        )
     live = summary.get("live")
     if live:
         sc, mon = live["score"], live["monitor"]
+        agent = live["agent"]
+        per_s = agent.get("energy_mj_per_audio_s", {}).get("estimated:loihi2-opcount")
         rows.append(
             (
-                "live stream (real time)",
+                f"live stream, {agent.get('detection_mode') or 'agent'} (daemon, real time)",
                 f"{sc['hits']}/{sc['keywords']} keywords detected, {sc['false_accepts']} false accepts "
                 f"({sc['wrong_label']} wrong label, {sc['spurious']} on other words or noise) in "
                 f"{live['stream']['duration_s']} s; detection p50 {sc['latency_ms']['p50']} ms after the "
-                "keyword's end",
+                f"keyword's end; backend work {agent.get('work_per_audio_s')} per audio second"
+                + (f", {per_s:.4g} mJ per audio second (estimated:loihi2-opcount)" if per_s else ""),
             )
         )
+        if "compare" in live:
+            c = live["compare"]
+            cs = c["score"]
+            rows.append(
+                (
+                    f"same stream, {c['mode']} ({c['bundle']}, offline)",
+                    f"{cs['hits']}/{cs['keywords']} keywords detected, {cs['false_accepts']} false accepts; "
+                    f"detection p50 {cs['latency_ms']['p50']} ms; backend work {c['work_per_audio_s']} per "
+                    f"audio second, {c['loihi2_opcount_mj_per_audio_s']:.4g} mJ per audio second "
+                    "(estimated:loihi2-opcount)",
+                )
+            )
         rows.append(
             (
                 "fleet monitor received",

@@ -124,10 +124,13 @@ def run_live_stage(
     broker_url: str | None = None,
     minutes: float = STREAM_MINUTES,
     connect_timeout_s: float = 15.0,
+    compare: Path | None = None,
 ) -> LiveResult:
     """Stream the corpus' held-out test speakers through a real agent process reporting to a real monitor.
 
-    Everything goes to ``out/live``; ``broker_url`` None starts a local mosquitto there.
+    Everything goes to ``out/live``; ``broker_url`` None starts a local mosquitto there. ``compare`` is a
+    second bundle (the other streaming mode) that the agent's pipeline runs over the same stream offline, as
+    fast as it can; both are scored alike (the summary's ``score`` and ``compare``).
     """
     from edgekws.toolkit.data import StreamDetection, score_stream
     from edgekws.toolkit.fleet import FleetStore
@@ -159,11 +162,64 @@ def run_live_stage(
     broker = fleet.broker_url if not fleet.local else f"{fleet.broker_url} (local mosquitto)"
     stream_info = {"wav": str(stream_wav), "truth": str(truth_path), **stream.composition()}
     summary = _summary(stream_info, broker, score, records, received, snapshot, shot)
+    other = None
+    if compare is not None:
+        other = _offline(compare, trust, stream)
+        summary["compare"] = {k: v for k, v in other.items() if k != "scored"}
+        atomic_write_text(
+            live / "score_compare.json", json.dumps(other["scored"].to_dict(with_detections=True), indent=2)
+        )
+        click.echo(
+            f"same stream, {other['mode']} ({other['bundle']}, offline): {other['score']['hits']}/"
+            f"{other['score']['keywords']} keywords, {other['score']['false_accepts']} false accepts"
+        )
     plots: dict[str, Path | None] = {
-        "stream timeline": _timeline(stream, score, live / "timeline.png"),
+        "stream timeline": _timeline(stream, score, live / "timeline.png", other),
         "fleet dashboard": shot,
     }
     return LiveResult(summary, plots)
+
+
+def _offline(bundle_path: Path, trust: Path, stream: Any) -> dict[str, Any]:
+    """A bundle through the agent's pipeline (emulator, agent defaults) over the stream in 20 ms chunks as
+    fast as it runs: its score, mode, and backend work and energy estimate per audio second."""
+    from edgekws.agent import AudioChunk, DetectionConfig, Pipeline
+    from edgekws.agent._energy import loihi_opcount_joules, opcounts_of
+    from edgekws.agent.backends import EmulatorBackend
+    from edgekws.packaging import open_bundle
+    from edgekws.toolkit.data import StreamDetection, score_stream
+
+    bundle = open_bundle(bundle_path, [str(trust)])
+    pipeline = Pipeline.open(bundle, [EmulatorBackend.Config(type="emulator")], DetectionConfig())
+    try:
+        spotter = pipeline.spotter
+        assert spotter is not None
+        before = dict(spotter.backend.event_counts())
+        n = stream.rate // 50
+        found = []
+        t0 = time.perf_counter()
+        for i in range(0, stream.audio.size, n):
+            chunk = AudioChunk(stream.audio[i : i + n], stream.rate, i / stream.rate, time.monotonic())
+            found += [StreamDetection(d.label, d.audio_time_s) for d in spotter.process(chunk)]
+        wall = time.perf_counter() - t0
+        after = spotter.backend.event_counts()
+        ops = opcounts_of({k: after[k] - before[k] for k in after}, stream.duration_s)
+        scored = score_stream(stream.truth(), found, stream.duration_s)
+        return {
+            "bundle": pipeline.label,
+            "mode": spotter.mode,
+            "score": {k: v for k, v in scored.to_dict().items() if k in SCORE_KEYS},
+            "real_time_factor": round(wall / stream.duration_s, 4),
+            "work_per_audio_s": {
+                "synops": round(ops.synops),
+                "neuron_updates": round(ops.neuron_updates),
+                "spikes": round(ops.spikes),
+            },
+            "loihi2_opcount_mj_per_audio_s": round(1e3 * loihi_opcount_joules(ops), 5),
+            "scored": scored,
+        }
+    finally:
+        pipeline.close()
 
 
 def _stream(corpus: Path, live: Path, seed: int, minutes: float) -> tuple[Any, Path, Path]:
@@ -309,10 +365,17 @@ def _summary(
     latencies = np.array([float(r["latency_ms"]) for r in logged])
     telemetry = [r for r in records if r.get("event") == "telemetry"]
     per_method: dict[str, list[float]] = {}
+    per_second: dict[str, list[float]] = {}
+    work: dict[str, list[float]] = {}
     for report in telemetry:
         for reading in report.get("energy") or []:
             if isinstance(reading.get("mj_per_inference"), int | float):
                 per_method.setdefault(reading["method"], []).append(float(reading["mj_per_inference"]))
+            if isinstance(reading.get("mj_per_audio_s"), int | float):
+                per_second.setdefault(reading["method"], []).append(float(reading["mj_per_audio_s"]))
+        for key, value in (report.get("work_per_audio_s") or {}).items():
+            work.setdefault(key, []).append(float(value))
+    modes = {r.get("detection_mode") for r in telemetry} - {None}
     device = next((d for d in snapshot["devices"] if d["device"] == DEVICE_ID), None)
     summary: dict[str, Any] = {
         "stream": stream_info,
@@ -322,7 +385,10 @@ def _summary(
         "agent": {
             "detections_logged": len(logged),
             "telemetry_reports": len(telemetry),
+            "detection_mode": next(iter(modes)) if len(modes) == 1 else None,
             "energy_mj_per_inference": {m: round(float(np.mean(v)), 6) for m, v in per_method.items()},
+            "energy_mj_per_audio_s": {m: round(float(np.mean(v)), 6) for m, v in per_second.items()},
+            "work_per_audio_s": {k: round(float(np.mean(v))) for k, v in work.items()},
             "detection_latency_ms_p50": round(float(np.median(latencies)), 2) if latencies.size else None,
             "detection_latency_ms_p95": round(float(np.percentile(latencies, 95)), 2)
             if latencies.size
@@ -372,8 +438,9 @@ DEVICE_KEYS = (
 )
 
 
-def _timeline(stream: Any, score: Any, path: Path) -> Path:
-    """The stream's waveform, its keywords (truth) and the agent's detections coloured by outcome."""
+def _timeline(stream: Any, score: Any, path: Path, other: dict[str, Any] | None = None) -> Path:
+    """The stream's waveform, its keywords (truth) and the agent's detections coloured by outcome (and the
+    other mode's below them)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -392,14 +459,20 @@ def _timeline(stream: Any, score: Any, path: Path) -> Path:
             ax1.axvspan(seg.start_s, seg.end_s, ymin=0.55, ymax=0.95, color="0.7", alpha=0.4)
             ax1.text(seg.start_s, 0.8, seg.label, fontsize=7, rotation=30, color="0.4")
     colors = {"hit": "tab:green", "repeat": "0.5", "wrong_label": "tab:red", "spurious": "tab:orange"}
-    for outcome, color in colors.items():
-        det = [d for d in score.detections if d.outcome == outcome]
-        if det:
-            ax1.scatter([d.time_s for d in det], [0.25] * len(det), color=color, label=outcome, marker="v")
-            for d in det:
-                ax1.text(d.time_s, 0.05, d.label, fontsize=6, color=color, rotation=30)
+    rows = [(score, 0.45, "agent")]
+    if other is not None:
+        rows.append((other["scored"], 0.15, other["mode"]))
+    for scored, y, _ in rows:
+        for outcome, color in colors.items():
+            det = [d for d in scored.detections if d.outcome == outcome]
+            if det:
+                label = outcome if y == rows[0][1] else None
+                ax1.scatter([d.time_s for d in det], [y] * len(det), color=color, label=label, marker="v")
+                for d in det:
+                    ax1.text(d.time_s, y - 0.12, d.label, fontsize=6, color=color, rotation=30)
     ax1.set_ylim(0, 1.2)
-    ax1.set_yticks([0.25, 0.8], ["detections", "spoken"])
+    ticks = [r[1] for r in rows] + [0.8]
+    ax1.set_yticks(ticks, [f"detections ({r[2]})" for r in rows] + ["spoken"])
     ax1.set_xlabel("stream time (s)")
     if any(d.outcome in colors for d in score.detections):
         ax1.legend(loc="upper right", fontsize=7, ncols=4)
