@@ -298,8 +298,8 @@ def _headline(summary: dict[str, Any]) -> list[tuple[str, str]]:
                 "always-on model (stream training)",
                 f"{a['epochs']} epochs on {a['stretches']['train']} stretches of "
                 f"{a['stretch_seconds']:.0f} s from the clip model, best epoch {a['best_epoch']}; decision "
-                f"settings {a['settings']} tuned on {a['stretches']['val']} validation stretches (recall {a['tune_recall']:.2f} at "
-                f"{a['tune_fa_per_hour']:.0f} false accepts/h)",
+                f"settings {a['settings']} tuned on {a['stretches']['val']} validation stretches (recall "
+                f"{a['tune_recall']:.2f} at {a['tune_fa_per_hour']:.0f} false accepts/h)",
             )
         )
     live = summary.get("live")
