@@ -13,10 +13,14 @@ from edgekws.agent._config import DetectionConfig as DetectionConfig
 from edgekws.agent._config import load_config as load_config
 from edgekws.agent._daemon import Agent as Agent
 from edgekws.agent._decision import Decision as Decision
+from edgekws.agent._decision import TimeCourse as TimeCourse
 from edgekws.agent._decision import decide as decide
 from edgekws.agent._decision import readout_scores as readout_scores
 from edgekws.agent._device_store import DeviceStore as DeviceStore
 from edgekws.agent._device_store import StoreError as StoreError
+from edgekws.agent._energy import OpCounts as OpCounts
+from edgekws.agent._energy import loihi_opcount_joules as loihi_opcount_joules
+from edgekws.agent._energy import opcounts_of as opcounts_of
 from edgekws.agent._frontend import Frontend as Frontend
 from edgekws.agent._frontend import FrontendSpec as FrontendSpec
 from edgekws.agent._frontend import FrontendSpecError as FrontendSpecError

@@ -510,8 +510,7 @@ def _metrics(
 
 def _stretch_set(source: str | os.PathLike[str] | SpikeDataset | None, what: str) -> SpikeDataset | None:
     """A data set of stretches (from a path), or None; a BundleBuildError for clips or unreadable files."""
-    from edgekws.toolkit.data import read_shd
-    from edgekws.toolkit.data._stretches import is_stream_set
+    from edgekws.toolkit.data import is_stream_set, read_shd
 
     if source is None:
         return None
@@ -537,9 +536,9 @@ def _stream_metrics(
     """An always-on model's decision settings, tuned on stretches as the fixed-point emulator runs them, and
     its detection metrics there (``tune_*``) and on ``eval_data`` (``eval_*``) for every evaluated backend."""
     from edgekws.toolkit.quant import deployed
-    from edgekws.toolkit.train import float_readout
-    from edgekws.toolkit.train._streams import (
+    from edgekws.toolkit.train import (
         VALIDATION_DECISION,
+        float_readout,
         readout_traces,
         score_stretches,
         spans_of,

@@ -199,9 +199,7 @@ def _always_on_model(out: Path, corpus: Path, clip_run: Path, hidden: int, seed:
     """Stretches of the corpus, the clip run's network trained further on them, and its signed bundle."""
     from edgekws.toolkit._bundle_build import build_run_bundle
     from edgekws.toolkit._progress import progress_bar
-    from edgekws.toolkit.data import read_shd
-    from edgekws.toolkit.data._stream import corpus_pools
-    from edgekws.toolkit.data._stretches import StretchPlan, make_stretches
+    from edgekws.toolkit.data import StretchPlan, corpus_pools, make_stretches, read_shd
     from edgekws.toolkit.train import TrainConfig, train
 
     manifest = json.loads((corpus / "manifest.json").read_text())

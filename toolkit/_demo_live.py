@@ -183,8 +183,7 @@ def run_live_stage(
 def _offline(bundle_path: Path, trust: Path, stream: Any) -> dict[str, Any]:
     """A bundle through the agent's pipeline (emulator, agent defaults) over the stream in 20 ms chunks as
     fast as it runs: its score, mode, and backend work and energy estimate per audio second."""
-    from edgekws.agent import AudioChunk, DetectionConfig, Pipeline
-    from edgekws.agent._energy import loihi_opcount_joules, opcounts_of
+    from edgekws.agent import AudioChunk, DetectionConfig, Pipeline, loihi_opcount_joules, opcounts_of
     from edgekws.agent.backends import EmulatorBackend
     from edgekws.packaging import open_bundle
     from edgekws.toolkit.data import StreamDetection, score_stream

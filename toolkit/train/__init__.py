@@ -37,6 +37,16 @@ if TYPE_CHECKING:
     from edgekws.toolkit.train._run import load_run as load_run
     from edgekws.toolkit.train._run import read_metrics as read_metrics
     from edgekws.toolkit.train._run import read_run_info as read_run_info
+    from edgekws.toolkit.train._streams import GRID as GRID
+    from edgekws.toolkit.train._streams import VALIDATION_DECISION as VALIDATION_DECISION
+    from edgekws.toolkit.train._streams import mlperf_ratio as mlperf_ratio
+    from edgekws.toolkit.train._streams import readout_traces as readout_traces
+    from edgekws.toolkit.train._streams import score_stretches as score_stretches
+    from edgekws.toolkit.train._streams import spans_of as spans_of
+    from edgekws.toolkit.train._streams import tune_detection as tune_detection
+    from edgekws.toolkit.train._targets import FrameTargets as FrameTargets
+    from edgekws.toolkit.train._targets import StreamLoss as StreamLoss
+    from edgekws.toolkit.train._targets import frame_targets as frame_targets
 
 __getattr__, __all__ = lazy_exports(
     __name__,
@@ -66,5 +76,15 @@ __getattr__, __all__ = lazy_exports(
         "load_run": "_run",
         "read_metrics": "_run",
         "read_run_info": "_run",
+        "GRID": "_streams",
+        "VALIDATION_DECISION": "_streams",
+        "mlperf_ratio": "_streams",
+        "readout_traces": "_streams",
+        "score_stretches": "_streams",
+        "spans_of": "_streams",
+        "tune_detection": "_streams",
+        "FrameTargets": "_targets",
+        "StreamLoss": "_targets",
+        "frame_targets": "_targets",
     },
 )

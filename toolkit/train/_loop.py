@@ -359,7 +359,7 @@ def _train(
 def _stream_check(train_data: SpikeDataset, val_data: SpikeDataset | None, config: TrainConfig) -> int | None:
     """For a data set of stretches (stream training) the pooled windows per batch, else None; a TrainError
     for what stream training does not take (clip validation data, blends, time shifts)."""
-    from edgekws.toolkit.data._stretches import is_stream_set
+    from edgekws.toolkit.data import is_stream_set
 
     if not is_stream_set(train_data):
         if val_data is not None and is_stream_set(val_data):

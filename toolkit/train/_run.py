@@ -74,7 +74,7 @@ def new_run_info(
         if path is not None:
             entry.update(path=str(path), sha256=file_sha256(path))
         data_info[split] = entry
-    from edgekws.toolkit.data._stretches import is_stream_set
+    from edgekws.toolkit.data import is_stream_set
 
     selection = "val_accuracy" if val_data is not None else "train_accuracy"
     return {

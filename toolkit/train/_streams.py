@@ -19,8 +19,15 @@ from typing import Any
 import numpy as np
 
 from edgekws.packaging import BACKGROUND_LABEL, DetectionSpec, NetworkSpec
-from edgekws.toolkit.data import KeywordSpan, SpikeDataset, StreamDetection, StreamScore, score_stream
-from edgekws.toolkit.data._stretches import background_index, stream_spans
+from edgekws.toolkit.data import (
+    KeywordSpan,
+    SpikeDataset,
+    StreamDetection,
+    StreamScore,
+    background_index,
+    score_stream,
+    stream_spans,
+)
 from edgekws.toolkit.train._targets import FrameTargets, StreamLoss, frame_targets
 
 #: The decision settings validation runs with during training (the bundle builder tunes its own).
@@ -81,7 +88,7 @@ def detect(
     readout: np.ndarray, spec: DetectionSpec, labels: Sequence[str], dt_ms: float, ignore: Iterable[str] = ()
 ) -> list[StreamDetection]:
     """The agent's always-on decision stage over one stretch's readout trace ``(steps, classes)``."""
-    from edgekws.agent._decision import TimeCourse
+    from edgekws.agent import TimeCourse
 
     found = TimeCourse(spec, labels, dt_ms, ignore).push(readout)
     return [StreamDetection(labels[k], (step + 1) * dt_ms / 1000.0) for step, k, _ in found]
