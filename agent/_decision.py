@@ -98,10 +98,17 @@ class TimeCourse:
     def push(self, readout: np.ndarray) -> list[tuple[int, int, float]]:
         """Feed the next readout rows ``(steps, classes)``; ``(step, class, confidence)`` of each detection,
         ``step`` counting from the start of the stream (the detection is at the end of that step)."""
+        return self.decide(*self.features(readout))
+
+    def features(self, readout: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The first half of :meth:`push`: per row of ``readout``, the reportable class with the highest
+        smoothed probability, that probability and its lead over every other class (advances the smoothing
+        window; :meth:`decide` must get them next). Depends only on ``smoothing_ms``, so a tuner computes
+        them once per smoothing and replays :meth:`decide` for every threshold, margin and refractory time."""
         v = np.asarray(readout, dtype=np.float64)
         m = v.shape[0]
         if m == 0:
-            return []
+            return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
         if v.ndim != 2 or v.shape[1] != len(self.labels):
             raise ValueError(f"readout must be (steps, {len(self.labels)}), got shape {v.shape}")
         z = np.exp(v - v.max(axis=1, keepdims=True))
@@ -121,6 +128,12 @@ class TimeCourse:
         others = smoothed.copy()
         others[rows, best] = -1.0
         lead = conf - others.max(axis=1) if len(self.labels) > 1 else conf
+        return best, conf, lead
+
+    def decide(self, best: np.ndarray, conf: np.ndarray, lead: np.ndarray) -> list[tuple[int, int, float]]:
+        """The second half of :meth:`push`: threshold, margin and refractory time over the :meth:`features`
+        of the next rows; ``(step, class, confidence)`` of each detection."""
+        m = conf.shape[0]
         hits = np.flatnonzero((conf >= self.spec.threshold) & (lead >= self.spec.min_margin))
         out = []
         for i in hits.tolist():

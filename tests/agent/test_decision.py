@@ -104,6 +104,10 @@ def test_chunked_and_whole_traces_give_the_same_detections() -> None:
     chunked = TimeCourse(spec, LABELS3, 1.0)
     parts = [d for i in range(0, len(v), 7) for d in chunked.push(v[i : i + 7])]
     assert whole and parts == whole
+    features = TimeCourse(spec, LABELS3, 1.0).features(v)  # what a tuner computes once per smoothing
+    for threshold, margin, refractory in ((0.5, 0.05, 200.0), (0.7, 0.0, 50.0), (0.4, 0.2, 1000.0)):
+        other = _spec(smoothing_ms=30.0, threshold=threshold, min_margin=margin, refractory_ms=refractory)
+        assert TimeCourse(other, LABELS3, 1.0).decide(*features) == TimeCourse(other, LABELS3, 1.0).push(v)
 
 
 def test_time_course_refuses_what_it_cannot_decide() -> None:

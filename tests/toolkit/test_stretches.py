@@ -111,6 +111,20 @@ def test_stream_training_runs_and_validates_on_stretches(corpus: Path, tmp_path:
     for key in ("val_recall", "val_false_accepts_per_hour", "val_frame_accuracy", "val_window_accuracy"):
         assert key in metrics[-1]
     assert np.isfinite(metrics[-1]["train_loss"]) and np.isfinite(metrics[-1]["val_loss"])
+    scored = {}
+    for backend in ("float", "emulator", "onnx"):
+        ev = CliRunner().invoke(
+            main, ["eval", str(run), "--data", str(data / "val.h5"), "--backend", backend, "--json"]
+        )
+        assert ev.exit_code == 0, ev.output
+        scored[backend] = json.loads(ev.output)
+    truth = sum(len(s) for s in stream_spans(read_shd(data / "val.h5")))
+    for backend, r in scored.items():
+        assert r["backend"] == backend and r["stretches"] == 2 and r["seconds"] == 12.0
+        assert r["keywords"] == truth and r["hits"] + r["misses"] == truth
+        assert r["detection"]["mode"] == "always_on" and "accuracy" not in r
+    text = CliRunner().invoke(main, ["eval", str(run), "--data", str(data / "val.h5")])
+    assert text.exit_code == 0 and "2 stretches (12 s) on float, never reset: recall" in text.output
     blend = tmp_path / "blend.toml"
     blend.write_text('hidden = [16]\nepochs = 1\naugment = "shift-blend"\n')
     refused = CliRunner().invoke(

@@ -39,10 +39,12 @@ if TYPE_CHECKING:
     from edgekws.toolkit.train._run import read_run_info as read_run_info
     from edgekws.toolkit.train._streams import GRID as GRID
     from edgekws.toolkit.train._streams import VALIDATION_DECISION as VALIDATION_DECISION
+    from edgekws.toolkit.train._streams import detect_features as detect_features
     from edgekws.toolkit.train._streams import mlperf_ratio as mlperf_ratio
     from edgekws.toolkit.train._streams import readout_traces as readout_traces
     from edgekws.toolkit.train._streams import score_stretches as score_stretches
     from edgekws.toolkit.train._streams import spans_of as spans_of
+    from edgekws.toolkit.train._streams import stage_features as stage_features
     from edgekws.toolkit.train._streams import tune_detection as tune_detection
     from edgekws.toolkit.train._targets import FrameTargets as FrameTargets
     from edgekws.toolkit.train._targets import StreamLoss as StreamLoss
@@ -79,6 +81,8 @@ __getattr__, __all__ = lazy_exports(
         "GRID": "_streams",
         "VALIDATION_DECISION": "_streams",
         "mlperf_ratio": "_streams",
+        "detect_features": "_streams",
+        "stage_features": "_streams",
         "readout_traces": "_streams",
         "score_stretches": "_streams",
         "spans_of": "_streams",

@@ -223,6 +223,10 @@ def import_mlgenn_cmd(
 def eval_cmd(run_dir: Path, data_path: Path, backend: str, as_json: bool) -> None:
     """Score a run's selected parameters on a data set.
 
+    Stretches (`edgekws data stretches`) and an always-on run are scored by detection instead: each
+    stretch runs never reset, the agent's decision stage with the settings training validates with,
+    recall, false accepts per hour and latency after each keyword's end (--json for everything).
+
     Prints accuracy, per-class accuracy, the weakest speakers and the accuracy by source (engine or
     data set), voice, gender, accent and augmentation (where the data name them), spike-rate statistics,
     and writes the confusion matrix to
@@ -242,6 +246,19 @@ def eval_cmd(run_dir: Path, data_path: Path, backend: str, as_json: bool) -> Non
         result = evaluate(run, data, backend=backend)
     except (EvalError, RunError) as exc:
         raise click.ClickException(str(exc)) from exc
+    if "stretches" in result:  # an always-on run on stretches: detection, not clip accuracy
+        result["data"] = str(data_path)
+        if as_json:
+            click.echo(json.dumps(result, indent=2))
+            return
+        lat = result["latency_ms"]
+        click.echo(
+            f"{result['stretches']} stretches ({result['seconds']:.0f} s) on {backend}, never reset: recall "
+            f"{result['recall']:.3f} ({result['hits']}/{result['keywords']}), false accepts "
+            f"{result['false_accepts']} ({result['false_accepts_per_hour']:.1f}/h), latency p50 "
+            f"{lat['p50']} ms"
+        )
+        return
     png = run_dir / f"confusion_{data_path.stem}_{backend}.png"
     plot_confusion(result["confusion_matrix"], result["class_names"], png, f"{data_path.name} ({backend})")
     result["data"] = str(data_path)

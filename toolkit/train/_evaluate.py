@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from edgekws.agent.backends import BackendUnavailable, backend_names
-from edgekws.packaging import NetworkSpec, atomic_path
-from edgekws.toolkit.data import SpikeDataset
+from edgekws.packaging import DetectionSpec, NetworkSpec, atomic_path
+from edgekws.toolkit.data import SpikeDataset, is_stream_set
 from edgekws.toolkit.quant import deployed, deployment_files, quantize, run_in_batches
 from edgekws.toolkit.train._run import LoadedRun
 
@@ -168,6 +168,8 @@ def evaluate(
         raise EvalError(f"the data have {data.num_classes} classes but the network {spec.num_outputs}")
     if len(data) == 0:
         raise EvalError("the evaluation set is empty")
+    if is_stream_set(data):
+        return evaluate_stretches(run, data, backend)
     decision = score_dataset(run.params, spec, data, backend, batch_size)
     counts = decision.hidden_counts
     k = spec.num_outputs
@@ -208,6 +210,48 @@ def evaluate(
             "silent_fraction": float(np.mean(per_neuron == 0)),
             "spikes_per_sample": float(rates.sum(axis=1).mean() * seconds),
         }
+    return result
+
+
+def evaluate_stretches(
+    run: LoadedRun, data: SpikeDataset, backend: str = "float", detection: DetectionSpec | None = None
+) -> dict[str, Any]:
+    """Detection metrics of an always-on run on stretches: every stretch runs on ``backend`` from zero state,
+    never reset, and the agent's time-course decision stage (``detection``, default the settings validation
+    uses during training) reads its readout; scored the MLPerf Tiny way (docs/training.md, "Stream
+    training"). A Lava backend runs each stretch whole through the toolkit's Lava bridge."""
+    from edgekws.toolkit.train._streams import (
+        VALIDATION_DECISION,
+        mlperf_ratio,
+        readout_traces,
+        score_stretches,
+        spans_of,
+    )
+
+    spec = run.spec
+    if backend not in BACKENDS:
+        raise EvalError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    rule = detection or VALIDATION_DECISION
+
+    def floating(x: np.ndarray) -> np.ndarray:
+        return float_readout(run.params, spec, x, len(x))
+
+    with contextlib.ExitStack() as stack:
+        runner = floating if backend == "float" else _open_deployed(stack, backend, run.params, spec, 4)
+        traces = readout_traces(runner, data, spec)
+    labels = list(spec.class_names or data.class_names)
+    s = score_stretches(traces, spans_of(data), rule, labels, spec.dt_ms)
+    seconds = sum(t.shape[0] for t in traces) * spec.dt_ms / 1000.0
+    result: dict[str, Any] = {
+        "backend": backend,
+        "stretches": len(data),
+        "seconds": round(seconds, 3),
+        "detection": rule.to_dict(),
+        **s.to_dict(),
+        "miss_rate": s.misses / s.keywords if s.keywords else None,
+        "mlperf_ratio": mlperf_ratio(s),
+        "class_names": labels,
+    }
     return result
 
 

@@ -94,6 +94,29 @@ def detect(
     return [StreamDetection(labels[k], (step + 1) * dt_ms / 1000.0) for step, k, _ in found]
 
 
+Features = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def stage_features(
+    readout: np.ndarray, spec: DetectionSpec, labels: Sequence[str], dt_ms: float, ignore: Iterable[str] = ()
+) -> Features:
+    """What the decision stage ``spec`` computes from a whole trace before its threshold, margin and
+    refractory rules (:meth:`edgekws.agent.TimeCourse.features`; it depends on the smoothing only)."""
+    from edgekws.agent import TimeCourse
+
+    return TimeCourse(spec, labels, dt_ms, ignore).features(readout)
+
+
+def detect_features(
+    features: Features, spec: DetectionSpec, labels: Sequence[str], dt_ms: float, ignore: Iterable[str] = ()
+) -> list[StreamDetection]:
+    """:func:`detect` from :func:`stage_features` made with the same smoothing: the same detections."""
+    from edgekws.agent import TimeCourse
+
+    found = TimeCourse(spec, labels, dt_ms, ignore).decide(*features)
+    return [StreamDetection(labels[k], (step + 1) * dt_ms / 1000.0) for step, k, _ in found]
+
+
 def score_stretches(
     traces: Sequence[np.ndarray],
     truth: Sequence[Sequence[KeywordSpan]],
@@ -102,16 +125,26 @@ def score_stretches(
     dt_ms: float,
 ) -> StreamScore:
     """The score of the decision stage ``spec`` over several stretches, as one stream: the stretches laid
-    end to end (each its own stream; their times shifted so that no window spans two)."""
+    end to end (each its own stream; their times shifted so that no window spans two). False accepts per
+    hour are per hour of the stretches' own audio (the gaps between them are not counted)."""
+    found = [detect(trace, spec, labels, dt_ms) for trace in traces]
+    return score_detections(found, [t.shape[0] * dt_ms / 1000.0 for t in traces], truth)
+
+
+def score_detections(
+    found: Sequence[Sequence[StreamDetection]],
+    seconds: Sequence[float],
+    truth: Sequence[Sequence[KeywordSpan]],
+) -> StreamScore:
+    """:func:`score_stretches` from each stretch's detections and length."""
     all_truth: list[KeywordSpan] = []
     all_dets: list[StreamDetection] = []
     offset = 0.0
-    for trace, keywords in zip(traces, truth, strict=True):
-        dets = detect(trace, spec, labels, dt_ms)
+    for dets, length, keywords in zip(found, seconds, truth, strict=True):
         all_truth += [KeywordSpan(k.label, k.start_s + offset, k.end_s + offset) for k in keywords]
         all_dets += [StreamDetection(d.label, d.time_s + offset) for d in dets]
-        offset += trace.shape[0] * dt_ms / 1000.0 + 2 * TOLERANCE_S
-    return score_stream(all_truth, all_dets, offset, tolerance_s=TOLERANCE_S, debounce_s=DEBOUNCE_S)
+        offset += length + 2 * TOLERANCE_S
+    return score_stream(all_truth, all_dets, sum(seconds), tolerance_s=TOLERANCE_S, debounce_s=DEBOUNCE_S)
 
 
 def mlperf_ratio(score: StreamScore) -> float:
@@ -140,9 +173,14 @@ def tune_detection(
     base = base or VALIDATION_DECISION
     rows = []
     names = list(grid)
+    seconds = [t.shape[0] * dt_ms / 1000.0 for t in traces]
+    features: dict[float, list[Features]] = {}  # per smoothing: the stage's work before its thresholds
     for values in itertools.product(*grid.values()):
         spec = replace(base, **dict(zip(names, values, strict=True)))
-        s = score_stretches(traces, truth, spec, labels, dt_ms)
+        if spec.smoothing_ms not in features:
+            features[spec.smoothing_ms] = [stage_features(t, spec, labels, dt_ms) for t in traces]
+        found = [detect_features(f, spec, labels, dt_ms) for f in features[spec.smoothing_ms]]
+        s = score_detections(found, seconds, truth)
         p50 = s.latency_percentile_s(50)
         key = (mlperf_ratio(s), s.misses + s.false_accepts, p50 if p50 is not None else math.inf)
         rows.append({**dict(zip(names, values, strict=True)), "score": s.to_dict(), "_key": key})
