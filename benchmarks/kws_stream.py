@@ -26,8 +26,13 @@ TEST is then run once per mode, timed, with the settings tuned on VAL, and score
 is detection time minus keyword end (detection time: end of the chunk that completed the decision + the
 measured processing time). Backend work per audio second (synaptic events, neuron updates, spikes; the
 emulator's own counts) and the ``estimated:loihi2-opcount`` energy per audio second are reported per mode,
-with the process's ``estimated:cpu-tdp``. The always-on model is also run over the TEST stream by the float
-model (JAX) and ONNX Runtime (float, streaming) with the same settings.
+with the process's ``estimated:cpu-tdp``. Both modes are also compared at the same false-accept rates: TEST
+is replayed at every threshold of a sweep (the other settings as tuned on VAL), giving recall at <= 1, 5, 10,
+24, 50 and 100 false accepts per hour and the curves of the plot. The always-on model is also run over the
+first ``--other-backends`` seconds of TEST by the emulator's numpy kernel (its readout compared with the
+numba kernel's), Lava ``lava-sim`` (fixed point, through the toolkit's Lava bridge, the part whole from zero
+state; readout compared with the emulator's), ONNX Runtime (float, streaming) and the float model (JAX),
+with the same settings. Models for it: ``benchmarks/kws_stream_models.py``.
 
 Run:
     .venv/bin/python benchmarks/kws_stream.py --lanes-bundle L.ekb --always-on-bundle A.ekb --trust K.pub
@@ -54,18 +59,33 @@ from typing import Any
 import numpy as np
 from _common import RESULTS, load_average, machine, write_results
 
-from edgekws.agent import DetectionConfig, build_backend
-from edgekws.agent._decision import TimeCourse
-from edgekws.agent._energy import OpCounts, loihi_opcount_joules, opcounts_of
-from edgekws.agent._frontend import FrontendSpec
-from edgekws.agent._sources import AudioChunk
-from edgekws.agent._spotter import Spotter, WindowScore, always_on_settings
-from edgekws.agent.backends import EmulatorBackend, OnnxBackend
+from edgekws.agent import (
+    AudioChunk,
+    DetectionConfig,
+    FrontendSpec,
+    OpCounts,
+    Spotter,
+    TimeCourse,
+    build_backend,
+    loihi_opcount_joules,
+    opcounts_of,
+)
+from edgekws.agent._spotter import WindowScore, always_on_settings
+from edgekws.agent.backends import CountsEvents, EmulatorBackend, OnnxBackend
 from edgekws.packaging import DetectionSpec, NetworkSpec, open_bundle
-from edgekws.toolkit.data import StreamDetection, StreamScore, score_stream
+from edgekws.toolkit.data import (
+    Stream,
+    StreamDetection,
+    StreamScore,
+    compose,
+    corpus_pools,
+    recording_pools,
+    score_stream,
+)
 from edgekws.toolkit.data._recordings import scan
-from edgekws.toolkit.data._stream import RATE, Stream, compose, corpus_pools, recording_pools
-from edgekws.toolkit.train._streams import mlperf_ratio, tune_detection
+from edgekws.toolkit.data._stream import RATE
+from edgekws.toolkit.quant import LavaBridge
+from edgekws.toolkit.train import detect_features, mlperf_ratio, stage_features, tune_detection
 
 CHUNK_MS = 20
 TOLERANCE_S = 1.0
@@ -208,7 +228,8 @@ def run_pass(
         spotter.on_window = windows.append
     if keep and spotter.mode == "always_on":
         spotter.on_readout = lambda _, v: rows.append(v.astype(np.float32))
-    before = dict(backend.event_counts()) if hasattr(backend, "event_counts") else {}
+    counting = isinstance(backend, CountsEvents)
+    before = dict(backend.event_counts()) if counting else {}
     n = RATE * CHUNK_MS // 1000
     dets: list[StreamDetection] = []
     chunk_s: list[float] = []
@@ -220,7 +241,7 @@ def run_pass(
         chunk_s.append(time.perf_counter() - t0)
         dets += [StreamDetection(d.label, chunk.end_s + d.latency_s) for d in found]
     wall, cpu = time.perf_counter() - t_all, time.process_time() - cpu0
-    after = dict(backend.event_counts()) if hasattr(backend, "event_counts") else {}
+    after = dict(backend.event_counts()) if counting else {}
     counts = {k: after[k] - before.get(k, 0.0) for k in after}
     spotter.close()
     return Pass(
@@ -393,6 +414,8 @@ def main() -> None:
                 chunk_ms_p50=round(1e3 * float(np.median(timed.chunk_s)), 3),
                 per_audio_second=per_audio_second(timed, test.duration_s),
             )
+            entry["test_threshold_sweep"] = sweep(model, test, capture, tuned)
+            entry["recall_at_fa_per_hour"] = recall_at(entry["test_threshold_sweep"])
             if model.mode == "always_on" and args.other_backends > 0:
                 entry["other_backends"] = other_backends(model, test, capture, tuned, args.other_backends)
             doc["modes"][model.mode] = entry
@@ -409,6 +432,7 @@ def main() -> None:
             if k in a and k in b and b[k]
         }
     write_results(args.out, doc, markdown(doc))
+    plot(doc, args.out.with_suffix(".png"))
     print(f"wrote {args.out}")
 
 
@@ -448,6 +472,87 @@ def tune_always_on_mode(
     return DetectionConfig(**settings), settings, tpass
 
 
+SWEEP = (*np.round(np.arange(0.05, 0.951, 0.05), 3).tolist(), 0.96, 0.97, 0.98, 0.99, 0.995, 0.999)
+FA_BUDGETS = (1.0, 5.0, 10.0, 24.0, 50.0, 100.0)
+
+
+def sweep(model: Model, test: Stream, capture: Pass, tuned: DetectionConfig) -> list[dict[str, Any]]:
+    """TEST scored at every threshold of :data:`SWEEP`, the other settings as tuned on VAL (a DET curve:
+    it shows both modes at the same false-accept rates; the operating point itself is chosen on VAL)."""
+    rows = []
+    cache: dict = {}
+    ignore = DetectionConfig().ignore_labels
+    dt = model.frontend.dt_ms
+    if model.mode == "always_on":
+        assert capture.trace is not None
+        spec = always_on_settings(tuned, model.detection)
+        features = stage_features(capture.trace, spec, model.labels, dt, ignore)
+    for threshold in SWEEP:
+        cfg = tuned.model_copy(update={"threshold": threshold})
+        if model.mode == "lanes":
+            dets = replay_lanes(capture.windows, cfg, model, cache)
+        else:
+            spec = always_on_settings(cfg, model.detection)
+            dets = detect_features(features, spec, model.labels, dt, ignore)
+        s = score(test, dets)
+        rows.append(
+            {
+                "threshold": threshold,
+                "recall": round(s.recall, 4),
+                "miss_rate": round(1 - s.recall, 4),
+                "false_accepts": s.false_accepts,
+                "false_accepts_per_hour": round(s.false_accepts_per_hour, 2),
+            }
+        )
+    return rows
+
+
+def recall_at(rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    """The best recall of the sweep at no more than each of :data:`FA_BUDGETS` false accepts per hour."""
+    out: dict[str, float | None] = {}
+    for budget in FA_BUDGETS:
+        ok = [r["recall"] for r in rows if r["false_accepts_per_hour"] <= budget]
+        out[f"{budget:g}"] = max(ok) if ok else None
+    return out
+
+
+def plot(doc: dict[str, Any], path: Path) -> None:
+    """Miss rate against false accepts per hour on TEST for both modes (threshold sweeps), the VAL-tuned
+    operating points, and MLPerf Tiny's mark."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for mode, e in doc["modes"].items():
+        rows = e["test_threshold_sweep"]
+        line_ = ax.plot(
+            [max(r["false_accepts_per_hour"], 0.5) for r in rows], [r["miss_rate"] for r in rows],
+            marker=".", label=f"{mode} ({e['bundle']}), threshold sweep",
+        )  # fmt: skip
+        t = e["test"]
+        ax.plot(
+            max(t["false_accepts_per_hour"], 0.5), t["miss_rate"], "o", ms=10, mfc="none",
+            color=line_[0].get_color(), label=f"{mode}: settings tuned on VAL",
+        )  # fmt: skip
+    ax.axvline(24, color="grey", ls=":")
+    ax.axhline(0.16, color="grey", ls=":")
+    ax.fill_between(
+        [0.5, 24], 0, 0.16, color="green", alpha=0.1, label="MLPerf Tiny mark (<= 24 FA/h, <= 16 % misses)"
+    )
+    ax.set_xscale("log")
+    ax.set_xlabel("false accepts per hour (0 drawn at 0.5)")
+    ax.set_ylabel("miss rate")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"TEST stream, {doc['streams']['test']['duration_s'] / 60:.0f} min of held-out speakers")
+    ax.legend(fontsize=7, loc="upper right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def other_backends(
     model: Model, test: Stream, emulated: Pass, cfg: DetectionConfig, seconds: float
 ) -> dict[str, Any]:
@@ -462,7 +567,30 @@ def other_backends(
     steps = round(seconds * 1000 / model.frontend.dt_ms)
     assert emulated.trace is not None
     out: dict[str, Any] = {"seconds": seconds}
-    out["emulator"] = summary(score(part, replay_always_on(emulated.trace[:steps], spec, model)))
+    reference = emulated.trace[:steps]
+    out["emulator"] = summary(score(part, replay_always_on(reference, spec, model)))
+    spikes = np.asarray(encode(part.audio, RATE, model.frontend))[None]
+    numpy_kernel = EmulatorBackend(model.model_dir / "model" / "netx.h5", kernel="numpy")
+    p = run_pass(model, numpy_kernel, None, part.audio, cfg, keep=True)
+    assert p.trace is not None
+    out["emulator-numpy"] = {
+        **summary(score(part, p.detections)),
+        "readout_equals_numba": bool(np.array_equal(p.trace[:steps], reference)),
+        "rtf": round(p.wall_s / seconds, 4),
+    }
+    if LavaBridge.available():  # the whole part from zero state, never reset, in the Lava interpreter
+        t0 = time.perf_counter()
+        lava = LavaBridge(model.model_dir / "model" / "netx.h5", backend="lava-sim").run(spikes)[0]
+        out["lava-sim"] = {
+            **summary(score(part, replay_always_on(lava.astype(np.float32), spec, model))),
+            "readout_equals_emulator": bool(
+                np.array_equal(lava.astype(np.float32)[: len(reference)], reference)
+            ),
+            "steps": int(lava.shape[0]),
+            "rtf": round((time.perf_counter() - t0) / seconds, 3),
+        }
+    else:
+        out["lava-sim"] = {"ran": False, "reason": "no Lava interpreter (make setup builds .venv-lava)"}
     try:
         ort, _ = build_backend(OnnxBackend.Config(type="onnx", threads=1), model.model_dir)
     except Exception as exc:  # onnxruntime missing or the model refused: say so in the results
@@ -473,7 +601,6 @@ def other_backends(
         ort.close()
     with np.load(model.model_dir / "model" / "float.npz") as f:
         params = {k: f[k] for k in f.files}
-    spikes = np.asarray(encode(part.audio, RATE, model.frontend))[None]
     trace = float_readout(params, model.net, spikes, batch_size=1)[0]
     out["float"] = summary(score(part, replay_always_on(trace, spec, model)))
     return out
@@ -528,6 +655,24 @@ def markdown(doc: dict[str, Any]) -> str:
         "MLPerf ratio = max(FA/h / 24, miss rate / 0.16): <= 1 meets MLPerf Tiny's mark as rates.",
         "",
     ]
+    budgets = [f"{b:g}" for b in FA_BUDGETS]
+    lines += [
+        "Recall on TEST at the same false-accept rates (best of a threshold sweep with the other settings as "
+        "tuned on VAL; a DET curve, not an operating point chosen on TEST):",
+        "",
+        "| mode | " + " | ".join(f"<= {b} FA/h" for b in budgets) + " |",
+        "|---|" + "---|" * len(budgets),
+        *(
+            f"| {mode} | "
+            + " | ".join(
+                "-" if e["recall_at_fa_per_hour"][b] is None else f"{e['recall_at_fa_per_hour'][b]:.3f}"
+                for b in budgets
+            )
+            + " |"
+            for mode, e in doc["modes"].items()
+        ),
+        "",
+    ]
     if "work_ratio_always_on_over_lanes" in doc:
         ratio = doc["work_ratio_always_on_over_lanes"]
         lines += [f"Always-on / K-lane backend work per audio second: {ratio}.", ""]
@@ -542,7 +687,7 @@ def markdown(doc: dict[str, Any]) -> str:
                     f"{s['latency_ms']['p50']} ms"
                 )
         o = e.get("other_backends", {})
-        for name in ("emulator", "onnx", "float"):
+        for name in ("emulator", "emulator-numpy", "lava-sim", "onnx", "float"):
             s = o.get(name, {})
             if s.get("recall") is not None:
                 lines.append(
