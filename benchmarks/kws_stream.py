@@ -546,7 +546,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("miss rate")
     ax.set_ylim(0, 1)
     ax.set_title(f"TEST stream, {doc['streams']['test']['duration_s'] / 60:.0f} min of held-out speakers")
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="center left")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
