@@ -237,9 +237,10 @@ def _continuous_gradient(
     """Central differences of the continuous loss per weight array, and the continuous spike counts.
 
     Asserts that no spike appears or disappears under any perturbation. Cached: every kernel is compared
-    with the same differences.
+    with the same differences of the same loss.
     """
-    key = (spec, tuple(sorted((k, np.asarray(v).tobytes()) for k, v in params.items())), str(events), dt)
+    weights = tuple(sorted((k, np.asarray(v).tobytes()) for k, v in params.items()))
+    key = (spec, weights, str(events), str(labels), dt)  # the labels too: clip and stream losses differ
     if key in _FD_CACHE:
         return _FD_CACHE[key]
     # the reference uses the discrete model's own (float32) weights and delay dt/2 (docs/eventprop.md §5)

@@ -129,7 +129,11 @@ def encode_stretches(
     jobs = [(pools, list(keywords), frontend, plan, seed, split, i) for i in range(count)]
     results: list[dict[str, Any]] = []
     if workers > 1 and count > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        import multiprocessing
+
+        # spawn, not fork: the caller may have started JAX's threads (a forked child can deadlock on them)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             for r in pool.map(_job, jobs):
                 results.append(r)
                 if progress:
