@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("edgekws.toolkit.train._cli", "train", "train"),
     "eval": ("edgekws.toolkit.train._cli", "eval_cmd", "train"),
     "report": ("edgekws.toolkit.train._cli", "report_cmd", "train"),
+    "sweep": ("edgekws.toolkit.sweep._cli", "sweep", "sweep"),
     "keys": ("edgekws.toolkit._bundle_cli", "keys", "agent"),
     "bundle": ("edgekws.toolkit._bundle_cli", "bundle", "agent"),
     "fleet": ("edgekws.toolkit.fleet._cli", "fleet", "fleet"),

@@ -45,6 +45,7 @@ from edgekws.toolkit.train._run import (
 from edgekws.toolkit.train._step import Placement, PlacementError, TrainStep, optimizer, place, train_step
 
 BatchCallback = Callable[[int, int, dict[str, float]], None]
+EpochCallback = Callable[[dict[str, Any]], None]
 
 
 class TrainError(ValueError):
@@ -165,14 +166,17 @@ def train(
     on_batch: BatchCallback | None = None,
     device: str = "auto",
     kernel: str = "auto",
+    on_epoch: EpochCallback | None = None,
 ) -> TrainResult:
     """Train a network on ``train_data`` into the run folder ``out``; see the module docstring.
 
-    ``on_batch(epoch, batch, metrics)`` is called after every optimizer step (epoch and batch 0-based).
-    Ctrl-C (``KeyboardInterrupt``, also from ``on_batch``) saves an interrupt checkpoint and returns a
-    result with ``interrupted=True``; ``resume=True`` continues from the latest checkpoint. ``device``
-    ("auto", "cpu", "gpu") and ``kernel`` ("auto", "dense", "sparse") choose where and how the gradient is
-    computed (``_step.place``; docs/training.md); the choice is recorded in run.json under ``placement``.
+    ``on_batch(epoch, batch, metrics)`` is called after every optimizer step (epoch and batch 0-based);
+    ``on_epoch(record)`` after every epoch, once its ``metrics.jsonl`` line, ``best.npz`` and checkpoint are
+    written (``record`` is that line). Ctrl-C (``KeyboardInterrupt``, also from a callback) saves an
+    interrupt checkpoint and returns a result with ``interrupted=True``; ``resume=True`` continues from
+    the latest checkpoint. ``device`` ("auto", "cpu", "gpu") and ``kernel`` ("auto", "dense", "sparse")
+    choose where and how the gradient is computed (``_step.place``; docs/training.md); the choice is
+    recorded in run.json under ``placement``.
     """
     import jax
 
@@ -181,7 +185,9 @@ def train(
     except PlacementError as exc:
         raise TrainError(str(exc)) from exc
     with jax.default_device(placement.devices[0]):
-        return _train(train_data, out, config, val_data, resume, data_paths, progress, on_batch, placement)
+        return _train(
+            train_data, out, config, val_data, resume, data_paths, progress, on_batch, on_epoch, placement
+        )
 
 
 def _train(
@@ -193,6 +199,7 @@ def _train(
     data_paths: dict[str, Path] | None,
     progress: bool,
     on_batch: BatchCallback | None,
+    on_epoch: EpochCallback | None,
     placement: Placement,
 ) -> TrainResult:
     import jax
@@ -338,6 +345,8 @@ def _train(
                 )
                 save_checkpoint(epoch_checkpoint(run_dir, epoch + 1), state, config)
                 bar.end_epoch(record)
+                if on_epoch is not None:
+                    on_epoch(record)
     except KeyboardInterrupt:
         interrupted = True
         save_checkpoint(interrupt_checkpoint(run_dir, state), state, config)

@@ -1,0 +1,336 @@
+"""`edgekws sweep` on a real Ray: an embedded local Ray (Ctrl-C, resume, ASHA, report, bundle) and a Ray
+cluster started with `ray start --head` (Ray client, Ray storage, a lost worker), on tiny data."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgekws.packaging import open_bundle, write_keypair
+from edgekws.toolkit.data import SpikeDataset, write_shd
+from edgekws.toolkit.fleet._broker import free_port
+from edgekws.toolkit.sweep import SweepError, SweepSpec
+from edgekws.toolkit.train import load_run
+from edgekws.toolkit.train._loop import read_metrics
+
+BIN = Path(sys.executable).parent
+C, T = 8, 50
+TINY = {  # a BPTT network small enough that an epoch of 1000 samples takes a fraction of a second
+    "hidden": [16],
+    "batch_size": 8,
+    "ease_in": False,
+    "augment": "none",
+    "method": "bptt",
+    "reg_lambda": 1e-6,
+    "silent_boost": 0.3,
+    "eval_batch_size": 64,
+}
+
+
+def two_class_data(n: int, seed: int) -> SpikeDataset:
+    """Class 0 fires on channels 0-3, class 1 on channels 4-7 (a learning rate of 0.01 separates them in one
+    epoch; 1e-6 stays at chance)."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    rasters = []
+    for label in labels:
+        r = np.zeros((T, C), np.uint8)
+        r[:, 4 * int(label) : 4 * int(label) + 4] = rng.random((T, 4)) < 0.25
+        rasters.append(r)
+    return SpikeDataset.from_raster(
+        rasters, labels, 0.001, ["low", "high"], attrs={"dt": 0.001, "num_steps": T}
+    )
+
+
+def toml(value: Any) -> str:
+    return json.dumps(value).replace(": ", " = ") if not isinstance(value, bool) else str(value).lower()
+
+
+def write_spec(
+    folder: Path, name: str, space: dict[str, Any], seeds: list[int], epochs: int, **sweep: Any
+) -> Path:
+    """A spec over the tiny network on fresh data files in ``folder``."""
+    write_shd(two_class_data(1000, 0), folder / "train.h5")
+    write_shd(two_class_data(64, 1), folder / "val.h5")
+    lines = ["[sweep]", f'name = "{name}"', f'data = "{folder / "train.h5"}"', f'val = "{folder / "val.h5"}"']
+    lines += [f"seeds = {seeds}"] + [f"{k} = {toml(v)}" for k, v in sweep.items() if not isinstance(v, dict)]
+    for k, v in sweep.items():
+        if isinstance(v, dict):
+            lines += [f"[sweep.{k}]"] + [f"{kk} = {toml(vv)}" for kk, vv in v.items()]
+    lines += ["[train]", f"epochs = {epochs}"] + [
+        f"{k} = {toml(v)}" for k, v in TINY.items() if k not in space
+    ]
+    lines += ["[space]"] + [f"{k} = {toml(v)}" for k, v in space.items()]
+    path = folder / f"{name}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def ray_env() -> Iterator[dict[str, str]]:
+    """Environment of a sweep driver: Ray's files in a fresh short temp dir (sockets have a length limit), a
+    token for Ray's authentication, and afterwards a check that no Ray process of this test outlived it."""
+    temp = Path(tempfile.mkdtemp(prefix="ekray-"))
+    env = dict(os.environ, RAY_TMPDIR=str(temp), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    env.pop("RAY_ADDRESS", None)
+    yield env
+    leftovers = _processes_using(temp)
+    for pid in leftovers:
+        os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(temp, ignore_errors=True)
+    assert not leftovers, f"Ray processes were left running: {leftovers}"
+
+
+def _processes_using(temp: Path) -> list[int]:
+    """Processes whose command line names ``temp`` (Ray's daemons of one test)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if str(temp).encode() in (proc / "cmdline").read_bytes():
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def trials(sweep: Path) -> dict[str, dict[str, Any]]:
+    try:
+        return dict(json.loads((sweep / "trials.json").read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def edgekws(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "edgekws"), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+# -------------------------------------------------------------------------------------------------- the spec
+
+
+def test_a_spec_round_trips_and_every_mistake_is_reported_at_once(tmp_path: Path) -> None:
+    """A spec survives to_dict/from_dict; a bad one names each bad table, key and value in one error."""
+    spec = SweepSpec.load(
+        write_spec(tmp_path, "ok", {"learning_rate": {"loguniform": [1e-4, 1e-2]}, "hidden": [[16], [32]]},
+                   [1, 2, 3], 4, search="random", points=5, early_stop={"grace_epochs": 1}),
+    )  # fmt: skip
+    assert SweepSpec.from_dict(spec.to_dict()) == spec
+    assert spec.num_trials == 15 and spec.max_epochs == 4
+    bad = spec.to_dict()
+    bad["sweep"].update(seeds=[1, 1], search="grid", points=2, data="/nonexistent.h5")
+    bad["space"] = {"learning_rat": [0.1], "seed": [1], "epochs": {"uniform": [1, 2]}, "method": ["sgd"]}
+    bad["train"]["hiden"] = 3
+    with pytest.raises(SweepError) as err:
+        SweepSpec.from_dict(bad)
+    message = str(err.value)
+    for part in ("distinct integers", "points is for random", "/nonexistent.h5 is not a file",
+                 "learning_rat is not a TrainConfig key", "[space] seed", "a grid cannot enumerate",
+                 "[train] keys ['hiden']"):  # fmt: skip
+        assert part in message, message
+    bad = spec.to_dict()
+    bad["space"], bad["sweep"]["search"] = {"surrogate_slope": [25.0, -1.0]}, "grid"
+    del bad["sweep"]["points"]
+    with pytest.raises(
+        SweepError,
+        match=r"with \{.surrogate_slope.: -1.0\}: invalid training config: surrogate_slope must be positive",
+    ):
+        SweepSpec.from_dict(bad)
+
+
+# -------------------------------------------------------------------------------------------------- local Ray
+
+
+def test_embedded_sweep_survives_ctrl_c_resumes_stops_the_laggards_and_reports_its_runs(
+    tmp_path: Path, ray_env: dict[str, str]
+) -> None:
+    """Two learning rates × two seeds on a local Ray with 2 CPUs: Ctrl-C (SIGINT to the driver's process
+    group, as a terminal sends it) leaves the trials resumable, --resume finishes them, ASHA stops the
+    learning rate that stays at chance, the report's numbers are those of the run folders, and the best
+    trial bundles."""
+    spec = write_spec(tmp_path, "lr", {"learning_rate": [0.01, 1e-6]}, [1, 2], 20,
+                      early_stop={"grace_epochs": 1, "reduction_factor": 2})  # fmt: skip
+    sweep = tmp_path / "sweep"
+    args = ["sweep", str(spec), "--out", str(sweep), "--cpus", "2"]
+    driver = subprocess.Popen(
+        [str(BIN / "edgekws"), *args], env=ray_env, start_new_session=True, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: any(t["epoch"] >= 1 for t in trials(sweep).values()), 240, "a trial's first epoch")
+        os.killpg(driver.pid, signal.SIGINT)
+        _, stderr = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == 130, stderr
+    assert f"edgekws sweep {spec} --out {sweep} --resume" in stderr
+    assert json.loads((sweep / "sweep.json").read_text())["status"] == "interrupted"
+    before = trials(sweep)
+    unfinished = {n for n, t in before.items() if t["status"] == "running"}
+    assert unfinished or len(before) < 4, before
+    assert not _processes_using(Path(ray_env["RAY_TMPDIR"])), "the driver left its Ray running"
+
+    done = edgekws([*args, "--resume", "--json"], ray_env)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    after = trials(sweep)
+    assert len(after) == 4 and {t["status"] for t in after.values()} <= {"finished", "stopped"}
+    good = [t for t in after.values() if t["point"]["learning_rate"] == 0.01]
+    bad = [t for t in after.values() if t["point"]["learning_rate"] == 1e-6]
+    assert [t["status"] for t in good] == ["finished"] * 2 and [t["status"] for t in bad] == ["stopped"] * 2
+    assert all(t["epoch"] == 1 for t in bad)
+    for name in unfinished:  # a trial running at Ctrl-C went on from its checkpoint, not from scratch
+        history = read_metrics(sweep / "runs" / name)
+        assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
+        assert after[name]["restarts"] >= 1
+    assert any(after[n]["resumed_from_epoch"] >= 1 for n in unfinished) or not unfinished
+    assert all(t["cpu_cores"] in ("0", "1") for t in after.values())  # one pinned core per 1-CPU trial
+
+    # The report against the run folders.
+    by_point: dict[float, list[tuple[str, float]]] = {}
+    for name, t in after.items():
+        history = read_metrics(sweep / "runs" / name)
+        assert len(history) == t["epoch"] and (sweep / "runs" / name / "best.npz").is_file()
+        by_point.setdefault(t["point"]["learning_rate"], []).append(
+            (t["status"], max(h["val_accuracy"] for h in history))
+        )
+    rows = {p["point"]["learning_rate"]: p for p in report["points"]}
+    for lr, members in by_point.items():
+        finished = [acc for status, acc in members if status == "finished"] or [acc for _, acc in members]
+        assert rows[lr]["mean"] == pytest.approx(np.mean(finished))
+        assert rows[lr]["std"] == pytest.approx(np.std(finished, ddof=1))
+        assert (rows[lr]["finished"], rows[lr]["stopped"]) == (
+            sum(s == "finished" for s, _ in members), sum(s == "stopped" for s, _ in members))  # fmt: skip
+    assert report["points"][0]["point"] == {"learning_rate": 0.01}  # the best point first
+
+    def accuracy(name: str) -> tuple[float, int]:  # ties go to the first trial
+        return max(h["val_accuracy"] for h in read_metrics(sweep / "runs" / name)), -int(name[:5])
+
+    best = max((n for n, t in after.items() if t["status"] == "finished"), key=accuracy)
+    assert report["best_trial"]["name"] == best
+    assert (sweep / "report.png").read_bytes()[:4] == b"\x89PNG" and "| trial |" in (
+        sweep / "report.md"
+    ).read_text()
+
+    write_keypair(tmp_path / "keys", "release")
+    key = tmp_path / "keys/release.key"
+    bundled = edgekws(["sweep", "report", str(sweep), "--bundle-best", "--key", str(key), "--json"], ray_env)
+    assert bundled.returncode == 0, bundled.stderr
+    path = Path(json.loads(bundled.stdout)["bundle"]["path"])
+    assert path == sweep / "best" / "lr-1.0.0.ekb"
+    assert open_bundle(path, [tmp_path / "keys/release.pub"]).manifest.name == "lr"
+
+
+# -------------------------------------------------------------------------------------------------- a cluster
+
+
+@pytest.fixture
+def ray_cluster(ray_env: dict[str, str]) -> Iterator[tuple[str, dict[str, str]]]:
+    """A one-node Ray cluster started as a user starts one (`ray start --head`), with a Ray client port."""
+    gcs, client = free_port(), free_port()
+    head = subprocess.Popen(
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--block",
+            f"--port={gcs}",
+            f"--ray-client-server-port={client}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--object-store-memory=100000000",
+            "--disable-usage-stats",
+            f"--temp-dir={ray_env['RAY_TMPDIR']}",
+        ],
+        env=ray_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ray_env["RAY_TMPDIR"],
+    )  # fmt: skip  (not the repository: its packaging/ would shadow PyPA's in `python -m` children)
+    try:
+        wait_for(lambda: _listening(client) or head.poll() is not None, 120, "the Ray head")
+        assert head.poll() is None, head.communicate()[0]
+        yield f"ray://127.0.0.1:{client}", ray_env
+    finally:
+        head.send_signal(signal.SIGINT)  # `ray start --block` stops its processes on Ctrl-C
+        try:
+            head.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.communicate()
+        wait_for(lambda: not _processes_using(Path(ray_env["RAY_TMPDIR"])), 60, "the Ray head to stop")
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_cluster_runs_the_same_spec_and_a_lost_workers_trial_resumes_from_ray_storage(
+    tmp_path: Path, ray_cluster: tuple[str, dict[str, str]]
+) -> None:
+    """Against `ray start --head` through a Ray client address, with run folders travelling through Ray's
+    storage path: killing a trial's worker mid-run (SIGKILL) makes Ray Tune restart the trial, which resumes
+    from its last Ray checkpoint; the run folders are synced back into SWEEP/runs, complete and loadable."""
+    address, env = ray_cluster
+    spec = write_spec(tmp_path, "seeds", {}, [1, 2], 12)
+    sweep, storage = tmp_path / "sweep", tmp_path / "ray-storage"
+    driver = subprocess.Popen(
+        [str(BIN / "edgekws"), "sweep", str(spec), "--out", str(sweep), "--address", address,
+         "--storage", str(storage), "--json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+
+        def running() -> str | None:
+            found = (n for n, t in trials(sweep).items() if t["status"] == "running" and 1 <= t["epoch"] < 8)
+            return next((n for n in found if trials(sweep)[n].get("pid")), None)
+
+        victim = wait_for(running, 240, "a trial in its first epochs")
+        os.kill(trials(sweep)[victim]["pid"], signal.SIGKILL)
+        stdout, stderr = driver.communicate(timeout=300)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 0, stderr
+    report = json.loads(stdout)
+    after = trials(sweep)
+    assert {t["status"] for t in after.values()} == {"finished"}
+    assert after[victim]["restarts"] == 1 and after[victim]["resumed_from_epoch"] >= 1
+    info = json.loads((sweep / "sweep.json").read_text())
+    assert info["engine"]["address"] == address and info["engine"]["experiment"].startswith(str(storage))
+    assert list(Path(info["engine"]["experiment"]).glob("*/checkpoint_*/checkpoints/epoch_012.npz"))
+    for name in after:
+        run = sweep / "runs" / name
+        assert [h["epoch"] for h in read_metrics(run)] == list(range(1, 13))
+        assert json.loads((run / "run.json").read_text())["status"] == "finished"
+        assert load_run(run).spec.hidden == (16,)
+    assert report["points"][0]["trials"] == 2 and report["points"][0]["finished"] == 2
