@@ -20,11 +20,10 @@ import numpy as np
 import pytest
 
 from edgekws.packaging import open_bundle, write_keypair
-from edgekws.toolkit.data import SpikeDataset, write_shd
+from edgekws.toolkit.data import SpikeDataset, read_shd, write_shd
 from edgekws.toolkit.fleet._broker import free_port
 from edgekws.toolkit.sweep import SweepError, SweepSpec
-from edgekws.toolkit.train import load_run
-from edgekws.toolkit.train._loop import read_metrics
+from edgekws.toolkit.train import TrainConfig, evaluate, load_run, read_metrics
 
 BIN = Path(sys.executable).parent
 C, T = 8, 50
@@ -162,6 +161,20 @@ def test_a_spec_round_trips_and_every_mistake_is_reported_at_once(tmp_path: Path
         SweepSpec.from_dict(bad)
 
 
+def test_the_reference_recipe_spec_is_the_documented_recipe_over_three_seeds(tmp_path: Path) -> None:
+    """docs/sweeps/digits-reference.toml trains exactly docs/training.md's reference recipe, with 3 seeds."""
+    write_shd(two_class_data(4, 0), tmp_path / "d.h5")
+    root = Path(__file__).resolve().parents[2]
+    spec = SweepSpec.load(
+        root / "docs/sweeps/digits-reference.toml", data=tmp_path / "d.h5", val=tmp_path / "d.h5"
+    )
+    assert spec.num_trials == 3 and spec.seeds[0] == TrainConfig.seed and not spec.space
+    documented = TrainConfig(silent_boost=0.02).replace(
+        hidden=[256], epochs=60
+    )  # --config, --hidden, --epochs
+    assert spec.train_config({}, TrainConfig.seed) == documented
+
+
 # -------------------------------------------------------------------------------------------------- local Ray
 
 
@@ -195,7 +208,10 @@ def test_embedded_sweep_survives_ctrl_c_resumes_stops_the_laggards_and_reports_i
     assert unfinished or len(before) < 4, before
     assert not _processes_using(Path(ray_env["RAY_TMPDIR"])), "the driver left its Ray running"
 
-    done = edgekws([*args, "--resume", "--json"], ray_env)
+    write_keypair(tmp_path / "keys", "release")
+    bundle = ["--bundle-best", "--key", str(tmp_path / "keys/release.key")]
+    write_shd(two_class_data(40, 7), tmp_path / "test.h5")
+    done = edgekws([*args, "--resume", *bundle, "--test", str(tmp_path / "test.h5"), "--json"], ray_env)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     after = trials(sweep)
@@ -237,12 +253,13 @@ def test_embedded_sweep_survives_ctrl_c_resumes_stops_the_laggards_and_reports_i
         sweep / "report.md"
     ).read_text()
 
-    write_keypair(tmp_path / "keys", "release")
-    key = tmp_path / "keys/release.key"
-    bundled = edgekws(["sweep", "report", str(sweep), "--bundle-best", "--key", str(key), "--json"], ray_env)
-    assert bundled.returncode == 0, bundled.stderr
-    path = Path(json.loads(bundled.stdout)["bundle"]["path"])
-    assert path == sweep / "best" / "lr-1.0.0.ekb"
+    test = read_shd(tmp_path / "test.h5")  # held-out accuracy: each run's best.npz scored by `eval`'s code
+    for t in report["trials"]:
+        assert t["test_accuracy"] == pytest.approx(evaluate(load_run(t["run"]), test)["accuracy"])
+    good_tests = [t["test_accuracy"] for t in report["trials"] if t["point"]["learning_rate"] == 0.01]
+    assert rows[0.01]["test_mean"] == pytest.approx(np.mean(good_tests))
+    path = Path(report["bundle"]["path"])
+    assert path == sweep / "best" / "lr-1.0.0.ekb" and report["bundle"]["trial"] == best
     assert open_bundle(path, [tmp_path / "keys/release.pub"]).manifest.name == "lr"
 
 
@@ -298,10 +315,12 @@ def test_a_cluster_runs_the_same_spec_and_a_lost_workers_trial_resumes_from_ray_
     tmp_path: Path, ray_cluster: tuple[str, dict[str, str]]
 ) -> None:
     """Against `ray start --head` through a Ray client address, with run folders travelling through Ray's
-    storage path: killing a trial's worker mid-run (SIGKILL) makes Ray Tune restart the trial, which resumes
-    from its last Ray checkpoint; the run folders are synced back into SWEEP/runs, complete and loadable."""
+    storage path, one point from Optuna's adaptive search trained with two seeds: killing a trial's worker
+    mid-run (SIGKILL) makes Ray Tune restart the trial, which resumes from its last Ray checkpoint; the run
+    folders are synced back into SWEEP/runs, complete and loadable."""
     address, env = ray_cluster
-    spec = write_spec(tmp_path, "seeds", {}, [1, 2], 12)
+    space = {"learning_rate": {"loguniform": [0.005, 0.02]}}
+    spec = write_spec(tmp_path, "adaptive", space, [1, 2], 12, search="optuna", points=1)
     sweep, storage = tmp_path / "sweep", tmp_path / "ray-storage"
     driver = subprocess.Popen(
         [str(BIN / "edgekws"), "sweep", str(spec), "--out", str(sweep), "--address", address,
@@ -333,4 +352,5 @@ def test_a_cluster_runs_the_same_spec_and_a_lost_workers_trial_resumes_from_ray_
         assert [h["epoch"] for h in read_metrics(run)] == list(range(1, 13))
         assert json.loads((run / "run.json").read_text())["status"] == "finished"
         assert load_run(run).spec.hidden == (16,)
-    assert report["points"][0]["trials"] == 2 and report["points"][0]["finished"] == 2
+    assert sorted(t["seed"] for t in after.values()) == [1, 2]  # the Repeater's two trials of Optuna's point
+    assert len(report["points"]) == 1 and report["points"][0]["finished"] == 2

@@ -52,6 +52,12 @@ def _bundle_options(f: Callable[..., Any]) -> Callable[..., Any]:
             click.option("--name", "bundle_name", help="Bundle name. [default: the sweep's name]"),
             click.option("--bundle-version", default="1.0.0", show_default=True, help="Bundle version."),
             click.option("--eval-data", type=_FILE, help="Held-out set the bundle's models are scored on."),
+            click.option(
+                "--test",
+                "test_path",
+                type=_FILE,
+                help="Held-out set to score every trial on (reported beside validation; never selects).",
+            ),
         ]
     ):
         f = option(f)
@@ -109,6 +115,7 @@ def run_cmd(
     bundle_name: str | None,
     bundle_version: str,
     eval_data: Path | None,
+    test_path: Path | None,
     as_json: bool,
 ) -> None:
     """Run a sweep: every point of the spec's search space, once per seed, each trial a run folder.
@@ -124,7 +131,12 @@ def run_cmd(
         edgekws sweep docs/sweeps/digits-reference.toml --out sweeps/reference
         edgekws sweep docs/sweeps/digits-reference.toml --out /shared/sweeps/ref --address ray://head:10001
     """
-    from edgekws.toolkit.sweep._engine import EngineOptions, run_sweep
+    try:
+        from edgekws.toolkit.sweep._engine import EngineOptions, run_sweep
+    except ImportError as exc:
+        raise click.ClickException(
+            f"`edgekws sweep` needs Ray Tune and Optuna ({exc}); install them: pip install 'edgekws[sweep]'"
+        ) from exc
     from edgekws.toolkit.sweep._spec import SweepSpec
 
     _check_bundle_options(bundle_best, key)
@@ -138,7 +150,7 @@ def run_cmd(
         max_failures=max_failures,
     )
     try:
-        spec = SweepSpec.load(spec_path, data=_str(data_path), val=_str(val_path))
+        spec = SweepSpec.load(spec_path, data=data_path, val=val_path)
         outcome = run_sweep(spec, out, options, resume=resume, progress=not as_json)
     except SweepError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -151,7 +163,12 @@ def run_cmd(
             err=True,
         )
         sys.exit(130)
-    _report(out, as_json, bundle_best, key, bundle_name, bundle_version, eval_data)
+    _report(out, as_json, bundle_best, key, bundle_name, bundle_version, eval_data, test_path)
+    failed = sorted(name for name, t in outcome.trials.items() if t["status"] == "error")
+    if failed:
+        details = "; ".join(f"{name}: {outcome.trials[name].get('error')}" for name in failed)
+        click.echo(f"{len(failed)} trial(s) failed after {max_failures} restarts ({details})", err=True)
+        sys.exit(1)
 
 
 @sweep.command("report")
@@ -165,6 +182,7 @@ def report_cmd(
     bundle_name: str | None,
     bundle_version: str,
     eval_data: Path | None,
+    test_path: Path | None,
     as_json: bool,
 ) -> None:
     """Tabulate a sweep from its run folders: validation accuracy per point, mean ± spread over seeds.
@@ -179,11 +197,7 @@ def report_cmd(
         edgekws sweep report sweeps/reference --bundle-best --key keys/release.key
     """
     _check_bundle_options(bundle_best, key)
-    _report(sweep_dir, as_json, bundle_best, key, bundle_name, bundle_version, eval_data)
-
-
-def _str(path: Path | None) -> str | None:
-    return None if path is None else str(path)
+    _report(sweep_dir, as_json, bundle_best, key, bundle_name, bundle_version, eval_data, test_path)
 
 
 def _check_bundle_options(bundle_best: bool, key: Path | None) -> None:
@@ -199,11 +213,12 @@ def _report(
     bundle_name: str | None,
     bundle_version: str,
     eval_data: Path | None,
+    test_path: Path | None,
 ) -> None:
     from edgekws.toolkit.sweep._report import write_report
 
     try:
-        doc = write_report(sweep_dir)
+        doc = write_report(sweep_dir, test_path, progress=not as_json)
     except SweepError as exc:
         raise click.ClickException(str(exc)) from exc
     if bundle_best:
@@ -244,19 +259,16 @@ def _print_table(doc: dict[str, Any]) -> None:
     from edgekws.toolkit.sweep._report import mean_spread
 
     table = Table(title=f"sweep {doc['name']}: best validation accuracy per trial, over seeds {doc['seeds']}")
-    for column in ("point", "trials", "finished", "stopped", "mean ± spread", "min – max"):
+    test = doc["data"]["test"]
+    columns = ["point", "trials", "finished", "stopped", "val mean ± spread", "val min – max"]
+    for column in columns + (["test mean ± spread"] if test else []):
         table.add_column(column, justify="left" if column == "point" else "right", no_wrap=column != "point")
     for p in doc["points"]:
         span = "-" if p["min"] is None else f"{p['min']:.4f} – {p['max']:.4f}"
         mark = "" if p["over"] == "finished" else " *"
-        table.add_row(
-            p["label"],
-            str(p["trials"]),
-            str(p["finished"]),
-            str(p["stopped"]),
-            mean_spread(p["mean"], p["std"]) + mark,
-            span,
-        )
+        cells = [p["label"], str(p["trials"]), str(p["finished"]), str(p["stopped"])]
+        cells += [mean_spread(p["mean"], p["std"]) + mark, span]
+        table.add_row(*cells, *([mean_spread(p["test_mean"], p["test_std"])] if test else []))
     console = Console() if sys.stdout.isatty() else Console(width=160)
     console.print(table)
     if any(p["over"] != "finished" for p in doc["points"]):

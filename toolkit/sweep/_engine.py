@@ -65,12 +65,6 @@ class SweepOutcome:
     trials: dict[str, dict[str, Any]] = field(default_factory=dict)
     interrupted: bool = False
 
-    def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for trial in self.trials.values():
-            counts[trial["status"]] = counts.get(trial["status"], 0) + 1
-        return counts
-
 
 def run_sweep(
     spec: SweepSpec,
@@ -351,7 +345,7 @@ class ResumableAsha(AsyncHyperBandScheduler):
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         super().on_trial_add(tune_controller, trial)
-        from edgekws.toolkit.train._loop import read_metrics
+        from edgekws.toolkit.train import read_metrics
 
         history = read_metrics(Path(self._runs_dir) / str(trial))
         if not history:

@@ -2,7 +2,9 @@
 
 Every number comes from the trials' run folders (``metrics.jsonl``: a trial's accuracy is its best validation
 accuracy, the epoch its run selected); ``trials.json`` adds only what the runs cannot know: whether a trial
-that did not train all its epochs was stopped early by ASHA, failed, or is waiting for ``--resume``.
+that did not train all its epochs was stopped early by ASHA, failed, or is waiting for ``--resume``. With a
+held-out test set each trial's selected parameters are also scored on it; test accuracy is reported beside
+validation accuracy and never used to pick anything.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class TrialResult:
     best_val_accuracy: float | None  # None: no epoch finished yet
     best_epoch: int | None
     run: str
+    test_accuracy: float | None = None  # with a test set: the run's best.npz scored on it
 
 
 @dataclass(frozen=True)
@@ -47,11 +50,13 @@ class PointResult:
     min: float | None
     max: float | None
     over: str  # "finished" or "unfinished": which trials the statistics are over
+    test_mean: float | None = None  # the same trials' test accuracy, with a test set
+    test_std: float | None = None
 
 
 def collect(sweep_dir: str | os.PathLike[str]) -> tuple[SweepSpec, list[TrialResult]]:
     """Every trial of the sweep with its numbers from its run folder (ordered by trial name)."""
-    from edgekws.toolkit.train._loop import read_metrics
+    from edgekws.toolkit.train import read_metrics
 
     sweep_dir = Path(sweep_dir)
     spec = SweepSpec.from_dict(read_sweep_info(sweep_dir)["spec"])
@@ -98,6 +103,7 @@ def summarize(trials: list[TrialResult]) -> list[PointResult]:
         finished = [t for t in members if t.status == "finished" and t.best_val_accuracy is not None]
         pool = finished or [t for t in members if t.best_val_accuracy is not None]
         values = np.array([t.best_val_accuracy for t in pool], dtype=np.float64)
+        tests = np.array([t.test_accuracy for t in pool if t.test_accuracy is not None], dtype=np.float64)
         rows.append(
             PointResult(
                 point=members[0].point,
@@ -110,6 +116,8 @@ def summarize(trials: list[TrialResult]) -> list[PointResult]:
                 min=float(values.min()) if len(values) else None,
                 max=float(values.max()) if len(values) else None,
                 over="finished" if finished else "unfinished",
+                test_mean=float(tests.mean()) if len(tests) else None,
+                test_std=float(tests.std(ddof=1)) if len(tests) > 1 else None,
             )
         )
     return rows
@@ -123,12 +131,44 @@ def best_trial(trials: list[TrialResult]) -> TrialResult | None:
     return max(pool, key=lambda t: t.best_val_accuracy or 0.0) if pool else None
 
 
-def write_report(sweep_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Write ``report.json``, ``report.md`` and ``report.png`` into the sweep folder; returns the JSON."""
+def score_on_test(
+    trials: list[TrialResult], test: str | os.PathLike[str], progress: bool
+) -> list[TrialResult]:
+    """Each trial with an epoch behind it, with its selected parameters' accuracy on the test set (float)."""
+    from dataclasses import replace
+
+    from edgekws.toolkit._progress import progress_bar
+    from edgekws.toolkit.data import DatasetError, read_shd
+    from edgekws.toolkit.train import EvalError, evaluate, load_run
+
+    try:
+        data = read_shd(test)
+    except DatasetError as exc:
+        raise SweepError(str(exc)) from exc
+    scored = []
+    with progress_bar("test set", disable=not progress) as update:
+        for i, t in enumerate(trials):
+            if t.best_val_accuracy is not None:
+                try:
+                    t = replace(t, test_accuracy=float(evaluate(load_run(t.run), data)["accuracy"]))
+                except EvalError as exc:
+                    raise SweepError(f"{test}: cannot score trial {t.name}: {exc}") from exc
+            scored.append(t)
+            update(i + 1, len(trials))
+    return scored
+
+
+def write_report(
+    sweep_dir: str | os.PathLike[str], test: str | os.PathLike[str] | None = None, progress: bool = False
+) -> dict[str, Any]:
+    """Write ``report.json``, ``report.md`` and ``report.png`` into the sweep folder; returns the JSON.
+    With ``test`` (an SHD-layout file) every trial is also scored on that held-out set."""
     sweep_dir = Path(sweep_dir)
     spec, trials = collect(sweep_dir)
     if not trials:
         raise SweepError(f"{sweep_dir}: no trial has started yet; nothing to report")
+    if test is not None:
+        trials = score_on_test(trials, test, progress)
     points = summarize(trials)
     best = best_trial(trials)
     info = read_sweep_info(sweep_dir)
@@ -136,7 +176,11 @@ def write_report(sweep_dir: str | os.PathLike[str]) -> dict[str, Any]:
         "sweep": str(sweep_dir),
         "name": spec.name,
         "status": info.get("status"),
-        "data": {"train": spec.data, "val": spec.val},
+        "data": {
+            "train": spec.data,
+            "val": spec.val,
+            "test": None if test is None else str(Path(test).resolve()),
+        },
         "metric": "best validation accuracy of each trial (its run's selected epoch)",
         "swept": [d.key for d in spec.space],
         "seeds": list(spec.seeds),
@@ -170,21 +214,32 @@ def markdown(doc: dict[str, Any]) -> str:
         f"{doc['data']['val']}. Accuracy: {doc['metric']}; mean ± sample standard deviation over seeds "
         f"{doc['seeds']} (finished trials; a point with none shows its stopped ones).",
         "",
-        "| point | trials | finished | stopped early | val accuracy mean ± spread | min – max |",
-        "|---|---|---|---|---|---|",
+    ]
+    test = doc["data"]["test"]
+    if test:
+        lines += [f"Test accuracy: the same trials' selected parameters on {test} (float model; not used for "
+                  "selection).", ""]  # fmt: skip
+    tested = " | test accuracy mean ± spread" if test else ""
+    lines += [
+        f"| point | trials | finished | stopped early | val accuracy mean ± spread | min – max{tested} |",
+        "|---|---|---|---|---|---|" + ("---|" if test else ""),
     ]
     for p in doc["points"]:
         mm = "-" if p["min"] is None else f"{p['min']:.4f} – {p['max']:.4f}"
-        over = "" if p["over"] == "finished" else " (unfinished)"
+        over = "" if p["over"] == "finished" else " (no trial finished)"
+        extra = f" | {mean_spread(p['test_mean'], p['test_std'])}" if test else ""
         lines.append(
             f"| {p['label']} | {p['trials']} | {p['finished']} | {p['stopped']} | "
-            f"{mean_spread(p['mean'], p['std'])}{over} | {mm} |"
+            f"{mean_spread(p['mean'], p['std'])}{over} | {mm}{extra} |"
         )
     best = doc["best_trial"]
-    lines += ["", "| trial | status | epochs | best val accuracy (epoch) |", "|---|---|---|---|"]
+    tested = " | test accuracy" if test else ""
+    lines += ["", f"| trial | status | epochs | best val accuracy (epoch){tested} |"]
+    lines += ["|---|---|---|---|" + ("---|" if test else "")]
     for t in doc["trials"]:
         acc = "-" if t["best_val_accuracy"] is None else f"{t['best_val_accuracy']:.4f} ({t['best_epoch']})"
-        lines.append(f"| {t['name']} | {t['status']} | {t['epochs_done']}/{t['epochs']} | {acc} |")
+        extra = "" if not test else " | -" if t["test_accuracy"] is None else f" | {t['test_accuracy']:.4f}"
+        lines.append(f"| {t['name']} | {t['status']} | {t['epochs_done']}/{t['epochs']} | {acc}{extra} |")
     if best is not None:
         lines += [
             "",
@@ -213,20 +268,16 @@ def plot(spec: SweepSpec, trials: list[TrialResult], points: list[PointResult], 
         def x_of(value: Any, numeric: bool = numeric, order: list[str] = order) -> float:
             return float(value) if numeric else float(order.index(json.dumps(value)))
 
-        for status, marker in (("finished", "o"), ("stopped", "x")):
+        for finished, marker, label in (
+            (True, "o", "trial"),
+            (False, "x", "trial stopped early or unfinished"),
+        ):
             shown = [
-                t
-                for t in trials
-                if t.best_val_accuracy is not None and (t.status == status) == (status == "finished")
+                t for t in trials if t.best_val_accuracy is not None and (t.status == "finished") == finished
             ]
             if shown:
-                ax.scatter(
-                    [x_of(t.seed if dim is None else t.point[key]) for t in shown],
-                    [t.best_val_accuracy for t in shown],
-                    marker=marker,
-                    alpha=0.6,
-                    label="trial" if status == "finished" else "trial (stopped early / unfinished)",
-                )
+                xs = [x_of(t.seed if dim is None else t.point[key]) for t in shown]
+                ax.scatter(xs, [t.best_val_accuracy for t in shown], marker=marker, alpha=0.6, label=label)
         if dim is not None:
             for p in points:
                 if p.mean is not None:
@@ -251,6 +302,8 @@ def plot(spec: SweepSpec, trials: list[TrialResult], points: list[PointResult], 
     for ax in axes.ravel()[len(keys) :]:
         ax.set_visible(False)
     axes.ravel()[0].legend(fontsize=8)
-    fig.suptitle(f"{spec.name}: best validation accuracy per trial; bars: mean ± spread over seeds")
+    fig.suptitle(
+        f"{spec.name}: best validation accuracy per trial\nbars: mean ± spread over seeds", fontsize=10
+    )
     fig.tight_layout()
     return _save(fig, path)

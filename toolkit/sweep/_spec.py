@@ -92,7 +92,6 @@ class Dimension:
         """Whether the report should plot this key on a log axis."""
         return self.kind == "loguniform" or (
             self.kind == "values"
-            and len(self.values) > 2
             and all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in self.values)
             and max(self.values) / min(self.values) >= 20
         )
@@ -140,7 +139,7 @@ class SweepSpec:
         sweep = raw.get("sweep")
         if isinstance(sweep, dict):
             sweep.setdefault("name", path.stem)
-            sweep.update({k: v for k, v in overrides.items() if v is not None})
+            sweep.update({k: str(v) for k, v in overrides.items() if v is not None})
         try:
             return cls.from_dict(raw)
         except SweepError as exc:

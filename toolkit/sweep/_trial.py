@@ -85,7 +85,7 @@ def _train(spec: Any, config: Any, run_dir: Path, resume: bool, storage: bool, c
 
     train_data, val_data = read_shd(spec.data), read_shd(spec.val)
     reporter = _Reporter(run_dir, config.epochs, storage, cores, resume)
-    train(
+    result = train(
         train_data,
         run_dir,
         config,
@@ -95,6 +95,8 @@ def _train(spec: Any, config: Any, run_dir: Path, resume: bool, storage: bool, c
         progress=False,
         on_epoch=reporter.epoch,
     )
+    if result.interrupted:  # a KeyboardInterrupt reached the trainer: fail, so Tune restarts and it resumes
+        raise RuntimeError(f"{run_dir}: training was interrupted after {result.epochs_done} epochs")
     reporter.finish()
 
 
@@ -102,7 +104,7 @@ class _Reporter:
     """Reports each epoch's metrics line to Ray Tune (the last one once run.json says the run finished)."""
 
     def __init__(self, run_dir: Path, epochs: int, storage: bool, cores: list[int], resume: bool) -> None:
-        from edgekws.toolkit.train._loop import read_metrics
+        from edgekws.toolkit.train import read_metrics
 
         self.run_dir, self.epochs, self.storage = run_dir, epochs, storage
         self.history = read_metrics(run_dir) if resume else []
