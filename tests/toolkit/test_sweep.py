@@ -262,6 +262,25 @@ def test_embedded_sweep_survives_ctrl_c_resumes_stops_the_laggards_and_reports_i
     assert path == sweep / "best" / "lr-1.0.0.ekb" and report["bundle"]["trial"] == best
     assert open_bundle(path, [tmp_path / "keys/release.pub"]).manifest.name == "lr"
 
+    # Bad input is refused before Ray starts, and the sweep is left as it was.
+    again = edgekws(args, ray_env)
+    assert again.returncode == 1 and "already holds a sweep; pass --resume" in again.stderr
+    spec.write_text(spec.read_text().replace("seeds = [1, 2]", "seeds = [1, 3]"))
+    changed = edgekws([*args, "--resume"], ray_env)
+    assert (
+        changed.returncode == 1
+        and "the spec changed since the sweep started ([sweep] seeds)" in changed.stderr
+    )
+    six = SpikeDataset.from_raster([np.zeros((T, 6), np.uint8)] * 2, [0, 1], 0.001, ["low", "high"])
+    write_shd(six, tmp_path / "six.h5")
+    other = edgekws(
+        ["sweep", str(spec), "--out", str(tmp_path / "other"), "--val", str(tmp_path / "six.h5")], ray_env
+    )
+    assert (
+        other.returncode == 1 and "has 6 channels but" in other.stderr and not (tmp_path / "other").exists()
+    )
+    assert json.loads((sweep / "sweep.json").read_text())["status"] == "finished"
+
 
 # -------------------------------------------------------------------------------------------------- a cluster
 

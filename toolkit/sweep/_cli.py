@@ -166,8 +166,10 @@ def run_cmd(
     _report(out, as_json, bundle_best, key, bundle_name, bundle_version, eval_data, test_path)
     failed = sorted(name for name, t in outcome.trials.items() if t["status"] == "error")
     if failed:
-        details = "; ".join(f"{name}: {outcome.trials[name].get('error')}" for name in failed)
-        click.echo(f"{len(failed)} trial(s) failed after {max_failures} restarts ({details})", err=True)
+        click.echo(f"{len(failed)} trial(s) failed after {max_failures} restart(s):", err=True)
+        for name in failed:
+            trial = outcome.trials[name]
+            click.echo(f"  {name}: {trial.get('error')} (traceback: {trial.get('error_file')})", err=True)
         sys.exit(1)
 
 

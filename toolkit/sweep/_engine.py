@@ -128,6 +128,7 @@ def _prepare(
         problems.append(f"--gpus-per-trial must be a share of one GPU (0.5) or whole GPUs, got {gpus:g}")
     if options.max_concurrent is not None and options.max_concurrent < 1:
         problems.append(f"--max-concurrent must be at least 1, got {options.max_concurrent}")
+    problems += _data_problems(spec)
     if problems:
         raise SweepError("; ".join(problems))
     exists = (sweep_dir / SWEEP_INFO).is_file()
@@ -174,6 +175,29 @@ def _prepare(
             f"{options.storage}; resume without --storage"
         )
     return info, replace(options, storage=storage)
+
+
+def _data_problems(spec: SweepSpec) -> list[str]:
+    """What would make every trial fail at its start: unreadable or mismatched data (checked before Ray)."""
+    from edgekws.toolkit.data import DatasetError, read_shd
+
+    try:
+        train, val = read_shd(spec.data), read_shd(spec.val)
+    except DatasetError as exc:
+        return [str(exc)]
+    problems = [
+        f"{path} holds no samples" for path, ds in ((spec.data, train), (spec.val, val)) if not len(ds)
+    ]
+    if val.num_channels != train.num_channels:
+        problems.append(
+            f"{spec.val} has {val.num_channels} channels but {spec.data} has {train.num_channels}; "
+            "make both with the same front-end"
+        )
+    if list(val.class_names) != list(train.class_names):
+        problems.append(
+            f"{spec.val} has classes {list(val.class_names)} but {spec.data} {list(train.class_names)}"
+        )
+    return problems
 
 
 def _new_tuner(
@@ -460,8 +484,12 @@ class TrialTable(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         entry = self._entry(trial)
-        error = getattr(trial, "error_file", None)
-        self._update(trial, status="error", error=str(error) if error else None, ended=now())
+        message = None
+        with contextlib.suppress(OSError, TypeError):  # the error's last line, e.g. "TrainError: ..."
+            lines = Path(trial.error_file).read_text().strip().splitlines()
+            message = lines[-1] if lines else None
+        error_file = f"{trial.path}/error.txt" if trial.path else None  # in the sweep's Tune folder
+        self._update(trial, status="error", error=message, error_file=error_file, ended=now())
         self._advance(trials=1, epochs=self.spec.max_epochs - entry["epoch"])
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
