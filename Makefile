@@ -77,7 +77,7 @@ $(STAMPS)/lava-venv: pyproject.toml $(STAMPS)/apt
 
 # Benchmarks write benchmarks/results/<name>.{json,md} with the machine they ran on (minutes each).
 BENCHES := frontend_rtf train_memory train_shd_time export_onnx bundle bundle_build agent_streaming fleet_load \
-  synth_speed kernel_agreement
+  synth_speed kernel_agreement sweep_overhead
 bench: $(STAMPS)/venv $(STAMPS)/lava-venv $(STAMPS)/spyx-venv
 	for b in $(BENCHES); do $(VENV)/bin/python benchmarks/$$b.py; done
 	$(VENV)/bin/python benchmarks/train_spyx.py --core 1

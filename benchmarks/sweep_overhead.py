@@ -12,9 +12,9 @@ Overhead = (sweep wall − by-hand wall) / sweep wall, from the medians. The dat
 channel patterns on 128 channels, T = 500 at 1 ms; accuracy is not the point). Also recorded: when the first
 trial started and the last ended inside the sweep (from trials.json), and the disk Ray and Tune used.
 
-``.venv/bin/python benchmarks/sweep_overhead.py --cores 0`` (one core: the trials run one after the other in
-both arms, so the difference is the sweep's own cost) and ``--cores 0,1`` (two lanes by hand against the
-sweep's placement), about 20 minutes each on the 2-core workstation. Writes
+``.venv/bin/python benchmarks/sweep_overhead.py`` (one core: the trials run one after the other in both arms,
+so the difference is the sweep's own cost) and ``--cores 0,1`` (two lanes by hand against the sweep's
+placement), about 10 and 15 minutes on the 2-core workstation. Writes
 benchmarks/results/sweep_overhead_{1,2}core.{json,md}.
 """
 
@@ -157,9 +157,9 @@ def _size(path: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2, help="Runs of each arm (interleaved).")
-    parser.add_argument("--epochs", type=int, default=20, help="Epochs of each trial.")
+    parser.add_argument("--epochs", type=int, default=10, help="Epochs of each trial.")
     parser.add_argument("--samples", type=int, default=640, help="Training samples (20 batches of 32).")
-    parser.add_argument("--cores", default="0,1", help="Cores both arms use (one trial per core).")
+    parser.add_argument("--cores", default="0", help="Cores both arms use (one trial per core), e.g. 0,1.")
     args = parser.parse_args()
     cores = [int(c) for c in args.cores.split(",")]
     name = f"sweep_overhead_{len(cores)}core"

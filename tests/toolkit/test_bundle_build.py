@@ -9,8 +9,10 @@ import shutil
 import time
 from pathlib import Path
 
+import _spikes
 import numpy as np
 import pytest
+from _spikes import C, T
 from click.testing import CliRunner
 
 from edgekws.agent import FrontendSpec, decide
@@ -25,22 +27,13 @@ from edgekws.toolkit.quant._quantize import DEFAULT_PERCENTILE
 from edgekws.toolkit.train import TrainConfig, load_run, read_metrics, train
 from edgekws.toolkit.train._evaluate import float_readout
 
-C, T = 8, 50
 CREATED = "2026-05-09T07:35:25Z"
 FRONTEND = FrontendSpec(num_bands=8, thresholds_db=(-20.0,)).to_dict()  # 8 channels
 
 
 def two_class_data(n: int, seed: int) -> SpikeDataset:
-    """Class 0 fires on channels 0-3, class 1 on channels 4-7, with the attrs a front-end writes."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 2
-    rasters = []
-    for label in labels:
-        r = np.zeros((T, C), np.uint8)
-        r[:, 4 * int(label) : 4 * int(label) + 4] = rng.random((T, 4)) < 0.25
-        rasters.append(r)
-    attrs = {"dt": 0.001, "num_steps": T, "frontend": FRONTEND}
-    return SpikeDataset.from_raster(rasters, labels, 0.001, ["low", "high"], attrs=attrs)
+    """The tests' two-class spikes, with the attrs a front-end writes."""
+    return _spikes.two_class_data(n, seed, frontend=FRONTEND)
 
 
 @pytest.fixture(scope="module")

@@ -7,28 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _spikes import C, T, two_class_data
 
-from edgekws.toolkit.data import SpikeDataset
 from edgekws.toolkit.train import TrainConfig, TrainError, load_run, train
 from edgekws.toolkit.train._loop import time_grid
 from edgekws.toolkit.train._run import latest_checkpoint, read_metrics
-
-C, T = 8, 50
-
-
-def two_class_data(n: int, seed: int) -> SpikeDataset:
-    """Class 0 fires on channels 0-3, class 1 on channels 4-7 (linearly separable)."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 2
-    rasters = []
-    for label in labels:
-        r = np.zeros((T, C), np.uint8)
-        lo = 4 * int(label)
-        r[:, lo : lo + 4] = rng.random((T, 4)) < 0.25
-        rasters.append(r)
-    return SpikeDataset.from_raster(
-        rasters, labels, 0.001, ["low", "high"], attrs={"dt": 0.001, "num_steps": T}
-    )
 
 
 def tiny_config(**changes: object) -> TrainConfig:

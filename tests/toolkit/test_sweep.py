@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _spikes import T, two_class_data
 
 from edgekws.packaging import open_bundle, write_keypair
 from edgekws.toolkit.data import SpikeDataset, read_shd, write_shd
@@ -26,8 +27,8 @@ from edgekws.toolkit.sweep import SweepError, SweepSpec
 from edgekws.toolkit.train import TrainConfig, evaluate, load_run, read_metrics
 
 BIN = Path(sys.executable).parent
-C, T = 8, 50
-TINY = {  # a BPTT network small enough that an epoch of 1000 samples takes a fraction of a second
+TINY = {  # a BPTT network small enough that an epoch of 1000 samples takes a fraction of a second; with a
+    # learning rate of 0.01 it separates two_class_data in one epoch, with 1e-6 it stays at chance
     "hidden": [16],
     "batch_size": 8,
     "ease_in": False,
@@ -37,21 +38,6 @@ TINY = {  # a BPTT network small enough that an epoch of 1000 samples takes a fr
     "silent_boost": 0.3,
     "eval_batch_size": 64,
 }
-
-
-def two_class_data(n: int, seed: int) -> SpikeDataset:
-    """Class 0 fires on channels 0-3, class 1 on channels 4-7 (a learning rate of 0.01 separates them in one
-    epoch; 1e-6 stays at chance)."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 2
-    rasters = []
-    for label in labels:
-        r = np.zeros((T, C), np.uint8)
-        r[:, 4 * int(label) : 4 * int(label) + 4] = rng.random((T, 4)) < 0.25
-        rasters.append(r)
-    return SpikeDataset.from_raster(
-        rasters, labels, 0.001, ["low", "high"], attrs={"dt": 0.001, "num_steps": T}
-    )
 
 
 def toml(value: Any) -> str:

@@ -7,27 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _spikes import C, T, two_class_data
 from click.testing import CliRunner
 
 from edgekws.toolkit._cli import main
-from edgekws.toolkit.data import SpikeDataset, write_shd
+from edgekws.toolkit.data import write_shd
 from edgekws.toolkit.train import ConfigError, TrainConfig
-
-C, T = 8, 50
 
 
 def _write_data(path: Path, n: int, seed: int) -> Path:
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 2
-    rasters = []
-    for label in labels:
-        r = np.zeros((T, C), np.uint8)
-        r[:, 4 * label : 4 * label + 4] = rng.random((T, 4)) < 0.25
-        rasters.append(r)
-    data = SpikeDataset.from_raster(
-        rasters, labels, 0.001, ["yes", "no"], attrs={"dt": 0.001, "num_steps": T}
-    )
-    return write_shd(data, path)
+    return write_shd(two_class_data(n, seed, ("yes", "no")), path)
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,26 +44,47 @@ def sweep() -> None:
     """
 
 
-def _bundle_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    for option in reversed(
-        [
-            click.option(
-                "--bundle-best", is_flag=True, help="Bundle the best trial into SWEEP/best/ (needs --key)."
-            ),
-            click.option("--key", type=_PATH, help="Private signing key for --bundle-best."),
-            click.option("--name", "bundle_name", help="Bundle name. [default: the sweep's name]"),
-            click.option("--bundle-version", default="1.0.0", show_default=True, help="Bundle version."),
-            click.option("--eval-data", type=_FILE, help="Held-out set the bundle's models are scored on."),
-            click.option(
-                "--test",
-                "test_path",
-                type=_FILE,
-                help="Held-out set to score every trial on (reported beside validation; never selects).",
-            ),
-        ]
-    ):
-        f = option(f)
-    return f
+@dataclass(frozen=True)
+class _ReportOptions:
+    """What both commands do with the finished (or interrupted) sweep: the report, a test set, a bundle."""
+
+    as_json: bool
+    test: Path | None
+    bundle_best: bool
+    key: Path | None
+    bundle_name: str | None
+    bundle_version: str
+    eval_data: Path | None
+
+
+def _report_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The report options of both commands, handed to the command as one ``report`` argument."""
+    options = [
+        click.option(
+            "--test",
+            type=_FILE,
+            help="Held-out set to score every trial on (reported beside validation; never selects).",
+        ),
+        click.option(
+            "--bundle-best", is_flag=True, help="Bundle the best trial into SWEEP/best/ (needs --key)."
+        ),
+        click.option("--key", type=_PATH, help="Private signing key for --bundle-best."),
+        click.option("--name", "bundle_name", help="Bundle name. [default: the sweep's name]"),
+        click.option("--bundle-version", default="1.0.0", show_default=True, help="Bundle version."),
+        click.option("--eval-data", type=_FILE, help="Held-out set the bundle's models are scored on."),
+        click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
+    ]
+
+    @functools.wraps(f)
+    def command(**kwargs: Any) -> Any:
+        report = _ReportOptions(**{k: kwargs.pop(k) for k in _ReportOptions.__dataclass_fields__})
+        if report.bundle_best and report.key is None:
+            raise click.UsageError("--bundle-best needs --key (a private key from `edgekws keys generate`)")
+        return f(report=report, **kwargs)
+
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 @sweep.command("run")
@@ -95,8 +118,7 @@ def _bundle_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option(
     "--max-failures", type=int, default=3, show_default=True, help="Restarts of a trial whose worker failed."
 )
-@_bundle_options
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_report_options
 def run_cmd(
     spec_path: Path,
     out: Path,
@@ -110,13 +132,7 @@ def run_cmd(
     gpus_per_trial: float,
     max_concurrent: int | None,
     max_failures: int,
-    bundle_best: bool,
-    key: Path | None,
-    bundle_name: str | None,
-    bundle_version: str,
-    eval_data: Path | None,
-    test_path: Path | None,
-    as_json: bool,
+    report: _ReportOptions,
 ) -> None:
     """Run a sweep: every point of the spec's search space, once per seed, each trial a run folder.
 
@@ -139,7 +155,6 @@ def run_cmd(
         ) from exc
     from edgekws.toolkit.sweep._spec import SweepSpec
 
-    _check_bundle_options(bundle_best, key)
     options = EngineOptions(
         address=address,
         storage=storage,
@@ -151,19 +166,17 @@ def run_cmd(
     )
     try:
         spec = SweepSpec.load(spec_path, data=data_path, val=val_path)
-        outcome = run_sweep(spec, out, options, resume=resume, progress=not as_json)
+        outcome = run_sweep(spec, out, options, resume=resume, progress=not report.as_json)
     except SweepError as exc:
         raise click.ClickException(str(exc)) from exc
     if outcome.interrupted:
         waiting = sum(1 for t in outcome.trials.values() if t["status"] in ("pending", "running"))
         click.echo(
-            f"interrupted: {waiting} trial(s) unfinished, each resumable from its last checkpoint; continue "
-            "with: "
-            f"edgekws sweep {spec_path} --out {out} --resume",
-            err=True,
+            f"interrupted: {waiting} trial(s) unfinished, each resumable from its last checkpoint", err=True
         )
+        click.echo(f"continue with: edgekws sweep {spec_path} --out {out} --resume", err=True)
         sys.exit(130)
-    _report(out, as_json, bundle_best, key, bundle_name, bundle_version, eval_data, test_path)
+    _report(out, report)
     failed = sorted(name for name, t in outcome.trials.items() if t["status"] == "error")
     if failed:
         click.echo(f"{len(failed)} trial(s) failed after {max_failures} restart(s):", err=True)
@@ -175,18 +188,8 @@ def run_cmd(
 
 @sweep.command("report")
 @click.argument("sweep_dir", metavar="SWEEP", type=_DIR)
-@_bundle_options
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def report_cmd(
-    sweep_dir: Path,
-    bundle_best: bool,
-    key: Path | None,
-    bundle_name: str | None,
-    bundle_version: str,
-    eval_data: Path | None,
-    test_path: Path | None,
-    as_json: bool,
-) -> None:
+@_report_options
+def report_cmd(sweep_dir: Path, report: _ReportOptions) -> None:
     """Tabulate a sweep from its run folders: validation accuracy per point, mean ± spread over seeds.
 
     Writes SWEEP/report.json, SWEEP/report.md and SWEEP/report.png (accuracy against each swept key) and
@@ -198,56 +201,46 @@ def report_cmd(
     \b
         edgekws sweep report sweeps/reference --bundle-best --key keys/release.key
     """
-    _check_bundle_options(bundle_best, key)
-    _report(sweep_dir, as_json, bundle_best, key, bundle_name, bundle_version, eval_data, test_path)
+    _report(sweep_dir, report)
 
 
-def _check_bundle_options(bundle_best: bool, key: Path | None) -> None:
-    if bundle_best and key is None:
-        raise click.UsageError("--bundle-best needs --key (a private key from `edgekws keys generate`)")
-
-
-def _report(
-    sweep_dir: Path,
-    as_json: bool,
-    bundle_best: bool,
-    key: Path | None,
-    bundle_name: str | None,
-    bundle_version: str,
-    eval_data: Path | None,
-    test_path: Path | None,
-) -> None:
+def _report(sweep_dir: Path, options: _ReportOptions) -> None:
     from edgekws.toolkit.sweep._report import write_report
 
     try:
-        doc = write_report(sweep_dir, test_path, progress=not as_json)
+        doc = write_report(sweep_dir, options.test, progress=not options.as_json)
     except SweepError as exc:
         raise click.ClickException(str(exc)) from exc
-    if bundle_best:
-        doc["bundle"] = _bundle(doc, key, bundle_name, bundle_version, eval_data, quiet=as_json)
-    if as_json:
+    if options.bundle_best:
+        doc["bundle"] = _bundle(doc, options)
+    if options.as_json:
         click.echo(json.dumps(doc, indent=2))
         return
     _print_table(doc)
 
 
-def _bundle(
-    doc: dict[str, Any], key: Path | None, name: str | None, version: str, eval_data: Path | None, quiet: bool
-) -> dict[str, Any]:
+def _bundle(doc: dict[str, Any], options: _ReportOptions) -> dict[str, Any]:
     from edgekws.toolkit._bundle_build import BundleBuildError, build_run_bundle
     from edgekws.toolkit._progress import progress_bar
 
     best = doc["best_trial"]
     if best is None:
         raise click.ClickException("no trial has finished an epoch: nothing to bundle yet")
-    name = name or re.sub(r"[^a-z0-9._-]+", "-", doc["name"].lower()).strip("-._") or "sweep"
+    name = options.bundle_name or re.sub(r"[^a-z0-9._-]+", "-", doc["name"].lower()).strip("-._") or "sweep"
     out = Path(doc["sweep"]) / "best"
     out.mkdir(exist_ok=True)
-    assert key is not None
+    key = options.key
+    assert key is not None  # checked with the options
     try:
-        with progress_bar("bundle", disable=quiet) as update:
+        with progress_bar("bundle", disable=options.as_json) as update:
             result = build_run_bundle(
-                best["run"], name, version, key, out, eval_data=eval_data, progress=update
+                best["run"],
+                name,
+                options.bundle_version,
+                key,
+                out,
+                eval_data=options.eval_data,
+                progress=update,
             )
     except BundleBuildError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -53,11 +53,10 @@ def read_trials(sweep_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
 
 
 def write_json(path: Path, doc: Any) -> None:
-    """Write ``doc`` as indented JSON (keys in their order: a spec's keys keep the file's) through a temporary
-    file and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, path)
+    """Write ``doc`` as indented JSON (keys in their order: a spec's keys keep the file's), atomically."""
+    from edgekws.toolkit.train._loop import atomic_write_text
+
+    atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
 
 
 def now() -> str:
