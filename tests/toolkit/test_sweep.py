@@ -3,6 +3,7 @@ cluster started with `ray start --head` (Ray client, Ray storage, a lost worker)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -45,10 +46,16 @@ def toml(value: Any) -> str:
 
 
 def write_spec(
-    folder: Path, name: str, space: dict[str, Any], seeds: list[int], epochs: int, **sweep: Any
+    folder: Path,
+    name: str,
+    space: dict[str, Any],
+    seeds: list[int],
+    epochs: int,
+    samples: int = 1000,
+    **sweep: Any,
 ) -> Path:
-    """A spec over the tiny network on fresh data files in ``folder``."""
-    write_shd(two_class_data(1000, 0), folder / "train.h5")
+    """A spec over the tiny network on fresh data files in ``folder`` (``samples`` to train on)."""
+    write_shd(two_class_data(samples, 0), folder / "train.h5")
     write_shd(two_class_data(64, 1), folder / "val.h5")
     lines = ["[sweep]", f'name = "{name}"', f'data = "{folder / "train.h5"}"', f'val = "{folder / "val.h5"}"']
     lines += [f"seeds = {seeds}"] + [f"{k} = {toml(v)}" for k, v in sweep.items() if not isinstance(v, dict)]
@@ -92,14 +99,36 @@ def _processes_using(temp: Path) -> list[int]:
     return found
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, what: str, process: subprocess.Popen[str] | None = None
+) -> Any:
+    """Poll ``predicate`` until it holds; fail with ``process``'s output if that ends first."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         value = predicate()
         if value:
             return value
+        if process is not None and process.poll() is not None:
+            out, err = process.communicate()
+            raise AssertionError(f"the driver ended ({process.returncode}) before {what}:\n{out}\n{err}")
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@contextlib.contextmanager
+def driver(args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """`edgekws ARGS` in its own process group (as a terminal starts it), killed with its group if the test
+    ends first; its pipes are closed either way."""
+    proc = subprocess.Popen(
+        [str(BIN / "edgekws"), *args], env=env, start_new_session=True, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
 
 
 def trials(sweep: Path) -> dict[str, dict[str, Any]]:
@@ -175,18 +204,12 @@ def test_embedded_sweep_survives_ctrl_c_resumes_stops_the_laggards_and_reports_i
                       early_stop={"grace_epochs": 1, "reduction_factor": 2})  # fmt: skip
     sweep = tmp_path / "sweep"
     args = ["sweep", str(spec), "--out", str(sweep), "--cpus", "2"]
-    driver = subprocess.Popen(
-        [str(BIN / "edgekws"), *args], env=ray_env, start_new_session=True, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        wait_for(lambda: any(t["epoch"] >= 1 for t in trials(sweep).values()), 240, "a trial's first epoch")
-        os.killpg(driver.pid, signal.SIGINT)
-        _, stderr = driver.communicate(timeout=120)
-    finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
-    assert driver.returncode == 130, stderr
+    with driver(args, ray_env) as first:
+        started = lambda: any(t["epoch"] >= 1 for t in trials(sweep).values())  # noqa: E731
+        wait_for(started, 240, "a trial's first epoch", first)
+        os.killpg(first.pid, signal.SIGINT)  # Ctrl-C
+        _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 130, stderr
     assert f"edgekws sweep {spec} --out {sweep} --resume" in stderr
     assert json.loads((sweep / "sweep.json").read_text())["status"] == "interrupted"
     before = trials(sweep)
@@ -325,36 +348,39 @@ def test_a_cluster_runs_the_same_spec_and_a_lost_workers_trial_resumes_from_ray_
     folders are synced back into SWEEP/runs, complete and loadable."""
     address, env = ray_cluster
     space = {"learning_rate": {"loguniform": [0.005, 0.02]}}
-    spec = write_spec(tmp_path, "adaptive", space, [1, 2], 12, search="optuna", points=1)
+    spec = write_spec(tmp_path, "adaptive", space, [1, 2], 25, 2000, search="optuna", points=1)
     sweep, storage = tmp_path / "sweep", tmp_path / "ray-storage"
-    driver = subprocess.Popen(
-        [str(BIN / "edgekws"), "sweep", str(spec), "--out", str(sweep), "--address", address,
-         "--storage", str(storage), "--json"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
 
-        def running() -> str | None:
-            found = (n for n, t in trials(sweep).items() if t["status"] == "running" and 1 <= t["epoch"] < 8)
-            return next((n for n in found if trials(sweep)[n].get("pid")), None)
+    def running() -> str | None:
+        found = (n for n, t in trials(sweep).items() if t["status"] == "running" and 1 <= t["epoch"] < 20)
+        return next((n for n in found if trials(sweep)[n].get("pid")), None)
 
-        victim = wait_for(running, 240, "a trial in its first epochs")
-        os.kill(trials(sweep)[victim]["pid"], signal.SIGKILL)
-        stdout, stderr = driver.communicate(timeout=300)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-    assert driver.returncode == 0, stderr
+    args = [
+        "sweep",
+        str(spec),
+        "--out",
+        str(sweep),
+        "--address",
+        address,
+        "--storage",
+        str(storage),
+        "--json",
+    ]
+    with driver(args, env) as proc:
+        victim = wait_for(running, 240, "a trial in its first epochs", proc)
+        os.kill(trials(sweep)[victim]["pid"], signal.SIGKILL)  # its worker is lost
+        stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
     report = json.loads(stdout)
     after = trials(sweep)
     assert {t["status"] for t in after.values()} == {"finished"}
     assert after[victim]["restarts"] == 1 and after[victim]["resumed_from_epoch"] >= 1
     info = json.loads((sweep / "sweep.json").read_text())
     assert info["engine"]["address"] == address and info["engine"]["experiment"].startswith(str(storage))
-    assert list(Path(info["engine"]["experiment"]).glob("*/checkpoint_*/checkpoints/epoch_012.npz"))
+    assert list(Path(info["engine"]["experiment"]).glob("*/checkpoint_*/checkpoints/epoch_025.npz"))
     for name in after:
         run = sweep / "runs" / name
-        assert [h["epoch"] for h in read_metrics(run)] == list(range(1, 13))
+        assert [h["epoch"] for h in read_metrics(run)] == list(range(1, 26))
         assert json.loads((run / "run.json").read_text())["status"] == "finished"
         assert load_run(run).spec.hidden == (16,)
     assert sorted(t["seed"] for t in after.values()) == [1, 2]  # the Repeater's two trials of Optuna's point
