@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from edgekws.packaging import atomic_write_text
 from edgekws.toolkit.sweep._spec import SweepError
 
 SWEEP_TYPE = "edgekws.sweep"
@@ -54,8 +55,6 @@ def read_trials(sweep_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
 
 def write_json(path: Path, doc: Any) -> None:
     """Write ``doc`` as indented JSON (keys in their order: a spec's keys keep the file's), atomically."""
-    from edgekws.toolkit.train._loop import atomic_write_text
-
     atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
 
 

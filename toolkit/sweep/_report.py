@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekws.packaging import atomic_path
 from edgekws.toolkit.sweep._folder import RUNS, read_sweep_info, read_trials, write_json
 from edgekws.toolkit.sweep._spec import SweepError, SweepSpec, format_point
 
@@ -139,7 +140,7 @@ def score_on_test(
 
     from edgekws.toolkit._progress import progress_bar
     from edgekws.toolkit.data import DatasetError, read_shd
-    from edgekws.toolkit.train import EvalError, evaluate, load_run
+    from edgekws.toolkit.train import EvalError, RunError, evaluate, load_run
 
     try:
         data = read_shd(test)
@@ -151,7 +152,7 @@ def score_on_test(
             if t.best_val_accuracy is not None:
                 try:
                     t = replace(t, test_accuracy=float(evaluate(load_run(t.run), data)["accuracy"]))
-                except EvalError as exc:
+                except (EvalError, RunError) as exc:
                     raise SweepError(f"{test}: cannot score trial {t.name}: {exc}") from exc
             scored.append(t)
             update(i + 1, len(trials))
@@ -252,9 +253,11 @@ def markdown(doc: dict[str, Any]) -> str:
 
 def plot(spec: SweepSpec, trials: list[TrialResult], points: list[PointResult], path: Path) -> Path:
     """Validation accuracy against each swept key: one dot per trial, each point's mean ± spread."""
-    from edgekws.toolkit.train._report import _pyplot, _save
+    import matplotlib
 
-    plt = _pyplot()
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     keys = [d.key for d in spec.space] or ["seed"]
     cols = min(3, len(keys))
     rows = math.ceil(len(keys) / cols)
@@ -306,4 +309,7 @@ def plot(spec: SweepSpec, trials: list[TrialResult], points: list[PointResult], 
         f"{spec.name}: best validation accuracy per trial\nbars: mean ± spread over seeds", fontsize=10
     )
     fig.tight_layout()
-    return _save(fig, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    return path

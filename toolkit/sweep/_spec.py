@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 
 import tomllib
 
-from edgekws.toolkit.train._config import ConfigError, TrainConfig
+from edgekws.toolkit.train import ConfigError, TrainConfig
 
 SEARCHES: tuple[str, ...] = ("grid", "random", "optuna")
 KINDS: tuple[str, ...] = ("values", "uniform", "loguniform", "int")

@@ -142,7 +142,7 @@ class _Reporter:
 def _staged(run_dir: Path) -> Any:
     """A folder of hard links to what resuming ``run_dir`` needs: run.json, metrics.jsonl, best.npz and
     the latest checkpoint (not every epoch's)."""
-    from edgekws.toolkit.train._loop import latest_checkpoint
+    from edgekws.toolkit.train import latest_checkpoint
 
     stage = Path(tempfile.mkdtemp(prefix=".ray-checkpoint-", dir=run_dir.parent))
     try:
@@ -159,7 +159,7 @@ def _staged(run_dir: Path) -> Any:
 
 def _resumable(run_dir: Path) -> bool:
     """Whether the shared run folder can be resumed; a run that never finished an epoch starts over."""
-    from edgekws.toolkit.train._loop import latest_checkpoint
+    from edgekws.toolkit.train import latest_checkpoint
 
     if not run_dir.exists():
         return False

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from edgekws.toolkit.train._report import plot_raster as plot_raster
     from edgekws.toolkit.train._run import LoadedRun as LoadedRun
     from edgekws.toolkit.train._run import RunError as RunError
+    from edgekws.toolkit.train._run import latest_checkpoint as latest_checkpoint
     from edgekws.toolkit.train._run import load_run as load_run
     from edgekws.toolkit.train._run import read_metrics as read_metrics
     from edgekws.toolkit.train._run import read_run_info as read_run_info
@@ -75,6 +76,7 @@ __getattr__, __all__ = lazy_exports(
         "plot_raster": "_report",
         "LoadedRun": "_run",
         "RunError": "_run",
+        "latest_checkpoint": "_run",
         "load_run": "_run",
         "read_metrics": "_run",
         "read_run_info": "_run",
