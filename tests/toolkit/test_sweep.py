@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -318,9 +319,13 @@ def ray_cluster(ray_env: dict[str, str]) -> Iterator[tuple[str, dict[str, str]]]
         text=True,
         cwd=ray_env["RAY_TMPDIR"],
     )  # fmt: skip  (not the repository: its packaging/ would shadow PyPA's in `python -m` children)
+    lines: list[str] = []  # what `ray start` says; "--block" comes after every process started
+    reader = threading.Thread(target=lambda: lines.extend(head.stdout or ()), daemon=True)
+    reader.start()
     try:
-        wait_for(lambda: _listening(client) or head.poll() is not None, 120, "the Ray head")
-        assert head.poll() is None, head.communicate()[0]
+        started = lambda: any("--block" in line for line in lines) and _listening(client)  # noqa: E731
+        wait_for(lambda: started() or head.poll() is not None, 120, "the Ray head")
+        assert head.poll() is None and _listening(client), "".join(lines)
         yield f"ray://127.0.0.1:{client}", ray_env
     finally:
         head.send_signal(signal.SIGINT)  # `ray start --block` stops its processes on Ctrl-C
@@ -351,8 +356,10 @@ def test_a_cluster_runs_the_same_spec_and_a_lost_workers_trial_resumes_from_ray_
     spec = write_spec(tmp_path, "adaptive", space, [1, 2], 25, 2000, search="optuna", points=1)
     sweep, storage = tmp_path / "sweep", tmp_path / "ray-storage"
 
-    def running() -> str | None:
-        found = (n for n, t in trials(sweep).items() if t["status"] == "running" and 1 <= t["epoch"] < 20)
+    def running() -> (
+        str | None
+    ):  # from epoch 2 on: Tune registers epoch 1's checkpoint before epoch 2's result
+        found = (n for n, t in trials(sweep).items() if t["status"] == "running" and 2 <= t["epoch"] < 20)
         return next((n for n in found if trials(sweep)[n].get("pid")), None)
 
     args = [

@@ -14,6 +14,7 @@ import logging
 import os
 import secrets
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -285,7 +286,7 @@ def _ray(options: EngineOptions) -> Iterator[dict[str, Any]]:
         where = "existing"
     elif address:
         try:
-            ray.init(address=address, runtime_env=env, log_to_driver=False, logging_level=logging.WARNING)
+            _join(address, env)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise SweepError(
                 f"cannot join the Ray cluster at {address} ({exc}); start one with `ray start --head` or "
@@ -327,6 +328,29 @@ def _ray(options: EngineOptions) -> Iterator[dict[str, Any]]:
     finally:
         if started:
             ray.shutdown()
+
+
+def _join(address: str, runtime_env: dict[str, Any], attempts: int = 3) -> None:
+    """``ray.init`` on a cluster; a Ray Client address is tried again after its per-client server failed to
+    start (Ray 2.60's proxy now and then reports "Starting Ray client server failed"; the next try works)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(
+                address=address, runtime_env=runtime_env, log_to_driver=False, logging_level=logging.WARNING
+            )
+            return
+        except ConnectionError as exc:
+            if (
+                not address.startswith("ray://")
+                or attempt == attempts
+                or "client server failed" not in str(exc)
+            ):
+                raise
+            logging.getLogger(__name__).warning(
+                "Ray Client: %s; trying again (%d/%d)", exc, attempt, attempts
+            )
+            ray.shutdown()
+            time.sleep(5.0)
 
 
 def _no_restore_hint(record: logging.LogRecord) -> bool:
