@@ -1,10 +1,10 @@
 """``EDGEKWS_SHRINK``: caps on a workflow's sizes, to run the documented commands quickly and unchanged.
 
-``EDGEKWS_SHRINK="per-class=3,epochs=1,recordings=2"`` makes ``edgekws data synth`` speak at most 3
-utterances per class, ``edgekws train`` run at most 1 epoch and ``edgekws data import`` take at most 2
-recordings of each speaker and label, whatever the command line or the config file asks for. Each cap that
-lowers a size is said on stderr. It never raises a size and changes nothing else: the same commands
-write the same kinds of files. tests/test_docs.py runs README.md and docs/tutorial.md with it.
+``EDGEKWS_SHRINK="per-class=3,epochs=1,recordings=2"`` makes ``edgekws data synth`` speak at most 3 utterances
+per class, ``edgekws train`` (and each trial of ``edgekws sweep``) run at most 1 epoch and ``edgekws data
+import`` take at most 2 recordings of each speaker and label, whatever the command line or the config file
+asks for. Each cap that lowers a size is said on stderr. It never raises a size and changes nothing else: the
+same commands write the same kinds of files. tests/test_docs.py runs README.md and docs/tutorial.md with it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ ENV = "EDGEKWS_SHRINK"
 # knob -> the option it caps
 KNOBS = {
     "per-class": "edgekws data synth --per-class",
-    "epochs": "edgekws train --epochs",
+    "epochs": "edgekws train --epochs (and a sweep's trials)",
     "recordings": "edgekws data import, recordings per speaker and label,",
 }
 

@@ -74,10 +74,12 @@ def write_spec(
 
 @pytest.fixture
 def ray_env() -> Iterator[dict[str, str]]:
-    """Environment of a sweep driver: Ray's files in a fresh short temp dir (sockets have a length limit), a
+    """Environment of a sweep driver: Ray's files in a fresh short temp dir (sockets have a length limit), the
+    trials' core claims there too (TMPDIR: a sweep running elsewhere on the machine holds its own cores), a
     token for Ray's authentication, and afterwards a check that no Ray process of this test outlived it."""
     temp = Path(tempfile.mkdtemp(prefix="ekray-"))
-    env = dict(os.environ, RAY_TMPDIR=str(temp), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    env = dict(os.environ, RAY_TMPDIR=str(temp), TMPDIR=str(temp), RAY_AUTH_MODE="token",
+               RAY_AUTH_TOKEN=secrets.token_hex(32))  # fmt: skip
     env.pop("RAY_ADDRESS", None)
     yield env
     leftovers = _processes_using(temp)
@@ -177,6 +179,21 @@ def test_a_spec_round_trips_and_every_mistake_is_reported_at_once(tmp_path: Path
         SweepSpec.from_dict(bad)
 
 
+def test_edgekws_shrink_caps_every_trials_epochs(tmp_path: Path) -> None:
+    """SweepSpec.capped (what EDGEKWS_SHRINK's epochs does to a sweep): fixed and swept epochs are lowered,
+    never raised; early stopping goes when its grace period no longer fits."""
+    spec = SweepSpec.load(write_spec(tmp_path, "s", {"learning_rate": [0.01, 0.02]}, [1], 8,
+                                     early_stop={"grace_epochs": 2}))  # fmt: skip
+    assert spec.capped(8) == spec and spec.capped(100) == spec
+    assert spec.capped(3).max_epochs == 3 and spec.capped(3).early_stop == spec.early_stop
+    assert spec.capped(2).early_stop is None and spec.capped(2).num_trials == 2
+    raw = spec.to_dict()
+    del raw["train"]["epochs"]
+    raw["space"]["epochs"] = [2, 5, 8]
+    swept = SweepSpec.from_dict(raw).capped(5)
+    assert swept.dimension("epochs").values == (2, 5) and swept.num_trials == 4 and swept.max_epochs == 5
+
+
 def test_the_reference_recipe_spec_is_the_documented_recipe_over_three_seeds(tmp_path: Path) -> None:
     """docs/sweeps/digits-reference.toml trains exactly docs/training.md's reference recipe, with 3 seeds."""
     write_shd(two_class_data(4, 0), tmp_path / "d.h5")
@@ -211,7 +228,7 @@ def test_embedded_sweep_survives_ctrl_c_resumes_stops_the_laggards_and_reports_i
         os.killpg(first.pid, signal.SIGINT)  # Ctrl-C
         _, stderr = first.communicate(timeout=120)
     assert first.returncode == 130, stderr
-    assert f"edgekws sweep {spec} --out {sweep} --resume" in stderr
+    assert f"edgekws sweep {spec} --out {sweep} --resume" in stderr and "of 4 trial(s) unfinished" in stderr
     assert json.loads((sweep / "sweep.json").read_text())["status"] == "interrupted"
     before = trials(sweep)
     unfinished = {n for n, t in before.items() if t["status"] == "running"}
@@ -271,6 +288,9 @@ def test_embedded_sweep_survives_ctrl_c_resumes_stops_the_laggards_and_reports_i
     path = Path(report["bundle"]["path"])
     assert path == sweep / "best" / "lr-1.0.0.ekb" and report["bundle"]["trial"] == best
     assert open_bundle(path, [tmp_path / "keys/release.pub"]).manifest.name == "lr"
+    table = edgekws(["sweep", "report", str(sweep)], ray_env)  # the same report as a table (no Ray)
+    assert table.returncode == 0 and f"best trial: {best} (" in table.stdout, table.stderr
+    assert "learning_rate=0.01 " in table.stdout and "learning_rate=1e-06 " in table.stdout
 
     # Bad input is refused before Ray starts, and the sweep is left as it was.
     again = edgekws(args, ray_env)
@@ -297,7 +317,8 @@ def test_embedded_sweep_survives_ctrl_c_resumes_stops_the_laggards_and_reports_i
 
 @pytest.fixture
 def ray_cluster(ray_env: dict[str, str]) -> Iterator[tuple[str, dict[str, str]]]:
-    """A one-node Ray cluster started as a user starts one (`ray start --head`), with a Ray client port."""
+    """A one-node Ray cluster started as a user starts one (`ray start --head`), with a Ray client port, two
+    CPUs and one GPU (declared: Ray places it as a real one; JAX finds no GPU there and uses the CPU)."""
     gcs, client = free_port(), free_port()
     head = subprocess.Popen(
         [
@@ -308,6 +329,7 @@ def ray_cluster(ray_env: dict[str, str]) -> Iterator[tuple[str, dict[str, str]]]
             f"--port={gcs}",
             f"--ray-client-server-port={client}",
             "--num-cpus=2",
+            "--num-gpus=1",  # a logical GPU: Ray places and shares it as a real one (CUDA_VISIBLE_DEVICES)
             "--include-dashboard=false",
             "--object-store-memory=100000000",
             "--disable-usage-stats",
@@ -348,9 +370,11 @@ def test_a_cluster_runs_the_same_spec_and_a_lost_workers_trial_resumes_from_ray_
     tmp_path: Path, ray_cluster: tuple[str, dict[str, str]]
 ) -> None:
     """Against `ray start --head` through a Ray client address, with run folders travelling through Ray's
-    storage path, one point from Optuna's adaptive search trained with two seeds: killing a trial's worker
-    mid-run (SIGKILL) makes Ray Tune restart the trial, which resumes from its last Ray checkpoint; the run
-    folders are synced back into SWEEP/runs, complete and loadable."""
+    storage path, one point from Optuna's adaptive search trained with two seeds, the two trials sharing the
+    cluster's GPU (--gpus-per-trial 0.5): killing a trial's worker mid-run (SIGKILL) makes Ray Tune restart
+    the trial, which resumes from its last Ray checkpoint; the run folders are synced back into SWEEP/runs,
+    complete and loadable. RAY_ADDRESS names the cluster as --address does, and a sweep the cluster cannot
+    place is refused with the reason, leaving no sweep folder."""
     address, env = ray_cluster
     space = {"learning_rate": {"loguniform": [0.005, 0.02]}}
     spec = write_spec(tmp_path, "adaptive", space, [1, 2], 25, 2000, search="optuna", points=1)
@@ -371,6 +395,8 @@ def test_a_cluster_runs_the_same_spec_and_a_lost_workers_trial_resumes_from_ray_
         address,
         "--storage",
         str(storage),
+        "--gpus-per-trial",
+        "0.5",
         "--json",
     ]
     with driver(args, env) as proc:
@@ -392,3 +418,13 @@ def test_a_cluster_runs_the_same_spec_and_a_lost_workers_trial_resumes_from_ray_
         assert load_run(run).spec.hidden == (16,)
     assert sorted(t["seed"] for t in after.values()) == [1, 2]  # the Repeater's two trials of Optuna's point
     assert len(report["points"]) == 1 and report["points"][0]["finished"] == 2
+    first, second = after.values()  # both on the one GPU, at the same time
+    assert first["gpu_ids"] == second["gpu_ids"] == "0", after
+    assert first["started"] < second["ended"] and second["started"] < first["ended"], after
+    assert (info["engine"]["cluster_gpus"], info["engine"]["gpus_per_trial"]) == (1, 0.5)
+
+    refused = edgekws(["sweep", str(spec), "--out", str(tmp_path / "big"), "--gpus-per-trial", "2"],
+                      dict(env, RAY_ADDRESS=address))  # fmt: skip
+    assert refused.returncode == 1, refused.stderr
+    assert f"no trial could start on {address}: 2 GPU per trial but 1 in the cluster" in refused.stderr
+    assert not (tmp_path / "big").exists()

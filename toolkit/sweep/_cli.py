@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import shlex
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import Any
 
 import click
 
+from edgekws.toolkit._shrink import shrink
 from edgekws.toolkit.sweep._spec import SweepError
 
 _PATH = click.Path(path_type=Path)
@@ -166,15 +168,24 @@ def run_cmd(
     )
     try:
         spec = SweepSpec.load(spec_path, data=data_path, val=val_path)
+        epochs = shrink("epochs", spec.max_epochs)  # EDGEKWS_SHRINK caps a sweep's trials as it caps train
+        if epochs < spec.max_epochs:
+            spec = spec.capped(epochs)
         outcome = run_sweep(spec, out, options, resume=resume, progress=not report.as_json)
     except SweepError as exc:
         raise click.ClickException(str(exc)) from exc
     if outcome.interrupted:
-        waiting = sum(1 for t in outcome.trials.values() if t["status"] in ("pending", "running"))
+        ended = sum(1 for t in outcome.trials.values() if t["status"] in ("finished", "stopped", "error"))
         click.echo(
-            f"interrupted: {waiting} trial(s) unfinished, each resumable from its last checkpoint", err=True
+            f"interrupted: {spec.num_trials - ended} of {spec.num_trials} trial(s) unfinished, each "
+            "resumable from its last checkpoint",
+            err=True,
         )
-        click.echo(f"continue with: edgekws sweep {spec_path} --out {out} --resume", err=True)
+        data = "".join(
+            f" --{k} {shlex.quote(str(v))}" for k, v in (("data", data_path), ("val", val_path)) if v
+        )
+        command = f"edgekws sweep {shlex.quote(str(spec_path))} --out {shlex.quote(str(out))}{data} --resume"
+        click.echo(f"continue with: {command}", err=True)
         sys.exit(130)
     _report(out, report)
     failed = sorted(name for name, t in outcome.trials.items() if t["status"] == "error")
@@ -249,11 +260,14 @@ def _bundle(doc: dict[str, Any], options: _ReportOptions) -> dict[str, Any]:
 
 def _print_table(doc: dict[str, Any]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from edgekws.toolkit.sweep._report import mean_spread
 
-    table = Table(title=f"sweep {doc['name']}: best validation accuracy per trial, over seeds {doc['seeds']}")
+    table = Table(
+        title=f"sweep {escape(doc['name'])}: best validation accuracy per trial, over seeds {doc['seeds']}"
+    )
     test = doc["data"]["test"]
     columns = ["point", "trials", "finished", "stopped", "val mean ± spread", "val min – max"]
     for column in columns + (["test mean ± spread"] if test else []):
@@ -261,7 +275,7 @@ def _print_table(doc: dict[str, Any]) -> None:
     for p in doc["points"]:
         span = "-" if p["min"] is None else f"{p['min']:.4f} – {p['max']:.4f}"
         mark = "" if p["over"] == "finished" else " *"
-        cells = [p["label"], str(p["trials"]), str(p["finished"]), str(p["stopped"])]
+        cells = [escape(p["label"]), str(p["trials"]), str(p["finished"]), str(p["stopped"])]
         cells += [mean_spread(p["mean"], p["std"]) + mark, span]
         table.add_row(*cells, *([mean_spread(p["test_mean"], p["test_std"])] if test else []))
     console = Console() if sys.stdout.isatty() else Console(width=160)
@@ -271,9 +285,10 @@ def _print_table(doc: dict[str, Any]) -> None:
     best = doc["best_trial"]
     if best is not None:
         console.print(
-            f"best trial: {best['name']} ({best['best_val_accuracy']:.4f} at epoch {best['best_epoch']})"
+            f"best trial: {best['name']} ({best['best_val_accuracy']:.4f} at epoch {best['best_epoch']})",
+            markup=False,
         )
-        console.print(f"  run folder: {best['run']}")
-    console.print(f"report: {Path(doc['sweep']) / 'report.md'}, plot: {doc['plot']}")
+        console.print(f"  run folder: {best['run']}", markup=False)
+    console.print(f"report: {Path(doc['sweep']) / 'report.md'}, plot: {doc['plot']}", markup=False)
     if "bundle" in doc:
-        console.print(f"bundle of the best trial: {doc['bundle']['path']}")
+        console.print(f"bundle of the best trial: {doc['bundle']['path']}", markup=False)

@@ -81,9 +81,10 @@ def run_sweep(
     (Ctrl-C: ``interrupted=True``; every trial can be resumed).
     """
     sweep_dir = Path(sweep_dir).expanduser().resolve()
+    new_folder = not sweep_dir.exists()
     info, options = _prepare(spec, sweep_dir, options or EngineOptions(), resume)
     experiment = str(info["engine"]["experiment"])
-    with _ray(options) as engine:
+    with _removed_on_refusal(sweep_dir if new_folder else None), _ray(options) as engine:
         info["engine"].update(engine)
         info["status"] = "running"
         write_json(sweep_dir / SWEEP_INFO, info)
@@ -114,6 +115,18 @@ def run_sweep(
     info["finished"] = None if outcome.interrupted else now()
     write_json(sweep_dir / SWEEP_INFO, info)
     return outcome
+
+
+@contextlib.contextmanager
+def _removed_on_refusal(folder: Path | None) -> Iterator[None]:
+    """Remove ``folder`` (the sweep folder this run created) when Ray refuses the sweep before any trial
+    (no cluster at the address, too few resources): the same command works once the cause is fixed."""
+    try:
+        yield
+    except SweepError:
+        if folder is not None and not read_trials(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def _prepare(
@@ -315,7 +328,8 @@ def _ray(options: EngineOptions) -> Iterator[dict[str, Any]]:
         ]
         if short:
             raise SweepError(
-                f"no trial could start: {'; '.join(short)}; lower --cpus-per-trial/--gpus-per-trial"
+                f"no trial could start on {'the local Ray' if where == 'embedded' else where}: "
+                f"{'; '.join(short)}; lower --cpus-per-trial/--gpus-per-trial"
             )
         yield {
             "ray": ray.__version__,
@@ -494,6 +508,7 @@ class TrialTable(tune.Callback):
             best_val_accuracy=result.get(METRIC),
             run=result.get("run"),
             cpu_cores=result.get("cpu_cores"),
+            gpu_ids=result.get("gpu_ids"),
             resumed_from_epoch=result.get("resumed_from_epoch", 0),
             node=result.get("node_ip"),
             pid=result.get("pid"),

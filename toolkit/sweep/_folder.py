@@ -7,7 +7,8 @@
                     (starting / running / interrupted / finished)
     trials.json     one entry per trial Ray Tune started, by trial name: point, seed, status (pending /
                     running / finished / stopped / error), epoch reached, best validation accuracy, run
-                    folder, CPU cores, pid and node, restarts, the epoch it last resumed from
+                    folder, CPU cores, GPU ids (Ray's), pid and node, restarts, the epoch it last resumed
+                    from
     runs/NAME/      the trial's run folder, exactly as `edgekws train` writes it (docs/training.md)
     tune/           Ray Tune's experiment state, what --resume restores (elsewhere with --storage)
     report.json, report.md, report.png   written by `edgekws sweep report`

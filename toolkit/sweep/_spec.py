@@ -266,6 +266,23 @@ class SweepSpec:
                 return int(max(d.values))
         return int(self.train.get("epochs", TrainConfig.epochs))
 
+    def capped(self, epochs: int) -> SweepSpec:
+        """This spec with no trial longer than ``epochs`` (EDGEKWS_SHRINK): ``[train]`` epochs and every swept
+        value capped; early stopping is dropped when its grace period no longer fits."""
+        raw = self.to_dict()
+        raw["train"]["epochs"] = min(int(raw["train"].get("epochs", TrainConfig.epochs)), epochs)
+        for d in self.space:
+            if d.key == "epochs":
+                del raw["train"]["epochs"]
+                lowered = dict.fromkeys(min(int(v), epochs) for v in d.values)
+                raw["space"]["epochs"] = (
+                    list(lowered) if d.kind == "values" or len(lowered) == 1 else {d.kind: list(lowered)}
+                )
+        stop = raw["sweep"].get("early_stop")
+        if stop is not None and stop["grace_epochs"] >= epochs:
+            del raw["sweep"]["early_stop"]
+        return SweepSpec.from_dict(raw)
+
     def param_space(self) -> dict[str, Any]:
         """The Ray Tune search space: the swept keys, plus the seed for grid and random search (the
         optuna searcher is wrapped in a Repeater that sets ``__trial_index__`` instead)."""

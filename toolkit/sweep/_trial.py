@@ -104,12 +104,19 @@ class _Reporter:
     """Reports each epoch's metrics line to Ray Tune (the last one once run.json says the run finished)."""
 
     def __init__(self, run_dir: Path, epochs: int, storage: bool, cores: list[int], resume: bool) -> None:
+        import ray
+
         from edgekws.toolkit.train import read_metrics
 
         self.run_dir, self.epochs, self.storage = run_dir, epochs, storage
         self.history = read_metrics(run_dir) if resume else []
         self.resumed_from = self.history[-1]["epoch"] if self.history else 0
-        self.extra = {"run": str(run_dir), "cpu_cores": ",".join(map(str, cores)) or "any"}
+        self.extra = {
+            "run": str(run_dir),
+            "cpu_cores": ",".join(map(str, cores)) or "any",
+            "gpu_ids": ",".join(map(str, ray.get_gpu_ids()))
+            or "none",  # Ray's placement (CUDA_VISIBLE_DEVICES)
+        }
         self.reported = False
 
     def epoch(self, record: dict[str, Any]) -> None:
