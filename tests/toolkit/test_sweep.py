@@ -339,7 +339,7 @@ def ray_cluster(ray_env: dict[str, str]) -> Iterator[tuple[str, dict[str, str]]]
             "--disable-usage-stats",
             f"--temp-dir={ray_env['RAY_TMPDIR']}",
         ],
-        env=ray_env,
+        env=dict(ray_env, RAY_agent_register_timeout_ms="180000"),  # as the sweep's local Ray: a busy box
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -43,6 +43,7 @@ from edgekws.toolkit.sweep._spec import METRIC, SweepError, SweepSpec, format_po
 from edgekws.toolkit.sweep._trial import TrialSetup, run_trial, thread_env
 
 OBJECT_STORE_BYTES = 256 << 20  # the embedded Ray's shared-memory object store (trials pass only paths)
+AGENT_START_MS = 180_000  # how long the embedded Ray's raylet waits for its agents to start (Ray: 30 s)
 
 
 @dataclass(frozen=True)
@@ -309,6 +310,10 @@ def _ray(options: EngineOptions) -> Iterator[dict[str, Any]]:
         where = address
     else:
         cpus = options.cpus if options.cpus is not None else len(_affinity())
+        # Ray's raylet gives its Python agents 30 s to start and aborts the start after that ("Timed out
+        # waiting for file .../metrics_agent_port_*"); on a busy machine (load average 14 on 2 cores here)
+        # they take longer, so the embedded Ray waits up to AGENT_START_MS.
+        os.environ.setdefault("RAY_agent_register_timeout_ms", str(AGENT_START_MS))
         ray.init(
             num_cpus=round(cpus),
             include_dashboard=False,
