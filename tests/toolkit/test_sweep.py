@@ -106,9 +106,14 @@ def _processes_using(temp: Path) -> list[int]:
 
 
 def wait_for(
-    predicate: Callable[[], Any], timeout: float, what: str, process: subprocess.Popen[str] | None = None
+    predicate: Callable[[], Any],
+    timeout: float,
+    what: str,
+    process: subprocess.Popen[str] | None = None,
+    state: Callable[[], Any] | None = None,
 ) -> Any:
-    """Poll ``predicate`` until it holds; fail with ``process``'s output if that ends first."""
+    """Poll ``predicate`` until it holds; fail with ``process``'s output if that ends first, and with
+    ``state()`` (e.g. the trials) on a timeout."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         value = predicate()
@@ -118,7 +123,9 @@ def wait_for(
             out, err = process.communicate()
             raise AssertionError(f"the driver ended ({process.returncode}) before {what}:\n{out}\n{err}")
         time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    raise AssertionError(
+        f"timed out after {timeout:.0f} s waiting for {what}" + (f"; state: {state()}" if state else "")
+    )
 
 
 @contextlib.contextmanager
@@ -227,7 +234,7 @@ def test_embedded_sweep_survives_ctrl_c_resumes_stops_the_laggards_and_reports_i
     args = ["sweep", str(spec), "--out", str(sweep), "--cpus", "2"]
     with driver(args, ray_env) as first:
         started = lambda: any(t["epoch"] >= 1 for t in trials(sweep).values())  # noqa: E731
-        wait_for(started, 240, "a trial's first epoch", first)
+        wait_for(started, 240, "a trial's first epoch", first, lambda: trials(sweep))
         os.killpg(first.pid, signal.SIGINT)  # Ctrl-C
         _, stderr = first.communicate(timeout=120)
     assert first.returncode == 130, stderr
@@ -411,7 +418,7 @@ def test_a_cluster_runs_the_same_spec_and_a_lost_workers_trial_resumes_from_ray_
         "--json",
     ]
     with driver(args, env) as proc:
-        victim = wait_for(running, 240, "a trial in its first epochs", proc)
+        victim = wait_for(running, 240, "a trial in its first epochs", proc, lambda: trials(sweep))
         os.kill(trials(sweep)[victim]["pid"], signal.SIGKILL)  # its worker is lost
         stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr
