@@ -91,13 +91,13 @@ def ray_env() -> Iterator[dict[str, str]]:
 
 def _processes_using(temp: Path) -> list[int]:
     """Ray's processes of one test: their command line names ``temp``, or (those Ray retitles, such as
-    ``ray::DashboardAgent``) their environment has it as TMPDIR or RAY_TMPDIR (ray_env sets both)."""
+    ``ray::DashboardAgent``) their environment has it as RAY_TMPDIR."""
     found = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
                 if str(temp).encode() in (proc / "cmdline").read_bytes() or (
-                    f"TMPDIR={temp}\0".encode() in (proc / "environ").read_bytes()
+                    f"RAY_TMPDIR={temp}\0".encode() in (proc / "environ").read_bytes()
                 ):
                     found.append(int(proc.name))
             except OSError:
@@ -370,10 +370,10 @@ def ray_cluster(ray_env: dict[str, str]) -> Iterator[tuple[str, dict[str, str]]]
         temp = Path(ray_env["RAY_TMPDIR"])
         try:
             wait_for(lambda: not _processes_using(temp), 30, "the Ray head to stop")
-        except AssertionError:  # its agents can outlive it, deaf to SIGTERM: `ray stop --force`, ours only
+        except AssertionError:  # the raylet's agents can outlive it: stop them as `ray stop` would, ours only
             for pid in _processes_using(temp):
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(pid, signal.SIGTERM)
             wait_for(lambda: not _processes_using(temp), 30, "the Ray agents to stop")
 
 
