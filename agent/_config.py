@@ -48,7 +48,7 @@ ConfigPath = Annotated[Path, AfterValidator(_resolve)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DeviceConfig(_Model):
@@ -262,20 +262,42 @@ class MqttConfig(_Model):
         return self
 
 
+def _check_allowed_url(text: str) -> str:
+    from edgekws.agent._rollout import UrlRule
+
+    UrlRule.parse(text)
+    return text
+
+
 class RolloutConfig(_Model):
     """Over-the-air deploys (the `deploy` and `rollback` commands, docs/mqtt.md)."""
 
+    allowed_urls: list[Annotated[str, AfterValidator(_check_allowed_url)]] = Field(
+        default_factory=list,
+        description="URL prefixes a deploy may fetch from, e.g. 'https://bundles.example/releases/' (that "
+        "scheme, host and port, paths under it) or 'file:///var/lib/edgekws/incoming/' (regular files in "
+        "that folder); empty: inline bundles only.",
+    )
+    order_keys: list[ConfigPath] = Field(
+        default_factory=list,
+        description="Ed25519 public keys whose signed deploy orders authorize downgrades and rollbacks; "
+        "empty: the [store] trusted_keys.",
+    )
     download_timeout_s: float = Field(
-        default=60.0, gt=0, description="Give up fetching a bundle (http/https/file URL) after this long."
+        default=60.0,
+        gt=0,
+        description="Give up fetching a bundle (http/https/file URL) after this long in all.",
     )
     max_bundle_bytes: int = Field(
-        default=256 * 2**20, gt=0, description="Refuse to download a bundle larger than this."
+        default=256 * 2**20,
+        gt=0,
+        description="Refuse a bundle larger than this (checked while it streams in).",
     )
     health_max_latency_ms: float = Field(
         default=2000.0,
         gt=0,
-        description="Health check after activation: one window of the built-in test audio must run within "
-        "this time (and give finite readouts), else the deploy is rolled back.",
+        description="Health check before activation: after one warm-up window, one window of the built-in "
+        "test audio must run within this time (and give finite readouts), else the deploy is refused.",
     )
 
 
@@ -350,8 +372,12 @@ class ConfigError(ValueError):
         super().__init__(head + "\n  " + "\n  ".join(str(p) for p in problems))
 
 
-def load_config(path: str | os.PathLike[str]) -> AgentConfig:
-    """Read and validate an agent config file; raise :class:`ConfigError` listing every problem."""
+def load_config(path: str | os.PathLike[str], *, check_files: bool = False) -> AgentConfig:
+    """Read and validate an agent config file; raise :class:`ConfigError` listing every problem.
+
+    With ``check_files`` the files it names are checked too (:func:`file_problems`): what
+    ``--validate-config`` and the daemon's start do.
+    """
     name = os.fspath(path)
     try:
         text = Path(name).read_text(encoding="utf-8")
@@ -367,7 +393,82 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
             name, int(m.group(1)) if m else None, "", f"not valid TOML ({exc})", "fix the syntax"
         )
         raise ConfigError([problem]) from exc
-    return parse_config(data, file=name, text=text, base_dir=Path(name).resolve().parent)
+    cfg = parse_config(data, file=name, text=text, base_dir=Path(name).resolve().parent)
+    if check_files:
+        problems = file_problems(cfg, file=name, text=text)
+        if problems:
+            raise ConfigError(problems)
+    return cfg
+
+
+def file_problems(cfg: AgentConfig, *, file: str = "<config>", text: str = "") -> list[ConfigProblem]:
+    """Every file the config names that is missing or unusable: trusted and order keys that do not load,
+    a store or outbox that cannot be written, a WAV source that cannot be read, MQTT password and TLS
+    files that cannot be read."""
+    from edgekws.packaging import KeyFileError, as_trust_store
+
+    lines = text.splitlines()
+    problems: list[ConfigProblem] = []
+
+    def add(path: tuple[Any, ...], message: str, fix: str) -> None:
+        key = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in path).replace(".[", "[")
+        problems.append(ConfigProblem(file, _find_line(lines, path), key, message, fix))
+
+    for section, keys in (("store", cfg.store.trusted_keys), ("rollout", cfg.rollout.order_keys)):
+        field = "trusted_keys" if section == "store" else "order_keys"
+        for i, key_path in enumerate(keys):
+            try:
+                as_trust_store([key_path])
+            except (KeyFileError, OSError) as exc:
+                add((section, field, i), str(exc), "point it at an Ed25519 public key file (NAME.pub)")
+    _writable_folder(cfg.store.dir, ("store", "dir"), add)
+    source = cfg.source
+    if isinstance(source, WavSourceConfig):
+        _readable_audio(source.path, add)
+    mq = cfg.telemetry.mqtt
+    if mq.enabled:
+        if mq.outbox.is_dir():
+            add(("telemetry", "mqtt", "outbox"), f"{mq.outbox} is a folder", "name a file (outbox.sqlite)")
+        else:
+            _writable_folder(mq.outbox.parent, ("telemetry", "mqtt", "outbox"), add, creates=mq.outbox.name)
+        files: list[tuple[tuple[str, ...], Path | None]] = [
+            (("telemetry", "mqtt", "password_file"), mq.password_file)
+        ]
+        if mq.tls is not None:
+            tls_keys = ("ca_file", "cert_file", "key_file")
+            files += [(("telemetry", "mqtt", "tls", k), getattr(mq.tls, k)) for k in tls_keys]
+        for where, path in files:
+            if path is not None and not os.access(path, os.R_OK):
+                add(where, f"cannot read {path}", "point it at an existing, readable file")
+    return problems
+
+
+def _writable_folder(folder: Path, where: tuple[Any, ...], add: Any, creates: str | None = None) -> None:
+    """``folder`` is (or can be created as) a folder this process may write in."""
+    what = f"the folder of {creates}" if creates else "the folder"
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        add(where, f"{what} {folder} cannot be made: {probe} is not a folder", "point it at a folder")
+    elif not os.access(probe, os.W_OK | os.X_OK):
+        add(where, f"{what} {folder} is not writable by this user", "make it writable or point elsewhere")
+
+
+def _readable_audio(path: Path, add: Any) -> None:
+    from edgekws.agent._sources import AUDIO_SUFFIXES
+
+    where = ("source", "path")
+    if path.is_dir():
+        if not [p for p in path.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES]:
+            add(where, f"the folder {path} holds no audio files", f"add {'/'.join(AUDIO_SUFFIXES)} files")
+        return
+    try:
+        import soundfile as sf
+
+        sf.info(str(path))
+    except Exception as exc:  # missing, unreadable or not audio: libsndfile's reason
+        add(where, f"cannot read audio from {path} ({exc})", "point it at an audio file or a folder of them")
 
 
 def parse_config(

@@ -36,17 +36,22 @@ from types import FrameType
 from typing import Any, Literal
 
 from edgekws.agent._config import AgentConfig, ConfigError, ConfigProblem, load_config
-from edgekws.agent._device_store import DeviceStore, StoreError
+from edgekws.agent._device_store import DeviceStore
 from edgekws.agent._energy import EnergyMonitor, OpCountEstimator, detect_meters
 from edgekws.agent._frontend import FrontendSpec
 from edgekws.agent._metrics import RuntimeMetrics
 from edgekws.agent._pipeline import Pipeline
-from edgekws.agent._rollout import Deployer, DeployError
+from edgekws.agent._rollout import Deployer, DeployError, policy_from_config
 from edgekws.agent._sources import AudioSource, make_source
 from edgekws.agent._spotter import Spotter
 from edgekws.agent._telemetry import DeviceTelemetry
+from edgekws.packaging import Bundle
 
 log = logging.getLogger("edgekws.agent")
+#: The exit status when a worker thread died of an unexpected exception (BSD's EX_SOFTWARE): systemd's
+#: ``Restart=on-failure`` starts a fresh process instead of leaving one alive without its MQTT link.
+EXIT_THREAD_DIED = 70
+THREAD_DEATH_GRACE_S = 10.0  # a clean stop after a thread died gets this long, then the process exits anyway
 
 
 # -- systemd notify ----------------------------------------------------------------------------------
@@ -133,6 +138,7 @@ class Agent:
         self.started_steps: list[str] = []  # the names of those steps, for logs and tests
         self._reportable = False  # metrics and energy meters are up (a last report is possible)
         self._lock = threading.Lock()  # the loop holds it per chunk; a deploy holds it to swap pipelines
+        self.exit_code = 0
 
     # signals only set events
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
@@ -144,9 +150,30 @@ class Agent:
         self.interrupt.set()
 
     def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT stop, SIGHUP reloads; and a thread that dies of an exception ends the process
+        (:meth:`thread_died`). For the process that runs the agent (``edgekws-agent run``)."""
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGHUP, self.request_reload)
+        threading.excepthook = self.thread_died
+
+    def thread_died(self, args: threading.ExceptHookArgs) -> None:
+        """A worker thread (MQTT link, command worker, energy meter …) died of an unexpected exception:
+        never keep running without it. Log it, stop cleanly with :data:`EXIT_THREAD_DIED`, and end the
+        process with that status after :data:`THREAD_DEATH_GRACE_S` if the stop hangs."""
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread is not None else "?"
+        log.critical(
+            "a worker thread died; stopping so that the service manager restarts the agent",
+            exc_info=(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback),
+            extra={"fields": {"thread": name, "error": f"{args.exc_type.__name__}: {args.exc_value}"}},
+        )
+        self.exit_code = EXIT_THREAD_DIED
+        self.request_stop()
+        timer = threading.Timer(THREAD_DEATH_GRACE_S, os._exit, (EXIT_THREAD_DIED,))
+        timer.daemon = True
+        timer.start()
 
     # what the rest of the program reads
     @property
@@ -167,7 +194,7 @@ class Agent:
 
     def start(self) -> None:
         """Load config, open the store, load the bundle, choose a backend, start metrics, MQTT, the source."""
-        self.config: AgentConfig = load_config(self.config_path)
+        self.config: AgentConfig = load_config(self.config_path, check_files=True)
         setup_logging(self.config.logging.level, self.config.logging.format)
         _info(
             "starting",
@@ -180,14 +207,19 @@ class Agent:
             self.config.store.trusted_keys,
             keep_versions=self.config.store.keep_versions,
         )
+        device = self.config.device
         self.deployer = Deployer(
             self.store,
-            self.config.rollout,
-            open_pipeline=lambda: self._open_pipeline(strict=True)[0],
+            policy_from_config(self.config.rollout, device.fleet, device.id, self.config.store.trusted_keys),
+            open_pipeline=self._open_pipeline,
             swap=self._swap,
             event=self._event,
         )
-        self.pipeline, unusable = self._open_pipeline(strict=False)
+        pipeline, pending = self.deployer.open_at_start()  # falls back to `previous` if current cannot load
+        if pipeline is None:
+            log.warning("no usable bundle; running the front-end only", extra={"fields": {}})
+            pipeline = Pipeline(FrontendSpec())
+        self.pipeline = pipeline
         self._on_stop("pipeline", lambda: self.pipeline.close())
         self.metrics = RuntimeMetrics(self.config.telemetry.window)
         meters, absent = detect_meters()
@@ -201,10 +233,8 @@ class Agent:
         if self.config.telemetry.mqtt.enabled:
             self.link = self._start_link()
             self._on_stop("mqtt", self._stop_link)
-        if unusable is not None:
-            self._event("bundle.unusable", "error", reason=unusable)
-        elif self.pipeline.bundle is not None:
-            self._event("bundle.loaded", **self.pipeline.event_detail())
+        for kind, level, detail in pending:  # what open_at_start found, now that the link is up
+            self._event(kind, level, **detail)
         self.source: AudioSource = make_source(self.config.source, self.frontend_spec.sample_rate)
         self.source.open()
         self._on_stop("source", self.source.close)
@@ -218,23 +248,9 @@ class Agent:
         )
         sd_notify("READY=1", self.env)
 
-    def _open_pipeline(self, strict: bool) -> tuple[Pipeline, str | None]:
-        """The active bundle, re-verified and extracted, with its backend and spotter.
-
-        ``strict=False`` (start): with no usable bundle, a front-end-only pipeline and the reason.
-        ``strict=True`` (deploy): a missing or unverifiable bundle raises :class:`StoreError`.
-        """
-        try:
-            bundle = self.store.open_active()
-        except StoreError as exc:
-            if strict:
-                raise
-            log.warning(
-                "no usable bundle; running the front-end only", extra={"fields": {"reason": str(exc)}}
-            )
-            unusable = None if self.store.active() is None else str(exc)
-            return Pipeline(FrontendSpec()), unusable
-        return Pipeline.open(bundle, self.config.backends, self.config.detection), None
+    def _open_pipeline(self, bundle: Bundle) -> Pipeline:
+        """A verified bundle with the configured backends and the spotter (:meth:`Pipeline.open`)."""
+        return Pipeline.open(bundle, self.config.backends, self.config.detection)
 
     # -- MQTT ----------------------------------------------------------------------------------------
 
@@ -290,7 +306,7 @@ class Agent:
         if command.type == "deploy":
             return self.deployer.deploy(command)
         if command.type == "rollback":
-            return self.deployer.rollback(command.to_version, command_id=command.id)
+            return self.deployer.rollback(command.to_version, command_id=command.id, order=command.order)
         raise DeployError(
             f"{command.type!r} commands are not supported by this agent; edit agent.toml and send SIGHUP",
             stage="command",
@@ -404,5 +420,5 @@ class Agent:
                 sd_notify("RELOADING=1", self.env)
                 _info("reloading")
                 continue
-            _info("stopped")
-            return 0
+            _info("stopped", exit_code=self.exit_code)
+            return self.exit_code

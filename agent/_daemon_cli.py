@@ -26,7 +26,8 @@ from edgekws.agent.backends import backend_classes, backend_names
 @click.option(
     "--validate-config",
     is_flag=True,
-    help="Only check the config: print every problem with its line and fix; exit 0 if valid, else 1.",
+    help="Only check the config and the files it names (keys, store, outbox, audio, TLS): print every "
+    "problem with its line and fix; exit 0 if valid, else 1.",
 )
 def run(config_path: Path, validate_config: bool) -> None:
     """Run the agent: audio in, keyword detections and telemetry out (JSON logs on stderr).
@@ -42,7 +43,7 @@ def run(config_path: Path, validate_config: bool) -> None:
     """
     if validate_config:
         try:
-            cfg = load_config(config_path)
+            cfg = load_config(config_path, check_files=True)
         except ConfigError as exc:
             click.echo(str(exc), err=True)
             sys.exit(1)
@@ -62,6 +63,8 @@ def run(config_path: Path, validate_config: bool) -> None:
         code = agent.run()
     except (ConfigError, NoBackend, StoreError, SourceError) as exc:
         raise click.ClickException(str(exc)) from exc
+    except OSError as exc:  # an unwritable or full outbox, store or log folder: say so, no traceback
+        raise click.ClickException(f"{exc}; check that the folders in the config are writable") from exc
     sys.exit(code)
 
 

@@ -15,6 +15,10 @@ interrupted install are removed when the store is next opened.
 
 Nothing on disk is trusted: :meth:`DeviceStore.open_active` verifies the signature and every hash again
 through :func:`edgekws.packaging.open_bundle` before the agent loads a model.
+
+Over-the-air deploys install with ``activate=False``, check the new model, and only then call
+:meth:`DeviceStore.activate` (the commit: the links move, then old versions are pruned), so neither a
+failed check nor a crash during it ever leaves ``current`` on an unchecked version (docs/mqtt.md).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +61,7 @@ class InstalledBundle:
     version: str
     path: Path  # versions/NAME-VERSION
     sha256: str = ""
+    fresh: bool = False  # written by the install that returned it (absent before)
 
     @property
     def bundle_file(self) -> Path:
@@ -71,12 +76,18 @@ class DeviceStore:
     """Install, activate and roll back signed bundles in ``root``, trusting only ``trusted_keys``."""
 
     def __init__(self, root: str | os.PathLike[str], trusted_keys: Any, *, keep_versions: int = 2) -> None:
-        self.root = Path(root)
+        self.root = Path(root).absolute()  # links resolve to absolute paths: compare like with like
         self.trusted_keys = trusted_keys
         self.keep_versions = max(2, keep_versions)
         self.versions_dir = self.root / VERSIONS
-        self.versions_dir.mkdir(parents=True, exist_ok=True)
-        self._recover()
+        try:
+            self.versions_dir.mkdir(parents=True, exist_ok=True)
+            self._recover()
+        except OSError as exc:
+            raise StoreError(
+                f"cannot use {self.root} as the bundle store ({exc.strerror or exc}); point [store] dir "
+                "(or --store) at a writable folder"
+            ) from exc
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -120,29 +131,37 @@ class DeviceStore:
         activate: bool = True,
         rollback: bool = False,
         allow_rename: bool = False,
+        source: str | None = None,
     ) -> InstalledBundle:
         """Verify a bundle file, copy it into the store and (by default) make it the active version.
 
         Refuses a bundle that does not verify against the trusted keys, a version lower than the active
-        one unless ``rollback`` is true, and another model name unless ``allow_rename`` is true
-        (:func:`edgekws.packaging._manifest.check_activation`).
+        one unless ``rollback`` is true, a version of the active one's precedence with other content
+        (``1.2.0`` then ``1.2.0+rebuild``) unless ``rollback`` is true, and another model name unless
+        ``allow_rename`` is true (:func:`edgekws.packaging._manifest.check_activation`). ``source`` names
+        the bundle in messages (default: ``bundle_path``).
         """
-        data = Path(bundle_path).read_bytes()
+        name_in_messages = source or str(bundle_path)
+        try:
+            data = Path(bundle_path).read_bytes()
+        except OSError as exc:
+            raise StoreError(f"cannot read {name_in_messages}: {exc.strerror or exc}") from exc
         try:
             bundle = open_bundle(data, self.trusted_keys)
         except (InvalidBundle, KeyFileError) as exc:
-            raise StoreError(f"refusing to install {bundle_path}: {exc}") from exc
+            raise StoreError(f"refusing to install {name_in_messages}: {exc}") from exc
         name, version = bundle.manifest.name, bundle.manifest.version
         active = self.active()
         active_manifest = self.open_bundle_of(active).manifest if active is not None else None
         try:  # the one policy, packaging's: upgrade, reinstall, or rollback only when asked
-            check_activation(
+            kind = check_activation(
                 active_manifest, bundle.manifest, allow_rollback=rollback, allow_rename=allow_rename
             )
         except RollbackRefused as exc:
-            raise StoreError(f"refusing to install {bundle_path}: {exc}") from exc
+            raise StoreError(f"refusing to install {name_in_messages}: {exc}") from exc
         dest = self.versions_dir / f"{name}-{version}"
-        if dest.exists():
+        fresh = not dest.exists()
+        if not fresh:
             existing = self._info(dest)
             if existing.sha256 and existing.sha256 != bundle.sha256:
                 raise StoreError(
@@ -150,12 +169,24 @@ class DeviceStore:
                     f"{existing.sha256[:12]}… vs {bundle.sha256[:12]}…); a version is immutable: "
                     "publish a new version number"
                 )
-        else:
-            self._write_version(dest, data, {"name": name, "version": version, "sha256": bundle.sha256})
+        if kind == "reinstall" and active is not None and active.sha256 != bundle.sha256 and not rollback:
+            raise StoreError(
+                f"refusing to install {name_in_messages}: {name} {version} has the same precedence as the "
+                f"active {active.version} but other content; publish a higher version, or pass --rollback "
+                "(rollback=True) to replace it on purpose"
+            )
+        if fresh:
+            try:
+                self._write_version(dest, data, {"name": name, "version": version, "sha256": bundle.sha256})
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot write {name} {version} into the store {self.root} ({exc.strerror or exc}); "
+                    "free space or point [store] dir at a writable folder"
+                ) from exc
         self._checkpoint("written")
-        installed = self._info(dest)
+        installed = replace(self._info(dest), fresh=fresh)
         if activate:
-            self._activate(installed)
+            self.activate(installed)
         return installed
 
     def rollback(self) -> InstalledBundle:
@@ -170,18 +201,26 @@ class DeviceStore:
             self._swap_link(PREVIOUS, cur.path)
         return prev
 
-    def revert(self, current: InstalledBundle | None, previous: InstalledBundle | None) -> None:
-        """Point ``current`` and ``previous`` back at what they were before an activation (a failed deploy).
+    def activate(self, target: InstalledBundle) -> None:
+        """Make an installed version the active one (the commit): ``previous`` <- ``current`` <- ``target``,
+        each switched atomically, then versions beyond ``keep_versions`` are pruned."""
+        current = self.active()
+        if current is not None and current.path.name == target.path.name:
+            return
+        if current is not None:
+            self._swap_link(PREVIOUS, current.path)  # step 1: remember the rollback target
+        self._checkpoint("previous-swapped")
+        self._swap_link(CURRENT, target.path)  # step 2: the switch itself, one atomic rename
+        self._checkpoint("current-swapped")
+        self.prune()
 
-        Each link is switched atomically; a link whose version is gone (pruned) or was absent is removed.
-        The version that failed stays installed, unlinked, until pruned.
-        """
-        for link, target in ((CURRENT, current), (PREVIOUS, previous)):
-            if target is not None and (target.path / META_FILE).is_file():
-                self._swap_link(link, target.path)
-            elif (self.root / link).is_symlink():
-                (self.root / link).unlink()
-                fsync_dir(self.root)
+    def remove(self, installed: InstalledBundle) -> None:
+        """Delete an installed version neither ``current`` nor ``previous`` points at (a failed deploy's)."""
+        linked = {b.path.name for b in (self.active(), self.previous()) if b is not None}
+        if installed.path.name in linked:
+            raise StoreError(f"{installed.label} is active or the rollback target; it stays")
+        shutil.rmtree(installed.path, ignore_errors=True)
+        fsync_dir(self.versions_dir)
 
     def open_bundle_of(self, installed: InstalledBundle) -> Bundle:
         try:
@@ -201,17 +240,6 @@ class DeviceStore:
         return removed
 
     # -- steps ----------------------------------------------------------------------------------
-
-    def _activate(self, target: InstalledBundle) -> None:
-        current = self.active()
-        if current is not None and current.path.name == target.path.name:
-            return
-        if current is not None:
-            self._swap_link(PREVIOUS, current.path)  # step 1: remember the rollback target
-        self._checkpoint("previous-swapped")
-        self._swap_link(CURRENT, target.path)  # step 2: the switch itself, one atomic rename
-        self._checkpoint("current-swapped")
-        self.prune()
 
     def _write_version(self, dest: Path, data: bytes, meta: dict[str, str]) -> None:
         tmp = Path(tempfile.mkdtemp(dir=self.versions_dir, prefix=f".{dest.name}.", suffix=".tmp"))

@@ -20,8 +20,9 @@ Bounds and policy (sizes count payload + topic bytes):
   is an aggregate that newer reports supersede; detections and events are still accepted;
 - above ``hard_max_bytes`` the oldest message of the lowest class goes: telemetry, then events, then
   detections (the oldest detection is dropped only when nothing else is left);
-- every drop is counted per kind; :meth:`Outbox.take_drops` hands the counts over (and resets them) so
-  the next telemetry report carries them;
+- every drop is counted per kind; :meth:`Outbox.drops` reads the counts and :meth:`Outbox.forget_drops`
+  subtracts them once the telemetry report that carries them is safely queued (a report that could not be
+  written, on a full disk say, leaves the counts to the next one, and is counted itself);
 - a message that does not fit at all (bigger than the hard limit), or a failing disk (full, read-only,
   I/O error), drops that one message, counts it and records :attr:`Outbox.last_error`; ``put`` never
   raises for these, so a full disk cannot crash the agent.
@@ -89,8 +90,10 @@ class Outbox:
         self.hard_max_bytes = hard_max_bytes
         self.last_error: str | None = None
         self._lock = threading.Lock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            if self.path.is_dir():
+                raise sqlite3.OperationalError("it is a folder, not a file")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
@@ -100,14 +103,16 @@ class Outbox:
                 self._db.execute("INSERT INTO meta VALUES ('epoch', ?)", (uuid.uuid4().hex[:12],))
                 row = self._db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
             self.epoch: str = row[0]
+            seq_row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+            self._max_seq = int(seq_row[0]) if seq_row else 0
             self._bytes = int(self._db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0])
             self._drops = {k: 0 for k in KINDS}
             for kind, count in self._db.execute("SELECT kind, count FROM drops"):
                 self._drops[kind] = self._drops.get(kind, 0) + int(count)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise OSError(
                 f"cannot open the telemetry outbox {self.path} ({exc}); check that its folder is writable "
-                "or point the queue path elsewhere"
+                "or point [telemetry.mqtt] outbox elsewhere"
             ) from exc
 
     # ---- producer side -------------------------------------------------------------------------------
@@ -127,6 +132,7 @@ class Outbox:
                     (kind, topic, time.time()),
                 )
                 seq = int(cur.lastrowid or 0)
+                self._max_seq = max(self._max_seq, seq)
                 msg_id = f"{self.epoch}:{seq}"
                 body = json.dumps({**payload, "id": msg_id, "seq": seq}, separators=(",", ":")).encode()
                 size = len(body) + len(topic)
@@ -194,6 +200,11 @@ class Outbox:
         self.last_error = why
         return None
 
+    def count_drop(self, kind: str, why: str) -> None:
+        """Count a message of ``kind`` that was lost before it reached the outbox (e.g. a schema error)."""
+        with self._lock:
+            self._lost(kind, why)
+
     # ---- sender side ---------------------------------------------------------------------------------
     def after(self, seq: int, limit: int) -> list[Queued]:
         """Up to ``limit`` messages with a sequence number above ``seq``, oldest first."""
@@ -216,17 +227,17 @@ class Outbox:
             except sqlite3.Error as exc:  # the message stays and is re-sent; the receiver de-duplicates
                 self.last_error = f"cannot remove message {seq} from the outbox {self.path}: {exc}"
 
-    def ack_ranges(self, ranges: list[tuple[int, int]]) -> int:
-        """The receiver stored messages in these inclusive seq ranges: remove them; returns how many went."""
+    def ack_many(self, seqs: list[int]) -> int:
+        """The receiver stored these messages: remove them; returns how many went."""
         removed = 0
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                for lo, hi in ranges:
-                    for (size,) in self._db.execute(
-                        "DELETE FROM outbox WHERE seq BETWEEN ? AND ? RETURNING size", (lo, hi)
-                    ).fetchall():
-                        self._bytes -= int(size)
+                for seq in seqs:
+                    cur = self._db.execute("DELETE FROM outbox WHERE seq = ? RETURNING size", (seq,))
+                    row = cur.fetchone()
+                    if row is not None:
+                        self._bytes -= int(row[0])
                         removed += 1
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -237,16 +248,34 @@ class Outbox:
                 return 0
         return removed
 
-    def take_drops(self) -> dict[str, int]:
-        """Drops per kind since the last call (the counts are reset, also on disk)."""
+    def queued_seqs(self) -> list[int]:
+        """The sequence numbers of every queued message."""
         with self._lock:
-            out = dict(self._drops)
-            self._drops = {k: 0 for k in KINDS}
+            return [int(r[0]) for r in self._db.execute("SELECT seq FROM outbox WHERE size > 0")]
+
+    @property
+    def max_seq(self) -> int:
+        """The highest sequence number ever given out (0 for a new outbox)."""
+        return self._max_seq
+
+    def drops(self) -> dict[str, int]:
+        """Drops per kind not yet reported (see :meth:`forget_drops`)."""
+        with self._lock:
+            return dict(self._drops)
+
+    def forget_drops(self, reported: dict[str, int]) -> None:
+        """These drops are now carried by a queued telemetry report: subtract them (also on disk)."""
+        with self._lock:
+            for kind, n in reported.items():
+                if n and kind in self._drops:
+                    self._drops[kind] = max(0, self._drops[kind] - n)
             try:
-                self._db.execute("DELETE FROM drops")
+                self._db.executemany(
+                    "UPDATE drops SET count = MAX(count - ?, 0) WHERE kind = ?",
+                    [(n, kind) for kind, n in reported.items() if n],
+                )
             except sqlite3.Error as exc:
-                self.last_error = f"cannot reset drop counts in {self.path}: {exc}"
-        return out
+                self.last_error = f"cannot update drop counts in {self.path}: {exc}"
 
     def depth(self) -> int:
         with self._lock:

@@ -24,6 +24,7 @@ may then reach the broker twice (sent, delivered, PUBACK lost); the monitor de-d
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import queue
@@ -104,7 +105,7 @@ class DeviceTelemetry:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._outbox: Outbox | None = None
-        self._lost_unqueued: dict[str, int] = {}
+        self._delivered: set[int] = set()  # seqs a subscriber took (PUBACK success), not yet acked
         self._commands: queue.Queue[Any] = queue.Queue()
         self._seen_commands: OrderedDict[str, None] = OrderedDict()
         self._session_now: MqttSession | None = None
@@ -142,11 +143,8 @@ class DeviceTelemetry:
     def telemetry(self, snapshot: dict[str, Any], interval_s: float | None = None) -> str | None:
         """Queue one telemetry report built from the daemon's metrics snapshot (+ ``energy`` list)."""
         outbox = self._require_outbox()
-        dropped = outbox.take_drops()
-        for kind, n in self._lost_unqueued.items():
-            dropped[kind] = dropped.get(kind, 0) + n
-        self._lost_unqueued = {}
-        return self.send(
+        dropped = outbox.drops()
+        msg_id = self.send(
             "telemetry",
             interval_s=interval_s,
             bundle=self.bundle,
@@ -163,6 +161,9 @@ class DeviceTelemetry:
             queue={"depth": outbox.depth(), "bytes": outbox.bytes},
             dropped=dropped,
         )
+        if msg_id is not None:  # the counts travel with this report; else they wait for the next one
+            outbox.forget_drops(dropped)
+        return msg_id
 
     def detection(
         self, label: str, confidence: float, latency_ms: float | None, ts: float | None = None
@@ -205,7 +206,7 @@ class DeviceTelemetry:
             payload = QUEUED_MESSAGES[kind].draft(**{**self._header(kind), **fields})
         except ValidationError as exc:  # a bug, not bad luck: say so, count it, keep running
             log.error("a %s message does not match its schema and was dropped: %s", kind, exc)
-            self._lost_unqueued[kind] = self._lost_unqueued.get(kind, 0) + 1
+            outbox.count_drop(kind, f"a {kind} message did not match its schema")
             return None
         msg_id = outbox.put(kind, topic(self.fleet, self.device, kind), payload)
         if msg_id is None:
@@ -328,7 +329,9 @@ class DeviceTelemetry:
         broker_delivery = self.config.delivery == "broker"
         if rc == RC_SUCCESS or (rc == RC_NO_MATCHING_SUBSCRIBERS and broker_delivery):
             if broker_delivery:
-                self._outbox.ack(seq)  # else it stays until the monitor's cmd/ack (re-sent after a reconnect)
+                self._outbox.ack(seq)
+            else:  # it stays until the monitor's cmd/ack (re-sent after a reconnect); only this may be acked
+                self._delivered.add(seq)
             self._probing = False
             self._no_sub_backoff.reset()
         elif rc in PERMANENT_FAILURES:
@@ -347,8 +350,7 @@ class DeviceTelemetry:
             self.event("command.rejected", "warning", command_id=exc.command_id, problems=exc.problems)
             return
         if command.type == "ack":
-            if self._outbox is not None and command.epoch == self._outbox.epoch:
-                self._outbox.ack_ranges(command.ranges)
+            self._ack(command)
             return
         if command.id in self._seen_commands:
             return  # QoS 1 re-delivery
@@ -367,6 +369,38 @@ class DeviceTelemetry:
         else:
             self.event("command.accepted", command_id=command.id, type=command.type)
             self._commands.put(command)
+
+    def _ack(self, command: Any) -> None:
+        """The monitor stored these messages: remove those this device sent and a subscriber took.
+
+        An ack can only delete what was delivered in this process (PUBACK success): a forged or stale one
+        naming other sequence numbers deletes nothing of them (they are re-sent and acked again). Ranges
+        beyond any sequence number this outbox ever gave out are refused with ``command.rejected``.
+        """
+        outbox = self._outbox
+        if outbox is None or command.epoch != outbox.epoch:
+            return  # another outbox's messages (e.g. before a re-image): nothing of ours
+        beyond = [[lo, hi] for lo, hi in command.ranges if hi > outbox.max_seq]
+        if beyond:
+            self.event(
+                "command.rejected",
+                "warning",
+                command_id=command.id,
+                problems=[
+                    f"ack names sequence numbers this device never sent (highest {outbox.max_seq}): "
+                    f"{beyond[:3]}; nothing was removed"
+                ],
+            )
+            return
+        delivered = sorted(self._delivered)
+        take: list[int] = []
+        for lo, hi in command.ranges:
+            take += delivered[bisect.bisect_left(delivered, lo) : bisect.bisect_right(delivered, hi)]
+        if take:
+            outbox.ack_many(take)
+            self._delivered.difference_update(take)
+        if len(self._delivered) > 4 * MAX_INFLIGHT + outbox.depth():  # dropped by the full-outbox policy
+            self._delivered.intersection_update(outbox.queued_seqs())
 
     def _command_worker(self) -> None:
         """Runs command handlers off the MQTT thread (a deploy may take minutes)."""

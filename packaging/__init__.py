@@ -44,6 +44,7 @@ from edgekws.packaging._manifest import Metrics as Metrics
 from edgekws.packaging._manifest import SemVer as SemVer
 from edgekws.packaging._manifest import canonical_json as canonical_json
 from edgekws.packaging._manifest import check_activation as check_activation
+from edgekws.packaging._manifest import format_created as format_created
 from edgekws.packaging._manifest import parse_created as parse_created
 from edgekws.packaging._network import DEFAULT_READOUT as DEFAULT_READOUT
 from edgekws.packaging._network import READOUTS as READOUTS
@@ -58,11 +59,16 @@ from edgekws.packaging._netx import NetxError as NetxError
 from edgekws.packaging._netx import read_netx as read_netx
 from edgekws.packaging._netx import write_netx as write_netx
 from edgekws.packaging._paths import artifact_path as artifact_path
+from edgekws.packaging._signing import ORDER_CONTEXT as ORDER_CONTEXT
 from edgekws.packaging._signing import PublicKey as PublicKey
 from edgekws.packaging._signing import SigningKey as SigningKey
+from edgekws.packaging._signing import TrustLike as TrustLike
 from edgekws.packaging._signing import TrustStore as TrustStore
+from edgekws.packaging._signing import as_trust_store as as_trust_store
 from edgekws.packaging._signing import load_private_key as load_private_key
 from edgekws.packaging._signing import load_public_key as load_public_key
+from edgekws.packaging._signing import sign_detached as sign_detached
+from edgekws.packaging._signing import verify_detached as verify_detached
 from edgekws.packaging._signing import write_keypair as write_keypair
 from edgekws.packaging._store import BundleStore as BundleStore
 from edgekws.packaging._store import Store as Store

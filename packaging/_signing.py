@@ -26,6 +26,9 @@ from edgekws.packaging._errors import KeyFileError
 from edgekws.packaging._manifest import canonical_json, parse_json_strict
 
 SIGNING_CONTEXT = b"edgekws-bundle-manifest-v1\x00"
+#: The context of a signed deploy order (docs/mqtt.md, "Authorization"): a manifest signature can never
+#: pass for an order, nor the other way round.
+ORDER_CONTEXT = b"edgekws-deploy-order-v1\x00"
 SIGNATURE_TYPE = "edgekws.signature"
 SIGNATURE_FORMAT_VERSION = 1
 ALGORITHM = "ed25519"
@@ -64,13 +67,13 @@ class PublicKey:
     def key_id(self) -> str:
         return key_id(self.raw)
 
-    def verify(self, signature: bytes, manifest_bytes: bytes) -> bool:
+    def verify(self, signature: bytes, manifest_bytes: bytes, context: bytes = SIGNING_CONTEXT) -> bool:
         """True if ``signature`` is this key's signature of ``manifest_bytes`` (with the signing context)."""
         from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
         try:
-            Ed25519PublicKey.from_public_bytes(self.raw).verify(signature, SIGNING_CONTEXT + manifest_bytes)
+            Ed25519PublicKey.from_public_bytes(self.raw).verify(signature, context + manifest_bytes)
         except (InvalidSignature, ValueError):
             return False
         return True
@@ -135,9 +138,10 @@ class SigningKey:
     def key_id(self) -> str:
         return self.public_key.key_id
 
-    def sign(self, manifest_bytes: bytes) -> bytes:
-        """The 64-byte Ed25519 signature of ``SIGNING_CONTEXT + manifest_bytes`` (deterministic)."""
-        return bytes(self._key().sign(SIGNING_CONTEXT + manifest_bytes))
+    def sign(self, manifest_bytes: bytes, context: bytes = SIGNING_CONTEXT) -> bytes:
+        """The 64-byte Ed25519 signature of ``context + manifest_bytes`` (deterministic; the context is the
+        manifest's unless given)."""
+        return bytes(self._key().sign(context + manifest_bytes))
 
     def to_pem(self) -> bytes:
         from cryptography.hazmat.primitives import serialization
@@ -333,3 +337,37 @@ def parse_signature_file(data: bytes) -> list[Signature]:
             "not in canonical form; it was edited by hand or by another tool: re-sign the bundle"
         )
     return out
+
+
+# --------------------------------------------------------------------------------------------------------
+# Detached signatures of other documents (deploy orders)
+
+
+def sign_detached(body: bytes, keys: Iterable[SigningKey], context: bytes) -> list[dict[str, str]]:
+    """Signatures of ``body`` under ``context`` as ``{"algorithm", "key_id", "signature" (base64)}``."""
+    return [
+        {
+            "algorithm": ALGORITHM,
+            "key_id": k.key_id,
+            "signature": base64.b64encode(k.sign(body, context)).decode("ascii"),
+        }
+        for k in keys
+    ]
+
+
+def verify_detached(
+    body: bytes, signatures: Iterable[tuple[str, str]], trusted: Mapping[str, PublicKey], context: bytes
+) -> list[str]:
+    """The trusted key ids whose (key id, base64 signature) pairs verify ``body`` under ``context``."""
+    verified = []
+    for kid, sig in signatures:
+        key = trusted.get(kid)
+        if key is None:
+            continue
+        try:
+            raw = base64.b64decode(sig, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        if len(raw) == 64 and key.verify(raw, body, context):
+            verified.append(kid)
+    return verified

@@ -14,12 +14,15 @@ from edgekws.agent.mqtt._messages import BundleRef as BundleRef
 from edgekws.agent.mqtt._messages import Command as Command
 from edgekws.agent.mqtt._messages import ConfigCommand as ConfigCommand
 from edgekws.agent.mqtt._messages import DeployCommand as DeployCommand
+from edgekws.agent.mqtt._messages import DeployOrder as DeployOrder
 from edgekws.agent.mqtt._messages import DetectionMessage as DetectionMessage
 from edgekws.agent.mqtt._messages import EventMessage as EventMessage
 from edgekws.agent.mqtt._messages import InvalidCommand as InvalidCommand
 from edgekws.agent.mqtt._messages import InvalidMessage as InvalidMessage
+from edgekws.agent.mqtt._messages import OrderSignature as OrderSignature
 from edgekws.agent.mqtt._messages import PingCommand as PingCommand
 from edgekws.agent.mqtt._messages import RollbackCommand as RollbackCommand
+from edgekws.agent.mqtt._messages import SignedOrder as SignedOrder
 from edgekws.agent.mqtt._messages import StatusMessage as StatusMessage
 from edgekws.agent.mqtt._messages import TelemetryMessage as TelemetryMessage
 from edgekws.agent.mqtt._messages import device_topic as device_topic
@@ -40,6 +43,7 @@ from edgekws.agent.mqtt._session import json_properties as json_properties
 from edgekws.agent.mqtt._session import keep_connected as keep_connected
 from edgekws.agent.mqtt._session import publish_packet_size as publish_packet_size
 from edgekws.agent.mqtt._topics import COMMAND_ID_MAX as COMMAND_ID_MAX
+from edgekws.agent.mqtt._topics import COMMAND_MAX_BYTES as COMMAND_MAX_BYTES
 from edgekws.agent.mqtt._topics import DEVICE_SESSION_EXPIRY_S as DEVICE_SESSION_EXPIRY_S
 from edgekws.agent.mqtt._topics import ID_MAX as ID_MAX
 from edgekws.agent.mqtt._topics import ID_PATTERN as ID_PATTERN
@@ -53,6 +57,7 @@ from edgekws.agent.mqtt._topics import PERMANENT_FAILURES as PERMANENT_FAILURES
 from edgekws.agent.mqtt._topics import QOS as QOS
 from edgekws.agent.mqtt._topics import RC_NO_MATCHING_SUBSCRIBERS as RC_NO_MATCHING_SUBSCRIBERS
 from edgekws.agent.mqtt._topics import RC_SUCCESS as RC_SUCCESS
+from edgekws.agent.mqtt._topics import SEQ_MAX as SEQ_MAX
 from edgekws.agent.mqtt._topics import TOPIC_ROOT as TOPIC_ROOT
 from edgekws.agent.mqtt._topics import BrokerUrl as BrokerUrl
 from edgekws.agent.mqtt._topics import DeviceTopic as DeviceTopic

@@ -5,8 +5,10 @@ tests/agent/test_mqtt.py fails when the files drift).
 Device -> fleet: :class:`StatusMessage` (retained), :class:`TelemetryMessage`, :class:`DetectionMessage`,
 :class:`EventMessage` (the last three go through the outbox, which fills in ``id`` and ``seq``).
 Fleet -> device: the :data:`Command` union, tagged by ``type``; :func:`parse_command` checks a payload and
-that the topic's last level names the same type, collecting every problem into one :class:`InvalidCommand`.
-Every model rejects unknown keys and non-finite numbers.
+that the topic's last level names the same type, collecting every problem into one :class:`InvalidCommand`
+(and never raises anything else, whatever the bytes: size, nesting, huge numbers, NaN). A downgrade or a
+rollback carries a :class:`SignedOrder` (docs/mqtt.md, "Authorization"). Every model rejects unknown keys and
+non-finite numbers.
 
 The monitor reads device messages with :func:`parse_device_message`: the topic's ids, then the payload
 strictly (bounded size and nesting, no type coercion, finite numbers, integers within 64 bits, no control
@@ -21,6 +23,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
+import pydantic_core
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -34,6 +37,7 @@ from pydantic import (
 
 from edgekws.agent.mqtt._topics import (
     COMMAND_ID_MAX,
+    COMMAND_MAX_BYTES,
     ID_MAX,
     ID_PATTERN,
     INLINE_MAX_BYTES,
@@ -41,11 +45,13 @@ from edgekws.agent.mqtt._topics import (
     MESSAGE_ID_MAX,
     MESSAGE_MAX_BYTES,
     MESSAGE_MAX_DEPTH,
+    SEQ_MAX,
     TOPIC_ROOT,
     DeviceTopic,
     TopicLevel,
     schema_name,
 )
+from edgekws.packaging import ORDER_CONTEXT, SigningKey, canonical_json, sign_detached
 
 COMMAND_SCHEMA = schema_name("cmd")
 _SCHEMA_DOC = "Payload schema and its version."
@@ -441,6 +447,8 @@ def _plain(part: str | int) -> str:
 
 
 class _Command(_Part):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
+
     schema_: Literal["edgekws.cmd/1"] = Field(alias="schema", description=_SCHEMA_DOC)
     id: str = Field(min_length=1, max_length=COMMAND_ID_MAX, description="Command id; responses carry it.")
     ts: float = Field(description="When the command was issued (Unix seconds).")
@@ -477,24 +485,85 @@ class BundleRef(_Part):
         return self
 
 
+class DeployOrder(_Part):
+    """What a fleet operator authorizes, signed (:class:`SignedOrder`): one bundle version on named devices
+    until a deadline. Required for a downgrade (``deploy`` with ``rollback``) and for ``rollback``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="Deploy order")
+
+    type: Literal["edgekws.deploy-order/1"] = Field(description="Order format and version.")
+    id: str = Field(
+        min_length=1, max_length=COMMAND_ID_MAX, description="Unique id; a device runs an order at most once."
+    )
+    action: Literal["deploy", "rollback"] = Field(
+        description="deploy: install this bundle (a downgrade allowed); rollback: reactivate this installed "
+        "version."
+    )
+    name: str = Field(min_length=1, max_length=64, description="Bundle name.")
+    version: str = Field(min_length=1, max_length=64, description="The version the devices go to.")
+    sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="sha256 of the .ekb file (deploy: required; rollback: optional).",
+    )
+    targets: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")]] = Field(
+        min_length=1, max_length=100000, description="The devices it is for, as 'fleet/device'."
+    )
+    not_after: str = Field(
+        pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$",
+        description="UTC time after which devices refuse it (YYYY-MM-DDTHH:MM:SSZ).",
+    )
+
+    def body(self) -> bytes:
+        """The bytes that are signed: the order's canonical JSON (sorted keys, no whitespace)."""
+        return canonical_json(self.model_dump(by_alias=True))
+
+    def sign(self, keys: list[SigningKey]) -> SignedOrder:
+        """This order with a signature by each of ``keys`` (context ``ORDER_CONTEXT``)."""
+        signatures = sign_detached(self.body(), keys, ORDER_CONTEXT)
+        return SignedOrder(order=self, signatures=[OrderSignature(**s) for s in signatures])
+
+
+class OrderSignature(_Part):
+    """One Ed25519 signature of the canonical JSON of the order (context ``edgekws-deploy-order-v1``)."""
+
+    algorithm: Literal["ed25519"]
+    key_id: str = Field(pattern=r"^[0-9a-f]{16}$", description="First 16 hex digits of sha256(public key).")
+    signature: str = Field(min_length=1, max_length=128, description="The 64 signature bytes, base64.")
+
+
+class SignedOrder(_Part):
+    """A deploy order and its signatures by keys the devices trust (``[rollout] order_keys``)."""
+
+    order: DeployOrder
+    signatures: list[OrderSignature] = Field(min_length=1, max_length=8)
+
+
 class DeployCommand(_Command):
     """Fetch, verify, install and activate a bundle, check its health, roll back if it fails."""
 
     type: Literal["deploy"] = Field(description="Command kind.")
     bundle: BundleRef = Field(description="The bundle to install.")
     rollback: bool = Field(
-        default=False, description="Allow a version lower than the active one (an explicit rollback)."
+        default=False,
+        description="Allow a version lower than the active one (an explicit rollback); needs `order`.",
     )
     rollout: str | None = Field(
         default=None, max_length=COMMAND_ID_MAX, description="Id of the rollout this deploy belongs to."
     )
+    order: SignedOrder | None = Field(
+        default=None, description="Signed deploy order; required when `rollback` is true."
+    )
 
 
 class RollbackCommand(_Command):
-    """Activate the previous (or a named) installed version."""
+    """Activate the previous (or a named) installed version; needs a signed order naming that version."""
 
     type: Literal["rollback"] = Field(description="Command kind.")
     to_version: str | None = Field(default=None, description="Version to go back to; None: the previous.")
+    order: SignedOrder | None = Field(
+        default=None, description="Signed deploy order (action rollback) naming the version gone back to."
+    )
 
 
 class ConfigCommand(_Command):
@@ -510,6 +579,9 @@ class PingCommand(_Command):
     type: Literal["ping"] = Field(description="Command kind.")
 
 
+_Seq = Annotated[int, Field(ge=0, le=SEQ_MAX)]
+
+
 class AckCommand(_Command):
     """The fleet monitor has stored these queued messages: the device may delete them from its outbox.
 
@@ -518,9 +590,17 @@ class AckCommand(_Command):
 
     type: Literal["ack"] = Field(description="Command kind.")
     epoch: str = Field(min_length=1, description="The outbox epoch of the message ids ('<epoch>:<seq>').")
-    ranges: list[tuple[int, int]] = Field(
+    ranges: list[tuple[_Seq, _Seq]] = Field(
         min_length=1, max_length=100000, description="Inclusive [first, last] sequence-number ranges."
     )
+
+    @field_validator("ranges")
+    @classmethod
+    def _ordered(cls, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        bad = [list(r) for r in ranges if r[0] > r[1]]
+        if bad:
+            raise ValueError(f"each range is [first, last] with first <= last, got {bad[:3]}")
+        return ranges
 
 
 Command = Annotated[
@@ -540,29 +620,51 @@ class InvalidCommand(ValueError):
 
 def parse_command(
     topic: str, payload: bytes
-) -> DeployCommand | RollbackCommand | ConfigCommand | PingCommand:
-    """Validate a command received on ``topic``; raise :class:`InvalidCommand` listing every problem."""
+) -> DeployCommand | RollbackCommand | ConfigCommand | PingCommand | AckCommand:
+    """Validate a command received on ``topic``; raise :class:`InvalidCommand` listing every problem.
+
+    Defensive: whatever the bytes (too large, nested too deeply, numbers beyond any range, NaN, not UTF-8),
+    the only exception is :class:`InvalidCommand`. JSON is parsed by pydantic's Rust parser (bounded
+    nesting and number sizes), NaN and Infinity are refused, the payload is at most ``COMMAND_MAX_BYTES``.
+    """
+    if len(payload) > COMMAND_MAX_BYTES:
+        raise InvalidCommand(
+            [f"payload is {len(payload)} bytes, over the {COMMAND_MAX_BYTES}-byte command limit"]
+        )
     try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidCommand([f"payload is not JSON ({exc}); send a JSON object"]) from exc
+        data = pydantic_core.from_json(payload, allow_inf_nan=False)
+    except Exception as exc:  # ValueError (syntax, nesting, number range, NaN), UnicodeDecodeError, ...
+        raise InvalidCommand([f"payload is not a JSON command ({_short(exc)}); send a JSON object"]) from exc
     command_id = data.get("id") if isinstance(data, dict) and isinstance(data.get("id"), str) else None
+    if command_id is not None and len(command_id) > COMMAND_ID_MAX:
+        command_id = None
     problems: list[str] = []
     suffix = topic.rsplit("/cmd/", 1)[-1] if "/cmd/" in topic else ""
-    if isinstance(data, dict) and suffix != data.get("type"):
+    if not isinstance(data, dict):
+        problems.append(f"payload must be a JSON object, got {type(data).__name__}")
+    elif suffix != data.get("type"):
         problems.append(
-            f"topic ends in cmd/{suffix} but the payload's type is {data.get('type')!r}; make them equal"
+            f"topic ends in cmd/{suffix} but the payload's type is {_short(data.get('type'))}; "
+            "make them equal"
         )
     try:
         command = _ADAPTER.validate_python(data)
     except ValidationError as exc:
-        for err in exc.errors(include_url=False):
+        for err in exc.errors(include_url=False, include_input=False)[:20]:
             where = ".".join(str(p) for p in err["loc"]) or "payload"
             problems.append(f"{where}: {err['msg']}")
         raise InvalidCommand(problems, command_id) from exc
+    except Exception as exc:  # pragma: no cover - pydantic raises ValidationError; never die of a command
+        raise InvalidCommand([*problems, f"cannot validate the command ({_short(exc)})"], command_id) from exc
     if problems:
         raise InvalidCommand(problems, command_id)
     return command
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    """``repr`` of a value or the text of an exception, cut to ``limit`` characters (for event details)."""
+    text = f"{type(value).__name__}: {value}" if isinstance(value, BaseException) else repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # ---------------------------------------------------------------------------------------------- JSON Schema
@@ -598,6 +700,28 @@ _COMMAND_EXTRA = {
                 "sha256": "0" * 64,
                 "size": 1730000,
                 "url": "https://bundles.example/digits-1.3.0.ekb",
+            },
+        },
+        {
+            "schema": "edgekws.cmd/1",
+            "id": "rb-7",
+            "ts": 1767225600.0,
+            "type": "rollback",
+            "to_version": "1.2.0",
+            "order": {
+                "order": {
+                    "type": "edgekws.deploy-order/1",
+                    "id": "rb-7",
+                    "action": "rollback",
+                    "name": "digits",
+                    "version": "1.2.0",
+                    "sha256": None,
+                    "targets": ["lab/box-1"],
+                    "not_after": "2026-01-01T01:00:00Z",
+                },
+                "signatures": [
+                    {"algorithm": "ed25519", "key_id": "0123456789abcdef", "signature": "A" * 86 + "=="}
+                ],
             },
         },
     ],

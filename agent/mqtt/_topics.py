@@ -26,12 +26,16 @@ TopicLevel = Annotated[str, Field(min_length=1, max_length=ID_MAX, pattern=ID_PA
 # Limits shared by the sides of the contract.
 INLINE_MAX_BYTES = 4 * 2**20  # a bundle sent inside a deploy command (base64) may be at most this large
 COMMAND_ID_MAX = 128
+#: A command payload larger than this is refused unread (the inline bundle in base64, plus room for the rest).
+COMMAND_MAX_BYTES = (INLINE_MAX_BYTES * 4) // 3 + 64 * 1024
 MESSAGE_ID_MAX = 160
 # A device message (status, telemetry, detection, event) the monitor accepts: at most this many payload bytes,
 # free-form JSON (an event's detail) nested at most this deep, integers that fit a signed 64-bit column.
 MESSAGE_MAX_BYTES = 64 * 1024
 MESSAGE_MAX_DEPTH = 8
 INT_MAX = 2**63 - 1
+#: The largest outbox sequence number a ``cmd/ack`` may name (SQLite's INTEGER is a signed 64-bit value).
+SEQ_MAX = INT_MAX
 QOS = 1  # every message: telemetry, detections, events, statuses and commands
 MAX_INFLIGHT = 16  # a device's QoS 1 messages awaiting PUBACK
 DEVICE_SESSION_EXPIRY_S = 86400  # the broker keeps a device's commands this long while it is away

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import threading
 import time
+import uuid
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,8 @@ import soundfile as sf
 from edgekws.agent._daemon import Agent
 from edgekws.agent._device_store import DeviceStore
 from edgekws.agent._frontend import FrontendSpec
-from edgekws.packaging import READOUT_V_TH_MANT, NetworkSpec
+from edgekws.agent.mqtt import DeployOrder
+from edgekws.packaging import READOUT_V_TH_MANT, NetworkSpec, format_created
 from edgekws.packaging._bundle import build_bundle
 from edgekws.packaging._fixedpoint import FixedPointLayer, FixedPointNetwork
 from edgekws.packaging._netx import write_netx
@@ -104,8 +108,10 @@ def write_agent_config(
     group: str | None = None,
     delivery: str = "broker",
     realtime: bool = True,
+    allowed_urls: tuple[str, ...] = (),
 ) -> Path:
-    """An agent folder: store with kws-1.0.0, trusted key, a looping noise WAV, MQTT on; the config path."""
+    """An agent folder: store with kws-1.0.0, trusted key, a looping noise WAV, MQTT on; the config path.
+    ``allowed_urls``: the ``[rollout] allowed_urls`` (default none: inline bundles only)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "release.pub").write_bytes(KEY.public_key.to_pem())
     DeviceStore(folder / "store", [KEY.public_key]).install(make_bundle(folder, "1.0.0"))
@@ -146,11 +152,38 @@ broker = "mqtt://127.0.0.1:{port}"
 delivery = "{delivery}"
 outbox = "outbox.sqlite"
 
+[rollout]
+allowed_urls = {json.dumps(list(allowed_urls))}
+
 [logging]
 level = "warning"
 """
     )
     return cfg
+
+
+def signed_order(
+    action: str,
+    version: str,
+    targets: list[str],
+    *,
+    sha256: str | None = None,
+    key: SigningKey = KEY,
+    order_id: str | None = None,
+    valid_s: float = 600.0,
+) -> dict[str, Any]:
+    """A deploy order for ``kws`` ``version`` on ``targets`` (``fleet/device``), signed by ``key``."""
+    order = DeployOrder(
+        type="edgekws.deploy-order/1",
+        id=order_id or f"o-{uuid.uuid4().hex[:10]}",
+        action=action,  # type: ignore[arg-type]
+        name="kws",
+        version=version,
+        sha256=sha256,
+        targets=targets,
+        not_after=format_created(datetime.now(timezone.utc) + timedelta(seconds=valid_s)),
+    )
+    return order.sign([key]).model_dump(by_alias=True)
 
 
 class RunningAgent:

@@ -18,12 +18,21 @@ import jsonschema
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
-from _devices import KEY, LABELS, SPEC, RunningAgent, inline, make_bundle, write_agent_config
+from _devices import (
+    KEY,
+    LABELS,
+    SPEC,
+    RunningAgent,
+    inline,
+    make_bundle,
+    signed_order,
+    write_agent_config,
+)
 from click.testing import CliRunner
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edgekws.agent._cli import main
-from edgekws.agent._rollout import DeployError, fetch_bundle, health_check
+from edgekws.agent._rollout import DeployError, UrlRule, fetch_bundle, health_check
 from edgekws.agent.mqtt import BundleRef, InvalidCommand, parse_command
 from edgekws.packaging._signing import SigningKey
 
@@ -73,8 +82,23 @@ class Operator:
 
 
 @pytest.fixture
-def device(tmp_path: Path, broker: Any) -> Iterator[tuple[Any, Operator, Path]]:
-    cfg = write_agent_config(tmp_path / "d1", broker.port, "d1", group="canary")
+def www(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A static HTTP server on 127.0.0.1 serving a folder: (the folder, its base URL)."""
+    folder = tmp_path / "www"
+    folder.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield folder, f"http://127.0.0.1:{server.server_port}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def device(tmp_path: Path, broker: Any, www: tuple[Path, str]) -> Iterator[tuple[Any, Operator, Path]]:
+    cfg = write_agent_config(tmp_path / "d1", broker.port, "d1", group="canary", allowed_urls=(www[1],))
     op = Operator(broker.port)
     running = RunningAgent(cfg)
     try:
@@ -85,26 +109,21 @@ def device(tmp_path: Path, broker: Any) -> Iterator[tuple[Any, Operator, Path]]:
 
 
 def test_deploy_inline_and_over_http_then_rollback_command(
-    device: tuple[Any, Operator, Path],
+    device: tuple[Any, Operator, Path], www: tuple[Path, str]
 ) -> None:
     """Inline and http deploys activate the new version (status updated); `rollback` goes back one."""
     running, op, tmp = device
     agent = running.agent
-    v110, v120 = make_bundle(tmp, "1.1.0"), make_bundle(tmp, "1.2.0")
+    v110, v120 = make_bundle(tmp, "1.1.0"), make_bundle(www[0], "1.2.0")
     cmd = op.send("d1", "deploy", bundle=inline(v110), rollout="r1")
     done = op.result(cmd, ("deploy.deployed", "deploy.failed"))
     assert done["kind"] == "deploy.deployed", done
-    assert done["detail"]["previous"] == "1.0.0" and np.isfinite(done["detail"]["health"]["latency_ms"])
+    health = done["detail"]["health"]
+    assert done["detail"]["previous"] == "1.0.0" and np.isfinite(health["latency_ms"])
+    assert np.isfinite(health["warmup_ms"])
     assert agent.bundle_label == "kws-1.1.0" and agent.store.active().version == "1.1.0"
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        ref = {**inline(v120), "data": None, "url": f"http://127.0.0.1:{server.server_port}/{v120.name}"}
-        done = op.result(op.send("d1", "deploy", bundle=ref), ("deploy.deployed", "deploy.failed"))
-    finally:
-        server.shutdown()
-        server.server_close()
+    ref = {**inline(v120), "data": None, "url": f"{www[1]}{v120.name}"}
+    done = op.result(op.send("d1", "deploy", bundle=ref), ("deploy.deployed", "deploy.failed"))
     assert done["kind"] == "deploy.deployed", done
     deadline = time.monotonic() + 5
     while op.status.get("d1", {}).get("bundle", {}).get("version") != "1.2.0" and time.monotonic() < deadline:
@@ -112,7 +131,8 @@ def test_deploy_inline_and_over_http_then_rollback_command(
     status = op.status["d1"]
     assert status["bundle"]["version"] == "1.2.0" and status["group"] == "canary"
     jsonschema.validate(status, SCHEMAS["status"])
-    back = op.result(op.send("d1", "rollback"), ("rollback", "rollback.failed"))
+    order = signed_order("rollback", "1.1.0", ["f1/d1"])
+    back = op.result(op.send("d1", "rollback", order=order), ("rollback", "rollback.failed"))
     assert back["detail"]["version"] == "1.1.0" and agent.bundle_label == "kws-1.1.0"
     deadline = time.monotonic() + 5  # the device sends bundle.activated right after rollback
     while [e["kind"] for e in op.events].count("bundle.activated") < 3 and time.monotonic() < deadline:
@@ -162,24 +182,30 @@ def test_tampered_and_downgraded_bundles_are_refused(device: tuple[Any, Operator
     down = op.result(op.send("d1", "deploy", bundle=old), ("deploy.deployed", "deploy.failed"))
     assert down["kind"] == "deploy.failed" and "lower than the active" in down["detail"]["reason"]
     assert store.active().version == "1.0.0"
-    ok = op.result(op.send("d1", "deploy", bundle=old, rollback=True), ("deploy.deployed", "deploy.failed"))
+    order = signed_order("deploy", "0.9.0", ["f1/d1"], sha256=old["sha256"])
+    ok = op.result(
+        op.send("d1", "deploy", bundle=old, rollback=True, order=order), ("deploy.deployed", "deploy.failed")
+    )
     assert ok["kind"] == "deploy.deployed" and store.active().version == "0.9.0"
 
 
 def test_fetch_bundle_reads_files_and_inline_data(tmp_path: Path) -> None:
-    """A bundle comes from a file:// URL or inline base64; a missing file and bad base64 are DeployErrors."""
+    """A bundle comes from an allowed file:// URL or inline base64; a missing file and bad base64 are
+    DeployErrors."""
     path = make_bundle(tmp_path, "1.0.0")
     data = path.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
+    allowed = [UrlRule.parse(tmp_path.resolve().as_uri())]
     by_url = BundleRef(name="kws", version="1.0.0", sha256=sha, url=path.resolve().as_uri())
-    assert fetch_bundle(by_url) == data
+    assert fetch_bundle(by_url, allowed=allowed) == data
     assert fetch_bundle(BundleRef(name="kws", version="1.0.0", sha256=sha, data=inline(path)["data"])) == data
-    with pytest.raises(DeployError, match="cannot fetch"):
-        fetch_bundle(BundleRef(name="kws", version="1", sha256=sha, url="file:///nonexistent/x.ekb"))
+    missing = BundleRef(name="kws", version="1", sha256=sha, url=(tmp_path / "nonexistent.ekb").as_uri())
+    with pytest.raises(DeployError, match="cannot open"):
+        fetch_bundle(missing, allowed=allowed)
     with pytest.raises(DeployError, match="base64"):
         fetch_bundle(BundleRef(name="kws", version="1", sha256=sha, data="@@@"))
     with pytest.raises(DeployError, match="max_bundle_bytes"):
-        fetch_bundle(by_url, max_bytes=10)
+        fetch_bundle(by_url, allowed=allowed, max_bytes=10)
     cmd = {"schema": "edgekws.cmd/1", "id": "x", "ts": 0, "type": "deploy"}
     for bundle in ({"name": "k", "version": "1", "sha256": sha}, {**inline(path), "url": "ftp://h/x"}):
         with pytest.raises(InvalidCommand):

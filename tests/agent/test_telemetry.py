@@ -111,10 +111,11 @@ def test_outbox_full_policy_drops_telemetry_first_and_detections_last(tmp_path: 
         box.put("detection", "t", {"i": 100 + i, "pad": pad})
     rows = box.after(0, 1000)
     assert box.bytes <= 4000 and not [r for r in rows if r.kind == "telemetry"]
-    drops = box.take_drops()
+    drops = box.drops()
     assert drops["telemetry"] == 8 and drops["event"] == 5 and drops["detection"] > 0
     assert json.loads(rows[-1].payload)["i"] == 109  # the newest detection is kept
-    assert box.take_drops() == {"telemetry": 0, "event": 0, "detection": 0}
+    box.forget_drops(drops)
+    assert box.drops() == {"telemetry": 0, "event": 0, "detection": 0}
     assert box.put("telemetry", "t", {"pad": "y" * 5000}) is None  # larger than the hard limit
 
 
@@ -126,7 +127,7 @@ def test_outbox_on_a_full_disk_counts_the_drop_and_does_not_raise(tmp_path: Path
     box._db.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own "database or disk is full" path
     assert box.put("detection", "t", {"pad": "z" * 20000}) is None
     assert "full" in (box.last_error or "")
-    assert box.take_drops()["detection"] == 1
+    assert box.drops()["detection"] == 1
     assert [r.seq for r in box.after(0, 10)] == [1]
 
 

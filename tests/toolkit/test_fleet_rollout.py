@@ -98,8 +98,9 @@ def fleet(tmp_path: Path, broker: Any, monitor: FleetMonitor) -> Iterator[dict[s
     agents = {}
     try:
         for name, group in (("d1", "canary"), ("d2", "main")):
+            served = (tmp_path / "served").resolve().as_uri() + "/"
             cfg = devices.write_agent_config(
-                tmp_path / name, broker.port, name, group=group, delivery="monitor"
+                tmp_path / name, broker.port, name, group=group, delivery="monitor", allowed_urls=(served,)
             )
             agents[name] = devices.RunningAgent(cfg)
         wait_until(lambda: len(monitor.devices) == 2, 10, "both devices in the monitor")
@@ -161,14 +162,20 @@ def test_downgrade_needs_rollback_group_targets_and_tampered_bundles_fail(fleet:
     v090 = devices.make_bundle(tmp, "0.9.0")
     with pytest.raises(RolloutError, match=r"refusing to downgrade.*--rollback"):
         run_rollout(broker, v090, devices=["d1", "d2"])
+    with pytest.raises(RolloutError, match=r"signed deploy order.*--key"):
+        run_rollout(broker, v090, devices=["d1", "d2"], rollback=True)
     assert _versions(monitor) == {"d1": "1.0.0", "d2": "1.0.0"}
     db = f"sqlite:///{tmp / 'fleet.db'}"
+    key = tmp / "ops.key"
+    key.write_bytes(devices.KEY.to_pem())
+    key.chmod(0o600)
     # a fake device whose id sorts first claims the canary group (retained, as the red team did)
     fake = {"schema": "edgekws.status/1", "id": "s", "ts": 1, "boot": "b", "state": "online"}
     fake |= {"group": "canary", "bundle": {"name": "kws", "version": "1.0.0"}, "backend": "emulator"}
     _publish(broker.port, "edgekws/v1/f1/aaa-fake/status", json.dumps(fake).encode(), retain=True)
     deploy = [
         *("fleet", "deploy", str(v090), "--group", "canary", "--rollback", "--json", "--db", db),
+        *("--key", str(key)),
         *("--timeout", "20", "--broker", f"mqtt://{broker.host}:{broker.port}"),
     ]
     unassigned = CliRunner().invoke(main, deploy)

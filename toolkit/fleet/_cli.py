@@ -388,7 +388,19 @@ def group_list(group_name: str | None, db: str, as_json: bool) -> None:
     type=click.FloatRange(0, 100),
     help="Percent of the devices that get the bundle first; the rest only if they succeed.",
 )
-@click.option("--rollback", is_flag=True, help="Allow deploying a version lower than a device's active one.")
+@click.option(
+    "--rollback",
+    is_flag=True,
+    help="Allow deploying a version lower than a device's active one (needs --key: a signed deploy order).",
+)
+@click.option(
+    "--key",
+    "key_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Private key that signs the deploy order; the devices must trust its public key ([rollout] "
+    "order_keys, by default [store] trusted_keys). Required with --rollback.",
+)
 @click.option(
     "--max-failure-rate",
     default=0.0,
@@ -424,6 +436,7 @@ def deploy(
     fleet_name: str | None,
     canary: float,
     rollback: bool,
+    key_path: Path | None,
     max_failure_rate: float,
     timeout_s: float,
     url: str | None,
@@ -434,15 +447,17 @@ def deploy(
 
     Each device fetches the bundle, checks its sha256, signature and hashes, activates it, runs a
     health check and reports `deploy.deployed` or `deploy.failed` (after rolling itself back).
-    Downgrades are refused unless --rollback. Exit status 1 when the rollout halted or a device failed.
-    --group takes its devices from the fleet registry (`edgekws fleet group assign`).
+    Downgrades are refused unless --rollback, and need --key to sign the deploy order the devices check.
+    Exit status 1 when the rollout halted or a device failed. --group takes its devices from the fleet
+    registry (`edgekws fleet group assign`).
 
     Example:
 
         edgekws fleet deploy kws-1.2.0.ekb --group lab --canary 10 --broker mqtt://broker:1883 --db sqlite:///fleet.db
 
-        edgekws fleet deploy kws-1.1.0.ekb --devices box-1,box-2 --rollback --json
+        edgekws fleet deploy kws-1.1.0.ekb --devices box-1,box-2 --rollback --key ops.key --json
     """
+    from edgekws.packaging import KeyFileError, load_private_key
     from edgekws.toolkit.fleet._rollout import RolloutError, run_rollout
 
     if (devices is None) == (group is None):
@@ -454,6 +469,10 @@ def deploy(
             members = sorted(store.group_assignments(group, fleet_name))
         finally:
             store.dispose()
+    try:
+        order_key = load_private_key(key_path) if key_path is not None else None
+    except KeyFileError as exc:
+        raise click.ClickException(str(exc)) from exc
     try:
         report = run_rollout(
             broker,
@@ -469,6 +488,7 @@ def deploy(
             url=url,
             inline_max_bytes=inline_max,
             tls=tls,
+            order_key=order_key,
         )
     except RolloutError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -17,7 +17,9 @@ The protocol (docs/mqtt.md, "Rollouts"):
    rollout **halts**: later waves get nothing.
 
 Devices roll back by themselves when the new bundle fails its health check, so a halted rollout leaves
-the canaries on their old version; ``deploy --rollback`` with the old bundle undoes a completed one.
+the canaries on their old version; ``deploy --rollback`` with the old bundle undoes a completed one. A
+downgrade must be authorized: ``order_key`` signs a deploy order (name, version, sha256, the target
+devices, an expiry) that the devices check against their ``[rollout] order_keys``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +43,9 @@ from edgekws.agent.mqtt import (
     ClientOptions,
     ConnectFailed,
     DeployCommand,
+    DeployOrder,
     MqttSession,
+    SignedOrder,
     SubscribeRefused,
     TlsFiles,
     command_topic,
@@ -48,7 +53,7 @@ from edgekws.agent.mqtt import (
     parse_topic,
     publish_packet_size,
 )
-from edgekws.packaging import SemVer, check_bundle, sha256_hex
+from edgekws.packaging import SemVer, SigningKey, check_bundle, format_created, sha256_hex
 
 
 class RolloutError(ValueError):
@@ -266,13 +271,16 @@ def _check_packet_size(
     rollback: bool,
     limit: int | None,
     where: str,
+    order: SignedOrder | None = None,
 ) -> None:
     """Refuse (nothing sent) when a deploy command would exceed the broker's announced maximum packet size."""
     if limit is None or "data" not in ref:
         return
     longest_ts = 9999999999.999  # the commands are made per wave; their ts is never longer than this
     sizes = [
-        publish_packet_size(*_command_packet(f, d, _deploy_command(ref, rollout_id, d, rollback, longest_ts)))
+        publish_packet_size(
+            *_command_packet(f, d, _deploy_command(ref, rollout_id, d, rollback, longest_ts, order))
+        )
         for f, d in targets
     ]
     if max(sizes, default=0) > limit:
@@ -287,7 +295,12 @@ def _check_packet_size(
 
 
 def _deploy_command(
-    ref: dict[str, Any], rollout_id: str, device: str, rollback: bool, ts: float | None = None
+    ref: dict[str, Any],
+    rollout_id: str,
+    device: str,
+    rollback: bool,
+    ts: float | None = None,
+    order: SignedOrder | None = None,
 ) -> DeployCommand:
     return DeployCommand(
         schema=COMMAND_SCHEMA,
@@ -297,6 +310,7 @@ def _deploy_command(
         bundle=ref,
         rollback=rollback,
         rollout=rollout_id,
+        order=order,
     )
 
 
@@ -316,13 +330,22 @@ def run_rollout(
     inline_max_bytes: int = 1 * 2**20,
     discover_s: float = 1.0,
     tls: dict[str, Any] | None = None,
+    order_key: SigningKey | None = None,
 ) -> RolloutReport:
     """Roll ``bundle_path`` out to ``devices`` (names or FLEET/NAME) or a ``group`` (its ``members``, from the
-    fleet registry: :meth:`FleetStore.group_assignments`), canaries first."""
+    fleet registry: :meth:`FleetStore.group_assignments`), canaries first.
+
+    ``rollback`` (a downgrade) needs ``order_key``: it signs the deploy order the devices require.
+    """
     if (devices is None) == (group is None):
         raise RolloutError("give the target devices or a group (exactly one of them)")
     if not 0 <= canary_percent <= 100 or not 0 <= max_failure_rate <= 1:
         raise RolloutError("canary must be a percentage in [0, 100] and max_failure_rate a rate in [0, 1]")
+    if rollback and order_key is None:
+        raise RolloutError(
+            "a downgrade must be authorized by a signed deploy order: pass --key with a private key whose "
+            "public key the devices trust ([rollout] order_keys, by default [store] trusted_keys)"
+        )
     ref = bundle_reference(bundle_path, url, inline_max_bytes)
     session = _Session(broker, tls)
     try:
@@ -343,11 +366,15 @@ def run_rollout(
                 + "; pass --rollback to roll these devices back"
             )
         rollout_id = f"r-{uuid.uuid4().hex[:10]}"
-        limit = session.mqtt.max_packet_size
-        _check_packet_size(targets, ref, rollout_id, rollback, limit, session.mqtt.where)
         n_canary = min(len(targets), math.ceil(len(targets) * canary_percent / 100)) if canary_percent else 0
-        report = RolloutReport(rollout_id, {k: v for k, v in ref.items() if k != "data"}, _transport(ref))
         waves = [("canary", targets[:n_canary]), ("rest", targets[n_canary:])]
+        order = None
+        if order_key is not None:
+            valid_s = timeout_s * len(waves) + 600  # the waves, and room for clock skew
+            order = sign_order(order_key, rollout_id, ref, targets, valid_s)
+        limit = session.mqtt.max_packet_size
+        _check_packet_size(targets, ref, rollout_id, rollback, limit, session.mqtt.where, order)
+        report = RolloutReport(rollout_id, {k: v for k, v in ref.items() if k != "data"}, _transport(ref))
         for wave, keys in waves:
             results = [
                 DeviceResult(
@@ -365,7 +392,7 @@ def run_rollout(
                 continue
             if not results:
                 continue
-            _run_wave(session, results, ref, rollout_id, rollback, timeout_s)
+            _run_wave(session, results, ref, rollout_id, rollback, timeout_s, order)
             failed = sum(r.result != "deployed" for r in results)
             rate = failed / len(results)
             if rate > max_failure_rate:
@@ -379,6 +406,24 @@ def run_rollout(
         session.close()
 
 
+def sign_order(
+    key: SigningKey, order_id: str, ref: dict[str, Any], targets: list[tuple[str, str]], valid_s: float
+) -> SignedOrder:
+    """A deploy order for the bundle ``ref`` on ``targets`` ((fleet, device)), valid ``valid_s`` seconds,
+    signed by ``key`` (docs/mqtt.md, "Authorization")."""
+    order = DeployOrder(
+        type="edgekws.deploy-order/1",
+        id=order_id,
+        action="deploy",
+        name=ref["name"],
+        version=ref["version"],
+        sha256=ref["sha256"],
+        targets=[f"{f}/{d}" for f, d in targets],
+        not_after=format_created(datetime.now(timezone.utc) + timedelta(seconds=valid_s)),
+    )
+    return order.sign([key])
+
+
 def _transport(ref: dict[str, Any]) -> str:
     return "inline" if "data" in ref else str(ref["url"]).split("://")[0]
 
@@ -390,6 +435,7 @@ def _run_wave(
     rollout_id: str,
     rollback: bool,
     timeout_s: float,
+    order: SignedOrder | None = None,
 ) -> None:
     """Send one deploy per device, then wait for every device's report (or the timeout)."""
     by_id: dict[str, DeviceResult] = {}
@@ -400,7 +446,7 @@ def _run_wave(
         if session.mqtt.dropped:
             r.result, r.reason = "failed", "not sent: the broker closed the connection"
             continue
-        command = _deploy_command(ref, rollout_id, r.device, rollback)
+        command = _deploy_command(ref, rollout_id, r.device, rollback, order=order)
         refused = session.publish(r.fleet, r.device, command)
         if refused is not None:
             r.result, r.reason, r.seconds = "failed", refused, round(time.monotonic() - t0, 3)
