@@ -412,7 +412,10 @@ class Agent:
                 self.loop()
             finally:
                 if self._reportable:
-                    self.report()
+                    try:
+                        self.report()
+                    except Exception:  # the last report is best effort; stopping is not
+                        log.exception("the final telemetry report failed", extra={"fields": {}})
                 self.stop()
             if self.reload_requested.is_set() and not self.stop_requested.is_set():
                 self.reload_requested.clear()

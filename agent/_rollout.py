@@ -149,7 +149,7 @@ class UrlRule:
         raw = unquote(parts.path or "/")
         if ".." in raw.split("/"):
             return False
-        return posixpath.normpath(raw).startswith(self.path) or raw == self.path
+        return posixpath.normpath(raw).startswith(self.path)
 
 
 def check_url(url: str, rules: list[UrlRule]) -> None:
@@ -280,7 +280,7 @@ def _read_http(url: str, rules: list[UrlRule], deadline: float, max_bytes: int) 
                     raise _too_slow(total_s)
                 if conn.sock is not None:
                     conn.sock.settimeout(left)
-                chunk = response.read(1 << 16)
+                chunk = response.read1(1 << 16)  # one socket read at most: the deadline is checked between
                 if not chunk:
                     return b"".join(chunks)
                 total += len(chunk)

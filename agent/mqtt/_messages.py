@@ -632,13 +632,15 @@ def parse_command(
             [f"payload is {len(payload)} bytes, over the {COMMAND_MAX_BYTES}-byte command limit"]
         )
     try:
-        data = pydantic_core.from_json(payload, allow_inf_nan=False)
-    except Exception as exc:  # ValueError (syntax, nesting, number range, NaN), UnicodeDecodeError, ...
+        data = pydantic_core.from_json(payload)
+    except Exception as exc:  # ValueError (syntax, nesting, number range), UnicodeDecodeError, ...
         raise InvalidCommand([f"payload is not a JSON command ({_short(exc)}); send a JSON object"]) from exc
     command_id = data.get("id") if isinstance(data, dict) and isinstance(data.get("id"), str) else None
     if command_id is not None and len(command_id) > COMMAND_ID_MAX:
         command_id = None
     problems: list[str] = []
+    if not _finite(data):
+        raise InvalidCommand(["payload holds NaN or Infinity, which JSON does not allow"], command_id)
     suffix = topic.rsplit("/cmd/", 1)[-1] if "/cmd/" in topic else ""
     if not isinstance(data, dict):
         problems.append(f"payload must be a JSON object, got {type(data).__name__}")
@@ -659,6 +661,17 @@ def parse_command(
     if problems:
         raise InvalidCommand(problems, command_id)
     return command
+
+
+def _finite(value: Any) -> bool:
+    """No NaN or infinite number anywhere in a parsed JSON value (its nesting is bounded by the parser)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
 
 
 def _short(value: Any, limit: int = 120) -> str:

@@ -10,6 +10,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -18,8 +21,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import numpy as np
+import paho.mqtt.client as mqtt
 import soundfile as sf
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edgekws.agent._daemon import Agent
 from edgekws.agent._device_store import DeviceStore
@@ -31,6 +37,8 @@ from edgekws.packaging._fixedpoint import FixedPointLayer, FixedPointNetwork
 from edgekws.packaging._netx import write_netx
 from edgekws.packaging._signing import SigningKey
 
+REPO = Path(__file__).resolve().parents[2]
+SCHEMAS = {p.name.split(".")[0]: json.loads(p.read_text()) for p in (REPO / "docs/schemas").glob("*.json")}
 SPEC = FrontendSpec(num_bands=8, thresholds_db=(-30.0, -15.0))
 LABELS = ("_silence_", "yes", "no")
 KEY = SigningKey.generate()
@@ -227,3 +235,104 @@ def wait_until(pred: Callable[[], Any], timeout: float = 20.0, what: str = "") -
             return value
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what or pred}")
+
+
+class Operator:
+    """A plain MQTT client that sends commands and records device events and retained statuses."""
+
+    def __init__(self, port: int) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.status: dict[str, dict[str, Any]] = {}
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe("edgekws/v1/+/+/event", qos=1)
+        self.client.subscribe("edgekws/v1/+/+/status", qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        body = json.loads(msg.payload)
+        if msg.topic.endswith("/status"):
+            self.status[msg.topic.split("/")[3]] = body
+        else:
+            self.events.append(body)
+
+    def send(self, device: str, kind: str, **fields: Any) -> str:
+        cmd_id = f"c-{uuid.uuid4().hex[:8]}"
+        body = {"schema": "edgekws.cmd/1", "id": cmd_id, "ts": time.time(), "type": kind, **fields}
+        jsonschema.validate(body, SCHEMAS["command"])
+        self.client.publish(f"edgekws/v1/f1/{device}/cmd/{kind}", json.dumps(body), qos=1).wait_for_publish(5)
+        return cmd_id
+
+    def send_raw(self, device: str, kind: str, payload: bytes) -> None:
+        """Publish any bytes on the device's ``cmd/KIND`` topic (what a careless or hostile client can)."""
+        self.client.publish(f"edgekws/v1/f1/{device}/cmd/{kind}", payload, qos=1).wait_for_publish(5)
+
+    def wait(self, pred: Callable[[], bool], timeout: float = 30, what: str = "") -> None:
+        deadline = time.monotonic() + timeout
+        while not pred():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; events: {self.kinds()}")
+            time.sleep(0.02)
+
+    def kinds(self) -> list[str]:
+        return [e["kind"] for e in list(self.events)]
+
+    def result(self, cmd_id: str, kinds: tuple[str, ...], timeout: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for e in list(self.events):
+                if e["kind"] in kinds and e["detail"].get("command_id") == cmd_id:
+                    return e
+            time.sleep(0.02)
+        raise AssertionError(f"no {kinds} for {cmd_id}; events: {[e['kind'] for e in self.events]}")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+AGENT = Path(sys.executable).parent / "edgekws-agent"
+
+
+class AgentProcess:
+    """`edgekws-agent run --config CFG` as a real process (stderr in ``log``), for signals and kill -9."""
+
+    def __init__(self, config: Path, *, command: list[str] | None = None) -> None:
+        self.config = config
+        self.log = config.parent / f"agent-{time.monotonic_ns()}.log"
+        with open(self.log, "w") as err:
+            self.proc = subprocess.Popen(
+                command or [str(AGENT), "run", "--config", str(config)],
+                stderr=err,
+                stdout=subprocess.DEVNULL,
+                cwd=config.parent,
+            )
+
+    def text(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+    def wait_log(self, needle: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while needle not in self.text():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{needle!r} not logged (exit {self.proc.poll()}):\n{self.text()[-3000:]}"
+                )
+            time.sleep(0.05)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.wait(10)

@@ -9,19 +9,19 @@ import http.server
 import json
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import numpy as np
-import paho.mqtt.client as mqtt
 import pytest
 from _devices import (
     KEY,
     LABELS,
+    SCHEMAS,
     SPEC,
+    Operator,
     RunningAgent,
     inline,
     make_bundle,
@@ -29,56 +29,11 @@ from _devices import (
     write_agent_config,
 )
 from click.testing import CliRunner
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edgekws.agent._cli import main
 from edgekws.agent._rollout import DeployError, UrlRule, fetch_bundle, health_check
 from edgekws.agent.mqtt import BundleRef, InvalidCommand, parse_command
 from edgekws.packaging._signing import SigningKey
-
-REPO = Path(__file__).resolve().parents[2]
-SCHEMAS = {p.name.split(".")[0]: json.loads(p.read_text()) for p in (REPO / "docs/schemas").glob("*.json")}
-
-
-class Operator:
-    """A plain MQTT client that sends commands and records device events and retained statuses."""
-
-    def __init__(self, port: int) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.status: dict[str, dict[str, Any]] = {}
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.subscribe("edgekws/v1/+/+/event", qos=1)
-        self.client.subscribe("edgekws/v1/+/+/status", qos=1)
-        self.client.loop_start()
-
-    def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        body = json.loads(msg.payload)
-        if msg.topic.endswith("/status"):
-            self.status[msg.topic.split("/")[3]] = body
-        else:
-            self.events.append(body)
-
-    def send(self, device: str, kind: str, **fields: Any) -> str:
-        cmd_id = f"c-{uuid.uuid4().hex[:8]}"
-        body = {"schema": "edgekws.cmd/1", "id": cmd_id, "ts": time.time(), "type": kind, **fields}
-        jsonschema.validate(body, SCHEMAS["command"])
-        self.client.publish(f"edgekws/v1/f1/{device}/cmd/{kind}", json.dumps(body), qos=1).wait_for_publish(5)
-        return cmd_id
-
-    def result(self, cmd_id: str, kinds: tuple[str, ...], timeout: float = 30) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for e in list(self.events):
-                if e["kind"] in kinds and e["detail"].get("command_id") == cmd_id:
-                    return e
-            time.sleep(0.02)
-        raise AssertionError(f"no {kinds} for {cmd_id}; events: {[e['kind'] for e in self.events]}")
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 @pytest.fixture
