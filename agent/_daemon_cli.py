@@ -118,7 +118,7 @@ def classify(
 
     configs = [backend_classes()[b].Config(type=b) for b in backends or ("emulator",)]
     try:
-        pipeline = Pipeline.open(open_bundle(bundle_path, list(trust)), configs)
+        pipeline = Pipeline.open(open_bundle(bundle_path, list(trust), check_model=True), configs)
     except (InvalidBundle, NoBackend) as exc:
         raise click.ClickException(str(exc)) from exc
     problems: list[str] = []

@@ -116,7 +116,7 @@ class DeviceStore:
                 f"no active bundle in {self.root}; install one with `edgekws-agent bundle install FILE`"
             )
         try:
-            return open_bundle(active.bundle_file.read_bytes(), self.trusted_keys)
+            return open_bundle(active.bundle_file.read_bytes(), self.trusted_keys, check_model=True)
         except (InvalidBundle, KeyFileError, OSError) as exc:
             raise StoreError(
                 f"the active bundle {active.label} no longer verifies ({exc}); roll back or reinstall it"
@@ -147,7 +147,7 @@ class DeviceStore:
         except OSError as exc:
             raise StoreError(f"cannot read {name_in_messages}: {exc.strerror or exc}") from exc
         try:
-            bundle = open_bundle(data, self.trusted_keys)
+            bundle = open_bundle(data, self.trusted_keys, check_model=True)
         except (InvalidBundle, KeyFileError) as exc:
             raise StoreError(f"refusing to install {name_in_messages}: {exc}") from exc
         name, version = bundle.manifest.name, bundle.manifest.version
@@ -224,7 +224,7 @@ class DeviceStore:
 
     def open_bundle_of(self, installed: InstalledBundle) -> Bundle:
         try:
-            return open_bundle(installed.bundle_file.read_bytes(), self.trusted_keys)
+            return open_bundle(installed.bundle_file.read_bytes(), self.trusted_keys, check_model=True)
         except (InvalidBundle, KeyFileError, OSError) as exc:
             raise StoreError(f"{installed.label} does not verify ({exc})") from exc
 

@@ -13,6 +13,7 @@ from edgekws.packaging._bundle import Report as Report
 from edgekws.packaging._bundle import build_bundle as build_bundle
 from edgekws.packaging._bundle import bundle_bytes as bundle_bytes
 from edgekws.packaging._bundle import check_bundle as check_bundle
+from edgekws.packaging._bundle import model_problems as model_problems
 from edgekws.packaging._bundle import open_bundle as open_bundle
 from edgekws.packaging._bundle import sha256_hex as sha256_hex
 from edgekws.packaging._bundle import verify_bundle as verify_bundle

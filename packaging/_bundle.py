@@ -312,13 +312,19 @@ def _name_problem(member: TarMember) -> Problem | None:
 
 
 def check_bundle(
-    source: Path | str | bytes, trusted: TrustLike | None = None, limits: Limits | None = None
+    source: Path | str | bytes,
+    trusted: TrustLike | None = None,
+    limits: Limits | None = None,
+    *,
+    check_model: bool = False,
 ) -> Report:
     """Check a bundle and report every problem; never raises for what the bundle contains.
 
     With ``trusted=None`` the signature is parsed but not checked (for ``inspect``): such a report is
     never ``ok``. The checks, in order: the container and member names (:func:`_regular_members`), the
-    manifest, the signature, and every model file against the manifest.
+    manifest, the signature, and every model file against the manifest; with ``check_model`` also the
+    manifest's network spec against ``model/netx.h5`` (:func:`model_problems`: what devices and
+    ``edgekws bundle verify`` ask for).
     """
     limits = limits or Limits()
     name, data, problems = _read_source(source, limits)
@@ -336,6 +342,8 @@ def check_bundle(
     signatures = _parse_signatures(regular, counts, limits, problems)
     verified = [] if trusted is None else _verify_signatures(trusted, signatures, manifest_bytes, problems)
     files = {} if manifest is None else _check_files(manifest, regular, counts, problems)
+    if check_model and manifest is not None and not problems:
+        problems += model_problems(manifest, files)
     return Report(
         source=name,
         size=len(data),
@@ -500,18 +508,68 @@ def _check_files(
     return files
 
 
+def model_problems(manifest: Manifest, files: Mapping[str, bytes]) -> list[Problem]:
+    """The manifest's network spec against the fixed-point model it ships (``model/netx.h5``): layer sizes
+    and recurrence must agree, so that no number in a signed manifest can ask a device for more than the
+    model holds. Skipped where h5py is not installed (the agent and the toolkit always have it)."""
+    spec = manifest.network_spec()
+    netx = files.get("model/netx.h5")
+    if spec is None or netx is None:
+        return []
+    try:
+        import h5py  # noqa: F401 - only to know whether the check can run
+    except ImportError:  # pragma: no cover - packaging alone, without the agent's dependencies
+        return []
+    from edgekws.packaging._netx import NetxError, read_netx
+
+    try:
+        net = read_netx(netx)
+    except NetxError as exc:
+        return [Problem("model", "model/netx.h5", str(exc))]
+    hidden = tuple(layer.size for layer in net.layers[:-1])
+    recurrent = tuple(layer.weight_rec is not None for layer in net.layers[:-1])
+    found: dict[str, object] = {
+        "num_inputs": net.num_inputs,
+        "hidden": hidden,
+        "recurrent": recurrent,
+        "num_outputs": net.num_outputs,
+    }
+    said: dict[str, object] = {
+        "num_inputs": spec.num_inputs,
+        "hidden": spec.hidden,
+        "recurrent": spec.recurrent,
+        "num_outputs": spec.num_outputs,
+    }
+    return [
+        Problem(
+            "model-mismatch",
+            f"network.{key}",
+            f"the manifest says {said[key]!r}, model/netx.h5 has {found[key]!r}; rebuild the bundle",
+        )
+        for key in said
+        if said[key] != found[key]
+    ]
+
+
 def verify_bundle(
-    source: Path | str | bytes, trusted: TrustLike, limits: Limits | None = None
+    source: Path | str | bytes, trusted: TrustLike, limits: Limits | None = None, *, check_model: bool = False
 ) -> list[Problem]:
     """Every problem with a bundle (an empty list means it is valid and signed by a trusted key)."""
-    return check_bundle(source, trusted, limits).problems
+    return check_bundle(source, trusted, limits, check_model=check_model).problems
 
 
-def open_bundle(source: Path | str | bytes, trusted_keys: TrustLike, limits: Limits | None = None) -> Bundle:
-    """Verify a bundle completely and return it, or raise one :class:`InvalidBundle` with every problem."""
+def open_bundle(
+    source: Path | str | bytes,
+    trusted_keys: TrustLike,
+    limits: Limits | None = None,
+    *,
+    check_model: bool = False,
+) -> Bundle:
+    """Verify a bundle completely and return it, or raise one :class:`InvalidBundle` with every problem
+    (``check_model``: also the network spec against the model file, :func:`model_problems`)."""
     if trusted_keys is None:
         raise TypeError("open_bundle needs trusted keys; use check_bundle(source) to inspect without trust")
-    report = check_bundle(source, trusted_keys, limits)
+    report = check_bundle(source, trusted_keys, limits, check_model=check_model)
     if report.problems or report.manifest is None or report.manifest_bytes is None:
         raise InvalidBundle(report.source, report.problems)
     return Bundle(

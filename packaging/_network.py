@@ -17,9 +17,12 @@ the 12-bit decays of the fixed-point model, so quantization changes only weights
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal, get_args
+
+import numpy as np
 
 #: The decision rules over the readout voltage (defined in ``edgekws.agent.decide``): one vocabulary for
 #: training, the network spec, bundles and the agent.
@@ -59,6 +62,39 @@ class SpecError(ValueError):
     """A spec dictionary is malformed; the message names the field and the fix."""
 
 
+# Bounds of a network spec (a manifest is untrusted input until these hold): far above any keyword
+# spotter, far below what would exhaust a device's memory.
+MAX_UNITS = 65536  # neurons of one layer, or input channels
+MAX_LAYERS = 16
+MAX_STEPS = 100_000  # one window: 100 s at 1 ms
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _is_real(x: object) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _type_problems(spec: NetworkSpec) -> list[str]:
+    """Fields of the wrong kind: integers that are floats (``1e3``) or booleans, non-finite reals, …"""
+    problems = []
+    for name in ("num_inputs", "num_outputs", "num_steps"):
+        if not _is_int(getattr(spec, name)):
+            problems.append(f"{name} must be an integer, got {getattr(spec, name)!r}")
+    for name in ("dt_ms", "tau_mem_ms", "tau_syn_ms", "threshold"):
+        if not _is_real(getattr(spec, name)):
+            problems.append(f"{name} must be a finite number, got {getattr(spec, name)!r}")
+    if not all(_is_int(h) for h in spec.hidden):
+        problems.append(f"hidden must list integers, got {list(spec.hidden)!r}")
+    if not all(isinstance(r, (bool, np.bool_)) for r in spec.recurrent):
+        problems.append(f"recurrent must list booleans, got {list(spec.recurrent)!r}")
+    if not all(isinstance(c, str) and c for c in spec.class_names):
+        problems.append("class_names must be non-empty strings")
+    return problems
+
+
 def decay_12bit(dt: float, tau: float) -> int:
     """The 12-bit Loihi decay ``round(4096 * (1 - exp(-dt / tau)))`` for a time constant ``tau``."""
     if dt <= 0 or tau <= 0:
@@ -91,7 +127,9 @@ class NetworkSpec:
     class_names: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = _type_problems(self)
+        if problems:  # the range checks below assume numbers of the right kind
+            raise SpecError("invalid network spec: " + "; ".join(problems))
         if self.num_inputs <= 0:
             problems.append(f"num_inputs must be positive, got {self.num_inputs}")
         problems += layer_problems(self.hidden, self.recurrent, self.readout)
@@ -103,6 +141,18 @@ class NetworkSpec:
             problems.append("tau_mem_ms and tau_syn_ms must be positive")
         if self.threshold <= 0:
             problems.append(f"threshold must be positive, got {self.threshold}")
+        big = {
+            k: v
+            for k, v in (("num_inputs", self.num_inputs), ("num_outputs", self.num_outputs))
+            if v > MAX_UNITS
+        }
+        big.update({f"hidden[{i}]": h for i, h in enumerate(self.hidden) if h > MAX_UNITS})
+        if big:
+            problems.append(f"layer sizes are at most {MAX_UNITS}, got {big}")
+        if self.num_steps > MAX_STEPS:
+            problems.append(f"num_steps is at most {MAX_STEPS}, got {self.num_steps}")
+        if len(self.hidden) > MAX_LAYERS:
+            problems.append(f"at most {MAX_LAYERS} hidden layers, got {len(self.hidden)}")
         if self.class_names and len(self.class_names) != self.num_outputs:
             problems.append(
                 f"class_names must name all {self.num_outputs} outputs, got {len(self.class_names)}"

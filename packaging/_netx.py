@@ -16,6 +16,7 @@ weight step of every layer (attribute ``edgekws_weight_scale``) and the format t
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -92,15 +93,20 @@ def _scalar(g: Any, key: str, where: str, problems: list[str]) -> int:
     return int(np.asarray(g[key][()]).ravel()[0])
 
 
-def read_netx(path: str | Path) -> FixedPointNetwork:
-    """Read a NetX file of ``dense`` / ``dense_rec`` CUBA layers; every problem is reported at once."""
+def read_netx(path: str | Path | bytes, *, name: str = "model/netx.h5") -> FixedPointNetwork:
+    """Read a NetX file of ``dense`` / ``dense_rec`` CUBA layers (a path, or the file's bytes, called
+    ``name`` in messages); every problem is reported at once."""
     import h5py  # optional dependency (extras agent, train, lava): imported on use
 
-    path = Path(path)
-    if not path.is_file():
-        raise NetxError(f"{path}: no such NetX file")
+    source: Any
+    if isinstance(path, bytes):
+        source, path = io.BytesIO(path), Path(name)
+    else:
+        path = source = Path(path)
+        if not path.is_file():
+            raise NetxError(f"{path}: no such NetX file")
     try:
-        h = h5py.File(path, "r")
+        h = h5py.File(source, "r")
     except OSError as exc:
         raise NetxError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {exc}") from exc
     problems: list[str] = []

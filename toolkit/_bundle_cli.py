@@ -185,7 +185,8 @@ def inspect(file: Path, trust: tuple[Path, ...], as_json: bool) -> None:
               help="A trusted public key (.pub) or a directory of them; repeat for several.")  # fmt: skip
 @_json_option
 def verify(file: Path, trust: tuple[Path, ...], as_json: bool) -> None:
-    """Verify a bundle completely: container, names, manifest, signature, every file's size and sha256.
+    """Verify a bundle completely: container, names, manifest, signature, every file's size and sha256,
+    and the manifest's network spec against model/netx.h5.
 
     Exits 0 if the bundle is valid and signed by a trusted key, otherwise 1, listing every problem.
 
@@ -193,7 +194,7 @@ def verify(file: Path, trust: tuple[Path, ...], as_json: bool) -> None:
 
         edgekws bundle verify kws-1.2.0.ekb --trust keys/release.pub
     """
-    report = check_bundle(file, _trust(trust))
+    report = check_bundle(file, _trust(trust), check_model=True)
     if as_json:
         _echo_json(_report_dict(report))
     elif report.ok and report.manifest:

@@ -237,3 +237,29 @@ def test_extract_writes_only_inside_a_new_directory(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         bundle.extract(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_manifest_numbers_are_checked_for_type_and_range() -> None:
+    """L2: a signed manifest whose network spec holds a float step count (1e3), a step count or layer size
+    no device can hold (10^12, 10^9) is refused at verify time with a `manifest` problem."""
+    from edgekws.packaging import canonical_json
+    from edgekws.packaging._bundle import MANIFEST, SIGNATURE
+    from edgekws.packaging._signing import sign_manifest
+    from edgekws.packaging._tar import write_tar
+
+    good = base_manifest().to_dict()
+    for field, value in (
+        ("num_steps", 1e3),
+        ("num_steps", 10**12),
+        ("hidden", [10**9]),
+        ("num_inputs", True),
+    ):
+        doc = {**good, "network": {**good["network"], field: value}}
+        doc["files"] = {
+            p: {"sha256": hashlib.sha256(b).hexdigest(), "size": len(b)} for p, b in FILES.items()
+        }
+        data = canonical_json(doc)
+        members = [(MANIFEST, data), (SIGNATURE, sign_manifest(data, [KEY])), *sorted(FILES.items())]
+        report = check_bundle(write_tar(members, mtime=0), [KEY.public_key])
+        assert "manifest" in {p.code for p in report.problems}, (field, value)
+        assert any(field in p.message for p in report.problems), report.problems

@@ -7,10 +7,20 @@ import re
 from pathlib import Path
 
 import click
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgekws.packaging import Lineage, Manifest, Metrics, load_private_key, write_bundle
+from edgekws.packaging import (
+    FixedPointLayer,
+    FixedPointNetwork,
+    Lineage,
+    Manifest,
+    Metrics,
+    load_private_key,
+    write_bundle,
+    write_netx,
+)
 from edgekws.toolkit._bundle_cli import _BundleGroup
 from edgekws.toolkit._cli import main
 
@@ -36,7 +46,22 @@ def keys(tmp_path: Path) -> Path:
     return tmp_path / "keys"
 
 
-def make(tmp: Path, keys: Path, version: str, accuracy: float = 0.9, payload: bytes = b"netx") -> Path:
+def netx_bytes(tmp: Path, seed: int = 0, hidden: int = 3) -> bytes:
+    """A real NetX file of a 4 -> hidden (recurrent) -> 2 network, as the manifest's NETWORK describes."""
+    rng = np.random.default_rng(seed)
+    net = FixedPointNetwork(
+        (
+            FixedPointLayer(
+                rng.integers(-9, 9, (hidden, 4)), rng.integers(-9, 9, (hidden, hidden)), 100, 100, 64
+            ),
+            FixedPointLayer(rng.integers(-9, 9, (2, hidden)), None, 100, 100, 64),
+        )
+    )
+    return write_netx(net, tmp / f"netx-{seed}-{hidden}.h5").read_bytes()
+
+
+def make(tmp: Path, keys: Path, version: str, accuracy: float = 0.9, payload: bytes | None = None) -> Path:
+    payload = netx_bytes(tmp) if payload is None else payload
     m = Manifest(
         name="kws", version=version, created="2026-05-09T07:35:25Z", producer_version="0.1.0",
         labels=("on", "off"), frontend=FRONTEND, network=NETWORK, lineage=Lineage(),
@@ -84,10 +109,18 @@ def test_inspect_shows_manifest_and_trust_state(tmp_path: Path, keys: Path) -> N
     assert [m["name"] for m in info["members"]] == ["manifest.json", "signature", "model/netx.h5"]
 
 
+def test_verify_checks_the_network_spec_against_the_model_file(tmp_path: Path, keys: Path) -> None:
+    """L2: a signed bundle whose manifest says 3 hidden neurons but whose netx.h5 holds 5 fails verify with
+    model-mismatch (it used to pass and crash `classify` later)."""
+    path = make(tmp_path, keys, "1.0.0", payload=netx_bytes(tmp_path, hidden=5))
+    code, out = run("bundle", "verify", path, "--trust", keys / "release.pub")
+    assert code == 1 and "[model-mismatch] network.hidden" in out and "(5,)" in out
+
+
 def test_diff_lists_changed_fields(tmp_path: Path, keys: Path) -> None:
     """`bundle diff` lists version, metric and file-hash changes; identical manifests diff empty."""
     a = make(tmp_path, keys, "1.0.0")
-    b = make(tmp_path, keys, "1.1.0", accuracy=0.95, payload=b"netx2")
+    b = make(tmp_path, keys, "1.1.0", accuracy=0.95, payload=netx_bytes(tmp_path, seed=2, hidden=40))
     code, out = run("bundle", "diff", a, b, "--json")
     fields = {c["field"] for c in json.loads(out)["changes"]}
     assert code == 0 and {"version", "metrics.float.accuracy"} <= fields
