@@ -75,6 +75,37 @@ def clipped_fraction(audio: Any) -> float:
     return clipped_count(x) / n if n else 0.0
 
 
+#: Below this level (dBFS, RMS above 100 Hz) a recording holds no speech: empty, digital silence, a DC
+#: offset, channels that cancel out. A quiet room is around -60 to -50 dBFS, speech -35 to -10 dBFS.
+NO_SPEECH_DBFS = -65.0
+
+
+def speech_band_level_db(audio: Any, sample_rate: int) -> float:
+    """RMS level in dBFS of ``audio`` (float mono) above 100 Hz, where speech is (-inf for silence)."""
+    from scipy.signal import butter, sosfilt
+
+    x = np.asarray(audio, dtype=np.float64)
+    if x.size == 0:
+        return -math.inf
+    x = sosfilt(butter(2, 100.0, btype="highpass", fs=sample_rate, output="sos"), x - x.mean())
+    rms = float(np.sqrt(np.mean(x * x)))
+    return 20.0 * math.log10(rms) if rms > 0 else -math.inf
+
+
+def no_speech_reason(audio: Any, sample_rate: int) -> str | None:
+    """Why ``audio`` cannot hold speech (empty, silent or DC-only), or None when it might."""
+    x = np.asarray(audio)
+    if x.size == 0:
+        return "empty recording"
+    if sample_rate < 1000:
+        return f"sampled at {sample_rate} Hz, too slowly to hold speech"
+    level = speech_band_level_db(x, sample_rate)
+    if level < NO_SPEECH_DBFS:
+        shown = "-inf" if level == -math.inf else f"{level:.0f}"
+        return f"silent: {shown} dBFS above 100 Hz (below {NO_SPEECH_DBFS:g} dBFS)"
+    return None
+
+
 def resample(audio: np.ndarray, sample_rate: float, target_rate: int) -> np.ndarray:
     """Resample a float mono signal from ``sample_rate`` to ``target_rate`` with a polyphase filter.
 

@@ -106,13 +106,16 @@ def classify(
 
     Each file is encoded by the bundle's front-end, cut or zero-padded to the network's window
     (1 s by default, as in training), run from zero state and scored with the same decision rule.
-    latency_ms is the wall time of front-end + backend + decision for the file.
+    latency_ms is the wall time of front-end + backend + decision for the file. A window that holds
+    no speech (empty, silent, a DC offset: below -65 dBFS above 100 Hz) gets label null and
+    `no_speech` with the reason instead of a keyword. Clipped samples and a recording longer than the
+    window are noted on standard error.
 
     Example:
 
         edgekws-agent classify --bundle kws-1.0.0.ekb --trust release.pub yes.wav no.wav --json
     """
-    from edgekws.agent._audio import AudioError, load_audio, prepare
+    from edgekws.agent._audio import AudioError, clipped_fraction, load_audio, no_speech_reason, prepare
     from edgekws.agent._pipeline import NoBackend, Pipeline
     from edgekws.packaging import InvalidBundle, open_bundle
 
@@ -135,8 +138,12 @@ def classify(
             except AudioError as exc:
                 problems.append(str(exc) if path in str(exc) else f"{path}: {exc}")
                 continue
+            rate = pipeline.frontend_spec.sample_rate
+            window = pipeline.steps * pipeline.frontend_spec.samples_per_step
+            _notes(path, len(whole) / rate, window / rate, clipped_fraction(samples))
             t0 = time.perf_counter()
-            label, confidence = pipeline.classify(whole)
+            silent = no_speech_reason(samples[: int(sr * window / rate)], sr)  # the scored part, as recorded
+            label, confidence = (None, 0.0) if silent else pipeline.classify(whole)
             latency_ms = (time.perf_counter() - t0) * 1e3
             name = pipeline.backend_name
             row: dict[str, Any] = {
@@ -146,12 +153,24 @@ def classify(
                 "latency_ms": round(latency_ms, 3),
                 "backend": name,
             }
-            click.echo(
-                json.dumps(row)
-                if as_json
-                else f"{path}: {row['label']} ({row['confidence']:.3f}, {row['latency_ms']:.1f} ms, {name})"
-            )
+            if silent:
+                row["no_speech"] = silent
+                text = f"{path}: no speech ({silent})"
+            else:
+                text = f"{path}: {label} ({confidence:.3f}, {row['latency_ms']:.1f} ms, {name})"
+            click.echo(json.dumps(row) if as_json else text)
     if problems:
         raise click.ClickException(
             f"{len(problems)} of {len(audio)} file(s) failed:\n  " + "\n  ".join(problems)
+        )
+
+
+def _notes(path: str, seconds: float, window_s: float, clipped: float) -> None:
+    """What the decision does not show, on standard error: clipping, and audio beyond the window."""
+    if clipped >= 0.001:
+        click.echo(f"{path}: note: {100 * clipped:.1f} % of the samples are clipped at full scale", err=True)
+    if seconds > window_s + 1e-9:
+        click.echo(
+            f"{path}: note: only the first {window_s:g} s of {seconds:.1f} s are scored (the window)",
+            err=True,
         )

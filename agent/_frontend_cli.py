@@ -21,8 +21,8 @@ def _load_spec(path: str | None) -> FrontendSpec:
         data = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise click.ClickException(f"{path}: cannot read a front-end spec ({exc})") from exc
-    if isinstance(data, dict) and "frontend" in data and "type" not in data:
-        data = data["frontend"]  # a bundle manifest: take its front-end spec
+    if isinstance(data, dict) and isinstance(data.get("frontend"), dict):
+        data = data["frontend"]  # a bundle manifest (type edgekws.manifest): take its front-end spec
     try:
         return FrontendSpec.from_dict(data)
     except (FrontendSpecError, TypeError) as exc:

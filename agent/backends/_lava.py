@@ -18,10 +18,12 @@ equals emulator step ``t`` of sample ``n`` exactly.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import sys
 import warnings
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -48,11 +50,24 @@ LOIHI_HINT = (
 
 @contextlib.contextmanager
 def _quiet_lava() -> Iterator[None]:
-    """Silence the import-time and compile-time warnings of Lava's dependencies (networkx, torch, ...)."""
-    with warnings.catch_warnings():
+    """Silence the import-time and compile-time warnings of Lava's dependencies (networkx, torch, ...), and
+    send what lava-dl prints (its "Prophesee Dataset Toolbox could not be found" notice) to standard error:
+    standard output belongs to the commands (``classify --json``)."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
         for category in (ImportWarning, DeprecationWarning, PendingDeprecationWarning, FutureWarning):
             warnings.simplefilter("ignore", category)
         yield
+
+
+_LIVE: weakref.WeakSet[_Session] = weakref.WeakSet()  # sessions whose Lava runtime may be up
+
+
+@atexit.register
+def _stop_runtimes() -> None:
+    """Stop every Lava runtime still up when the interpreter exits: a runtime left running keeps its
+    processes alive, and the command that used it would never exit."""
+    for session in list(_LIVE):
+        session.close()
 
 
 def lava_problem() -> str | None:
@@ -142,9 +157,10 @@ class _Session:
             self.source.data.set(data)
         else:
             self.source.data.init = data
+        self.started = True  # from here on the runtime may be up, also if run() fails: close() stops it
+        _LIVE.add(self)
         with _quiet_lava():
             self.net.run(condition=RunSteps(num_steps=m), run_cfg=self.run_cfg)
-        self.started = True
         self.steps += m
         out = {}
         for key, reader in self.readers.items():
@@ -163,8 +179,10 @@ class _Session:
 
     def close(self) -> None:
         if self.started:
-            self.net.stop()
             self.started = False
+            _LIVE.discard(self)
+            with contextlib.suppress(Exception), _quiet_lava():  # a runtime that never came up
+                self.net.stop()
 
 
 def _sign_extend_24(values: np.ndarray) -> np.ndarray:

@@ -597,3 +597,163 @@ def test_topic_helper_is_the_one_the_device_uses() -> None:
     """(Guard for the tests above: the operator publishes where the device subscribes.)"""
     assert topic("f1", "d1", "cmd/ping") == "edgekws/v1/f1/d1/cmd/ping"
     assert socket.gethostbyname("127.0.0.1") == "127.0.0.1"
+
+
+# -- Low: clear errors, no silent wrong behaviour ---------------------------------------------------------
+
+
+def _full_disk() -> None:
+    """In the child: writes beyond 16 KiB fail with EFBIG, as on a full file system (SIGXFSZ ignored)."""
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))
+
+
+def _agent(
+    *args: str | Path, full: bool = False, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(AGENT), *map(str, args)],
+        capture_output=True,
+        text=True,
+        preexec_fn=_full_disk if full else None,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def test_l1_unwritable_or_full_stores_and_outboxes_give_clear_errors(tmp_path: Path) -> None:
+    """`bundle install` into a store under a file, under /proc or on a full disk, and `run` with the store
+    or the outbox where nothing can be written: exit 1 with a message, never a traceback."""
+    (tmp_path / "release.pub").write_bytes(KEY.public_key.to_pem())
+    bundle = make_bundle(tmp_path, "1.0.0")
+    trust = ("--trust", tmp_path / "release.pub")
+    (tmp_path / "a-file").write_text("x")
+    for store in (tmp_path / "a-file" / "store", Path("/proc/edgekws-store")):
+        out = _agent("bundle", "install", bundle, "--store", store, *trust)
+        assert out.returncode == 1 and "cannot use" in out.stderr and "Traceback" not in out.stderr, (
+            out.stderr
+        )
+    full = _agent("bundle", "install", bundle, "--store", tmp_path / "full", *trust, full=True)
+    assert full.returncode == 1 and "cannot write kws 1.0.0" in full.stderr, full.stderr
+    assert "Traceback" not in full.stderr and not list((tmp_path / "full" / "versions").iterdir())
+    cfg = write_agent_config(tmp_path / "d1", 1, "d1")
+    text = cfg.read_text()
+    for old, new, key in (
+        ('dir = "store"', 'dir = "../a-file"', "store.dir"),
+        ('outbox = "outbox.sqlite"', 'outbox = "audio"', "telemetry.mqtt.outbox"),
+        ('outbox = "outbox.sqlite"', 'outbox = "/proc/x/outbox.sqlite"', "outbox"),
+    ):
+        cfg.write_text(text.replace(old, new))
+        out = _agent("run", "--config", cfg)
+        assert out.returncode == 1 and key in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_l3_bundle_list_with_a_relative_store_marks_the_active_version(tmp_path: Path) -> None:
+    """`bundle list --store RELATIVE` marks the active and previous versions like an absolute path does."""
+    store = DeviceStore(tmp_path / "s", [KEY.public_key])
+    store.install(make_bundle(tmp_path, "1.0.0"))
+    store.install(make_bundle(tmp_path, "1.1.0"))
+    out = _agent("bundle", "list", "--store", "s", "--json", cwd=tmp_path)
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [(r["version"], r["active"], r["previous"]) for r in rows] == [
+        ("1.0.0", False, True),
+        ("1.1.0", True, False),
+    ]
+
+
+def test_l4_validate_config_checks_the_files_it_names(tmp_path: Path) -> None:
+    """A missing trusted key, a missing WAV, a store path that is a file and interval_s = inf are all
+    reported by --validate-config (each with its line), and `run` refuses to start with them."""
+    cfg = write_agent_config(tmp_path / "d1", 1, "d1")
+    ok = _agent("run", "--config", cfg, "--validate-config")
+    assert ok.returncode == 0, ok.stderr
+    (tmp_path / "a-file").write_text("x")
+    text = cfg.read_text()
+    cfg.write_text(text.replace("interval_s = 0.3", "interval_s = inf"))
+    inf = _agent("run", "--config", cfg, "--validate-config")
+    assert inf.returncode == 1 and "telemetry.interval_s" in inf.stderr and "finite" in inf.stderr
+    for old, new in (
+        ('trusted_keys = ["release.pub"]', 'trusted_keys = ["nope.pub"]'),
+        ('path = "audio"', 'path = "missing.wav"'),
+        ('dir = "store"', 'dir = "../a-file"'),
+    ):
+        text = text.replace(old, new)
+    cfg.write_text(text)
+    bad = _agent("run", "--config", cfg, "--validate-config")
+    assert bad.returncode == 1
+    for key in ("store.trusted_keys[0]", "source.path", "store.dir"):
+        assert key in bad.stderr, (key, bad.stderr)
+    assert "3 problem(s)" in bad.stderr
+    run = _agent("run", "--config", cfg)
+    assert run.returncode == 1 and "store.trusted_keys[0]" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_l6_empty_silent_and_dc_audio_get_no_speech(tmp_path: Path) -> None:
+    """A 0-frame WAV, digital silence, a DC offset, anti-phase stereo and a 1 Hz file are "no speech", not a
+    keyword; a tone burst still gets a label; clipping and a long file are noted on stderr."""
+    import numpy as np
+    import soundfile as sf
+
+    (tmp_path / "release.pub").write_bytes(KEY.public_key.to_pem())
+    bundle = make_bundle(tmp_path, "1.0.0")
+    t = np.arange(16000) / 16000
+    tone = 0.3 * np.sin(2 * np.pi * 440 * t) * (np.sin(2 * np.pi * 3 * t) > 0)
+    files = {
+        "zero.wav": (np.zeros(0), 16000),
+        "silence.wav": (np.zeros(16000), 16000),
+        "dc.wav": (np.full(16000, 0.5), 16000),
+        "anti.wav": (np.stack([tone, -tone], 1), 16000),
+        "onehz.wav": (np.array([0.5]), 1),
+        "tone.wav": (tone, 16000),
+        "loud.wav": (1000 * tone.astype(np.float32), 16000),
+        "long.wav": (np.tile(tone, 5), 16000),
+    }
+    for name, (x, sr) in files.items():
+        sf.write(tmp_path / name, x, sr, subtype="FLOAT" if name == "loud.wav" else "PCM_16")
+    out = _agent(
+        "classify",
+        "--bundle",
+        bundle,
+        "--trust",
+        tmp_path / "release.pub",
+        *(tmp_path / n for n in files),
+        "--json",
+    )
+    assert out.returncode == 0, out.stderr
+    rows = {Path(r["file"]).name: r for r in map(json.loads, out.stdout.splitlines())}
+    for name in ("zero.wav", "silence.wav", "dc.wav", "anti.wav", "onehz.wav"):
+        assert rows[name]["label"] is None and rows[name]["no_speech"], rows[name]
+    for name in ("tone.wav", "loud.wav", "long.wav"):
+        assert rows[name]["label"] is not None and "no_speech" not in rows[name]
+    assert "loud.wav: note:" in out.stderr and "clipped" in out.stderr
+    assert "long.wav: note: only the first 0.2 s of 5.0 s" in out.stderr
+
+
+def test_l8_same_precedence_reinstall_of_other_content_needs_rollback(tmp_path: Path) -> None:
+    """1.2.0 then 1.2.0+rebuild (other bytes, same precedence) is refused without --rollback, like the
+    workstation store's VersionConflict; with --rollback it is allowed on purpose."""
+    (tmp_path / "release.pub").write_bytes(KEY.public_key.to_pem())
+    store = ("--store", tmp_path / "s", "--trust", tmp_path / "release.pub")
+    assert _agent("bundle", "install", make_bundle(tmp_path, "1.2.0"), *store).returncode == 0
+    rebuild = make_bundle(tmp_path, "1.2.0+rebuild")
+    refused = _agent("bundle", "install", rebuild, *store)
+    assert refused.returncode == 1 and "same precedence" in refused.stderr
+    assert _agent("bundle", "install", rebuild, *store, "--rollback").returncode == 0
+
+
+def test_encode_accepts_a_bundle_manifest_as_spec(tmp_path: Path) -> None:
+    """`encode --spec manifest.json` takes the manifest's front-end spec, as --help says."""
+    import numpy as np
+    import soundfile as sf
+
+    from edgekws.packaging import check_bundle
+
+    report = check_bundle(make_bundle(tmp_path, "1.0.0"))
+    assert report.manifest_bytes is not None and report.manifest is not None
+    (tmp_path / "manifest.json").write_bytes(report.manifest_bytes)
+    sf.write(tmp_path / "a.wav", 0.1 * np.random.default_rng(0).standard_normal(8000), 16000)
+    out = _agent("encode", tmp_path / "a.wav", "--spec", tmp_path / "manifest.json", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["spec"] == dict(report.manifest.frontend)

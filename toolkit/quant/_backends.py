@@ -144,10 +144,21 @@ def deployed(files: Mapping[str, bytes]) -> Iterator[Callable[[str], Runner]]:
         yield open_backend
 
 
-def run_in_batches(run: Runner, spikes: np.ndarray, batch_size: int, num_outputs: int) -> np.ndarray:
-    """``run`` over ``spikes`` at most ``batch_size`` samples at a time, the readouts concatenated."""
+def run_in_batches(
+    run: Runner,
+    spikes: np.ndarray,
+    batch_size: int,
+    num_outputs: int,
+    on_batch: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """``run`` over ``spikes`` at most ``batch_size`` samples at a time, the readouts concatenated;
+    ``on_batch(samples_done)`` after each batch (for a progress bar)."""
     x = np.asarray(spikes)
-    parts = [run(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    parts = []
+    for i in range(0, len(x), batch_size):
+        parts.append(run(x[i : i + batch_size]))
+        if on_batch is not None:
+            on_batch(min(i + batch_size, len(x)))
     return np.concatenate(parts) if parts else np.zeros((0, x.shape[1] if x.ndim == 3 else 0, num_outputs))
 
 

@@ -237,13 +237,15 @@ def eval_cmd(run_dir: Path, data_path: Path, backend: str, as_json: bool) -> Non
     \b
         edgekws eval runs/digits --data data/digits/test.h5 --json
     """
+    from edgekws.toolkit._progress import progress_bar
     from edgekws.toolkit.train._evaluate import EvalError, evaluate, plot_confusion
     from edgekws.toolkit.train._run import RunError, load_run
 
     try:
         run = load_run(run_dir)
         data = _read_data(data_path)
-        result = evaluate(run, data, backend=backend)
+        with progress_bar(f"scoring on {backend}") as update:  # on stderr: --json output stays clean
+            result = evaluate(run, data, backend=backend, progress=update)
     except (EvalError, RunError) as exc:
         raise click.ClickException(str(exc)) from exc
     if "stretches" in result:  # an always-on run on stretches: detection, not clip accuracy

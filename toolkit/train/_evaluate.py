@@ -85,7 +85,7 @@ CHUNK = 512  # samples binned at a time: memory stays bounded on SSC-sized sets
 
 def _open_deployed(
     stack: contextlib.ExitStack, backend: str, params: dict[str, Any], spec: NetworkSpec, batch_size: int
-) -> Callable[[np.ndarray], np.ndarray]:
+) -> Callable[..., np.ndarray]:
     """Readout of ``backend`` on the quantized model (default percentile), open until ``stack`` closes."""
     net, _ = quantize({k: np.asarray(v, dtype=np.float64) for k, v in params.items()}, spec)
     try:
@@ -93,9 +93,9 @@ def _open_deployed(
     except BackendUnavailable as exc:
         raise EvalError(f"backend {backend!r} cannot run here: {exc}") from exc
 
-    def readout(spikes: np.ndarray) -> np.ndarray:
+    def readout(spikes: np.ndarray, on_batch: Callable[[int], None] | None = None) -> np.ndarray:
         try:
-            return run_in_batches(run, spikes, batch_size, spec.num_outputs)
+            return run_in_batches(run, spikes, batch_size, spec.num_outputs, on_batch)
         except BackendUnavailable as exc:  # e.g. the Lava bridge's subprocess failed
             raise EvalError(f"backend {backend!r} failed: {exc}") from exc
 
@@ -119,8 +119,10 @@ def score_dataset(
     data: SpikeDataset,
     backend: str = "float",
     batch_size: int = 64,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Scored:
-    """Bin ``data`` on the spec's grid chunk by chunk, run ``backend`` and apply ``edgekws.agent.decide``."""
+    """Bin ``data`` on the spec's grid chunk by chunk, run ``backend`` and apply ``edgekws.agent.decide``;
+    ``progress(done, total)`` as samples are scored (a Lava backend takes seconds per sample)."""
     from edgekws.agent import decide
 
     if backend not in BACKENDS:
@@ -137,7 +139,10 @@ def score_dataset(
                 readout, hidden = simulate_batches(params, spec, spikes, batch_size)
                 counts.append(hidden)
             else:
-                readout = fixed_point(spikes)
+                step = None if progress is None else (lambda n, s=start: progress(s + n, len(data)))
+                readout = fixed_point(spikes, step)
+            if progress is not None:
+                progress(start + len(idx), len(data))
             decision = decide(readout, spec.readout)
             labels.append(decision.labels)
             confidence.append(decision.confidence)
@@ -155,7 +160,11 @@ def score_dataset(
 
 
 def evaluate(
-    run: LoadedRun, data: SpikeDataset, backend: str = "float", batch_size: int = 64
+    run: LoadedRun,
+    data: SpikeDataset,
+    backend: str = "float",
+    batch_size: int = 64,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``run`` on ``data`` with ``backend``; JSON-serialisable (see docs/training.md)."""
     spec = run.spec
@@ -170,7 +179,7 @@ def evaluate(
         raise EvalError("the evaluation set is empty")
     if is_stream_set(data):
         return evaluate_stretches(run, data, backend)
-    decision = score_dataset(run.params, spec, data, backend, batch_size)
+    decision = score_dataset(run.params, spec, data, backend, batch_size, progress)
     counts = decision.hidden_counts
     k = spec.num_outputs
     confusion = np.zeros((k, k), np.int64)
