@@ -15,6 +15,7 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 import stat
 import sys
 from collections.abc import Iterable, Iterator, Mapping
@@ -33,6 +34,7 @@ SIGNATURE_TYPE = "edgekws.signature"
 SIGNATURE_FORMAT_VERSION = 1
 ALGORITHM = "ed25519"
 _PEM_PRIVATE = b"-----BEGIN PRIVATE KEY-----"
+KEY_NAME_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 _PEM_PUBLIC = b"-----BEGIN PUBLIC KEY-----"
 
 
@@ -179,6 +181,11 @@ class SigningKey:
 
 def write_keypair(out_dir: Path, name: str = "edgekws", key: SigningKey | None = None) -> SigningKey:
     """Write ``NAME.key`` (PEM, mode 0600) and ``NAME.pub`` (PEM) into ``out_dir``; never overwrites."""
+    if not isinstance(name, str) or not KEY_NAME_PATTERN.fullmatch(name):
+        raise KeyFileError(
+            f"key name {name!r} must be 1-64 letters, digits, '.', '_' or '-' (no '/' and not starting with "
+            "'.'): it names the files NAME.key and NAME.pub inside --out"
+        )
     key = key or SigningKey.generate()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

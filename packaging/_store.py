@@ -106,8 +106,9 @@ class BundleStore:
     def _locked(self) -> Iterator[None]:
         import fcntl
 
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        with _writing(self.root):
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -203,12 +204,14 @@ class BundleStore:
                         "it or bump the version"
                     )
             else:
-                dest.parent.mkdir(exist_ok=True)
-                atomic_write_bytes(dest, data)
+                with _writing(self.root):
+                    dest.parent.mkdir(exist_ok=True)
+                    atomic_write_bytes(dest, data)
             entry = StoreEntry(
                 m.name, m.version, bundle.sha256, bundle.size, m.created, utc_now(), bundle.key_ids
             )
-            self._write_index([*entries, entry])
+            with _writing(self.root):
+                self._write_index([*entries, entry])
         return entry
 
     def list(self, name: str | None = None) -> list[StoreEntry]:
@@ -256,7 +259,21 @@ class BundleStore:
             open_bundle(data, self.trusted, self.limits)
         try:
             target = artifact_path(dest, f"{entry.name}-{entry.version}.ekb")
+            atomic_write_bytes(target, data)
         except ValueError as exc:
             raise StoreError(str(exc)) from exc
-        atomic_write_bytes(target, data)
+        except OSError as exc:
+            raise StoreError(f"cannot write {dest}: {exc.strerror or exc}; choose a writable --out") from exc
         return target
+
+
+@contextlib.contextmanager
+def _writing(root: Path) -> Iterator[None]:
+    """An OS error while writing into the store (read-only, full, not a folder) as a :class:`StoreError`."""
+    try:
+        yield
+    except OSError as exc:
+        raise StoreError(
+            f"cannot write to the store {root}: {exc.strerror or exc}; check that it is a writable folder "
+            "with free space"
+        ) from exc

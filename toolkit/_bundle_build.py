@@ -355,6 +355,7 @@ def build_run_bundle(
     created: str | None = None,
     force: bool = False,
     progress: Progress | None = None,
+    allow_unfinished: bool = False,
 ) -> BundleBuild:
     """Quantize, export, evaluate (with ``eval_data``), pack and sign a run; see the module docstring.
 
@@ -363,52 +364,71 @@ def build_run_bundle(
     every stage. A run trained on stretches (an always-on model) gets the decision settings that come closest
     to MLPerf Tiny's mark on ``tune_data`` (stretches; default: the run's own validation stretches) as the
     fixed-point emulator runs them, and its ``eval_data`` (stretches) is scored by detection (recall, false
-    accepts per hour, latency) rather than by clip accuracy.
+    accepts per hour, latency) rather than by clip accuracy. A run whose training was interrupted (or is still
+    running) is refused unless ``allow_unfinished``, and then packed with a warning.
     """
     run_dir, key_file = Path(run_dir), Path(key_path)
     key = _check_inputs(run_dir, name, version, key_file, out, parent, created, eval_data, force)
     warnings: list[str] = []
     run, data = _load(run_dir, eval_data)
     spec, info, params = run.spec, run.info, run.params
+    status = info.get("status")
+    if status in ("interrupted", "running"):
+        done = f"{info.get('epochs_done', '?')} of {info.get('config', {}).get('epochs', '?')} epochs"
+        why = f"{run_dir}: training is {status} ({done})"
+        if not allow_unfinished:
+            raise BundleBuildError(
+                [f"{why}; finish it with `edgekws train ... --resume`, or pass --allow-unfinished"]
+            )
+        warnings.append(f"{why}: packed because --allow-unfinished was given")
     labels = tuple(spec.class_names or info.get("class_names") or ())
     always_on = info.get("detection_mode") == "always_on"
     if data is not None and not always_on:
         _check_eval_data(data, spec, labels)
-    chunks = 0 if data is None or always_on else -(-len(data) // EVAL_CHUNK)
-    stages = _Stages(progress, 7 + chunks + (2 if always_on else 0))
-    frontend = _frontend(info, spec, warnings)
-    stages.advance()
-    net, report = _quantized(params, spec, percentile, warnings)
-    stages.advance()
-    files, nir_semantics = _model_files(params, spec, net, stages)
-    if always_on:
-        detection, metrics = _stream_metrics(run_dir, run, files, tune_data, data, stages, warnings)
-    else:
-        detection = DetectionSpec(mode="lanes")
-        metrics = _metrics(run_dir, info, report, params, spec, files, data, stages, warnings)
-    try:
-        dest = artifact_path(out, f"{name}-{version}.ekb")
-    except ValueError as exc:
-        raise BundleBuildError([str(exc)]) from exc
-    try:
-        path = build_bundle(
-            dest,
-            name=name,
-            version=version,
-            labels=labels,
-            frontend=frontend,
-            network=spec.to_dict(),
-            files=files,
-            private_key=key,
-            quantization=quantization_spec(net, report, nir_semantics),
-            metrics=metrics,
-            backends=[n for n, cls in backend_classes().items() if cls.model_file in files],
-            lineage=_lineage(run_dir, info, parent),
-            created=created,
-            detection=detection.to_dict(),
-        )
-    except ManifestError as exc:
-        raise BundleBuildError(list(exc.problems)) from exc
+    try:  # a read-only, full or missing output (or temporary) folder: nothing is left behind
+        chunks = 0 if data is None or always_on else -(-len(data) // EVAL_CHUNK)
+        stages = _Stages(progress, 7 + chunks + (2 if always_on else 0))
+        frontend = _frontend(info, spec, warnings)
+        stages.advance()
+        net, report = _quantized(params, spec, percentile, warnings)
+        stages.advance()
+        files, nir_semantics = _model_files(params, spec, net, stages)
+        if always_on:
+            detection, metrics = _stream_metrics(run_dir, run, files, tune_data, data, stages, warnings)
+        else:
+            detection = DetectionSpec(mode="lanes")
+            metrics = _metrics(run_dir, info, report, params, spec, files, data, stages, warnings)
+        try:
+            dest = artifact_path(out, f"{name}-{version}.ekb")
+        except ValueError as exc:
+            raise BundleBuildError([str(exc)]) from exc
+        try:
+            path = build_bundle(
+                dest,
+                name=name,
+                version=version,
+                labels=labels,
+                frontend=frontend,
+                network=spec.to_dict(),
+                files=files,
+                private_key=key,
+                quantization=quantization_spec(net, report, nir_semantics),
+                metrics=metrics,
+                backends=[n for n, cls in backend_classes().items() if cls.model_file in files],
+                lineage=_lineage(run_dir, info, parent),
+                created=created,
+                detection=detection.to_dict(),
+            )
+        except ManifestError as exc:
+            raise BundleBuildError(list(exc.problems)) from exc
+    except OSError as exc:
+        reason = exc.strerror or str(exc).splitlines()[0][:200]
+        raise BundleBuildError(
+            [
+                f"cannot write the bundle {out}: {reason}; choose a writable --out with free space (the "
+                f"temporary folder {tempfile.gettempdir()} needs room too)"
+            ]
+        ) from exc
     stages.advance()
     return _summary(path, key, warnings)
 
@@ -671,6 +691,11 @@ def _print_summary(result: BundleBuild) -> None:
 @click.option("--created", default=None,
               help="UTC YYYY-MM-DDTHH:MM:SSZ (default: now); fix it for byte-stable builds.")  # fmt: skip
 @click.option("--force", is_flag=True, help="Overwrite an existing bundle file.")
+@click.option(
+    "--allow-unfinished",
+    is_flag=True,
+    help="Pack a run whose training was interrupted (refused by default; run.json says its status).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def build(
     run_dir: Path,
@@ -684,6 +709,7 @@ def build(
     parent: str | None,
     created: str | None,
     force: bool,
+    allow_unfinished: bool,
     as_json: bool,
 ) -> None:
     """Quantize, export, pack and sign a training run as a bundle (also `edgekws bundle RUN ...`).
@@ -714,6 +740,7 @@ def build(
                 created=created,
                 force=force,
                 progress=update,
+                allow_unfinished=allow_unfinished,
             )
     except BundleBuildError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -140,6 +140,9 @@ def _report_dict(report: Report) -> dict[str, Any]:
 def inspect(file: Path, trust: tuple[Path, ...], as_json: bool) -> None:
     """Show a bundle's manifest, members and signers (verified only if --trust is given).
 
+    Exits 1 when the file has problems (not a bundle, damaged, or failing --trust); an intact bundle
+    inspected without --trust exits 0.
+
     Example:
 
         edgekws bundle inspect kws-1.2.0.ekb --json
@@ -147,6 +150,8 @@ def inspect(file: Path, trust: tuple[Path, ...], as_json: bool) -> None:
     report = check_bundle(file, _trust(trust) if trust else None)
     if as_json:
         _echo_json(_report_dict(report))
+        if report.problems:
+            raise SystemExit(1)
         return
     m = report.manifest
     state = "verified" if report.ok else ("NOT VERIFIED (pass --trust KEY.pub)" if not trust else "INVALID")
@@ -177,6 +182,8 @@ def inspect(file: Path, trust: tuple[Path, ...], as_json: bool) -> None:
     click.echo(f"  signed by: {', '.join(s.key_id for s in report.signatures) or '-'}")
     for p in report.problems:
         click.echo(f"  problem: {p}")
+    if report.problems:
+        raise SystemExit(1)
 
 
 @bundle.command()

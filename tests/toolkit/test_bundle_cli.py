@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from pathlib import Path
@@ -107,6 +108,20 @@ def test_inspect_shows_manifest_and_trust_state(tmp_path: Path, keys: Path) -> N
     info = json.loads(out)
     assert info["verified"] and info["manifest"]["version"] == "1.0.0"
     assert [m["name"] for m in info["members"]] == ["manifest.json", "signature", "model/netx.h5"]
+
+
+def test_inspect_exits_1_for_what_is_not_a_bundle(tmp_path: Path, keys: Path) -> None:
+    """L8: an empty file, a gzip file and a bundle failing --trust exit 1 (they exited 0), problems listed."""
+    empty, gz = tmp_path / "empty.ekb", tmp_path / "x.ekb"
+    empty.write_bytes(b"")
+    gz.write_bytes(gzip.compress(b"not a tar"))
+    for path in (empty, gz):
+        code, out = run("bundle", "inspect", path)
+        assert code == 1 and "problem:" in out, out
+        code, out = run("bundle", "inspect", path, "--json")
+        assert code == 1 and json.loads(out)["problems"], out
+    code, out = run("bundle", "inspect", make(tmp_path, keys, "1.0.0"), "--trust", keys / "other.pub")
+    assert code == 1 and "INVALID" in out
 
 
 def test_verify_checks_the_network_spec_against_the_model_file(tmp_path: Path, keys: Path) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from edgekws.packaging import artifact_path
+from edgekws.toolkit._interrupt import sigterm_as_ctrl_c
 from edgekws.toolkit._progress import progress_bar
 from edgekws.toolkit._shrink import limit, shrink
 from edgekws.toolkit.data import _augment, _synth
@@ -153,7 +154,7 @@ def synth(
     """
     per_class = shrink("per-class", per_class or _synth.DEFAULT_PER_CLASS[task])
     start = time.perf_counter()
-    with progress_bar(f"synth {task}", disable=as_json) as progress:
+    with progress_bar(f"synth {task}", disable=as_json) as progress, sigterm_as_ctrl_c():
         try:
             manifest = _synth.synthesize(
                 out,

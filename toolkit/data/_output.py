@@ -25,19 +25,44 @@ def folder_in_place(out: Path, force: bool, error: type[Exception] = DatasetErro
     """Yield an empty temporary folder beside ``out``, renamed to ``out`` when the block ends, removed when
     it raises (an interrupted run leaves nothing); :func:`check_out` first."""
     check_out(out, force, error)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_partials(out)
+        tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    except OSError as exc:
+        raise error(f"cannot write {out}: {exc.strerror or exc}; choose a writable --out") from exc
     try:
         yield tmp
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         os.replace(tmp, out)
         fsync_dir(out.parent)  # the rename survives a power cut (packaging's durable-write rule)
+    except OSError as exc:  # full or failing disk while writing: nothing is left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise error(f"cannot write {out}: {exc.strerror or exc}; free space or choose another --out") from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _remove_stale_partials(out: Path) -> None:
+    """Remove ``.OUT.partial-PID`` folders that a killed run (SIGKILL, power cut) left behind."""
+    for old in out.parent.glob(f".{out.name}.partial-*"):
+        pid = old.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def manifest_text(manifest: dict[str, Any], rows: str) -> str:

@@ -603,7 +603,13 @@ def synthesize(
         else:
             import multiprocessing
 
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+            from edgekws.toolkit._interrupt import die_with_parent
+
+            pool = ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=die_with_parent,  # no orphaned workers, even if this process is SIGKILLed
+            )
             results = pool.map(_worker, jobs, chunksize=4)
         try:
             for done, (index, timing, times, units) in enumerate(results, start=1):

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from edgekws.toolkit._interrupt import sigterm_as_ctrl_c
 from edgekws.toolkit._shrink import shrink
 from edgekws.toolkit.train._config import METHODS, ConfigError, TrainConfig
 from edgekws.toolkit.train._evaluate import BACKENDS
@@ -88,7 +89,8 @@ def train(
 
     Writes RUN/run.json, RUN/metrics.jsonl (one line per epoch), RUN/checkpoints/ (every epoch, and on
     Ctrl-C) and RUN/best.npz (the epoch with the best validation accuracy). Options given on the command
-    line override the --config file. Ctrl-C saves a checkpoint; --resume continues exactly where it stopped.
+    line override the --config file. Ctrl-C or SIGTERM saves a checkpoint; --resume continues exactly where
+    it stopped.
 
     Example:
 
@@ -125,17 +127,18 @@ def train(
         )
     paths = {"train": data_path, **({"val": val_path} if val_path else {})}
     try:
-        result = run_training(
-            train_data,
-            out,
-            config,
-            val_data=val_data,
-            resume=resume,
-            data_paths=paths,
-            progress=not as_json,
-            device=device,
-            kernel=kernel,
-        )
+        with sigterm_as_ctrl_c():
+            result = run_training(
+                train_data,
+                out,
+                config,
+                val_data=val_data,
+                resume=resume,
+                data_paths=paths,
+                progress=not as_json,
+                device=device,
+                kernel=kernel,
+            )
     except (TrainError, RunError) as exc:
         raise click.ClickException(str(exc)) from exc
     summary = {
