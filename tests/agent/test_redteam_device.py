@@ -731,6 +731,26 @@ def test_l6_empty_silent_and_dc_audio_get_no_speech(tmp_path: Path) -> None:
     assert "long.wav: note: only the first 0.2 s of 5.0 s" in out.stderr
 
 
+@pytest.mark.lava
+def test_classify_on_lava_sim_exits_and_keeps_stdout_for_json(tmp_path: Path) -> None:
+    """`classify --backend lava-sim --json` prints its result and exits (Lava's runtime used to stay up and
+    the command never returned), and stdout holds only the JSON lines (lava-dl's notices go to stderr)."""
+    import numpy as np
+    import soundfile as sf
+
+    (tmp_path / "release.pub").write_bytes(KEY.public_key.to_pem())
+    bundle = make_bundle(tmp_path, "1.0.0")
+    t = np.arange(8000) / 16000
+    sf.write(tmp_path / "tone.wav", 0.3 * np.sin(2 * np.pi * 440 * t), 16000)
+    args = ("classify", "--bundle", bundle, "--trust", tmp_path / "release.pub", tmp_path / "tone.wav")
+    out = _agent(*args, "--backend", "lava-sim", "--json")  # a 120 s timeout: a hang fails the test
+    assert out.returncode == 0, out.stderr
+    (row,) = map(json.loads, out.stdout.splitlines())
+    assert row["backend"] == "lava-sim" and row["label"] is not None, row
+    emulator = json.loads(_agent(*args, "--json").stdout)
+    assert (emulator["label"], emulator["confidence"]) == (row["label"], row["confidence"])  # bit-exact
+
+
 def test_l8_same_precedence_reinstall_of_other_content_needs_rollback(tmp_path: Path) -> None:
     """1.2.0 then 1.2.0+rebuild (other bytes, same precedence) is refused without --rollback, like the
     workstation store's VersionConflict; with --rollback it is allowed on purpose."""
