@@ -35,8 +35,10 @@ pytest: $(STAMPS)/venv
 	$(VENV)/bin/pytest -m "not lava" -p no:cacheprovider
 
 # The agent and packaging code must also run on Python 3.10 with numpy < 2 (the Lava environment).
+# tests/toolkit/test_nir_norse.py runs the bundles' NIR graph in Norse, which needs PyTorch (only this env has it).
 pytest-lava: $(STAMPS)/lava-venv
-	$(LAVA_VENV)/bin/pytest tests/agent tests/packaging tests/toolkit/test_lava_bridge.py -p no:cacheprovider
+	$(LAVA_VENV)/bin/pytest tests/agent tests/packaging tests/toolkit/test_lava_bridge.py \
+	  tests/toolkit/test_nir_norse.py -p no:cacheprovider
 
 setup: $(STAMPS)/venv $(STAMPS)/lava-venv
 
@@ -73,6 +75,9 @@ $(STAMPS)/lava-venv: pyproject.toml $(STAMPS)/apt
 	# lava-dl 0.6.0 (= the `lava` extra) pins pytest<8, which clashes with our dev pytest>=8:
 	# its other dependencies are listed above, so install it without them.
 	$(LAVA_VENV)/bin/python -m pip install -q --no-deps 'lava-dl==0.6.0'
+	# A third-party NIR importer for tests/toolkit/test_nir_norse.py: Norse (sdist, pure Python) on this torch.
+	$(LAVA_VENV)/bin/python -m pip install -q 'norse==1.1.0' 'nirtorch==2.6' 'nir>=1.0.6' 'numpy>=1.26,<2' \
+	  'torch>=2.3.1,<2.4' 'torchvision>=0.18,<0.19'
 	@touch $@
 
 # Benchmarks write benchmarks/results/<name>.{json,md} with the machine they ran on (minutes each).

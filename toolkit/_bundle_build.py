@@ -477,7 +477,7 @@ def _model_files(
     params: dict[str, np.ndarray], spec: NetworkSpec, net: FixedPointNetwork, stages: _Stages
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
     """``model/float.npz``, ``netx.h5``, ``model.onnx`` (streaming) and ``model.nir``, and NIR's semantics."""
-    from edgekws.toolkit.export import export_nir, export_onnx_streaming
+    from edgekws.toolkit.export import export_onnx_streaming
 
     files: dict[str, bytes] = {"model/float.npz": float_npz_bytes(params)}
     stages.advance()
@@ -485,9 +485,17 @@ def _model_files(
     stages.advance()
     files["model/model.onnx"] = export_onnx_streaming(params, spec)
     stages.advance()
-    files["model/model.nir"], nir_semantics = export_nir(params, spec)
+    files["model/model.nir"], nir_semantics = bundle_nir(params, spec)
     stages.advance()
     return files, nir_semantics
+
+
+def bundle_nir(params: dict[str, np.ndarray], spec: NetworkSpec) -> tuple[bytes, dict[str, Any]]:
+    """``model/model.nir`` as bundles ship it, and its semantics: the readout as a never-firing CubaLIF,
+    which third-party importers (Norse, Spyx) run, where they drop a CubaLI (docs/exports.md)."""
+    from edgekws.toolkit.export import export_nir
+
+    return export_nir(params, spec, readout="cuba_lif")
 
 
 def _metrics(

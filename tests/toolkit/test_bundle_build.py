@@ -89,6 +89,7 @@ def test_bundle_verifies_with_the_trusted_key_and_manifest_has_every_section(wor
     assert {"weight_scale", "num_clipped", "v_th_mant", "i_decay", "v_decay"} <= set(q["layers"][0])
     nir = q["nir_semantics"]
     assert nir["dt"] == 0.001 and nir["reset"] == "reset v to 0, u kept" and nir["i_decay_12bit"] == 742
+    assert nir["readout"].startswith("CubaLIF")  # the form third-party importers run (test_nir_norse.py)
     best = next(r for r in read_metrics(work / "run") if r["epoch"] == info["selection"]["best_epoch"])
     assert m.metrics.float["train_accuracy"] == best["train_accuracy"]
     assert m.metrics.float["val_accuracy"] == best["val_accuracy"]

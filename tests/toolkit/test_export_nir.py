@@ -8,45 +8,9 @@ import itertools
 import nir
 import numpy as np
 import pytest
+from _nir_reference import SPEC, random_params, reference
 
-from edgekws.packaging import NetworkSpec
 from edgekws.toolkit.export import ExportError, export_nir
-
-SPEC = NetworkSpec(num_inputs=24, hidden=(32, 16), recurrent=(True, False), num_outputs=5)
-
-
-def random_params(spec: NetworkSpec, seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {
-        name: rng.normal(0.0, (0.2 if name.endswith("_rec") else 0.8) / np.sqrt(shape[1]), shape)
-        for name, shape in spec.parameter_shapes().items()
-    }
-
-
-def reference(params: dict[str, np.ndarray], spec: NetworkSpec, spikes: np.ndarray) -> np.ndarray:
-    """Float64 readout ``(T, O)`` of docs/model.md for one sample ``(T, C)``: delays on every synapse."""
-    sizes = spec.layer_sizes
-    u = [np.zeros(n) for n in sizes]
-    v = [np.zeros(n) for n in sizes]
-    s = [np.zeros(n) for n in spec.hidden]
-    x_prev = np.zeros(spikes.shape[1])
-    out = []
-    for x_t in spikes:
-        inp, new_s = x_prev, []
-        for i in range(len(sizes)):
-            current = params[f"layer{i}.weight"] @ inp
-            if i < len(spec.hidden) and spec.recurrent[i]:
-                current = current + params[f"layer{i}.weight_rec"] @ s[i]
-            u[i] = spec.alpha_syn * u[i] + current
-            v[i] = spec.alpha_mem * v[i] + u[i]
-            if i < len(spec.hidden):
-                fired = v[i] > spec.threshold
-                v[i] = np.where(fired, 0.0, v[i])
-                new_s.append(fired.astype(np.float64))
-                inp = s[i]
-        s, x_prev = new_s, x_t
-        out.append(v[-1].copy())
-    return np.array(out)
 
 
 def run_nir(graph: nir.NIRGraph, dt: float, spikes: np.ndarray) -> np.ndarray:
@@ -81,7 +45,7 @@ def run_nir(graph: nir.NIRGraph, dt: float, spikes: np.ndarray) -> np.ndarray:
                 signal = st["z"]
             else:
                 signal = st["v"]
-        out.append(signal.copy())
+        out.append(state[order[-2]]["v"].copy())  # the readout node's voltage (a CubaLIF's output is spikes)
     return np.array(out)
 
 
@@ -161,11 +125,28 @@ def test_metadata_pins_what_nir_leaves_open():
         assert stored[key] == value, key
 
 
-def test_graph_run_as_the_metadata_says_reproduces_the_network():
-    """Simulating the read-back graph per its metadata gives edgekws' readout shifted by input_delay_steps."""
+def test_the_importable_readout_is_a_never_firing_cuba_lif():
+    """readout="cuba_lif" (what bundles ship) writes the readout as a CubaLIF with threshold +inf and the
+    CubaLI's parameters, and says so in the metadata; an unknown readout form is refused."""
+    params = random_params(SPEC, 0)
+    exact = nir.read(io.BytesIO(export_nir(params, SPEC)[0])).nodes["layer2"]
+    data, meta = export_nir(params, SPEC, readout="cuba_lif")
+    node = nir.read(io.BytesIO(data)).nodes["layer2"]
+    assert isinstance(node, nir.CubaLIF) and np.all(np.isposinf(node.v_threshold))
+    for name in ("tau_syn", "tau_mem", "r", "v_leak", "w_in"):
+        np.testing.assert_array_equal(getattr(node, name), getattr(exact, name))
+    assert meta["readout"].startswith("CubaLIF with v_threshold = +inf")
+    with pytest.raises(ValueError, match="readout must be one of"):
+        export_nir(params, SPEC, readout="li")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("readout", ["cuba_li", "cuba_lif"])
+def test_graph_run_as_the_metadata_says_reproduces_the_network(readout):
+    """Simulating the read-back graph per its metadata gives edgekws' readout shifted by input_delay_steps,
+    with either readout node."""
     params = random_params(SPEC, 1)
     x = (np.random.default_rng(2).random((300, SPEC.num_inputs)) < 0.1).astype(np.float64)
-    data, meta = export_nir(params, SPEC)
+    data, meta = export_nir(params, SPEC, readout=readout)
     graph = nir.read(io.BytesIO(data))
     lag = meta["input_delay_steps"]
     expected = reference(params, SPEC, x)

@@ -15,6 +15,11 @@ lif ⇄ w_rec when recurrent) → … → layer{L}_weight (Linear) → layer{L} 
 What NIR cannot say goes into the metadata dict (also stored as the graph's metadata), which the
 bundle manifest pins: dt, the strict threshold, reset of v only, the one-step synaptic delay of
 every layer, and the 12-bit decays. See docs/exports.md for the mapping and its approximations.
+
+``readout="cuba_lif"`` writes the readout as a ``CubaLIF`` whose threshold is +inf (it never fires, so
+its voltage is the ``CubaLI``'s) instead of a ``CubaLI``: the importers of Norse 1.1.0 and Spyx 1.0.0
+silently drop a ``CubaLI`` node, but run a ``CubaLIF`` and expose its voltage in their state. Bundles ship
+that form (``toolkit/_bundle_build.py``); ``tests/toolkit/test_nir_norse.py`` runs it in Norse.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import io
 import math
 from collections.abc import Mapping
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -32,11 +37,22 @@ from edgekws.packaging import __version__ as edgekws_version
 from edgekws.toolkit.export._params import checked_params
 
 NIR_METADATA_VERSION = 1
+NirReadout = Literal["cuba_li", "cuba_lif"]
+NIR_READOUTS: tuple[NirReadout, ...] = ("cuba_li", "cuba_lif")
+_READOUT_TEXT = {
+    "cuba_li": "CubaLI: the readout voltage is the node's v",
+    "cuba_lif": (
+        "CubaLIF with v_threshold = +inf (never fires; for importers without CubaLI): the readout voltage "
+        "is the node's v, not its (always zero) spike output"
+    ),
+}
 
 
-def nir_metadata(spec: NetworkSpec) -> dict[str, Any]:
+def nir_metadata(spec: NetworkSpec, readout: NirReadout = "cuba_li") -> dict[str, Any]:
     """The discrete semantics a NIR graph of ``spec`` needs to be run as edgekws runs it."""
     nir = _import_nir()
+    if readout not in NIR_READOUTS:
+        raise ValueError(f"readout must be one of {', '.join(NIR_READOUTS)}, got {readout!r}")
     dt_s = spec.dt_ms / 1000.0
     return {
         "format": "edgekws.nir_semantics",
@@ -66,15 +82,22 @@ def nir_metadata(spec: NetworkSpec) -> dict[str, Any]:
         "tau_syn_exp": _tau_exp(spec.alpha_syn, dt_s),
         "tau_mem_exp": _tau_exp(spec.alpha_mem, dt_s),
         "threshold_value": spec.threshold,
+        "readout": _READOUT_TEXT[readout],
         "weights": "float32, units where the threshold is the given v_threshold (not quantized)",
     }
 
 
-def export_nir(params: Mapping[str, Any], spec: NetworkSpec) -> tuple[bytes, dict[str, Any]]:
-    """The NIR graph (HDF5 bytes, readable with ``nir.read``) and the semantics metadata it needs."""
+def export_nir(
+    params: Mapping[str, Any], spec: NetworkSpec, *, readout: NirReadout = "cuba_li"
+) -> tuple[bytes, dict[str, Any]]:
+    """The NIR graph (HDF5 bytes, readable with ``nir.read``) and the semantics metadata it needs.
+
+    ``readout`` is the readout node's type: ``cuba_li`` (exact), or ``cuba_lif``, a never-firing
+    ``CubaLIF`` that third-party importers run (see the module docstring).
+    """
     nir = _import_nir()
     weights = checked_params(params, spec)
-    metadata = nir_metadata(spec)
+    metadata = nir_metadata(spec, readout)
     dt_s = metadata["dt"]
     tau_syn = dt_s / (1.0 - spec.alpha_syn)
     tau_mem = dt_s / (1.0 - spec.alpha_mem)
@@ -116,12 +139,17 @@ def export_nir(params: Mapping[str, Any], spec: NetworkSpec) -> tuple[bytes, dic
     last = len(spec.hidden)
     n = spec.num_outputs
     nodes[f"layer{last}_weight"] = linear(f"layer{last}.weight")
-    nodes[f"layer{last}"] = nir.CubaLI(
-        tau_syn=full(n, tau_syn),
-        tau_mem=full(n, tau_mem),
-        r=full(n, tau_mem / dt_s),
-        v_leak=full(n, 0.0),
-        w_in=full(n, tau_syn / dt_s),
+    leaky = {
+        "tau_syn": full(n, tau_syn),
+        "tau_mem": full(n, tau_mem),
+        "r": full(n, tau_mem / dt_s),
+        "v_leak": full(n, 0.0),
+        "w_in": full(n, tau_syn / dt_s),
+    }
+    nodes[f"layer{last}"] = (
+        nir.CubaLI(**leaky)
+        if readout == "cuba_li"
+        else nir.CubaLIF(**leaky, v_threshold=full(n, np.inf), v_reset=full(n, 0.0))
     )
     nodes["output"] = nir.Output(output_type=np.array([n]))
     edges += [
