@@ -236,3 +236,24 @@ def test_the_lava_hints_name_backends_the_commands_offer() -> None:
 
     named = re.findall(r"--backend ([\w-]+)", LAVA_HINT) + re.findall(r"backend '([\w-]+)'", LOIHI_HINT)
     assert named and all(name in BACKENDS and name in backend_names() for name in named), named
+
+
+def test_l8_scoring_on_a_fixed_point_backend_reports_progress_per_batch(interrupted: Path) -> None:
+    """`eval --backend lava-sim` printed nothing for minutes: scoring on a fixed-point backend now calls
+    progress(done, total) after every batch (the CLI's bar on stderr), rising to the data set's size."""
+    from edgekws.toolkit.data import read_shd
+    from edgekws.toolkit.train import load_run
+    from edgekws.toolkit.train._evaluate import score_dataset
+
+    run, data = load_run(interrupted / "run"), read_shd(interrupted / "val.h5")
+    calls: list[tuple[int, int]] = []
+    score_dataset(
+        run.params, run.spec, data, "emulator", batch_size=4, progress=lambda d, t: calls.append((d, t))
+    )
+    done = [d for d, _ in calls]
+    assert len(set(done)) >= len(data) // 4 and done == sorted(done) and calls[-1] == (len(data), len(data))
+    out = _run(
+        "eval", interrupted / "run", "--data", interrupted / "val.h5", "--backend", "emulator", "--json"
+    )
+    assert out.returncode == 0 and "scoring on emulator" in out.stderr, out.stderr
+    json.loads(out.stdout)  # the bar stays on stderr
