@@ -262,9 +262,17 @@ class MqttConfig(_Model):
         return self
 
 
-def _check_allowed_url(text: str) -> str:
+def _check_allowed_url(text: str, info: ValidationInfo) -> str:
+    """A valid allow-list entry; a ``file:`` entry with a relative path (``file:../dist/``) is taken
+    relative to the config file's folder, like every other path in the config, and stored absolute."""
+    from urllib.parse import unquote, urlsplit
+
     from edgekws.agent._rollout import UrlRule
 
+    parts = urlsplit(text)
+    if parts.scheme.lower() == "file" and not parts.netloc and not parts.path.startswith("/"):
+        folder = _resolve(Path(unquote(parts.path) or "."), info).resolve()
+        text = folder.as_uri().rstrip("/") + "/"
     UrlRule.parse(text)
     return text
 
@@ -276,7 +284,7 @@ class RolloutConfig(_Model):
         default_factory=list,
         description="URL prefixes a deploy may fetch from, e.g. 'https://bundles.example/releases/' (that "
         "scheme, host and port, paths under it) or 'file:///var/lib/edgekws/incoming/' (regular files in "
-        "that folder); empty: inline bundles only.",
+        "that folder; 'file:../dist/' is relative to this file's folder); empty: inline bundles only.",
     )
     order_keys: list[ConfigPath] = Field(
         default_factory=list,

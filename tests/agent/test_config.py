@@ -51,6 +51,21 @@ def test_minimal_config_gets_defaults_and_relative_paths(tmp_path: Path) -> None
     assert cfg.detection.lanes == 20 and cfg.source.realtime is True
 
 
+def test_a_relative_file_url_in_allowed_urls_is_relative_to_the_config(tmp_path: Path) -> None:
+    """`allowed_urls = ["file:../dist/"]` (deploy/agent.local.toml) names a folder beside the config's, like
+    every relative path in the config; absolute file and https entries stay as written."""
+    text = (
+        MINIMAL + '\n[rollout]\nallowed_urls = ["file:../dist/", "file:///srv/in/", "https://b.example/r/"]\n'
+    )
+    (tmp_path / "deploy").mkdir()
+    cfg = load_config(_write(tmp_path / "deploy", text))
+    assert cfg.rollout.allowed_urls == [
+        (tmp_path.resolve() / "dist").as_uri() + "/",
+        "file:///srv/in/",
+        "https://b.example/r/",
+    ]
+
+
 def test_every_problem_is_reported_with_its_line_and_fix(tmp_path: Path) -> None:
     """One ConfigError lists every fault with the file, the line of the key and a fix."""
     text = MINIMAL.replace('dir = "bundles"', 'dir = "bundles"\ncolour = 1') + (
