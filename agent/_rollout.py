@@ -204,12 +204,13 @@ def _too_big(max_bytes: int) -> DeployError:
 
 def _too_slow(deadline_s: float) -> DeployError:
     return DeployError(
-        f"the download did not finish within rollout.download_timeout_s = {deadline_s:g} s", stage="fetch"
+        f"the download did not finish within rollout.download_timeout_s = {deadline_s:.3g} s", stage="fetch"
     )
 
 
 def _read_file(url: str, deadline: float, max_bytes: int) -> bytes:
     """A regular file inside an allowed folder (a device node, FIFO or socket is refused unread)."""
+    total_s = max(deadline - time.monotonic(), 0.001)
     path = os.path.realpath(unquote(urlsplit(url).path))
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
@@ -228,7 +229,7 @@ def _read_file(url: str, deadline: float, max_bytes: int) -> bytes:
             if total > max_bytes:
                 raise _too_big(max_bytes)
             if time.monotonic() > deadline:
-                raise _too_slow(0.0)
+                raise _too_slow(total_s)
             chunks.append(chunk)
     return b"".join(chunks)
 
@@ -569,16 +570,7 @@ class Deployer:
         t0 = time.monotonic()
         with self._failures_reported("deploy.failed", base):
             if command.rollback or command.order is not None:
-                check_order(
-                    command.order,
-                    action="deploy",
-                    name=ref.name,
-                    version=ref.version,
-                    sha256=ref.sha256,
-                    device=self.policy.device,
-                    trusted=self.policy.order_keys,
-                    book=self.orders,
-                )
+                self._authorize(command.order, "deploy", ref.name, ref.version, ref.sha256)
             p = self.policy
             data = fetch_bundle(
                 ref,
@@ -602,6 +594,26 @@ class Deployer:
         self._event("deploy.deployed", **result)
         return result
 
+    def _authorize(
+        self,
+        order: SignedOrder | None,
+        action: Literal["deploy", "rollback"],
+        name: str,
+        version: str,
+        sha256: str | None,
+    ) -> None:
+        """:func:`check_order` for this device, against the policy's order keys and used-order book."""
+        check_order(
+            order,
+            action=action,
+            name=name,
+            version=version,
+            sha256=sha256,
+            device=self.policy.device,
+            trusted=self.policy.order_keys,
+            book=self.orders,
+        )
+
     def rollback(
         self,
         to_version: str | None = None,
@@ -615,16 +627,7 @@ class Deployer:
         with self._failures_reported("rollback.failed", base), self._lock:
             active = self.store.active()
             target = self._rollback_target(to_version)
-            check_order(
-                order,
-                action="rollback",
-                name=target.name,
-                version=target.version,
-                sha256=target.sha256,
-                device=self.policy.device,
-                trusted=self.policy.order_keys,
-                book=self.orders,
-            )
+            self._authorize(order, "rollback", target.name, target.version, target.sha256)
             pipeline, health = self._load_and_check(target, deploying=False)
             self.store.activate(target)
             self._swap(pipeline)

@@ -15,27 +15,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
-
-from edgekws.toolkit.data import SpikeDataset, write_shd
+from _tiny_data import TINY_TOML, tiny_data
 
 EDGEKWS = Path(sys.executable).parent / "edgekws"
-C, T = 8, 50
-
-
-def _data(path: Path, n: int, seed: int) -> Path:
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % 2
-    rasters = []
-    for label in labels:
-        r = np.zeros((T, C), np.uint8)
-        r[:, 4 * label : 4 * label + 4] = rng.random((T, 4)) < 0.25
-        rasters.append(r)
-    return write_shd(
-        SpikeDataset.from_raster(rasters, labels, 0.001, ["yes", "no"], attrs={"dt": 0.001, "num_steps": T}),
-        path,
-    )
 
 
 def _full_disk() -> None:
@@ -93,12 +76,9 @@ def _state(pid: int) -> str:
 def interrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A training run stopped by SIGTERM during its second epoch (L5), and a key pair."""
     root = tmp_path_factory.mktemp("sigterm")
-    train_h5, val_h5 = _data(root / "train.h5", 64, 0), _data(root / "val.h5", 16, 1)
+    train_h5, val_h5 = tiny_data(root / "train.h5", 64, 0), tiny_data(root / "val.h5", 16, 1)
     config = root / "tiny.toml"
-    config.write_text(
-        'hidden = [16]\nbatch_size = 4\nlearning_rate = 0.01\nease_in = false\naugment = "none"\n'
-        'method = "bptt"\neval_batch_size = 16\n'
-    )
+    config.write_text(TINY_TOML.replace("batch_size = 8", "batch_size = 4"))  # SIGTERM lands mid-epoch
     run = root / "run"
     cmd = [str(EDGEKWS), "train", "--data", train_h5, "--val", val_h5, "--out", run, "--config", config]
     proc = subprocess.Popen(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _spikes import C, T, two_class_data
+from _tiny_data import TINY_TOML, C, T, tiny_data
 from click.testing import CliRunner
 
 from edgekws.toolkit._cli import main
@@ -15,19 +15,12 @@ from edgekws.toolkit.data import write_shd
 from edgekws.toolkit.train import ConfigError, TrainConfig
 
 
-def _write_data(path: Path, n: int, seed: int) -> Path:
-    return write_shd(two_class_data(n, seed, ("yes", "no")), path)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("cli")
-    train_h5, val_h5 = _write_data(root / "train.h5", 32, 0), _write_data(root / "val.h5", 16, 1)
+    train_h5, val_h5 = tiny_data(root / "train.h5", 32, 0), tiny_data(root / "val.h5", 16, 1)
     config = root / "tiny.toml"
-    config.write_text(
-        'hidden = [16]\nbatch_size = 8\nlearning_rate = 0.01\nease_in = false\naugment = "none"\n'
-        'method = "bptt"\neval_batch_size = 16\n'
-    )
+    config.write_text(TINY_TOML)
     args = ["train", "--data", str(train_h5), "--val", str(val_h5), "--out", str(root / "run")]
     result = CliRunner().invoke(main, [*args, "--config", str(config), "--epochs", "2", "--json"])
     assert result.exit_code == 0, result.output
@@ -94,7 +87,7 @@ def test_import_mlgenn_cli_makes_a_run_eval_accepts(tmp_path: Path) -> None:
     args = ["train", "import-mlgenn", str(ck), "--out", str(tmp_path / "run"), "--num-steps", str(T)]
     result = CliRunner().invoke(main, [*args, "--classes", "yes,no"])
     assert result.exit_code == 0, result.output
-    data = _write_data(tmp_path / "test.h5", 4, 2)
+    data = tiny_data(tmp_path / "test.h5", 4, 2)
     result = CliRunner().invoke(main, ["eval", str(tmp_path / "run"), "--data", str(data), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["samples"] == 4
@@ -106,7 +99,7 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--data and --out are required" in result.output
     bad = tmp_path / "bad.json"
     bad.write_text('{"hiden": [16]}')
-    data = _write_data(tmp_path / "d.h5", 2, 0)
+    data = tiny_data(tmp_path / "d.h5", 2, 0)
     result = CliRunner().invoke(
         main, ["train", "--data", str(data), "--out", str(tmp_path / "r"), "--config", str(bad)]
     )
@@ -193,7 +186,7 @@ def test_eval_breaks_accuracy_down_by_source(trained: tuple[Path, Path], tmp_pat
 
 def test_train_on_a_missing_gpu_or_with_an_impossible_kernel_says_what_to_use(tmp_path: Path) -> None:
     """--device gpu without a GPU, and the sparse kernel with BPTT, fail before training and name the fix."""
-    data = _write_data(tmp_path / "train.h5", 8, 0)
+    data = tiny_data(tmp_path / "train.h5", 8, 0)
     base = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "1"]
     import jax
 
