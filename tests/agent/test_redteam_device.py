@@ -285,14 +285,17 @@ print(json.dumps(result))
 # -- M1: prune after commit --------------------------------------------------------------------------------
 
 
+def _on_1_1_0(tmp_path: Path, broker: Any) -> tuple[Path, Operator, RunningAgent]:
+    """Device d1 running 1.1.0 (previous 1.0.0, as its config installs it), and an operator."""
+    cfg = write_agent_config(tmp_path / "d1", broker.port, "d1")
+    DeviceStore(tmp_path / "d1" / "store", [KEY.public_key]).install(make_bundle(tmp_path, "1.1.0"))
+    return cfg, Operator(broker.port), RunningAgent(cfg)
+
+
 def test_m1_a_failed_deploy_keeps_previous_and_leaves_no_broken_version(tmp_path: Path, broker: Any) -> None:
     """current 1.1.0, previous 1.0.0, keep_versions 2: a deploy of 1.3.0 that fails its check prunes
     nothing, removes 1.3.0 again, and `bundle rollback` still finds 1.0.0."""
-    cfg = write_agent_config(tmp_path / "d1", broker.port, "d1")
-    store = DeviceStore(tmp_path / "d1" / "store", [KEY.public_key])
-    store.install(make_bundle(tmp_path, "1.1.0"))
-    op = Operator(broker.port)
-    running = RunningAgent(cfg)
+    cfg, op, running = _on_1_1_0(tmp_path, broker)
     try:
         broken = make_bundle(tmp_path, "1.3.0", inputs=13)
         failed = op.result(op.send("d1", "deploy", bundle=inline(broken)), EVENTS)
@@ -315,11 +318,7 @@ def test_m1_a_failed_deploy_keeps_previous_and_leaves_no_broken_version(tmp_path
 def test_m2_a_downgrade_needs_an_unused_signed_order_for_this_device(tmp_path: Path, broker: Any) -> None:
     """A replayed older bundle with "rollback": true is refused without an order, with an order signed by
     an untrusted key, for another device or bundle, or expired; a valid one works once, never twice."""
-    cfg = write_agent_config(tmp_path / "d1", broker.port, "d1")
-    store = DeviceStore(tmp_path / "d1" / "store", [KEY.public_key])
-    store.install(make_bundle(tmp_path, "1.1.0"))
-    op = Operator(broker.port)
-    running = RunningAgent(cfg)
+    _, op, running = _on_1_1_0(tmp_path, broker)
     try:
         old = inline(make_bundle(tmp_path, "0.9.0"))
         sha = old["sha256"]
