@@ -232,7 +232,7 @@ def test_classify_prints_one_decision_per_file(tmp_path: Path) -> None:
         main, ["classify", "--bundle", bundle, "--trust", str(tmp_path / "release.pub"), *files, "--json"]
     )
     assert out.exit_code == 0, out.output
-    rows = [json.loads(line) for line in out.output.splitlines()]
+    rows = [json.loads(line) for line in out.stdout.splitlines()]  # notes (clipping, cut files) on stderr
     assert [r["file"] for r in rows] == files
     assert all(r["label"] in LABELS and 0 < r["confidence"] <= 1 and r["latency_ms"] > 0 for r in rows)
     (tmp_path / "other.pub").write_bytes(SigningKey.generate().public_key.to_pem())
