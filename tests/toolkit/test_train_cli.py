@@ -24,7 +24,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     args = ["train", "--data", str(train_h5), "--val", str(val_h5), "--out", str(root / "run")]
     result = CliRunner().invoke(main, [*args, "--config", str(config), "--epochs", "2", "--json"])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     assert summary["epochs_done"] == 2 and summary["selection"] == "val_accuracy"
     return root / "run", val_h5
 
@@ -45,7 +45,7 @@ def test_eval_json_has_accuracy_confusion_and_spike_statistics(trained: tuple[Pa
     run, val_h5 = trained
     result = CliRunner().invoke(main, ["eval", str(run), "--data", str(val_h5), "--json"])
     assert result.exit_code == 0, result.output
-    out = json.loads(result.output)
+    out = json.loads(result.stdout)
     assert out["backend"] == "float" and out["samples"] == 16 and 0.0 <= out["accuracy"] <= 1.0
     assert set(out["per_class_accuracy"]) == {"yes", "no"}
     assert np.asarray(out["confusion_matrix"]).sum() == 16
@@ -74,7 +74,7 @@ def test_resume_of_a_finished_run_extends_it(trained: tuple[Path, Path], tmp_pat
     args = ["train", "--data", info["data"]["train"]["path"], "--out", str(copy), "--resume", "--epochs", "3"]
     result = CliRunner().invoke(main, [*args, "--val", str(val_h5), "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["epochs_done"] == 3
+    assert json.loads(result.stdout)["epochs_done"] == 3
 
 
 def test_import_mlgenn_cli_makes_a_run_eval_accepts(tmp_path: Path) -> None:
@@ -90,7 +90,7 @@ def test_import_mlgenn_cli_makes_a_run_eval_accepts(tmp_path: Path) -> None:
     data = tiny_data(tmp_path / "test.h5", 4, 2)
     result = CliRunner().invoke(main, ["eval", str(tmp_path / "run"), "--data", str(data), "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["samples"] == 4
+    assert json.loads(result.stdout)["samples"] == 4
 
 
 def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:
@@ -137,7 +137,7 @@ def test_eval_reports_accuracy_per_speaker_worst_first(trained: tuple[Path, Path
     path = write_shd(data, tmp_path / "spk.h5")
     result = CliRunner().invoke(main, ["eval", str(run), "--data", str(path), "--json"])
     assert result.exit_code == 0, result.output
-    out = json.loads(result.output)
+    out = json.loads(result.stdout)
     per = out["per_speaker_accuracy"]
     assert set(per) == {"en-us+f1", "de+m3", "en-gb+steph"}
     assert sum(v["samples"] for v in per.values()) == 16
@@ -170,7 +170,7 @@ def test_eval_breaks_accuracy_down_by_source(trained: tuple[Path, Path], tmp_pat
     path = write_shd(data, tmp_path / "meta.h5")
     result = CliRunner().invoke(main, ["eval", str(run), "--data", str(path), "--json"])
     assert result.exit_code == 0, result.output
-    out = json.loads(result.output)
+    out = json.loads(result.stdout)
     by = out["per_source_accuracy"]
     assert set(by) == {"source", "voice", "gender", "accent", "augment"}
     assert {k: v["samples"] for k, v in by["source"].items()} == {"flite": n // 2, "fsdd": n // 2}
