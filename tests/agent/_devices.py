@@ -294,6 +294,16 @@ class Operator:
 
 AGENT = Path(sys.executable).parent / "edgekws-agent"
 
+# A full disk for a child process, without fork-time hooks (preexec_fn forks, which JAX, imported by other
+# tests, warns about): a launcher ignores SIGXFSZ, caps file sizes at 16 KiB (writes beyond fail with EFBIG),
+# then execs the command that follows it.
+FULL_DISK = [
+    sys.executable,
+    "-c",
+    "import os, resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384)); os.execv(sys.argv[1], sys.argv[1:])",
+]
+
 
 class AgentProcess:
     """`edgekws-agent run --config CFG` as a real process (stderr in ``log``), for signals and kill -9."""

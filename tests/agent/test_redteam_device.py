@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from _devices import (
     AGENT,
+    FULL_DISK,
     KEY,
     AgentProcess,
     Operator,
@@ -601,22 +602,13 @@ def test_topic_helper_is_the_one_the_device_uses() -> None:
 # -- Low: clear errors, no silent wrong behaviour ---------------------------------------------------------
 
 
-def _full_disk() -> None:
-    """In the child: writes beyond 16 KiB fail with EFBIG, as on a full file system (SIGXFSZ ignored)."""
-    import resource
-
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))
-
-
 def _agent(
     *args: str | Path, full: bool = False, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(AGENT), *map(str, args)],
+        [*(FULL_DISK if full else []), str(AGENT), *map(str, args)],
         capture_output=True,
         text=True,
-        preexec_fn=_full_disk if full else None,
         cwd=cwd,
         timeout=120,
     )

@@ -15,21 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from _devices import FULL_DISK
 from _tiny_data import TINY_TOML, tiny_data
 
 EDGEKWS = Path(sys.executable).parent / "edgekws"
 
 
-# A full disk without fork-time hooks (preexec_fn forks, which JAX, imported by other tests, warns about):
-# a launcher ignores SIGXFSZ, caps file sizes at 16 KiB (writes beyond fail with EFBIG), then execs.
-_FULL_DISK = (
-    "import os, resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
-    "resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384)); os.execv(sys.argv[1], sys.argv[1:])"
-)
-
-
 def _run(*args: object, full: bool = False, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    launcher = [sys.executable, "-c", _FULL_DISK] if full else []
+    launcher = FULL_DISK if full else []
     return subprocess.run(
         [*launcher, str(EDGEKWS), *map(str, args)], capture_output=True, text=True, timeout=timeout
     )
