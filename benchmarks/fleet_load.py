@@ -1,15 +1,20 @@
-"""Fleet monitor under load: a simulated fleet of paho clients publishing telemetry through a real mosquitto.
+"""Fleet monitors under load: 1, 2 and 4 `edgekws fleet serve --shared` processes on one mosquitto and one
+PostgreSQL, a simulated fleet of paho clients publishing telemetry, and a monitor SIGKILLed mid-run.
 
-Starts mosquitto (persistence off) on a free 127.0.0.1 port, the real monitor in this process
-(FleetMonitor + FleetStore on SQLite + MqttIngest: commit, then PUBACK and cmd/ack per device), and
-``--procs`` publisher processes that share ``--devices`` simulated devices (one MQTT 5 client each,
-QoS 1, schema-valid telemetry payloads with unique ids). For each offered rate it reports what was sent,
-what the monitor ingested (after de-duplication), what was lost, the ingest rate and how far the monitor
-lagged behind the publishers; then the monitor's peak RSS. The simulated devices do not use the on-disk
-outbox (this measures the monitor), and publishers, broker and monitor share this machine's cores.
+Starts mosquitto (persistence off, LocalBroker) and a throwaway PostgreSQL (Debian's server programs,
+LocalPostgres) on 127.0.0.1, then for each configuration a fresh database, the monitors (real processes:
+commit, then PUBACK and cmd/ack per device; MQTT 5 shared subscription ``$share/bench/edgekws/v1/+/+/#``)
+and ``--procs`` publisher processes sharing ``--devices`` simulated devices (one MQTT 5 client each, QoS 1,
+schema-valid telemetry with unique ids) at ``--rate`` messages/s for ``--seconds``. It reports what was
+sent (PUBACKed by the broker), what the store holds, lost (sent - stored), duplicate rows in the store, the
+re-deliveries the monitors counted as duplicates, the ingest rate (stored rows / first-to-last insert), the
+lag after the last publish, and the CPU seconds each part used (monitors, broker, PostgreSQL, publishers:
+where the bottleneck is). A baseline runs one monitor on SQLite (the single-process default); the kill run
+SIGKILLs one of two monitors halfway, and the other adopts its broker session after ``--adopt-after``.
+Everything shares this machine's cores; the simulated devices have no on-disk outbox.
 
-    .venv/bin/python benchmarks/fleet_load.py                    # 100 devices, 2 processes, 1k/2k/4k msg/s
-    .venv/bin/python benchmarks/fleet_load.py --rates 2000 --seconds 5
+    .venv/bin/python benchmarks/fleet_load.py                      # sqlite 1; postgres 1, 2, 4; kill
+    .venv/bin/python benchmarks/fleet_load.py --monitors 1 2 --rate 3000 --seconds 5
 """
 
 from __future__ import annotations
@@ -17,17 +22,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 from _common import RESULTS, machine, write_results
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
+EDGEKWS = str(Path(sys.executable).with_name("edgekws"))
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 def publisher(port: int, first: int, count: int, rate: float, seconds: float) -> None:
@@ -89,71 +97,191 @@ def publisher(port: int, first: int, count: int, rate: float, seconds: float) ->
     print(json.dumps({"sent": sent, "acked": acked, "publish_s": elapsed}), flush=True)
 
 
-def run_step(
-    port: int, monitor: object, devices: int, procs: int, rate: float, seconds: float
-) -> dict[str, object]:
-    from edgekws.toolkit.fleet import FleetMonitor
+# ---- CPU accounting from /proc ----------------------------------------------------------------------
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
 
-    assert isinstance(monitor, FleetMonitor)
-    before = dict(monitor.messages_total)["telemetry"]
-    dup_before = monitor.duplicates_total
-    per = devices // procs
-    children = [
+
+def children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+class CpuMeter:
+    """CPU seconds used by groups of processes between :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, groups: dict[str, Any]) -> None:
+        self.groups = groups  # name -> callable returning the pids now
+        self.before: dict[int, float] = {}
+
+    def sample(self) -> dict[str, dict[int, float]]:
+        return {name: {pid: cpu_s(pid) for pid in pids()} for name, pids in self.groups.items()}
+
+    def start(self) -> None:
+        self.first = self.sample()
+
+    def stop(self, last: dict[str, dict[int, float]] | None = None) -> dict[str, float]:
+        last = last or self.sample()
+        return {
+            name: round(sum(v - self.first[name].get(pid, 0.0) for pid, v in last[name].items()), 1)
+            for name in self.groups
+        }
+
+
+# ---- one configuration ------------------------------------------------------------------------------
+def wait_healthy(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"fleet serve exited:\n{log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+                if json.loads(r.read())["broker"] == "connected":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"fleet serve did not connect:\n{log.read_text()[-2000:]}")
+
+
+def run_config(
+    args: argparse.Namespace, tmp: Path, broker: Any, pg: Any, monitors: int, store_kind: str, kill: bool
+) -> dict[str, Any]:
+
+    label = f"{store_kind}-{monitors}" + ("-kill" if kill else "")
+    db = pg.new_database() if store_kind == "postgresql" else f"sqlite:///{tmp / (label + '.db')}"
+    procs: list[subprocess.Popen[bytes]] = []
+    publishers: list[subprocess.Popen[str]] = []
+    try:
+        return measure(args, tmp, broker, pg, monitors, store_kind, kill, label, db, procs, publishers)
+    finally:  # never leave a monitor or a publisher running
+        for p in [*procs, *publishers]:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+
+
+def measure(
+    args: argparse.Namespace,
+    tmp: Path,
+    broker: Any,
+    pg: Any,
+    monitors: int,
+    store_kind: str,
+    kill: bool,
+    label: str,
+    db: str,
+    procs: list[subprocess.Popen[bytes]],
+    publishers: list[subprocess.Popen[str]],
+) -> dict[str, Any]:
+    from edgekws.toolkit.fleet import FleetStore
+    from edgekws.toolkit.fleet._broker import free_port
+
+    for i in range(monitors):
+        port, log = free_port(), tmp / f"{label}-mon{i}.log"
+        command = [EDGEKWS, "fleet", "serve", "--broker", broker.url, "--db", db, "--port", str(port)]
+        if store_kind == "postgresql":
+            command += ["--shared", "bench", "--client-id", f"{label}-mon{i}"]
+            command += ["--adopt-after", str(args.adopt_after)]
+        with open(log, "wb") as out:
+            procs.append(subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT))
+        wait_healthy(port, procs[-1], log)
+    postmaster = int((Path(pg.folder) / "data" / "postmaster.pid").read_text().split()[0])
+    meter = CpuMeter(
+        {
+            "monitors": lambda: [p.pid for p in procs],
+            "broker": lambda: [broker.proc.pid],
+            "postgresql": lambda: [postmaster, *children(postmaster)],
+            "publishers": lambda: [p.pid for p in publishers],
+        }
+    )
+    store = FleetStore(db)
+    per = args.devices // args.procs
+    meter.start()
+    t0 = time.monotonic()
+    publishers += [
         subprocess.Popen(
             [
                 sys.executable,
                 __file__,
                 "--publisher",
-                str(port),
+                str(broker.port),
                 str(i * per),
                 str(per),
-                str(rate / procs),
-                str(seconds),
+                str(args.rate / args.procs),
+                str(args.seconds),
             ],
             stdout=subprocess.PIPE,
             text=True,
         )
-        for i in range(procs)
+        for i in range(args.procs)
     ]
     first_t = last_t = None
-    last_count = before
-    while any(c.poll() is None for c in children):
-        n = monitor.messages_total["telemetry"]
-        if n != last_count:
-            now = time.monotonic()
-            first_t = first_t or now
-            last_t, last_count = now, n
-        time.sleep(0.02)
+    count = last_count = 0
+    killed_at = None
+    cpu_last = meter.sample()
+    while any(p.poll() is None for p in publishers):
+        if kill and killed_at is None and time.monotonic() - t0 > 0.5 + args.seconds / 2:
+            procs[0].send_signal(
+                signal.SIGKILL
+            )  # mid-batch: what it took and did not commit is its session's
+            killed_at = time.monotonic()
+        cpu_last = meter.sample()  # publishers are sampled while they live
+        count = store.count("telemetry")
+        if count != last_count:
+            first_t = first_t or time.monotonic()
+            last_t, last_count = time.monotonic(), count
+        time.sleep(0.1)
     publish_end = time.monotonic()
-    results = [json.loads(c.stdout.read().strip().splitlines()[-1]) for c in children if c.stdout]
-    for c in children:
-        if c.stdout:
-            c.stdout.close()
-    sent = sum(r["sent"] for r in results)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and monitor.messages_total["telemetry"] - before < sent:
-        n = monitor.messages_total["telemetry"]
-        if n != last_count:
-            last_t, last_count = time.monotonic(), n
-        time.sleep(0.02)
-    n = monitor.messages_total["telemetry"]
-    if n != last_count:
-        last_t = time.monotonic()
-    ingested = n - before
+    results = [json.loads(p.stdout.read().strip().splitlines()[-1]) for p in publishers if p.stdout]
+    sent = sum(r["acked"] for r in results)
+    patience = 30.0 + (args.adopt_after + 30.0 if kill else 0.0)
+    while count < sent and time.monotonic() - (last_t or publish_end) < patience:
+        time.sleep(0.1)
+        count = store.count("telemetry")
+        if count != last_count:
+            last_t, last_count = time.monotonic(), count
+    cpu = meter.stop({**meter.sample(), "publishers": cpu_last["publishers"]})
     span = (last_t - first_t) if first_t and last_t else float("nan")
+    distinct = store.distinct_messages("telemetry")
+    redeliveries = sum(int(s.get("duplicates") or 0) for s in store.device_states())
+    store.dispose()
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        p.wait(30)
+    logs = [line for p in tmp.glob(f"{label}-mon*.log") for line in p.read_text().splitlines()]
+    adopted = [line for line in logs if "from the session of" in line]
     return {
-        "offered_msgs_per_s": rate,
-        "devices": devices,
-        "publisher_processes": procs,
+        "config": label,
+        "store": store_kind,
+        "monitors": monitors,
+        "killed": kill,
+        "offered_msgs_per_s": args.rate,
+        "devices": args.devices,
         "sent": sent,
-        "puback": sum(r["acked"] for r in results),
-        "ingested": ingested,
-        "lost": sent - ingested,
-        "duplicates": monitor.duplicates_total - dup_before,
+        "stored": count,
+        "lost": sent - distinct,
+        "duplicate_rows": count - distinct,
+        "redeliveries_counted": redeliveries,
         "publish_s": round(max(r["publish_s"] for r in results), 3),
-        "ingest_s": round(span, 3),
-        "ingest_msgs_per_s": round(ingested / span, 1) if span == span and span > 0 else None,
-        "monitor_lag_s": round(max(0.0, (last_t or publish_end) - publish_end), 3),
+        "ingest_msgs_per_s": round(count / span, 1) if span == span and span > 0 else None,
+        "lag_s": round(max(0.0, (last_t or publish_end) - publish_end), 2),
+        "killed_after_s": round(killed_at - t0, 2) if killed_at else None,
+        "adoption": adopted[0].split(" WARNING ")[-1] if adopted else None,
+        "cpu_s": cpu,
     }
 
 
@@ -163,37 +291,38 @@ def main() -> None:
         publisher(int(args_port), int(first), int(count), float(rate), float(seconds))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--devices", type=int, default=100)
-    ap.add_argument("--procs", type=int, default=2)
-    ap.add_argument("--rates", type=float, nargs="+", default=[1000.0, 2000.0, 4000.0])
+    ap.add_argument("--monitors", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--devices", type=int, default=200)
+    ap.add_argument("--procs", type=int, default=2, help="publisher processes")
+    ap.add_argument("--rate", type=float, default=4000.0, help="offered messages/s (all devices)")
     ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--adopt-after", type=float, default=5.0)
+    ap.add_argument("--no-baseline", action="store_true", help="skip the one monitor on SQLite")
+    ap.add_argument("--no-kill", action="store_true", help="skip the run that SIGKILLs a monitor")
     ap.add_argument("--out", type=Path, default=RESULTS / "fleet_load.json")
     args = ap.parse_args()
 
-    from edgekws.agent.mqtt import BrokerUrl
-    from edgekws.toolkit.fleet import FleetMonitor, FleetStore, LocalBroker, MqttIngest
+    from edgekws.toolkit.fleet import LocalBroker
+    from edgekws.toolkit.fleet._postgres import LocalPostgres
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # a timeout's SIGTERM still cleans up (finally)
     tmp = Path(tempfile.mkdtemp(prefix="fleet-load-"))
     broker = LocalBroker(tmp).start()
-    port = broker.port
-    store = FleetStore(f"sqlite:///{tmp / 'fleet.db'}")
-    monitor = FleetMonitor(store)
-    ingest = MqttIngest(monitor, BrokerUrl("127.0.0.1", port))
+    pg = LocalPostgres("-c max_connections=200").start()
+    configs = [] if args.no_baseline else [(1, "sqlite", False)]
+    configs += [(m, "postgresql", False) for m in args.monitors]
+    configs += [] if args.no_kill else [(2, "postgresql", True)]
+    steps = []
     try:
-        ingest.start()
-        if not ingest.connected.wait(10):
-            raise SystemExit("the monitor could not connect to mosquitto")
-        steps = []
-        for rate in args.rates:
-            step = run_step(port, monitor, args.devices, args.procs, rate, args.seconds)
+        for monitors, store_kind, kill in configs:
+            step = run_config(args, tmp, broker, pg, monitors, store_kind, kill)
             print(json.dumps(step), flush=True)
             steps.append(step)
-        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     finally:
-        ingest.stop()  # flushes the last batch
         broker.kill()
-    stored = store.count("telemetry")
-    clean = [s for s in steps if s["lost"] == 0 and s["ingest_msgs_per_s"]]
+        pg.stop()
+    postgres_version = pg.version()
+    kills = [s for s in steps if s["killed"]]
     result = {
         "benchmark": "fleet_load",
         "command": "benchmarks/fleet_load.py " + " ".join(sys.argv[1:]),
@@ -201,34 +330,33 @@ def main() -> None:
         "broker": subprocess.run(
             ["/usr/sbin/mosquitto", "-h"], capture_output=True, text=True
         ).stdout.splitlines()[0],
+        "postgresql": postgres_version,
         "steps": steps,
-        "stored_rows": stored,
-        "best_lossless_ingest_msgs_per_s": max((s["ingest_msgs_per_s"] for s in clean), default=None),  # type: ignore[type-var]
-        "monitor_peak_rss_mb": round(rss_mb, 1),
     }
     lines = [
-        "# fleet_load: monitor ingest under a simulated fleet",
+        "# fleet_load: monitors sharing the ingest (MQTT 5 shared subscription, one PostgreSQL)",
         "",
-        f"`{result['command']}` on {result['machine']['cpu']} ({result['machine']['cores']} cores, "
-        f"shared with the publishers and the broker), {result['broker']}.",
+        f"`{result['command']}` on {result['machine']['cpu']} ({result['machine']['cores']} cores, load "
+        f"{result['machine']['load_average_1min']} at the end, shared with other work), {result['broker']}, "
+        f"{postgres_version}; every process (publishers, broker, database, monitors) on these cores.",
         "",
-        "| offered msg/s | devices | sent | ingested | lost | duplicates | ingest msg/s | monitor lag s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| config | sent | stored | lost | duplicate rows | re-deliveries | ingest msg/s | lag s "
+        "| CPU s: monitors / broker / postgres / publishers |",
+        "|---|---|---|---|---|---|---|---|---|",
         *[
-            f"| {s['offered_msgs_per_s']:.0f} | {s['devices']} | {s['sent']} | {s['ingested']} "
-            f"| {s['lost']} | "
-            f"{s['duplicates']} | {s['ingest_msgs_per_s']} | {s['monitor_lag_s']} |"
+            f"| {s['config']} | {s['sent']} | {s['stored']} | {s['lost']} | {s['duplicate_rows']} "
+            f"| {s['redeliveries_counted']} | {s['ingest_msgs_per_s']} | {s['lag_s']} "
+            f"| {s['cpu_s']['monitors']} / {s['cpu_s']['broker']} / {s['cpu_s']['postgresql']} "
+            f"/ {s['cpu_s']['publishers']} |"
             for s in steps
         ],
         "",
-        f"Best lossless ingest rate: **{result['best_lossless_ingest_msgs_per_s']} msg/s**; monitor peak RSS "
-        f"**{result['monitor_peak_rss_mb']} MB**; rows stored: {stored}.",
-        "",
-        "Ingest rate = messages ingested / time from the first to the last ingested message of the step "
-        "(bounded by the offered rate when the monitor keeps up; monitor lag = how long after the last "
-        "publish the last message was ingested); the monitor commits each batch to SQLite before its "
-        "PUBACKs and "
-        "per-device cmd/ack.",
+        f"Offered load: {args.rate:.0f} msg/s from {args.devices} devices for {args.seconds:g} s. Ingest rate"
+        " = rows stored / time from the first to the last stored row; lag = last stored row after the last"
+        " publish; lost = PUBACKed by the broker and not in the store; re-deliveries = messages the monitors"
+        " received again and counted as duplicates (stored once). Kill run: "
+        + "; ".join(f"{s['config']}: SIGKILL at {s['killed_after_s']} s, {s['adoption']}" for s in kills)
+        + ".",
     ]
     write_results(args.out, result, "\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -73,9 +73,14 @@ def regression(before: list[float], after: list[float], rules: AlertRules) -> Re
 
 
 class AlertBook:
-    """Active alerts by (fleet, device, kind), their history, and who to tell."""
+    """Active alerts by (fleet, device, kind), their history, and who to tell.
 
-    def __init__(self, on_change: Callable[[Alert], None] | None = None) -> None:
+    ``shared``: several monitors raise and resolve the same alerts, and the store decides (one active alert
+    per key): every raise and every resolve goes to ``pending`` even when this book thinks it is a repeat,
+    since another monitor may have resolved or raised it meanwhile."""
+
+    def __init__(self, on_change: Callable[[Alert], None] | None = None, shared: bool = False) -> None:
+        self.shared = shared
         self.active: dict[tuple[str, str, str], Alert] = {}
         self.history: list[Alert] = []
         self.on_change = on_change
@@ -84,6 +89,8 @@ class AlertBook:
     def raise_(self, fleet: str, device: str, kind: str, message: str) -> Alert | None:
         key = (fleet, device, kind)
         if key in self.active:
+            if self.shared:
+                self.pending.append(Alert(fleet, device, kind, message))
             return None
         alert = Alert(fleet, device, kind, message)
         self.active[key] = alert
@@ -96,6 +103,8 @@ class AlertBook:
         if alert is not None:
             alert.resolved = time.time()
             self._changed(alert)
+        elif self.shared:
+            self.pending.append(Alert(fleet, device, kind, "", resolved=time.time()))
         return alert
 
     def _changed(self, alert: Alert) -> None:

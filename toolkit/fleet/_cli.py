@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -132,6 +133,17 @@ def fleet() -> None:
     type=float,
     help="Relative latency/energy increase after a rollout that raises an alert.",
 )
+@click.option("--shared", "shared_group", default=None, metavar="GROUP",
+              help="Share the ingest with the other monitors of GROUP: an MQTT 5 shared subscription "
+              "($share/GROUP/edgekws/v1/+/+/#) on one PostgreSQL --db; each monitor has its own "
+              "--client-id.")  # fmt: skip
+@click.option("--client-id", default=None,
+              help="MQTT client id, kept across restarts (a restarted monitor resumes its broker session). "
+              "Default: edgekws-fleet-monitor; with --shared, edgekws-fleet-GROUP-HOST-PORT.")  # fmt: skip
+@click.option("--adopt-after", "adopt_after_s", default=15.0, show_default=True,
+              type=click.FloatRange(min=3.0),
+              help="With --shared: seconds of silence (no heartbeat in the store) after which another "
+              "monitor adopts a monitor's broker session to ingest what the broker kept.")  # fmt: skip
 def serve(
     broker: Any,
     tls: dict[str, Any],
@@ -141,6 +153,9 @@ def serve(
     token_file: Path | None,
     token_env: str,
     regression_threshold: float,
+    shared_group: str | None,
+    client_id: str | None,
+    adopt_after_s: float,
 ) -> None:
     """Run the monitor: ingest MQTT into the store and serve the dashboard and /metrics until Ctrl-C.
 
@@ -148,11 +163,17 @@ def serve(
     (open) answers 503 when ingest stopped; the process then exits with status 1. Listening beyond
     localhost needs an access token (--token-file or $EDGEKWS_FLEET_TOKEN).
 
+    Several monitors share the ingest with --shared GROUP on one PostgreSQL store: the broker splits the
+    messages among them, each answers for the whole fleet, an alert fires once, and the session of a
+    monitor that dies is adopted by another (docs/mqtt.md, "Several monitors"). SQLite holds one monitor.
+
     Example:
 
         edgekws fleet serve --broker mqtt://127.0.0.1:1883 --db sqlite:///fleet.db --port 9108
 
         EDGEKWS_FLEET_TOKEN=$(cat token) edgekws fleet serve --host 0.0.0.0 --db postgresql+psycopg://fleet@db/fleet
+
+        edgekws fleet serve --shared ingest --client-id mon-a --port 9108 --db postgresql+psycopg://fleet@db/fleet
     """
     from edgekws.toolkit.fleet._alerts import AlertRules
     from edgekws.toolkit.fleet._monitor import FleetMonitor, MqttIngest
@@ -165,9 +186,24 @@ def serve(
         rules = AlertRules(threshold=regression_threshold)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
+    from edgekws.agent.mqtt import ID_PATTERN
+
+    if shared_group is not None and not re.fullmatch(ID_PATTERN, shared_group):
+        raise click.BadParameter(f"{shared_group!r} must match {ID_PATTERN}", param_hint="--shared")
+    if client_id is None:
+        host_id = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:64]
+        shared_id = f"edgekws-fleet-{shared_group}-{host_id}-{port}"
+        client_id = "edgekws-fleet-monitor" if shared_group is None else shared_id
     store = _open_store(db)
-    monitor = FleetMonitor(store, rules)
-    ingest = MqttIngest(monitor, broker, **tls)
+    try:
+        store.claim_ingest(shared=shared_group is not None)
+    except ValueError as exc:
+        store.dispose()
+        raise click.ClickException(str(exc)) from exc
+    monitor = FleetMonitor(store, rules, shared=shared_group is not None)
+    ingest = MqttIngest(
+        monitor, broker, client_id=client_id, shared_group=shared_group, silent_s=adopt_after_s, **tls
+    )
     try:
         server = FleetServer(monitor, host, port, token=token, health=ingest.health)
     except OSError as exc:
@@ -177,7 +213,9 @@ def serve(
     ingest.start()
     server.start()
     click.echo(
-        f"fleet monitor: broker {broker.host}:{broker.port}, store {db}, http://{host}:{server.port}/"
+        f"fleet monitor {client_id}: broker {broker.host}:{broker.port}, store {db}, "
+        f"http://{host}:{server.port}/"
+        + (f", shared group {shared_group}" if shared_group else "")
         + (" (token required)" if token else ""),
         err=True,
     )

@@ -16,14 +16,24 @@ With a store, the monitor acknowledges a message only after the batch that holds
 PUBACK to the broker (with a persistent session -- fixed client id, session expiry -- so a monitor
 restart loses nothing: the broker re-delivers what was not acknowledged) and a ``cmd/ack`` to the device,
 which only then deletes it from its outbox (so a broker crash loses nothing either: the device re-sends).
+
+Several monitors share the ingest through an MQTT 5 shared subscription (``MqttIngest(shared_group=)``,
+``FleetMonitor(shared=True)``, one PostgreSQL store): each writes what it learnt and the store merges it
+(:func:`merge_state`), counts a message once whichever monitor stored it, keeps one active alert per key, and
+serves the whole fleet to every monitor (:meth:`FleetMonitor.snapshot`); a monitor that dies is noticed by
+its silence in the store's ``monitors`` table and its broker session adopted by another
+(:meth:`MqttIngest._adopt`). docs/mqtt.md, "Several monitors".
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
+import os
 import re
+import socket
 import threading
 import time
 import typing
@@ -32,6 +42,8 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from edgekws.agent.mqtt import (
@@ -46,6 +58,7 @@ from edgekws.agent.mqtt import (
     Backoff,
     BrokerUrl,
     ClientOptions,
+    ConnectFailed,
     DetectionMessage,
     EventMessage,
     InvalidMessage,
@@ -60,7 +73,7 @@ from edgekws.agent.mqtt import (
     parse_device_message,
     parse_topic,
 )
-from edgekws.toolkit.fleet._alerts import AlertBook, AlertRules, regression
+from edgekws.toolkit.fleet._alerts import Alert, AlertBook, AlertRules, regression
 from edgekws.toolkit.fleet._store import FleetStore, StoreError, dead_letter
 
 log = logging.getLogger("edgekws.fleet")
@@ -80,6 +93,9 @@ class DeviceState:
     backend: str | None = None
     boot: str | None = None
     last_seen: float | None = None
+    status_ts: float | None = None  # device time of the status that set online/reported_group/boot
+    status_reason: str | None = None  # why it went offline, as that status says
+    telemetry_ts: float | None = None  # … of the telemetry report that set the latency/energy/queue fields
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
     latency_p99_ms: float | None = None
@@ -141,6 +157,9 @@ _RESTORED = (
     "backend",
     "boot",
     "last_seen",
+    "status_ts",
+    "status_reason",
+    "telemetry_ts",
     "latency_p50_ms",
     "latency_p95_ms",
     "latency_p99_ms",
@@ -191,6 +210,141 @@ def _seq_of(msg_id: str) -> tuple[str, int] | None:
     return None
 
 
+def _log_alert(alert: Alert) -> None:
+    if alert.resolved is None:
+        log.warning("alert %s: %s", alert.kind, alert.message)
+    else:
+        log.info("alert %s resolved: %s/%s", alert.kind, alert.fleet, alert.device)
+
+
+#: The counters of a device state that several monitors add up (each sends what it gained).
+_SUMMED = ("duplicates", "out_of_order", "invalid")
+_SUMMED_MAPS = ("messages", "dropped")
+#: Fields that come with a status message, and those that come with a telemetry report (newest wins).
+_STATUS_FIELDS = ("online", "reported_group", "boot", "status_ts", "status_reason")
+_TELEMETRY_FIELDS = (
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "energy_mj",
+    "energy_method",
+    "real_time_factor",
+    "queue_depth",
+    "telemetry_ts",
+)
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= INT_MAX else 0
+
+
+def _count_map(value: Any) -> dict[str, int]:
+    if not isinstance(value, dict):
+        return {}
+    return {k: _count(v) for k, v in value.items() if isinstance(k, str) and len(k) <= 64}
+
+
+def _counters(d: DeviceState) -> dict[str, Any]:
+    return {
+        **{k: getattr(d, k) for k in _SUMMED},
+        "messages": dict(d.messages),
+        "dropped": dict(d.dropped),
+    }
+
+
+def _subtract(now: dict[str, Any], before: dict[str, Any] | None) -> dict[str, Any]:
+    """What the counters gained since ``before``."""
+    before = before or {}
+    out: dict[str, Any] = {k: now[k] - before.get(k, 0) for k in _SUMMED}
+    for key in _SUMMED_MAPS:
+        old = before.get(key, {})
+        out[key] = {k: v - old.get(k, 0) for k, v in now[key].items() if v != old.get(k, 0)}
+    return out
+
+
+def _clean_state(stored: Any) -> dict[str, Any] | None:
+    """A stored device state as /api/devices may serve it: ids of the documented pattern, each restored field
+    of its type (else None), counters as non-negative 64-bit integers; None when it cannot be a device."""
+    if not isinstance(stored, dict):
+        return None
+    fleet, device = stored.get("fleet"), stored.get("device")
+    if not all(isinstance(v, str) and re.match(ID_PATTERN, v) and len(v) <= ID_MAX for v in (fleet, device)):
+        return None
+    out = DeviceState(str(fleet), str(device)).to_dict()
+    for key, adapter in _RESTORE.items():
+        try:
+            value = adapter.validate_python(stored.get(key))
+        except ValidationError:
+            value = None
+        out[key] = value.model_dump() if isinstance(value, BaseModel) else value
+    group = stored.get("group")
+    out["group"] = group if isinstance(group, str) and re.match(ID_PATTERN, group) else None
+    out["bundle_version"] = None if out["bundle"] is None else out["bundle"].get("version")
+    for key in _SUMMED:
+        out[key] = _count(stored.get(key))
+    out["messages"] = {**dict.fromkeys(KINDS, 0), **_count_map(stored.get("messages"))}
+    out["dropped"] = _count_map(stored.get("dropped"))
+    return out
+
+
+def _newest(ts: Any) -> float:
+    return float(ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else float("-inf")
+
+
+def merge_state(stored: Any, sent: dict[str, Any], inserted: dict[str, int]) -> dict[str, Any]:
+    """The device state to store, from the stored one (None: a new device) and one monitor's ``sent`` view
+    (``DeviceState.to_dict()`` plus ``delta``, what its counters gained since its last write, and ``batch``,
+    its queued messages per kind in this write), given how many of those the store ``inserted`` as new.
+
+    Several monitors each see part of a device's messages: the status fields come from the newest status,
+    the telemetry fields from the newest report, the bundle from the newer of the two, ``last_seen`` is the
+    latest; counters add up, queued messages counted by what the store inserted (the rest are duplicates).
+    When the view carried a status, ``alerts`` raises or resolves the device's offline alert by the newest
+    status (in the same transaction, the device's row locked: monitors cannot undo each other's)."""
+    base = _clean_state(stored) if stored else None
+    view = {k: v for k, v in sent.items() if k not in ("delta", "batch", "detections_per_minute")}
+    if base is None:
+        base = {**view, **dict.fromkeys(_SUMMED, 0), "messages": dict.fromkeys(KINDS, 0), "dropped": {}}
+    out = dict(view)
+    if _newest(base.get("status_ts")) > _newest(view.get("status_ts")):
+        out.update({k: base.get(k) for k in _STATUS_FIELDS})
+    if _newest(base.get("telemetry_ts")) > _newest(view.get("telemetry_ts")):
+        out.update({k: base.get(k) for k in _TELEMETRY_FIELDS})
+
+    def newest(state: dict[str, Any]) -> float:
+        return max(_newest(state.get("status_ts")), _newest(state.get("telemetry_ts")))
+
+    if newest(base) > newest(view) or view.get("bundle") is None:
+        out["bundle"], out["backend"] = base.get("bundle"), base.get("backend") or view.get("backend")
+    out["bundle_version"] = None if out.get("bundle") is None else out["bundle"].get("version")
+    out["last_seen"] = max(_newest(base.get("last_seen")), _newest(view.get("last_seen")))
+    if out["last_seen"] == float("-inf"):
+        out["last_seen"] = None
+    delta, batch = sent.get("delta", {}), sent.get("batch", {})
+    repeats = sum(n - inserted.get(kind, 0) for kind, n in batch.items())
+    for key in _SUMMED:
+        out[key] = min(
+            INT_MAX, base.get(key, 0) + delta.get(key, 0) + (repeats if key == "duplicates" else 0)
+        )
+    messages = dict(base.get("messages", {}))
+    for kind in KINDS:
+        gained = inserted.get(kind, 0) if kind in QUEUED_KINDS else delta.get("messages", {}).get(kind, 0)
+        messages[kind] = min(INT_MAX, messages.get(kind, 0) + gained)
+    out["messages"] = messages
+    dropped = dict(base.get("dropped", {}))
+    for kind, n in delta.get("dropped", {}).items():
+        dropped[kind] = min(INT_MAX, dropped.get(kind, 0) + n)
+    out["dropped"] = dropped
+    if delta.get("messages", {}).get("status"):  # a status came: the offline alert follows the newest one
+        who = f"{out['fleet']}/{out['device']}"
+        if out.get("online") is False:
+            why = out.get("status_reason") or "offline"
+            out["alerts"] = [Alert(out["fleet"], out["device"], "offline", f"{who} went offline ({why})")]
+        elif out.get("online") is True:
+            out["alerts"] = [Alert(out["fleet"], out["device"], "offline", "", resolved=time.time())]
+    return out
+
+
 class FleetMonitor:
     """Device states from a stream of (topic, payload); thread-safe."""
 
@@ -199,10 +353,13 @@ class FleetMonitor:
         store: FleetStore | None = None,
         rules: AlertRules | None = None,
         dedup_window: int = 4096,
+        shared: bool = False,
     ) -> None:
         self.store = store
         self.rules = rules or AlertRules()
-        self.alerts = AlertBook(on_change=lambda a: log.warning("alert %s: %s", a.kind, a.message))
+        self.shared = shared and store is not None
+        # with a store, an alert is told (logged) once the store took it: once, however many monitors raise it
+        self.alerts = AlertBook(on_change=None if store is not None else _log_alert, shared=self.shared)
         self.devices: dict[tuple[str, str], DeviceState] = {}
         self.messages_total = dict.fromkeys(KINDS, 0)  # after de-duplication
         self.duplicates_total = 0
@@ -214,7 +371,12 @@ class FleetMonitor:
         self._dead: list[dict[str, Any]] = []  # dead letters not yet written
         self._dirty: set[tuple[str, str]] = set()
         self._acks: dict[tuple[str, str, str], list[int]] = {}  # (fleet, device, epoch) -> seqs to ack
+        self._committed_acks: dict[tuple[str, str, str], list[int]] = {}  # … of messages now in the store
+        self._flushed: dict[tuple[str, str], dict[str, Any]] = {}  # counters as last sent to the store
         self._lock = threading.RLock()
+        self._flush_lock = threading.Lock()  # one flush at a time (ingest and an adopted session's drain)
+        self._store_snapshot: tuple[float, dict[str, Any]] | None = None  # (monotonic time, snapshot)
+        self.snapshot_max_age_s = 1.0
         self._quiet = _Throttle()
         self._groups_read = float("-inf")
         self.registry_refresh_s = 5.0
@@ -229,24 +391,18 @@ class FleetMonitor:
                 self._restore(state)
             self._read_groups(time.monotonic())
 
-    def _restore(self, state: dict[str, Any]) -> None:
+    def _restore(self, stored: dict[str, Any]) -> None:
         """One device's state as the store holds it (ids of the documented pattern only, values checked)."""
-        fleet, device = state.get("fleet"), state.get("device")
-        if not all(
-            isinstance(v, str) and re.match(ID_PATTERN, v) and len(v) <= ID_MAX for v in (fleet, device)
-        ):
+        state = _clean_state(stored)
+        if state is None:
+            fleet, device = stored.get("fleet"), stored.get("device")
             log.warning(
                 "ignored a stored device state with invalid ids %s/%s", ascii(fleet)[:60], ascii(device)[:60]
             )
             return
-        assert isinstance(fleet, str) and isinstance(device, str)
-        d = self._device(fleet, device)
-        for key, adapter in _RESTORE.items():
-            try:
-                value = adapter.validate_python(state.get(key))
-            except ValidationError:
-                value = None  # what /api/devices could not serve (NaN, a string for a number, …)
-            setattr(d, key, value.model_dump() if isinstance(value, BaseModel) else value)
+        d = self._device(state["fleet"], state["device"])
+        for key in _RESTORED:  # what /api/devices could not serve (NaN, a string for a number, …) is None
+            setattr(d, key, state[key])
 
     def _read_groups(self, now: float) -> None:
         """The fleet registry's groups onto the device states (registered devices show even before their first
@@ -363,9 +519,9 @@ class FleetMonitor:
             self._acks.setdefault((fleet, device, seq[0]), []).append(seq[1])
 
     def take_acks(self) -> list[tuple[str, str, str, list[tuple[int, int]]]]:
-        """(fleet, device, epoch, seq ranges) of messages stored since the last call; call after flush()."""
+        """(fleet, device, epoch, seq ranges) of the messages that flush() committed since the last call."""
         with self._lock:
-            acks, self._acks = self._acks, {}
+            acks, self._committed_acks = self._committed_acks, {}
         out = []
         for (fleet, device, epoch), seqs in acks.items():
             ranges: list[tuple[int, int]] = []
@@ -388,11 +544,15 @@ class FleetMonitor:
             self._last_seq[key] = parsed
 
     def _on_status(self, d: DeviceState, msg: StatusMessage, now: float) -> None:
+        d.status_ts = msg.ts
         d.online = msg.state == "online"
+        d.status_reason = msg.reason
         d.reported_group = msg.group
         d.boot = msg.boot
         d.backend = msg.backend
         self._set_bundle(d, msg.bundle)
+        if self.shared:
+            return  # the offline alert follows the newest status of any monitor: merge_state decides
         if d.online:
             self.alerts.resolve(d.fleet, d.device, "offline")
         else:
@@ -411,6 +571,7 @@ class FleetMonitor:
     def _on_telemetry(self, d: DeviceState, msg: TelemetryMessage, now: float) -> None:
         self._set_bundle(d, msg.bundle)
         d.backend = msg.backend
+        d.telemetry_ts = msg.ts
         if d.online is None:
             d.online = True
         lat = msg.latency_ms.get("inference")
@@ -502,33 +663,104 @@ class FleetMonitor:
 
     def flush(self) -> None:
         """Write what was ingested since the last flush to the store (one transaction). When the store cannot
-        be written (:class:`StoreError`) the batch is kept for the next flush and the error raised."""
+        be written (:class:`StoreError`) the batch is kept for the next flush and the error raised.
+
+        Device states go as this monitor's view plus what its counters gained since the last flush, merged
+        into the stored state (:func:`merge_state`); a queued message the store already held (another
+        monitor, or this one before a restart, stored it) is counted as a duplicate, not a message."""
+        with self._flush_lock:
+            self._flush()
+
+    def _flush(self) -> None:
         with self._lock:
             rows, self._rows = self._rows, {kind: [] for kind in QUEUED_KINDS}
             dead, self._dead = self._dead, []
             dirty, self._dirty = self._dirty, set()
-            states = [self.devices[k].to_dict() for k in dirty]
+            acks, self._acks = self._acks, {}
+            counters = {k: _counters(self.devices[k]) for k in dirty}
+            batch: dict[tuple[str, str], dict[str, int]] = {}
+            for kind, kind_rows in rows.items():
+                for r in kind_rows:
+                    per_kind = batch.setdefault((r["fleet"], r["device"]), {})
+                    per_kind[kind] = per_kind.get(kind, 0) + 1
+            states = [
+                {
+                    **self.devices[k].to_dict(),
+                    "delta": _subtract(counters[k], self._flushed.get(k)),
+                    "batch": batch.get(k, {}),
+                }
+                for k in dirty
+            ]
             changed, self.alerts.pending = self.alerts.pending, []
         if self.store is None:
             return
         try:
-            parked = self.store.write(rows, states, [a.to_dict() for a in changed], dead)
+            result = self.store.write(rows, states, [a.to_dict() for a in changed], dead, merge_state)
         except StoreError:
             with self._lock:  # keep the batch, in order, ahead of what arrived meanwhile
-                for kind, batch in rows.items():
-                    self._rows[kind][:0] = batch
+                for kind, kind_rows in rows.items():
+                    self._rows[kind][:0] = kind_rows
                 self._dead[:0] = dead
                 self._dirty |= dirty
+                for ack_key, seqs in acks.items():
+                    self._acks.setdefault(ack_key, [])[:0] = seqs
                 self.alerts.pending[:0] = changed
             raise
-        if parked:
-            with self._lock:
-                self.invalid_total += parked
+        with self._lock:
+            self.invalid_total += result.parked
+            for ack_key, seqs in acks.items():
+                self._committed_acks.setdefault(ack_key, []).extend(seqs)
+            for key in dirty:
+                new = result.inserted.get(key, {})
+                d = self.devices[key]
+                for kind, n in batch.get(key, {}).items():
+                    repeats = n - new.get(kind, 0)  # already in the store: duplicates after all
+                    d.messages[kind] -= repeats
+                    self.messages_total[kind] -= repeats
+                    d.duplicates += repeats
+                    self.duplicates_total += repeats
+                self._flushed[key] = _counters(d)
+        for a in result.raised + result.resolved:
+            _log_alert(Alert(**a))
         self._read_groups(time.monotonic())
 
+    def _snapshot_of_store(self, now: float) -> dict[str, Any]:
+        """The whole fleet as the shared store holds it (what every monitor of a shared group serves)."""
+        assert self.store is not None
+        cached = self._store_snapshot
+        if cached is not None and time.monotonic() - cached[0] < self.snapshot_max_age_s:
+            return cached[1]
+        recent = self.store.detections_since(now - 60.0, now + 5.0)
+        devices = []
+        for stored in self.store.device_states():
+            state = _clean_state(stored)
+            if state is not None:
+                state["detections_per_minute"] = recent.get((state["fleet"], state["device"]), 0)
+                devices.append(state)
+        devices.sort(key=lambda d: (d["fleet"], d["device"]))
+        messages = dict.fromkeys(KINDS, 0)
+        for d in devices:
+            for kind in KINDS:
+                messages[kind] += d["messages"].get(kind, 0)
+        snap = {
+            "time": now,
+            "devices": devices,
+            "alerts": self.store.active_alerts(),
+            "counts": {
+                "messages": messages,
+                "duplicates": sum(d["duplicates"] for d in devices),
+                "invalid": sum(d["invalid"] for d in devices),
+            },
+        }
+        self._store_snapshot = (time.monotonic(), snap)
+        return snap
+
     def snapshot(self) -> dict[str, Any]:
-        """Every device's state, the active alerts and the counters (what /api/devices serves)."""
+        """Every device's state, the active alerts and the counters (what /api/devices serves): this
+        monitor's view, or in a shared group the store's (the whole fleet, whichever monitor saw what)."""
         now = time.time()
+        if self.shared:
+            return self._snapshot_of_store(now)
         with self._lock:
             return {
                 "time": now,
@@ -547,6 +779,36 @@ class FleetMonitor:
 # ---- the MQTT side ---------------------------------------------------------------------------------------
 #: How long the store may fail to be written before /healthz fails (ingest waits and retries meanwhile).
 STORE_GRACE_S = 60.0
+#: Monitors of a shared group beat (a row in the store) every BEAT_S; one silent for SILENT_S is taken for
+#: dead, and the first monitor to notice adopts its broker session: it connects with that client id, takes
+#: what the broker held for it (sent but unacknowledged, and queued), commits and acknowledges it, and ends
+#: the session so the broker stops routing messages to it (mosquitto keeps them for an offline session).
+BEAT_S = 2.0
+SILENT_S = 15.0
+ADOPT_CHECK_S = 5.0
+ADOPT_QUIET_S = 3.0  # an adopted session is drained when nothing came for this long
+ADOPT_MAX_S = 120.0
+
+
+def _message_topic(msg: Any) -> str:
+    try:
+        return str(msg.topic)
+    except UnicodeDecodeError:  # MQTT requires UTF-8 topics; a broker that let one through: park it
+        return str(msg._topic.decode("utf-8", "backslashreplace"))
+
+
+def _end_session(session: MqttSession) -> None:
+    """DISCONNECT with session expiry 0: the broker drops the session (and its shared subscription)."""
+    props = Properties(PacketTypes.DISCONNECT)
+    props.SessionExpiryInterval = 0
+    with contextlib.suppress(Exception):
+        session.client.disconnect(properties=props)
+        session.loop(0.1)
+
+
+def shared_filters(group: str) -> list[str]:
+    """The monitor's topic filters as an MQTT 5 shared subscription of ``group``."""
+    return [f"$share/{group}/{f}" for f in device_subscription()]
 
 
 class MqttIngest:
@@ -554,6 +816,11 @@ class MqttIngest:
 
     :meth:`health` says whether ingest really works: the thread runs (it records why it ended if it ever
     does), the broker connection, and whether the store has been failing for longer than ``STORE_GRACE_S``.
+
+    ``shared_group``: subscribe as one of several monitors (``$share/GROUP/edgekws/v1/+/+/#``), each with
+    its own ``client_id``, on one shared store; the broker splits the messages among them. They beat in the
+    store's ``monitors`` table every ``BEAT_S`` and adopt the session of one silent for ``silent_s``; a
+    clean stop commits, acknowledges and ends its own session.
     """
 
     def __init__(
@@ -566,10 +833,16 @@ class MqttIngest:
         cert_file: str | None = None,
         key_file: str | None = None,
         flush_interval_s: float = 0.25,
+        commit_batch: int = 20,
         session_expiry_s: int = MONITOR_SESSION_EXPIRY_S,
         backoff: Backoff | None = None,
+        shared_group: str | None = None,
+        silent_s: float = SILENT_S,
     ) -> None:
+        if shared_group is not None and (monitor.store is None or not monitor.shared):
+            raise ValueError("a monitor of a shared subscription needs FleetMonitor(store, shared=True)")
         self.monitor, self.broker = monitor, broker
+        self.shared_group, self.silent_s = shared_group, silent_s
         self.options = ClientOptions(
             broker=broker,
             client_id=client_id,
@@ -579,6 +852,9 @@ class MqttIngest:
             manual_ack=monitor.store is not None,
         )
         self.flush_interval_s = flush_interval_s
+        # The broker sends at most its max_inflight_messages (mosquitto: 20) unacknowledged messages to a
+        # client: commit as soon as that many wait, or ingest stalls until the next flush_interval_s.
+        self.commit_batch = commit_batch
         self.connected = threading.Event()  # set only after a successful CONNACK and SUBACK
         self._backoff = backoff or Backoff(0.2, 10.0)
         self._stop = threading.Event()
@@ -587,6 +863,13 @@ class MqttIngest:
         self.failure: str | None = None  # why the ingest thread ended, if it did other than by stop()
         self.store_failing_since: float | None = None  # time.monotonic() of the first failed write
         self.store_error: str | None = None
+        self.adopted: dict[str, int] = {}  # client id of an adopted session -> messages taken from it
+        self._adopting: dict[str, threading.Thread] = {}
+        self._next_beat = self._next_adopt_check = 0.0
+
+    @property
+    def client_id(self) -> str:
+        return self.options.client_id
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="edgekws-fleet-mqtt", daemon=True)
@@ -629,7 +912,7 @@ class MqttIngest:
         session.client.on_message = self._on_message
 
     def _session(self, session: MqttSession) -> None:
-        filters = device_subscription()
+        filters = device_subscription() if self.shared_group is None else shared_filters(self.shared_group)
         try:
             try:
                 session.subscribe(filters)
@@ -642,13 +925,16 @@ class MqttIngest:
             next_flush = time.monotonic() + self.flush_interval_s
             while not self._stop.is_set():
                 alive = session.loop(0.05)
-                if time.monotonic() >= next_flush or not alive:
+                window_full = len(self._unacked) >= self.commit_batch and self.store_failing_since is None
+                if time.monotonic() >= next_flush or window_full or not alive:
                     written = self._commit(session)
                     next_flush = time.monotonic() + (self.flush_interval_s if written else 1.0)
+                    self._keep_group()
                 if not alive:
                     log.warning("fleet monitor lost the broker %s; reconnecting", session.where)
                     return
-            self._commit(session)
+            if self._commit(session) and self.shared_group is not None:
+                self._leave_group(session)
         finally:
             self.connected.clear()
             self._unacked = []  # not acknowledged: the broker re-delivers them (persistent session)
@@ -687,10 +973,101 @@ class MqttIngest:
         return True
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        try:
-            topic = msg.topic
-        except UnicodeDecodeError:  # MQTT requires UTF-8 topics; a broker that let one through: park it
-            topic = msg._topic.decode("utf-8", "backslashreplace")
-        self.monitor.ingest(topic, msg.payload)  # never raises for what a message holds
+        self.monitor.ingest(_message_topic(msg), msg.payload)  # never raises for what a message holds
         if self.monitor.store is not None and msg.qos > 0:
             self._unacked.append((msg.mid, msg.qos))
+
+    # ---- monitors of a shared subscription -------------------------------------------------------------
+    def _keep_group(self) -> None:
+        """Beat, and adopt the sessions of monitors of the group that went silent (every few seconds)."""
+        store, group = self.monitor.store, self.shared_group
+        if store is None or group is None:
+            return
+        now = time.monotonic()
+        try:
+            if now >= self._next_beat:
+                self._next_beat = now + BEAT_S
+                store.beat(self.client_id, group, socket.gethostname(), os.getpid())
+            if now >= self._next_adopt_check:
+                self._next_adopt_check = now + min(ADOPT_CHECK_S, self.silent_s / 3)
+                for client_id in store.adopt_silent(group, self.client_id, self.silent_s):
+                    thread = self._adopting.get(client_id)
+                    if thread is None or not thread.is_alive():
+                        thread = threading.Thread(
+                            target=self._adopt, args=(client_id,), name=f"edgekws-fleet-adopt-{client_id}"
+                        )
+                        self._adopting[client_id] = thread
+                        thread.start()
+        except Exception as exc:  # the store is down: ingest holds its batch; beat and adopt later
+            log.warning("fleet monitor %s: cannot reach the monitors table: %s", self.client_id, exc)
+
+    def _leave_group(self, session: MqttSession) -> None:
+        """A clean stop with everything committed and acknowledged: end this session at the broker (so it
+        routes nothing more to it) and leave the monitors table."""
+        _end_session(session)
+        assert self.monitor.store is not None
+        with contextlib.suppress(Exception):
+            self.monitor.store.forget_monitor(self.client_id)
+
+    def _adopt(self, client_id: str) -> None:
+        """Drain the broker session of the silent monitor ``client_id`` into this monitor's store, then end
+        it: connect with its client id (resuming its session, so the broker re-sends what it had sent without
+        a PUBACK and what it queued), unsubscribe (nothing new is routed to it), commit and acknowledge until
+        nothing came for ADOPT_QUIET_S, and only then DISCONNECT with session expiry 0. Cut short (stopped,
+        the store or the broker gone), the session stays as it was and is adopted again later."""
+        session = MqttSession(dataclasses.replace(self.options, client_id=client_id))
+        unacked: list[tuple[int, int]] = []
+        taken = [0.0, time.monotonic()]  # messages, time of the last one
+
+        def on_message(client: Any, userdata: Any, msg: Any) -> None:
+            self.monitor.ingest(_message_topic(msg), msg.payload)
+            unacked.append((msg.mid, msg.qos))
+            taken[0], taken[1] = taken[0] + 1, time.monotonic()
+
+        session.client.on_message = on_message
+        store = self.monitor.store
+        assert store is not None and self.shared_group is not None
+        log.warning(
+            "fleet monitor %s: monitor %s went silent; adopting its session", self.client_id, client_id
+        )
+        try:
+            session.connect()
+            session.client.unsubscribe(shared_filters(self.shared_group))
+            taken[1] = time.monotonic()  # quiet counts from now (connecting may take long on a busy box)
+            deadline = time.monotonic() + ADOPT_MAX_S
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                alive = session.loop(0.05)
+                if unacked:
+                    try:
+                        self.monitor.flush()
+                    except StoreError:
+                        self._stop.wait(1.0)
+                        continue
+                    for mid, qos in unacked:
+                        session.client.ack(mid, qos)
+                    unacked.clear()
+                if not alive:  # its owner came back (same client id), or the broker went: they take over
+                    log.warning("fleet monitor %s: the adopted session %s closed", self.client_id, client_id)
+                    return
+                if time.monotonic() - taken[1] > ADOPT_QUIET_S:
+                    break
+            else:
+                return
+            if not store.adopted_by(client_id, self.client_id):  # its owner beat again: alive, give it back
+                log.warning(
+                    "fleet monitor %s: monitor %s is back; its session stays", self.client_id, client_id
+                )
+                return  # (a plain DISCONNECT keeps the session; the owner re-subscribes when it reconnects)
+            _end_session(session)
+            store.forget_monitor(client_id, adopted_by=self.client_id)
+            self.adopted[client_id] = int(taken[0])
+            log.warning(
+                "fleet monitor %s: took %d message(s) from the session of %s and ended it",
+                self.client_id,
+                int(taken[0]),
+                client_id,
+            )
+        except (ConnectFailed, StoreError) as exc:
+            log.warning("fleet monitor %s: adopting %s failed: %s", self.client_id, client_id, exc)
+        finally:
+            session.close()
