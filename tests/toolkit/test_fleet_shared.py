@@ -41,7 +41,8 @@ def _get(port: int, path: str) -> dict[str, Any]:
         return dict(json.loads(r.read()))
 
 
-def _wait_subscribed(port: int, process: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+def _wait_subscribed(port: int, process: subprocess.Popen[bytes], log: Path, timeout: float = 180) -> None:
+    """Until `fleet serve` says it is subscribed (it starts in 2 s here, in over 30 s at load 30)."""
     deadline = time.monotonic() + timeout
     while True:
         assert process.poll() is None, log.read_text()[-3000:]
