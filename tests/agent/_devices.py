@@ -226,6 +226,24 @@ def inline(path: Path) -> dict[str, Any]:
     }
 
 
+def stream_detections(links: list[Any], n: int, pause_s: float) -> tuple[dict[str, list[str]], list[Any]]:
+    """Each device link (DeviceTelemetry) sends ``n`` detections, ``pause_s`` apart, in its own started
+    thread: returns the ids sent per device (filled as they go) and the threads."""
+    sent: dict[str, list[str]] = {link.device: [] for link in links}
+
+    def produce(link: Any) -> None:
+        for i in range(n):
+            msg_id = link.detection("yes", 0.9, float(i))
+            assert msg_id is not None
+            sent[link.device].append(msg_id)
+            time.sleep(pause_s)
+
+    threads = [threading.Thread(target=produce, args=(link,)) for link in links]
+    for t in threads:
+        t.start()
+    return sent, threads
+
+
 def wait_until(pred: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
     """``pred()``'s first true value, polled every 20 ms; AssertionError naming ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout

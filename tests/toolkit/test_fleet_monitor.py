@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from _devices import wait_until
+from _devices import stream_detections, wait_until
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edgekws.agent._config import MqttConfig
@@ -162,18 +161,7 @@ def test_broker_killed_mid_stream_loses_nothing_and_duplicates_nothing(
         link.start()
         links.append(link)
     n = 150
-    sent: dict[str, list[str]] = {"d1": [], "d2": []}
-
-    def produce(link: DeviceTelemetry) -> None:
-        for i in range(n):
-            msg_id = link.detection("yes", 0.9, float(i))
-            assert msg_id is not None
-            sent[link.device].append(msg_id)
-            time.sleep(0.004)
-
-    producers = [threading.Thread(target=produce, args=(link,)) for link in links]
-    for p in producers:
-        p.start()
+    sent, producers = stream_detections(links, n, 0.004)
     try:
         for _ in range(2):
             time.sleep(0.25)

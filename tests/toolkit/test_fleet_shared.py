@@ -11,13 +11,13 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _devices import stream_detections
 from click.testing import CliRunner
 
 from edgekws.agent._config import MqttConfig
@@ -69,7 +69,6 @@ def test_two_shared_monitors_store_every_message_once_when_one_is_killed(
     try:
         for name, port in ports.items():
             _wait_subscribed(port, monitors[name], tmp_path / f"{name}.log")
-        sent: dict[str, list[str]] = {}
         for i in range(3):
             settings = MqttConfig(broker=broker.url, outbox=tmp_path / f"d{i}.sqlite")
             link = DeviceTelemetry(
@@ -78,20 +77,9 @@ def test_two_shared_monitors_store_every_message_once_when_one_is_killed(
             )  # fmt: skip
             link.start()
             links.append(link)
-            sent[link.device] = []
         assert all(link.connected.wait(10) for link in links)
         n = 120
-
-        def produce(link: DeviceTelemetry) -> None:
-            for k in range(n):
-                msg_id = link.detection("yes", 0.9, float(k))
-                assert msg_id is not None
-                sent[link.device].append(msg_id)
-                time.sleep(0.01)
-
-        producers = [threading.Thread(target=produce, args=(link,)) for link in links]
-        for p in producers:
-            p.start()
+        sent, producers = stream_detections(links, n, 0.01)
         time.sleep(0.5)
         monitors["mon-a"].send_signal(signal.SIGKILL)  # mid-batch: commits and acks it never made
         monitors["mon-a"].wait(10)
