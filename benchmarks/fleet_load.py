@@ -192,7 +192,8 @@ def measure(
         port, log = free_port(), tmp / f"{label}-mon{i}.log"
         command = [EDGEKWS, "fleet", "serve", "--broker", broker.url, "--db", db, "--port", str(port)]
         if store_kind == "postgresql":
-            command += ["--shared", "bench", "--client-id", f"{label}-mon{i}"]
+            # a group per configuration: the broker must not route to the sessions of an earlier one
+            command += ["--shared", f"bench-{label}", "--client-id", f"{label}-mon{i}"]
             command += ["--adopt-after", str(args.adopt_after)]
         with open(log, "wb") as out:
             procs.append(subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT))
