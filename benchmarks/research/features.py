@@ -1,0 +1,411 @@
+"""What the front-end keeps of speaker-invariant word identity (issue #12 diagnosis): one simple classifier,
+many features, side by side.
+
+The same logistic regression on the same time-binned features of the same clips, for
+
+- ``spike``: the agent's spike front-end (:mod:`edgekws.agent._frontend`) and variants of it, spike counts
+  per channel in time bins (``log1p``);
+- ``level``: the front-end's continuous band levels before the spiking units (dB; ``rel`` relative to the
+  AGC's reference), which separates what the filterbank keeps from what the level units and rates keep;
+- ``logmel`` / ``mfcc``: librosa's log-mel spectrogram and MFCCs (25 ms windows, 10 ms hop), the field's
+  conventional features, optionally with per-utterance mean normalisation (CMN).
+
+Protocols (accuracy over the ten digits):
+
+- ``fsdd``: FSDD 4 speakers -> the other 2, all 15 pairs (mean, min, max);
+- ``synth``: a synthetic corpus (``edgekws data synth`` folder: its WAVs, train+val splits, the ten digit
+  classes) -> every FSDD speaker, and -> the corpus's test voices.
+
+Clips are 1 s at 16 kHz as the trainer sees them; FSDD words are placed 0.1 s into 1 s of silence. Bins:
+``span`` (``B`` equal bins over the word's known span: what the words carry, time-normalised) or ``fixed``
+(``B`` equal bins over the whole second: what a network that sees the clip as a whole must cope with).
+
+```
+P=.venv/bin/python; F=benchmarks/research/features.py
+taskset -c 1 $P $F run NAME '{"feat": "spike", "spec": {"f_min_hz": 200}, "protocols": ["fsdd"]}'
+taskset -c 1 $P $F run NAME '{"feat": "logmel", "n_mels": 40, "fmax": 4000, "cmn": true}'
+$P $F table
+```
+
+Results go to ``runs/diag/features_results.jsonl``.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from edgekws.agent import FrontendSpec, resample
+from edgekws.agent import _frontend as fe
+
+OUT = Path("runs/diag")
+REAL = Path("/work/shared/data/real-speech")
+DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+SR = 16000
+TOTAL = SR
+LEAD = 1600  # FSDD words 0.1 s into their clip
+
+
+# ----------------------------------------------------------------------------------------------- clips
+
+
+def fsdd_clips() -> list[dict[str, Any]]:
+    out = []
+    with open(REAL / "labels.csv", newline="") as fh:
+        for r in csv.DictReader(fh):
+            if r["source"] != "fsdd":
+                continue
+            a, sr = sf.read(REAL / r["file"], dtype="float64")
+            x = resample(a, int(sr), SR)[: TOTAL - LEAD]
+            clip = np.zeros(TOTAL)
+            clip[LEAD : LEAD + len(x)] = x
+            out.append({"audio": clip, "label": DIGITS.index(r["label"]), "speaker": r["speaker"],
+                        "span": (LEAD, LEAD + len(x))})  # fmt: skip
+    return out
+
+
+def synth_clips(corpus: Path, splits: tuple[str, ...]) -> list[dict[str, Any]]:
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    out = []
+    for u in manifest["utterances"]:
+        if u["split"] not in splits or u["class"] not in DIGITS:
+            continue
+        a, _sr = sf.read(corpus / u["wav"], dtype="float64")
+        lead = round(u["lead_silence_s"] * SR)
+        n = round(u["speech_s"] * SR)
+        out.append({"audio": a, "label": DIGITS.index(u["class"]), "speaker": u["speaker"],
+                    "span": (lead, min(TOTAL, lead + n)), "engine": u["engine"]})  # fmt: skip
+    return out
+
+
+# --------------------------------------------------------------------------------------------- features
+
+
+def band_levels(x: np.ndarray, spec: FrontendSpec) -> np.ndarray:
+    """The front-end's smoothed band levels ``L[b, t]`` in dB (stages 1-2), shape (bands, steps)."""
+    f = fe.Frontend(spec)
+    d, nb, sps = f._d, spec.num_bands, spec.samples_per_step
+    k = len(x) // sps
+    y = np.empty((nb, k * sps))
+    y[:] = x[: k * sps]
+    for b, sos in enumerate(d.band_sos):
+        fe._sosfilt_inplace(sos, y[b : b + 1], f._band_zi[b])
+    np.square(y, out=y)
+    power = y.reshape(nb, k, sps).mean(axis=2)
+    fe._sosfilt_inplace(d.smooth_sos, power, f._smooth_zi)
+    return 10.0 * np.log10(np.maximum(power, 0.0) + fe._POWER_FLOOR)
+
+
+def agc_relative(level: np.ndarray, spec: FrontendSpec, opts: dict[str, Any]) -> np.ndarray:
+    """``R[b, t]``: level relative to the gain reference (stage 3), with the experimental options:
+
+    - ``xsmooth``: Gaussian smoothing across bands (sigma in bands) of the dB levels first;
+    - ``bandnorm_ms``: minus each band's slow running mean (one-pole, this time constant), plus the mean
+      over bands of those means (keeps the overall spectral tilt's average);
+    - ``ref``: ``global`` (the loudest band's peak tracker, as the agent) or ``frame`` (the loudest band of
+      the same step, no memory).
+    """
+    L = level
+    if opts.get("xsmooth"):
+        from scipy.ndimage import gaussian_filter1d
+
+        L = gaussian_filter1d(L, opts["xsmooth"], axis=0, mode="nearest")
+    if opts.get("bandnorm_ms"):
+        from scipy.signal import lfilter
+
+        a = math.exp(-spec.dt_ms / opts["bandnorm_ms"])
+        p = 10 ** (L / 10)
+        m = 10 * np.log10(lfilter([1 - a], [1, -a], p, axis=1) + 1e-12)
+        L = L - (m - m.mean(axis=0, keepdims=True))
+    release = spec.agc_release_db_per_s * spec.dt_ms / 1000.0
+    t = np.arange(L.shape[1]) * release
+    if opts.get("ref", "global") == "frame":
+        ref = L.max(axis=0)
+    else:
+        ref = np.maximum.accumulate(L.max(axis=0) + t) - t
+    return L - np.maximum(ref, spec.agc_floor_db)
+
+
+def spikes_from(level: np.ndarray, rel: np.ndarray, spec: FrontendSpec, opts: dict[str, Any]) -> np.ndarray:
+    """Spike raster (steps, channels) from levels (stages 4-5, as the agent), plus ``onset`` units: per band,
+    one unit driven by the positive change of ``rel`` over ``onset_ms`` (dB per ``onset_db``)."""
+    _nb, k = level.shape
+    thr = np.array(spec.thresholds_db)
+    gate = np.clip((level.T - spec.gate_db) / spec.level_span_db, 0.0, 1.0)
+    drive = np.clip((rel.T[:, :, None] - thr) / spec.level_span_db, 0.0, 1.0) * gate[:, :, None]
+    if opts.get("onset"):
+        lag = int(opts.get("onset_ms", 20))
+        past = np.concatenate([np.repeat(rel[:, :1], lag, axis=1), rel[:, :-lag]], axis=1)
+        on = np.clip((rel - past).T / opts.get("onset_db", 10.0), 0.0, 1.0) * gate
+        drive = np.concatenate([drive, on[:, :, None]], axis=2)
+    c = drive.shape[1] * drive.shape[2]
+    per_step = spec.max_rate_hz * spec.dt_ms / 1000.0 * fe._CHARGE_ONE
+    charge = np.rint(drive * per_step).astype(np.int64).reshape(k, c)
+    init = np.floor(np.mod(np.arange(1, c + 1) * fe._GOLDEN, 1.0) * fe._CHARGE_ONE).astype(np.int64)
+    count = (np.cumsum(charge, axis=0) + init) // fe._CHARGE_ONE
+    spikes = np.empty(count.shape, dtype=np.uint8)
+    spikes[0] = count[0] != 0
+    spikes[1:] = count[1:] != count[:-1]
+    return spikes
+
+
+def _bins(n_frames: int, span: tuple[int, int], mode: int | str, nbins: int, hop: int) -> np.ndarray:
+    """Bin index of every frame (-1: outside), frames of ``hop`` samples."""
+    centres = (np.arange(n_frames) + 0.5) * hop
+    if mode == "span":
+        lo, hi = span
+    else:
+        lo, hi = 0, TOTAL
+    b = np.floor((centres - lo) / max(hi - lo, 1) * nbins).astype(int)
+    b[(b < 0) | (b >= nbins)] = -1
+    return b
+
+
+def _pool(frames: np.ndarray, bins: np.ndarray, nbins: int) -> np.ndarray:
+    """Mean of the frames (frames, dims) in each bin; an empty bin takes the nearest frame."""
+    out = np.zeros((nbins, frames.shape[1]))
+    for j in range(nbins):
+        sel = bins == j
+        if sel.any():
+            out[j] = frames[sel].mean(axis=0)
+        else:
+            centre = np.flatnonzero(bins >= j)
+            out[j] = frames[centre[0] if len(centre) else -1]
+    return out
+
+
+def frames_of(clip: dict[str, Any], conf: dict[str, Any]) -> tuple[np.ndarray, int]:
+    """Feature frames (frames, dims) of a clip and the hop in samples between frames."""
+    kind = conf["feat"]
+    x = clip["audio"]
+    if kind in ("spike", "level", "rel"):
+        spec = replace(FrontendSpec(), **{k: tuple(v) if isinstance(v, list) else v
+                                          for k, v in conf.get("spec", {}).items()})  # fmt: skip
+        L = band_levels(x, spec)
+        opts = conf.get("opts", {})
+        if kind == "level":
+            return L.T, spec.samples_per_step
+        if kind == "rel":
+            return np.maximum(agc_relative(L, spec, opts), -60.0).T, spec.samples_per_step
+        spikes = spikes_from(L, agc_relative(L, spec, opts), spec, opts).astype(np.float64) * 1000.0
+        return spikes, spec.samples_per_step
+    import librosa
+
+    mel = librosa.feature.melspectrogram(
+        y=x.astype(np.float32), sr=SR, n_fft=400, hop_length=160, n_mels=conf.get("n_mels", 40),
+        fmin=conf.get("fmin", 20), fmax=conf.get("fmax", 8000), power=2.0, center=False,
+    )  # fmt: skip
+    logmel = np.log(mel + 1e-10)
+    if conf.get("floor_db") is not None:  # a noise floor relative to the clip's max
+        logmel = np.maximum(logmel, logmel.max() - conf["floor_db"] / 10 * math.log(10))
+    if kind == "mfcc":
+        return librosa.feature.mfcc(S=logmel, n_mfcc=conf.get("n_mfcc", 13)).T, 160
+    return logmel.T, 160
+
+
+def featurize(clip: dict[str, Any], conf: dict[str, Any]) -> np.ndarray:
+    """LR features: frames pooled into ``bins`` time bins (``span`` or ``fixed``), flattened."""
+    nbins, mode = conf.get("bins", 8), conf.get("binning", "span")
+    frames, hop = frames_of(clip, conf)
+    pooled = _pool(frames, _bins(len(frames), clip["span"], mode, nbins, hop), nbins)
+    if conf["feat"] == "spike":
+        pooled = np.log1p(pooled)
+    if conf.get("cmn"):  # per-utterance mean over bins removed, per dimension
+        pooled = pooled - pooled.mean(axis=0, keepdims=True)
+    return pooled.ravel()
+
+
+def sequence(clip: dict[str, Any], conf: dict[str, Any], n: int = 100) -> np.ndarray:
+    """CNN features: ``n`` frames of 10 ms over the whole second (spikes: counts per frame, log1p)."""
+    frames, hop = frames_of(clip, conf)
+    per = (TOTAL // n) // hop
+    if per > 1:
+        frames = frames[: n * per].reshape(n, per, -1).mean(axis=1)
+    out = np.zeros((n, frames.shape[1]))
+    out[: min(n, len(frames))] = frames[:n]
+    if len(frames) < n:
+        out[len(frames) :] = frames[-1]
+    if conf["feat"] == "spike":
+        out = np.log1p(out / 100.0)
+    if conf.get("cmn"):
+        out = out - out.mean(axis=0, keepdims=True)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- classifier
+
+
+def classify(xtr: np.ndarray, ytr: np.ndarray, tests: dict[str, tuple[np.ndarray, np.ndarray]], c: float):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(xtr)
+    model = LogisticRegression(C=c, max_iter=2000).fit(scaler.transform(xtr), ytr)
+    return {k: float(np.mean(model.predict(scaler.transform(x)) == y)) for k, (x, y) in tests.items()}
+
+
+def classify_cnn(
+    xtr: np.ndarray, ytr: np.ndarray, tests: dict[str, tuple[np.ndarray, np.ndarray]], conf: dict[str, Any]
+) -> dict[str, float]:
+    """A small conventional KWS network (JAX): three 1-D convolutions over 10 ms frames (kernel 5, 64
+    channels, ReLU, max-pool 2 after the first two), mean and max over time, a dense layer; AdamW, random
+    time shifts of up to 0.1 s. The same network for every feature."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    mu, sd = xtr.mean(axis=(0, 1)), xtr.std(axis=(0, 1)) + 1e-3
+    norm = lambda x: ((x - mu) / sd).astype(np.float32)  # noqa: E731
+    width, ncls = conf.get("width", 64), 10
+    key = jax.random.PRNGKey(conf.get("seed", 0))
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+    d = xtr.shape[2]
+    he = lambda k, shape: jax.random.normal(k, shape) * np.sqrt(2.0 / (shape[0] * shape[1]))  # noqa: E731
+    params = {
+        "c1": he(k1, (5, d, width)), "b1": jnp.zeros(width),
+        "c2": he(k2, (5, width, width)), "b2": jnp.zeros(width),
+        "c3": he(k3, (5, width, width)), "b3": jnp.zeros(width),
+        "w": jax.random.normal(k4, (2 * width, ncls)) * np.sqrt(1.0 / (2 * width)), "b": jnp.zeros(ncls),
+    }  # fmt: skip
+
+    def conv(x, w, b):
+        y = jax.lax.conv_general_dilated(x, w, (1,), "SAME", dimension_numbers=("NWC", "WIO", "NWC"))
+        return jax.nn.relu(y + b)
+
+    def pool2(x):
+        n = x.shape[1] // 2 * 2
+        return x[:, :n].reshape(x.shape[0], n // 2, 2, x.shape[2]).max(axis=2)
+
+    def logits(p, x):
+        h = pool2(conv(x, p["c1"], p["b1"]))
+        h = pool2(conv(h, p["c2"], p["b2"]))
+        h = conv(h, p["c3"], p["b3"])
+        return jnp.concatenate([h.mean(axis=1), h.max(axis=1)], axis=1) @ p["w"] + p["b"]
+
+    def loss(p, x, y):
+        return optax.softmax_cross_entropy_with_integer_labels(logits(p, x), y).mean()
+
+    epochs, batch = conf.get("epochs", 30), 32
+    steps = epochs * (len(xtr) // batch)
+    opt = optax.adamw(optax.cosine_decay_schedule(2e-3, steps, 0.05), weight_decay=1e-3)
+    state = opt.init(params)
+
+    @jax.jit
+    def step(p, s, x, y):
+        g = jax.grad(loss)(p, x, y)
+        u, s = opt.update(g, s, p)
+        return optax.apply_updates(p, u), s
+
+    predict = jax.jit(lambda p, x: logits(p, x).argmax(axis=1))
+    rng = np.random.default_rng(conf.get("seed", 0))
+    xn = norm(xtr)
+    for _ in range(epochs):
+        order = rng.permutation(len(xn))
+        for i in range(0, len(order) - batch + 1, batch):
+            idx = order[i : i + batch]
+            xb = np.stack([np.roll(xn[j], int(rng.integers(-10, 11)), axis=0) for j in idx])
+            params, state = step(params, state, xb, ytr[idx])
+    out = {}
+    for name, (x, y) in tests.items():
+        pred = np.concatenate(
+            [np.asarray(predict(params, norm(x[i : i + 256]))) for i in range(0, len(x), 256)]
+        )
+        out[name] = float(np.mean(pred == y))
+    return out
+
+
+_CACHE: dict[str, list[dict[str, Any]]] = {}
+
+
+def run(name: str, conf: dict[str, Any]) -> dict[str, Any]:
+    t0 = time.time()
+    c = conf.get("C", 0.01)
+    if "fsdd" not in _CACHE:
+        _CACHE["fsdd"] = fsdd_clips()
+    fsdd = _CACHE["fsdd"]
+    cnn = conf.get("model") == "cnn"
+    feat = sequence if cnn else featurize
+
+    def fit(xtr: np.ndarray, ytr: np.ndarray, tests: dict[str, Any]) -> dict[str, float]:
+        return classify_cnn(xtr, ytr, tests, conf) if cnn else classify(xtr, ytr, tests, c)
+
+    xf = np.array([feat(e, conf) for e in fsdd])
+    yf = np.array([e["label"] for e in fsdd])
+    sp = np.array([e["speaker"] for e in fsdd])
+    result: dict[str, Any] = {"name": name, "conf": conf, "dims": int(xf.shape[1])}
+    protocols = conf.get("protocols", ["fsdd", "synth"])
+    if "fsdd" in protocols:
+        pairs = {}
+        held_out = list(itertools.combinations(sorted(set(sp)), 2))
+        if conf.get("rotations") == 3:  # benchmarks/real_voices.py's three rotations
+            held_out = [("fsdd-lucas", "fsdd-theo"), ("fsdd-george", "fsdd-jackson"),
+                        ("fsdd-nicolas", "fsdd-yweweler")]  # fmt: skip
+        for held in held_out:
+            test = np.isin(sp, held)
+            key = "+".join(h.removeprefix("fsdd-") for h in held)
+            pairs[key] = fit(xf[~test], yf[~test], {"x": (xf[test], yf[test])})["x"]
+        v = np.array(list(pairs.values()))
+        result["fsdd4to2"] = {"mean": round(float(v.mean()), 4), "min": round(float(v.min()), 4),
+                              "max": round(float(v.max()), 4), "pairs": pairs}  # fmt: skip
+    if "synth" in protocols:
+        corpus = Path(conf.get("corpus", "runs/diag/syn300"))
+        key = f"synth:{corpus}"
+        if key not in _CACHE:
+            _CACHE[key] = synth_clips(corpus, ("train", "val"))
+            _CACHE[key + ":test"] = synth_clips(corpus, ("test",))
+        tr, te = _CACHE[key], _CACHE[key + ":test"]
+        xs = np.array([feat(e, conf) for e in tr])
+        ys = np.array([e["label"] for e in tr])
+        xt = np.array([feat(e, conf) for e in te])
+        yt = np.array([e["label"] for e in te])
+        tests = {"synth_test": (xt, yt), "fsdd": (xf, yf)}
+        for s in sorted(set(sp)):
+            tests[s.removeprefix("fsdd-")] = (xf[sp == s], yf[sp == s])
+        r = fit(xs, ys, tests)
+        result["synth_to_fsdd"] = round(r.pop("fsdd"), 4)
+        result["synth_test"] = round(r.pop("synth_test"), 4)
+        result["synth_fsdd_per_speaker"] = {k: round(v, 3) for k, v in r.items()}
+    result["seconds"] = round(time.time() - t0)
+    return result
+
+
+def table() -> None:
+    path = OUT / "features_results.jsonl"
+    print("| name | features | dims | FSDD 4->2 mean (min-max) | synth -> FSDD | synth test |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        f = r.get("fsdd4to2")
+        cell = f"{f['mean']:.3f} ({f['min']:.2f}-{f['max']:.2f})" if f else ""
+        conf = {k: v for k, v in r["conf"].items() if k not in ("protocols",)}
+        print(f"| {r['name']} | `{json.dumps(conf)}` | {r['dims']} | {cell} | {r.get('synth_to_fsdd', '')} "
+              f"| {r.get('synth_test', '')} |")  # fmt: skip
+
+
+def main(argv: list[str]) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    if argv[:1] == ["run"] and len(argv) >= 3:
+        # several NAME CONF pairs in one process share the decoded clips
+        for name, text in zip(argv[1::2], argv[2::2], strict=True):
+            result = run(name, json.loads(text))
+            print(json.dumps({k: v for k, v in result.items() if k != "conf"}), flush=True)
+            with open(OUT / "features_results.jsonl", "a") as fh:
+                fh.write(json.dumps(result) + "\n")
+    elif argv[:1] == ["table"]:
+        table()
+    else:
+        raise SystemExit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
