@@ -153,9 +153,8 @@ class Bench:
         return out
 
     def train(self, name: str, train: SpikeDataset, val: SpikeDataset) -> Any:
-        from edgekws.toolkit.train import TrainConfig
-        from edgekws.toolkit.train._evaluate import load_run
-        from edgekws.toolkit.train._loop import train as run_training
+        from edgekws.toolkit.train import TrainConfig, load_run
+        from edgekws.toolkit.train import train as run_training
 
         out = self.work / "runs" / name
         if not (out / "best.npz").is_file():
@@ -167,7 +166,7 @@ class Bench:
 
     @staticmethod
     def score(run: Any, data: SpikeDataset, trained_on: str, tested_on: str) -> dict[str, Any]:
-        from edgekws.toolkit.train._evaluate import evaluate
+        from edgekws.toolkit.train import evaluate
 
         result = evaluate(run, data, backend="float")
         keep = ("samples", "accuracy", "per_class_accuracy", "per_speaker_accuracy", "per_source_accuracy")
