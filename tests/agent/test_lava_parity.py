@@ -20,19 +20,20 @@ from edgekws.agent import FrontendSpec, decide, encode
 from edgekws.agent.backends import EmulatorBackend, LavaBackend
 from edgekws.packaging import Bundle, NetworkSpec, load_public_key, open_bundle, read_netx
 
+DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 BUNDLE = ASSETS / "digits-reference.ekb"
 PUBLIC_KEY = ASSETS / "digits-test-key.pub"
 
-# Speakers of the corpus's test split (never trained on): every English digit in one voice, every German
-# digit in another. The reference model gets 19 of the 20 (German "drei" in de+f3 is heard as en-nine; its
-# test-set accuracy is 95.4 % in fixed point).
+# Two espeak-ng speakers of the en-digits corpus's test split (never trained on; chosen before the model was
+# scored), every digit in each, clean. The reference model (en-digits, synthetic only, docs/training.md) gets
+# 16 of the 20: en-us+m6 10, en-gb-scotland+steph 6 (two, four, five and nine missed).
 WORDS = {
-    "en-gb-scotland+f4": ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"),
-    "de+f3": ("null", "eins", "zwei", "drei", "vier", "fünf", "sechs", "sieben", "acht", "neun"),
+    "en-gb-scotland+steph": DIGITS,
+    "en-us+m6": DIGITS,
 }
-MIN_CORRECT = 18  # of the 20 clips
-LAVA_CLIPS = [0, 3, 7, 11, 13, 16]  # 6 of the 20 clips (3 per language) through Lava: ~5 s each
+MIN_CORRECT = 14  # of the 20 clips
+LAVA_CLIPS = [0, 3, 7, 11, 13, 16]  # 6 of the 20 clips (3 per voice) through Lava: ~5 s each
 LEAD_S = 0.2
 
 
@@ -64,14 +65,12 @@ def spoken(bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> tuple[np
     labels = list(bundle.manifest.labels)
     spikes, truth = [], []
     for voice, words in WORDS.items():
-        lang = voice.split("-")[0].split("+")[0]
-        for i, word in enumerate(words):
+        for word in words:
             clip, rate = _clip(word, voice, folder)
             x = encode(clip, rate, frontend)
             assert x.shape == (steps, frontend.num_channels)
             spikes.append(x)
-            truth.append(labels.index(f"{lang}-{('fuenf' if word == 'fünf' else word)}"))
-            assert truth[-1] % 10 == i
+            truth.append(labels.index(word))
     return np.stack(spikes), np.asarray(truth)
 
 
@@ -84,7 +83,7 @@ def _net_file(bundle: Bundle, folder: Path) -> Path:
 def test_emulator_recognises_unseen_espeak_voices(
     bundle: Bundle, spoken: tuple[np.ndarray, np.ndarray], tmp_path: Path
 ) -> None:
-    """The shipped model, run by the fixed-point emulator, names at least 18 of 20 digits by unseen voices."""
+    """The shipped model, run by the fixed-point emulator, names at least 14 of 20 digits by unseen voices."""
     x, truth = spoken
     rule = NetworkSpec.from_dict(dict(bundle.manifest.network)).readout
     predicted = decide(EmulatorBackend(read_netx(_net_file(bundle, tmp_path))).run(x), rule).labels
