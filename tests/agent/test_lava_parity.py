@@ -1,4 +1,4 @@
-"""Tests on the shipped digits model (tests/assets): Lava fixed_pt decides exactly like the emulator on real
+"""Tests on the shipped reference models (tests/assets): Lava fixed_pt decides exactly like the emulator on real
 trained weights, and the emulator recognises digits spoken by espeak-ng voices the model never heard.
 
 The asset is a signed bundle built from a real training run with ``build_run_bundle`` (percentile 100, the
@@ -112,3 +112,24 @@ def test_lava_decides_like_the_emulator_on_the_trained_model(
         assert np.array_equal(lava_readout[i], emulator_readout[i]), f"clip {i}: readouts differ"
     assert np.array_equal(decide(lava_readout, rule).labels, decide(emulator_readout, rule).labels)
     assert np.abs(emulator_readout).max() > 0  # the model responded: not a trivially equal all-zero trace
+
+
+COMMANDS_BUNDLE = ASSETS / "commands-reference.ekb"
+COMMANDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+COMMANDS_MIN_CORRECT = 9  # of 20; the model gets 11 (en-us+m6 7, en-gb-scotland+steph 4); chance is about 2
+
+
+def test_commands_reference_hears_unseen_espeak_voices(tmp_path: Path) -> None:
+    """The en-commands reference bundle (docs/training.md) verifies with the test key, has the Speech Commands
+    12-class vocabulary, and its fixed-point model names well above chance of the ten command words spoken by
+    the same two unseen espeak-ng voices."""
+    bundle = open_bundle(COMMANDS_BUNDLE, [load_public_key(PUBLIC_KEY)])
+    labels = list(bundle.manifest.labels)
+    assert labels == [*COMMANDS, "_unknown_", "_silence_"]
+    frontend = FrontendSpec.from_dict(dict(bundle.manifest.frontend))
+    x = np.stack([encode(*_clip(w, v, tmp_path), frontend) for v in WORDS for w in COMMANDS])
+    rule = NetworkSpec.from_dict(dict(bundle.manifest.network)).readout
+    predicted = decide(EmulatorBackend(read_netx(_net_file(bundle, tmp_path))).run(x), rule).labels
+    truth = np.tile(np.arange(len(COMMANDS)), len(WORDS))
+    correct = int(np.sum(predicted == truth))
+    assert correct >= COMMANDS_MIN_CORRECT, f"{correct} of {len(truth)} right"
