@@ -9,7 +9,8 @@ scores with ``edgekws eval``'s ``evaluate`` (accuracy overall, per speaker and b
     every FSDD speaker and on the Speech Commands sample (its words outside the task map to ``_unknown_``);
 (b) **leave one engine out**: for each engine, trained on a corpus without it (``--exclude ENGINE``) and
     scored on a corpus of that engine alone (all its voices, all splits). flite and festival share the
-    recorded persons kal and slt: the engine is unseen, those persons are not (reported as such);
+    recorded persons kal and slt; a row says when such a person is in the training split by another engine
+    (``data synth`` holds kal and slt out of training, for validation and test);
 (c) **synthetic + 4 FSDD speakers**: trained on the synthetic corpus plus four FSDD speakers, scored on the
     other two; three rotations so every speaker is held out once; mean and spread (min, max, std).
 
@@ -184,6 +185,12 @@ def _all_splits(folder: Path) -> SpikeDataset:
     return SpikeDataset.concat([read_shd(folder / f"{s}.h5") for s in ("train", "val", "test")])
 
 
+def _persons(corpus: Path, split: str | None) -> set[str]:
+    """The recorded persons of a synthetic corpus's speakers (of one split, or all)."""
+    speakers = json.loads((corpus / "manifest.json").read_text())["speakers"]
+    return {s.get("person", s["id"]) for s in speakers if split is None or s["split"] == split}
+
+
 def _nonempty(folder: Path, split: str) -> SpikeDataset | None:
     data = read_shd(folder / f"{split}.h5")
     return data if len(data) else None
@@ -198,7 +205,13 @@ def synthetic_only(b: Bench) -> dict[str, Any]:
         "synthetic_test": b.score(
             run, read_shd(corpus / "test.h5"), trained, "synthetic test voices (unseen)"
         ),
-        "fsdd": b.score(run, fsdd, trained, "FSDD, all 6 speakers"),
+        "fsdd": b.score(
+            run,
+            fsdd,
+            trained,
+            "FSDD, all 6 speakers"
+            + ("" if "zero" in b.classes else " (digits: every clip's truth is _unknown_)"),
+        ),
     }
     sc = _nonempty(b.real("sc-sample", SC_SOURCE), "test")
     if sc is not None:
@@ -224,12 +237,12 @@ def leave_one_engine_out(b: Bench) -> dict[str, Any]:
     size = f", {changes['per_class']} per class" if "per_class" in changes else ""
     for engine in engines:
         train = b.synth(f"without-{engine}", **{"exclude": [engine], **changes})
-        test = _all_splits(b.synth(f"only-{engine}", **{"engines": [engine], "exclude": [], **changes}))
+        only = b.synth(f"only-{engine}", **{"engines": [engine], "exclude": [], **changes})
+        test = _all_splits(only)
         run = b.train(f"without-{engine}", read_shd(train / "train.h5"), read_shd(train / "val.h5"))
+        persons = _persons(train, "train") & _persons(only, None)
         shared = (
-            " (persons kal/slt shared by flite and festival stay in training)"
-            if engine != "espeak-ng"
-            else ""
+            f" (persons also in training by another engine: {', '.join(sorted(persons))})" if persons else ""
         )
         out[engine] = b.score(
             run,
@@ -311,6 +324,11 @@ def markdown(doc: dict[str, Any]) -> str:
             f"Synthetic + 4 FSDD speakers, held-out pairs: mean {_pct(ft['mean_accuracy'])}, "
             f"std {_pct(ft['std_accuracy'])}, {spread}.",
         ]
+    if ft:
+        held = {k: v for f in ft["folds"].values() for k, v in f.get("per_speaker_accuracy", {}).items()}
+        if held:
+            lines += ["", "Synthetic + 4 FSDD speakers, per held-out speaker: " + ", ".join(
+                f"{k} {_pct(v['accuracy'])}" for k, v in sorted(held.items()))]  # fmt: skip
     fsdd = r.get("synthetic", {}).get("fsdd")
     if fsdd and "per_speaker_accuracy" in fsdd:
         lines += ["", "Synthetic only, FSDD per speaker: " + ", ".join(
@@ -322,6 +340,8 @@ def markdown(doc: dict[str, Any]) -> str:
             if table:
                 lines += ["", f"Synthetic test voices by {column}: " + ", ".join(
                     f"{k} {_pct(v['accuracy'])} ({v['samples']})" for k, v in table.items())]  # fmt: skip
+    if doc.get("note"):
+        lines += ["", doc["note"]]
     lines += ["", "Recipe:", "", "```json", json.dumps(doc["recipe"], indent=1), "```", ""]
     return "\n".join(lines)
 
@@ -338,6 +358,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="folder for corpora and runs (kept; reused)")
     parser.add_argument("--protocols", default=None, help="comma-separated subset of " + ", ".join(PROTOCOLS))
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--note", default="", help="a paragraph for the .md (e.g. how reused runs were made)")
     parser.add_argument("--out", type=Path, default=None, help="result JSON path (the .md goes beside it)")
     args = parser.parse_args()
     recipe = load_recipe(args.recipe, args.tiny)
@@ -366,6 +387,7 @@ def main() -> None:
         "classes": bench.classes,
         "work": str(work),
         "results": results,
+        "note": args.note,
     }
     out = args.out or RESULTS / ("real_voices_tiny.json" if args.tiny else "real_voices.json")
     write_results(out, doc, markdown(doc))
