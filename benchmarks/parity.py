@@ -11,7 +11,8 @@ the emulator's (they must be identical, and so must the decisions).
     .venv/bin/python benchmarks/parity.py --run runs/final --data /tmp/digits/test.h5
     .venv/bin/python benchmarks/parity.py --run runs/h256 --data test.h5 --lava-samples 0   # no Lava
 
-Writes ``benchmarks/results/parity.{json,md}`` and the bar plot ``benchmarks/results/parity.png``.
+Writes ``benchmarks/results/parity.{json,md}`` and the bar plot ``benchmarks/results/parity.png`` (with
+``--out``, the plot goes beside the JSON).
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ def markdown(doc: dict[str, Any]) -> str:
             f"({lava['ms_per_step']:.2f} ms per step, including {lava['subprocesses']} subprocess "
             "start(s) and compiles).",
         ]
-    lines += ["", "Plot: `benchmarks/results/parity.png`.", ""]
+    lines += ["", f"Plot: `{doc.get('plot', 'benchmarks/results/parity.png')}`.", ""]
     return "\n".join(lines)
 
 
@@ -277,6 +278,7 @@ def main() -> int:
         "target_points": TARGET_POINTS,
         "target_met": best["points_vs_float"] >= -TARGET_POINTS,
         "lava": lava_doc,
+        "plot": f"benchmarks/results/{args.out.with_suffix('.png').name}",
     }
     write_results(args.out, doc, markdown(doc))
     plot(doc, args.out.with_suffix(".png"))
