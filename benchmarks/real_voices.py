@@ -346,6 +346,19 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _without_note(argv: list[str]) -> list[str]:
+    """The arguments less ``--note TEXT`` (the note is printed below the table, not in the command)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--note":
+            skip = True
+        elif not arg.startswith("--note="):
+            out.append(arg)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -378,7 +391,7 @@ def main() -> None:
     doc = {
         "benchmark": "real_voices",
         "tiny": args.tiny,
-        "command": "python " + " ".join(["benchmarks/real_voices.py", *sys.argv[1:]]),
+        "command": "python " + " ".join(["benchmarks/real_voices.py", *_without_note(sys.argv[1:])]),
         "machine": info,
         "load_average_1min_at_end": load_average(),
         "seconds": round(time.perf_counter() - start, 1),
