@@ -1,5 +1,6 @@
-"""Tests on the shipped reference models (tests/assets): Lava fixed_pt decides exactly like the emulator on real
-trained weights, and the emulator recognises digits spoken by espeak-ng voices the model never heard.
+"""Tests on the shipped reference models (tests/assets): Lava fixed_pt decides exactly like the emulator on
+real trained weights, and the emulator recognises digits and commands spoken by espeak-ng voices the models
+never heard.
 
 The asset is a signed bundle built from a real training run with ``build_run_bundle`` (percentile 100, the
 best one in benchmarks/results/parity.md) and signed by a throw-away test key whose public half sits next
