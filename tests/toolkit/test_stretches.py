@@ -117,7 +117,7 @@ def test_stream_training_runs_and_validates_on_stretches(corpus: Path, tmp_path:
             main, ["eval", str(run), "--data", str(data / "val.h5"), "--backend", backend, "--json"]
         )
         assert ev.exit_code == 0, ev.output
-        scored[backend] = json.loads(ev.output)
+        scored[backend] = json.loads(ev.stdout)
     truth = sum(len(s) for s in stream_spans(read_shd(data / "val.h5")))
     for backend, r in scored.items():
         assert r["backend"] == backend and r["stretches"] == 2 and r["seconds"] == 12.0
