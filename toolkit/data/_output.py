@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekws.packaging import fsync_dir
+from edgekws.toolkit._interrupt import pid_alive
 from edgekws.toolkit.data._spikes import DatasetError
 
 
@@ -51,18 +52,8 @@ def _remove_stale_partials(out: Path) -> None:
     """Remove ``.OUT.partial-PID`` folders that a killed run (SIGKILL, power cut) left behind."""
     for old in out.parent.glob(f".{out.name}.partial-*"):
         pid = old.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def manifest_text(manifest: dict[str, Any], rows: str) -> str:

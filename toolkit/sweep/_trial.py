@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgekws.toolkit._interrupt import pid_alive
+
 CORE_CLAIMS = "edgekws-sweep-cores.json"  # node-local, in the temp dir: core -> pid of the trial pinned to it
 
 
@@ -226,23 +228,13 @@ def _claims() -> Any:
         os.replace(tmp, path)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _claim_cores(n: int) -> list[int]:
     """Claim ``n`` cores of this process's affinity no live trial holds; none if fewer are free (then
     the trial runs unpinned, e.g. when trials were given fractions of a CPU)."""
     available = sorted(os.sched_getaffinity(0))
     with _claims() as claims:
         for core, pid in list(claims.items()):
-            if pid != os.getpid() and not _alive(pid):
+            if pid != os.getpid() and not pid_alive(pid):
                 del claims[core]
         free = [c for c in available if c not in claims]
         if len(free) < n:
