@@ -270,7 +270,7 @@ def test_prometheus_scrapes_fleet_serve(tmp_path: Path, broker: Any) -> None:
     scrapes `edgekws fleet serve` with its token; a device's metric comes back through Prometheus' API."""
     prometheus = shutil.which("prometheus")
     if prometheus is None:
-        pytest.skip("Prometheus is not installed: `apt install prometheus` (make test installs it)")
+        pytest.fail("Prometheus is not installed: `apt install prometheus` (make test installs it)")
     token_file = tmp_path / "fleet-token"
     token_file.write_text(TOKEN + "\n")
     http_port, prom_port = free_port(), free_port()
