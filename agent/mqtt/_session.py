@@ -8,6 +8,7 @@ aiomqtt's lesson: wrap paho once. :class:`MqttSession` is one connection of one 
   reason code raises :class:`BrokerRefused` ("broker refused the connection: Not authorized");
 - :meth:`MqttSession.subscribe` returns only after the SUBACK, and raises :class:`SubscribeRefused` when
   the broker refused a filter (an ACL, say) -- a refused subscription is never taken for a working one;
+  :meth:`MqttSession.unsubscribe` returns only after the UNSUBACK;
 - network I/O runs in the caller's thread (:meth:`MqttSession.loop`) or in paho's (:meth:`start_loop`).
 
 :func:`keep_connected` is the reconnect loop of the long-lived clients, explicit and testable::
@@ -158,6 +159,7 @@ class MqttSession:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_subscribe = self._on_subscribe
+        self.client.on_unsubscribe = self._on_subscribe  # the same bookkeeping: reason codes per mid
 
     @property
     def where(self) -> str:
@@ -218,6 +220,15 @@ class MqttSession:
         refused = [f"{f} ({code})" for f, code in zip(filters, codes, strict=False) if code.is_failure]
         if refused:
             raise SubscribeRefused(f"broker refused the subscription to {', '.join(refused)}")
+
+    def unsubscribe(self, filters: list[str], timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+        """Unsubscribe from ``filters`` and wait for the UNSUBACK: from then on the broker routes nothing new
+        to this session (what it already sent or queued for it still comes)."""
+        rc, mid = self.client.unsubscribe(filters)
+        if rc != mqtt.MQTT_ERR_SUCCESS or mid is None:
+            raise ConnectFailed(f"cannot unsubscribe on {self.where}: {mqtt.error_string(rc)}")
+        self._wait(lambda: mid in self._subacks, timeout_s, "UNSUBACK")
+        del self._subacks[mid]
 
     def _wait(self, done: Callable[[], bool], timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s

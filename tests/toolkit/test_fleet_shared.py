@@ -16,9 +16,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 from _devices import stream_detections
 from click.testing import CliRunner
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edgekws.agent._config import MqttConfig
 from edgekws.agent._telemetry import DeviceTelemetry
@@ -28,10 +30,12 @@ from edgekws.toolkit.fleet import FleetMonitor, FleetStore
 from edgekws.toolkit.fleet._broker import free_port
 
 
-def _serve(tmp_path: Path, name: str, broker_url: str, db: str, port: int) -> subprocess.Popen[bytes]:
+def _serve(
+    tmp_path: Path, name: str, broker_url: str, db: str, port: int, adopt_after: float = 3
+) -> subprocess.Popen[bytes]:
     command = [str(Path(sys.executable).with_name("edgekws")), "fleet", "serve", "--broker", broker_url]
     command += ["--db", db, "--port", str(port), "--shared", "ingest", "--client-id", name]
-    command += ["--adopt-after", "3"]
+    command += ["--adopt-after", str(adopt_after)]
     with open(tmp_path / f"{name}.log", "wb") as log:
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
@@ -123,6 +127,62 @@ def test_two_shared_monitors_store_every_message_once_when_one_is_killed(
     finally:
         for link in links:
             link.stop()
+        for proc in monitors.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+
+def test_a_cleanly_stopped_shared_monitor_leaves_its_group_with_nothing_left_behind(
+    tmp_path: Path, broker: Any, postgres: Any
+) -> None:
+    """SIGTERM one of two `fleet serve --shared` while the broker still sends it messages (a burst it is
+    behind on): it drains its session (unsubscribe, commit, acknowledge what was in flight and queued) and
+    ends it, so every message published before and after is stored exactly once, without any adoption
+    (--adopt-after 600). Before the fix the stopped monitor's socket was reset with messages unread, the
+    broker never read its DISCONNECT, and its session stayed in the group holding a share of the messages.
+    """
+    db = postgres.new_database()
+    ports = {"mon-a": free_port(), "mon-b": free_port()}
+    monitors = {name: _serve(tmp_path, name, broker.url, db, port, 600) for name, port in ports.items()}
+    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="pub", protocol=MQTTProtocolVersion.MQTTv5)
+    store = FleetStore(db)
+    try:
+        for name, port in ports.items():
+            _wait_subscribed(port, monitors[name], tmp_path / f"{name}.log")
+        publisher.connect(broker.host, broker.port)
+        publisher.loop_start()
+        n = 3000  # published as fast as the broker takes them: both monitors fall behind
+
+        def publish(first: int, count: int) -> list[mqtt.MQTTMessageInfo]:
+            return [
+                publisher.publish(f"edgekws/v1/lab/d{i % 3}/detection", _detection(i), qos=1)
+                for i in range(first, first + count)
+            ]
+
+        infos = publish(0, n)
+        deadline = time.monotonic() + 60
+        while sum(i.is_published() for i in infos) < n // 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert store.count("detection") < n // 2  # stopped with messages still coming
+        monitors["mon-a"].send_signal(signal.SIGTERM)
+        assert monitors["mon-a"].wait(60) == 0, (tmp_path / "mon-a.log").read_text()[-3000:]
+        infos += publish(n, n // 10)  # after it left: the group is mon-b alone
+        for info in infos:
+            info.wait_for_publish(60)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and store.count("detection") < len(infos):
+            time.sleep(0.2)
+        log_a, log_b = (tmp_path / "mon-a.log").read_text(), (tmp_path / "mon-b.log").read_text()
+        assert store.count("detection") == store.distinct_messages("detection") == len(infos), log_a[-3000:]
+        assert "left the group ingest (session drained and ended)" in log_a, log_a[-3000:]
+        assert "Client mon-a disconnected." in broker.log()  # its DISCONNECT was read, not a reset socket
+        assert "adopting" not in log_b, log_b[-3000:]
+        assert [m["client_id"] for m in store.monitor_rows()] == ["mon-b"]
+    finally:
+        publisher.loop_stop()
+        store.dispose()
         for proc in monitors.values():
             if proc.poll() is None:
                 proc.kill()

@@ -39,6 +39,7 @@ import time
 import typing
 import uuid
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -786,8 +787,12 @@ STORE_GRACE_S = 60.0
 BEAT_S = 2.0
 SILENT_S = 15.0
 ADOPT_CHECK_S = 5.0
-ADOPT_QUIET_S = 3.0  # an adopted session is drained when nothing came for this long
 ADOPT_MAX_S = 120.0
+#: A session leaving its group (a clean stop, an adoption) is drained (:func:`_drain`): it is empty when
+#: nothing came for DRAIN_QUIET_S after its UNSUBACK. A clean stop drains for LEAVE_MAX_S at most; what is
+#: left then stays in the session, which another monitor adopts.
+DRAIN_QUIET_S = 2.0
+LEAVE_MAX_S = 30.0
 
 
 def _message_topic(msg: Any) -> str:
@@ -798,7 +803,11 @@ def _message_topic(msg: Any) -> str:
 
 
 def _end_session(session: MqttSession) -> None:
-    """DISCONNECT with session expiry 0: the broker drops the session (and its shared subscription)."""
+    """DISCONNECT with session expiry 0: the broker drops the session (and its shared subscription).
+
+    Only for a drained session (:func:`_drain`): paho closes the socket right after writing the DISCONNECT,
+    and a socket closed with unread data in it (a PUBLISH the broker is still sending) is reset, not closed:
+    the broker then drops the DISCONNECT unread and keeps the session."""
     props = Properties(PacketTypes.DISCONNECT)
     props.SessionExpiryInterval = 0
     with contextlib.suppress(Exception):
@@ -811,6 +820,38 @@ def shared_filters(group: str) -> list[str]:
     return [f"$share/{group}/{f}" for f in device_subscription()]
 
 
+def _drain(
+    session: MqttSession,
+    group: str,
+    last_message: Callable[[], float],
+    commit: Callable[[], bool],
+    deadline: float,
+    cancelled: threading.Event,
+) -> bool:
+    """Take a session out of the shared ``group`` and empty it, so that it can be ended without losing
+    anything: UNSUBSCRIBE, confirmed by the UNSUBACK (the broker routes nothing new to the session), then
+    ingest, ``commit`` and acknowledge what the broker still sends -- in flight, and queued for the session --
+    until nothing came (``last_message()``, a time.monotonic()) for DRAIN_QUIET_S. ``commit`` returns False
+    while the store cannot be written (retried every second). False when cut short (``deadline``,
+    ``cancelled``, the connection gone): the session then keeps what is left, and is adopted later."""
+    try:
+        session.unsubscribe(shared_filters(group))
+    except ConnectFailed as exc:
+        log.warning("cannot leave the shared group %s: %s", group, exc)
+        return False
+    quiet_from = time.monotonic()
+    while time.monotonic() < deadline and not cancelled.is_set():
+        alive = session.loop(0.05)
+        if not commit():
+            cancelled.wait(1.0)
+            continue
+        if not alive:
+            return False
+        if time.monotonic() - max(quiet_from, last_message()) > DRAIN_QUIET_S:
+            return True
+    return False
+
+
 class MqttIngest:
     """Keeps a subscription to every device's messages alive and feeds a :class:`FleetMonitor`.
 
@@ -820,7 +861,8 @@ class MqttIngest:
     ``shared_group``: subscribe as one of several monitors (``$share/GROUP/edgekws/v1/+/+/#``), each with
     its own ``client_id``, on one shared store; the broker splits the messages among them. They beat in the
     store's ``monitors`` table every ``BEAT_S`` and adopt the session of one silent for ``silent_s``; a
-    clean stop commits, acknowledges and ends its own session.
+    clean stop commits, acknowledges, drains (:func:`_drain`) and ends its own session, which can take
+    DRAIN_QUIET_S and up to LEAVE_MAX_S (:meth:`stop` waits for it).
     """
 
     def __init__(
@@ -860,6 +902,7 @@ class MqttIngest:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._unacked: list[tuple[int, int]] = []
+        self._last_message = 0.0  # time.monotonic() of the last message received
         self.failure: str | None = None  # why the ingest thread ended, if it did other than by stop()
         self.store_failing_since: float | None = None  # time.monotonic() of the first failed write
         self.store_error: str | None = None
@@ -875,7 +918,9 @@ class MqttIngest:
         self._thread = threading.Thread(target=self._run, name="edgekws-fleet-mqtt", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = LEAVE_MAX_S + 10.0) -> None:
+        """Stop ingest: commit and acknowledge what was taken; with a shared group, leave it (drain and end
+        this session, at most LEAVE_MAX_S). Waits ``timeout`` seconds at most for that."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -974,6 +1019,7 @@ class MqttIngest:
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         self.monitor.ingest(_message_topic(msg), msg.payload)  # never raises for what a message holds
+        self._last_message = time.monotonic()
         if self.monitor.store is not None and msg.qos > 0:
             self._unacked.append((msg.mid, msg.qos))
 
@@ -985,9 +1031,7 @@ class MqttIngest:
             return
         now = time.monotonic()
         try:
-            if now >= self._next_beat:
-                self._next_beat = now + BEAT_S
-                store.beat(self.client_id, group, socket.gethostname(), os.getpid())
+            self._beat()
             if now >= self._next_adopt_check:
                 self._next_adopt_check = now + min(ADOPT_CHECK_S, self.silent_s / 3)
                 for client_id in store.adopt_silent(group, self.client_id, self.silent_s):
@@ -1001,19 +1045,45 @@ class MqttIngest:
         except Exception as exc:  # the store is down: ingest holds its batch; beat and adopt later
             log.warning("fleet monitor %s: cannot reach the monitors table: %s", self.client_id, exc)
 
+    def _beat(self) -> None:
+        """This monitor's heartbeat in the store's monitors table, every BEAT_S."""
+        now = time.monotonic()
+        if now >= self._next_beat and self.monitor.store is not None and self.shared_group is not None:
+            self._next_beat = now + BEAT_S
+            self.monitor.store.beat(self.client_id, self.shared_group, socket.gethostname(), os.getpid())
+
     def _leave_group(self, session: MqttSession) -> None:
-        """A clean stop with everything committed and acknowledged: end this session at the broker (so it
-        routes nothing more to it) and leave the monitors table."""
+        """A clean stop with everything committed and acknowledged: drain this session (:func:`_drain`), end
+        it at the broker and leave the monitors table. Ended undrained, the broker would drop what it had in
+        flight or queued for the session; left in the group, it would keep routing a share of every device's
+        messages to it. When draining is cut short, the session and the monitors row stay: another monitor
+        adopts the session once the row is silent for ``silent_s``."""
+        assert self.monitor.store is not None and self.shared_group is not None
+        group, store = self.shared_group, self.monitor.store
+
+        def commit() -> bool:
+            with contextlib.suppress(Exception):  # a store that fails here fails the commit as well
+                self._beat()  # still alive: nobody adopts this session while it drains
+            return not self._unacked or self._commit(session)
+
+        deadline = time.monotonic() + LEAVE_MAX_S
+        if not _drain(session, group, lambda: self._last_message, commit, deadline, threading.Event()):
+            log.warning(
+                "fleet monitor %s: stopped before its session was drained; another monitor of %s adopts it",
+                self.client_id,
+                group,
+            )
+            return
         _end_session(session)
-        assert self.monitor.store is not None
         with contextlib.suppress(Exception):
-            self.monitor.store.forget_monitor(self.client_id)
+            store.forget_monitor(self.client_id)
+        log.info("fleet monitor %s: left the group %s (session drained and ended)", self.client_id, group)
 
     def _adopt(self, client_id: str) -> None:
         """Drain the broker session of the silent monitor ``client_id`` into this monitor's store, then end
         it: connect with its client id (resuming its session, so the broker re-sends what it had sent without
-        a PUBACK and what it queued), unsubscribe (nothing new is routed to it), commit and acknowledge until
-        nothing came for ADOPT_QUIET_S, and only then DISCONNECT with session expiry 0. Cut short (stopped,
+        a PUBACK and what it queued), drain it (:func:`_drain`: unsubscribe, commit and acknowledge until
+        nothing came for DRAIN_QUIET_S), and only then DISCONNECT with session expiry 0. Cut short (stopped,
         the store or the broker gone), the session stays as it was and is adopted again later."""
         session = MqttSession(dataclasses.replace(self.options, client_id=client_id))
         unacked: list[tuple[int, int]] = []
@@ -1027,31 +1097,28 @@ class MqttIngest:
         session.client.on_message = on_message
         store = self.monitor.store
         assert store is not None and self.shared_group is not None
+
+        def commit() -> bool:
+            if unacked:
+                try:
+                    self.monitor.flush()
+                except StoreError:
+                    return False
+                for mid, qos in unacked:
+                    session.client.ack(mid, qos)
+                unacked.clear()
+            return True
+
         log.warning(
             "fleet monitor %s: monitor %s went silent; adopting its session", self.client_id, client_id
         )
         try:
             session.connect()
-            session.client.unsubscribe(shared_filters(self.shared_group))
             taken[1] = time.monotonic()  # quiet counts from now (connecting may take long on a busy box)
             deadline = time.monotonic() + ADOPT_MAX_S
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                alive = session.loop(0.05)
-                if unacked:
-                    try:
-                        self.monitor.flush()
-                    except StoreError:
-                        self._stop.wait(1.0)
-                        continue
-                    for mid, qos in unacked:
-                        session.client.ack(mid, qos)
-                    unacked.clear()
-                if not alive:  # its owner came back (same client id), or the broker went: they take over
-                    log.warning("fleet monitor %s: the adopted session %s closed", self.client_id, client_id)
-                    return
-                if time.monotonic() - taken[1] > ADOPT_QUIET_S:
-                    break
-            else:
+            if not _drain(session, self.shared_group, lambda: taken[1], commit, deadline, self._stop):
+                # its owner came back (same client id), the broker or the store went, or we stop
+                log.warning("fleet monitor %s: adopting %s was cut short", self.client_id, client_id)
                 return
             if not store.adopted_by(client_id, self.client_id):  # its owner beat again: alive, give it back
                 log.warning(
