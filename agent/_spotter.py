@@ -48,6 +48,8 @@ from edgekws.agent.backends import Backend, LaneStates
 from edgekws.packaging import DEFAULT_READOUT, DetectionSpec, Readout
 
 ALWAYS_ON_OVERRIDES = ("threshold", "min_margin", "refractory_ms", "smoothing_ms")
+#: An always-on network's inference: this much audio stepped through it (a lanes-mode window is 1 s as well).
+ALWAYS_ON_INFERENCE_S = 1.0
 
 
 def resolve_mode(config: DetectionConfig, spec: DetectionSpec) -> str:
@@ -247,8 +249,13 @@ class Spotter:
     @property
     def inferences(self) -> int:
         """Windows' worth of network work done: lanes mode scores one window per lane per window length
-        (K per audio second at 1 s windows); the always-on network does one per window length of audio."""
-        return self.windows_scored if self.mode == "lanes" else self.network_steps // self.window
+        (K per audio second at 1 s windows); the always-on network does one per ALWAYS_ON_INFERENCE_S of
+        audio (its bundle's ``num_steps`` is the length of the training stretches, not a window: it never
+        resets), so energy per inference compares the two modes' networks and a report of a few seconds
+        counts some."""
+        if self.mode == "lanes":
+            return self.windows_scored
+        return self.network_steps // max(1, round(ALWAYS_ON_INFERENCE_S / self.dt_s))
 
     def _lane_local(self, g: int) -> np.ndarray:
         """Position of global step ``g`` inside each lane's current window."""

@@ -31,7 +31,7 @@ from edgekws.agent._daemon import Agent
 from edgekws.agent._device_store import DeviceStore
 from edgekws.agent._frontend import FrontendSpec
 from edgekws.agent.mqtt import DeployOrder
-from edgekws.packaging import READOUT_V_TH_MANT, NetworkSpec, format_created
+from edgekws.packaging import READOUT_V_TH_MANT, DetectionSpec, NetworkSpec, format_created
 from edgekws.packaging._bundle import build_bundle
 from edgekws.packaging._fixedpoint import FixedPointLayer, FixedPointNetwork
 from edgekws.packaging._netx import write_netx
@@ -92,20 +92,32 @@ def small_network(channels: int | None = None, *, hidden: int = 24, seed: int = 
     )
 
 
-def make_bundle(folder: Path, version: str, *, inputs: int | None = None, key: SigningKey = KEY) -> Path:
-    """A signed bundle of ``small_network()``; ``inputs`` other than the front-end's breaks it."""
+def make_bundle(
+    folder: Path,
+    version: str,
+    *,
+    inputs: int | None = None,
+    key: SigningKey = KEY,
+    detection: DetectionSpec | None = None,
+) -> Path:
+    """A signed bundle of ``small_network()``; ``inputs`` other than the front-end's breaks it. With an
+    always-on ``detection`` it is a stream model's bundle: a background class, num_steps the length of its
+    (20 s) training stretches."""
     c, h = inputs or SPEC.num_channels, 24
     netx = write_netx(small_network(c, hidden=h), folder / f"netx-{version}-{c}.h5")
-    spec = NetworkSpec(num_inputs=c, hidden=(h,), num_outputs=3, num_steps=200, class_names=LABELS)
+    labels = LABELS if detection is None else (detection.background_label, *LABELS[1:])
+    steps = 200 if detection is None else 20000
+    spec = NetworkSpec(num_inputs=c, hidden=(h,), num_outputs=3, num_steps=steps, class_names=labels)
     return build_bundle(
         folder / f"kws-{version}{'-broken' if inputs else ''}.ekb",
         name="kws",
         version=version,
-        labels=LABELS,
+        labels=labels,
         frontend=SPEC.to_dict(),
         network=spec.to_dict(),
         files={"model/netx.h5": netx},
         private_key=key,
+        detection=None if detection is None else detection.to_dict(),
     )
 
 

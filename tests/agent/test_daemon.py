@@ -22,6 +22,7 @@ from edgekws.agent._config import parse_config
 from edgekws.agent._daemon import Agent, sd_notify, watchdog_interval
 from edgekws.agent._device_store import DeviceStore
 from edgekws.agent._pipeline import NoBackend, choose_backend
+from edgekws.packaging import DetectionSpec
 from edgekws.packaging._netx import write_netx
 from edgekws.packaging._signing import SigningKey
 
@@ -36,9 +37,11 @@ def _setup(
     loop: bool = False,
     install: bool = True,
     extra: str = "",
+    detection: DetectionSpec | None = None,
+    interval_s: float = 0.2,
 ) -> Path:
     """A store with an installed bundle, a trusted key, noise WAVs and a config; returns the config path."""
-    bundle = make_bundle(tmp_path, "1.0.0")
+    bundle = make_bundle(tmp_path, "1.0.0", detection=detection)
     (tmp_path / "release.pub").write_bytes(KEY.public_key.to_pem())
     if install:
         DeviceStore(tmp_path / "store", [KEY.public_key]).install(bundle)
@@ -73,7 +76,7 @@ min_input_rate_hz = 0
 ignore_labels = []
 
 [telemetry]
-interval_s = 0.2
+interval_s = {interval_s}
 {extra}
 """
     )
@@ -255,3 +258,25 @@ def test_telemetry_carries_a_loihi_opcount_estimate_on_the_emulator(tmp_path: Pa
     by_method = {e["method"]: e for e in snap["energy"]}
     estimate = by_method["estimated:loihi2-opcount"]
     assert estimate["mj_per_inference"] > 0 and "pJ/synop" in estimate["detail"]
+
+
+def test_always_on_telemetry_counts_a_second_of_network_time_as_an_inference(tmp_path: Path) -> None:
+    """An always-on bundle (num_steps = its 20 s training stretch) over 3 s of audio, one report at the end:
+    one inference per second of audio, so energy per inference is there for every meter, next to energy per
+    audio second (before, inferences were counted per 20 s and a report of a few seconds had none)."""
+    spec = DetectionSpec("always_on", smoothing_ms=20.0, threshold=0.9, refractory_ms=300.0)
+    agent = Agent(_setup(tmp_path, seconds=3.0, realtime=False, detection=spec, interval_s=3600), env={})
+    agent.start()
+    try:
+        agent.loop()
+        snap = agent.report()
+        assert agent.pipeline.spotter is not None and agent.pipeline.spotter.mode == "always_on"
+    finally:
+        agent.stop()
+    assert snap["detection_mode"] == "always_on" and snap["audio_s"] >= 2.9
+    assert snap["inferences"] == int(snap["audio_s"] + 1e-6)
+    for reading in snap["energy"]:
+        assert reading["mj_per_inference"] is not None and reading["mj_per_audio_s"] is not None, reading
+    estimate = {e["method"]: e for e in snap["energy"]}["estimated:loihi2-opcount"]
+    per_second = estimate["mj_per_inference"] * snap["inferences"] / snap["audio_s"]
+    assert per_second == pytest.approx(estimate["mj_per_audio_s"], rel=0.05)

@@ -261,13 +261,14 @@ def _always_on(**settings: float) -> DetectionSpec:
 def test_always_on_runs_one_never_reset_network_and_decides_on_its_time_course(generic: bool) -> None:
     """Always-on: the readout the spotter sees over a 3 s stream fed in 20-step chunks is the network's run
     over the whole stream from zero state (one state, never reset), its detections are the time-course
-    stage's on that trace, and one window's worth of work is done per window of audio (on the emulator and
-    on any backend through the plain interface)."""
+    stage's on that trace, and one inference is counted per second of audio (on the emulator and on any
+    backend through the plain interface), whatever the bundle's num_steps (a training stretch's length)."""
     net = small_network(seed=3)
     backend: Backend = InterfaceOnly(net) if generic else EmulatorBackend(net)
     spikes = _spikes(3000, 0.08, seed=5)
     spec = _always_on()
-    spotter = Spotter(SPEC, backend, ALWAYS_ON_LABELS, window_steps=100, detection=spec)
+    # a stream model's bundle says num_steps = its training stretch (20 s), which is no window of this run
+    spotter = Spotter(SPEC, backend, ALWAYS_ON_LABELS, window_steps=20000, detection=spec)
     assert spotter.mode == "always_on"
     seen: list[tuple[int, np.ndarray]] = []
     spotter.on_readout = lambda step, v: seen.append((step, v))
@@ -280,7 +281,7 @@ def test_always_on_runs_one_never_reset_network_and_decides_on_its_time_course(g
         ((s + 1) * 1e-3, k) for s, k, _ in expected
     ]
     assert all(d.label != "_background_" for d in found)
-    assert spotter.inferences == 30 and spotter.network_steps == 3000
+    assert spotter.inferences == 3 and spotter.network_steps == 3000  # one per second of network time
 
 
 def test_the_bundle_says_the_mode_and_the_config_may_only_confirm_it() -> None:

@@ -51,12 +51,21 @@ TELEMETRY = {
     "queue": {"depth": 0, "bytes": 0},
     "dropped": {"detection": 2},
 }
+#: An always-on device's report as agents before the fix sent it: no inference counted in a short interval,
+#: so energy per audio second only (the monitor shows it for every device).
+ALWAYS_ON = {
+    **TELEMETRY,
+    "inferences": 0,
+    "detection_mode": "always_on",
+    "energy": [{"mj_per_inference": None, "mj_per_audio_s": 0.1066, "method": "estimated:loihi2-opcount"}],
+}
 
 
 @pytest.fixture
 def server() -> Any:
     mon = FleetMonitor()
     mon.ingest("edgekws/v1/lab/box-7/telemetry", json.dumps(TELEMETRY).encode())
+    mon.ingest("edgekws/v1/lab/box-9/telemetry", json.dumps(ALWAYS_ON).encode())
     status = {
         "schema": "edgekws.status/1",
         "id": "s",
@@ -96,7 +105,8 @@ def test_one_device_cannot_break_metrics_or_the_api(server: FleetServer) -> None
     parses with the reference parser, the device is not listed and its messages are counted as invalid."""
     _, body = _get(server, "/api/devices")
     snap = _strict_json(body)
-    assert [d["device"] for d in snap["devices"]] == ["box-7", "box-8"] and snap["counts"]["invalid"] == 3
+    assert [d["device"] for d in snap["devices"]] == ["box-7", "box-8", "box-9"]
+    assert snap["counts"]["invalid"] == 3
     _, text = _get(server, "/metrics")
     samples = {s.name: s.value for fam in text_string_to_metric_families(text) for s in fam.samples}
     assert samples["edgekws_fleet_invalid_total"] == 3.0
@@ -118,11 +128,16 @@ def test_metrics_is_valid_prometheus_text_with_device_values(server: FleetServer
         (("device", "box-7"), ("fleet", "lab"), ("method", "estimated:loihi2-opcount")),
     )
     assert samples[energy] == 0.22
+    per_audio_s = (
+        "edgekws_device_energy_mj_per_audio_second",
+        (("device", "box-9"), ("fleet", "lab"), ("method", "estimated:loihi2-opcount")),
+    )
+    assert samples[per_audio_s] == 0.1066  # an always-on device's energy, though it counted no inference
     assert samples[("edgekws_device_online", box)] == 1.0
     assert samples[("edgekws_device_online", (("device", "box-8"), ("fleet", "lab")))] == 0.0
     assert samples[("edgekws_fleet_alerts_active", (("kind", "offline"),))] == 1.0
     assert samples[("edgekws_device_dropped_total", (*box, ("kind", "detection")))] == 2.0
-    assert samples[("edgekws_fleet_messages_total", (("kind", "telemetry"),))] == 1.0
+    assert samples[("edgekws_fleet_messages_total", (("kind", "telemetry"),))] == 2.0
 
 
 def test_api_devices_serves_the_snapshot(server: FleetServer) -> None:
@@ -133,7 +148,10 @@ def test_api_devices_serves_the_snapshot(server: FleetServer) -> None:
     assert [(d["device"], d["online"], d["bundle_version"]) for d in snap["devices"]] == [
         ("box-7", True, "1.2.0"),
         ("box-8", False, "1.2.0"),
+        ("box-9", True, "1.2.0"),
     ]
+    box9 = snap["devices"][2]
+    assert (box9["energy_mj"], box9["energy_mj_per_audio_s"]) == (None, 0.1066)
     assert [a["kind"] for a in snap["alerts"]] == ["offline"]
 
 
@@ -150,6 +168,7 @@ def test_dashboard_shows_device_rows_in_headless_chromium(server: FleetServer) -
             check=True,
         ).stdout
     assert 'data-device="lab/box-7"' in out and 'data-device="lab/box-8"' in out
+    assert "<th>mJ/audio s</th>" in out and "<td>0.1066</td>" in out  # box-9, always-on
     assert "digits 1.2.0" in out and "estimated:loihi2-opcount" in out and "went offline" in out
     assert '<small id="meta">monitor unreachable' not in out and "3 invalid" in out
 

@@ -13,7 +13,7 @@ DASHBOARD = """<!doctype html>
 <h1>edgekws fleet</h1>
 <div id="alerts"></div>
 <table id="devices"><thead><tr><th>fleet</th><th>device</th><th>group</th><th>status</th><th>bundle</th><th>backend</th>
-<th>det/min</th><th>p50 ms</th><th>p95 ms</th><th>energy mJ/inf</th><th>method</th><th>queue</th><th>last seen</th>
+<th>det/min</th><th>p50 ms</th><th>p95 ms</th><th>energy mJ/inf</th><th>mJ/audio s</th><th>method</th><th>queue</th><th>last seen</th>
 </tr></thead><tbody></tbody></table>
 <p><small id="meta">loading…</small></p>
 <script>
@@ -31,7 +31,7 @@ async function refresh(){
       const group=d.group||(d.reported_group?'('+d.reported_group+'?)':null);
       tr.append(cell(d.fleet),cell(d.device),cell(group),st,cell(d.bundle?d.bundle.name+' '+d.bundle.version:null),
         cell(d.backend),cell(d.detections_per_minute),cell(num(d.latency_p50_ms,3)),cell(num(d.latency_p95_ms,3)),
-        cell(num(d.energy_mj,4)),cell(d.energy_method),cell(d.queue_depth),cell(age));
+        cell(num(d.energy_mj,4)),cell(num(d.energy_mj_per_audio_s,4)),cell(d.energy_method),cell(d.queue_depth),cell(age));
       tb.append(tr);
     }
     const al=document.getElementById('alerts'); al.replaceChildren();

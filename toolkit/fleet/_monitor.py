@@ -100,8 +100,9 @@ class DeviceState:
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
     latency_p99_ms: float | None = None
-    energy_mj: float | None = None
-    energy_method: str | None = None
+    energy_mj: float | None = None  # per inference (a window of one network's work)
+    energy_mj_per_audio_s: float | None = None  # per second of audio listened to: the cost of listening
+    energy_method: str | None = None  # of both figures (one reading)
     real_time_factor: float | None = None
     queue_depth: int | None = None
     messages: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
@@ -139,15 +140,21 @@ def _latency_key(p50: float | None, p95: float | None, p99: float | None) -> flo
     return next((v for v in (p95, p99, p50) if v is not None), None)
 
 
-def _pick_energy(readings: list[Any]) -> tuple[float | None, str | None]:
-    """A measured figure if there is one, else the first estimate."""
+def _pick_energy(readings: list[Any]) -> tuple[float | None, float | None, str | None]:
+    """(mJ per inference, mJ per audio second, method) of one reading: a measured one if there is one, else
+    the first estimate; a reading with both figures before one with either."""
     valid = sorted(
-        (r for r in readings if r.mj_per_inference is not None),
-        key=lambda r: not r.method.startswith("measured:"),
+        (r for r in readings if r.mj_per_inference is not None or r.mj_per_audio_s is not None),
+        key=lambda r: (
+            not r.method.startswith("measured:"),
+            r.mj_per_inference is None or r.mj_per_audio_s is None,
+        ),
     )
     if not valid:
-        return None, None
-    return float(valid[0].mj_per_inference), valid[0].method
+        return None, None, None
+    r = valid[0]
+    per_audio_s = None if r.mj_per_audio_s is None else float(r.mj_per_audio_s)
+    return None if r.mj_per_inference is None else float(r.mj_per_inference), per_audio_s, r.method
 
 
 #: What a restarted monitor takes over from the store's device states.
@@ -165,6 +172,7 @@ _RESTORED = (
     "latency_p95_ms",
     "latency_p99_ms",
     "energy_mj",
+    "energy_mj_per_audio_s",
     "energy_method",
 )
 
@@ -228,6 +236,7 @@ _TELEMETRY_FIELDS = (
     "latency_p95_ms",
     "latency_p99_ms",
     "energy_mj",
+    "energy_mj_per_audio_s",
     "energy_method",
     "real_time_factor",
     "queue_depth",
@@ -579,7 +588,7 @@ class FleetMonitor:
         d.latency_p50_ms, d.latency_p95_ms, d.latency_p99_ms = (
             (lat.p50, lat.p95, lat.p99) if lat is not None else (None, None, None)
         )
-        d.energy_mj, d.energy_method = _pick_energy(msg.energy)
+        d.energy_mj, d.energy_mj_per_audio_s, d.energy_method = _pick_energy(msg.energy)
         d.real_time_factor = msg.real_time_factor
         d.queue_depth = msg.queue.depth
         for kind, n in msg.dropped.items():

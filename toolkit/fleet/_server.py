@@ -159,6 +159,16 @@ def prometheus_text(snapshot: dict[str, Any]) -> str:
         [({**i, "method": d["energy_method"]}, d["energy_mj"]) for i, d in zip(ids, devices, strict=True)],
     )
     family(
+        "edgekws_device_energy_mj_per_audio_second",
+        "gauge",
+        "Energy per second of audio listened to in millijoules (the cost of listening, comparable between "
+        "lanes and always-on devices); `method` as above.",
+        [
+            ({**i, "method": d["energy_method"]}, d["energy_mj_per_audio_s"])
+            for i, d in zip(ids, devices, strict=True)
+        ],
+    )
+    family(
         "edgekws_device_detections_per_minute",
         "gauge",
         "Keyword detections in the last 60 s.",
@@ -310,13 +320,13 @@ def device_table(snapshot: dict[str, Any]) -> Table:
         "p50 ms",
         "p95 ms",
         "mJ/inf",
+        "mJ/audio s",
         "method",
         "queue",
         "seen",
     ):
-        table.add_column(
-            col, justify="right" if col in ("det/min", "p50 ms", "p95 ms", "mJ/inf", "queue") else "left"
-        )
+        numeric = col in ("det/min", "p50 ms", "p95 ms", "mJ/inf", "mJ/audio s", "queue")
+        table.add_column(col, justify="right" if numeric else "left")
 
     def fmt(v: Any, digits: int = 3) -> str:
         return "–" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
@@ -335,6 +345,7 @@ def device_table(snapshot: dict[str, Any]) -> Table:
             fmt(d["latency_p50_ms"]),
             fmt(d["latency_p95_ms"]),
             fmt(d["energy_mj"], 4),
+            fmt(d["energy_mj_per_audio_s"], 4),
             d["energy_method"] or "–",
             fmt(d["queue_depth"]),
             seen,
