@@ -399,6 +399,14 @@ def median_rates(steps: list[dict[str, Any]]) -> dict[int, float]:
     return {m: statistics.median(v) for m, v in by.items()}
 
 
+def cpu_ms_per_message(step: dict[str, Any]) -> dict[str, float]:
+    """CPU milliseconds per stored message of the monitors, the broker, PostgreSQL and the publishers."""
+    cpu, n = step["cpu"]["cpu_s"], max(1, step["stored"])
+    monitors = sum(v for k, v in cpu.items() if k.startswith("monitor"))
+    parts = {"monitors": monitors, **{k: cpu[k] for k in ("broker", "postgresql", "publishers")}}
+    return {k: 1e3 * v / n for k, v in parts.items()}
+
+
 def plot(steps: list[dict[str, Any]], path: Path, cores: int) -> None:
     import matplotlib
 
@@ -435,7 +443,7 @@ def plot(steps: list[dict[str, Any]], path: Path, cores: int) -> None:
     bx.set_xlabel("monitors")
     bx.set_ylabel("CPU cores busy (CPU s / wall s)")
     bx.set_title("where the CPU went")
-    bx.legend(fontsize=8)
+    bx.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -514,7 +522,27 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> str:
             + "; ".join(f"{s['config']}: SIGKILL at {s['killed_after_s']} s, {s['adoption']}" for s in kills)
             + ".",
         ]
-    lines += ["", f"![ingest rate and CPU per part]({result['plot']})", ""]
+    lines += [
+        "",
+        "CPU milliseconds per stored message, by part (what each message costs whoever runs it; the "
+        "publishers are the simulated devices; in the steady runs each process's fixed cost, start and idle "
+        "polling, is spread over fewer messages):",
+        "",
+        "| run | monitors | broker | postgres | publishers | busiest monitor, share of a core |",
+        "|---|---|---|---|---|---|",
+        *[
+            "| {} | {} | {} |".format(
+                s["config"],
+                " | ".join(f"{v:.3f}" for v in cpu_ms_per_message(s).values()),
+                f"{cpu_share(s)['busiest_monitor']:.2f}",
+            )
+            for s in steps
+            if s["kind"] != "kill"
+        ],
+        "",
+        f"![ingest rate and CPU per part]({result['plot']})",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -536,7 +564,13 @@ def main() -> None:
     ap.add_argument("--no-steady", action="store_true", help="skip the steady (latency) runs")
     ap.add_argument("--no-kill", action="store_true", help="skip the run that SIGKILLs a monitor")
     ap.add_argument("--out", type=Path, default=RESULTS / "fleet_shared.json")
+    ap.add_argument("--from-json", type=Path, help="only redraw the report and plot of a result file")
     args = ap.parse_args()
+    if args.from_json is not None:
+        result = json.loads(args.from_json.read_text())
+        plot(result["steps"], args.out.with_suffix(".png"), int(result["machine"]["cores"]))
+        write_results(args.out, result, report(result, args))
+        return
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
