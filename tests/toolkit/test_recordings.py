@@ -302,3 +302,69 @@ def test_concat_keeps_metadata_and_refuses_other_classes(tmp_path: Path) -> None
     other = read_recordings(csv, classes=["zero", "one", "two"], spec=FrontendSpec(num_bands=16))
     with pytest.raises(DatasetError, match="front-end"):
         SpikeDataset.concat([a, other])
+
+
+def _spoken_folder(tmp_path: Path) -> Path:
+    """FSDD-style folder of real synthesizer speech: 3 espeak-ng speakers x "zero"/"one" x 2 takes, 8 kHz."""
+    from edgekws.agent import resample
+    from edgekws.toolkit.data import _engines, _synth
+
+    folder = tmp_path / "spoken"
+    folder.mkdir()
+    voices = {v.id: v for v in _engines.voices("espeak-ng", "en")}
+    for speaker, vid in (("anna", "en-us+f2"), ("ben", "en-us+m1"), ("carl", "en-us+m3")):
+        for digit, word in enumerate(("zero", "one")):
+            for take in range(2):
+                said = {"rate": 140 + 20 * take, "pitch": 50, "amplitude": 100}
+                audio = resample(_synth.spoken_word(voices[vid], word, said), 16000, 8000)
+                sf.write(folder / f"{digit}_{speaker}_{take}.flac", 0.5 * audio / np.abs(audio).max(), 8000)
+    return folder
+
+
+def test_import_copies_augment_the_train_speakers_only(tmp_path: Path) -> None:
+    """--copies adds augmented copies of the train split's clips only, each with its drawn parameters in the
+    manifest and the sample's metadata; the same seed gives the same copies, another seed other ones; the
+    copies' spikes differ from the original's as their augmentation says (a quieter copy spikes less)."""
+    folder = _spoken_folder(tmp_path)
+    classes = ["zero", "one"]
+    kwargs = {"train_speakers": ["anna", "ben"], "rest": "test", "workers": 1, "augment": "recordings"}
+    manifest = import_recordings([folder], tmp_path / "a", classes, copies=2, seed=5, **kwargs)
+    assert manifest["splits"] == {"train": 8 * 3, "val": 0, "test": 4}
+    assert manifest["train_copies"]["copies"] == 2
+    copies = [r for r in manifest["recordings"] if "augment" in r]
+    assert len(copies) == 16 and {r["split"] for r in copies} == {"train"}
+    assert {r["copy"] for r in copies} == {1, 2} and all("noise" in r["augment"] for r in copies)
+    train = read_shd(tmp_path / "a" / "train.h5")
+    augment = train.metadata("augment")
+    assert augment is not None and sum(a != "" for a in augment) == 16
+    test = read_shd(tmp_path / "a" / "test.h5")
+    assert set(test.metadata("augment")) == {""} and set(test.metadata("speaker")) == {"carl"}
+    # the same recordings and seed: byte-identical files; another seed: other draws
+    again = import_recordings([folder], tmp_path / "b", classes, copies=2, seed=5, **kwargs)
+    assert again["recordings"] == manifest["recordings"]
+    assert (tmp_path / "a" / "train.h5").read_bytes() == (tmp_path / "b" / "train.h5").read_bytes()
+    other = import_recordings([folder], tmp_path / "c", classes, copies=2, seed=6, **kwargs)
+    assert [r.get("augment") for r in other["recordings"]] != [r.get("augment") for r in copies]
+    # a copy 30 dB quieter (and nothing else) spikes less than its original
+    quiet = rec.Recording(
+        path=folder / "0_anna_0.flac", file="0_anna_0.flac", label="0", speaker="anna", source="spoken",
+        copy=1, augment={"noise": {"kind": "white", "snr_db": 60.0}, "gain": {"db": -30.0}}, noise_seed=1,
+    )  # fmt: skip
+    plain = rec.Recording(path=quiet.path, file=quiet.file, label="0", speaker="anna", source="spoken")
+    spec = FrontendSpec().to_dict()
+    loud_spikes = len(rec._encode_job((plain, spec, 1.0, 0.0))[0])
+    quiet_spikes = len(rec._encode_job((quiet, spec, 1.0, 0.0))[0])
+    assert 0 < quiet_spikes < 0.8 * loud_spikes
+
+
+def test_import_copies_need_a_policy_without_babble(tmp_path: Path) -> None:
+    """Babble is spoken by the synthesizers, so a policy with babble is refused for recordings; --copies
+    without --augment is a usage error."""
+    folder = _fsdd(tmp_path)
+    with pytest.raises(DatasetError, match="babble"):
+        import_recordings([folder], tmp_path / "x", ["zero"], copies=1, augment="default", workers=1)
+    assert not (tmp_path / "x").exists()
+    result = CliRunner().invoke(
+        main, ["data", "import", str(folder), "--out", str(tmp_path / "y"), "--copies", "1"]
+    )
+    assert result.exit_code != 0 and "--augment" in result.output

@@ -50,7 +50,8 @@ class AugmentPolicy:
 
     The noise is always added (``noise_weights`` white/pink/babble, at ``snr_db``); the others each with
     their probability. :data:`PRESETS` names the policies ``none`` (white noise at 10-40 dB SNR only: the
-    corpus before augmentations) and ``default``.
+    corpus before augmentations), ``default`` and ``recordings`` (default without babble, for
+    ``edgekws data import --copies``).
     """
 
     formant_p: float = 0.0
@@ -127,6 +128,8 @@ PRESETS = {
         clip_p=0.1,
     ),
 }
+# default's draws for recordings (edgekws data import --copies): babble is spoken by the synthesizers
+PRESETS["recordings"] = replace(PRESETS["default"], noise_weights=(1.0, 1.0, 0.0))
 
 
 def policy(name_or_dict: str | dict[str, Any] | AugmentPolicy) -> AugmentPolicy:
@@ -271,6 +274,27 @@ def voice(
     )
     peak_in, peak_out = float(np.abs(x).max()), float(np.abs(y).max())
     return y * (peak_in / peak_out) if peak_out > 0 else y
+
+
+def voice_of(audio: np.ndarray, rate: int, augment: dict[str, Any]) -> np.ndarray:
+    """``audio`` through :func:`voice` with the formant, pitch and tempo of ``augment`` (those present)."""
+    return voice(
+        audio,
+        rate,
+        formant=augment.get("formant", {}).get("factor", 1.0),
+        semitones=augment.get("pitch", {}).get("semitones", 0.0),
+        tempo=augment.get("tempo", {}).get("factor", 1.0),
+    )
+
+
+def surroundings(
+    clip: np.ndarray, rate: int, augment: dict[str, Any], power: float, noise: np.ndarray, snr_db: float
+) -> np.ndarray:
+    """The rest of the chain after the voice: ``clip`` heard in the room of ``augment`` (if any), mixed with
+    ``noise`` at ``snr_db`` below ``power`` (the dry speech's power) and sent through the channel."""
+    if "room" in augment:
+        clip = room(clip, rate, augment["room"])
+    return channel(clip + mix_at_snr(power, noise, snr_db), rate, augment)
 
 
 def room_impulse_response(params: dict[str, Any], rate: int) -> np.ndarray:

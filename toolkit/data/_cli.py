@@ -272,6 +272,19 @@ def synth(
     show_default=True,
     help="Processes reading and encoding.",
 )
+@click.option(
+    "--augment",
+    default=None,
+    help="Augmentation policy for --copies: recordings (default without babble), or a .json/.toml file "
+    "of settings over default (white/pink noise only).",
+)
+@click.option(
+    "--copies",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Augmented copies of every train-split clip, added beside it (val and test stay as recorded).",
+)
 @click.option("--force", is_flag=True, help="Replace a non-empty --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of text.")
 def import_cmd(
@@ -291,6 +304,8 @@ def import_cmd(
     lead_s: float,
     seed: int,
     workers: int,
+    augment: str | None,
+    copies: int,
     force: bool,
     as_json: bool,
 ) -> None:
@@ -309,12 +324,19 @@ def import_cmd(
         edgekws data import ../shared/data/real-speech/labels.csv --only source=fsdd --task en-digits \\
             --out data/fsdd
         edgekws data import labels.csv --only source=fsdd --task en-digits --out data/fsdd-ft \\
-            --train-speakers fsdd-george,fsdd-jackson,fsdd-nicolas,fsdd-yweweler --rest test
+            --train-speakers fsdd-george,fsdd-jackson,fsdd-nicolas,fsdd-yweweler --rest test \\
+            --augment recordings --copies 4
+
+    With --copies N every train-split clip also goes in N times augmented (voice: formant, pitch, tempo;
+    room; white/pink noise; channel: band, EQ, gain, clipping; as `data synth`'s policies), each copy's
+    parameters in the manifest row; a few real speakers then sound like many.
     """
     from edgekws.toolkit.data._recordings import import_recordings
 
     if task and classes:
         raise click.UsageError("pass --task or --classes, not both")
+    if copies and augment is None:
+        raise click.UsageError("--copies needs --augment (a preset name or a policy file)")
     filters: dict[str, set[str]] = {}
     for item in only:
         field, sep, values = item.partition("=")
@@ -349,6 +371,8 @@ def import_cmd(
                 force=force,
                 progress=progress,
                 per_speaker_label=limit("recordings"),
+                augment=_augment_option(augment) if copies else None,
+                copies=copies,
             )
     except (DatasetError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc

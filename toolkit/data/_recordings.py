@@ -71,6 +71,9 @@ class Recording:
     sample_rate: int = 0  # as declared by a manifest (0: not declared), checked against the file
     start_s: float = 0.0  # a clip cut from a longer recording (_silence_ from background noise)
     gain: float = 1.0
+    copy: int = 0  # 0: the recording as it is; k >= 1: its k-th augmented copy (augment_copies)
+    augment: dict[str, Any] | None = None  # the copy's augmentations (_augment.draw), every parameter
+    noise_seed: int = 0  # seeds the copy's noise samples
 
 
 def compile_rule(rule: str) -> re.Pattern[str]:
@@ -438,6 +441,69 @@ def _fit(audio: np.ndarray, rate: int, duration: float, lead_s: float = 0.0) -> 
     return np.concatenate([audio, np.zeros(n - len(audio), dtype=audio.dtype)])
 
 
+def _augment_names(augment: dict[str, Any] | None) -> str:
+    from edgekws.toolkit.data import _augment
+
+    return "" if augment is None else _augment.names(augment)
+
+
+def _augment_policy_dict(augment: Any) -> dict[str, Any]:
+    from edgekws.toolkit.data import _augment
+
+    return _augment.policy(augment).to_dict()
+
+
+def augment_copies(recordings: Sequence[Recording], policy: Any, copies: int, seed: int) -> list[Recording]:
+    """``copies`` augmented copies of each of ``recordings`` (background noise excepted), drawn from
+    ``policy`` (an :class:`~edgekws.toolkit.data._augment.AugmentPolicy`, preset name or dict of settings).
+
+    Copy ``k`` of the ``i``-th recording draws its augmentations from the generator seeded by
+    ``(seed, k, i)``: the same recordings in the same order and seed give the same copies. Voice, room,
+    noise and channel are applied as to synthetic speech (:func:`augmented`); babble noise is not offered
+    here (it is spoken by the synthesizers) and is refused.
+    """
+    from edgekws.toolkit.data import _augment
+
+    pol = _augment.policy(policy)
+    if pol.noise_weights[2] > 0:
+        raise DatasetError(
+            "babble noise is synthesized speech and is not added to recordings: set the policy's "
+            "noise_weights to [white, pink, 0] (the preset 'recordings' is 'default' so)"
+        )
+    clips = [r for r in recordings if r.label != BACKGROUND]
+    out = []
+    for k in range(1, copies + 1):
+        for i, r in enumerate(clips):
+            rng = np.random.default_rng([seed, k, i])
+            augment = _augment.draw(pol, rng)
+            out.append(replace(r, copy=k, augment=augment, noise_seed=int(rng.integers(2**63))))
+    return out
+
+
+def augmented(
+    audio: np.ndarray, rate: int, rec: Recording, to_rate: int, duration: float, lead_s: float
+) -> np.ndarray:
+    """The recording ``audio`` as its copy ``rec`` hears it, ``duration`` seconds at ``to_rate``: resampled,
+    its voice changed (formant, pitch, tempo), placed after ``lead_s``, then room, noise at the drawn SNR of
+    the (changed) recording's power, and channel, as :func:`edgekws.toolkit.data._synth.render` does."""
+    from edgekws.agent import resample
+    from edgekws.toolkit.data import _augment
+
+    augment = rec.augment or {}
+    x = np.asarray(audio, dtype=np.float64)
+    if rate != to_rate:
+        x = resample(x, rate, to_rate)
+    x = _augment.voice_of(x, to_rate, augment)
+    clip = _fit(x, to_rate, duration, lead_s)
+    power = float(np.mean(x**2)) if len(x) else 0.0
+    rng = np.random.default_rng(rec.noise_seed)
+    noise = augment.get("noise", {"kind": "white", "snr_db": 100.0})
+    n = len(clip)
+    samples = _augment.pink_noise(n, rng) if noise["kind"] == "pink" else rng.standard_normal(n)
+    clip = _augment.surroundings(clip, to_rate, augment, power, samples, float(noise["snr_db"]))
+    return np.clip(clip, -1.0, 1.0 - 1 / 32768)
+
+
 def _encode_job(job: tuple[Recording, dict[str, Any], float, float]) -> tuple[Any, ...]:
     """Read, check, fit and encode one recording; returns (times, units, audio seconds) or an error text."""
     from edgekws.agent import AudioError, FrontendSpec, encode, load_audio
@@ -459,7 +525,11 @@ def _encode_job(job: tuple[Recording, dict[str, Any], float, float]) -> tuple[An
         elif len(audio) == 0:
             return (f"{rec.path}: empty recording (0 samples); re-export or remove it",)
         seconds = len(audio) / rate
-        raster = np.asarray(encode(_fit(audio, rate, duration, lead_s), rate, spec, resample=True))
+        if rec.augment is not None:
+            audio, rate = augmented(audio, rate, rec, spec.sample_rate, duration, lead_s), spec.sample_rate
+        else:
+            audio = _fit(audio, rate, duration, lead_s)
+        raster = np.asarray(encode(audio, rate, spec, resample=True))
     except AudioError as exc:
         return (str(exc),)
     times, units = events_of(raster[: round(duration * 1000 / spec.dt_ms)], spec.dt_ms / 1000.0)
@@ -533,6 +603,7 @@ def encode_recordings(
             "split": r.split,
             "audio_s": round(float(res[2]), 4),
             "num_spikes": len(res[0]),
+            **({"copy": r.copy, "augment": r.augment} if r.augment is not None else {}),
             **({"start_s": r.start_s, "gain": r.gain} if r.label == SILENCE and r.start_s else {}),
         }
         for (r, label), res in zip(kept, results, strict=True)
@@ -543,7 +614,7 @@ def encode_recordings(
         "voice": ["" for _ in kept],
         "gender": [r.gender for r, _ in kept],
         "accent": [r.accent for r, _ in kept],
-        "augment": ["" for _ in kept],
+        "augment": [_augment_names(r.augment) for r, _ in kept],
     }
     dataset = SpikeDataset(
         times=[res[0] for res in results],
@@ -622,6 +693,8 @@ def import_recordings(
     force: bool = False,
     progress: Callable[[int, int], None] | None = None,
     per_speaker_label: int | None = None,
+    augment: Any = None,
+    copies: int = 0,
 ) -> dict[str, Any]:
     """Encode the recordings of ``sources`` into ``out``/{train,val,test}.h5 and ``out``/manifest.json.
 
@@ -630,7 +703,8 @@ def import_recordings(
     quick runs, EDGEKWS_SHRINK). ``silence`` clips per split are cut from background noise when the vocabulary
     has ``_silence_`` (default: as many as the median class of the split). Written to a temporary folder and
     renamed into place, so a failure leaves nothing; a non-empty ``out`` is refused unless ``force``.
-    Returns the manifest.
+    ``copies`` augmented copies of every train-split clip are added, drawn from the ``augment`` policy
+    (:func:`augment_copies`; validation and test clips stay as recorded). Returns the manifest.
     """
     from edgekws.agent import FrontendSpec
 
@@ -662,6 +736,10 @@ def import_recordings(
         recordings += cut_silence(recordings, per_split, duration, seed)
     if not [r for r in recordings if r.label != BACKGROUND]:
         raise DatasetError(f"no recordings left to import from {', '.join(map(str, sources))}")
+    if copies > 0:
+        if augment is None:
+            raise DatasetError("copies > 0 needs an augmentation policy (augment=...)")
+        recordings += augment_copies([r for r in recordings if r.split == "train"], augment, copies, seed)
     dataset, rows = encode_recordings(
         recordings, classes, spec, duration, lead_s, unknown, workers=workers, progress=progress
     )
@@ -684,6 +762,9 @@ def import_recordings(
             "seed": seed,
             "duration_s": duration,
             "lead_s": lead_s,
+            "train_copies": (
+                {"copies": copies, "policy": _augment_policy_dict(augment)} if copies > 0 else None
+            ),
             "frontend": spec.to_dict(),
             "speakers": {
                 split: sorted(

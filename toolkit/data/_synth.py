@@ -470,13 +470,7 @@ def render(utt: dict[str, Any], seed: int) -> tuple[np.ndarray, dict[str, float]
     total = round(DURATION_S * SAMPLE_RATE)
     if utt["text"]:
         speech = spoken_word(_talker_voice(utt), utt["text"], _said(utt))
-        speech = _augment.voice(
-            speech,
-            SAMPLE_RATE,
-            formant=augment.get("formant", {}).get("factor", 1.0),
-            semitones=augment.get("pitch", {}).get("semitones", 0.0),
-            tempo=augment.get("tempo", {}).get("factor", 1.0),
-        )
+        speech = _augment.voice_of(speech, SAMPLE_RATE, augment)
     else:  # a "_silence_" clip: noise alone, at the utterance's noise_dbfs
         speech = np.zeros(0)
     speech = speech[:total]  # a word longer than the clip is cropped at the end
@@ -487,8 +481,6 @@ def render(utt: dict[str, Any], seed: int) -> tuple[np.ndarray, dict[str, float]
         power = float(np.mean(speech**2))
     else:
         power = 10 ** (utt.get("noise_dbfs", -60.0) / 10) * 10 ** (utt["snr_db"] / 10)
-    if "room" in augment:
-        clip = _augment.room(clip, SAMPLE_RATE, augment["room"])
     noise_rng = np.random.default_rng(np.random.SeedSequence([seed, utt["index"]]))
     kind = utt.get("noise", "white")
     if kind == "babble":
@@ -506,8 +498,7 @@ def render(utt: dict[str, Any], seed: int) -> tuple[np.ndarray, dict[str, float]
         noise = pink_noise(total, noise_rng)
     else:
         noise = noise_rng.standard_normal(total)
-    clip += _augment.mix_at_snr(power, noise, utt["snr_db"])
-    clip = _augment.channel(clip, SAMPLE_RATE, augment)
+    clip = _augment.surroundings(clip, SAMPLE_RATE, augment, power, noise, utt["snr_db"])
     pcm = np.round(np.clip(clip, -1.0, 1.0 - 1 / 32768) * 32768).astype(np.int16)
     timing = {
         "lead_silence_s": lead / SAMPLE_RATE,
