@@ -9,7 +9,8 @@ the FSDD speakers it did not see, on the corpus's unseen test voices and on the 
 ```
 P=.venv/bin/python; R=benchmarks/research/real_runs.py
 taskset -c 1 $P $R synth RECIPE.toml runs/rv/work/synth/NAME        # the recipe's corpus (real_voices.py's)
-taskset -c 1 $P $R train NAME CORPUS '{"train": {"epochs": 60}}'   # TrainConfig keys; fsdd_train, fsdd_val
+taskset -c 1 $P $R train NAME CORPUS '{"train": {"epochs": 60}}'   # TrainConfig keys; fsdd_train, fsdd_val,
+                                                                    # real_train (a data import folder)
 ```
 
 Runs go to ``runs/rv/work/runs/NAME``, one JSON line per run to ``runs/rv/results.jsonl``.
@@ -81,6 +82,10 @@ def train(name: str, corpus: Path, conf: dict[str, Any]) -> dict[str, Any]:
         train_data = SpikeDataset.concat(
             [train_data, fsdd.subset(np.flatnonzero(np.isin(speaker, fsdd_train)))]
         )
+    if conf.get("real_train"):  # an `edgekws data import` folder (e.g. with --copies): its train split
+        extra = read_shd(Path(conf["real_train"]) / "train.h5")
+        fsdd_train += sorted(set(extra.metadata("speaker").tolist()))
+        train_data = SpikeDataset.concat([train_data, extra])
     if fsdd_val:
         val_data = fsdd.subset(np.flatnonzero(np.isin(speaker, fsdd_val)))
     tested = ~np.isin(speaker, fsdd_train + fsdd_val)

@@ -201,3 +201,19 @@ def test_training_with_clip_and_dropout_resumes_exactly(tmp_path: Path) -> None:
     b = _params(tmp_path / "part" / "checkpoints" / "epoch_003.npz")
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_time_constants_reach_the_run_and_change_the_dynamics(tmp_path: Path) -> None:
+    """tau_mem_ms/tau_syn_ms of the config are the trained network's (its spec, hence every backend's
+    12-bit decays: a longer time constant retains more per step), and a non-positive one is refused."""
+    from edgekws.toolkit.train import ConfigError
+
+    data = two_class_data(16, 0)
+    train(data, tmp_path / "slow", tiny_config(epochs=1, tau_mem_ms=40.0, tau_syn_ms=8.0), progress=False)
+    slow = load_run(tmp_path / "slow")
+    assert (slow.spec.tau_mem_ms, slow.spec.tau_syn_ms) == (40.0, 8.0)
+    assert slow.spec.alpha_mem > TrainConfig().network_spec(C, 2, 1.0, T).alpha_mem
+    train(data, tmp_path / "fast", tiny_config(epochs=1), progress=False)
+    assert load_run(tmp_path / "fast").spec.tau_mem_ms == 20.0
+    with pytest.raises(ConfigError, match="tau_mem_ms"):
+        TrainConfig(tau_mem_ms=0.0)

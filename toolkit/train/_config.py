@@ -73,6 +73,8 @@ class TrainConfig:
     keys apply to a data set of stretches (stream training): how keyword spans become time-resolved
     targets (:class:`~edgekws.toolkit.train._targets.StreamLoss`). ``init_from`` names a run folder whose
     weights start this run where they fit (hidden layers of the same shape, readout rows of shared classes).
+    ``tau_mem_ms``/``tau_syn_ms`` are the neurons' membrane and synaptic time constants (the paper's 20 and
+    5 ms), carried by the network spec to every backend (Loihi 2's 12-bit decays are derived from them).
     """
 
     TYPE: ClassVar[str] = "edgekws.train_config"
@@ -80,6 +82,8 @@ class TrainConfig:
 
     hidden: tuple[int, ...] = (256,)
     recurrent: tuple[bool, ...] = (True,)
+    tau_mem_ms: float = 20.0
+    tau_syn_ms: float = 5.0
     epochs: int = 50
     batch_size: int = 32
     learning_rate: float = 1e-3
@@ -113,6 +117,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         problems: list[str] = layer_problems(self.hidden, self.recurrent, self.readout)
+        if not (self.tau_mem_ms > 0 and self.tau_syn_ms > 0):
+            problems.append(
+                f"tau_mem_ms and tau_syn_ms must be positive, got {self.tau_mem_ms}, {self.tau_syn_ms}"
+            )
         if self.epochs <= 0:
             problems.append(f"epochs must be positive, got {self.epochs}")
         if self.batch_size <= 0 or self.eval_batch_size <= 0:
@@ -176,6 +184,8 @@ class TrainConfig:
             num_outputs=num_outputs,
             dt_ms=dt_ms,
             num_steps=num_steps,
+            tau_mem_ms=float(self.tau_mem_ms),
+            tau_syn_ms=float(self.tau_syn_ms),
             readout=self.readout,
             class_names=class_names,
         )
