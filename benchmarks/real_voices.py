@@ -58,6 +58,8 @@ DEFAULT_RECIPE: dict[str, Any] = {
     "protocols": ["synthetic", "leave_one_engine_out", "fsdd_finetune"],
     # synthesize arguments over "synth" for the leave-one-engine-out corpora (e.g. a smaller per_class)
     "leave_one_engine_out": {},
+    # import_recordings arguments for the 4 training speakers (augment, copies: augmented copies of them)
+    "fsdd_finetune": {},
 }
 TINY: dict[str, Any] = {
     "name": "tiny",
@@ -144,14 +146,14 @@ class Bench:
             self._timed(f"synth {name}", start)
         return out
 
-    def real(self, name: str, source: str, train: tuple[str, ...] = ()) -> Path:
+    def real(self, name: str, source: str, train: tuple[str, ...] = (), **changes: Any) -> Path:
         out = self.work / "real" / name
         if not (out / "manifest.json").is_file():
             start = time.perf_counter()
             import_recordings(
                 [self.labels], out, self.classes, task=self.task, only={"source": {source}},
                 train_speakers=train, rest="test", spec=self.spec, workers=self.workers, force=True,
-                **self.recipe["import"],
+                **{**self.recipe["import"], **changes},
             )  # fmt: skip
             self._timed(f"import {name}", start)
         return out
@@ -255,15 +257,22 @@ def leave_one_engine_out(b: Bench) -> dict[str, Any]:
 
 def fsdd_finetune(b: Bench) -> dict[str, Any]:
     corpus = b.synth("all")
+    changes = b.recipe.get("fsdd_finetune", {})
+    copies = int(changes.get("copies", 0))
+    tag = f"-copies{copies}" if copies else ""
     folds = {}
     for held_out in ROTATIONS:
         train_speakers = tuple(s for s in FSDD_SPEAKERS if s not in held_out)
-        real = b.real(f"fsdd-without-{'-'.join(s[5:] for s in held_out)}", "fsdd", train_speakers)
+        real = b.real(
+            f"fsdd-without-{'-'.join(s[5:] for s in held_out)}{tag}", "fsdd", train_speakers, **changes
+        )
         train = SpikeDataset.concat([read_shd(corpus / "train.h5"), read_shd(real / "train.h5")])
-        name = "synthetic+fsdd-" + "-".join(s[5:] for s in train_speakers)
+        name = "synthetic+fsdd-" + "-".join(s[5:] for s in train_speakers) + tag
         run = b.train(name, train, read_shd(corpus / "val.h5"))
+        augmented = f" (each clip also {copies}x augmented: {changes.get('augment')})" if copies else ""
         folds["+".join(held_out)] = b.score(
-            run, read_shd(real / "test.h5"), f"synthetic {b.task} + FSDD {', '.join(train_speakers)}",
+            run, read_shd(real / "test.h5"),
+            f"synthetic {b.task} + FSDD {', '.join(train_speakers)}{augmented}",
             f"FSDD {', '.join(held_out)} (held out)",
         )  # fmt: skip
     accs = [f["accuracy"] for f in folds.values()]
