@@ -204,6 +204,32 @@ def test_edgekws_shrink_caps_every_trials_epochs(tmp_path: Path) -> None:
     assert swept.dimension("epochs").values == (2, 5) and swept.num_trials == 4 and swept.max_epochs == 5
 
 
+def test_a_folder_that_is_not_a_sweep_or_a_run_is_named_with_what_is_wrong(tmp_path: Path) -> None:
+    """sweep.json and run.json that are missing, not JSON, a JSON array or of another type: a SweepError or
+    RunError naming the file and what it should be (a JSON array used to escape as an AttributeError)."""
+    from edgekws.toolkit.sweep._report import write_report
+    from edgekws.toolkit.train import RunError
+
+    cases = {"missing": None, "garbled": "{", "array": "[1, 2]", "other": '{"type": "edgekws.bundle"}'}
+    for name, text in cases.items():
+        for file, call, error, what in (
+            ("sweep.json", write_report, SweepError, "sweep"),
+            ("run.json", load_run, RunError, "run"),
+        ):
+            folder = tmp_path / f"{name}-{what}"
+            folder.mkdir()
+            if text is not None:
+                (folder / file).write_text(text)
+            with pytest.raises(error) as err:
+                call(folder)
+            message = str(err.value)
+            assert str(folder / file) in message, (name, what, message)
+            if name == "other":
+                assert f"type must be 'edgekws.{what}', got 'edgekws.bundle'" in message, message
+            else:
+                assert f"is {folder} a" in message and f"{what} description" in message, message
+
+
 def test_the_reference_recipe_spec_is_the_documented_recipe_over_three_seeds(tmp_path: Path) -> None:
     """docs/sweeps/digits-reference.toml trains exactly docs/training.md's reference recipe, with 3 seeds."""
     write_shd(two_class_data(4, 0), tmp_path / "d.h5")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekws.packaging import atomic_write_text
+from edgekws.toolkit._typed_json import read_typed_json
 from edgekws.toolkit.sweep._spec import SweepError
 
 SWEEP_TYPE = "edgekws.sweep"
@@ -35,16 +36,9 @@ UNFINISHED = ("pending", "running")
 
 
 def read_sweep_info(sweep_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    path = Path(sweep_dir) / SWEEP_INFO
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise SweepError(
-            f"{path}: not a readable sweep description ({exc}); is {sweep_dir} a sweep?"
-        ) from exc
-    if info.get("type") != SWEEP_TYPE:
-        raise SweepError(f"{path}: type must be {SWEEP_TYPE!r}, got {info.get('type')!r}")
-    return dict(info)
+    return read_typed_json(
+        Path(sweep_dir) / SWEEP_INFO, SWEEP_TYPE, SweepError, "sweep description", f"is {sweep_dir} a sweep?"
+    )
 
 
 def read_trials(sweep_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:

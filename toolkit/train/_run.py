@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from edgekws.packaging import NetworkSpec, __version__, atomic_path, atomic_write_text
+from edgekws.toolkit._typed_json import read_typed_json
 from edgekws.toolkit.data import SpikeDataset
 
 RUN_TYPE = "edgekws.run"
@@ -103,16 +104,9 @@ def write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
 
 
 def read_run_info(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    path = Path(run_dir) / RUN_INFO
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise RunError(
-            f"{path}: not a readable run description ({exc}); is {run_dir} a training run?"
-        ) from exc
-    if info.get("type") != RUN_TYPE:
-        raise RunError(f"{path}: type must be {RUN_TYPE!r}, got {info.get('type')!r}")
-    return dict(info)
+    return read_typed_json(
+        Path(run_dir) / RUN_INFO, RUN_TYPE, RunError, "run description", f"is {run_dir} a training run?"
+    )
 
 
 def make_run_dir(run_dir: Path) -> None:
