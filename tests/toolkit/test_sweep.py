@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import tomllib
 from _spikes import T, two_class_data
 
 from edgekws.packaging import open_bundle, write_keypair
@@ -230,18 +231,19 @@ def test_a_folder_that_is_not_a_sweep_or_a_run_is_named_with_what_is_wrong(tmp_p
                 assert f"is {folder} a" in message and f"{what} description" in message, message
 
 
-def test_the_reference_recipe_spec_is_the_documented_recipe_over_three_seeds(tmp_path: Path) -> None:
-    """docs/sweeps/digits-reference.toml trains exactly docs/training.md's reference recipe, with 3 seeds."""
+@pytest.mark.parametrize("task", ["en-digits", "en-commands"])
+def test_the_reference_sweeps_train_their_recipes_over_three_seeds(tmp_path: Path, task: str) -> None:
+    """docs/sweeps/TASK-reference.toml trains exactly benchmarks/research/recipe_TASK.toml's TrainConfig (the
+    reference bundle's recipe) with its seed and two others, without a search space or early stopping."""
     write_shd(two_class_data(4, 0), tmp_path / "d.h5")
     root = Path(__file__).resolve().parents[2]
     spec = SweepSpec.load(
-        root / "docs/sweeps/digits-reference.toml", data=tmp_path / "d.h5", val=tmp_path / "d.h5"
+        root / f"docs/sweeps/{task}-reference.toml", data=tmp_path / "d.h5", val=tmp_path / "d.h5"
     )
-    assert spec.num_trials == 3 and spec.seeds[0] == TrainConfig.seed and not spec.space
-    documented = TrainConfig(silent_boost=0.02).replace(
-        hidden=[256], epochs=60
-    )  # --config, --hidden, --epochs
-    assert spec.train_config({}, TrainConfig.seed) == documented
+    recipe = tomllib.loads((root / f"benchmarks/research/recipe_{task.replace('-', '_')}.toml").read_text())
+    assert spec.num_trials == 3 and len(set(spec.seeds)) == 3 and spec.seeds[0] == TrainConfig.seed
+    assert not spec.space and spec.early_stop is None
+    assert spec.train_config({}, TrainConfig.seed) == TrainConfig.from_dict(recipe["train"])
 
 
 # -------------------------------------------------------------------------------------------------- local Ray

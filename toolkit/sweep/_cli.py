@@ -41,8 +41,8 @@ def sweep() -> None:
     Example:
 
     \b
-        edgekws sweep docs/sweeps/digits-reference.toml --out sweeps/reference
-        edgekws sweep report sweeps/reference --bundle-best --key keys/release.key
+        edgekws sweep docs/sweeps/en-digits-reference.toml --out sweeps/en-digits
+        edgekws sweep report sweeps/en-digits --bundle-best --key keys/release.key
     """
 
 
@@ -146,8 +146,8 @@ def run_cmd(
     Example:
 
     \b
-        edgekws sweep docs/sweeps/digits-reference.toml --out sweeps/reference
-        edgekws sweep docs/sweeps/digits-reference.toml --out /shared/sweeps/ref --address ray://head:10001
+        edgekws sweep docs/sweeps/en-digits-reference.toml --out sweeps/en-digits
+        edgekws sweep docs/sweeps/en-digits-reference.toml --out /shared/sweeps/en-digits --address ray://head:10001
     """
     try:
         from edgekws.toolkit.sweep._engine import EngineOptions, run_sweep
@@ -210,7 +210,7 @@ def report_cmd(sweep_dir: Path, report: _ReportOptions) -> None:
     Example:
 
     \b
-        edgekws sweep report sweeps/reference --bundle-best --key keys/release.key
+        edgekws sweep report sweeps/en-digits --bundle-best --key keys/release.key
     """
     _report(sweep_dir, report)
 
