@@ -201,6 +201,11 @@ def _nonempty(folder: Path, split: str) -> SpikeDataset | None:
 def synthetic_only(b: Bench) -> dict[str, Any]:
     corpus = b.synth("all")
     run = b.train("synthetic", read_shd(corpus / "train.h5"), read_shd(corpus / "val.h5"))
+    return score_synthetic_only(b, run, corpus)
+
+
+def score_synthetic_only(b: Bench, run: Any, corpus: Path) -> dict[str, Any]:
+    """Protocol (a)'s scores of a run trained on ``corpus``: its unseen test voices, FSDD, the SC sample."""
     trained = f"synthetic {b.task}, all engines, train voices ({corpus.name})"
     fsdd = read_shd(b.real("fsdd-all", "fsdd") / "test.h5")
     out = {
