@@ -231,6 +231,26 @@ def test_a_folder_that_is_not_a_sweep_or_a_run_is_named_with_what_is_wrong(tmp_p
                 assert f"is {folder} a" in message and f"{what} description" in message, message
 
 
+def test_a_seeds_only_sweeps_plot_names_the_seeds_and_shows_their_mean_and_spread(tmp_path: Path) -> None:
+    """With no swept key the plot's one panel has the seeds as categories in the spec's order (1234, 1 and 2
+    were once a numeric axis with two dots crowded at 0) and the recipe's mean ± spread as a band."""
+    from edgekws.toolkit.sweep._report import TrialResult, figure, summarize
+
+    spec = SweepSpec.load(write_spec(tmp_path, "seeds", {}, [1234, 1, 2], 3, samples=8))
+    accuracies = {1234: 0.65, 1: 0.63, 2: 0.61}
+    trials = [TrialResult(f"{i:05d}-seed={seed}", {}, seed, "finished", 3, 3, acc, 2, str(tmp_path))
+              for i, (seed, acc) in enumerate(accuracies.items())]  # fmt: skip
+    (point,) = summarize(trials)
+    ax = figure(spec, trials, [point]).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1234", "1", "2"]
+    dots = np.concatenate([c.get_offsets() for c in ax.collections])
+    assert dots[:, 0].tolist() == [0.0, 1.0, 2.0] and dots[:, 1].tolist() == list(accuracies.values())
+    assert [line.get_ydata()[0] for line in ax.get_lines()] == pytest.approx([0.63])
+    (band,) = ax.patches
+    low, high = sorted({y for _, y in band.get_path().transformed(band.get_patch_transform()).vertices})
+    assert (low, high) == pytest.approx((0.63 - 0.02, 0.63 + 0.02))
+
+
 @pytest.mark.parametrize("task", ["en-digits", "en-commands"])
 def test_the_reference_sweeps_train_their_recipes_over_three_seeds(tmp_path: Path, task: str) -> None:
     """docs/sweeps/TASK-reference.toml trains exactly benchmarks/research/recipe_TASK.toml's TrainConfig (the

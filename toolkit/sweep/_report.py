@@ -253,6 +253,18 @@ def markdown(doc: dict[str, Any]) -> str:
 
 def plot(spec: SweepSpec, trials: list[TrialResult], points: list[PointResult], path: Path) -> Path:
     """Validation accuracy against each swept key: one dot per trial, each point's mean ± spread."""
+    fig = figure(spec, trials, points)  # selects the Agg backend before pyplot loads
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def figure(spec: SweepSpec, trials: list[TrialResult], points: list[PointResult]) -> Any:
+    """The report's matplotlib figure: a panel per swept key (a trial's value on x), or with no swept key
+    one panel of the seeds, in the spec's order, with the recipe's mean ± spread as a band."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -265,8 +277,14 @@ def plot(spec: SweepSpec, trials: list[TrialResult], points: list[PointResult], 
     for ax, key in zip(axes.ravel(), keys, strict=False):
         dim = None if key == "seed" else spec.dimension(key)
         values = [t.seed if dim is None else t.point[key] for t in trials]
-        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-        order = sorted({json.dumps(v) for v in values}, key=lambda s: json.loads(s) if numeric else s)
+        # seeds are names, not magnitudes: categories in the spec's order (1234, 1, 2 is not an axis)
+        numeric = dim is not None and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in values
+        )
+        if dim is None:
+            order = list(dict.fromkeys(json.dumps(v) for v in [*spec.seeds, *values]))
+        else:
+            order = sorted({json.dumps(v) for v in values}, key=lambda s: json.loads(s) if numeric else s)
 
         def x_of(value: Any, numeric: bool = numeric, order: list[str] = order) -> float:
             return float(value) if numeric else float(order.index(json.dumps(value)))
@@ -293,6 +311,12 @@ def plot(spec: SweepSpec, trials: list[TrialResult], points: list[PointResult], 
                         capsize=4,
                         markersize=14,
                     )
+        else:  # no swept key: one point, the recipe; its mean ± spread over the seeds as a band
+            for p in points:
+                if p.mean is not None:
+                    ax.axhline(p.mean, color="k", lw=1, label="mean ± spread")
+                    if p.std:
+                        ax.axhspan(p.mean - p.std, p.mean + p.std, color="k", alpha=0.12)
         if dim is not None and dim.is_log():
             ax.set_xscale("log")
         if not numeric:
@@ -306,10 +330,9 @@ def plot(spec: SweepSpec, trials: list[TrialResult], points: list[PointResult], 
         ax.set_visible(False)
     axes.ravel()[0].legend(fontsize=8)
     fig.suptitle(
-        f"{spec.name}: best validation accuracy per trial\nbars: mean ± spread over seeds", fontsize=10
+        f"{spec.name}: best validation accuracy per trial\n{'bars' if spec.space else 'band'}: mean ± spread "
+        "over seeds",
+        fontsize=10,
     )
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    return path
+    return fig
