@@ -47,7 +47,7 @@ DEMO_AUGMENT = {
     "snr_db": [10.0, 40.0],
     "noise_weights": [1.0, 1.0, 0.0],
 }
-# No spike-level band shift (the reference recipe's round 3: the shift cost real speech 11 points on FSDD).
+# No spike-level band shift (benchmarks/research/recipe_en_digits_round3.toml: the shift cost FSDD 11 points).
 DEMO_SPIKE_AUGMENT = "none"
 DEMO_HIDDEN = 256
 DEMO_SEED = 0
