@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekws.toolkit.data import _augment
 from edgekws.toolkit.data._output import check_out, folder_in_place, manifest_text
 from edgekws.toolkit.data._shd import write_shd
 from edgekws.toolkit.data._spikes import DatasetError, SpikeDataset, events_of
@@ -441,18 +442,6 @@ def _fit(audio: np.ndarray, rate: int, duration: float, lead_s: float = 0.0) -> 
     return np.concatenate([audio, np.zeros(n - len(audio), dtype=audio.dtype)])
 
 
-def _augment_names(augment: dict[str, Any] | None) -> str:
-    from edgekws.toolkit.data import _augment
-
-    return "" if augment is None else _augment.names(augment)
-
-
-def _augment_policy_dict(augment: Any) -> dict[str, Any]:
-    from edgekws.toolkit.data import _augment
-
-    return _augment.policy(augment).to_dict()
-
-
 def augment_copies(recordings: Sequence[Recording], policy: Any, copies: int, seed: int) -> list[Recording]:
     """``copies`` augmented copies of each of ``recordings`` (background noise excepted), drawn from
     ``policy`` (an :class:`~edgekws.toolkit.data._augment.AugmentPolicy`, preset name or dict of settings).
@@ -462,8 +451,6 @@ def augment_copies(recordings: Sequence[Recording], policy: Any, copies: int, se
     noise and channel are applied as to synthetic speech (:func:`augmented`); babble noise is not offered
     here (it is spoken by the synthesizers) and is refused.
     """
-    from edgekws.toolkit.data import _augment
-
     pol = _augment.policy(policy)
     if pol.noise_weights[2] > 0:
         raise DatasetError(
@@ -487,7 +474,6 @@ def augmented(
     its voice changed (formant, pitch, tempo), placed after ``lead_s``, then room, noise at the drawn SNR of
     the (changed) recording's power, and channel, as :func:`edgekws.toolkit.data._synth.render` does."""
     from edgekws.agent import resample
-    from edgekws.toolkit.data import _augment
 
     augment = rec.augment or {}
     x = np.asarray(audio, dtype=np.float64)
@@ -614,7 +600,7 @@ def encode_recordings(
         "voice": ["" for _ in kept],
         "gender": [r.gender for r, _ in kept],
         "accent": [r.accent for r, _ in kept],
-        "augment": [_augment_names(r.augment) for r, _ in kept],
+        "augment": ["" if r.augment is None else _augment.names(r.augment) for r, _ in kept],
     }
     dataset = SpikeDataset(
         times=[res[0] for res in results],
@@ -763,7 +749,7 @@ def import_recordings(
             "duration_s": duration,
             "lead_s": lead_s,
             "train_copies": (
-                {"copies": copies, "policy": _augment_policy_dict(augment)} if copies > 0 else None
+                {"copies": copies, "policy": _augment.policy(augment).to_dict()} if copies > 0 else None
             ),
             "frontend": spec.to_dict(),
             "speakers": {
