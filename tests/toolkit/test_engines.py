@@ -1,4 +1,5 @@
-"""The speech synthesizers: every engine voice says the word, distinctly; festival's session is stateless."""
+"""The speech synthesizers: every engine voice says the word, distinctly; festival's session is stateless;
+hibari's derived speakers move its pitch and formants by their scales."""
 
 from __future__ import annotations
 
@@ -15,12 +16,16 @@ ESPEAK_SAMPLE = ("en-us+m1", "en-gb+f3", "en-gb-scotland+Annie", "de+m3")
 
 def _voices() -> list[_engines.Voice]:
     espeak = [v for lang in ("en", "de") for v in _engines.voices("espeak-ng", lang) if v.id in ESPEAK_SAMPLE]
-    return espeak + _engines.voices("flite", "en") + _engines.voices("festival", "en")
+    hibari = [v for v in _engines.voices("hibari", "en") if v.variant in ("m1", "f3")]
+    return espeak + _engines.voices("flite", "en") + _engines.voices("festival", "en") + hibari
 
 
 def _default(voice: _engines.Voice) -> dict[str, float]:
     if voice.engine == "espeak-ng":
         return {"rate": 160, "pitch": 50, "amplitude": 100}
+    if voice.engine == "hibari":
+        f0, formant, _ = _engines.HIBARI_VARIANTS[voice.variant]
+        return {"stretch": 1.0, "peak": 0.5, "f0": f0, "formant": formant}
     return {"stretch": 1.0, "peak": 0.5}
 
 
@@ -43,6 +48,10 @@ def test_voice_lists() -> None:
     assert [v.id for v in festival] == ["festival-kal", "festival-ked", "festival-slt"]
     assert {v.person for v in flite} & {v.person for v in festival} == {"kal", "slt"}
     assert _engines.voices("flite", "de") == []
+    hibari = _engines.voices("hibari", "en")  # one neural voice as 12 speakers: one person
+    assert len(hibari) == 12 and {v.person for v in hibari} == {"af_heart"}
+    assert _engines.voices("hibari", "de") == []
+    assert {v.gender for v in hibari} == {"male", "female"} and hibari[0].id == "hibari-heart+m1"
 
 
 def test_every_voice_says_a_plausible_word(words: dict[tuple[str, str], np.ndarray]) -> None:
@@ -64,6 +73,10 @@ def test_engine_tempo_changes_duration() -> None:
         fast = spoken_word(v, "seven", {"stretch": 0.8, "peak": 0.5})
         slow = spoken_word(v, "seven", {"stretch": 1.3, "peak": 0.5})
         assert len(slow) > 1.3 * len(fast), v.id
+    hibari = _engines.voices("hibari", "en")[0]
+    fast = spoken_word(hibari, "seven", {"stretch": 0.8, "peak": 0.5, "f0": 1.0, "formant": 1.0})
+    slow = spoken_word(hibari, "seven", {"stretch": 1.3, "peak": 0.5, "f0": 1.0, "formant": 1.0})
+    assert len(slow) > 1.3 * len(fast)
     en = _engines.voices("espeak-ng", "en")[0]
     fast = spoken_word(en, "seven", {"rate": 220, "pitch": 50, "amplitude": 100})
     slow = spoken_word(en, "seven", {"rate": 110, "pitch": 50, "amplitude": 100})
@@ -93,3 +106,42 @@ def test_errors_name_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(SynthError, match="apt-get install flite"):
         _engines.version("flite")
+
+
+def test_hibari_speakers_scale_pitch_and_formants() -> None:
+    """A derived hibari speaker's F0 scale moves the measured pitch (pyworld's Harvest) by that
+    factor, its formant scale moves the spectrum's centre of mass the same way, the same
+    settings give the same samples, and the settings are checked."""
+    import pyworld
+
+    voice = _engines.voices("hibari", "en")[0]
+
+    def said(f0: float, formant: float) -> np.ndarray:
+        return spoken_word(voice, "nine", {"stretch": 1.0, "peak": 0.5, "f0": f0, "formant": formant})
+
+    def pitch_hz(audio: np.ndarray) -> float:
+        f0, _ = pyworld.harvest(np.ascontiguousarray(audio), SAMPLE_RATE)
+        return float(np.median(f0[f0 > 0]))
+
+    def centroid_hz(audio: np.ndarray) -> float:  # of the long-term spectrum, 200 Hz - 6 kHz
+        power = np.abs(np.fft.rfft(audio * np.hanning(len(audio)))) ** 2
+        hz = np.fft.rfftfreq(len(audio), 1 / SAMPLE_RATE)
+        band = (hz > 200) & (hz < 6000)
+        return float((hz[band] * power[band]).sum() / power[band].sum())
+
+    own, low = said(1.0, 1.0), said(0.6, 1.0)
+    assert 0.5 < pitch_hz(low) / pitch_hz(own) < 0.7
+    short, long_tract = said(1.0, 1.1), said(1.0, 0.85)
+    assert centroid_hz(long_tract) < 0.95 * centroid_hz(own) < 0.95 * centroid_hz(short)
+    np.testing.assert_array_equal(own, said(1.0, 1.0))
+    with pytest.raises(SynthError, match="out of range"):
+        said(0.1, 1.0)
+
+
+def test_hibari_missing_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the hibari-tts package the engine says which pip package to install."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "hibari", None)  # import hibari raises ImportError
+    with pytest.raises(SynthError, match="pip install 'hibari-tts"):
+        _engines.HibariSession()

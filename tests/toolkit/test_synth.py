@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from edgekws.agent import FrontendSpec, encode, load_audio
-from edgekws.toolkit.data import SynthError, _synth, read_recordings, read_shd, synthesize
+from edgekws.toolkit.data import SynthError, _engines, _synth, read_recordings, read_shd, synthesize
 
 CLASSES = ["en-seven", "de-fuenf"]
 
@@ -242,6 +242,28 @@ def test_exclude_and_single_engine_corpora() -> None:
     assert not {u["speaker"] for u in no_slt} & {"flite-slt", "festival-slt"}
     with pytest.raises(SynthError, match="no en speaker left"):
         _synth.plan_corpus("en-digits", 10, seed=1, engines=["festival"], exclude=["kal", "ked"])
+
+
+def test_hibari_joins_the_recorded_persons_and_trains() -> None:
+    """With hibari among the engines its one person (af_heart, 12 derived speakers) joins flite's and
+    festival's persons; the persons heard by two engines (kal, slt) go to test and validation first, so
+    af_heart trains; each hibari utterance records its F0 and formant scales; a corpus without hibari plans
+    exactly what it planned before hibari existed (the default engines)."""
+    _, speakers, utts = _synth.plan_corpus(
+        "en-digits", 20, seed=0, engines=["espeak-ng", "flite", "festival", "hibari"]
+    )
+    hibari = [s for s in speakers if s.engine == "hibari"]
+    assert len(hibari) == 12 and {(s.person, s.split) for s in hibari} == {("af_heart", "train")}
+    said = [u for u in utts if u["engine"] == "hibari"]
+    assert said and all(u["split"] == "train" for u in said)
+    for u in said:
+        f0, formant, _ = _engines.HIBARI_VARIANTS[u["variant"]]
+        assert abs(np.log(u["f0"] / f0)) <= 0.1 + 1e-3 and abs(np.log(u["formant"] / formant)) <= 0.03 + 1e-3
+    default = _synth.plan_corpus("en-digits", 20, seed=0)
+    assert default == _synth.plan_corpus("en-digits", 20, seed=0, engines=["espeak-ng", "flite", "festival"])
+    assert "hibari" not in {u["engine"] for u in default[2]}
+    with pytest.raises(SynthError, match="no en speaker left for the train split"):
+        _synth.plan_corpus("en-digits", 10, seed=1, engines=["hibari"])  # one person: test only
 
 
 def test_augmented_multi_engine_corpus_is_deterministic(tmp_path: Path) -> None:

@@ -6,13 +6,21 @@ engine     voices                                                        how it 
 espeak-ng  every English voice below and ``de``, each with 24 variants   ``espeak-ng -v VOICE+VARIANT``
 flite      kal, kal16, awb, rms, slt (``awb_time`` only says times)      ``flite -voice X``
 festival   kal_diphone, ked_diphone (festvox-kdlpc16k), slt HTS          one ``festival --pipe`` per process
+hibari     Kokoro-82M's af_heart (neural, distilled; PyPI hibari-tts),   one ONNX session per process
+           as 12 derived speakers m1..m7, f1..f5 (F0 and formant scale)
 =========  ============================================================  =================================
 
 Each engine voice is a *speaker*; flite and festival voices built from the same recorded person (kal in
 flite ``kal``/``kal16`` and festival ``kal_diphone``; slt in flite ``slt`` and festival's HTS voice) share a
 ``person``, the unit by which corpora are split, so no test person is heard in training through another
-engine. espeak-ng speaks at a rate in words per minute, a pitch (0..99) and an amplitude; flite and festival
-at a duration stretch (1.0 = the voice's own tempo), their pitch is changed by augmentation.
+engine. espeak-ng speaks at a rate in words per minute, a pitch (0..99) and an amplitude; flite, festival and
+hibari at a duration stretch (1.0 = the voice's own tempo), their pitch is changed by augmentation.
+
+hibari is neural: a network predicts, per 12.5 ms frame, a spectral envelope and an F0 curve, and a
+source-filter vocoder turns them into audio (hibari.dsp). Its one voice becomes several speakers in those
+parameters rather than in the audio: the F0 curve is scaled (pitch) and the envelope's frequency axis warped
+(vocal-tract length, the formants) before the vocoder runs, which is cleaner than re-analysing the audio.
+They are one recorded *person* (``af_heart``): a corpus split never puts two of them in different splits.
 """
 
 from __future__ import annotations
@@ -23,13 +31,17 @@ import os
 import re
 import subprocess
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-ENGINES = ("espeak-ng", "flite", "festival")
+ENGINES = ("espeak-ng", "flite", "festival", "hibari")
+# The engines a reference task's corpus draws from unless told (the reference bundles' recipes); hibari joins
+# with the next reference models (docs/training.md, "Hearing people", round 4).
+DEFAULT_ENGINES = ("espeak-ng", "flite", "festival")
 ESPEAK_RATE = 22050  # espeak-ng's output sample rate
 ENGLISH_VOICES = (
     "en-us", "en-gb", "en-gb-x-rp", "en-gb-scotland", "en-029",
@@ -58,6 +70,18 @@ FESTIVAL_VOICES = {
     "cmu_us_slt_arctic_hts": ("slt", "female", "US"),
 }
 FESTIVAL_SHORT = {"kal_diphone": "kal", "ked_diphone": "ked", "cmu_us_slt_arctic_hts": "slt"}
+# hibari's derived speakers of its bundled voice (Kokoro-82M af_heart, US English, female): variant ->
+# (F0 scale, formant scale, gender). F0 x0.5-0.75 puts af_heart's ~200 Hz in the male range; formant scales
+# below 1 lengthen the vocal tract (adult male formants are roughly 15 % below female ones).
+HIBARI_VARIANTS = {
+    "m1": (0.50, 0.84, "male"), "m2": (0.55, 0.88, "male"), "m3": (0.60, 0.86, "male"),
+    "m4": (0.62, 0.92, "male"), "m5": (0.65, 0.84, "male"), "m6": (0.70, 0.90, "male"),
+    "m7": (0.75, 0.95, "male"), "f1": (0.85, 0.97, "female"), "f2": (0.90, 1.00, "female"),
+    "f3": (1.00, 1.00, "female"), "f4": (1.10, 1.04, "female"), "f5": (1.20, 1.08, "female"),
+}  # fmt: skip
+HIBARI_VOICE, HIBARI_PERSON = "heart", "af_heart"
+HIBARI_JITTER = (0.1, 0.03)  # each utterance's F0 and formant scale x exp(+-these) around its speaker's
+PIP_PACKAGES = {"hibari": "hibari-tts"}
 APT_PACKAGES = {
     "espeak-ng": "espeak-ng",
     "flite": "flite",
@@ -102,11 +126,24 @@ def voices(engine: str, language: str) -> list[Voice]:
             Voice(f"festival-{FESTIVAL_SHORT[v]}", engine, v, "", "en", g, a, p)
             for v, (p, g, a) in FESTIVAL_VOICES.items()
         ]
+    if engine == "hibari":
+        return [
+            Voice(f"hibari-{HIBARI_VOICE}+{var}", engine, HIBARI_VOICE, var, "en", g, "US", HIBARI_PERSON)
+            for var, (_, _, g) in HIBARI_VARIANTS.items()
+        ]
     raise SynthError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
 
 
 def version(engine: str) -> str:
-    """The engine's version line (raises :class:`SynthError` naming the apt packages when missing)."""
+    """The engine's version line (raises :class:`SynthError` naming the apt or pip packages when missing)."""
+    if engine == "hibari":
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as package_version
+
+        try:
+            return f"hibari-tts {package_version('hibari-tts')} (Kokoro-82M af_heart distilled)"
+        except PackageNotFoundError as exc:
+            raise SynthError(f"hibari is missing; {_HIBARI_FIX}") from exc
     cmd = {"espeak-ng": ["espeak-ng", "--version"], "flite": ["flite", "--version"]}.get(
         engine, ["festival", "--version"]
     )
@@ -125,8 +162,9 @@ def version(engine: str) -> str:
 def speak(voice: Voice, text: str, prosody: dict[str, Any]) -> tuple[np.ndarray, int]:
     """``voice`` saying ``text`` as float64 samples and their sample rate.
 
-    ``prosody``: espeak-ng ``rate`` (wpm), ``pitch`` (0..99) and ``amplitude``; flite and festival
-    ``stretch`` (duration factor) and ``peak`` (the output is scaled to this peak).
+    ``prosody``: espeak-ng ``rate`` (wpm), ``pitch`` (0..99) and ``amplitude``; flite, festival and hibari
+    ``stretch`` (duration factor) and ``peak`` (the output is scaled to this peak); hibari also ``f0`` and
+    ``formant`` (scales of its F0 curve and spectral envelope's frequency axis).
     """
     if not _SAFE_TEXT.match(text):
         raise SynthError(f"text to speak must be words (letters, digits, ' . , -), got {text!r}")
@@ -136,6 +174,10 @@ def speak(voice: Voice, text: str, prosody: dict[str, Any]) -> tuple[np.ndarray,
         audio, rate = _flite(voice, text, float(prosody["stretch"]))
     elif voice.engine == "festival":
         audio, rate = _festival().say(voice.voice, text, float(prosody["stretch"]))
+    elif voice.engine == "hibari":
+        audio, rate = _hibari().say(
+            text, float(prosody["stretch"]), float(prosody["f0"]), float(prosody["formant"])
+        )
     else:
         raise SynthError(f"engine must be one of {', '.join(ENGINES)}, got {voice.engine!r}")
     peak = float(np.abs(audio).max()) if len(audio) else 0.0
@@ -262,6 +304,73 @@ class FestivalSession:
             proc.stdout.close()
         self._err.close()
         self._dir.cleanup()
+
+
+_HIBARI_FIX = "install it (pip install 'hibari-tts>=0.2.1,<0.3', or `make setup`)"
+
+
+class HibariSession:
+    """hibari's network (one ONNX Runtime session, one thread) and G2P, loaded once per process: text ->
+    phonemes -> per-frame vocoder parameters, which :meth:`say` scales (F0) and warps (formants) before
+    hibari's own vocoder makes the waveform. The vocoder's noise is seeded by the text and settings, so
+    the same call gives the same samples."""
+
+    def __init__(self) -> None:
+        try:
+            from hibari import Hibari, dsp
+        except ImportError as exc:
+            raise SynthError(f"hibari is missing ({exc}); {_HIBARI_FIX}") from exc
+        self._dsp = dsp
+        try:
+            self._tts = Hibari(voice=HIBARI_VOICE, threads=1)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise SynthError(
+                f"hibari could not load its voice {HIBARI_VOICE!r} ({exc}); {_HIBARI_FIX}"
+            ) from exc
+
+    def say(self, text: str, stretch: float, f0: float, formant: float) -> tuple[np.ndarray, int]:
+        if not (0.5 <= stretch <= 2.0 and 0.3 <= f0 <= 3.0 and 0.5 <= formant <= 2.0):
+            raise SynthError(
+                f"hibari settings out of range: stretch {stretch} (0.5-2), f0 {f0} (0.3-3), "
+                f"formant {formant} (0.5-2)"
+            )
+        phonemes = "".join(self._tts.phonemize(text))
+        ids = self._tts.ids(phonemes)
+        if len(ids) < 3:
+            raise SynthError(f"hibari found no phonemes in {text!r}")
+        lh, th, ln, lr, phi, f0_curve = (
+            x[0]
+            for x in self._tts.sess.run(
+                None,
+                {"ids": np.asarray([ids], np.int64), "speed": np.asarray([1.0 / stretch], np.float32)},
+            )
+        )
+        lh, th, ln, lr, phi = (warp_bins(x, formant) for x in (lh, th, ln, lr, phi))
+        seed = zlib.crc32(f"{text}|{stretch:.4f}|{f0:.4f}|{formant:.4f}".encode())
+        audio = self._dsp.synth(lh, th, ln, lr, phi, f0_curve * np.float32(f0), np.random.default_rng(seed))
+        return audio.astype(np.float64), int(self._dsp.SR)
+
+
+def warp_bins(frames: np.ndarray, scale: float) -> np.ndarray:
+    """``frames`` [bins, time] with the frequency axis scaled by ``scale``: what was at bin k moves to
+    bin k * scale (linear interpolation; the top bin's value continues past the end)."""
+    bins = frames.shape[0]
+    src = np.clip(np.arange(bins, dtype=np.float64) / scale, 0, bins - 1)
+    lo = np.floor(src).astype(np.int64)
+    hi = np.minimum(lo + 1, bins - 1)
+    w = (src - lo)[:, None]
+    return (frames[lo] * (1.0 - w) + frames[hi] * w).astype(frames.dtype)
+
+
+_HIBARI: dict[int, HibariSession] = {}
+
+
+def _hibari() -> HibariSession:
+    """This process's hibari session (loaded on first use)."""
+    pid = os.getpid()
+    if pid not in _HIBARI:
+        _HIBARI[pid] = HibariSession()
+    return _HIBARI[pid]
 
 
 _SESSIONS: dict[int, FestivalSession] = {}

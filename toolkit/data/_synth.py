@@ -1,7 +1,8 @@
 """A synthetic spoken-keyword corpus from every speech synthesizer here, in the shape of SHD or SSC.
 
 Every utterance is a word spoken by a *speaker* (an engine voice: an espeak-ng voice + variant such as
-``en-gb+f3``, a flite voice such as ``flite-slt``, a festival voice such as ``festival-kal``;
+``en-gb+f3``, a flite voice such as ``flite-slt``, a festival voice such as ``festival-kal``, one of hibari's
+derived speakers of a neural voice such as ``hibari-heart+m3``;
 :mod:`edgekws.toolkit.data._engines`) at a random tempo (and, for espeak-ng, pitch and amplitude), changed at
 the audio level by the augmentations of a policy (formants, pitch, tempo, room, band limit, EQ, gain,
 clipping; :mod:`edgekws.toolkit.data._augment`), placed at a random onset in a clip of exactly 1.0 s at
@@ -31,6 +32,7 @@ import numpy as np
 from edgekws.toolkit.data import _augment, _engines
 from edgekws.toolkit.data._augment import AugmentPolicy, pink_noise
 from edgekws.toolkit.data._engines import (
+    DEFAULT_ENGINES,
     ENGINES,
     ENGLISH_VOICES,
     ESPEAK_RATE,
@@ -97,8 +99,8 @@ SILENCE_DBFS = (-65.0, -20.0)  # level of the noise in a "_silence_" clip, per u
 RATE_WPM = (130, 190)  # espeak-ng speaker's base rate; each utterance adds up to ±20
 PITCH = (30, 70)  # espeak-ng speaker's base pitch (0..99); each utterance adds up to ±10
 AMPLITUDE = (70, 130)  # espeak -a, per utterance
-STRETCH = (0.85, 1.2)  # flite/festival speaker's base duration stretch; each utterance x exp(±0.1)
-PEAK = (0.25, 0.9)  # flite/festival output peak, per utterance
+STRETCH = (0.85, 1.2)  # flite/festival/hibari speaker's base duration stretch; each utterance x exp(±0.1)
+PEAK = (0.25, 0.9)  # flite/festival/hibari output peak, per utterance
 LEAD_SILENCE_S = (0.05, 0.30)  # onset of the word in the clip, per utterance
 BABBLE_OFFSET_S = (-0.3, 0.6)  # where each babble talker starts, relative to the clip
 
@@ -257,14 +259,21 @@ def voice_of(speaker: Speaker | dict[str, Any]) -> Voice:
 
 def prosody(speaker: Speaker | dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     """One utterance's delivery around the speaker's: espeak-ng rate, pitch and amplitude
-    (:func:`delivery`), flite/festival duration stretch and output peak."""
+    (:func:`delivery`), flite/festival/hibari duration stretch and output peak, and hibari's F0 and formant
+    scales around its speaker's (:data:`edgekws.toolkit.data._engines.HIBARI_VARIANTS`)."""
     d = asdict(speaker) if isinstance(speaker, Speaker) else speaker
     if d.get("engine", "espeak-ng") == "espeak-ng":
         return delivery(d["rate"], d["pitch"], rng)
-    return {
+    said = {
         "stretch": round(float(d["stretch"] * np.exp(rng.uniform(-0.1, 0.1))), 3),
         "peak": round(float(rng.uniform(*PEAK)), 3),
     }
+    if d["engine"] == "hibari":
+        f0, formant, _ = _engines.HIBARI_VARIANTS[d["variant"]]
+        jitter_f0, jitter_formant = _engines.HIBARI_JITTER
+        said["f0"] = round(float(f0 * np.exp(rng.uniform(-jitter_f0, jitter_f0))), 3)
+        said["formant"] = round(float(formant * np.exp(rng.uniform(-jitter_formant, jitter_formant))), 3)
+    return said
 
 
 def plan_corpus(
@@ -283,17 +292,18 @@ def plan_corpus(
     ``classes`` restricts the keywords to those class names (for small test corpora). ``fillers`` adds the
     classes "_unknown_" (other words, :func:`unknown_words`) and "_silence_" (noise alone) after the
     keywords, with ``per_class`` utterances each (always on for the reference tasks); the keywords'
-    utterances are the same with or without. ``engines`` (default: all for the reference tasks, espeak-ng
-    for the others) less ``exclude`` (engines, voice ids, voice names or persons) speak; each utterance
-    picks an engine by ``engine_weights`` (default equal), then the engine's next speaker of its split.
-    ``augment`` is a policy or preset name (default: "default" for the reference tasks, else "none").
+    utterances are the same with or without. ``engines`` (default: DEFAULT_ENGINES for the reference
+    tasks, espeak-ng for the others) less ``exclude`` (engines, voice ids, voice names or persons) speak;
+    each utterance picks an engine by ``engine_weights`` (default equal), then the engine's next speaker of
+    its split. ``augment`` is a policy or preset name (default: "default" for the reference tasks, else
+    "none").
     """
     if per_class < 1:
         raise ValueError(f"per_class must be at least 1, got {per_class}")
     words = vocabulary(task)
     reference = task in REFERENCE_TASKS
     fillers = fillers or reference
-    engines = list(engines) if engines is not None else list(ENGINES if reference else ("espeak-ng",))
+    engines = list(engines) if engines is not None else list(DEFAULT_ENGINES if reference else ("espeak-ng",))
     policy = _augment.policy(augment if augment is not None else "default" if reference else "none")
     if classes is not None:
         unknown = sorted(set(classes) - {w.name for w in words})
@@ -447,11 +457,11 @@ def spoken_word(voice: Voice, text: str, said: dict[str, Any]) -> np.ndarray:
 
 
 def _said(utt: dict[str, Any]) -> dict[str, Any]:
-    keys = (
-        ("rate", "pitch", "amplitude")
-        if utt.get("engine", "espeak-ng") == "espeak-ng"
-        else ("stretch", "peak")
-    )
+    engine = utt.get("engine", "espeak-ng")
+    keys = {
+        "espeak-ng": ("rate", "pitch", "amplitude"),
+        "hibari": ("stretch", "peak", "f0", "formant"),
+    }.get(engine, ("stretch", "peak"))
     return {k: utt[k] for k in keys}
 
 
