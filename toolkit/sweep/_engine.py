@@ -349,9 +349,11 @@ def _ray(options: EngineOptions) -> Iterator[dict[str, Any]]:
             ray.shutdown()
 
 
-def _join(address: str, runtime_env: dict[str, Any], attempts: int = 3) -> None:
+def _join(address: str, runtime_env: dict[str, Any], attempts: int = 5) -> None:
     """``ray.init`` on a cluster; a Ray Client address is tried again after its per-client server failed to
-    start (Ray 2.60's proxy now and then reports "Starting Ray client server failed"; the next try works)."""
+    start (Ray 2.60's proxy now and then reports "Starting Ray client server failed": its start-up check reads
+    the server's command line and gives up when the process is briefly a zombie, psutil.ZombieProcess; on a
+    busy head three tries 5 s apart all failed once, so the waits grow: 5, 10, 20, 40 s)."""
     for attempt in range(1, attempts + 1):
         try:
             ray.init(
@@ -369,7 +371,7 @@ def _join(address: str, runtime_env: dict[str, Any], attempts: int = 3) -> None:
                 "Ray Client: %s; trying again (%d/%d)", exc, attempt, attempts
             )
             ray.shutdown()
-            time.sleep(5.0)
+            time.sleep(5.0 * 2 ** (attempt - 1))
 
 
 def _no_restore_hint(record: logging.LogRecord) -> bool:
