@@ -253,7 +253,7 @@ def leave_one_engine_out(b: Bench) -> dict[str, Any]:
         if few:
             test = test.subset(np.flatnonzero(np.asarray(test.metadata("source")) == engine))
         run = b.train(f"without-{engine}", read_shd(train / "train.h5"), read_shd(train / "val.h5"))
-        persons = _persons(train, "train") & _persons(only, None)
+        persons = _persons(train, "train") & {v.person for v in voices(engine, "en")}
         shared = (
             f" (persons also in training by another engine: {', '.join(sorted(persons))})" if persons else ""
         )
