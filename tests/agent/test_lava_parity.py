@@ -27,13 +27,14 @@ BUNDLE = ASSETS / "digits-reference.ekb"
 PUBLIC_KEY = ASSETS / "digits-test-key.pub"
 
 # Two espeak-ng speakers of the en-digits corpus's test split (never trained on; chosen before the model was
-# scored), every digit in each, clean. The reference model (en-digits, synthetic only, docs/training.md) gets
-# 16 of the 20: en-us+m6 10, en-gb-scotland+steph 6 (two, four, five and nine missed).
+# scored), every digit in each, clean. The reference model 3.0.0 (en-digits, synthetic only, round 4 of
+# docs/training.md "Hearing people") gets 18 of the 20: en-us+m6 10, en-gb-scotland+steph 8 (two and five
+# missed); 2.0.0 got 16.
 WORDS = {
     "en-gb-scotland+steph": DIGITS,
     "en-us+m6": DIGITS,
 }
-MIN_CORRECT = 14  # of the 20 clips
+MIN_CORRECT = 16  # of the 20 clips
 LAVA_CLIPS = [0, 3, 7, 11, 13, 16]  # 6 of the 20 clips (3 per voice) through Lava: ~5 s each
 LEAD_S = 0.2
 
@@ -84,7 +85,7 @@ def _net_file(bundle: Bundle, folder: Path) -> Path:
 def test_emulator_recognises_unseen_espeak_voices(
     bundle: Bundle, spoken: tuple[np.ndarray, np.ndarray], tmp_path: Path
 ) -> None:
-    """The shipped model, run by the fixed-point emulator, names at least 14 of 20 digits by unseen voices."""
+    """The shipped model, run by the fixed-point emulator, names at least 16 of 20 digits by unseen voices."""
     x, truth = spoken
     rule = NetworkSpec.from_dict(dict(bundle.manifest.network)).readout
     predicted = decide(EmulatorBackend(read_netx(_net_file(bundle, tmp_path))).run(x), rule).labels
@@ -116,6 +117,7 @@ def test_lava_decides_like_the_emulator_on_the_trained_model(
 
 
 COMMANDS_BUNDLE = ASSETS / "commands-reference.ekb"
+COMMANDS_PUBLIC_KEY = ASSETS / "commands-test-key.pub"  # the key that signed digits-reference 2.0.0 too
 COMMANDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 COMMANDS_MIN_CORRECT = 9  # of 20; the model gets 11 (en-us+m6 7, en-gb-scotland+steph 4); chance is about 2
 
@@ -124,7 +126,7 @@ def test_commands_reference_hears_unseen_espeak_voices(tmp_path: Path) -> None:
     """The en-commands reference bundle (docs/training.md) verifies with the test key, has the Speech Commands
     12-class vocabulary, and its fixed-point model names well above chance of the ten command words spoken by
     the same two unseen espeak-ng voices."""
-    bundle = open_bundle(COMMANDS_BUNDLE, [load_public_key(PUBLIC_KEY)])
+    bundle = open_bundle(COMMANDS_BUNDLE, [load_public_key(COMMANDS_PUBLIC_KEY)])
     labels = list(bundle.manifest.labels)
     assert labels == [*COMMANDS, "_unknown_", "_silence_"]
     frontend = FrontendSpec.from_dict(dict(bundle.manifest.frontend))
