@@ -251,16 +251,21 @@ def test_a_seeds_only_sweeps_plot_names_the_seeds_and_shows_their_mean_and_sprea
     assert (low, high) == pytest.approx((0.63 - 0.02, 0.63 + 0.02))
 
 
+# the recipe each reference bundle was trained by (tests/assets/*-reference.ekb; docs/training.md)
+REFERENCE_RECIPES = {"en-digits": "recipe_en_digits_round4.toml", "en-commands": "recipe_en_commands.toml"}
+
+
 @pytest.mark.parametrize("task", ["en-digits", "en-commands"])
 def test_the_reference_sweeps_train_their_recipes_over_three_seeds(tmp_path: Path, task: str) -> None:
-    """docs/sweeps/TASK-reference.toml trains exactly benchmarks/research/recipe_TASK.toml's TrainConfig (the
-    reference bundle's recipe) with its seed and two others, without a search space or early stopping."""
+    """docs/sweeps/TASK-reference.toml trains exactly the TrainConfig of the reference bundle's recipe
+    (benchmarks/research/, REFERENCE_RECIPES) with its seed and two others, without a search space or early
+    stopping."""
     write_shd(two_class_data(4, 0), tmp_path / "d.h5")
     root = Path(__file__).resolve().parents[2]
     spec = SweepSpec.load(
         root / f"docs/sweeps/{task}-reference.toml", data=tmp_path / "d.h5", val=tmp_path / "d.h5"
     )
-    recipe = tomllib.loads((root / f"benchmarks/research/recipe_{task.replace('-', '_')}.toml").read_text())
+    recipe = tomllib.loads((root / "benchmarks/research" / REFERENCE_RECIPES[task]).read_text())
     assert spec.num_trials == 3 and len(set(spec.seeds)) == 3 and spec.seeds[0] == TrainConfig.seed
     assert not spec.space and spec.early_stop is None
     assert spec.train_config({}, TrainConfig.seed) == TrainConfig.from_dict(recipe["train"])
