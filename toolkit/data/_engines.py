@@ -34,7 +34,7 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -173,9 +173,9 @@ def speak(voice: Voice, text: str, prosody: dict[str, Any]) -> tuple[np.ndarray,
     if voice.engine == "flite":
         audio, rate = _flite(voice, text, float(prosody["stretch"]))
     elif voice.engine == "festival":
-        audio, rate = _festival().say(voice.voice, text, float(prosody["stretch"]))
+        audio, rate = _session(FestivalSession).say(voice.voice, text, float(prosody["stretch"]))
     elif voice.engine == "hibari":
-        audio, rate = _hibari().say(
+        audio, rate = _session(HibariSession).say(
             text, float(prosody["stretch"]), float(prosody["f0"]), float(prosody["formant"])
         )
     else:
@@ -362,33 +362,26 @@ def warp_bins(frames: np.ndarray, scale: float) -> np.ndarray:
     return (frames[lo] * (1.0 - w) + frames[hi] * w).astype(frames.dtype)
 
 
-_HIBARI: dict[int, HibariSession] = {}
+_SESSIONS: dict[tuple[type, int], Any] = {}
+_Session = TypeVar("_Session", FestivalSession, HibariSession)
 
 
-def _hibari() -> HibariSession:
-    """This process's hibari session (loaded on first use)."""
-    pid = os.getpid()
-    if pid not in _HIBARI:
-        _HIBARI[pid] = HibariSession()
-    return _HIBARI[pid]
-
-
-_SESSIONS: dict[int, FestivalSession] = {}
-
-
-def _festival() -> FestivalSession:
-    """This process's festival session (started on first use, closed at exit or by :func:`close`)."""
-    pid = os.getpid()
-    if pid not in _SESSIONS:
-        _SESSIONS[pid] = FestivalSession()
-    return _SESSIONS[pid]
+def _session(kind: type[_Session]) -> _Session:
+    """This process's session of ``kind`` (started on first use; festival's is closed at exit or by
+    :func:`close`)."""
+    key = (kind, os.getpid())
+    if key not in _SESSIONS:
+        _SESSIONS[key] = kind()
+    session: _Session = _SESSIONS[key]
+    return session
 
 
 def close() -> None:
-    """Stop this process's festival session, if any."""
-    session = _SESSIONS.pop(os.getpid(), None)
-    if session is not None:
-        session.close()
+    """Stop this process's festival session and drop its hibari model, if any."""
+    _SESSIONS.pop((HibariSession, os.getpid()), None)
+    festival = _SESSIONS.pop((FestivalSession, os.getpid()), None)
+    if festival is not None:
+        festival.close()
 
 
 atexit.register(close)
