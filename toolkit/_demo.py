@@ -26,7 +26,11 @@ import numpy as np
 from edgekws.packaging import atomic_write_text
 from edgekws.toolkit._progress import progress_bar
 
-DEMO_TASK = "en-digits"  # zero..nine, _unknown_, _silence_: espeak-ng, flite and festival voices
+DEMO_TASK = "en-digits"  # zero..nine, _unknown_, _silence_
+# The reference bundle 3.0.0's engines (benchmarks/research/recipe_en_digits_round4.toml): espeak-ng, flite,
+# festival and hibari's neural voice, which says 2 of every 5 training utterances (it has no test voices)
+DEMO_ENGINES = ("espeak-ng", "flite", "festival", "hibari")
+DEMO_ENGINE_WEIGHTS = {"hibari": 2.0}
 DEMO_PER_CLASS = 120  # utterances per class: 1440 clips
 DEMO_EPOCHS = 30
 # The en-digits reference recipe's augmentations over the `default` policy (benchmarks/research/
@@ -100,15 +104,17 @@ def run_demo(
 
     _stage(
         1,
-        f"synthesize spoken digits with espeak-ng, flite and festival ({per_class} per class, plus fillers), "
+        f"synthesize spoken digits with espeak-ng, flite, festival and hibari ({per_class} per class, plus "
+        "fillers), "
         "augment and encode them",
     )
     corpus = out / "data"
     t0 = time.perf_counter()
     with progress_bar("synth digits") as update:
         manifest = synthesize(
-            corpus, DEMO_TASK, per_class, seed, force=True, progress=update, augment=DEMO_AUGMENT
-        )
+            corpus, DEMO_TASK, per_class, seed, force=True, progress=update, augment=DEMO_AUGMENT,
+            engines=DEMO_ENGINES, engine_weights=DEMO_ENGINE_WEIGHTS,
+        )  # fmt: skip
     described = info(corpus)
     click.echo(format_info(described))
     atomic_write_text(out / "data_info.json", json.dumps(described, indent=2) + "\n")
