@@ -231,6 +231,23 @@ def test_a_folder_that_is_not_a_sweep_or_a_run_is_named_with_what_is_wrong(tmp_p
                 assert f"is {folder} a" in message and f"{what} description" in message, message
 
 
+def test_a_run_description_without_a_valid_network_is_named_with_what_to_do(tmp_path: Path) -> None:
+    """A run.json of the right type with no "network" (a KeyError before) or an invalid one: a RunError
+    naming the file and, for a missing spec, how to make the run again."""
+    from edgekws.toolkit.train import RunError
+
+    for name, network in {"none": None, "bad": {"type": "edgekws.bundle"}}.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        info = {"type": "edgekws.run"} | ({} if network is None else {"network": network})
+        (folder / "run.json").write_text(json.dumps(info))
+        with pytest.raises(RunError) as err:
+            load_run(folder)
+        message = str(err.value)
+        assert str(folder / "run.json") in message, message
+        assert ("edgekws train" in message) if network is None else ("not a network spec" in message), message
+
+
 def test_a_seeds_only_sweeps_plot_names_the_seeds_and_shows_their_mean_and_spread(tmp_path: Path) -> None:
     """With no swept key the plot's one panel has the seeds as categories in the spec's order (1234, 1 and 2
     were once a numeric axis with two dots crowded at 0) and the recipe's mean ± spread as a band."""

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekws.packaging import NetworkSpec, __version__, atomic_path, atomic_write_text
+from edgekws.packaging import NetworkSpec, SpecError, __version__, atomic_path, atomic_write_text
 from edgekws.toolkit._typed_json import read_typed_json
 from edgekws.toolkit.data import SpikeDataset
 
@@ -153,7 +153,17 @@ def load_run(run_dir: str | os.PathLike[str], checkpoint: str = BEST) -> LoadedR
     """The network spec (``run.json``) and parameters (``best.npz`` by default) of a run folder."""
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
-    spec = NetworkSpec.from_dict(info["network"])
+    network = info.get("network")
+    if not isinstance(network, dict):
+        raise RunError(
+            f"{run_dir / RUN_INFO} has no network spec ('network'): the run stopped before training "
+            "began, or the file was not written by edgekws train; train it again "
+            f"(edgekws train ... --out {run_dir})"
+        )
+    try:
+        spec = NetworkSpec.from_dict(network)
+    except SpecError as exc:
+        raise RunError(f"{run_dir / RUN_INFO}: {exc}") from exc
     path = run_dir / checkpoint
     if not path.is_file():
         raise RunError(f"{path}: no parameters; train at least one epoch (edgekws train ... --out {run_dir})")
