@@ -246,14 +246,15 @@ def leave_one_engine_out(b: Bench) -> dict[str, Any]:
         train = b.synth(f"without-{engine}", **{"exclude": [engine], **changes})
         # an engine of fewer than 3 persons (hibari: one) cannot fill three splits alone: espeak-ng fills the
         # others and only the engine's clips are scored
-        few = len({v.person for v in voices(engine, "en")}) < 3
+        persons_of_engine = {v.person for v in voices(engine, "en")}
+        few = len(persons_of_engine) < 3
         alone = [engine, "espeak-ng"] if few else [engine]
         only = b.synth(f"only-{engine}", **{"engines": alone, "exclude": [], **changes})
         test = _all_splits(only)
         if few:
             test = test.subset(np.flatnonzero(np.asarray(test.metadata("source")) == engine))
         run = b.train(f"without-{engine}", read_shd(train / "train.h5"), read_shd(train / "val.h5"))
-        persons = _persons(train, "train") & {v.person for v in voices(engine, "en")}
+        persons = _persons(train, "train") & persons_of_engine
         shared = (
             f" (persons also in training by another engine: {', '.join(sorted(persons))})" if persons else ""
         )

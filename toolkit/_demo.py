@@ -105,8 +105,7 @@ def run_demo(
     _stage(
         1,
         f"synthesize spoken digits with espeak-ng, flite, festival and hibari ({per_class} per class, plus "
-        "fillers), "
-        "augment and encode them",
+        "fillers), augment and encode them",
     )
     corpus = out / "data"
     t0 = time.perf_counter()

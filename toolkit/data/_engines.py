@@ -39,8 +39,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 ENGINES = ("espeak-ng", "flite", "festival", "hibari")
-# The engines a reference task's corpus draws from unless told (the reference bundles' recipes); hibari joins
-# with the next reference models (docs/training.md, "Hearing people", round 4).
+# The engines a reference task's corpus draws from unless told: the three of the corpora made before hibari,
+# which stay reproducible; the round-4 recipes (digits bundle 3.0.0) and the demo name hibari themselves.
 DEFAULT_ENGINES = ("espeak-ng", "flite", "festival")
 ESPEAK_RATE = 22050  # espeak-ng's output sample rate
 ENGLISH_VOICES = (
@@ -81,7 +81,6 @@ HIBARI_VARIANTS = {
 }  # fmt: skip
 HIBARI_VOICE, HIBARI_PERSON = "heart", "af_heart"
 HIBARI_JITTER = (0.1, 0.03)  # each utterance's F0 and formant scale x exp(+-these) around its speaker's
-PIP_PACKAGES = {"hibari": "hibari-tts"}
 APT_PACKAGES = {
     "espeak-ng": "espeak-ng",
     "flite": "flite",
