@@ -14,7 +14,9 @@ Protocols (accuracy over the ten digits):
 
 - ``fsdd``: FSDD 4 speakers -> the other 2, all 15 pairs (mean, min, max);
 - ``synth``: a synthetic corpus (``edgekws data synth`` folder: its WAVs, train+val splits, the ten digit
-  classes) -> every FSDD speaker, and -> the corpus's test voices.
+  classes) -> every FSDD speaker, and -> the corpus's test voices;
+- ``synth+fsdd``: that corpus + 4 FSDD speakers -> the other 2, ``benchmarks/real_voices.py``'s three
+  rotations (its protocol (c), without the augmented copies); runs ``synth`` too.
 
 Clips are 1 s at 16 kHz as the trainer sees them; FSDD words are placed 0.1 s into 1 s of silence. Bins:
 ``span`` (``B`` equal bins over the word's known span: what the words carry, time-normalised) or ``fixed``
@@ -24,7 +26,10 @@ Clips are 1 s at 16 kHz as the trainer sees them; FSDD words are placed 0.1 s in
 P=.venv/bin/python; F=benchmarks/research/features.py
 taskset -c 1 $P $F run NAME '{"feat": "spike", "spec": {"f_min_hz": 200}, "protocols": ["fsdd"]}'
 taskset -c 1 $P $F run NAME '{"feat": "logmel", "n_mels": 40, "fmax": 4000, "cmn": true}'
+taskset -c 1 $P $F run NAME '{"feat": "spike", "model": "cnn", "protocols": ["synth+fsdd"], "corpus": "C"}'
 $P $F table
+$P $F plot     # benchmarks/results/snn_vs_cnn.png from snn_vs_cnn.json
+$P $F snn RUN DATA.h5   # a trained SNN run on DATA's digit clips: 12-way and digits-only decisions
 ```
 
 Results go to ``runs/diag/features_results.jsonl``.
@@ -259,7 +264,8 @@ def classify_cnn(
 ) -> dict[str, float]:
     """A small conventional KWS network (JAX): three 1-D convolutions over 10 ms frames (kernel 5, 64
     channels, ReLU, max-pool 2 after the first two), mean and max over time, a dense layer; AdamW, random
-    time shifts of up to 0.1 s. The same network for every feature."""
+    time shifts of up to 0.1 s. The same network for every feature. Ablations toward the spiking network's
+    shape: ``layers`` (1-3 convolutions) and ``pool`` (``meanmax``, ``mean`` or ``max`` over time)."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -286,11 +292,17 @@ def classify_cnn(
         n = x.shape[1] // 2 * 2
         return x[:, :n].reshape(x.shape[0], n // 2, 2, x.shape[2]).max(axis=2)
 
+    layers, pooling = conf.get("layers", 3), conf.get("pool", "meanmax")
+
     def logits(p, x):
-        h = pool2(conv(x, p["c1"], p["b1"]))
-        h = pool2(conv(h, p["c2"], p["b2"]))
-        h = conv(h, p["c3"], p["b3"])
-        return jnp.concatenate([h.mean(axis=1), h.max(axis=1)], axis=1) @ p["w"] + p["b"]
+        h = conv(x, p["c1"], p["b1"])
+        if layers >= 2:
+            h = conv(pool2(h), p["c2"], p["b2"])
+        if layers >= 3:
+            h = conv(pool2(h), p["c3"], p["b3"])
+        mean, peak = h.mean(axis=1), h.max(axis=1)
+        pooled = {"meanmax": (mean, peak), "mean": (mean, mean), "max": (peak, peak)}[pooling]
+        return jnp.concatenate(pooled, axis=1) @ p["w"] + p["b"]
 
     def loss(p, x, y):
         return optax.softmax_cross_entropy_with_integer_labels(logits(p, x), y).mean()
@@ -325,6 +337,7 @@ def classify_cnn(
 
 
 _CACHE: dict[str, list[dict[str, Any]]] = {}
+_ROTATIONS = (("fsdd-lucas", "fsdd-theo"), ("fsdd-george", "fsdd-jackson"), ("fsdd-nicolas", "fsdd-yweweler"))
 
 
 def run(name: str, conf: dict[str, Any]) -> dict[str, Any]:
@@ -348,8 +361,7 @@ def run(name: str, conf: dict[str, Any]) -> dict[str, Any]:
         pairs = {}
         held_out = list(itertools.combinations(sorted(set(sp)), 2))
         if conf.get("rotations") == 3:  # benchmarks/real_voices.py's three rotations
-            held_out = [("fsdd-lucas", "fsdd-theo"), ("fsdd-george", "fsdd-jackson"),
-                        ("fsdd-nicolas", "fsdd-yweweler")]  # fmt: skip
+            held_out = list(_ROTATIONS)
         for held in held_out:
             test = np.isin(sp, held)
             key = "+".join(h.removeprefix("fsdd-") for h in held)
@@ -357,7 +369,7 @@ def run(name: str, conf: dict[str, Any]) -> dict[str, Any]:
         v = np.array(list(pairs.values()))
         result["fsdd4to2"] = {"mean": round(float(v.mean()), 4), "min": round(float(v.min()), 4),
                               "max": round(float(v.max()), 4), "pairs": pairs}  # fmt: skip
-    if "synth" in protocols:
+    if "synth" in protocols or "synth+fsdd" in protocols:
         corpus = Path(conf.get("corpus", "runs/diag/syn300"))
         key = f"synth:{corpus}"
         if key not in _CACHE:
@@ -375,21 +387,115 @@ def run(name: str, conf: dict[str, Any]) -> dict[str, Any]:
         result["synth_to_fsdd"] = round(r.pop("fsdd"), 4)
         result["synth_test"] = round(r.pop("synth_test"), 4)
         result["synth_fsdd_per_speaker"] = {k: round(v, 3) for k, v in r.items()}
+        if "synth+fsdd" in protocols:  # real_voices.py's protocol (c): the corpus + 4 FSDD speakers -> 2
+            pairs = {}
+            for held in _ROTATIONS:
+                test = np.isin(sp, held)
+                key = "+".join(h.removeprefix("fsdd-") for h in held)
+                xtr, ytr = np.concatenate([xs, xf[~test]]), np.concatenate([ys, yf[~test]])
+                pairs[key] = fit(xtr, ytr, {"x": (xf[test], yf[test])})["x"]
+            v = np.array(list(pairs.values()))
+            result["synth+fsdd4to2"] = {"mean": round(float(v.mean()), 4), "min": round(float(v.min()), 4),
+                                        "max": round(float(v.max()), 4), "pairs": pairs}  # fmt: skip
     result["seconds"] = round(time.time() - t0)
     return result
 
 
 def table() -> None:
     path = OUT / "features_results.jsonl"
-    print("| name | features | dims | FSDD 4->2 mean (min-max) | synth -> FSDD | synth test |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    head = ["name", "features", "dims", "FSDD 4->2 mean (min-max)", "synth -> FSDD", "synth test",
+            "synth+4 FSDD -> 2"]  # fmt: skip
+    print("| " + " | ".join(head) + " |\n" + "| --- " * len(head) + "|")
+
+    def spread(f: dict[str, Any] | None) -> str:
+        return f"{f['mean']:.3f} ({f['min']:.2f}-{f['max']:.2f})" if f else ""
+
     for line in path.read_text().splitlines():
         r = json.loads(line)
-        f = r.get("fsdd4to2")
-        cell = f"{f['mean']:.3f} ({f['min']:.2f}-{f['max']:.2f})" if f else ""
-        conf = {k: v for k, v in r["conf"].items() if k not in ("protocols",)}
-        print(f"| {r['name']} | `{json.dumps(conf)}` | {r['dims']} | {cell} | {r.get('synth_to_fsdd', '')} "
-              f"| {r.get('synth_test', '')} |")  # fmt: skip
+        conf = {k: v for k, v in r["conf"].items() if k not in ("protocols", "corpus")}
+        scores = [spread(r.get("fsdd4to2")), r.get("synth_to_fsdd", ""), r.get("synth_test", "")]
+        cells = [r["name"], f"`{json.dumps(conf)}`", r["dims"], *scores, spread(r.get("synth+fsdd4to2"))]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
+
+
+def snn_digits(run_dir: Path, data_path: Path) -> dict[str, float]:
+    """A trained run's accuracy on a spike data set's digit clips, as its 12-way decision and as the arg-max
+    over the ten digit outputs only (the CNN's decision), float model."""
+    from edgekws.agent._decision import decide
+    from edgekws.toolkit.data import read_shd
+    from edgekws.toolkit.train import load_run
+    from edgekws.toolkit.train._evaluate import float_readout
+
+    run, data = load_run(run_dir), read_shd(data_path)
+    spec = run.spec
+    digits = np.flatnonzero(np.isin(np.asarray(data.class_names)[data.labels], DIGITS))
+    right = np.zeros(2)
+    for i in range(0, len(digits), 250):
+        idx = digits[i : i + 250]
+        x = data.bin(spec.dt_ms / 1000.0, spec.num_steps, idx)
+        scores = decide(float_readout(run.params, spec, x, 64), spec.readout).scores
+        right += [
+            (scores.argmax(1) == data.labels[idx]).sum(),
+            (scores[:, :10].argmax(1) == data.labels[idx]).sum(),
+        ]
+    return {
+        "clips": len(digits),
+        "12-way": round(right[0] / len(digits), 4),
+        "digits only": round(right[1] / len(digits), 4),
+    }
+
+
+def plot(results: Path = Path("benchmarks/results/snn_vs_cnn.json")) -> Path:
+    """Bar chart of ``snn_vs_cnn.json``: FSDD (synthetic-only) and protocol (c) accuracy per network."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    doc = json.loads(results.read_text())
+    cnn = {r["name"]: r for r in doc["cnn"]}
+    snn = doc["snn_bundle_3_0_0"]
+    round4 = json.loads((results.parent / "real_voices_round4.json").read_text())["results"]
+    snn_c = round4["fsdd_finetune"]["mean_accuracy"]  # the bundle's recipe in protocol (c)
+    rows = [  # (label, FSDD synthetic-only, protocol (c) or None, colour)
+        ("SNN bundle 3.0.0\n(12-way)", snn["fsdd_12way"], snn_c, "tab:orange"),
+        ("SNN bundle 3.0.0\n(digits only)", snn["fsdd_digits_only"], None, "tab:orange"),
+        ("CNN 1 conv\nmean", cnn["cnn_spike_l1_mean"]["synth_to_fsdd"],
+         cnn["cnn_spike_l1_mean_synthfsdd"]["synth+fsdd4to2"]["mean"], "tab:blue"),
+        ("CNN 1 conv\nmax", cnn["cnn_spike_l1_max"]["synth_to_fsdd"], None, "tab:blue"),
+        ("CNN 3 conv\nmean", cnn["cnn_spike_l3_mean"]["synth_to_fsdd"], None, "tab:blue"),
+        ("CNN 3 conv\nmean+max", cnn["cnn_spike"]["synth_to_fsdd"],
+         cnn["cnn_spike_synthfsdd"]["synth+fsdd4to2"]["mean"], "tab:blue"),
+        ("CNN 3 conv\nlog-mel", cnn["cnn_logmel"]["synth_to_fsdd"], None, "tab:gray"),
+    ]  # fmt: skip
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    x = np.arange(len(rows))
+    ax.bar(
+        x - 0.2,
+        [r[1] * 100 for r in rows],
+        0.4,
+        color=[r[3] for r in rows],
+        label="synthetic only -> FSDD, 6 speakers",
+    )
+    cx = [i for i, r in enumerate(rows) if r[2] is not None]
+    colours = [rows[i][3] for i in cx]
+    ax.bar(np.array(cx) + 0.2, [rows[i][2] * 100 for i in cx], 0.4, color=colours, alpha=0.45, hatch="//",
+           label="synthetic + 4 FSDD speakers -> other 2 (mean of 3)")  # fmt: skip
+    for i, r in enumerate(rows):
+        ax.text(i - 0.2, r[1] * 100 + 1, f"{r[1] * 100:.1f}", ha="center", fontsize=8)
+        if r[2] is not None:
+            ax.text(i + 0.2, r[2] * 100 + 1, f"{r[2] * 100:.1f}", ha="center", fontsize=8)
+    for target, style in ((85, "--"), (95, ":")):
+        ax.axhline(target, color="black", linestyle=style, linewidth=0.8)
+    ax.set_xticks(x, [r[0] for r in rows], fontsize=8)
+    ax.set_ylabel("accuracy on unseen real speakers (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title("Same spike front-end, different networks (issue #12; targets 85 % dashed, 95 % dotted)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    out = results.with_suffix(".png")
+    fig.savefig(out, dpi=110)
+    return out
 
 
 def main(argv: list[str]) -> None:
@@ -403,6 +509,10 @@ def main(argv: list[str]) -> None:
                 fh.write(json.dumps(result) + "\n")
     elif argv[:1] == ["table"]:
         table()
+    elif argv[:1] == ["plot"]:
+        print(plot())
+    elif argv[:1] == ["snn"] and len(argv) == 3:
+        print(json.dumps(snn_digits(Path(argv[1]), Path(argv[2]))))
     else:
         raise SystemExit(__doc__)
 
