@@ -15,6 +15,7 @@ Protocols (accuracy over the ten digits):
 - ``fsdd``: FSDD 4 speakers -> the other 2, all 15 pairs (mean, min, max);
 - ``synth``: a synthetic corpus (``edgekws data synth`` folder: its WAVs, train+val splits, the ten digit
   classes) -> every FSDD speaker, and -> the corpus's test voices;
+  ``engines`` (a list) keeps only those engines' training clips, ``subsample`` N a random N of them;
 - ``synth+fsdd``: that corpus + 4 FSDD speakers -> the other 2, ``benchmarks/real_voices.py``'s three
   rotations (its protocol (c), without the augmented copies); runs ``synth`` too.
 
@@ -376,6 +377,11 @@ def run(name: str, conf: dict[str, Any]) -> dict[str, Any]:
             _CACHE[key] = synth_clips(corpus, ("train", "val"))
             _CACHE[key + ":test"] = synth_clips(corpus, ("test",))
         tr, te = _CACHE[key], _CACHE[key + ":test"]
+        if conf.get("engines"):  # train on these engines' clips only (the test voices stay all engines')
+            tr = [e for e in tr if e["engine"] in conf["engines"]]
+        if conf.get("subsample"):  # a random subset of this many training clips (size controls)
+            keep = np.random.default_rng(0).choice(len(tr), conf["subsample"], replace=False)
+            tr = [tr[i] for i in sorted(keep)]
         xs = np.array([feat(e, conf) for e in tr])
         ys = np.array([e["label"] for e in tr])
         xt = np.array([feat(e, conf) for e in te])

@@ -10,7 +10,9 @@ the FSDD speakers it did not see, on the corpus's unseen test voices and on the 
 P=.venv/bin/python; R=benchmarks/research/real_runs.py
 taskset -c 1 $P $R synth RECIPE.toml runs/rv/work/synth/NAME        # the recipe's corpus (real_voices.py's)
 taskset -c 1 $P $R train NAME CORPUS '{"train": {"epochs": 60}}'   # TrainConfig keys; fsdd_train, fsdd_val,
-                                                                    # real_train (a data import folder)
+                                                                    # real_train (a data import folder),
+                                                                    # init_in ([mean, sd] of input weights)
+taskset -c 1 $P $R epochs RUN CORPUS   # every checkpoint on FSDD per speaker: epoch selection rules compared
 ```
 
 Runs go to ``runs/rv/work/runs/NAME``, one JSON line per run to ``runs/rv/results.jsonl``.
@@ -90,6 +92,10 @@ def train(name: str, corpus: Path, conf: dict[str, Any]) -> dict[str, Any]:
         val_data = fsdd.subset(np.flatnonzero(np.isin(speaker, fsdd_val)))
     tested = ~np.isin(speaker, fsdd_train + fsdd_val)
     out = WORK / "runs" / name
+    if conf.get("init_in"):  # probe only: the input weights' initial (mean, sd) in mlGeNN units
+        from edgekws.toolkit.train import _model
+
+        _model._INIT_IN = tuple(conf["init_in"])
     start = time.time()
     config = TrainConfig.from_dict({"epochs": 15, "silent_boost": 0.02, **conf.get("train", {})})
     result = run_training(
@@ -121,9 +127,132 @@ def train(name: str, corpus: Path, conf: dict[str, Any]) -> dict[str, Any]:
     return line
 
 
+def epochs(run_dir: Path, corpus: Path) -> dict[str, Any]:
+    """Epoch selection, measured: every checkpoint of a run scored on the corpus's validation voices and on
+    each FSDD speaker, then which epoch each rule picks and what it scores on the speakers it did not use --
+    the synthetic validation voices (the trainer's rule), one held-out FSDD speaker (each in turn, scored on
+    the other five), and the best epoch on all six (an oracle, for scale)."""
+    from dataclasses import replace
+
+    from edgekws.toolkit.data import read_shd
+    from edgekws.toolkit.data._synth import class_names
+    from edgekws.toolkit.train import evaluate, load_run
+
+    fsdd = read_shd(_real("fsdd-all", "fsdd", class_names("en-digits")) / "test.h5")
+    val = read_shd(corpus / "val.h5")
+    base = load_run(run_dir)
+    rows = []
+    for path in sorted((run_dir / "checkpoints").glob("epoch_*.npz")):
+        with np.load(path) as z:
+            params = {
+                k.removeprefix("param/"): np.asarray(z[k], np.float32)
+                for k in z.files
+                if k.startswith("param/")
+            }
+        run = replace(base, params=params)
+        on_fsdd = evaluate(run, fsdd)
+        per_speaker = {k: v["accuracy"] for k, v in on_fsdd["per_speaker_accuracy"].items()}
+        rows.append({"epoch": int(path.stem.split("_")[1]), "val": round(evaluate(run, val)["accuracy"], 4),
+                     "fsdd": round(on_fsdd["accuracy"], 4), "speakers": per_speaker})  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    speakers = sorted(rows[0]["speakers"])
+
+    def others(row: dict[str, Any], held: str) -> float:
+        return float(np.mean([row["speakers"][s] for s in speakers if s != held]))
+
+    by_val = max(rows, key=lambda r: r["val"])
+    rules = {"synthetic validation": {"epoch": by_val["epoch"], "fsdd": by_val["fsdd"]}}
+    picks = {}
+    for held in speakers:
+        pick = max(rows, key=lambda r: r["speakers"][held])
+        picks[held] = {"epoch": pick["epoch"], "other five": round(others(pick, held), 4),
+                       "synthetic rule on the same five": round(others(by_val, held), 4)}  # fmt: skip
+    rules["one FSDD speaker (each in turn)"] = picks
+    oracle = max(rows, key=lambda r: r["fsdd"])
+    rules["oracle (all six)"] = {"epoch": oracle["epoch"], "fsdd": oracle["fsdd"]}
+    out = {"run": str(run_dir), "corpus": str(corpus), "rows": rows, "rules": rules}
+    Path("runs/rv").mkdir(parents=True, exist_ok=True)
+    path = Path("runs/rv") / f"epochs_{run_dir.name}.json"
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(rules, indent=1))
+    print(epochs_report(path))
+    return out
+
+
+def epochs_report(path: Path, out: Path = Path("benchmarks/results/epoch_selection")) -> Path:
+    """``epoch_selection.{json,md,png}`` from an :func:`epochs` result."""
+    import platform
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    doc = json.loads(path.read_text())
+    doc["machine"] = {"cpu": _cpu(), "platform": platform.platform(), "python": platform.python_version()}
+    rows, rules = doc["rows"], doc["rules"]
+    turns = rules["one FSDD speaker (each in turn)"]
+    real = float(np.mean([v["other five"] for v in turns.values()]))
+    synth = float(np.mean([v["synthetic rule on the same five"] for v in turns.values()]))
+    doc["summary"] = {"one FSDD speaker, mean over the six": round(real, 4),
+                      "synthetic rule on the same speakers, mean": round(synth, 4)}  # fmt: skip
+    out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
+    lines = [
+        "# Epoch selection: synthetic validation voices or a held-out real speaker",
+        "",
+        f"Run `{doc['run']}` (its corpus `{doc['corpus']}`), every epoch's checkpoint scored on the corpus's",
+        "synthetic validation voices and on each FSDD speaker (12-way decision, float model); machine: "
+        f"{doc['machine']['cpu']}. Made by `python benchmarks/research/real_runs.py epochs RUN CORPUS`.",
+        "",
+        "| rule | epoch picked | accuracy on the FSDD speakers it did not use | synthetic rule, same ones |",
+        "| --- | --- | --- | --- |",
+        f"| synthetic validation voices (the trainer's) | {rules['synthetic validation']['epoch']} "
+        f"| {rules['synthetic validation']['fsdd']:.1%} (all 6) | |",
+    ]
+    for held, v in turns.items():
+        lines.append(f"| {held} alone | {v['epoch']} | {v['other five']:.1%} (other 5) "
+                     f"| {v['synthetic rule on the same five']:.1%} |")  # fmt: skip
+    lines += [
+        f"| one FSDD speaker, mean over the six | | **{real:.1%}** | **{synth:.1%}** |",
+        f"| oracle: best epoch on all six (for scale) | {rules['oracle (all six)']['epoch']} "
+        f"| {rules['oracle (all six)']['fsdd']:.1%} (all 6) | |",
+        "",
+        "| epoch | synthetic validation | FSDD all 6 | " + " | ".join(sorted(rows[0]["speakers"])) + " |",
+        "| --- " * (3 + len(rows[0]["speakers"])) + "|",
+    ]
+    for r in rows:
+        per = " | ".join(f"{r['speakers'][k]:.1%}" for k in sorted(r["speakers"]))
+        lines.append(f"| {r['epoch']} | {r['val']:.1%} | {r['fsdd']:.1%} | {per} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ep = [r["epoch"] for r in rows]
+    for k in sorted(rows[0]["speakers"]):
+        ax.plot(ep, [r["speakers"][k] * 100 for r in rows], color="tab:gray", linewidth=0.7, alpha=0.6)
+    ax.plot(ep, [r["fsdd"] * 100 for r in rows], color="tab:blue", linewidth=2, label="FSDD, all 6 speakers")
+    ax.plot(ep, [r["val"] * 100 for r in rows], color="tab:orange", linewidth=2, label="synthetic validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Epoch selection: grey lines are the six FSDD speakers one by one")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=110)
+    return out.with_suffix(".md")
+
+
+def _cpu() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 4 and sys.argv[1] == "synth":
         synth(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 2)
+    elif len(sys.argv) == 4 and sys.argv[1] == "epochs":
+        epochs(Path(sys.argv[2]), Path(sys.argv[3]))
+    elif len(sys.argv) == 3 and sys.argv[1] == "epochs-report":
+        print(epochs_report(Path(sys.argv[2])))
     elif len(sys.argv) >= 4 and sys.argv[1] == "train":
         train(sys.argv[2], Path(sys.argv[3]), json.loads(sys.argv[4]) if len(sys.argv) > 4 else {})
     else:
