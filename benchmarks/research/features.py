@@ -16,6 +16,8 @@ Protocols (accuracy over the ten digits):
 - ``synth``: a synthetic corpus (``edgekws data synth`` folder: its WAVs, train+val splits, the ten digit
   classes) -> every FSDD speaker, and -> the corpus's test voices;
   ``engines`` (a list) keeps only those engines' training clips, ``subsample`` N a random N of them;
+- ``h5``: the CNN on spike files instead of audio (``{"h5": {"train": [...], "tests": {...}}}``), e.g. the
+  SNN's own training sets with their augmented copies;
 - ``synth+fsdd``: that corpus + 4 FSDD speakers -> the other 2, ``benchmarks/real_voices.py``'s three
   rotations (its protocol (c), without the augmented copies); runs ``synth`` too.
 
@@ -341,7 +343,36 @@ _CACHE: dict[str, list[dict[str, Any]]] = {}
 _ROTATIONS = (("fsdd-lucas", "fsdd-theo"), ("fsdd-george", "fsdd-jackson"), ("fsdd-nicolas", "fsdd-yweweler"))
 
 
+def h5_sequences(path: Path, n: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """The digit clips of a spike data set (``edgekws data synth`` / ``data import``: the very files the SNN
+    trains on, augmented copies included) as CNN input: spikes counted in ``n`` frames, ``log1p``."""
+    from edgekws.toolkit.data import read_shd
+
+    data = read_shd(path)
+    digits = np.flatnonzero(np.isin(np.asarray(data.class_names)[data.labels], DIGITS))
+    out = np.empty((len(digits), n, data.num_channels), np.float32)
+    for i in range(0, len(digits), 500):
+        idx = digits[i : i + 500]
+        x = data.bin(0.001, TOTAL // 16, idx)  # (k, 1000, C) at 1 ms
+        out[i : i + len(idx)] = np.log1p(x.reshape(len(idx), n, -1, x.shape[2]).sum(axis=2))
+    return out, data.labels[digits]
+
+
+def run_h5(name: str, conf: dict[str, Any]) -> dict[str, Any]:
+    """``{"h5": {"train": [paths], "tests": {name: path}}}``: the CNN on spike files, digits only."""
+    t0 = time.time()
+    parts = [h5_sequences(Path(p)) for p in conf["h5"]["train"]]
+    xtr, ytr = np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
+    tests = {k: h5_sequences(Path(p)) for k, p in conf["h5"]["tests"].items()}
+    r = classify_cnn(xtr, ytr, tests, conf)
+    scores = {k: round(v, 4) for k, v in r.items()}
+    return {"name": name, "conf": conf, "dims": int(xtr.shape[1]), "train_clips": len(xtr),
+            "h5_tests": scores, "seconds": round(time.time() - t0)}  # fmt: skip
+
+
 def run(name: str, conf: dict[str, Any]) -> dict[str, Any]:
+    if "h5" in conf:
+        return run_h5(name, conf)
     t0 = time.time()
     c = conf.get("C", 0.01)
     if "fsdd" not in _CACHE:
