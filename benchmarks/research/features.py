@@ -263,8 +263,12 @@ def classify(xtr: np.ndarray, ytr: np.ndarray, tests: dict[str, tuple[np.ndarray
 
 
 def classify_cnn(
-    xtr: np.ndarray, ytr: np.ndarray, tests: dict[str, tuple[np.ndarray, np.ndarray]], conf: dict[str, Any]
-) -> dict[str, float]:
+    xtr: np.ndarray,
+    ytr: np.ndarray,
+    tests: dict[str, tuple[np.ndarray, np.ndarray]],
+    conf: dict[str, Any],
+    logits_of: np.ndarray | None = None,
+) -> dict[str, Any]:
     """A small conventional KWS network (JAX): three 1-D convolutions over 10 ms frames (kernel 5, 64
     channels, ReLU, max-pool 2 after the first two), mean and max over time, a dense layer; AdamW, random
     time shifts of up to 0.1 s. The same network for every feature. Ablations toward the spiking network's
@@ -336,6 +340,10 @@ def classify_cnn(
             [np.asarray(predict(params, norm(x[i : i + 256]))) for i in range(0, len(x), 256)]
         )
         out[name] = float(np.mean(pred == y))
+    if logits_of is not None:  # the trained network's logits for these inputs (a teacher, distill.py)
+        out["logits"] = np.concatenate(
+            [np.asarray(logits(params, norm(logits_of[i : i + 256]))) for i in range(0, len(logits_of), 256)]
+        )
     return out
 
 
@@ -343,13 +351,15 @@ _CACHE: dict[str, list[dict[str, Any]]] = {}
 _ROTATIONS = (("fsdd-lucas", "fsdd-theo"), ("fsdd-george", "fsdd-jackson"), ("fsdd-nicolas", "fsdd-yweweler"))
 
 
-def h5_sequences(path: Path, n: int = 100) -> tuple[np.ndarray, np.ndarray]:
-    """The digit clips of a spike data set (``edgekws data synth`` / ``data import``: the very files the SNN
-    trains on, augmented copies included) as CNN input: spikes counted in ``n`` frames, ``log1p``."""
+def h5_sequences(path: Path, n: int = 100, digits_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The digit clips (or all clips) of a spike data set (``edgekws data synth`` / ``data import``: the very
+    files the SNN trains on, augmented copies included) as CNN input: spike counts in ``n`` frames, log1p."""
     from edgekws.toolkit.data import read_shd
 
     data = read_shd(path)
     digits = np.flatnonzero(np.isin(np.asarray(data.class_names)[data.labels], DIGITS))
+    if not digits_only:
+        digits = np.arange(len(data))
     out = np.empty((len(digits), n, data.num_channels), np.float32)
     for i in range(0, len(digits), 500):
         idx = digits[i : i + 500]
