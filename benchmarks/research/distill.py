@@ -30,18 +30,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 _STATE: dict[str, Any] = {}
 
 
-def teacher_targets(corpus: Path, conf: dict[str, Any]) -> np.ndarray:
-    """(N, 12) soft targets for every clip of ``corpus/train.h5``."""
-    from features import DIGITS, classify_cnn, h5_sequences
+def teacher_targets(corpus: Path, conf: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 12) soft targets for every clip of ``corpus/train.h5``, and the clips' labels."""
+    from features import DIGITS, classify_cnn, digit_clips, h5_sequences
 
     from edgekws.toolkit.data import read_shd
 
     data = read_shd(corpus / "train.h5")
-    x_all, y_all = h5_sequences(corpus / "train.h5", digits_only=False)
-    names = np.asarray(data.class_names)[data.labels]
-    digit = np.isin(names, DIGITS)
+    x_all, _ = h5_sequences(data, digits_only=False)
+    digit = digit_clips(data)
     trained = classify_cnn(
-        x_all[digit], y_all[digit], {}, {"seed": conf.get("teacher_seed", 0)}, logits_of=x_all
+        x_all[digit], data.labels[digit], {}, {"seed": conf.get("teacher_seed", 0)}, logits_of=x_all
     )
     z = trained["logits"] / conf.get("T", 2.0)
     p = np.exp(z - z.max(axis=1, keepdims=True))
@@ -52,7 +51,7 @@ def teacher_targets(corpus: Path, conf: dict[str, Any]) -> np.ndarray:
     soft[digit, : len(DIGITS)] = (1 - alpha) * hard[digit, : len(DIGITS)] + alpha * p[digit]
     agree = float(np.mean(p[digit].argmax(1) == data.labels[digit]))
     print(json.dumps({"teacher_train_accuracy": round(agree, 4), "clips": len(data)}), flush=True)
-    return soft.astype(np.float32)
+    return soft.astype(np.float32), data.labels
 
 
 def _patch(train_labels: np.ndarray, soft: np.ndarray) -> None:
@@ -98,10 +97,8 @@ def _patch(train_labels: np.ndarray, soft: np.ndarray) -> None:
 def main(name: str, corpus: Path, conf: dict[str, Any]) -> None:
     import real_runs
 
-    from edgekws.toolkit.data import read_shd
-
-    soft = teacher_targets(corpus, conf)
-    _patch(read_shd(corpus / "train.h5").labels, soft)
+    soft, labels = teacher_targets(corpus, conf)
+    _patch(labels, soft)
     train = {"epochs": 30, "augment": "none", "silent_boost": 0.02, **conf.get("train", {})}
     real_runs.train(
         name, corpus, {"train": train, "distill": {k: v for k, v in conf.items() if k != "train"}}

@@ -351,15 +351,19 @@ _CACHE: dict[str, list[dict[str, Any]]] = {}
 _ROTATIONS = (("fsdd-lucas", "fsdd-theo"), ("fsdd-george", "fsdd-jackson"), ("fsdd-nicolas", "fsdd-yweweler"))
 
 
-def h5_sequences(path: Path, n: int = 100, digits_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """The digit clips (or all clips) of a spike data set (``edgekws data synth`` / ``data import``: the very
-    files the SNN trains on, augmented copies included) as CNN input: spike counts in ``n`` frames, log1p."""
+def digit_clips(data: Any) -> np.ndarray:
+    """Indices of a SpikeDataset's clips whose class is one of the ten digits."""
+    return np.flatnonzero(np.isin(np.asarray(data.class_names)[data.labels], DIGITS))
+
+
+def h5_sequences(source: Any, n: int = 100, digits_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The digit clips (or all clips) of a spike data set (a path of ``edgekws data synth`` / ``data import``:
+    the very files the SNN trains on, augmented copies included; or the SpikeDataset read from one) as CNN
+    input: spike counts in ``n`` frames, log1p."""
     from edgekws.toolkit.data import read_shd
 
-    data = read_shd(path)
-    digits = np.flatnonzero(np.isin(np.asarray(data.class_names)[data.labels], DIGITS))
-    if not digits_only:
-        digits = np.arange(len(data))
+    data = read_shd(source) if isinstance(source, (str, Path)) else source
+    digits = digit_clips(data) if digits_only else np.arange(len(data))
     out = np.empty((len(digits), n, data.num_channels), np.float32)
     for i in range(0, len(digits), 500):
         idx = digits[i : i + 500]
@@ -475,7 +479,7 @@ def snn_digits(run_dir: Path, data_path: Path) -> dict[str, float]:
 
     run, data = load_run(run_dir), read_shd(data_path)
     spec = run.spec
-    digits = np.flatnonzero(np.isin(np.asarray(data.class_names)[data.labels], DIGITS))
+    digits = digit_clips(data)
     right = np.zeros(2)
     for i in range(0, len(digits), 250):
         idx = digits[i : i + 250]
@@ -483,7 +487,7 @@ def snn_digits(run_dir: Path, data_path: Path) -> dict[str, float]:
         scores = decide(float_readout(run.params, spec, x, 64), spec.readout).scores
         right += [
             (scores.argmax(1) == data.labels[idx]).sum(),
-            (scores[:, :10].argmax(1) == data.labels[idx]).sum(),
+            (scores[:, : len(DIGITS)].argmax(1) == data.labels[idx]).sum(),
         ]
     return {
         "clips": len(digits),

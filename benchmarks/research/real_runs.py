@@ -30,6 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import machine  # benchmarks/ is on the path from here on
+
 WORK = Path("runs/rv/work")
 REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real-speech" / "labels.csv"
 
@@ -170,7 +172,7 @@ def epochs(run_dir: Path, corpus: Path) -> dict[str, Any]:
     rules["one FSDD speaker (each in turn)"] = picks
     oracle = max(rows, key=lambda r: r["fsdd"])
     rules["oracle (all six)"] = {"epoch": oracle["epoch"], "fsdd": oracle["fsdd"]}
-    out = {"run": str(run_dir), "corpus": str(corpus), "rows": rows, "rules": rules}
+    out = {"run": str(run_dir), "corpus": str(corpus), "machine": machine(), "rows": rows, "rules": rules}
     Path("runs/rv").mkdir(parents=True, exist_ok=True)
     path = Path("runs/rv") / f"epochs_{run_dir.name}.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
@@ -181,15 +183,13 @@ def epochs(run_dir: Path, corpus: Path) -> dict[str, Any]:
 
 def epochs_report(path: Path, out: Path = Path("benchmarks/results/epoch_selection")) -> Path:
     """``epoch_selection.{json,md,png}`` from an :func:`epochs` result."""
-    import platform
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     doc = json.loads(path.read_text())
-    doc["machine"] = {"cpu": _cpu(), "platform": platform.platform(), "python": platform.python_version()}
+    doc.setdefault("machine", machine())  # epochs() records it with the rows; older files get this one
     rows, rules = doc["rows"], doc["rules"]
     turns = rules["one FSDD speaker (each in turn)"]
     real = float(np.mean([v["other five"] for v in turns.values()]))
@@ -237,13 +237,6 @@ def epochs_report(path: Path, out: Path = Path("benchmarks/results/epoch_selecti
     fig.tight_layout()
     fig.savefig(out.with_suffix(".png"), dpi=110)
     return out.with_suffix(".md")
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 if __name__ == "__main__":
