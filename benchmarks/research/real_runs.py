@@ -13,6 +13,7 @@ taskset -c 1 $P $R train NAME CORPUS '{"train": {"epochs": 60}}'   # TrainConfig
                                                                     # real_train (a data import folder),
                                                                     # init_in ([mean, sd] of input weights)
 taskset -c 1 $P $R epochs RUN CORPUS   # every checkpoint on FSDD per speaker: epoch selection rules compared
+$P $R report OUT NAME[=LABEL] ...       # runs of results.jsonl side by side: OUT.{md,json,png}
 ```
 
 Runs go to ``runs/rv/work/runs/NAME``, one JSON line per run to ``runs/rv/results.jsonl``.
@@ -101,7 +102,13 @@ def train(name: str, corpus: Path, conf: dict[str, Any]) -> dict[str, Any]:
     start = time.time()
     config = TrainConfig.from_dict({"epochs": 15, "silent_boost": 0.02, **conf.get("train", {})})
     result = run_training(
-        train_data, out, config, val_data=val_data, progress=False, kernel="sparse", device="cpu"
+        train_data,
+        out,
+        config,
+        val_data=val_data,
+        progress=False,
+        kernel="dense" if config.method == "bptt" else "sparse",
+        device="cpu",
     )
     run = load_run(out)
     on_fsdd = evaluate(run, fsdd.subset(np.flatnonzero(tested)))
@@ -239,6 +246,94 @@ def epochs_report(path: Path, out: Path = Path("benchmarks/results/epoch_selecti
     return out.with_suffix(".md")
 
 
+def report(out: Path, names: list[str], results: Path = Path("runs/rv/results.jsonl")) -> Path:
+    """``OUT.{md,json,png}``: the runs ``NAME[=LABEL]`` of ``results.jsonl`` (the last line of each name) side
+    by side, with their training curves from the run folders' ``metrics.jsonl``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = {}
+    for raw in results.read_text().splitlines():
+        if raw.strip():
+            row = json.loads(raw)
+            lines[row["name"]] = row
+    rows = []
+    for item in names:
+        name, _, label = item.partition("=")
+        if name not in lines:
+            sys.exit(f"no run {name!r} in {results}; train it first (real_runs.py train {name} CORPUS CONF)")
+        metrics = [
+            json.loads(x) for x in (WORK / "runs" / name / "metrics.jsonl").read_text().splitlines() if x
+        ]
+        last = metrics[-1]
+        rows.append({**lines[name], "label": label or name, "curve": metrics,
+                     "train_accuracy_last": round(last["train_accuracy"], 4),
+                     "hidden_rate_hz_last": round(last["hidden_rate_hz"], 1),
+                     "silent_neurons_last": last["silent_neurons"],
+                     "epoch_s_mean": round(float(np.mean([m["seconds"] for m in metrics])), 1)})  # fmt: skip
+    import shlex
+    import textwrap
+
+    doc = {"machine": machine(), "command": "python benchmarks/research/real_runs.py report " + " ".join(
+        shlex.quote(a) for a in [str(out), *names]), "rows": rows}  # fmt: skip
+    out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
+    speakers = sorted({k for r in rows for k in r["fsdd_per_speaker"]})
+    md = [
+        f"# Runs side by side: `{out.stem}`",
+        "",
+        "Each run: the project's trainer on the corpus named, best epoch on its synthetic validation voices, "
+        "scored on the FSDD speakers it did not train on (12-way decision, float model), the corpus's unseen "
+        "synthetic test voices and the Speech Commands v0.01 sample (its 78 digit clips, and all 249 clips "
+        f"with other words as `_unknown_`). Machine: {doc['machine']['cpu']}. Reproduce: `{doc['command']}` "
+        "after the `real_runs.py train` commands in the JSON's `conf` of each row.",
+        "",
+        "| run | training | FSDD (tested) | "
+        + " | ".join(s.removeprefix("fsdd-") for s in speakers)
+        + " | synthetic test voices | SC digits | SC all | train acc (last) | best epoch "
+        "| hidden rate (Hz, last) | silent (last) | s / epoch |",
+        "| --- " * (12 + len(speakers)) + "|",
+    ]
+    for r in rows:
+        per = " | ".join(
+            f"{r['fsdd_per_speaker'][s]:.1%}" if s in r["fsdd_per_speaker"] else "–" for s in speakers
+        )
+        md.append(
+            f"| {r['label']} | `{json.dumps(r['conf']['train'])}` | **{r['fsdd']:.1%}** | {per} "
+            f"| {r['synth_test']:.1%} | {r['sc_digits']:.1%} | {r['sc_sample_all']:.1%} "
+            f"| {r['train_accuracy_last']:.3f} | {r['best_epoch']} | {r['hidden_rate_hz_last']} "
+            f"| {r['silent_neurons_last']} | {r['epoch_s_mean']} |"
+        )
+    out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 4.2), gridspec_kw={"width_ratios": [3, 3, 2]})
+    for i, r in enumerate(rows):
+        ep = [m["epoch"] for m in r["curve"]]
+        ax1.plot(
+            ep, [m["train_accuracy"] * 100 for m in r["curve"]], color=f"C{i}", linestyle="--", linewidth=1
+        )
+        ax1.plot(ep, [m["val_accuracy"] * 100 for m in r["curve"]], color=f"C{i}", label=r["label"])
+        ax2.plot(ep, [m["hidden_rate_hz"] for m in r["curve"]], color=f"C{i}", label=r["label"])
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("accuracy (%)")
+    ax1.set_title("synthetic validation (solid), training (dashed)", fontsize=9)
+    ax1.legend(fontsize=7, loc="lower right")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("mean hidden rate (Hz)")
+    ax2.set_title("hidden activity", fontsize=9)
+    y = np.arange(len(rows))[::-1]
+    ax3.barh(y, [r["fsdd"] * 100 for r in rows], color=[f"C{i}" for i in range(len(rows))])
+    ax3.set_yticks(y, [textwrap.fill(r["label"], 26) for r in rows], fontsize=7)
+    for yy, r in zip(y, rows, strict=True):
+        ax3.text(r["fsdd"] * 100 + 1, yy, f"{r['fsdd']:.1%}", va="center", fontsize=7)
+    ax3.set_xlim(0, 100)
+    ax3.set_xlabel("accuracy (%)")
+    ax3.set_title("FSDD, speakers not trained on", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=110)
+    return out.with_suffix(".md")
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 4 and sys.argv[1] == "synth":
         synth(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 2)
@@ -246,6 +341,8 @@ if __name__ == "__main__":
         epochs(Path(sys.argv[2]), Path(sys.argv[3]))
     elif len(sys.argv) == 3 and sys.argv[1] == "epochs-report":
         print(epochs_report(Path(sys.argv[2])))
+    elif len(sys.argv) >= 4 and sys.argv[1] == "report":
+        print(report(Path(sys.argv[2]), sys.argv[3:]))
     elif len(sys.argv) >= 4 and sys.argv[1] == "train":
         train(sys.argv[2], Path(sys.argv[3]), json.loads(sys.argv[4]) if len(sys.argv) > 4 else {})
     else:
