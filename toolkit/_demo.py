@@ -27,8 +27,9 @@ from edgekws.packaging import atomic_write_text
 from edgekws.toolkit._progress import progress_bar
 
 DEMO_TASK = "en-digits"  # zero..nine, _unknown_, _silence_
-# The reference bundle 3.0.0's engines (benchmarks/research/recipe_en_digits_round4.toml): espeak-ng, flite,
-# festival and hibari's neural voice, which says 2 of every 5 training utterances (it has no test voices)
+# The reference bundles' corpus engines (round 4's, benchmarks/research/recipe_en_digits_round4.toml; bundle
+# 4.0.0 trains on it with BPTT, the demo with Eventprop): espeak-ng, flite, festival and hibari's neural
+# voice, which says 2 of every 5 training utterances (it has no test voices)
 DEMO_ENGINES = ("espeak-ng", "flite", "festival", "hibari")
 DEMO_ENGINE_WEIGHTS = {"hibari": 2.0}
 DEMO_PER_CLASS = 120  # utterances per class: 1440 clips

@@ -33,7 +33,7 @@ def test_live_stage_reports_every_detection_to_the_monitor(corpus: Path, tmp_pat
     assert s["monitor"]["received"]["detection"] == len(logged) and s["monitor"]["all_detections_received"]
     assert s["monitor"]["received"]["telemetry"] >= 3, "a report every 2 s over 12 s of audio"
     device = s["monitor"]["device"]
-    assert device["backend"] == "emulator" and device["bundle_version"] == "3.0.0"
+    assert device["backend"] == "emulator" and device["bundle_version"] == "4.0.0"
     assert device["energy_mj"] > 0 and device["energy_method"].startswith(("estimated:", "measured:"))
     assert device["online"] is False, "the agent said offline when the stream ended"
     energy = s["agent"]["energy_mj_per_inference"]

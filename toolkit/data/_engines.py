@@ -40,7 +40,7 @@ import numpy as np
 
 ENGINES = ("espeak-ng", "flite", "festival", "hibari")
 # The engines a reference task's corpus draws from unless told: the three of the corpora made before hibari,
-# which stay reproducible; the round-4 recipes (digits bundle 3.0.0) and the demo name hibari themselves.
+# which stay reproducible; the round-4 and round-6 recipes (the reference bundles) and the demo name hibari.
 DEFAULT_ENGINES = ("espeak-ng", "flite", "festival")
 ESPEAK_RATE = 22050  # espeak-ng's output sample rate
 ENGLISH_VOICES = (
