@@ -45,17 +45,18 @@ def measure(bundle_path: Path, key: Path, data_path: Path) -> dict[str, object]:
     start = time.perf_counter()
     predicted = []
     for i in range(0, len(data), 100):
-        x = data.subset(np.arange(i, min(i + 100, len(data)))).bin(spec.dt_ms / 1000.0, spec.num_steps)
+        x = data.bin(spec.dt_ms / 1000.0, spec.num_steps, np.arange(i, min(i + 100, len(data))))
         predicted.append(decide(backend.run(x), spec.readout).labels)
     seconds = time.perf_counter() - start
-    ops = opcounts_of(backend.event_counts(), len(data))
-    hidden = backend.event_counts()["hidden_spikes"] / len(data)
+    counts = backend.event_counts()  # everything this backend ran: the whole set
+    ops = opcounts_of(counts, len(data))
+    hidden = counts["hidden_spikes"] / len(data)
     return {
         "bundle": f"{bundle.manifest.name} {bundle.manifest.version}",
         "samples": len(data),
         "fixed_point_accuracy": round(float(np.mean(np.concatenate(predicted) == truth)), 4),
         "hidden_spikes_per_inference": round(hidden, 1),
-        "hidden_rate_hz": round(hidden / spec.hidden[0] / (spec.num_steps * spec.dt_ms / 1000.0), 2),
+        "hidden_rate_hz": round(hidden / sum(spec.hidden) / (spec.num_steps * spec.dt_ms / 1000.0), 2),
         "synops_per_inference": round(ops.synops),
         "estimated_uj_per_inference": round(loihi_opcount_joules(ops) * 1e6, 2),
         "emulator_s": round(seconds, 1),

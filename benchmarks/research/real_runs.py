@@ -22,7 +22,9 @@ Runs go to ``runs/rv/work/runs/NAME``, one JSON line per run to ``runs/rv/result
 from __future__ import annotations
 
 import json
+import shlex
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import machine  # benchmarks/ is on the path from here on
 
 WORK = Path("runs/rv/work")
+RESULTS = Path("runs/rv/results.jsonl")  # one JSON line per trained run
 REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real-speech" / "labels.csv"
 
 
@@ -107,7 +110,7 @@ def train(name: str, corpus: Path, conf: dict[str, Any]) -> dict[str, Any]:
         config,
         val_data=val_data,
         progress=False,
-        kernel="dense" if config.method == "bptt" else "sparse",
+        kernel="auto",  # the trainer's placement: sparse Eventprop on the CPU, dense for BPTT
         device="cpu",
     )
     run = load_run(out)
@@ -131,7 +134,7 @@ def train(name: str, corpus: Path, conf: dict[str, Any]) -> dict[str, Any]:
         "sc_digits_n": len(digits),
     }
     print(json.dumps(line), flush=True)
-    with open("runs/rv/results.jsonl", "a") as f:
+    with open(RESULTS, "a") as f:
         f.write(json.dumps(line) + "\n")
     return line
 
@@ -246,13 +249,15 @@ def epochs_report(path: Path, out: Path = Path("benchmarks/results/epoch_selecti
     return out.with_suffix(".md")
 
 
-def report(out: Path, names: list[str], results: Path = Path("runs/rv/results.jsonl")) -> Path:
+def report(out: Path, names: list[str], results: Path = RESULTS) -> Path:
     """``OUT.{md,json,png}``: the runs ``NAME[=LABEL]`` of ``results.jsonl`` (the last line of each name) side
     by side, with their training curves from the run folders' ``metrics.jsonl``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from edgekws.toolkit.train import read_metrics
 
     lines = {}
     for raw in results.read_text().splitlines():
@@ -264,18 +269,13 @@ def report(out: Path, names: list[str], results: Path = Path("runs/rv/results.js
         name, _, label = item.partition("=")
         if name not in lines:
             sys.exit(f"no run {name!r} in {results}; train it first (real_runs.py train {name} CORPUS CONF)")
-        metrics = [
-            json.loads(x) for x in (WORK / "runs" / name / "metrics.jsonl").read_text().splitlines() if x
-        ]
+        metrics = read_metrics(WORK / "runs" / name)
         last = metrics[-1]
         rows.append({**lines[name], "label": label or name, "curve": metrics,
                      "train_accuracy_last": round(last["train_accuracy"], 4),
                      "hidden_rate_hz_last": round(last["hidden_rate_hz"], 1),
                      "silent_neurons_last": last["silent_neurons"],
                      "epoch_s_mean": round(float(np.mean([m["seconds"] for m in metrics])), 1)})  # fmt: skip
-    import shlex
-    import textwrap
-
     doc = {"machine": machine(), "command": "python benchmarks/research/real_runs.py report " + " ".join(
         shlex.quote(a) for a in [str(out), *names]), "rows": rows}  # fmt: skip
     out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
