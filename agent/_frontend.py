@@ -23,12 +23,19 @@ Stages (see docs/frontend.md for the reasoning behind each default):
    (subtractive reset) each time its integer charge passes a multiple of ``2**16``. The charge is
    integer, so it is exact and bounded however long the stream runs.
 
-Channel ``c = b * len(thresholds_db) + j``: band ``b`` (lowest frequency first), threshold ``j``.
+5. **Delay taps** (optional): with ``delay_taps_ms = (d_0, ..., d_{K-1})`` every unit's spikes also leave on
+   ``K`` lines, line ``k`` ``d_k`` later, so one recurrent layer sees a few hundred milliseconds of the
+   spectrogram at once (the default ``(0.0,)`` is the plain front-end). A delayed copy starts silent: it
+   carries what the unit did ``d_k`` ago in this stream.
+
+Channel ``c = (b * len(thresholds_db) + j) * len(delay_taps_ms) + k``: band ``b`` (lowest frequency first),
+threshold ``j``, tap ``k`` -- band-major, so every band's channels stay contiguous.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
@@ -47,6 +54,7 @@ _CHARGE_ONE = 1 << 16  # integer charge of one spike in the integrate-and-fire u
 _POWER_FLOOR = 1e-12  # -120 dB: keeps log10 finite in digital silence
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 _BLOCK_STEPS = 100  # steps per internal block for long inputs
+_MAX_TAP_MS = 1000.0  # longest delay tap: a second of history per unit at most
 
 
 class FrontendSpecError(ValueError):
@@ -76,10 +84,12 @@ class FrontendSpec:
     thresholds_db: tuple[float, ...] = (-40.0, -30.0, -20.0, -10.0)  # unit onsets, dB re the reference
     level_span_db: float = 10.0  # a unit's rate rises from 0 to max over this many dB above its onset
     max_rate_hz: float = 200.0  # saturated firing rate of one unit
+    delay_taps_ms: tuple[float, ...] = (0.0,)  # each unit's spikes on one line per delay (docs/frontend.md)
 
     def __post_init__(self) -> None:
         # JSON gives lists: store tuples so the spec stays hashable and immutable.
         object.__setattr__(self, "thresholds_db", tuple(float(t) for t in self.thresholds_db))
+        object.__setattr__(self, "delay_taps_ms", tuple(float(t) for t in self.delay_taps_ms))
         problems = []
         if not isinstance(self.sample_rate, int) or self.sample_rate <= 0:
             problems.append(f"sample_rate must be a positive integer (Hz), got {self.sample_rate!r}")
@@ -119,13 +129,36 @@ class FrontendSpec:
                 f"max_rate_hz must be positive and at most one spike per step ({1000.0 / self.dt_ms:g} Hz), "
                 f"got {self.max_rate_hz}"
             )
+        taps = self.delay_taps_ms
+        if (
+            not taps
+            or not all(math.isfinite(t) and 0 <= t <= _MAX_TAP_MS for t in taps)
+            or any(b <= a for a, b in itertools.pairwise(taps))
+        ):
+            problems.append(
+                f"delay_taps_ms must list ascending delays in 0..{_MAX_TAP_MS:g} ms, got {list(taps)}"
+            )
+        elif isinstance(self.dt_ms, (int, float)) and self.dt_ms > 0:
+            off = [t for t in taps if abs(t / self.dt_ms - round(t / self.dt_ms)) > 1e-9]
+            if off:
+                problems.append(f"delay_taps_ms must be whole steps of dt_ms ({self.dt_ms:g} ms), got {off}")
         if problems:
             raise FrontendSpecError("invalid front-end spec: " + "; ".join(problems))
 
     @property
-    def num_channels(self) -> int:
-        """Output channels: ``num_bands * len(thresholds_db)``."""
+    def num_units(self) -> int:
+        """Spiking units: ``num_bands * len(thresholds_db)`` (the channels before delay taps)."""
         return self.num_bands * len(self.thresholds_db)
+
+    @property
+    def num_channels(self) -> int:
+        """Output channels: ``num_bands * len(thresholds_db) * len(delay_taps_ms)``."""
+        return self.num_units * len(self.delay_taps_ms)
+
+    @property
+    def tap_steps(self) -> tuple[int, ...]:
+        """The delay taps in steps of ``dt_ms``."""
+        return tuple(round(t / self.dt_ms) for t in self.delay_taps_ms)
 
     @property
     def samples_per_step(self) -> int:
@@ -143,6 +176,12 @@ class FrontendSpec:
         d: dict[str, Any] = {"type": self.TYPE, "format_version": self.FORMAT_VERSION}
         d.update(asdict(self))
         d["thresholds_db"] = list(self.thresholds_db)
+        if self.delay_taps_ms == (0.0,):
+            # The plain front-end's dict stays as it was before taps existed: earlier bundles, spike sets
+            # and their front-end comparisons (SpikeDataset.concat) are unchanged, and older agents read it.
+            del d["delay_taps_ms"]
+        else:
+            d["delay_taps_ms"] = list(self.delay_taps_ms)
         d["num_channels"] = self.num_channels
         return d
 
@@ -178,7 +217,7 @@ class FrontendSpec:
         if num_channels is not None and num_channels != spec.num_channels:
             raise FrontendSpecError(
                 f"invalid front-end spec: num_channels says {num_channels} but num_bands * "
-                f"len(thresholds_db) gives {spec.num_channels}; fix one of them"
+                f"len(thresholds_db) * len(delay_taps_ms) gives {spec.num_channels}; fix one of them"
             )
         return spec
 
@@ -219,7 +258,7 @@ class _Design:
     drive_scale: np.ndarray  # (J,) 1 / level_span_db (broadcast helper)
     thresholds: np.ndarray  # (J,)
     charge_per_step: float  # integer charge per step of a saturated unit
-    initial_charge: np.ndarray  # (C,) int64 starting charge: spread phases, so units do not fire in lockstep
+    initial_charge: np.ndarray  # (units,) int64 starting charge: spread phases, no lockstep firing
 
 
 @functools.lru_cache(maxsize=16)
@@ -248,9 +287,9 @@ def _design(spec: FrontendSpec) -> _Design:
         thresholds=np.array(spec.thresholds_db, dtype=np.float64),
         charge_per_step=spec.max_rate_hz * spec.dt_ms / 1000.0 * _CHARGE_ONE,
         # Golden-ratio phases: deterministic and evenly spread over [0, 1) spike for any channel count.
-        initial_charge=np.floor(
-            np.mod(np.arange(1, spec.num_channels + 1) * _GOLDEN, 1.0) * _CHARGE_ONE
-        ).astype(np.int64),
+        initial_charge=np.floor(np.mod(np.arange(1, spec.num_units + 1) * _GOLDEN, 1.0) * _CHARGE_ONE).astype(
+            np.int64
+        ),
     )
 
 
@@ -296,6 +335,8 @@ class Frontend:
         self._smooth_zi = np.zeros((spec.num_bands, 2, 2))
         self._peak = -math.inf  # running max of (loudest band level + release * step index)
         self._charge = d.initial_charge.copy()
+        # The last max(tap) steps of the units' spikes, oldest first: what the delayed taps still owe.
+        self._history = np.zeros((max(spec.tap_steps), spec.num_units), dtype=np.uint8)
         self.steps_done = 0
         self.samples_seen = 0
         self.clipped_samples = 0
@@ -354,7 +395,7 @@ class Frontend:
         # 4. integrate-and-fire units with integer charge.
         drive = np.clip((rel[:, :, None] - d.thresholds) * d.drive_scale, 0.0, 1.0)  # (k, nb, J)
         drive *= gate[:, :, None]
-        charge = np.rint(drive * d.charge_per_step).astype(np.int64).reshape(k, spec.num_channels)
+        charge = np.rint(drive * d.charge_per_step).astype(np.int64).reshape(k, spec.num_units)
         total = np.cumsum(charge, axis=0)
         total += self._charge
         count = total // _CHARGE_ONE
@@ -363,7 +404,20 @@ class Frontend:
         spikes[1:] = count[1:] != count[:-1]
         self._charge = total[-1] - count[-1] * _CHARGE_ONE
         self.steps_done += k
-        return spikes
+        return self._tap(spikes)
+
+    def _tap(self, spikes: np.ndarray) -> np.ndarray:
+        """5. delay taps: ``(k, units)`` spikes to ``(k, units * taps)``, tap ``i`` ``tap_steps[i]`` late."""
+        taps = self.spec.tap_steps
+        if taps == (0,):
+            return spikes
+        k, depth = spikes.shape[0], self._history.shape[0]
+        full = np.concatenate([self._history, spikes])  # (depth + k, units): the past, then this block
+        out = np.empty((k, spikes.shape[1], len(taps)), dtype=np.uint8)
+        for i, delay in enumerate(taps):
+            out[:, :, i] = full[depth - delay : depth - delay + k]
+        self._history = full[k:]
+        return out.reshape(k, -1)
 
 
 def encode(

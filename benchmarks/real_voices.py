@@ -31,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,8 @@ def load_recipe(path: Path | None, tiny: bool) -> dict[str, Any]:
 def _spec(recipe: dict[str, Any]) -> Any:
     from edgekws.agent import FrontendSpec
 
-    return FrontendSpec.from_dict({**FrontendSpec().to_dict(), **recipe["frontend"]})
+    default = {k: v for k, v in FrontendSpec().to_dict().items() if k != "num_channels"}  # derived
+    return FrontendSpec.from_dict({**default, **recipe["frontend"]})
 
 
 def _subset_manifest(real: Path, per: int, work: Path) -> Path:
@@ -129,6 +131,10 @@ class Bench:
         self.task = recipe["task"]
         self.classes = class_names(self.task)
         self.spec = _spec(recipe)
+        # Data sets are encoded with the plain front-end and gain the recipe's delay taps when read (a pure
+        # function of the plain spikes, bit for bit what encoding with the taps gives): one encoded corpus
+        # serves every tap setting.
+        self.plain = replace(self.spec, delay_taps_ms=(0.0,))
         per = recipe.get("real_per_speaker_class")
         self.labels = _subset_manifest(real, per, work) if per else real / "labels.csv"
         self.timings: dict[str, float] = {}
@@ -142,7 +148,7 @@ class Bench:
         if not (out / "manifest.json").is_file():
             start = time.perf_counter()
             args = {**self.recipe["synth"], **changes}
-            synthesize(out, self.task, spec=self.spec, workers=self.workers, force=True, **args)
+            synthesize(out, self.task, spec=self.plain, workers=self.workers, force=True, **args)
             self._timed(f"synth {name}", start)
         return out
 
@@ -152,11 +158,16 @@ class Bench:
             start = time.perf_counter()
             import_recordings(
                 [self.labels], out, self.classes, task=self.task, only={"source": {source}},
-                train_speakers=train, rest="test", spec=self.spec, workers=self.workers, force=True,
+                train_speakers=train, rest="test", spec=self.plain, workers=self.workers, force=True,
                 **{**self.recipe["import"], **changes},
             )  # fmt: skip
             self._timed(f"import {name}", start)
         return out
+
+    def read(self, path: Path) -> SpikeDataset:
+        """A data set of ``path`` as the recipe's front-end makes it (its delay taps added)."""
+        data = read_shd(path)
+        return data if self.spec == self.plain else data.with_delay_taps(self.spec.delay_taps_ms)
 
     def train(self, name: str, train: SpikeDataset, val: SpikeDataset) -> Any:
         from edgekws.toolkit.train import TrainConfig, load_run
@@ -183,8 +194,8 @@ class Bench:
         }
 
 
-def _all_splits(folder: Path) -> SpikeDataset:
-    return SpikeDataset.concat([read_shd(folder / f"{s}.h5") for s in ("train", "val", "test")])
+def _all_splits(b: Bench, folder: Path) -> SpikeDataset:
+    return SpikeDataset.concat([b.read(folder / f"{s}.h5") for s in ("train", "val", "test")])
 
 
 def _persons(corpus: Path, split: str | None) -> set[str]:
@@ -193,25 +204,23 @@ def _persons(corpus: Path, split: str | None) -> set[str]:
     return {s.get("person", s["id"]) for s in speakers if split is None or s["split"] == split}
 
 
-def _nonempty(folder: Path, split: str) -> SpikeDataset | None:
-    data = read_shd(folder / f"{split}.h5")
+def _nonempty(b: Bench, folder: Path, split: str) -> SpikeDataset | None:
+    data = b.read(folder / f"{split}.h5")
     return data if len(data) else None
 
 
 def synthetic_only(b: Bench) -> dict[str, Any]:
     corpus = b.synth("all")
-    run = b.train("synthetic", read_shd(corpus / "train.h5"), read_shd(corpus / "val.h5"))
+    run = b.train("synthetic", b.read(corpus / "train.h5"), b.read(corpus / "val.h5"))
     return score_synthetic_only(b, run, corpus)
 
 
 def score_synthetic_only(b: Bench, run: Any, corpus: Path) -> dict[str, Any]:
     """Protocol (a)'s scores of a run trained on ``corpus``: its unseen test voices, FSDD, the SC sample."""
     trained = f"synthetic {b.task}, all engines, train voices ({corpus.name})"
-    fsdd = read_shd(b.real("fsdd-all", "fsdd") / "test.h5")
+    fsdd = b.read(b.real("fsdd-all", "fsdd") / "test.h5")
     out = {
-        "synthetic_test": b.score(
-            run, read_shd(corpus / "test.h5"), trained, "synthetic test voices (unseen)"
-        ),
+        "synthetic_test": b.score(run, b.read(corpus / "test.h5"), trained, "synthetic test voices (unseen)"),
         "fsdd": b.score(
             run,
             fsdd,
@@ -220,7 +229,7 @@ def score_synthetic_only(b: Bench, run: Any, corpus: Path) -> dict[str, Any]:
             + ("" if "zero" in b.classes else " (digits: every clip's truth is _unknown_)"),
         ),
     }
-    sc = _nonempty(b.real("sc-sample", SC_SOURCE), "test")
+    sc = _nonempty(b, b.real("sc-sample", SC_SOURCE), "test")
     if sc is not None:
         out["speech_commands_sample"] = b.score(
             run, sc, trained, "Speech Commands v0.01 sample, all 34 speakers (other words as _unknown_)"
@@ -250,10 +259,10 @@ def leave_one_engine_out(b: Bench) -> dict[str, Any]:
         few = len(persons_of_engine) < 3
         alone = [engine, "espeak-ng"] if few else [engine]
         only = b.synth(f"only-{engine}", **{"engines": alone, "exclude": [], **changes})
-        test = _all_splits(only)
+        test = _all_splits(b, only)
         if few:
             test = test.subset(np.flatnonzero(np.asarray(test.metadata("source")) == engine))
-        run = b.train(f"without-{engine}", read_shd(train / "train.h5"), read_shd(train / "val.h5"))
+        run = b.train(f"without-{engine}", b.read(train / "train.h5"), b.read(train / "val.h5"))
         persons = _persons(train, "train") & persons_of_engine
         shared = (
             f" (persons also in training by another engine: {', '.join(sorted(persons))})" if persons else ""
@@ -278,12 +287,12 @@ def fsdd_finetune(b: Bench) -> dict[str, Any]:
         real = b.real(
             f"fsdd-without-{'-'.join(s[5:] for s in held_out)}{tag}", "fsdd", train_speakers, **changes
         )
-        train = SpikeDataset.concat([read_shd(corpus / "train.h5"), read_shd(real / "train.h5")])
+        train = SpikeDataset.concat([b.read(corpus / "train.h5"), b.read(real / "train.h5")])
         name = "synthetic+fsdd-" + "-".join(s[5:] for s in train_speakers) + tag
-        run = b.train(name, train, read_shd(corpus / "val.h5"))
+        run = b.train(name, train, b.read(corpus / "val.h5"))
         augmented = f" (each clip also {copies}x augmented: {changes.get('augment')})" if copies else ""
         folds["+".join(held_out)] = b.score(
-            run, read_shd(real / "test.h5"),
+            run, b.read(real / "test.h5"),
             f"synthetic {b.task} + FSDD {', '.join(train_speakers)}{augmented}",
             f"FSDD {', '.join(held_out)} (held out)",
         )  # fmt: skip

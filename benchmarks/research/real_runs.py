@@ -11,7 +11,8 @@ P=.venv/bin/python; R=benchmarks/research/real_runs.py
 taskset -c 1 $P $R synth RECIPE.toml runs/rv/work/synth/NAME        # the recipe's corpus (real_voices.py's)
 taskset -c 1 $P $R train NAME CORPUS '{"train": {"epochs": 60}}'   # TrainConfig keys; fsdd_train, fsdd_val,
                                                                     # real_train (a data import folder),
-                                                                    # init_in ([mean, sd] of input weights)
+                                                                    # init_in ([mean, sd] of input weights),
+                                                                    # delay_taps_ms (the front-end's taps)
 taskset -c 1 $P $R epochs RUN CORPUS   # every checkpoint on FSDD per speaker: epoch selection rules compared
 $P $R report OUT NAME[=LABEL] ...       # runs of results.jsonl side by side: OUT.{md,json,png}
 ```
@@ -97,6 +98,11 @@ def train(name: str, corpus: Path, conf: dict[str, Any]) -> dict[str, Any]:
     if fsdd_val:
         val_data = fsdd.subset(np.flatnonzero(np.isin(speaker, fsdd_val)))
     tested = ~np.isin(speaker, fsdd_train + fsdd_val)
+    synth_test = read_shd(corpus / "test.h5")
+    if conf.get("delay_taps_ms"):  # round 7: the front-end's delay taps, added to the plain spikes
+        train_data, val_data, fsdd, sc, synth_test = (
+            d.with_delay_taps(conf["delay_taps_ms"]) for d in (train_data, val_data, fsdd, sc, synth_test)
+        )
     out = WORK / "runs" / name
     if conf.get("init_in"):  # probe only: the input weights' initial (mean, sd) in mlGeNN units
         from edgekws.toolkit.train import _model
@@ -128,7 +134,7 @@ def train(name: str, corpus: Path, conf: dict[str, Any]) -> dict[str, Any]:
         "fsdd": round(on_fsdd["accuracy"], 4),
         "fsdd_per_speaker": {k: round(v["accuracy"], 3) for k, v in on_fsdd["per_speaker_accuracy"].items()},
         "fsdd_per_class": {k: v for k, v in on_fsdd["per_class_accuracy"].items() if v is not None},
-        "synth_test": round(evaluate(run, read_shd(corpus / "test.h5"))["accuracy"], 4),
+        "synth_test": round(evaluate(run, synth_test)["accuracy"], 4),
         "sc_sample_all": round(evaluate(run, sc)["accuracy"], 4),
         "sc_digits": round(evaluate(run, sc.subset(digits))["accuracy"], 4),
         "sc_digits_n": len(digits),

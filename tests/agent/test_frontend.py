@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -312,3 +313,56 @@ def test_few_wide_bands_make_a_working_filterbank() -> None:
         spec = FrontendSpec(num_bands=bands)
         raster = encode(audio, 16000, spec)
         assert raster.shape == (1000, spec.num_channels) and raster.sum() > 0
+
+
+TAPS = (0.0, 25.0, 50.0, 100.0)
+
+
+def test_delay_taps_are_the_plain_spikes_delayed_band_major() -> None:
+    """With taps, channel u * K + k carries unit u's spikes tap_steps[k] later (silent before), and the
+    plain spec's dict has no taps key (earlier bundles and spike sets keep their front-end unchanged)."""
+    x = _speechlike(0.6, seed=5, level=0.3)
+    plain = encode(x, 16000)
+    spec = FrontendSpec(delay_taps_ms=TAPS)
+    tapped = encode(x, 16000, spec)
+    assert spec.num_units == 128 and spec.num_channels == 512 and spec.tap_steps == (0, 25, 50, 100)
+    assert tapped.shape == (plain.shape[0], 512)
+    lanes = tapped.reshape(len(tapped), 128, 4)
+    for k, d in enumerate(spec.tap_steps):
+        assert np.array_equal(lanes[d:, :, k], plain[: len(plain) - d])
+        assert not lanes[:d, :, k].any()
+    assert plain.sum() > 100  # the check above compared real spikes
+    assert "delay_taps_ms" not in FrontendSpec().to_dict()
+    d = json.loads(json.dumps(spec.to_dict()))
+    assert d["delay_taps_ms"] == list(TAPS) and d["num_channels"] == 512
+    assert FrontendSpec.from_dict(d) == spec
+
+
+def test_delay_taps_stream_bit_identically_in_any_chunks_and_reset() -> None:
+    """Chunks shorter than the longest tap, single samples and a reset give the whole signal's spikes."""
+    x = np.concatenate([_speechlike(0.4, seed=s, level=0.4) for s in range(3)])
+    spec = FrontendSpec(delay_taps_ms=TAPS)
+    whole = encode(x, 16000, spec)
+    for size in (16 * 7 + 3, 1, 16 * 250):
+        fe = Frontend(spec)
+        streamed = np.concatenate([fe.process(x[i : i + size]) for i in range(0, x.size, size)])
+        assert np.array_equal(streamed, whole), size
+    fe.reset()
+    assert np.array_equal(fe.process(x), whole)
+
+
+def test_invalid_delay_taps_are_named() -> None:
+    """Empty, negative, unordered, fractional-step and over-long taps each get a message saying what fits."""
+    for taps, words in (
+        ((), "ascending delays in 0..1000 ms"),
+        ((0.0, -5.0), "ascending delays"),
+        ((50.0, 25.0), "ascending delays"),
+        ((0.0, 0.5), "whole steps of dt_ms (1 ms), got [0.5]"),
+        ((0.0, 2000.0), "0..1000 ms"),
+    ):
+        with pytest.raises(FrontendSpecError, match=re.escape(words)):
+            FrontendSpec(delay_taps_ms=taps)
+    d = FrontendSpec(delay_taps_ms=TAPS).to_dict()
+    d["num_channels"] = 128
+    with pytest.raises(FrontendSpecError, match=r"len\(delay_taps_ms\) gives 512"):
+        FrontendSpec.from_dict(d)

@@ -61,3 +61,39 @@ def test_subset_keeps_metadata() -> None:
     ds.attrs["seed"] = 3
     sub = ds.subset([1])
     assert sub.labels.tolist() == [0] and sub.extra["speaker"].tolist() == [8] and sub.attrs["seed"] == 3
+
+
+def _spoken(word: str, voice: str) -> np.ndarray:
+    from edgekws.toolkit.data import _engines, _synth
+
+    v = next(v for v in _engines.voices("espeak-ng", "en") if v.id == voice)
+    audio = _synth.spoken_word(v, word, {"rate": 150, "pitch": 50, "amplitude": 100})
+    return np.pad(audio, (2000, max(0, 16000 - 2000 - audio.size)))[:16000]
+
+
+def test_delay_taps_on_a_data_set_equal_re_encoding_with_the_tapped_front_end() -> None:
+    """SpikeDataset.with_delay_taps gives, bit for bit, what the front-end with those taps makes of the same
+    espeak-ng words (so training sets need not be re-encoded), and records the tapped spec; it refuses data
+    that already have taps or record no front-end."""
+    from edgekws.agent import FrontendSpec, encode
+
+    words = [_spoken("seven", "en-us+m1"), _spoken("three", "en-gb+f3")]
+    plain = SpikeDataset.from_raster(
+        [encode(w, 16000) for w in words], [0, 1], 0.001, ["seven", "three"],
+        attrs={"frontend": FrontendSpec().to_dict(), "num_steps": 1000, "dt": 0.001},
+    )  # fmt: skip
+    taps = (0.0, 25.0, 50.0, 100.0)
+    tapped = plain.with_delay_taps(taps)
+    spec = FrontendSpec(delay_taps_ms=taps)
+    expected = np.stack([encode(w, 16000, spec) for w in words])
+    assert tapped.num_channels == 512 and tapped.attrs["frontend"] == spec.to_dict()
+    assert np.array_equal(tapped.bin(0.001, 1000), expected)
+    assert expected.sum() > 3 * plain.bin(0.001, 1000).sum()  # taps carry the word's spikes
+    with pytest.raises(DatasetError, match="already has delay taps"):
+        tapped.with_delay_taps(taps)
+    bare = SpikeDataset(times=plain.times, units=plain.units, labels=plain.labels, num_channels=128,
+                        class_names=plain.class_names)  # fmt: skip
+    with pytest.raises(DatasetError, match="records no front-end"):
+        bare.with_delay_taps(taps)
+    with pytest.raises(DatasetError, match="whole steps of dt_ms"):
+        plain.with_delay_taps((0.0, 0.5))

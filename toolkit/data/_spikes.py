@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -201,6 +202,63 @@ class SpikeDataset:
         steps = np.floor(np.asarray(self.times[i], dtype=np.float64) / dt + 1e-3).astype(np.int64)
         keep = (steps >= 0) & (steps < num_steps)
         return steps[keep], np.asarray(self.units[i], dtype=np.int64)[keep]
+
+    def with_delay_taps(self, delay_taps_ms: Sequence[float]) -> SpikeDataset:
+        """The spikes a front-end with ``delay_taps_ms`` would have made of the same audio.
+
+        Delay taps are a pure function of the plain front-end's spikes (docs/frontend.md), so a data set
+        encoded without them gains them here, bit for bit as re-encoding would give (a tested identity):
+        unit ``u``'s spike at step ``s`` appears on channel ``u * K + k`` at step ``s + tap_steps[k]``,
+        cropped at the data set's ``num_steps``. The result records the tapped front-end spec.
+        """
+        from edgekws.agent._frontend import FrontendSpec, FrontendSpecError
+
+        frontend = self.attrs.get("frontend")
+        if isinstance(frontend, str):
+            frontend = json.loads(frontend)
+        if not isinstance(frontend, dict):
+            raise DatasetError(
+                "delay taps need the edgekws front-end's channels, and this data set records no front-end "
+                "spec (SHD/SSC data?): encode the audio with `edgekws data synth` or `data import`"
+            )
+        spec = FrontendSpec.from_dict(frontend)
+        if spec.delay_taps_ms != (0.0,) or self.num_channels != spec.num_units:
+            raise DatasetError(
+                f"this data set already has delay taps {list(spec.delay_taps_ms)} ({self.num_channels} "
+                f"channels): add taps to the plain front-end's spikes ({spec.num_units} channels)"
+            )
+        try:
+            plain = {k: v for k, v in frontend.items() if k != "num_channels"}  # derived: taps change it
+            tapped = FrontendSpec.from_dict({**plain, "delay_taps_ms": list(delay_taps_ms)})
+        except FrontendSpecError as e:
+            raise DatasetError(str(e)) from None
+        dt = spec.dt_ms / 1000.0
+        num_steps = (
+            int(self.attrs["num_steps"]) if "num_steps" in self.attrs
+            else int(np.floor(float(np.max(self.durations(), initial=0.0)) / dt + 1e-3)) + 1
+        )  # fmt: skip
+        delays = np.asarray(tapped.tap_steps, dtype=np.int64)[:, None]
+        lanes = np.arange(len(delays), dtype=np.int64)[:, None]
+        times, units = [], []
+        for i in range(len(self)):
+            steps, unit = self.event_steps(i, dt, num_steps)
+            s = (steps[None, :] + delays).ravel()
+            u = (unit[None, :] * len(delays) + lanes).ravel()
+            keep = s < num_steps
+            s, u = s[keep], u[keep]
+            order = np.lexsort((u, s))
+            times.append((s[order] * dt).astype(np.float32))
+            units.append(u[order].astype(np.uint16))
+        attrs = {**self.attrs, "frontend": tapped.to_dict(), "num_channels": tapped.num_channels}
+        return SpikeDataset(
+            times=times,
+            units=units,
+            labels=self.labels.copy(),
+            num_channels=tapped.num_channels,
+            class_names=list(self.class_names),
+            extra=dict(self.extra),
+            attrs=attrs,
+        )
 
     @classmethod
     def from_raster(
