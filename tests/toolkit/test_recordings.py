@@ -278,6 +278,23 @@ def test_import_cli_filters_and_splits(tmp_path: Path) -> None:
     assert result.exit_code == 0 and json.loads(result.output)["kind"] == "import"
 
 
+def test_import_cli_encodes_with_delay_taps_and_names_bad_ones(tmp_path: Path) -> None:
+    """`data import --delay-taps-ms` encodes with the tapped front-end: 128 x 3 channels, its spec recorded,
+    the same spikes as the plain import gains with with_delay_taps; bad taps are named before any work."""
+    folder = _fsdd(tmp_path)
+    args = ["data", "import", str(folder), "--task", "en-digits", "--only", "label=0,1", "--train-speakers",
+            "george,jackson", "--workers", "1"]  # fmt: skip
+    for name, extra in (("plain", []), ("tapped", ["--delay-taps-ms", "0,25,50"])):
+        result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / name), *extra])
+        assert result.exit_code == 0, result.output
+    plain, tapped = read_shd(tmp_path / "plain" / "train.h5"), read_shd(tmp_path / "tapped" / "train.h5")
+    assert tapped.num_channels == 384 and tapped.attrs["frontend"]["delay_taps_ms"] == [0.0, 25.0, 50.0]
+    assert np.array_equal(tapped.bin(0.001, 1000), plain.with_delay_taps((0, 25, 50)).bin(0.001, 1000))
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "bad"), "--delay-taps-ms", "0,2.5,x"])
+    assert result.exit_code == 2 and "--delay-taps-ms" in result.output and "0,25,50,100" in result.output
+    assert not (tmp_path / "bad").exists()
+
+
 def test_concat_keeps_metadata_and_refuses_other_classes(tmp_path: Path) -> None:
     """Two imported sets joined keep each sample's speaker, source and accent, re-index SHD's speaker ids,
     and survive a write/read; sets of other classes or front-ends are refused."""

@@ -44,6 +44,27 @@ def _weights(text: str | None) -> dict[str, float] | None:
     return out
 
 
+def _frontend_option(taps: str | None) -> Any:
+    """The front-end spec of ``--delay-taps-ms`` (None: the default front-end)."""
+    if taps is None:
+        return None
+    from edgekws.agent import FrontendSpec, FrontendSpecError
+
+    try:
+        delays = [float(t) for t in taps.split(",") if t.strip()]
+        return FrontendSpec(delay_taps_ms=tuple(delays))
+    except (ValueError, FrontendSpecError) as exc:
+        raise click.BadParameter(
+            f"{exc} (expected comma-separated milliseconds such as 0,25,50,100)", param_hint="--delay-taps-ms"
+        ) from None
+
+
+_TAPS_HELP = (
+    "Front-end delay taps: every unit's spikes also on one input line per delay, comma-separated ms "
+    "(e.g. 0,25,50,100: 512 channels; docs/frontend.md) [default: none, 128 channels]."
+)
+
+
 def _augment_option(value: str | None) -> Any:
     """A preset name, or a JSON/TOML file of AugmentPolicy fields over the default preset."""
     if value is None or value in _augment.PRESETS:
@@ -119,6 +140,7 @@ def _augment_option(value: str | None) -> Any:
     help="Augmentation policy: none, default, or a .json/.toml file of settings over default "
     "[default: default for en-*, none for digits/commands].",
 )
+@click.option("--delay-taps-ms", "delay_taps", default=None, help=_TAPS_HELP)
 @click.option("--force", is_flag=True, help="Replace a non-empty --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of text.")
 def synth(
@@ -133,6 +155,7 @@ def synth(
     exclude: str | None,
     engine_weights: str | None,
     augment: str | None,
+    delay_taps: str | None,
     force: bool,
     as_json: bool,
 ) -> None:
@@ -154,6 +177,7 @@ def synth(
         edgekws data synth --task digits --out data/digits-kws --fillers
     """
     per_class = shrink("per-class", per_class or _synth.DEFAULT_PER_CLASS[task])
+    spec = _frontend_option(delay_taps)
     start = time.perf_counter()
     with progress_bar(f"synth {task}", disable=as_json) as progress, sigterm_as_ctrl_c():
         try:
@@ -171,6 +195,7 @@ def synth(
                 exclude=_names(exclude) or (),
                 engine_weights=_weights(engine_weights),
                 augment=_augment_option(augment),
+                spec=spec,
             )
         except (_synth.SynthError, DatasetError, _augment.AugmentError, ValueError) as exc:
             raise click.ClickException(str(exc)) from exc
@@ -286,6 +311,7 @@ def synth(
     show_default=True,
     help="Augmented copies of every train-split clip, added beside it (val and test stay as recorded).",
 )
+@click.option("--delay-taps-ms", "delay_taps", default=None, help=_TAPS_HELP)
 @click.option("--force", is_flag=True, help="Replace a non-empty --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of text.")
 def import_cmd(
@@ -307,6 +333,7 @@ def import_cmd(
     workers: int,
     augment: str | None,
     copies: int,
+    delay_taps: str | None,
     force: bool,
     as_json: bool,
 ) -> None:
@@ -344,6 +371,7 @@ def import_cmd(
         if not sep or not values:
             raise click.BadParameter(f"expected FIELD=VALUE[,VALUE...], got {item!r}", param_hint="--only")
         filters.setdefault(field.strip(), set()).update(_names(values) or [])
+    spec = _frontend_option(delay_taps)
     start = time.perf_counter()
     try:
         names = _synth.class_names(task) if task else _names(classes)
@@ -374,6 +402,7 @@ def import_cmd(
                 per_speaker_label=limit("recordings"),
                 augment=_augment_option(augment) if copies else None,
                 copies=copies,
+                spec=spec,
             )
     except (DatasetError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
