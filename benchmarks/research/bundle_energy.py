@@ -3,7 +3,8 @@
 Runs each bundle's fixed-point network through the emulator on a spike test set (e.g. all FSDD clips) and
 reports its accuracy and the ``estimated:loihi2-opcount`` energy per inference from the emulator's op counts
 (input events, hidden spikes, synaptic events, neuron updates: agent/_energy.py, Davies et al. 2018 Table 2
-coefficients; an estimate, never a measurement). A network trained to fire more spends more per clip.
+coefficients; an estimate, never a measurement). A network trained to fire more spends more per clip. A
+bundle whose front-end has delay taps gets the plain set's spikes with its taps added (the same spikes).
 
 ```
 .venv/bin/python benchmarks/research/bundle_energy.py DATA.h5 OUT.json NAME=BUNDLE:KEY.pub ...
@@ -27,7 +28,7 @@ from _common import machine  # benchmarks/ is on the path from here on
 def measure(bundle_path: Path, key: Path, data_path: Path) -> dict[str, object]:
     import tempfile
 
-    from edgekws.agent import decide
+    from edgekws.agent import FrontendSpec, decide
     from edgekws.agent._energy import loihi_opcount_joules, opcounts_of
     from edgekws.agent.backends import EmulatorBackend
     from edgekws.packaging import NetworkSpec, load_public_key, open_bundle, read_netx
@@ -36,6 +37,9 @@ def measure(bundle_path: Path, key: Path, data_path: Path) -> dict[str, object]:
     bundle = open_bundle(bundle_path, [load_public_key(key)])
     spec = NetworkSpec.from_dict(dict(bundle.manifest.network))
     data = read_shd(data_path)
+    taps = FrontendSpec.from_dict(dict(bundle.manifest.frontend)).delay_taps_ms
+    if taps != (0.0,) and data.num_channels != spec.num_inputs:  # plain spikes for a tapped bundle
+        data = data.with_delay_taps(taps)
     names = list(bundle.manifest.labels)
     truth = np.asarray([names.index(n) for n in np.asarray(data.class_names)[data.labels]])
     with tempfile.TemporaryDirectory() as tmp:
