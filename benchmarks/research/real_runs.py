@@ -255,6 +255,13 @@ def epochs_report(path: Path, out: Path = Path("benchmarks/results/epoch_selecti
     return out.with_suffix(".md")
 
 
+def _training(conf: dict[str, Any]) -> str:
+    """A run's conf in one cell: its TrainConfig keys, then the other keys (delay taps, real speakers...)."""
+    return json.dumps(conf.get("train", {})) + "".join(
+        f", {k}={json.dumps(v)}" for k, v in conf.items() if k != "train"
+    )
+
+
 def report(out: Path, names: list[str], results: Path = RESULTS) -> Path:
     """``OUT.{md,json,png}``: the runs ``NAME[=LABEL]`` of ``results.jsonl`` (the last line of each name) side
     by side, with their training curves from the run folders' ``metrics.jsonl``."""
@@ -306,7 +313,7 @@ def report(out: Path, names: list[str], results: Path = RESULTS) -> Path:
             f"{r['fsdd_per_speaker'][s]:.1%}" if s in r["fsdd_per_speaker"] else "–" for s in speakers
         )
         md.append(
-            f"| {r['label']} | `{json.dumps(r['conf']['train'])}` | **{r['fsdd']:.1%}** | {per} "
+            f"| {r['label']} | `{_training(r['conf'])}` | **{r['fsdd']:.1%}** | {per} "
             f"| {r['synth_test']:.1%} | {r['sc_digits']:.1%} | {r['sc_sample_all']:.1%} "
             f"| {r['train_accuracy_last']:.3f} | {r['best_epoch']} | {r['hidden_rate_hz_last']} "
             f"| {r['silent_neurons_last']} | {r['epoch_s_mean']} |"
