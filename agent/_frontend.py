@@ -130,11 +130,7 @@ class FrontendSpec:
                 f"got {self.max_rate_hz}"
             )
         taps = self.delay_taps_ms
-        if (
-            not taps
-            or not all(math.isfinite(t) and 0 <= t <= _MAX_TAP_MS for t in taps)
-            or any(b <= a for a, b in itertools.pairwise(taps))
-        ):
+        if not taps or not all(math.isfinite(t) and 0 <= t <= _MAX_TAP_MS for t in taps):
             problems.append(
                 f"delay_taps_ms must list ascending delays in 0..{_MAX_TAP_MS:g} ms, got {list(taps)}"
             )
@@ -142,6 +138,15 @@ class FrontendSpec:
             off = [t for t in taps if abs(t / self.dt_ms - round(t / self.dt_ms)) > 1e-9]
             if off:
                 problems.append(f"delay_taps_ms must be whole steps of dt_ms ({self.dt_ms:g} ms), got {off}")
+            elif any(b <= a for a, b in itertools.pairwise(round(t / self.dt_ms) for t in taps)):
+                problems.append(
+                    f"delay_taps_ms must list ascending delays in 0..{_MAX_TAP_MS:g} ms, "
+                    f"a step ({self.dt_ms:g} ms) apart at least, got {list(taps)}"
+                )
+            else:  # snap to whole steps: the spec (and its dict) says exactly what the taps do
+                object.__setattr__(
+                    self, "delay_taps_ms", tuple(round(t / self.dt_ms) * self.dt_ms for t in taps)
+                )
         if problems:
             raise FrontendSpecError("invalid front-end spec: " + "; ".join(problems))
 

@@ -38,6 +38,7 @@ from _common import machine  # benchmarks/ is on the path from here on
 
 WORK = Path("runs/rv/work")
 RESULTS = Path("runs/rv/results.jsonl")  # one JSON line per trained run
+KNOWN_CONF = {"train", "fsdd_train", "fsdd_val", "real_train", "init_in", "delay_taps_ms"}
 REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real-speech" / "labels.csv"
 
 
@@ -79,6 +80,9 @@ def train(name: str, corpus: Path, conf: dict[str, Any]) -> dict[str, Any]:
     from edgekws.toolkit.train import TrainConfig, evaluate, load_run
     from edgekws.toolkit.train import train as run_training
 
+    unknown = sorted(set(conf) - KNOWN_CONF)
+    if unknown:  # e.g. round 7's probe rows' "delays_ms", from a script that was folded into the front-end
+        sys.exit(f"unknown conf key(s) {unknown}; known: {sorted(KNOWN_CONF)}")
     classes = class_names("en-digits")
     fsdd = read_shd(_real("fsdd-all", "fsdd", classes) / "test.h5")
     sc = read_shd(_real("sc-sample", "speech-commands-v0.01", classes) / "test.h5")

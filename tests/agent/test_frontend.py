@@ -359,9 +359,12 @@ def test_invalid_delay_taps_are_named() -> None:
         ((50.0, 25.0), "ascending delays"),
         ((0.0, 0.5), "whole steps of dt_ms (1 ms), got [0.5]"),
         ((0.0, 2000.0), "0..1000 ms"),
+        ((0.0, 1e-10), "a step (1 ms) apart at least"),
     ):
         with pytest.raises(FrontendSpecError, match=re.escape(words)):
             FrontendSpec(delay_taps_ms=taps)
+    assert FrontendSpec(delay_taps_ms=(0.0, 25.0 + 1e-12)).delay_taps_ms == (0.0, 25.0)  # snapped to steps
+    assert "delay_taps_ms" not in FrontendSpec(delay_taps_ms=(1e-12,)).to_dict()  # the plain front-end
     d = FrontendSpec(delay_taps_ms=TAPS).to_dict()
     d["num_channels"] = 128
     with pytest.raises(FrontendSpecError, match=r"len\(delay_taps_ms\) gives 512"):

@@ -97,3 +97,7 @@ def test_delay_taps_on_a_data_set_equal_re_encoding_with_the_tapped_front_end() 
         bare.with_delay_taps(taps)
     with pytest.raises(DatasetError, match="whole steps of dt_ms"):
         plain.with_delay_taps((0.0, 0.5))
+    unsized = bare.subset(range(len(bare)))
+    unsized.attrs = {"frontend": plain.attrs["frontend"]}  # a front-end but no clip length
+    with pytest.raises(DatasetError, match="neither num_steps nor duration_s"):
+        unsized.with_delay_taps(taps)

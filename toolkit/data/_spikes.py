@@ -222,10 +222,15 @@ class SpikeDataset:
                 "spec (SHD/SSC data?): encode the audio with `edgekws data synth` or `data import`"
             )
         spec = FrontendSpec.from_dict(frontend)
-        if spec.delay_taps_ms != (0.0,) or self.num_channels != spec.num_units:
+        if spec.delay_taps_ms != (0.0,):
             raise DatasetError(
                 f"this data set already has delay taps {list(spec.delay_taps_ms)} ({self.num_channels} "
                 f"channels): add taps to the plain front-end's spikes ({spec.num_units} channels)"
+            )
+        if self.num_channels != spec.num_units:
+            raise DatasetError(
+                f"this data set has {self.num_channels} channels but its front-end spec makes "
+                f"{spec.num_units}: it was not encoded by that front-end, so its taps cannot be added"
             )
         try:
             plain = {k: v for k, v in frontend.items() if k != "num_channels"}  # derived: taps change it
@@ -233,10 +238,15 @@ class SpikeDataset:
         except FrontendSpecError as e:
             raise DatasetError(str(e)) from None
         dt = spec.dt_ms / 1000.0
-        num_steps = (
-            int(self.attrs["num_steps"]) if "num_steps" in self.attrs
-            else int(np.floor(float(np.max(self.durations(), initial=0.0)) / dt + 1e-3)) + 1
-        )  # fmt: skip
+        if "num_steps" in self.attrs:
+            num_steps = int(self.attrs["num_steps"])
+        elif "duration_s" in self.attrs:
+            num_steps = round(float(self.attrs["duration_s"]) / dt)
+        else:  # the clip length decides which delayed spikes stay: never guess it from the last spike
+            raise DatasetError(
+                "delay taps need the clips' length, and this data set records neither num_steps nor "
+                "duration_s: re-encode it with `edgekws data synth` or `data import`"
+            )
         delays = np.asarray(tapped.tap_steps, dtype=np.int64)[:, None]
         lanes = np.arange(len(delays), dtype=np.int64)[:, None]
         times, units = [], []
