@@ -211,7 +211,7 @@ class SpikeDataset:
         unit ``u``'s spike at step ``s`` appears on channel ``u * K + k`` at step ``s + tap_steps[k]``,
         cropped at the data set's ``num_steps``. The result records the tapped front-end spec.
         """
-        from edgekws.agent._frontend import FrontendSpec, FrontendSpecError
+        from edgekws.agent import FrontendSpec, FrontendSpecError
 
         frontend = self.attrs.get("frontend")
         if isinstance(frontend, str):
