@@ -101,7 +101,13 @@ def test_lava_decides_like_the_emulator_on_the_trained_model(
 ) -> None:
     """On 6 spoken digits Lava fixed_pt's readout traces and decisions equal the emulator's exactly."""
     x = spoken[0][LAVA_CLIPS]
-    path = _net_file(bundle, tmp_path)
+    assert len(x) == 6
+    _assert_lava_equals_emulator(bundle, x, tmp_path)
+
+
+def _assert_lava_equals_emulator(bundle: Bundle, x: np.ndarray, folder: Path) -> None:
+    """Lava fixed_pt's readout traces and decisions on spikes ``x`` equal the emulator's, bit for bit."""
+    path = _net_file(bundle, folder)
     rule = NetworkSpec.from_dict(dict(bundle.manifest.network)).readout
     lava = LavaBackend(path)
     try:
@@ -109,7 +115,6 @@ def test_lava_decides_like_the_emulator_on_the_trained_model(
     finally:
         lava.close()
     emulator_readout = EmulatorBackend(read_netx(path)).run(x)
-    assert len(x) == 6
     for i in range(len(x)):
         assert np.array_equal(lava_readout[i], emulator_readout[i]), f"clip {i}: readouts differ"
     assert np.array_equal(decide(lava_readout, rule).labels, decide(emulator_readout, rule).labels)
@@ -160,15 +165,4 @@ def test_lava_decides_like_the_emulator_on_the_tapped_commands_model(
     assert FrontendSpec.from_dict(dict(bundle.manifest.frontend)).delay_taps_ms == (0.0, 25.0, 50.0, 100.0)
     x = spikes[LAVA_CLIPS]
     assert x.shape[2] == 512
-    path = _net_file(bundle, tmp_path)
-    rule = NetworkSpec.from_dict(dict(bundle.manifest.network)).readout
-    lava = LavaBackend(path)
-    try:
-        lava_readout = lava.run(x)
-    finally:
-        lava.close()
-    emulator_readout = EmulatorBackend(read_netx(path)).run(x)
-    for i in range(len(x)):
-        assert np.array_equal(lava_readout[i], emulator_readout[i]), f"clip {i}: readouts differ"
-    assert np.array_equal(decide(lava_readout, rule).labels, decide(emulator_readout, rule).labels)
-    assert np.abs(emulator_readout).max() > 0
+    _assert_lava_equals_emulator(bundle, x, tmp_path)
