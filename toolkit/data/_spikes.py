@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -233,8 +233,7 @@ class SpikeDataset:
                 f"{spec.num_units}: it was not encoded by that front-end, so its taps cannot be added"
             )
         try:
-            plain = {k: v for k, v in frontend.items() if k != "num_channels"}  # derived: taps change it
-            tapped = FrontendSpec.from_dict({**plain, "delay_taps_ms": list(delay_taps_ms)})
+            tapped = replace(spec, delay_taps_ms=tuple(delay_taps_ms))
         except FrontendSpecError as e:
             raise DatasetError(str(e)) from None
         dt = spec.dt_ms / 1000.0
