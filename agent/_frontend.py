@@ -264,6 +264,7 @@ class _Design:
     thresholds: np.ndarray  # (J,)
     charge_per_step: float  # integer charge per step of a saturated unit
     initial_charge: np.ndarray  # (units,) int64 starting charge: spread phases, no lockstep firing
+    tap_steps: tuple[int, ...]  # spec.tap_steps, not recomputed per chunk
 
 
 @functools.lru_cache(maxsize=16)
@@ -295,6 +296,7 @@ def _design(spec: FrontendSpec) -> _Design:
         initial_charge=np.floor(np.mod(np.arange(1, spec.num_units + 1) * _GOLDEN, 1.0) * _CHARGE_ONE).astype(
             np.int64
         ),
+        tap_steps=spec.tap_steps,
     )
 
 
@@ -341,7 +343,7 @@ class Frontend:
         self._peak = -math.inf  # running max of (loudest band level + release * step index)
         self._charge = d.initial_charge.copy()
         # The last max(tap) steps of the units' spikes, oldest first: what the delayed taps still owe.
-        self._history = np.zeros((max(spec.tap_steps), spec.num_units), dtype=np.uint8)
+        self._history = np.zeros((max(d.tap_steps), spec.num_units), dtype=np.uint8)
         self.steps_done = 0
         self.samples_seen = 0
         self.clipped_samples = 0
@@ -413,7 +415,7 @@ class Frontend:
 
     def _tap(self, spikes: np.ndarray) -> np.ndarray:
         """5. delay taps: ``(k, units)`` spikes to ``(k, units * taps)``, tap ``i`` ``tap_steps[i]`` late."""
-        taps = self.spec.tap_steps
+        taps = self._d.tap_steps
         if taps == (0,):
             return spikes
         k, depth = spikes.shape[0], self._history.shape[0]

@@ -25,11 +25,33 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("command", [[], ["synth"], ["import"], ["info"], ["plot"], ["stream"]])
+@pytest.mark.parametrize(
+    "command", [[], ["synth"], ["import"], ["info"], ["plot"], ["stream"], ["stretches"]]
+)
 def test_help_has_example(command: list[str]) -> None:
     """Every data command's help shows an Example."""
     result = CliRunner().invoke(main, ["data", *command, "--help"])
     assert result.exit_code == 0 and "Example" in result.output
+
+
+def test_synth_with_delay_taps_makes_the_same_corpus_tapped(corpus: Path, tmp_path: Path) -> None:
+    """`data synth --delay-taps-ms` with the same seed: the same clips, encoded by the front-end with taps
+    (what with_delay_taps makes of the plain corpus, bit for bit), the taps in the manifest's front-end."""
+    from edgekws.toolkit.data import read_shd
+
+    out = tmp_path / "tapped"
+    result = CliRunner().invoke(
+        main,
+        ["data", "synth", "--task", "commands", "--out", str(out), "--per-class", "3", "--classes", "yes,no",
+         "--seed", "5", "--workers", "1", "--delay-taps-ms", "0,50"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "manifest.json").read_text())["frontend"]["delay_taps_ms"] == [0.0, 50.0]
+    for split in ("train", "test"):
+        plain, tapped = read_shd(corpus / f"{split}.h5"), read_shd(out / f"{split}.h5")
+        assert tapped.num_channels == 256 and tapped.labels.tolist() == plain.labels.tolist()
+        steps = int(plain.attrs["num_steps"])
+        assert (tapped.bin(0.001, steps) == plain.with_delay_taps((0, 50)).bin(0.001, steps)).all()
 
 
 def test_synth_refuses_non_empty_out(corpus: Path) -> None:

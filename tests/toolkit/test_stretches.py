@@ -82,6 +82,26 @@ def test_babble_needs_distractors_and_noise_kinds_are_checked(corpus: Path) -> N
     assert s.truth() and {n["type"] for n in s.noise} == {"brown"}
 
 
+def test_stretches_with_delay_taps_are_the_plain_stretches_tapped(corpus: Path, tmp_path: Path) -> None:
+    """`data stretches --delay-taps-ms` encodes each whole stretch with the corpus' front-end plus taps: the
+    same stretches as without, each unit's spikes also on the delayed lines (bit for bit what with_delay_taps
+    makes of the plain set, taps carried across words), and the taps recorded for the model that trains on
+    them; bad taps are named before any work."""
+    args = ["data", "stretches", "--corpus", str(corpus), "--count", "2", "--val-count", "0",
+            "--seconds", "5", "--workers", "1"]  # fmt: skip
+    for name, extra in (("plain", []), ("tapped", ["--delay-taps-ms", "0,25,50"])):
+        made = CliRunner().invoke(main, [*args, "--out", str(tmp_path / name), *extra])
+        assert made.exit_code == 0, made.output
+    plain, tapped = read_shd(tmp_path / "plain" / "train.h5"), read_shd(tmp_path / "tapped" / "train.h5")
+    assert tapped.num_channels == 3 * plain.num_channels and stream_spans(tapped) == stream_spans(plain)
+    assert tapped.attrs["frontend"]["delay_taps_ms"] == [0.0, 25.0, 50.0]
+    manifest = json.loads((tmp_path / "tapped" / "manifest.json").read_text())
+    assert manifest["frontend"]["delay_taps_ms"] == [0.0, 25.0, 50.0]
+    assert np.array_equal(tapped.bin(0.001, 5000), plain.with_delay_taps((0, 25, 50)).bin(0.001, 5000))
+    bad = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "bad"), "--delay-taps-ms", "0,-5"])
+    assert bad.exit_code == 2 and "--delay-taps-ms" in bad.output and not (tmp_path / "bad").exists()
+
+
 def test_stream_training_runs_and_validates_on_stretches(corpus: Path, tmp_path: Path) -> None:
     """`edgekws data stretches` then `edgekws train` on them: the run trains on time-resolved targets,
     validates by detection on whole stretches (recall, false accepts per hour), and refuses clip-only

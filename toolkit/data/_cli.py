@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -559,6 +560,8 @@ def stream(
 @click.option("--snr-db", nargs=2, type=float, default=(5.0, 30.0), show_default=True,
               help="Range of the background noise's SNR per noise segment.")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same stretches.")
+@click.option("--delay-taps-ms", "delay_taps", default=None,
+              help=_TAPS_HELP.replace("none, 128 channels", "the corpus' own"))  # fmt: skip
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Processes composing and encoding stretches.")  # fmt: skip
 @click.option("--force", is_flag=True, help="Replace a non-empty --out.")
@@ -578,6 +581,7 @@ def stretches(
     seconds: float,
     snr_db: tuple[float, float],
     seed: int,
+    delay_taps: str | None,
     workers: int,
     force: bool,
     as_json: bool,
@@ -605,6 +609,7 @@ def stretches(
 
     if corpus is None and recordings is None:
         raise click.UsageError("give --corpus, --recordings or both: where the words come from")
+    tapped = _frontend_option(delay_taps)
     counts = {"train": count, "val": val_count, "test": test_count}
     sources: dict[str, object] = {}
     try:
@@ -616,6 +621,8 @@ def stretches(
         else:
             raise click.UsageError("--keywords is needed without a --corpus")
         frontend = manifest["frontend"] if manifest is not None else FrontendSpec().to_dict()
+        if tapped is not None:  # the corpus' front-end with these taps (a model's input layer must match)
+            frontend = replace(FrontendSpec.from_dict(frontend), delay_taps_ms=tapped.delay_taps_ms).to_dict()
         per_split: dict[str, list[Pools]] = {s: [] for s in counts}
         if corpus is not None:
             sources["corpus"] = str(corpus)
