@@ -82,6 +82,25 @@ def test_babble_needs_distractors_and_noise_kinds_are_checked(corpus: Path) -> N
     assert s.truth() and {n["type"] for n in s.noise} == {"brown"}
 
 
+def test_every_noise_kind_fills_a_segment_cut_short_by_the_stretch_end(corpus: Path) -> None:
+    """The last noise segment of a stretch may be a few samples long: every kind fills it exactly and
+    finitely (brown noise's 100 ms drift filter failed on segments under 100 ms, pink noise on 1 sample)."""
+    from edgekws.toolkit.data._stream import _noise
+
+    pools = corpus_pools(corpus, "train", "unknown")
+    rng = np.random.default_rng(3)
+
+    def talk() -> np.ndarray:
+        return pools.distractors[0].render(rng)[0]
+
+    for kind in ("white", "pink", "brown", "babble"):
+        for n in (1, 2, 737, RATE // 10, RATE):
+            x = _noise(kind, n, rng, talk)
+            assert x.shape == (n,) and np.isfinite(x).all(), (kind, n)
+            if n >= RATE // 10 and kind != "babble":  # babble may not have started in a short segment
+                assert 0.9 < x.std() < 1.1, (kind, n)
+
+
 def test_stretches_with_delay_taps_are_the_plain_stretches_tapped(corpus: Path, tmp_path: Path) -> None:
     """`data stretches --delay-taps-ms` encodes each whole stretch with the corpus' front-end plus taps: the
     same stretches as without, each unit's spikes also on the delayed lines (bit for bit what with_delay_taps

@@ -377,6 +377,8 @@ def _run(transform: Any, x: np.ndarray, rate: int) -> np.ndarray:
 
 def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` samples of 1/f noise with unit standard deviation."""
+    if n < 2:  # no spectrum to shape
+        return rng.standard_normal(n)
     spectrum = np.fft.rfft(rng.standard_normal(n))
     f = np.fft.rfftfreq(n)
     f[0] = f[1]

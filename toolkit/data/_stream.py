@@ -287,7 +287,8 @@ def _noise(kind: str, n: int, rng: np.random.Generator, talk: Callable[[], np.nd
         return pink_noise(n, rng)
     if kind == "brown":
         x = np.cumsum(rng.standard_normal(n))
-        x -= np.convolve(x, np.ones(RATE // 10) / (RATE // 10), mode="same")  # no drift below ~10 Hz
+        w = min(RATE // 10, n)  # a segment cut short by the stretch's end may be under 100 ms
+        x -= np.convolve(x, np.ones(w) / w, mode="same")  # no drift below ~10 Hz
         return x / (x.std() + 1e-12)
     if kind == "babble":
         out = np.zeros(n)
