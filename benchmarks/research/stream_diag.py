@@ -97,15 +97,65 @@ def diagnose(path: Path, trust: str, noisy: Any, clean: Any, lead_s: float) -> d
     bundle = open_bundle(path, [trust])
     pipe = Pipeline.open(bundle, [EmulatorBackend.Config(type="emulator")])
     try:
+        rights = {}
         for name, stream in (("fresh_cut", noisy), ("fresh_cut_no_noise", clean)):
             right = []
             for k in truth:
                 a = max(0, round((k.start_s - lead_s) * RATE))
                 right.append(pipe.classify(stream.audio[a : a + RATE])[0] == k.label)
             out[name] = round(float(np.mean(right)), 3)
+            rights[name] = right
     finally:
         pipe.close()
+    out["by_noise"] = by_noise(
+        noisy, clean, truth, rights["fresh_cut"], rights["fresh_cut_no_noise"], lane_any
+    )
     return out
+
+
+def by_noise(
+    noisy: Any, clean: Any, truth: list[Any], cut: list[bool], quiet: list[bool], lane: list[bool]
+) -> dict[str, Any]:
+    """The keywords' fresh-cut (with noise, without) and lane results grouped by the noise under each word
+    (its segment's kind) and by the word's local SNR: the segment's SNR against the stream's mean speech
+    power, plus the word's own level against that mean (words are said at -10..0 dB)."""
+    powers = [
+        float(np.mean(clean.audio[round(k.start_s * RATE) : round(k.end_s * RATE)] ** 2)) for k in truth
+    ]
+    mean_db = 10 * np.log10(np.mean(powers))
+    rows = []
+    for k, p, c, q, ln in zip(truth, powers, cut, quiet, lane, strict=True):
+        mid = (k.start_s + k.end_s) / 2
+        seg = next(n for n in noisy.noise if n["start_s"] <= mid < n["end_s"])
+        snr = None if seg["type"] == "none" else seg["snr_db"] + 10 * np.log10(p) - mean_db
+        rows.append((seg["type"], snr, c, q, ln))
+
+    def group(keep: Any) -> dict[str, Any]:
+        sel = [r for r in rows if keep(r)]
+        if not sel:
+            return {"keywords": 0}
+        return {
+            "keywords": len(sel),
+            "fresh_cut": round(float(np.mean([r[2] for r in sel])), 3),
+            "fresh_cut_no_noise": round(float(np.mean([r[3] for r in sel])), 3),
+            "lane_right_window": round(float(np.mean([r[4] for r in sel])), 3),
+        }
+
+    kinds = {t: group(lambda r, t=t: r[0] == t) for t in sorted({r[0] for r in rows})}
+    bins = {
+        "none": (None, None),
+        "< 5 dB": (-99, 5),
+        "5-15 dB": (5, 15),
+        "15-25 dB": (15, 25),
+        ">= 25 dB": (25, 99),
+    }
+    snrs = {
+        name: group(
+            lambda r, lo=lo, hi=hi: r[1] is None if lo is None else r[1] is not None and lo <= r[1] < hi
+        )
+        for name, (lo, hi) in bins.items()
+    }
+    return {"noise_kind": kinds, "local_snr": snrs}
 
 
 def main() -> None:
@@ -158,6 +208,21 @@ def markdown(doc: dict[str, Any]) -> str:
             f"{ln['of_those_answered_a_keyword']:.1%} ({ln['of_those_answered_a_keyword_p>0.9']:.1%}) of "
             f"{ln['windows_without_keyword']} |"
         )
+    lines += [
+        "",
+        "By the noise under the keyword (fresh cut with noise / without / a right lane window; keywords):",
+        "",
+    ]
+    for name, m in doc["models"].items():
+        parts = []
+        for group in ("noise_kind", "local_snr"):
+            for key, g in m["by_noise"][group].items():
+                if g["keywords"]:
+                    parts.append(
+                        f"{key}: {g['fresh_cut']:.0%} / {g['fresh_cut_no_noise']:.0%} / "
+                        f"{g['lane_right_window']:.0%} ({g['keywords']})"
+                    )
+        lines.append(f"- {name}: " + "; ".join(parts))
     lines += ["", "Answers on keyword-free windows: "]
     for name, m in doc["models"].items():
         lines.append(f"- {name}: {m['lanes']['answers_on_empty_windows']}")
