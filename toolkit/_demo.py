@@ -69,6 +69,27 @@ DEMO_STRETCH_S = 20.0
 DEMO_STREAM_EPOCHS = 8
 
 
+def demo_key(folder: Path) -> Any:
+    """The demo's signing key in ``folder``: made on the first run, the same one on every rerun into the same
+    run folder (so the bundles and the device's trust list stay in step); a ``demo.pub`` that is not the
+    ``demo.key``'s public half is refused with what to do."""
+    from edgekws.packaging import KeyFileError, load_private_key, write_keypair
+
+    private, public = folder / "demo.key", folder / "demo.pub"
+    if not (private.exists() or public.exists()):
+        return write_keypair(folder, "demo")
+    if not (private.is_file() and public.is_file()):
+        raise KeyFileError(
+            f"{folder} holds only one of demo.key and demo.pub: remove it or give another --out"
+        )
+    key = load_private_key(private)
+    if public.read_bytes() != key.public_key.to_pem():
+        raise KeyFileError(
+            f"{public} is not the public half of {private}: remove {folder} or give another --out"
+        )
+    return key
+
+
 def _stage(number: int, title: str) -> None:
     click.secho(f"\n== {number}. {title}", bold=True, err=True)
 
@@ -82,7 +103,6 @@ def run_demo(
     broker: str | None = None,
 ) -> dict[str, Any]:
     """Run every stage into ``out`` and return the summary that is also written to ``out/summary.json``."""
-    from edgekws.packaging import write_keypair
     from edgekws.toolkit._bundle_build import build_run_bundle
     from edgekws.toolkit._demo_live import agent_exe, run_live_stage
     from edgekws.toolkit.data import format_info, info, read_shd, synthesize
@@ -161,7 +181,7 @@ def run_demo(
 
     _stage(4, "quantize, export (NetX, ONNX, NIR), pack and sign the bundle")
     t0 = time.perf_counter()
-    key = write_keypair(out / "keys", "demo")
+    key = demo_key(out / "keys")
     bundle_path = build_run_bundle(
         run_dir, "digits", "1.0.0", out / "keys" / "demo.key", out / "digits-1.0.0.ekb", force=True
     ).path

@@ -56,3 +56,22 @@ def test_live_stage_with_a_dead_broker_says_so(corpus: Path, tmp_path: Path) -> 
             tmp_path, corpus, BUNDLE, TRUST, seed=0, broker_url=url, minutes=0.1, connect_timeout_s=2
         )
     assert not (tmp_path / "live" / "agent" / "agent.log").exists()
+
+
+def test_a_rerun_of_the_demo_signs_with_the_same_key_and_a_mismatched_pair_is_refused(tmp_path: Path) -> None:
+    """`make demo` twice into one run folder: the second run finds the first run's demo key and signs with it
+    (it used to stop at stage 4 because the key files existed); a demo.pub that is not demo.key's public half
+    or a lone half is refused with what to do."""
+    from edgekws.packaging import KeyFileError, write_keypair
+    from edgekws.toolkit._demo import demo_key
+
+    keys = tmp_path / "keys"
+    first = demo_key(keys)
+    assert demo_key(keys).key_id == first.key_id
+    write_keypair(tmp_path / "other", "demo")
+    (keys / "demo.pub").write_bytes((tmp_path / "other" / "demo.pub").read_bytes())
+    with pytest.raises(KeyFileError, match="not the public half"):
+        demo_key(keys)
+    (keys / "demo.pub").unlink()
+    with pytest.raises(KeyFileError, match=r"holds only one of demo\.key and demo\.pub"):
+        demo_key(keys)
