@@ -123,31 +123,39 @@ def speaker_splits(recordings: list[Any], seed: int = 0) -> dict[str, list[str]]
 
 def make_streams(args: argparse.Namespace) -> tuple[Stream, Stream, dict[str, Any]]:
     """The VAL and TEST streams (real speech by default, or a synthetic corpus' splits) and their sources."""
-    streams = []
+    val, source = make_stream(args, "val")
+    test, _ = make_stream(args, "test")
+    return val, test, source
+
+
+def make_stream(
+    args: argparse.Namespace, split: str, background: bool = True
+) -> tuple[Stream, dict[str, Any]]:
+    """One of the benchmark's streams (``split`` val or test) and its sources; ``background=False`` gives the
+    same stream without its background noise (same words, places and levels)."""
     source: dict[str, Any] = {}
     if args.corpus is not None:
         source["corpus"] = str(args.corpus)
-        pools = {s: corpus_pools(args.corpus, s, "spoken") for s in ("val", "test")}
+        pool = corpus_pools(args.corpus, split, "spoken")
     else:
         recordings = scan(args.recordings)
         splits = speaker_splits(recordings, args.seed)
         source.update(recordings=str(args.recordings), speakers=splits)
-        pools = {s: recording_pools(recordings, list(DIGITS), splits[s]) for s in ("val", "test")}
-    for split, minutes in (("val", args.val_minutes or args.minutes), ("test", args.minutes)):
-        rng = np.random.default_rng(np.random.SeedSequence([args.seed, 7, ("val", "test").index(split)]))
-        streams.append(
-            compose(
-                pools[split],
-                minutes * 60,
-                rng,
-                split=split,
-                snr_db=tuple(args.snr_db),
-                event_p=STREAM_EVENTS,
-                noise_p=STREAM_NOISE,
-                word_gain_db=(-10.0, 0.0),
-            )
-        )
-    return streams[0], streams[1], source
+        pool = recording_pools(recordings, list(DIGITS), splits[split])
+    minutes = (args.val_minutes or args.minutes) if split == "val" else args.minutes
+    rng = np.random.default_rng(np.random.SeedSequence([args.seed, 7, ("val", "test").index(split)]))
+    stream = compose(
+        pool,
+        minutes * 60,
+        rng,
+        split=split,
+        snr_db=tuple(args.snr_db),
+        background=background,
+        event_p=STREAM_EVENTS,
+        noise_p=STREAM_NOISE,
+        word_gain_db=(-10.0, 0.0),
+    )
+    return stream, source
 
 
 # ------------------------------------------------------------------------------------------------ models

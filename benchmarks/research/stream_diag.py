@@ -30,27 +30,20 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import RESULTS, machine, write_results
-from kws_stream import REAL_SPEECH, STREAM_EVENTS, STREAM_NOISE, open_model, run_pass, speaker_splits
+from kws_stream import REAL_SPEECH, make_stream, open_model, run_pass
 
 from edgekws.agent import DetectionConfig, Pipeline, build_backend
 from edgekws.agent.backends import EmulatorBackend
 from edgekws.packaging import open_bundle
-from edgekws.toolkit.data import compose, recording_pools
-from edgekws.toolkit.data._recordings import scan
 from edgekws.toolkit.data._stream import RATE
-
-DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
 def val_stream(minutes: float, seed: int, noise: bool) -> Any:
-    recordings = scan(REAL_SPEECH)
-    splits = speaker_splits(recordings, seed)
-    pools = recording_pools(recordings, list(DIGITS), splits["val"])
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 7, 0]))  # kws_stream.make_streams' VAL
-    return compose(
-        pools, minutes * 60, rng, split="val", snr_db=(5.0, 30.0), event_p=STREAM_EVENTS,
-        noise_p=STREAM_NOISE, word_gain_db=(-10.0, 0.0), background=noise,
-    )  # fmt: skip
+    """kws_stream.py's VAL stream (with or without its background noise); TEST is never composed here."""
+    args = argparse.Namespace(
+        corpus=None, recordings=REAL_SPEECH, seed=seed, minutes=minutes, val_minutes=None, snr_db=(5.0, 30.0)
+    )
+    return make_stream(args, "val", background=noise)[0]
 
 
 def diagnose(path: Path, trust: str, noisy: Any, clean: Any, lead_s: float) -> dict[str, Any]:
