@@ -23,6 +23,12 @@ Stages (see docs/frontend.md for the reasoning behind each default):
    (subtractive reset) each time its integer charge passes a multiple of ``2**16``. The charge is
    integer, so it is exact and bounded however long the stream runs.
 
+   With a **noise floor** (optional, ``noise_floor_rise_db_per_s > 0``) each band also tracks its own floor,
+   ``N[b, t] = min(S[b, t], N[b, t-1] + noise_floor_rise_db_per_s * dt)`` over its level ``S`` smoothed
+   further (``noise_floor_smoothing_ms``): instant fall, slow linear rise, like the AGC's peak upside down,
+   starting at ``gate_db`` (a fresh front-end assumes a quiet room and rises to the noise it hears).
+   Drives are also scaled by ``clip((L - N - noise_floor_margin_db) / level_span_db, 0, 1)``, so steady
+   noise stops driving the units and only what stands above it in a band is coded.
 5. **Delay taps** (optional): with ``delay_taps_ms = (d_0, ..., d_{K-1})`` every unit's spikes also leave on
    ``K`` lines, line ``k`` ``d_k`` later, so one recurrent layer sees a few hundred milliseconds of the
    spectrogram at once (the default ``(0.0,)`` is the plain front-end). A delayed copy starts silent: it
@@ -55,6 +61,11 @@ _POWER_FLOOR = 1e-12  # -120 dB: keeps log10 finite in digital silence
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 _BLOCK_STEPS = 100  # steps per internal block for long inputs
 _MAX_TAP_MS = 1000.0  # longest delay tap: a second of history per unit at most
+_NOISE_FLOOR_OFF = {  # the noise-floor fields' defaults, left out of a spec's dict (FrontendSpec.to_dict)
+    "noise_floor_rise_db_per_s": 0.0,
+    "noise_floor_margin_db": 6.0,
+    "noise_floor_smoothing_ms": 20.0,
+}
 
 
 class FrontendSpecError(ValueError):
@@ -85,6 +96,9 @@ class FrontendSpec:
     level_span_db: float = 10.0  # a unit's rate rises from 0 to max over this many dB above its onset
     max_rate_hz: float = 200.0  # saturated firing rate of one unit
     delay_taps_ms: tuple[float, ...] = (0.0,)  # each unit's spikes on one line per delay (docs/frontend.md)
+    noise_floor_rise_db_per_s: float = 0.0  # per-band noise floor's rise; 0: none (docs/frontend.md)
+    noise_floor_margin_db: float = 6.0  # a band codes only what stands this far above its floor
+    noise_floor_smoothing_ms: float = 20.0  # the floor follows the band's power smoothed this much
 
     def __post_init__(self) -> None:
         # JSON gives lists: store tuples so the spec stays hashable and immutable.
@@ -120,6 +134,15 @@ class FrontendSpec:
             problems.append(
                 f"agc_floor_db and gate_db must be finite, got {self.agc_floor_db}, {self.gate_db}"
             )
+        if not (math.isfinite(self.noise_floor_rise_db_per_s) and self.noise_floor_rise_db_per_s >= 0):
+            problems.append(
+                "noise_floor_rise_db_per_s must be >= 0 (0: no noise floor), "
+                f"got {self.noise_floor_rise_db_per_s}"
+            )
+        if not math.isfinite(self.noise_floor_margin_db):
+            problems.append(f"noise_floor_margin_db must be finite, got {self.noise_floor_margin_db}")
+        if not (math.isfinite(self.noise_floor_smoothing_ms) and self.noise_floor_smoothing_ms > 0):
+            problems.append(f"noise_floor_smoothing_ms must be positive, got {self.noise_floor_smoothing_ms}")
         if not self.thresholds_db or not all(math.isfinite(t) for t in self.thresholds_db):
             problems.append(f"thresholds_db must list at least one finite level, got {self.thresholds_db}")
         if not self.level_span_db > 0:
@@ -176,10 +199,19 @@ class FrontendSpec:
             np.linspace(_erb_number(self.f_min_hz), _erb_number(self.f_max_hz), self.num_bands)
         )
 
+    @property
+    def noise_floor(self) -> bool:
+        """Whether the per-band noise floor is on (``noise_floor_rise_db_per_s > 0``)."""
+        return self.noise_floor_rise_db_per_s > 0
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form with ``type`` and ``format_version`` tags (and the derived ``num_channels``)."""
         d: dict[str, Any] = {"type": self.TYPE, "format_version": self.FORMAT_VERSION}
         d.update(asdict(self))
+        if all(d[k] == _NOISE_FLOOR_OFF[k] for k in _NOISE_FLOOR_OFF):
+            # As with the taps: a spec without a noise floor keeps the dict it had before the option existed.
+            for k in _NOISE_FLOOR_OFF:
+                del d[k]
         d["thresholds_db"] = list(self.thresholds_db)
         if self.delay_taps_ms == (0.0,):
             # The plain front-end's dict stays as it was before taps existed: earlier bundles, spike sets
@@ -265,6 +297,9 @@ class _Design:
     charge_per_step: float  # integer charge per step of a saturated unit
     initial_charge: np.ndarray  # (units,) int64 starting charge: spread phases, no lockstep firing
     tap_steps: tuple[int, ...]  # spec.tap_steps, not recomputed per chunk
+    floor_sos: np.ndarray  # (1, 6): the noise floor's extra one-pole low-pass on band power
+    floor_rise_per_step: float  # dB per step (0: no noise floor)
+    floor_warmup_steps: int  # steps before the floor starts: 3 time constants of its low-pass
 
 
 @functools.lru_cache(maxsize=16)
@@ -284,6 +319,7 @@ def _design(spec: FrontendSpec) -> _Design:
         for b in range(spec.num_bands)
     )
     a = math.exp(-spec.dt_ms / spec.smoothing_ms)
+    b = math.exp(-spec.dt_ms / spec.noise_floor_smoothing_ms)
     one_pole = [1.0 - a, 0.0, 0.0, 1.0, -a, 0.0]
     return _Design(
         band_sos=band_sos,
@@ -297,6 +333,9 @@ def _design(spec: FrontendSpec) -> _Design:
             np.int64
         ),
         tap_steps=spec.tap_steps,
+        floor_sos=np.array([[1.0 - b, 0.0, 0.0, 1.0, -b, 0.0]]),
+        floor_rise_per_step=spec.noise_floor_rise_db_per_s * spec.dt_ms / 1000.0,
+        floor_warmup_steps=math.ceil(3.0 * (spec.noise_floor_smoothing_ms + spec.smoothing_ms) / spec.dt_ms),
     )
 
 
@@ -341,6 +380,10 @@ class Frontend:
         self._band_zi = np.zeros((spec.num_bands, 1, d.band_sos[0].shape[0], 2))
         self._smooth_zi = np.zeros((spec.num_bands, 2, 2))
         self._peak = -math.inf  # running max of (loudest band level + release * step index)
+        self._floor_zi = np.zeros((spec.num_bands, 1, 2))  # the noise floor's low-pass state
+        # Running min of (slow level - rise * step index), starting at the absolute gate: a fresh front-end
+        # assumes a quiet room and learns the noise as the floor rises to it (not from a word's first steps).
+        self._floor = np.full(spec.num_bands, spec.gate_db)
         self._charge = d.initial_charge.copy()
         # The last max(tap) steps of the units' spikes, oldest first: what the delayed taps still owe.
         self._history = np.zeros((max(d.tap_steps), spec.num_units), dtype=np.uint8)
@@ -399,6 +442,18 @@ class Frontend:
         reference = np.maximum(lifted - t, spec.agc_floor_db)
         rel = (level - reference).T  # (k, nb)
         gate = np.clip((level.T - spec.gate_db) * d.drive_scale[0], 0.0, 1.0)  # (k, nb) absolute threshold
+        if d.floor_rise_per_step > 0:  # per-band noise floor: a running min with linear rise, as the AGC
+            slow = power.copy()
+            _sosfilt_inplace(d.floor_sos, slow, self._floor_zi)
+            slow_db = 10.0 * np.log10(np.maximum(slow, 0.0) + _POWER_FLOOR)
+            index = np.arange(self.steps_done, self.steps_done + k)
+            rise = index * d.floor_rise_per_step
+            # The filters' first steps ring up from silence: they do not pull the floor down (warm-up).
+            lowered = np.where(index < d.floor_warmup_steps, math.inf, slow_db - rise)
+            lowered = np.minimum.accumulate(np.concatenate([self._floor[:, None], lowered], axis=1), axis=1)
+            self._floor = lowered[:, -1].copy()
+            above = level - (lowered[:, 1:] + rise) - spec.noise_floor_margin_db  # (nb, k)
+            gate *= np.clip(above.T * d.drive_scale[0], 0.0, 1.0)
         # 4. integrate-and-fire units with integer charge.
         drive = np.clip((rel[:, :, None] - d.thresholds) * d.drive_scale, 0.0, 1.0)  # (k, nb, J)
         drive *= gate[:, :, None]

@@ -22,6 +22,7 @@ import argparse
 import json
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +47,20 @@ def val_stream(minutes: float, seed: int, noise: bool) -> Any:
     return make_stream(args, "val", background=noise)[0]
 
 
-def diagnose(path: Path, trust: str, noisy: Any, clean: Any, lead_s: float) -> dict[str, Any]:
+def diagnose(
+    path: Path, trust: str, noisy: Any, clean: Any, lead_s: float, frontend: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``frontend``: front-end spec fields that the lanes' pass changes from the bundle's (a probe of a
+    host-side front-end option such as the noise floor on a model trained without it); the fresh cuts
+    keep the bundle's front-end."""
     truth = noisy.truth()
     out: dict[str, Any] = {"bundle": str(path), "keywords": len(truth)}
+    if frontend:
+        out["lanes_frontend_changes"] = frontend
     with tempfile.TemporaryDirectory() as tmp:
         model = open_model(path, [trust], Path(tmp))
+        if frontend:
+            model = replace(model, frontend=replace(model.frontend, **frontend))
         labels = model.labels
         backend, factory = build_backend(EmulatorBackend.Config(type="emulator"), model.model_dir)
         cfg = DetectionConfig(min_input_rate_hz=0.0, smoothing=1, threshold=1.0)
@@ -159,6 +169,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lead-s", type=float, default=0.1, help="cut start before the keyword")
     ap.add_argument("--out", type=Path, default=RESULTS / "stream_diag.json")
+    ap.add_argument(
+        "--lanes-frontend",
+        type=json.loads,
+        default=None,
+        help="JSON front-end fields the lanes run with instead of the bundle's, "
+        "e.g. '{\"noise_floor_rise_db_per_s\": 10}'",
+    )
     args = ap.parse_args()
     noisy = val_stream(args.minutes, args.seed, True)
     clean = val_stream(args.minutes, args.seed, False)
@@ -170,7 +187,7 @@ def main() -> None:
     }
     for item in args.bundles:
         name, _, path = item.partition("=")
-        doc["models"][name] = diagnose(Path(path), args.trust, noisy, clean, args.lead_s)
+        doc["models"][name] = diagnose(Path(path), args.trust, noisy, clean, args.lead_s, args.lanes_frontend)
         print(name, json.dumps(doc["models"][name]), flush=True)
     doc["machine"] = machine()
     write_results(args.out, doc, markdown(doc))
@@ -195,6 +212,8 @@ def markdown(doc: dict[str, Any]) -> str:
     ]
     for name, m in doc["models"].items():
         ln = m["lanes"]
+        if m.get("lanes_frontend_changes"):  # a front-end option probed on the lanes only
+            name += f" (lanes: {json.dumps(m['lanes_frontend_changes'])})"
         lines.append(
             f"| {name} | {m['fresh_cut_no_noise']:.1%} | {m['fresh_cut']:.1%} | "
             f"{ln['right_fraction_of_windows']:.1%} | {ln['keywords_with_a_right_window']:.1%} | "

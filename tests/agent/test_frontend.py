@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -369,3 +370,56 @@ def test_invalid_delay_taps_are_named() -> None:
     d["num_channels"] = 128
     with pytest.raises(FrontendSpecError, match=r"len\(delay_taps_ms\) gives 512"):
         FrontendSpec.from_dict(d)
+
+
+NOISE_FLOOR = FrontendSpec(noise_floor_rise_db_per_s=10.0)
+
+
+def test_noise_floor_silences_steady_noise_and_keeps_the_speech_above_it() -> None:
+    """With the per-band noise floor, steady white noise stops driving the units after the floor's warm-up,
+    while speech-like sound 25 dB above that noise keeps most of the spikes it has in the same noise
+    without the floor's gate; without the option the front-end is as it was (no noise keys in its dict)."""
+    rng = np.random.default_rng(11)
+    noise = 0.01 * rng.standard_normal(3 * 16000)
+    plain, floored = encode(noise, 16000)[1000:], encode(noise, 16000, NOISE_FLOOR)[1000:]
+    assert plain.sum() > 5000  # 2 s of the noise drive the plain front-end (about 10,000 spikes a second)
+    assert floored.sum() < 0.1 * plain.sum()
+    speech = np.concatenate([np.zeros(16000), _speechlike(1.0, seed=3, level=0.5), np.zeros(8000)])
+    noisy = speech + 0.01 * rng.standard_normal(speech.size)
+    word = slice(1100, 1900)  # the word's middle, steps
+    clean_word = encode(speech, 16000)[word].sum()
+    in_noise = encode(noisy, 16000, NOISE_FLOOR)[word]
+    assert in_noise.sum() > 0.6 * clean_word
+    assert "noise_floor_rise_db_per_s" not in FrontendSpec().to_dict()
+    assert not FrontendSpec().noise_floor and NOISE_FLOOR.noise_floor
+    d = json.loads(json.dumps(NOISE_FLOOR.to_dict()))
+    assert d["noise_floor_rise_db_per_s"] == 10.0 and d["noise_floor_margin_db"] == 6.0
+    assert FrontendSpec.from_dict(d) == NOISE_FLOOR
+
+
+def test_noise_floor_streams_bit_identically_in_any_chunks_and_reset() -> None:
+    """The floor is state carried across chunks like the AGC's peak: 1-sample, odd and long chunks and a
+    reset all give the whole signal's spikes, with delay taps too."""
+    rng = np.random.default_rng(12)
+    x = np.concatenate([_speechlike(0.4, seed=s, level=0.4) for s in range(3)])
+    x = x + 0.01 * rng.standard_normal(x.size)
+    for spec in (NOISE_FLOOR, FrontendSpec(noise_floor_rise_db_per_s=3.0, delay_taps_ms=TAPS)):
+        whole = encode(x, 16000, spec)
+        for size in (1, 16 * 7 + 3, 16 * 250):
+            fe = Frontend(spec)
+            streamed = np.concatenate([fe.process(x[i : i + size]) for i in range(0, x.size, size)])
+            assert np.array_equal(streamed, whole), (spec, size)
+        fe.reset()
+        assert np.array_equal(fe.process(x), whole)
+
+
+def test_invalid_noise_floor_fields_are_named() -> None:
+    """A negative rise, a non-finite margin and a zero smoothing are each named, all at once."""
+    with pytest.raises(FrontendSpecError) as info:
+        FrontendSpec(
+            noise_floor_rise_db_per_s=-1.0, noise_floor_margin_db=math.nan, noise_floor_smoothing_ms=0.0
+        )
+    message = str(info.value)
+    assert "noise_floor_rise_db_per_s must be >= 0 (0: no noise floor), got -1.0" in message
+    assert "noise_floor_margin_db must be finite, got nan" in message
+    assert "noise_floor_smoothing_ms must be positive, got 0.0" in message

@@ -210,3 +210,31 @@ def test_an_always_on_bundle_carries_tuned_settings_and_runs_in_the_agent(
             pipeline.classify(np.zeros(16000, np.float32))
     finally:
         pipeline.close()
+
+
+def test_stretches_with_a_noise_floor_keep_the_words_and_drop_the_noise(corpus: Path, tmp_path: Path) -> None:
+    """`data stretches --noise-floor 10`: the same stretches encoded with the per-band noise floor (recorded
+    in the spec the model will carry); away from the words far fewer spikes (the steady background noise
+    no longer drives the units), inside the keywords most of them are kept."""
+    args = ["data", "stretches", "--corpus", str(corpus), "--count", "2", "--val-count", "0",
+            "--seconds", "12", "--workers", "1", "--snr-db", "10", "20"]  # fmt: skip
+    for name, extra in (("plain", []), ("floor", ["--noise-floor", "10"])):
+        made = CliRunner().invoke(main, [*args, "--out", str(tmp_path / name), *extra])
+        assert made.exit_code == 0, made.output
+    plain, floor = read_shd(tmp_path / "plain" / "train.h5"), read_shd(tmp_path / "floor" / "train.h5")
+    assert floor.attrs["frontend"]["noise_floor_rise_db_per_s"] == 10.0
+    assert "noise_floor_rise_db_per_s" not in plain.attrs["frontend"]
+    assert stream_spans(floor) == stream_spans(plain) and floor.num_channels == plain.num_channels
+    inside, outside = np.zeros(2), np.zeros(2)
+    for k, data in enumerate((plain, floor)):
+        for t, spans in zip(data.times, stream_spans(data), strict=True):
+            word = np.zeros(t.shape, bool)
+            for _, a, b in spans:
+                word |= (t >= a) & (t < b)
+            inside[k] += word.sum()
+            outside[k] += (~word & (t > 3.0)).sum()  # after the floor has risen to the first noise
+    assert inside[0] > 1000 and outside[0] > 1000  # both parts carried real spikes without the floor
+    assert inside[1] > 0.8 * inside[0]
+    assert outside[1] < 0.2 * outside[0]
+    bad = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "bad"), "--noise-floor", "-1"])
+    assert bad.exit_code == 2 and "--noise-floor" in bad.output and not (tmp_path / "bad").exists()

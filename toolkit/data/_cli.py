@@ -45,15 +45,15 @@ def _weights(text: str | None) -> dict[str, float] | None:
     return out
 
 
-def _frontend_option(taps: str | None) -> Any:
-    """The front-end spec of ``--delay-taps-ms`` (None: the default front-end)."""
-    if taps is None:
+def _frontend_option(taps: str | None, noise_floor: float | None = None) -> Any:
+    """The front-end spec of ``--delay-taps-ms`` and ``--noise-floor`` (None: neither given)."""
+    if taps is None and noise_floor is None:
         return None
     from edgekws.agent import FrontendSpec, FrontendSpecError
 
     try:
-        delays = [float(t) for t in taps.split(",") if t.strip()]
-        return FrontendSpec(delay_taps_ms=tuple(delays))
+        delays = [float(t) for t in taps.split(",") if t.strip()] if taps is not None else [0.0]
+        return FrontendSpec(delay_taps_ms=tuple(delays), noise_floor_rise_db_per_s=noise_floor or 0.0)
     except (ValueError, FrontendSpecError) as exc:
         raise click.BadParameter(
             f"{exc} (expected comma-separated milliseconds such as 0,25,50,100)", param_hint="--delay-taps-ms"
@@ -63,6 +63,10 @@ def _frontend_option(taps: str | None) -> Any:
 _TAPS_HELP = (
     "Front-end delay taps: every unit's spikes also on one input line per delay, comma-separated ms "
     "(e.g. 0,25,50,100: 512 channels; docs/frontend.md) [default: none, 128 channels]."
+)
+_NOISE_FLOOR_HELP = (
+    "Front-end noise floor: each band tracks its steady noise, rising at most this many dB/s (e.g. 10), and "
+    "codes only what stands above it: for noisy, always-on deployments (docs/frontend.md) [default: off]."
 )
 
 
@@ -142,6 +146,8 @@ def _augment_option(value: str | None) -> Any:
     "[default: default for en-*, none for digits/commands].",
 )
 @click.option("--delay-taps-ms", "delay_taps", default=None, help=_TAPS_HELP)
+@click.option("--noise-floor", type=click.FloatRange(min=0.0), default=None, metavar="DB_PER_S",
+              help=_NOISE_FLOOR_HELP)  # fmt: skip
 @click.option("--force", is_flag=True, help="Replace a non-empty --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of text.")
 def synth(
@@ -157,6 +163,7 @@ def synth(
     engine_weights: str | None,
     augment: str | None,
     delay_taps: str | None,
+    noise_floor: float | None,
     force: bool,
     as_json: bool,
 ) -> None:
@@ -178,7 +185,7 @@ def synth(
         edgekws data synth --task digits --out data/digits-kws --fillers
     """
     per_class = shrink("per-class", per_class or _synth.DEFAULT_PER_CLASS[task])
-    spec = _frontend_option(delay_taps)
+    spec = _frontend_option(delay_taps, noise_floor)
     start = time.perf_counter()
     with progress_bar(f"synth {task}", disable=as_json) as progress, sigterm_as_ctrl_c():
         try:
@@ -313,6 +320,8 @@ def synth(
     help="Augmented copies of every train-split clip, added beside it (val and test stay as recorded).",
 )
 @click.option("--delay-taps-ms", "delay_taps", default=None, help=_TAPS_HELP)
+@click.option("--noise-floor", type=click.FloatRange(min=0.0), default=None, metavar="DB_PER_S",
+              help=_NOISE_FLOOR_HELP)  # fmt: skip
 @click.option("--force", is_flag=True, help="Replace a non-empty --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of text.")
 def import_cmd(
@@ -335,6 +344,7 @@ def import_cmd(
     augment: str | None,
     copies: int,
     delay_taps: str | None,
+    noise_floor: float | None,
     force: bool,
     as_json: bool,
 ) -> None:
@@ -372,7 +382,7 @@ def import_cmd(
         if not sep or not values:
             raise click.BadParameter(f"expected FIELD=VALUE[,VALUE...], got {item!r}", param_hint="--only")
         filters.setdefault(field.strip(), set()).update(_names(values) or [])
-    spec = _frontend_option(delay_taps)
+    spec = _frontend_option(delay_taps, noise_floor)
     start = time.perf_counter()
     try:
         names = _synth.class_names(task) if task else _names(classes)
@@ -562,6 +572,8 @@ def stream(
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same stretches.")
 @click.option("--delay-taps-ms", "delay_taps", default=None,
               help=_TAPS_HELP.replace("none, 128 channels", "the corpus' own"))  # fmt: skip
+@click.option("--noise-floor", type=click.FloatRange(min=0.0), default=None, metavar="DB_PER_S",
+              help=_NOISE_FLOOR_HELP.replace("[default: off]", "[default: the corpus' own]"))  # fmt: skip
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Processes composing and encoding stretches.")  # fmt: skip
 @click.option("--force", is_flag=True, help="Replace a non-empty --out.")
@@ -582,6 +594,7 @@ def stretches(
     snr_db: tuple[float, float],
     seed: int,
     delay_taps: str | None,
+    noise_floor: float | None,
     workers: int,
     force: bool,
     as_json: bool,
@@ -609,7 +622,7 @@ def stretches(
 
     if corpus is None and recordings is None:
         raise click.UsageError("give --corpus, --recordings or both: where the words come from")
-    tapped = _frontend_option(delay_taps)
+    tapped = _frontend_option(delay_taps, noise_floor)
     counts = {"train": count, "val": val_count, "test": test_count}
     sources: dict[str, object] = {}
     try:
@@ -621,8 +634,11 @@ def stretches(
         else:
             raise click.UsageError("--keywords is needed without a --corpus")
         frontend = manifest["frontend"] if manifest is not None else FrontendSpec().to_dict()
-        if tapped is not None:  # the corpus' front-end with these taps (a model's input layer must match)
+        if delay_taps is not None:  # the corpus' front-end with these taps (a model's input layer must match)
             frontend = replace(FrontendSpec.from_dict(frontend), delay_taps_ms=tapped.delay_taps_ms).to_dict()
+        if noise_floor is not None:  # and with this noise floor
+            spec = replace(FrontendSpec.from_dict(frontend), noise_floor_rise_db_per_s=noise_floor)
+            frontend = spec.to_dict()
         per_split: dict[str, list[Pools]] = {s: [] for s in counts}
         if corpus is not None:
             sources["corpus"] = str(corpus)
