@@ -104,7 +104,7 @@ def main() -> None:
             import_recordings(
                 [args.recordings], real, classes, task="en-digits", train_speakers=splits["train"],
                 val_speakers=splits["val"], test_speakers=splits["test"], rest="test", seed=args.seed,
-                force=True, progress=update,
+                force=True, progress=update, spec=FrontendSpec.from_dict(manifest["frontend"]),
             )  # fmt: skip
     clips = out / "clips"
     clips.mkdir(exist_ok=True)

@@ -55,9 +55,18 @@ def synth(recipe_path: Path, out: Path, workers: int = 2) -> None:
     print(f"{len(manifest['utterances'])} utterances in {time.time() - start:.0f} s")
 
 
-def _real(name: str, source: str, classes: list[str]) -> Path:
+def _real(name: str, source: str, classes: list[str], spec: Any = None) -> Path:
+    """The recordings of ``source``, imported once with the front-end ``spec`` (its delay taps left out:
+    they are added to the spikes later); another spec than the default gets a folder of its own."""
+    import hashlib
+    from dataclasses import replace
+
+    from edgekws.agent import FrontendSpec
     from edgekws.toolkit.data import import_recordings
 
+    spec = replace(spec or FrontendSpec(), delay_taps_ms=(0.0,))
+    if spec != FrontendSpec():
+        name += "-fe" + hashlib.sha1(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
     out = WORK / "real" / name
     if not (out / "manifest.json").is_file():
         labels = REAL if REAL.is_file() else Path("/work/shared/data/real-speech/labels.csv")
@@ -70,6 +79,7 @@ def _real(name: str, source: str, classes: list[str]) -> Path:
             rest="test",
             workers=1,
             force=True,
+            spec=spec,
         )
     return out
 
@@ -83,9 +93,12 @@ def train(name: str, corpus: Path, conf: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(conf) - KNOWN_CONF)
     if unknown:  # e.g. round 7's probe rows' "delays_ms", from a script that was folded into the front-end
         sys.exit(f"unknown conf key(s) {unknown}; known: {sorted(KNOWN_CONF)}")
+    from edgekws.agent import FrontendSpec
+
     classes = class_names("en-digits")
-    fsdd = read_shd(_real("fsdd-all", "fsdd", classes) / "test.h5")
-    sc = read_shd(_real("sc-sample", "speech-commands-v0.01", classes) / "test.h5")
+    spec = FrontendSpec.from_dict(json.loads((corpus / "manifest.json").read_text())["frontend"])
+    fsdd = read_shd(_real("fsdd-all", "fsdd", classes, spec) / "test.h5")
+    sc = read_shd(_real("sc-sample", "speech-commands-v0.01", classes, spec) / "test.h5")
     speaker = fsdd.metadata("speaker")
     assert speaker is not None
     fsdd_train = [f"fsdd-{s}" for s in conf.get("fsdd_train", [])]

@@ -13,7 +13,8 @@ noise, 35 % of the lane windows; 54 % of the keyword-free windows answered with 
   (other words, silence and noise alike; the decision stage ignores both filler classes).
 
 ``python benchmarks/research/stream_windows.py STRETCHES.h5 CLIPS.h5 OUT.h5`` (CLIPS.h5: a clip set of the
-same front-end whose classes the windows take).
+same front-end whose classes the windows take; ``--with-clips``: OUT.h5 holds the clips, then the windows,
+the set a clip model is fine-tuned on).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def main() -> None:
     ap.add_argument("--per-keyword", type=int, default=3)
     ap.add_argument("--negatives", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--with-clips", action="store_true", help="write the clips too, then the windows")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     st, clips = read_shd(args.stretches), read_shd(args.clips)
@@ -75,6 +77,8 @@ def main() -> None:
     attrs["source"] = f"windows of {args.stretches}"
     names = list(clips.class_names)
     out = SpikeDataset(times, units, np.array(labels), clips.num_channels, names, attrs=attrs)
+    if args.with_clips:  # the fine-tuning set: the clip model's clips and the windows, in one file
+        out = SpikeDataset.concat([clips, out])
     write_shd(out, args.out)
     print(f"{positives} keyword windows, {len(labels) - positives} without a keyword -> {args.out}")
 
