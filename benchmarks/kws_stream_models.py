@@ -15,7 +15,9 @@ Commands sample's speakers); the **val** speakers (FSDD's lucas, 20 % of the sam
 Run (about 30 minutes on one busy core):
     .venv/bin/python benchmarks/kws_stream_models.py --out /tmp/kws-stream-models
 (``--corpus DIR`` trains on an existing en-digits corpus instead, e.g. round 4's;
-``--delay-taps-ms 0,25,50,100`` gives both models the front-end's delay taps, docs/frontend.md)
+``--delay-taps-ms 0,25,50,100`` gives both models the front-end's delay taps, docs/frontend.md;
+``--real-copies N --real-augment POLICY.toml`` adds N augmented copies of the train speakers' recordings,
+babble from their other words where the policy asks for it, docs/datasets.md)
 then
     M=/tmp/kws-stream-models; .venv/bin/python benchmarks/kws_stream.py --lanes-bundle $M/lanes-1.0.0.ekb \\
         --always-on-bundle $M/always-on-1.0.0.ekb --trust $M/keys/bench.pub
@@ -73,6 +75,12 @@ def main() -> None:
     ap.add_argument(
         "--reuse-clip-model", action="store_true", help="keep OUT/train_lanes if it finished (same args)"
     )
+    ap.add_argument(
+        "--real-copies", type=int, default=0, help="augmented copies of the train speakers' recordings"
+    )
+    ap.add_argument(
+        "--real-augment", default="recordings", help="their policy: a preset, or a .toml/.json of settings"
+    )
     args = ap.parse_args()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -105,6 +113,7 @@ def main() -> None:
                 [args.recordings], real, classes, task="en-digits", train_speakers=splits["train"],
                 val_speakers=splits["val"], test_speakers=splits["test"], rest="test", seed=args.seed,
                 force=True, progress=update, spec=FrontendSpec.from_dict(manifest["frontend"]),
+                copies=args.real_copies, augment=_policy(args.real_augment) if args.real_copies else None,
             )  # fmt: skip
     clips = out / "clips"
     clips.mkdir(exist_ok=True)
@@ -171,6 +180,16 @@ def main() -> None:
         log[f"bundle_{name}"] = {"path": str(built.path), "metrics": built.manifest["metrics"]}
     (out / "models.json").write_text(json.dumps(log, indent=2) + "\n")
     print(json.dumps(log, indent=2))
+
+
+def _policy(value: str) -> object:
+    """A preset name, or the settings of a .toml/.json policy file (over the default preset)."""
+    path = Path(value)
+    if path.suffix == ".toml":
+        import tomllib
+
+        return tomllib.loads(path.read_text())
+    return json.loads(path.read_text()) if path.suffix == ".json" else value
 
 
 def _joined(a: Pools, b: Pools) -> Pools:

@@ -374,17 +374,51 @@ def test_import_copies_augment_the_train_speakers_only(tmp_path: Path) -> None:
     assert 0 < quiet_spikes < 0.8 * loud_spikes
 
 
-def test_import_copies_need_a_policy_without_babble(tmp_path: Path) -> None:
-    """Babble is spoken by the synthesizers, so a policy with babble is refused for recordings; --copies
-    without --augment is a usage error."""
+def test_import_copies_babble_needs_other_words_and_usage_is_checked(tmp_path: Path) -> None:
+    """Babble for recordings is other speakers' words that are not keywords: an import of digits only has
+    none, so a policy with babble is refused naming what to do (nothing written); --copies without
+    --augment is a usage error."""
     folder = _fsdd(tmp_path)
-    with pytest.raises(DatasetError, match="babble"):
-        import_recordings([folder], tmp_path / "x", ["zero"], copies=1, augment="default", workers=1)
+    classes = ["zero", "one", "two", "_unknown_"]
+    with pytest.raises(DatasetError, match="babble for recordings is spoken by other speakers' words"):
+        import_recordings([folder], tmp_path / "x", classes, copies=1, augment="default", workers=1)
     assert not (tmp_path / "x").exists()
     result = CliRunner().invoke(
         main, ["data", "import", str(folder), "--out", str(tmp_path / "y"), "--copies", "1"]
     )
     assert result.exit_code != 0 and "--augment" in result.output
+
+
+def test_import_copies_babble_is_other_speakers_other_words(tmp_path: Path) -> None:
+    """With "one" as the other word (``_unknown_``), babble copies of the "zero" clips mix 2-3 recordings of
+    "one" by other train speakers (never a test speaker, never a keyword), recorded in the manifest with
+    their offsets; the same seed draws the same talkers; the babble is heard (at 0 dB SNR a copy spikes
+    more than the same copy at 60 dB)."""
+    folder = _spoken_folder(tmp_path)
+    classes = ["zero", "_unknown_"]
+    off = ("formant_p", "pitch_p", "tempo_p", "room_p", "band_p", "eq_p", "gain_p", "clip_p")
+    policy = {"noise_weights": [0.0, 0.0, 1.0], "babble_talkers": [2, 3], **dict.fromkeys(off, 0.0)}
+    kwargs = {"train_speakers": ["anna", "ben"], "rest": "test", "workers": 1, "augment": policy, "seed": 3}
+    manifest = import_recordings([folder], tmp_path / "a", classes, copies=1, **kwargs)
+    copies = [r for r in manifest["recordings"] if "augment" in r]
+    assert len(copies) == 8 and {r["augment"]["noise"]["kind"] for r in copies} == {"babble"}
+    for r in copies:
+        voices = r["augment"]["noise"]["voices"]
+        assert 2 <= len(voices) == r["augment"]["noise"]["talkers"] <= 3
+        assert {v["speaker"] for v in voices} <= {"anna", "ben"} - {r["speaker"]}
+        assert all(v["file"].startswith("1_") and -0.3 <= v["offset_s"] <= 0.6 for v in voices)
+    again = import_recordings([folder], tmp_path / "b", classes, copies=1, **kwargs)
+    assert again["recordings"] == manifest["recordings"]
+    voices = copies[0]["augment"]["noise"]["voices"]
+    spec = FrontendSpec().to_dict()
+    spikes = {}
+    for snr in (0.0, 60.0):
+        copy = rec.Recording(
+            path=folder / "0_anna_0.flac", file="0_anna_0.flac", label="0", speaker="anna", source="spoken",
+            copy=1, augment={"noise": {"kind": "babble", "snr_db": snr, "talkers": 2, "voices": voices}},
+        )  # fmt: skip
+        spikes[snr] = len(rec._encode_job((copy, spec, 1.0, 0.0))[0])
+    assert spikes[0.0] > 1.2 * spikes[60.0] > 0
 
 
 def test_import_cli_encodes_with_a_noise_floor(tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ class AugmentPolicy:
     The noise is always added (``noise_weights`` white/pink/babble, at ``snr_db``); the others each with
     their probability. :data:`PRESETS` names the policies ``none`` (white noise at 10-40 dB SNR only: the
     corpus before augmentations), ``default`` and ``recordings`` (default without babble, for
-    ``edgekws data import --copies``).
+    ``edgekws data import --copies``; babble there is other speakers' recorded words, asked for by a policy).
     """
 
     formant_p: float = 0.0
@@ -128,7 +128,9 @@ PRESETS = {
         clip_p=0.1,
     ),
 }
-# default's draws for recordings (edgekws data import --copies): babble is spoken by the synthesizers
+# default's draws for recordings (edgekws data import --copies) without babble: babble for recordings is
+# other speakers' other words (_recordings.augment_copies), which an import may not have; a policy file with
+# a babble weight asks for it.
 PRESETS["recordings"] = replace(PRESETS["default"], noise_weights=(1.0, 1.0, 0.0))
 
 

@@ -442,29 +442,88 @@ def _fit(audio: np.ndarray, rate: int, duration: float, lead_s: float = 0.0) -> 
     return np.concatenate([audio, np.zeros(n - len(audio), dtype=audio.dtype)])
 
 
-def augment_copies(recordings: Sequence[Recording], policy: Any, copies: int, seed: int) -> list[Recording]:
+def augment_copies(
+    recordings: Sequence[Recording],
+    policy: Any,
+    copies: int,
+    seed: int,
+    classes: Sequence[str] | None = None,
+) -> list[Recording]:
     """``copies`` augmented copies of each of ``recordings`` (background noise excepted), drawn from
     ``policy`` (an :class:`~edgekws.toolkit.data._augment.AugmentPolicy`, preset name or dict of settings).
 
     Copy ``k`` of the ``i``-th recording draws its augmentations from the generator seeded by
     ``(seed, k, i)``: the same recordings in the same order and seed give the same copies. Voice, room,
-    noise and channel are applied as to synthetic speech (:func:`augmented`); babble noise is not offered
-    here (it is spoken by the synthesizers) and is refused.
+    noise and channel are applied as to synthetic speech (:func:`augmented`). **Babble** is spoken by other
+    people among ``recordings``: words that are none of ``classes``' keywords (they map to ``_unknown_``),
+    of other speakers where there are any, each at a random offset (the talkers and offsets drawn from the
+    generator seeded by ``(seed, k, i, 1)``, so a policy without babble gives the copies it gave before).
+    Pass the train split only, so that no other split's voice is heard in training.
     """
     pol = _augment.policy(policy)
-    if pol.noise_weights[2] > 0:
-        raise DatasetError(
-            "babble noise is synthesized speech and is not added to recordings: set the policy's "
-            "noise_weights to [white, pink, 0] (the preset 'recordings' is 'default' so)"
-        )
     clips = [r for r in recordings if r.label != BACKGROUND]
+    talkers: list[Recording] = []
+    if pol.noise_weights[2] > 0:
+        keywords = [c for c in classes or () if c not in (UNKNOWN, SILENCE)]
+        talkers = [
+            r
+            for r in clips
+            if r.label != SILENCE and keywords and map_label(r.label, keywords, "drop") is None
+        ]
+        if len({r.speaker for r in talkers}) < 2:
+            raise DatasetError(
+                "babble for recordings is spoken by other speakers' words that are not keywords, and these "
+                f"recordings have them from {len({r.speaker for r in talkers})} speaker(s) "
+                f"({len(talkers)} clips; classes {list(classes or [])}): import recordings with other words "
+                "(--unknown map, e.g. the Speech Commands sample), or set the policy's noise_weights to "
+                "[white, pink, 0] (the preset 'recordings' is 'default' so)"
+            )
     out = []
     for k in range(1, copies + 1):
         for i, r in enumerate(clips):
             rng = np.random.default_rng([seed, k, i])
             augment = _augment.draw(pol, rng)
+            if augment["noise"]["kind"] == "babble":
+                augment["noise"]["voices"] = _babble(r, talkers, augment["noise"]["talkers"], [seed, k, i, 1])
             out.append(replace(r, copy=k, augment=augment, noise_seed=int(rng.integers(2**63))))
     return out
+
+
+BABBLE_OFFSET_S = (-0.3, 0.6)  # where each babble talker starts, relative to the clip (as data synth)
+
+
+def _babble(r: Recording, talkers: Sequence[Recording], n: int, seed: list[int]) -> list[dict[str, Any]]:
+    """``n`` talkers for ``r``'s babble: other speakers' clips where there are any, each with its offset."""
+    rng = np.random.default_rng(seed)
+    others = [t for t in talkers if t.speaker != r.speaker and t.path != r.path] or list(talkers)
+    picks = rng.choice(len(others), size=n, replace=len(others) < n)
+    return [
+        {"file": others[j].file, "path": str(others[j].path), "speaker": others[j].speaker,
+         "offset_s": round(float(rng.uniform(*BABBLE_OFFSET_S)), 3)}
+        for j in picks
+    ]  # fmt: skip
+
+
+def _babble_noise(voices: Sequence[dict[str, Any]], rate: int, n: int) -> np.ndarray:
+    """The babble of ``voices`` (:func:`_babble`): each talker's recording at ``rate``, at unit power, placed
+    at its offset in ``n`` samples, summed."""
+    from edgekws.agent import load_audio, resample
+
+    noise = np.zeros(n)
+    for v in voices:
+        word, word_rate = load_audio(v["path"])
+        word = np.asarray(word, dtype=np.float64)
+        if word_rate != rate:
+            word = resample(word, word_rate, rate)
+        power = float(np.mean(word**2)) if len(word) else 0.0
+        if power <= 0:
+            continue
+        word = word / np.sqrt(power)
+        start = round(v["offset_s"] * rate)
+        a, b = max(0, start), min(n, start + len(word))
+        if b > a:
+            noise[a:b] += word[a - start : b - start]
+    return noise
 
 
 def augmented(
@@ -485,7 +544,10 @@ def augmented(
     rng = np.random.default_rng(rec.noise_seed)
     noise = augment.get("noise", {"kind": "white", "snr_db": 100.0})
     n = len(clip)
-    samples = _augment.pink_noise(n, rng) if noise["kind"] == "pink" else rng.standard_normal(n)
+    if noise["kind"] == "babble":
+        samples = _babble_noise(noise["voices"], to_rate, n)
+    else:
+        samples = _augment.pink_noise(n, rng) if noise["kind"] == "pink" else rng.standard_normal(n)
     clip = _augment.surroundings(clip, to_rate, augment, power, samples, float(noise["snr_db"]))
     return np.clip(clip, -1.0, 1.0 - 1 / 32768)
 
@@ -725,7 +787,9 @@ def import_recordings(
     if copies > 0:
         if augment is None:
             raise DatasetError("copies > 0 needs an augmentation policy (augment=...)")
-        recordings += augment_copies([r for r in recordings if r.split == "train"], augment, copies, seed)
+        recordings += augment_copies(
+            [r for r in recordings if r.split == "train"], augment, copies, seed, classes=classes
+        )
     dataset, rows = encode_recordings(
         recordings, classes, spec, duration, lead_s, unknown, workers=workers, progress=progress
     )
