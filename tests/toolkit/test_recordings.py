@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from edgekws.agent import FrontendSpec, encode
 from edgekws.toolkit._cli import main
-from edgekws.toolkit.data import DatasetError, import_recordings, read_recordings, read_shd
+from edgekws.toolkit.data import DatasetError, SpikeDataset, import_recordings, read_recordings, read_shd
 from edgekws.toolkit.data import _recordings as rec
 
 FILES = {
@@ -278,16 +278,22 @@ def test_import_cli_filters_and_splits(tmp_path: Path) -> None:
     assert result.exit_code == 0 and json.loads(result.output)["kind"] == "import"
 
 
-def test_import_cli_encodes_with_delay_taps_and_names_bad_ones(tmp_path: Path) -> None:
-    """`data import --delay-taps-ms` encodes with the tapped front-end: 128 x 3 channels, its spec recorded,
-    the same spikes as the plain import gains with with_delay_taps; bad taps are named before any work."""
+def _import_plain_and(tmp_path: Path, extra: list[str]) -> tuple[SpikeDataset, SpikeDataset, list[str]]:
+    """`data import` of two FSDD-style digits by george and jackson (train), once plain and once with the
+    ``extra`` options: the two train sets and the command's common arguments."""
     folder = _fsdd(tmp_path)
     args = ["data", "import", str(folder), "--task", "en-digits", "--only", "label=0,1", "--train-speakers",
             "george,jackson", "--workers", "1"]  # fmt: skip
-    for name, extra in (("plain", []), ("tapped", ["--delay-taps-ms", "0,25,50"])):
-        result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / name), *extra])
+    for name, more in (("plain", []), ("other", extra)):
+        result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / name), *more])
         assert result.exit_code == 0, result.output
-    plain, tapped = read_shd(tmp_path / "plain" / "train.h5"), read_shd(tmp_path / "tapped" / "train.h5")
+    return read_shd(tmp_path / "plain" / "train.h5"), read_shd(tmp_path / "other" / "train.h5"), args
+
+
+def test_import_cli_encodes_with_delay_taps_and_names_bad_ones(tmp_path: Path) -> None:
+    """`data import --delay-taps-ms` encodes with the tapped front-end: 128 x 3 channels, its spec recorded,
+    the same spikes as the plain import gains with with_delay_taps; bad taps are named before any work."""
+    plain, tapped, args = _import_plain_and(tmp_path, ["--delay-taps-ms", "0,25,50"])
     assert tapped.num_channels == 384 and tapped.attrs["frontend"]["delay_taps_ms"] == [0.0, 25.0, 50.0]
     assert np.array_equal(tapped.bin(0.001, 1000), plain.with_delay_taps((0, 25, 50)).bin(0.001, 1000))
     result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "bad"), "--delay-taps-ms", "0,2.5,x"])
@@ -298,7 +304,7 @@ def test_import_cli_encodes_with_delay_taps_and_names_bad_ones(tmp_path: Path) -
 def test_concat_keeps_metadata_and_refuses_other_classes(tmp_path: Path) -> None:
     """Two imported sets joined keep each sample's speaker, source and accent, re-index SHD's speaker ids,
     and survive a write/read; sets of other classes or front-ends are refused."""
-    from edgekws.toolkit.data import SpikeDataset, write_shd
+    from edgekws.toolkit.data import write_shd
 
     folder = _fsdd(tmp_path)
     a = read_recordings(folder, classes=["zero", "one", "two"])
@@ -425,15 +431,7 @@ def test_import_cli_encodes_with_a_noise_floor(tmp_path: Path) -> None:
     """`data import --noise-floor 10`: the clips encoded by the front-end with the per-band noise floor, its
     spec recorded; FSDD's quiet close-microphone clips keep most of their spikes (a fresh floor starts at the
     gate and rises to the noise it hears), and fewer than without; a bad value is named before any work."""
-    from edgekws.agent import FrontendSpec
-
-    folder = _fsdd(tmp_path)
-    args = ["data", "import", str(folder), "--task", "en-digits", "--only", "label=0,1", "--train-speakers",
-            "george,jackson", "--workers", "1"]  # fmt: skip
-    for name, extra in (("plain", []), ("floor", ["--noise-floor", "10"])):
-        result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / name), *extra])
-        assert result.exit_code == 0, result.output
-    plain, floor = read_shd(tmp_path / "plain" / "train.h5"), read_shd(tmp_path / "floor" / "train.h5")
+    plain, floor, args = _import_plain_and(tmp_path, ["--noise-floor", "10"])
     spec = FrontendSpec.from_dict(floor.attrs["frontend"])
     assert spec.noise_floor_rise_db_per_s == 10.0 and spec.num_channels == plain.num_channels
     n_plain, n_floor = sum(len(t) for t in plain.times), sum(len(t) for t in floor.times)
