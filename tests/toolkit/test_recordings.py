@@ -389,6 +389,12 @@ def test_import_copies_babble_needs_other_words_and_usage_is_checked(tmp_path: P
     with pytest.raises(DatasetError, match="babble for recordings is spoken by other speakers' words"):
         import_recordings([folder], tmp_path / "x", classes, copies=1, augment="default", workers=1)
     assert not (tmp_path / "x").exists()
+    silent = [  # clips labelled "silence" are not talkers either
+        rec.Recording(path=folder / "0_theo_0.flac", file="s.flac", label="silence", speaker=s, source="x")
+        for s in ("a", "b", "c")
+    ]
+    with pytest.raises(DatasetError, match="from 0 speaker"):
+        rec.augment_copies(silent, "default", 1, 0, classes=classes)
     result = CliRunner().invoke(
         main, ["data", "import", str(folder), "--out", str(tmp_path / "y"), "--copies", "1"]
     )
@@ -436,5 +442,6 @@ def test_import_cli_encodes_with_a_noise_floor(tmp_path: Path) -> None:
     assert spec.noise_floor_rise_db_per_s == 10.0 and spec.num_channels == plain.num_channels
     n_plain, n_floor = sum(len(t) for t in plain.times), sum(len(t) for t in floor.times)
     assert 0.8 * n_plain < n_floor < n_plain
-    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "bad"), "--noise-floor", "x"])
-    assert result.exit_code == 2 and "--noise-floor" in result.output and not (tmp_path / "bad").exists()
+    for bad in ("x", "nan", "-1"):
+        result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "bad"), "--noise-floor", bad])
+        assert result.exit_code == 2 and "--noise-floor" in result.output and not (tmp_path / "bad").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -50,6 +51,11 @@ def _frontend_option(taps: str | None, noise_floor: float | None = None) -> Any:
     if taps is None and noise_floor is None:
         return None
     from edgekws.agent import FrontendSpec, FrontendSpecError
+
+    if noise_floor is not None and not math.isfinite(noise_floor):
+        raise click.BadParameter(
+            f"must be a finite rise in dB/s such as 10, got {noise_floor}", param_hint="--noise-floor"
+        )
 
     try:
         delays = [float(t) for t in taps.split(",") if t.strip()] if taps is not None else [0.0]

@@ -468,7 +468,8 @@ def augment_copies(
         talkers = [
             r
             for r in clips
-            if r.label != SILENCE and keywords and map_label(r.label, keywords, "drop") is None
+            if keywords
+            and map_label(r.label, [*keywords, SILENCE], "drop") is None  # neither word nor silence
         ]
         if len({r.speaker for r in talkers}) < 2:
             raise DatasetError(
