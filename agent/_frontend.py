@@ -358,6 +358,11 @@ def _sosfilt_public(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> None:
     zi[...] = np.moveaxis(z, 0, 1)
 
 
+def _db(power: np.ndarray) -> np.ndarray:
+    """Band power in dB re full scale, finite in digital silence (``_POWER_FLOOR``)."""
+    return np.asarray(10.0 * np.log10(np.maximum(power, 0.0) + _POWER_FLOOR))
+
+
 class Frontend:
     """Streaming front-end: feed audio chunks at ``spec.sample_rate``, get the spikes of every completed step.
 
@@ -434,7 +439,7 @@ class Frontend:
             power += per_sample[:, :, i]
         power *= 1.0 / sps
         _sosfilt_inplace(d.smooth_sos, power, self._smooth_zi)
-        level = 10.0 * np.log10(np.maximum(power, 0.0) + _POWER_FLOOR)  # (nb, k) dB re full scale
+        level = _db(power)  # (nb, k) dB re full scale
         # 3. AGC: peak tracker with linear release in dB, as a running max (exact, order-free).
         t = np.arange(self.steps_done, self.steps_done + k, dtype=np.float64) * d.release_per_step
         lifted = np.maximum.accumulate(np.concatenate([[self._peak], level.max(axis=0) + t]))[1:]
@@ -445,7 +450,7 @@ class Frontend:
         if d.floor_rise_per_step > 0:  # per-band noise floor: a running min with linear rise, as the AGC
             slow = power.copy()
             _sosfilt_inplace(d.floor_sos, slow, self._floor_zi)
-            slow_db = 10.0 * np.log10(np.maximum(slow, 0.0) + _POWER_FLOOR)
+            slow_db = _db(slow)
             index = np.arange(self.steps_done, self.steps_done + k)
             rise = index * d.floor_rise_per_step
             # The filters' first steps ring up from silence: they do not pull the floor down (warm-up).

@@ -172,7 +172,7 @@ def main() -> None:
         )
         for db in (-70, -60, -50)
     }
-    floor = FrontendSpec(noise_floor_rise_db_per_s=10.0)  # 5 s of noise: the floor has risen to it after ~3
+    floor = SPECS["32x4 + noise floor 10 dB/s = 128"]  # 5 s of noise: the floor has risen to it after ~3
     rng = np.random.default_rng(0)
     noise_floor = {
         f"{db} dBFS": int(

@@ -49,6 +49,7 @@ from edgekws.toolkit.data import (
     synthesize,
     write_shd,
 )
+from edgekws.toolkit.data._cli import _augment_option  # a preset, or a .toml/.json policy file
 from edgekws.toolkit.data._recordings import import_recordings, scan
 from edgekws.toolkit.train import TrainConfig, train
 
@@ -107,13 +108,14 @@ def main() -> None:
 
     classes = [c["name"] for c in manifest["classes"]]
     real = out / "real"
+    policy = _augment_option(args.real_augment) if args.real_copies else None
     if not (real / "manifest.json").is_file():
         with progress_bar("import train/val speakers") as update:
             import_recordings(
                 [args.recordings], real, classes, task="en-digits", train_speakers=splits["train"],
                 val_speakers=splits["val"], test_speakers=splits["test"], rest="test", seed=args.seed,
                 force=True, progress=update, spec=FrontendSpec.from_dict(manifest["frontend"]),
-                copies=args.real_copies, augment=_policy(args.real_augment) if args.real_copies else None,
+                copies=args.real_copies, augment=policy,
             )  # fmt: skip
     clips = out / "clips"
     clips.mkdir(exist_ok=True)
@@ -180,16 +182,6 @@ def main() -> None:
         log[f"bundle_{name}"] = {"path": str(built.path), "metrics": built.manifest["metrics"]}
     (out / "models.json").write_text(json.dumps(log, indent=2) + "\n")
     print(json.dumps(log, indent=2))
-
-
-def _policy(value: str) -> object:
-    """A preset name, or the settings of a .toml/.json policy file (over the default preset)."""
-    path = Path(value)
-    if path.suffix == ".toml":
-        import tomllib
-
-        return tomllib.loads(path.read_text())
-    return json.loads(path.read_text()) if path.suffix == ".json" else value
 
 
 def _joined(a: Pools, b: Pools) -> Pools:

@@ -30,6 +30,7 @@ number of workers.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -375,6 +376,25 @@ def clip(audio: np.ndarray, percentile: float) -> np.ndarray:
 
 def _run(transform: Any, x: np.ndarray, rate: int) -> np.ndarray:
     return np.asarray(transform(samples=x.astype(np.float32), sample_rate=rate), dtype=np.float64)
+
+
+BABBLE_OFFSET_S = (-0.3, 0.6)  # where each babble talker starts, relative to the clip
+
+
+def babble(words: Iterable[tuple[np.ndarray, float]], rate: int, n: int) -> np.ndarray:
+    """Babble noise of ``n`` samples: each ``(word, offset_s)`` at unit power, starting ``offset_s`` into the
+    clip (cropped at its edges), summed; silent words are left out."""
+    noise = np.zeros(n)
+    for word, offset_s in words:
+        power = float(np.mean(word**2)) if len(word) else 0.0
+        if power <= 0:
+            continue
+        word = word / np.sqrt(power)
+        start = round(offset_s * rate)
+        a, b = max(0, start), min(n, start + len(word))
+        if b > a:
+            noise[a:b] += word[a - start : b - start]
+    return noise
 
 
 def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:

@@ -490,9 +490,6 @@ def augment_copies(
     return out
 
 
-BABBLE_OFFSET_S = (-0.3, 0.6)  # where each babble talker starts, relative to the clip (as data synth)
-
-
 def _babble(r: Recording, talkers: Sequence[Recording], n: int, seed: list[int]) -> list[dict[str, Any]]:
     """``n`` talkers for ``r``'s babble: other speakers' clips where there are any, each with its offset."""
     rng = np.random.default_rng(seed)
@@ -500,31 +497,22 @@ def _babble(r: Recording, talkers: Sequence[Recording], n: int, seed: list[int])
     picks = rng.choice(len(others), size=n, replace=len(others) < n)
     return [
         {"file": others[j].file, "path": str(others[j].path), "speaker": others[j].speaker,
-         "offset_s": round(float(rng.uniform(*BABBLE_OFFSET_S)), 3)}
+         "offset_s": round(float(rng.uniform(*_augment.BABBLE_OFFSET_S)), 3)}
         for j in picks
     ]  # fmt: skip
 
 
 def _babble_noise(voices: Sequence[dict[str, Any]], rate: int, n: int) -> np.ndarray:
-    """The babble of ``voices`` (:func:`_babble`): each talker's recording at ``rate``, at unit power, placed
-    at its offset in ``n`` samples, summed."""
+    """The babble of ``voices`` (:func:`_babble`): each talker's recording at ``rate``, mixed by
+    :func:`~edgekws.toolkit.data._augment.babble` as ``data synth`` mixes its talkers."""
     from edgekws.agent import load_audio, resample
 
-    noise = np.zeros(n)
-    for v in voices:
-        word, word_rate = load_audio(v["path"])
-        word = np.asarray(word, dtype=np.float64)
-        if word_rate != rate:
-            word = resample(word, word_rate, rate)
-        power = float(np.mean(word**2)) if len(word) else 0.0
-        if power <= 0:
-            continue
-        word = word / np.sqrt(power)
-        start = round(v["offset_s"] * rate)
-        a, b = max(0, start), min(n, start + len(word))
-        if b > a:
-            noise[a:b] += word[a - start : b - start]
-    return noise
+    def word(path: str) -> np.ndarray:
+        audio, word_rate = load_audio(path)
+        audio = np.asarray(audio, dtype=np.float64)
+        return resample(audio, word_rate, rate) if word_rate != rate else audio
+
+    return _augment.babble(((word(v["path"]), v["offset_s"]) for v in voices), rate, n)
 
 
 def augmented(

@@ -102,7 +102,6 @@ AMPLITUDE = (70, 130)  # espeak -a, per utterance
 STRETCH = (0.85, 1.2)  # flite/festival/hibari speaker's base duration stretch; each utterance x exp(±0.1)
 PEAK = (0.25, 0.9)  # flite/festival/hibari output peak, per utterance
 LEAD_SILENCE_S = (0.05, 0.30)  # onset of the word in the clip, per utterance
-BABBLE_OFFSET_S = (-0.3, 0.6)  # where each babble talker starts, relative to the clip
 
 
 @dataclass(frozen=True)
@@ -391,7 +390,7 @@ def plan_corpus(
                 talkers.append(
                     {"text": babble_words[int(aug_rng.integers(len(babble_words)))], "speaker": other.id,
                      "engine": other.engine, "voice": other.voice, "variant": other.variant, **said,
-                     "offset_s": round(float(aug_rng.uniform(*BABBLE_OFFSET_S)), 4)}
+                     "offset_s": round(float(aug_rng.uniform(*_augment.BABBLE_OFFSET_S)), 4)}
                 )  # fmt: skip
             utterance["babble"] = talkers
         if text:  # _silence_ clips get the channel but no voice or room
@@ -494,16 +493,8 @@ def render(utt: dict[str, Any], seed: int) -> tuple[np.ndarray, dict[str, float]
     noise_rng = np.random.default_rng(np.random.SeedSequence([seed, utt["index"]]))
     kind = utt.get("noise", "white")
     if kind == "babble":
-        noise = np.zeros(total)
-        for talker in utt["babble"]:
-            word = spoken_word(_talker_voice(talker), talker["text"], _said(talker))
-            if not len(word):
-                continue
-            word = word / np.sqrt(np.mean(word**2))
-            start = round(talker["offset_s"] * SAMPLE_RATE)
-            a, b = max(0, start), min(total, start + len(word))
-            if b > a:
-                noise[a:b] += word[a - start : b - start]
+        words = ((spoken_word(_talker_voice(t), t["text"], _said(t)), t["offset_s"]) for t in utt["babble"])
+        noise = _augment.babble(words, SAMPLE_RATE, total)
     elif kind == "pink":
         noise = pink_noise(total, noise_rng)
     else:
