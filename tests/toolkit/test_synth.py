@@ -266,6 +266,23 @@ def test_hibari_joins_the_recorded_persons_and_trains() -> None:
         _synth.plan_corpus("en-digits", 10, seed=1, engines=["hibari"])  # one person: test only
 
 
+def test_piper_joins_the_recorded_persons_and_trains() -> None:
+    """With piper among the engines its one person (joe, 12 derived speakers) joins the recorded persons
+    and trains beside af_heart (kal and slt, heard by two engines, go to test and validation); each piper
+    utterance records its F0 and formant scales around its speaker's; the engines before it plan as before."""
+    engines = ["espeak-ng", "flite", "festival", "hibari", "piper"]
+    _, speakers, utts = _synth.plan_corpus("en-digits", 20, seed=0, engines=engines)
+    piper = [s for s in speakers if s.engine == "piper"]
+    assert len(piper) == 12 and {(s.person, s.split) for s in piper} == {("joe", "train")}
+    said = [u for u in utts if u["engine"] == "piper"]
+    assert said and all(u["split"] == "train" for u in said)
+    for u in said:
+        f0, formant, _ = _engines.PIPER_VARIANTS[u["variant"]]
+        assert abs(np.log(u["f0"] / f0)) <= 0.1 + 1e-3 and abs(np.log(u["formant"] / formant)) <= 0.03 + 1e-3
+    split = {s.person: s.split for s in speakers if s.engine != "espeak-ng"}
+    assert {split["kal"], split["slt"]} == {"test", "val"} and split["af_heart"] == "train"
+
+
 def test_augmented_multi_engine_corpus_is_deterministic(tmp_path: Path) -> None:
     """A corpus from all engines with every augmentation is byte-identical with one worker or two, and its
     h5 samples carry engine, speaker, voice, gender, accent and augmentations."""

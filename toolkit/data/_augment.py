@@ -238,13 +238,20 @@ def names(augment: dict[str, Any]) -> str:
 
 
 def voice(
-    audio: np.ndarray, rate: int, formant: float = 1.0, semitones: float = 0.0, tempo: float = 1.0
+    audio: np.ndarray,
+    rate: int,
+    formant: float = 1.0,
+    semitones: float = 0.0,
+    tempo: float = 1.0,
+    f0_method: str = "dio",
 ) -> np.ndarray:
     """``audio`` with its formants scaled by ``formant``, its f0 by ``2**(semitones/12)`` and its duration
     by ``tempo``, through the WORLD vocoder (one analysis, one synthesis).
 
     The spectral envelope of each frame is read at ``f / formant`` (a uniform vocal-tract-length warp, up to
-    the Nyquist frequency); f0 is analysed with DIO refined by StoneMask.
+    the Nyquist frequency); f0 is analysed with DIO refined by StoneMask (the augmentations', unchanged so
+    corpora stay reproducible), or with Harvest (``f0_method="harvest"``: piper's derived speakers; DIO puts
+    that low male voice an octave-ish high on most words, Harvest does not).
     """
     import pyworld
 
@@ -253,8 +260,13 @@ def voice(
     x = np.ascontiguousarray(audio, dtype=np.float64)
     if len(x) < rate * WORLD_FRAME_MS / 1000 * 4:
         return audio
-    f0, t = pyworld.dio(x, rate, frame_period=WORLD_FRAME_MS)
-    f0 = pyworld.stonemask(x, f0, t, rate)
+    if f0_method == "harvest":
+        f0, t = pyworld.harvest(x, rate, frame_period=WORLD_FRAME_MS)
+    elif f0_method == "dio":
+        f0, t = pyworld.dio(x, rate, frame_period=WORLD_FRAME_MS)
+        f0 = pyworld.stonemask(x, f0, t, rate)
+    else:
+        raise ValueError(f"f0_method must be 'dio' or 'harvest', got {f0_method!r}")
     sp = pyworld.cheaptrick(x, f0, t, rate)
     ap = pyworld.d4c(x, f0, t, rate)
     if formant != 1.0:

@@ -131,8 +131,9 @@ def _augment_option(value: str | None) -> Any:
 @click.option(
     "--engines",
     default=None,
-    help="Comma-separated engines: espeak-ng, flite, festival, hibari (neural; one voice as 12 speakers, "
-    "one person) [default: espeak-ng, flite, festival for en-*, espeak-ng for digits/commands].",
+    help="Comma-separated engines: espeak-ng, flite, festival, hibari, piper (the two neural ones: one voice "
+    "each as 12 speakers, one person) [default: espeak-ng, flite, festival for en-*, espeak-ng for "
+    "digits/commands].",
 )
 @click.option(
     "--exclude",
@@ -173,14 +174,15 @@ def synth(
     force: bool,
     as_json: bool,
 ) -> None:
-    """Synthesize a spoken-keyword corpus with espeak-ng, flite, festival (or hibari) and encode it to spikes.
+    """Synthesize a spoken-keyword corpus with espeak-ng, flite, festival (hibari, piper) as spikes.
 
-    Speakers are engine voices (espeak-ng voice+variant pairs, flite and festival voices, hibari's derived
-    speakers of one neural voice), split 70/10/20 by person into train/val/test so that no test speaker is
-    heard in training; tempo, pitch, amplitude, onset, noise (white, pink, babble at an SNR) and the
-    augmentations (formants, pitch, tempo, room, band limit, EQ, gain, clipping) vary per utterance and are
-    recorded in the manifest. Every clip is 1.0 s at 16 kHz (1000 steps at 1 ms). Writes OUT/wavs/ (a
-    Speech Commands-style folder), OUT/manifest.json and OUT/{train,val,test}.h5 in the SHD layout.
+    Speakers are engine voices (espeak-ng voice+variant pairs, flite and festival voices, the derived
+    speakers of hibari's and piper's neural voices), split 70/10/20 by person into train/val/test so that
+    no test speaker is heard in training; tempo, pitch, amplitude, onset, noise (white, pink, babble at an
+    SNR) and the augmentations (formants, pitch, tempo, room, band limit, EQ, gain, clipping) vary per
+    utterance and are recorded in the manifest. Every clip is 1.0 s at 16 kHz (1000 steps at 1 ms). Writes
+    OUT/wavs/ (a Speech Commands-style folder), OUT/manifest.json and OUT/{train,val,test}.h5 in the SHD
+    layout.
 
     Example:
 

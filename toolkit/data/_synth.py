@@ -1,8 +1,8 @@
 """A synthetic spoken-keyword corpus from every speech synthesizer here, in the shape of SHD or SSC.
 
 Every utterance is a word spoken by a *speaker* (an engine voice: an espeak-ng voice + variant such as
-``en-gb+f3``, a flite voice such as ``flite-slt``, a festival voice such as ``festival-kal``, one of hibari's
-derived speakers of a neural voice such as ``hibari-heart+m3``;
+``en-gb+f3``, a flite voice such as ``flite-slt``, a festival voice such as ``festival-kal``, one of the
+derived speakers of a neural voice such as ``hibari-heart+m3`` or ``piper-joe+f2``;
 :mod:`edgekws.toolkit.data._engines`) at a random tempo (and, for espeak-ng, pitch and amplitude), changed at
 the audio level by the augmentations of a policy (formants, pitch, tempo, room, band limit, EQ, gain,
 clipping; :mod:`edgekws.toolkit.data._augment`), placed at a random onset in a clip of exactly 1.0 s at
@@ -99,8 +99,8 @@ SILENCE_DBFS = (-65.0, -20.0)  # level of the noise in a "_silence_" clip, per u
 RATE_WPM = (130, 190)  # espeak-ng speaker's base rate; each utterance adds up to ±20
 PITCH = (30, 70)  # espeak-ng speaker's base pitch (0..99); each utterance adds up to ±10
 AMPLITUDE = (70, 130)  # espeak -a, per utterance
-STRETCH = (0.85, 1.2)  # flite/festival/hibari speaker's base duration stretch; each utterance x exp(±0.1)
-PEAK = (0.25, 0.9)  # flite/festival/hibari output peak, per utterance
+STRETCH = (0.85, 1.2)  # flite/festival/neural speaker's base duration stretch; each utterance x exp(±0.1)
+PEAK = (0.25, 0.9)  # flite/festival/neural output peak, per utterance
 LEAD_SILENCE_S = (0.05, 0.30)  # onset of the word in the clip, per utterance
 
 
@@ -258,8 +258,8 @@ def voice_of(speaker: Speaker | dict[str, Any]) -> Voice:
 
 def prosody(speaker: Speaker | dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     """One utterance's delivery around the speaker's: espeak-ng rate, pitch and amplitude
-    (:func:`delivery`), flite/festival/hibari duration stretch and output peak, and hibari's F0 and formant
-    scales around its speaker's (:data:`edgekws.toolkit.data._engines.HIBARI_VARIANTS`)."""
+    (:func:`delivery`), flite/festival/hibari/piper duration stretch and output peak, and the neural engines'
+    F0 and formant scales around their speaker's (:data:`edgekws.toolkit.data._engines.NEURAL_VARIANTS`)."""
     d = asdict(speaker) if isinstance(speaker, Speaker) else speaker
     if d.get("engine", "espeak-ng") == "espeak-ng":
         return delivery(d["rate"], d["pitch"], rng)
@@ -267,9 +267,9 @@ def prosody(speaker: Speaker | dict[str, Any], rng: np.random.Generator) -> dict
         "stretch": round(float(d["stretch"] * np.exp(rng.uniform(-0.1, 0.1))), 3),
         "peak": round(float(rng.uniform(*PEAK)), 3),
     }
-    if d["engine"] == "hibari":
-        f0, formant, _ = _engines.HIBARI_VARIANTS[d["variant"]]
-        jitter_f0, jitter_formant = _engines.HIBARI_JITTER
+    if d["engine"] in _engines.NEURAL_VARIANTS:
+        f0, formant, _ = _engines.NEURAL_VARIANTS[d["engine"]][d["variant"]]
+        jitter_f0, jitter_formant = _engines.NEURAL_JITTER
         said["f0"] = round(float(f0 * np.exp(rng.uniform(-jitter_f0, jitter_f0))), 3)
         said["formant"] = round(float(formant * np.exp(rng.uniform(-jitter_formant, jitter_formant))), 3)
     return said
@@ -460,6 +460,7 @@ def _said(utt: dict[str, Any]) -> dict[str, Any]:
     keys = {
         "espeak-ng": ("rate", "pitch", "amplitude"),
         "hibari": ("stretch", "peak", "f0", "formant"),
+        "piper": ("stretch", "peak", "f0", "formant"),
     }.get(engine, ("stretch", "peak"))
     return {k: utt[k] for k in keys}
 
