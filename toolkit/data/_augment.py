@@ -249,9 +249,9 @@ def voice(
     by ``tempo``, through the WORLD vocoder (one analysis, one synthesis).
 
     The spectral envelope of each frame is read at ``f / formant`` (a uniform vocal-tract-length warp, up to
-    the Nyquist frequency); f0 is analysed with DIO refined by StoneMask (the augmentations', unchanged so
-    corpora stay reproducible), or with Harvest (``f0_method="harvest"``: piper's derived speakers; DIO puts
-    that low male voice an octave-ish high on most words, Harvest does not).
+    the Nyquist frequency); f0 is analysed with DIO refined by StoneMask (every engine's but piper's,
+    unchanged so corpora stay reproducible), or with Harvest (``f0_method="harvest"``: piper's words, whose
+    low male voice DIO reads 30-80 % high on some words; ``_engines.F0_METHOD``).
     """
     import pyworld
 
@@ -291,7 +291,7 @@ def voice(
     return y * (peak_in / peak_out) if peak_out > 0 else y
 
 
-def voice_of(audio: np.ndarray, rate: int, augment: dict[str, Any]) -> np.ndarray:
+def voice_of(audio: np.ndarray, rate: int, augment: dict[str, Any], f0_method: str = "dio") -> np.ndarray:
     """``audio`` through :func:`voice` with the formant, pitch and tempo of ``augment`` (those present)."""
     return voice(
         audio,
@@ -299,6 +299,7 @@ def voice_of(audio: np.ndarray, rate: int, augment: dict[str, Any]) -> np.ndarra
         formant=augment.get("formant", {}).get("factor", 1.0),
         semitones=augment.get("pitch", {}).get("semitones", 0.0),
         tempo=augment.get("tempo", {}).get("factor", 1.0),
+        f0_method=f0_method,
     )
 
 

@@ -331,7 +331,8 @@ def plan_corpus(
             if not any(key[:2] == (w.language, split) for key in queues):
                 raise SynthError(
                     f"no {w.language} speaker left for the {split} split (engines {engines}, excluded "
-                    f"{list(exclude)}); exclude fewer voices"
+                    f"{list(exclude)}): every split needs a person of its own (hibari's and piper's voices "
+                    "are one person each); name more engines, such as espeak-ng, or exclude fewer voices"
                 )
     utterances: list[dict[str, Any]] = []
     take_counts: dict[tuple[str, str], int] = {}
@@ -480,7 +481,8 @@ def render(utt: dict[str, Any], seed: int) -> tuple[np.ndarray, dict[str, float]
     total = round(DURATION_S * SAMPLE_RATE)
     if utt["text"]:
         speech = spoken_word(_talker_voice(utt), utt["text"], _said(utt))
-        speech = _augment.voice_of(speech, SAMPLE_RATE, augment)
+        method = _engines.F0_METHOD.get(utt.get("engine", "espeak-ng"), "dio")
+        speech = _augment.voice_of(speech, SAMPLE_RATE, augment, f0_method=method)
     else:  # a "_silence_" clip: noise alone, at the utterance's noise_dbfs
         speech = np.zeros(0)
     speech = speech[:total]  # a word longer than the clip is cropped at the end
