@@ -114,16 +114,20 @@ def fetch_voices(
             if member is None:
                 raise KokoroError(f"kokoro-js {VOICES_PACKAGE[1]} has no voice {voice}")
             files[f"{voice}.bin"] = member.read()
-    dest.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for name, blob in files.items():
+    listing = "".join(f"{hashlib.sha256(b).hexdigest()}  {n}\n" for n, b in files.items())
+    files["SHA256SUMS"] = listing.encode()
+    for name, blob in files.items():  # the sums last: a voice written without them is never trusted
         tmp = dest / f".{name}.tmp"
-        tmp.write_bytes(blob)
-        tmp.replace(dest / name)
-        lines.append(f"{hashlib.sha256(blob).hexdigest()}  {name}")
-    tmp = dest / ".SHA256SUMS.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(dest / "SHA256SUMS")
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(blob)
+            tmp.replace(dest / name)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise KokoroError(
+                f"could not write the Kokoro voices to {dest} ({exc}); free some space or choose --dest"
+            ) from exc
+    del files["SHA256SUMS"]
     log(f"{len(files)} Kokoro voices written to {dest}")
     return dest
 
