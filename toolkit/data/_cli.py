@@ -175,7 +175,7 @@ def synth(
     force: bool,
     as_json: bool,
 ) -> None:
-    """Synthesize a spoken-keyword corpus with espeak-ng, flite, festival (hibari, piper) as spikes.
+    """Synthesize a spoken-keyword corpus with espeak-ng, flite, festival (hibari, piper, kokoro) as spikes.
 
     Speakers are engine voices (espeak-ng voice+variant pairs, flite and festival voices, the derived
     speakers of hibari's and piper's neural voices), split 70/10/20 by person into train/val/test so that

@@ -210,8 +210,8 @@ def version(engine: str) -> str:
 def speak(voice: Voice, text: str, prosody: dict[str, Any]) -> tuple[np.ndarray, int]:
     """``voice`` saying ``text`` as float64 samples and their sample rate.
 
-    ``prosody``: espeak-ng ``rate`` (wpm), ``pitch`` (0..99) and ``amplitude``; flite, festival, hibari and
-    piper ``stretch`` (duration factor) and ``peak`` (the output is scaled to this peak); hibari and piper
+    ``prosody``: espeak-ng ``rate`` (wpm), ``pitch`` (0..99) and ``amplitude``; flite, festival, hibari,
+    piper and kokoro ``stretch`` (duration factor) and ``peak`` (the output is scaled to this peak); hibari and piper
     also ``f0`` and ``formant`` (scales of the F0 and of the spectral envelope's frequency axis).
     """
     if not _SAFE_TEXT.match(text):
