@@ -211,8 +211,8 @@ def speak(voice: Voice, text: str, prosody: dict[str, Any]) -> tuple[np.ndarray,
     """``voice`` saying ``text`` as float64 samples and their sample rate.
 
     ``prosody``: espeak-ng ``rate`` (wpm), ``pitch`` (0..99) and ``amplitude``; flite, festival, hibari,
-    piper and kokoro ``stretch`` (duration factor) and ``peak`` (the output is scaled to this peak); hibari and piper
-    also ``f0`` and ``formant`` (scales of the F0 and of the spectral envelope's frequency axis).
+    piper and kokoro ``stretch`` (duration factor) and ``peak`` (the output is scaled to this peak); hibari
+    and piper also ``f0`` and ``formant`` (scales of the F0 and of the spectral envelope's frequency axis).
     """
     if not _SAFE_TEXT.match(text):
         raise SynthError(f"text to speak must be words (letters, digits, ' . , -), got {text!r}")
