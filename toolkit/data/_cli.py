@@ -448,11 +448,16 @@ def import_cmd(
 @click.option("--dest", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for the voice files [default: $EDGEKWS_KOKORO_VOICES, else "
               "~/.cache/edgekws/kokoro-js-1.2.1].")  # fmt: skip
-def fetch_voices(dest: Path | None) -> None:
+@click.option("--from", "tarball", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A local copy of kokoro-js-1.2.1.tgz (e.g. from `npm pack kokoro-js@1.2.1`) instead of "
+              "the registry; checked the same way.")  # fmt: skip
+def fetch_voices(dest: Path | None, tarball: Path | None) -> None:
     """Fetch the kokoro engine's 27 English voices (npm's kokoro-js 1.2.1, Apache-2.0) once.
 
-    The tarball comes from registry.npmjs.org and is checked against npm's SHA-512 integrity; only the voice
-    files are kept, with their checksums, which every load checks. Nothing is fetched when they are there.
+    The tarball comes from registry.npmjs.org (or --from) and is checked against npm's SHA-512 integrity;
+    only the voice files are kept, with their checksums, which every load checks against the ones this
+    version of edgekws expects. Nothing is fetched when they are there and intact. Synthesis reads them
+    from $EDGEKWS_KOKORO_VOICES, else the cache folder.
 
     Example:
 
@@ -460,8 +465,9 @@ def fetch_voices(dest: Path | None) -> None:
     """
     from edgekws.toolkit.data._kokoro import fetch_voices as fetch
 
+    download = (lambda url: tarball.read_bytes()) if tarball is not None else None
     try:
-        fetch(dest, log=click.echo)
+        fetch(dest, download=download, log=click.echo)
     except (_synth.SynthError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
 

