@@ -29,6 +29,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -242,12 +243,16 @@ class KokoroSession:
             what = f"{type(exc).__name__}: {exc}"
             raise KokoroError(f"kokoro could not load its network ({what}); {FIX}") from exc
         self._vocab = json.loads(Path(ASSETS, "vocab.json").read_text(encoding="utf-8"))
-        self._g2p = {False: G2P(british=False), True: G2P(british=True)}
+        self._G2P = G2P
+        self._g2p: dict[bool, Any] = {}  # US and British, each loaded when a voice first needs it
         self._styles: dict[str, np.ndarray] = {}
 
     def phonemes(self, voice: str, text: str) -> str:
         """``text`` in misaki phonemes, with the British lexicon for British voices."""
-        return str(self._g2p[VOICES[voice][1] == "British"](text))
+        british = VOICES[voice][1] == "British"
+        if british not in self._g2p:
+            self._g2p[british] = self._G2P(british=british)
+        return str(self._g2p[british](text))
 
     def say(self, voice: str, text: str, stretch: float) -> tuple[np.ndarray, int]:
         if not 0.5 <= stretch <= 2.0:
