@@ -173,23 +173,14 @@ def voices(engine: str, language: str) -> list[Voice]:
 
 def version(engine: str) -> str:
     """The engine's version line (raises :class:`SynthError` naming the apt or pip packages when missing)."""
-    if engine in NEURAL_PACKAGES or engine == "kokoro":
+    if engine == "kokoro":
+        from edgekws.toolkit.data import _kokoro
+
+        return _kokoro.version()
+    if engine in NEURAL_PACKAGES:
         from importlib.metadata import PackageNotFoundError
         from importlib.metadata import version as package_version
 
-        if engine == "kokoro":
-            from edgekws.toolkit.data import _kokoro
-
-            try:
-                network = f"{_kokoro.MODEL_PACKAGES[0]}..4 {package_version(_kokoro.MODEL_PACKAGES[0])}"
-                g2p = f"hibari-tts {package_version('hibari-tts')}"
-            except PackageNotFoundError as exc:
-                raise SynthError(f"kokoro is missing; {_kokoro.FIX}") from exc
-            _kokoro.check_voices()  # before any worker starts, not at its first kokoro word
-            return (
-                f"{network} (Kokoro-82M int8, sha256 {_kokoro.MODEL_SHA256[:12]}), {g2p} (G2P), voices "
-                f"{'-'.join(_kokoro.VOICES_PACKAGE)} (listing sha256 {_kokoro.VOICES_LISTING_SHA256[:12]})"
-            )
         packages, model = NEURAL_PACKAGES[engine]
         try:
             return ", ".join(f"{p} {package_version(p)}" for p in packages) + f" ({model})"

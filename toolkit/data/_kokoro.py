@@ -189,16 +189,36 @@ def style(voice: str, folder: Path | None = None) -> np.ndarray:
     path = folder / f"{voice}.bin"
     if not path.is_file():
         raise KokoroError(f"the Kokoro voice {voice} is not in {folder}; {FIX}")
-    if not _intact(folder, voice, _sums(folder)):
+    blob = path.read_bytes()  # read once: the bytes checked are the bytes used
+    if hashlib.sha256(blob).hexdigest() != _sums(folder).get(f"{voice}.bin"):
         raise KokoroError(
             f"the Kokoro voice file {path} does not match kokoro-js {VOICES_PACKAGE[1]}'s checksum "
             "(truncated or changed, or its SHA256SUMS is missing or altered); fetch the voices again: "
             "`edgekws data fetch-voices`"
         )
-    table = np.frombuffer(path.read_bytes(), dtype="<f4")
+    table = np.frombuffer(blob, dtype="<f4")
     if table.size != STYLE_SHAPE[0] * STYLE_SHAPE[1] or not np.isfinite(table).all():
         raise KokoroError(f"{path} is not a Kokoro voice (size {table.size}, or not finite)")
     return table.reshape(STYLE_SHAPE)
+
+
+def version() -> str:
+    """The engine's version line for a corpus manifest: the network's wheels and digest, the G2P's package
+    and the voices' package and listing digest, after checking that all 27 voices are there and intact (so a
+    corpus fails before any worker starts, not at its first kokoro word)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
+    try:
+        network = f"{MODEL_PACKAGES[0]}..4 {package_version(MODEL_PACKAGES[0])}"
+        g2p = f"hibari-tts {package_version('hibari-tts')}"
+    except PackageNotFoundError as exc:
+        raise KokoroError(f"kokoro is missing; {FIX}") from exc
+    check_voices()
+    return (
+        f"{network} (Kokoro-82M int8, sha256 {MODEL_SHA256[:12]}), {g2p} (G2P), voices "
+        f"{'-'.join(VOICES_PACKAGE)} (listing sha256 {VOICES_LISTING_SHA256[:12]})"
+    )
 
 
 def model_bytes() -> bytes:
@@ -235,10 +255,9 @@ class KokoroSession:
         options = ort.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        model = model_bytes()  # raises its own KokoroError when the wheels are missing or corrupt
         try:
-            self._session = ort.InferenceSession(model_bytes(), options, providers=["CPUExecutionProvider"])
-        except KokoroError:
-            raise
+            self._session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ONNX Runtime's errors are not OSError/RuntimeError subclasses
             what = f"{type(exc).__name__}: {exc}"
             raise KokoroError(f"kokoro could not load its network ({what}); {FIX}") from exc
