@@ -24,6 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import machine, write_results  # benchmarks/ is on the path from here on
+from real_voices import _pct
 
 SETS = {  # the keys of real_voices.py's protocol (a), in the order they are shown
     "speech_commands_sample_keywords": "SC sample, the task's words",
@@ -31,10 +32,6 @@ SETS = {  # the keys of real_voices.py's protocol (a), in the order they are sho
     "fsdd": "FSDD, all 6 speakers",
     "synthetic_test": "unseen synthetic voices",
 }
-
-
-def _pct(x: float, digits: int = 1) -> str:
-    return f"{100 * x:.{digits}f} %"
 
 
 def _row(label: str, path: Path) -> dict[str, Any]:
@@ -47,7 +44,6 @@ def _row(label: str, path: Path) -> dict[str, Any]:
         "label": label,
         "result": str(path),
         "command": doc["command"],
-        "trained_on": scored["synthetic_test"]["trained_on"],
         "sets": {
             k: {"tested_on": v["tested_on"], "samples": v["samples"], "accuracy": v["accuracy"]}
             for k, v in scored.items()
@@ -123,8 +119,7 @@ def compare(out: Path, items: list[str]) -> Path:
         md += ["", "Speech Commands sample per word (its `_unknown_`: the other words it must reject):", "",
                "| run | " + " | ".join(words) + " |", "| --- " * (1 + len(words)) + "|"]  # fmt: skip
         md += [
-            f"| {r['label']} | " + " | ".join(_pct(r["sc_per_word"][w], 0) for w in words) + " |"
-            for r in rows
+            f"| {r['label']} | " + " | ".join(_pct(r["sc_per_word"][w]) for w in words) + " |" for r in rows
         ]
     speakers = sorted({s for r in rows for s in r["fsdd_per_speaker"]})
     if speakers:
@@ -142,7 +137,7 @@ def compare(out: Path, items: list[str]) -> Path:
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 4.2), gridspec_kw={"width_ratios": [2, 3]})
     width = 0.8 / len(rows)
-    for ax, keys, names, value in (
+    for ax, keys, ticks, value in (
         (ax1, sets, [names[k] for k in sets], lambda r, k: r["sets"][k]["accuracy"]),
         (ax2, words, words, lambda r, k: r["sc_per_word"][k]),
     ):
@@ -150,7 +145,7 @@ def compare(out: Path, items: list[str]) -> Path:
         for i, r in enumerate(rows):
             ax.bar(x + (i - (len(rows) - 1) / 2) * width, [100 * value(r, k) for k in keys], width,
                    color=f"C{i}", label=r["label"])  # fmt: skip
-        ax.set_xticks(x, [n.replace(", ", ",\n") for n in names], fontsize=7)
+        ax.set_xticks(x, [t.replace(", ", ",\n") for t in ticks], fontsize=7)
         ax.set_ylim(0, 100)
         ax.set_ylabel("accuracy (%)")
     ax1.set_title("synthetic-only training, scored on voices it never heard", fontsize=9)
