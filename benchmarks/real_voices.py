@@ -19,6 +19,7 @@ sample CC BY 4.0; its README's rules apply: speaker-disjoint, the SC v0.02 test 
 accuracy in the output names what it was trained on and which speakers it was tested on.
 
 Run:   .venv/bin/python benchmarks/real_voices.py --recipe RECIPE.toml           (hours on 2 cores)
+       ... --recipe RECIPE.toml --set train.seed=1 --set train.method=bptt  (another seed or trainer)
 Proof: .venv/bin/python benchmarks/real_voices.py --tiny              (minutes; the numbers mean nothing)
 Writes benchmarks/results/real_voices.{json,md} (``--tiny``: real_voices_tiny.{json,md}).
 """
@@ -78,7 +79,27 @@ def _default_real() -> Path:
     return Path("shared/data/real-speech")
 
 
-def load_recipe(path: Path | None, tiny: bool) -> dict[str, Any]:
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``SECTION.KEY=VALUE`` (``--set``) as its key path and value: the value is read as TOML (``30``,
+    ``1e-3``, ``true``, ``[0.0, 25.0]``, ``"bptt"``), a bare word as a string (``train.method=bptt``)."""
+    import tomllib
+
+    key, sep, value = text.partition("=")
+    path = [part.strip() for part in key.split(".")]
+    if not sep or not all(path) or not value.strip():
+        raise ValueError(f"--set {text!r}: expected SECTION.KEY=VALUE, e.g. --set train.seed=1")
+    try:
+        return path, tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError as err:
+        if value.strip()[0] in "[{\"'" or not value.strip().replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"--set {text!r}: {value!r} is not a TOML value ({err})") from None
+        return path, value.strip()
+
+
+def load_recipe(path: Path | None, tiny: bool, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+    """DEFAULT_RECIPE with the file at ``path`` over it (a section's keys merge), then ``--tiny``'s sizes,
+    then each ``--set SECTION.KEY=VALUE`` in ``overrides`` (a run that differs from a recipe in a seed or a
+    trainer needs no copy of the file)."""
     recipe = json.loads(json.dumps(DEFAULT_RECIPE))
     if path is not None:
         text = path.read_text()
@@ -93,6 +114,15 @@ def load_recipe(path: Path | None, tiny: bool) -> dict[str, Any]:
     if tiny:
         for key, value in TINY.items():
             recipe[key] = {**recipe[key], **value} if isinstance(recipe.get(key), dict) else value
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = recipe
+        for part in keys[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"--set {text!r}: {part!r} is a value ({child!r}), not a section")
+            node = child
+        node[keys[-1]] = value
     return recipe
 
 
@@ -396,6 +426,14 @@ def main() -> None:
     parser.add_argument("--recipe", type=Path, help="TOML/JSON recipe over DEFAULT_RECIPE")
     parser.add_argument("--tiny", action="store_true", help="tiny corpora and 1 epoch: proves the plumbing")
     parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="change one recipe value (TOML syntax; repeatable): --set train.seed=1 --set train.method=bptt",
+    )
+    parser.add_argument(
         "--real", type=Path, default=None, help="folder of labels.csv (shared/data/real-speech)"
     )
     parser.add_argument("--work", type=Path, default=None, help="folder for corpora and runs (kept; reused)")
@@ -404,7 +442,10 @@ def main() -> None:
     parser.add_argument("--note", default="", help="a paragraph for the .md (e.g. how reused runs were made)")
     parser.add_argument("--out", type=Path, default=None, help="result JSON path (the .md goes beside it)")
     args = parser.parse_args()
-    recipe = load_recipe(args.recipe, args.tiny)
+    try:
+        recipe = load_recipe(args.recipe, args.tiny, tuple(args.overrides))
+    except ValueError as err:
+        sys.exit(str(err))
     real = args.real or _default_real()
     if not (real / "labels.csv").is_file():
         sys.exit(f"{real}/labels.csv not found; pass --real shared/data/real-speech")

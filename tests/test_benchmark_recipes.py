@@ -1,0 +1,70 @@
+"""benchmarks/real_voices.py's recipes: a file over DEFAULT_RECIPE, then ``--set SECTION.KEY=VALUE`` overrides
+(one recipe file serves every seed and trainer of a round instead of near-copies)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def real_voices() -> ModuleType:
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # real_voices.py imports _common as a sibling
+    try:
+        spec = importlib.util.spec_from_file_location("real_voices", ROOT / "benchmarks/real_voices.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def test_set_overrides_a_recipe_file_value_by_value(real_voices: ModuleType, tmp_path: Path) -> None:
+    recipe_file = tmp_path / "r.toml"
+    recipe_file.write_text(
+        'name = "r"\ntask = "en-commands"\n[synth]\nper_class = 840\n'
+        '[frontend]\ndelay_taps_ms = [0.0, 25.0]\n[train]\nepochs = 30\nmethod = "eventprop"\n'
+    )
+    plain = real_voices.load_recipe(recipe_file, False)
+    recipe = real_voices.load_recipe(
+        recipe_file,
+        False,
+        (
+            "train.seed=1",
+            "train.method=bptt",
+            "train.lr=1e-3",
+            "frontend.delay_taps_ms=[0.0, 50.0]",
+            'name="r-seed1"',
+            'synth.engines=["espeak-ng", "kokoro"]',
+        ),
+    )
+    assert recipe["train"] == {"epochs": 30, "method": "bptt", "seed": 1, "lr": 1e-3}
+    assert recipe["frontend"]["delay_taps_ms"] == [0.0, 50.0]
+    assert recipe["name"] == "r-seed1" and recipe["synth"]["engines"] == ["espeak-ng", "kokoro"]
+    # everything not named keeps the file's value, DEFAULT_RECIPE's below it
+    assert recipe["synth"]["per_class"] == 840 == plain["synth"]["per_class"]
+    assert recipe["import"] == plain["import"] == real_voices.DEFAULT_RECIPE["import"]
+    assert plain["train"]["method"] == "eventprop" and "seed" not in plain["train"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("train.seed", "expected SECTION.KEY=VALUE"),
+        ("train.=1", "expected SECTION.KEY=VALUE"),
+        ("train.seed=", "expected SECTION.KEY=VALUE"),
+        ("frontend.delay_taps_ms=[0.0, 25.0", "is not a TOML value"),
+        ("train.lr=1e-3 x", "is not a TOML value"),
+        ("name.first=x", "is a value"),
+    ],
+)
+def test_a_malformed_set_says_what_is_wrong(real_voices: ModuleType, text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        real_voices.load_recipe(None, False, (text,))
