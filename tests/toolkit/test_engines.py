@@ -22,6 +22,7 @@ def _voices() -> list[_engines.Voice]:
     espeak = [v for lang in ("en", "de") for v in _engines.voices("espeak-ng", lang) if v.id in ESPEAK_SAMPLE]
     neural = [v for e in ("hibari", "piper") for v in _engines.voices(e, "en") if v.variant in ("m1", "f3")]
     kokoro = [v for v in _engines.voices("kokoro", "en") if v.voice in ("af_bella", "bm_george")]
+    kokoro += [v for v in _engines.voices("kokoro-mix", "en") if v.voice == "af_bella+bm_george"]
     return espeak + _engines.voices("flite", "en") + _engines.voices("festival", "en") + neural + kokoro
 
 
@@ -66,6 +67,21 @@ def test_voice_lists() -> None:
     kinds = {(g, a) for g in ("male", "female") for a in ("US", "British")}
     assert {(v.gender, v.accent) for v in kokoro} == kinds
     assert kokoro[0].id == "kokoro-af_alloy" and _engines.voices("kokoro", "de") == []
+    blends = _engines.voices("kokoro-mix", "en")  # every pair of them: a voice between two persons
+    assert len(blends) == 27 * 26 // 2 == len({v.person for v in blends}) and not persons & {
+        v.person for v in blends
+    }
+    pairs = {frozenset(v.person.split("+")) for v in blends}
+    assert pairs == {frozenset(pair) for pair in itertools.combinations(persons, 2)}
+    first = blends[0]
+    assert (first.id, first.voice, first.gender, first.accent) == (
+        "kokoro-mix-af_alloy+af_aoede",
+        "af_alloy+af_aoede",
+        "female",
+        "US",
+    )
+    mixed = next(v for v in blends if v.voice == "af_bella+bm_george")
+    assert (mixed.gender, mixed.accent) == ("mixed", "US+British")
 
 
 def test_every_voice_says_a_plausible_word(words: dict[tuple[str, str], np.ndarray]) -> None:
@@ -252,6 +268,34 @@ def test_kokoro_is_deterministic_and_british_voices_speak_british() -> None:
     assert "Q" in session.phonemes("bm_george", "go") and "O" in session.phonemes("am_adam", "go")
     with pytest.raises(SynthError, match="stretch"):
         session.say("am_adam", "go", 3.0)
+
+
+def test_a_kokoro_blend_is_the_mean_style_of_two_voices_and_speaks_between_them() -> None:
+    """``a+b`` speaks with the mean of the two style tables, in a's accent, and sounds like neither; names
+    that are not one voice or a pair of two different ones are refused."""
+    from edgekws.toolkit.data import _kokoro
+
+    np.testing.assert_allclose(
+        _kokoro.style("af_bella+bm_george"),
+        (_kokoro.style("af_bella") + _kokoro.style("bm_george")) / 2,
+        rtol=1e-6,
+    )
+    session = _engines._session(_kokoro.KokoroSession)
+    assert "Q" in session.phonemes("bm_george+af_bella", "go")  # the first voice's lexicon: British
+    assert "O" in session.phonemes("af_bella+bm_george", "go")
+    for bad in ("af_bella+af_bella", "af_bella+bm_george+am_adam", "af_bella+af_heart", "af_bella+"):
+        with pytest.raises(SynthError, match=r"Kokoro voice|no English voice"):
+            _kokoro.style(bad)
+    said = {
+        name: _engines.speak(v, "seven", {"stretch": 1.0, "peak": 0.5})[0]
+        for e in ("kokoro", "kokoro-mix")
+        for v in _engines.voices(e, "en")
+        if (name := v.voice) in ("af_bella", "bm_george", "af_bella+bm_george")
+    }
+    blend = said["af_bella+bm_george"]
+    for alone in ("af_bella", "bm_george"):
+        n = min(len(blend), len(said[alone]))
+        assert len(blend) != len(said[alone]) or not np.allclose(blend[:n], said[alone][:n], atol=1e-3)
 
 
 def test_kokoro_voices_are_checked(tmp_path: Path) -> None:

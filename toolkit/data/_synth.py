@@ -216,6 +216,11 @@ def make_speakers(
     unknown = sorted(set(engines) - set(ENGINES))
     if unknown:
         raise SynthError(f"engine(s) {unknown} unknown; choose from {', '.join(ENGINES)}")
+    if "kokoro-mix" in engines and "kokoro" not in engines:
+        raise SynthError(
+            "kokoro-mix blends kokoro's voices within each split, so it needs kokoro among the engines "
+            "(give kokoro engine weight 0 to hear only the blends)"
+        )
     engine_rng = engine_rng if engine_rng is not None else np.random.default_rng(0)
     speakers: list[Speaker] = []
     for language in sorted(set(languages)):
@@ -230,10 +235,11 @@ def make_speakers(
         recorded = [
             v
             for e in engines
-            if e != "espeak-ng"
+            if e not in ("espeak-ng", "kokoro-mix")
             for v in _engines.voices(e, language)
             if not _excluded(v, exclude)
         ]
+        split_of = {}
         if recorded:
             engines_of: dict[str, set[str]] = {}
             for v in recorded:
@@ -244,7 +250,26 @@ def make_speakers(
             for v in recorded:
                 stretch = round(float(engine_rng.uniform(*STRETCH)), 3)
                 speakers.append(_speaker(v, split_of[v.person], stretch=stretch))
+        if "kokoro-mix" in engines:
+            speakers += _blends(language, split_of, engine_rng, exclude)
     return speakers
+
+
+def _blends(
+    language: str, split_of: dict[str, str], rng: np.random.Generator, exclude: Sequence[str]
+) -> list[Speaker]:
+    """kokoro-mix's speakers: each blend of two kokoro persons of one split, in that split (a blend of a
+    training and a test person would put part of a test voice in training: none is made); blends with an
+    excluded or absent person are left out. Drawn after every other engine, so corpora without blends
+    are as before."""
+    out = []
+    for v in _engines.voices("kokoro-mix", language):
+        a, b = v.person.split("+")
+        if _excluded(v, exclude) or a not in split_of or b not in split_of or split_of[a] != split_of[b]:
+            continue
+        stretch = round(float(rng.uniform(*STRETCH)), 3)
+        out.append(_speaker(v, split_of[a], stretch=stretch))
+    return out
 
 
 def voice_of(speaker: Speaker | dict[str, Any]) -> Voice:
