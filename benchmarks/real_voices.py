@@ -84,16 +84,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     ``1e-3``, ``true``, ``[0.0, 25.0]``, ``"bptt"``), a bare word as a string (``train.method=bptt``)."""
     import tomllib
 
-    key, sep, value = text.partition("=")
+    key, sep, raw = text.partition("=")
     path = [part.strip() for part in key.split(".")]
-    if not sep or not all(path) or not value.strip():
+    value = raw.strip()
+    if not sep or not all(path) or not value:
         raise ValueError(f"--set {text!r}: expected SECTION.KEY=VALUE, e.g. --set train.seed=1")
     try:
         return path, tomllib.loads(f"v = {value}")["v"]
     except tomllib.TOMLDecodeError as err:
-        if value.strip()[0] in "[{\"'" or not value.strip().replace("-", "").replace("_", "").isalnum():
-            raise ValueError(f"--set {text!r}: {value!r} is not a TOML value ({err})") from None
-        return path, value.strip()
+        if value[0] in "[{\"'" or not value.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"--set {text!r}: {raw!r} is not a TOML value ({err})") from None
+        return path, value
 
 
 def load_recipe(path: Path | None, tiny: bool, overrides: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import atexit
 import io
+import itertools
 import os
 import re
 import subprocess
@@ -175,8 +176,7 @@ def voices(engine: str, language: str) -> list[Voice]:
         return [
             Voice(f"kokoro-mix-{a}+{b}", engine, f"{a}+{b}", "", "en",
                   ga if ga == gb else "mixed", aa if aa == ab else f"{aa}+{ab}", f"{a}+{b}")
-            for i, (a, (ga, aa)) in enumerate(KOKORO_VOICES.items())
-            for b, (gb, ab) in list(KOKORO_VOICES.items())[i + 1 :]
+            for (a, (ga, aa)), (b, (gb, ab)) in itertools.combinations(KOKORO_VOICES.items(), 2)
         ]  # fmt: skip
     if engine in NEURAL_VARIANTS:
         name, person = NEURAL_VOICES[engine]

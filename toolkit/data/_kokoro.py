@@ -203,8 +203,6 @@ def style(voice: str, folder: Path | None = None) -> np.ndarray:
     names = parts(voice)
     if len(names) == 2:
         return ((style(names[0], folder) + style(names[1], folder)) / 2).astype(np.float32)
-    if voice not in VOICES:
-        raise KokoroError(f"kokoro has no English voice {voice!r}; choose from {', '.join(VOICES)}")
     folder = Path(folder) if folder is not None else voices_dir()
     path = folder / f"{voice}.bin"
     if not path.is_file():
