@@ -13,6 +13,10 @@ scores with ``edgekws eval``'s ``evaluate`` (accuracy overall, per speaker and b
     (``data synth`` holds kal and slt out of training, for validation and test);
 (c) **synthetic + 4 FSDD speakers**: trained on the synthetic corpus plus four FSDD speakers, scored on the
     other two; three rotations so every speaker is held out once; mean and spread (min, max, std).
+(d) **synthetic + half the Speech Commands sample's speakers** (``sc_finetune``, the commands task's (c)): its
+    34 speakers dealt into two halves balanced by their clips of the task's words; trained on the synthetic
+    corpus plus one half, scored on the other, then the other way round, so every clip is scored once by a
+    model that never heard its speaker; the two folds pooled.
 
 Real speech comes from ``shared/data/real-speech`` (``--real``; FSDD CC BY-SA 4.0, Speech Commands v0.01
 sample CC BY 4.0; its README's rules apply: speaker-disjoint, the SC v0.02 test set is never used). Every
@@ -20,6 +24,8 @@ accuracy in the output names what it was trained on and which speakers it was te
 
 Run:   .venv/bin/python benchmarks/real_voices.py --recipe RECIPE.toml           (hours on 2 cores)
        ... --recipe RECIPE.toml --set train.seed=1 --set train.method=bptt  (another seed or trainer)
+       ... --protocols sc_finetune --set sc_finetune.augment=recordings --set sc_finetune.copies=3
+           (add "--set 'sc_finetune.folds=[0]'" and "[1]" to run the two folds side by side, same --work)
 Proof: .venv/bin/python benchmarks/real_voices.py --tiny              (minutes; the numbers mean nothing)
 Writes benchmarks/results/real_voices.{json,md} (``--tiny``: real_voices_tiny.{json,md}).
 """
@@ -62,6 +68,10 @@ DEFAULT_RECIPE: dict[str, Any] = {
     "leave_one_engine_out": {},
     # import_recordings arguments for the 4 training speakers (augment, copies: augmented copies of them)
     "fsdd_finetune": {},
+    # import_recordings arguments for the Speech Commands sample's training half (augment, copies),
+    # "folds": which of the two to run ([0, 1]; a run of the other fold's process is reused when found),
+    # "train_words": "all" its clips (default) or only its clips of the task's "keywords"
+    "sc_finetune": {},
 }
 TINY: dict[str, Any] = {
     "name": "tiny",
@@ -183,12 +193,22 @@ class Bench:
             self._timed(f"synth {name}", start)
         return out
 
-    def real(self, name: str, source: str, train: tuple[str, ...] = (), **changes: Any) -> Path:
+    def real(
+        self,
+        name: str,
+        source: str,
+        train: tuple[str, ...] = (),
+        labels: set[str] | None = None,
+        **changes: Any,
+    ) -> Path:
+        """The recordings of ``source`` (of ``labels`` only, if given) imported; ``train``'s speakers form
+        the train split, every other speaker the test split."""
         out = self.work / "real" / name
+        only = {"source": {source}, **({"label": labels} if labels else {})}
         if not (out / "manifest.json").is_file():
             start = time.perf_counter()
             import_recordings(
-                [self.labels], out, self.classes, task=self.task, only={"source": {source}},
+                [self.labels], out, self.classes, task=self.task, only=only,
                 train_speakers=train, rest="test", spec=self.plain, workers=self.workers, force=True,
                 **{**self.recipe["import"], **changes},
             )  # fmt: skip
@@ -337,10 +357,86 @@ def fsdd_finetune(b: Bench) -> dict[str, Any]:
     }
 
 
+def sc_clip_counts(labels: Path, keywords: set[str]) -> dict[str, tuple[int, int]]:
+    """Per Speech Commands sample speaker: (clips of ``keywords``, all clips)."""
+    import csv
+
+    with labels.open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["source"] == SC_SOURCE]
+    clips: dict[str, tuple[int, int]] = {}
+    for row in rows:
+        key, every = clips.get(row["speaker"], (0, 0))
+        clips[row["speaker"]] = (key + (row["label"] in keywords), every + 1)
+    return clips
+
+
+def sc_halves(labels: Path, keywords: set[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The Speech Commands sample's speakers in two halves: ordered by their clips of ``keywords`` (then
+    all their clips, then name) and dealt A, B, B, A, A, B, ... so both halves hold about as many keyword
+    clips."""
+    clips = sc_clip_counts(labels, keywords)
+    order = sorted(clips, key=lambda s: (-clips[s][0], -clips[s][1], s))
+    halves: tuple[list[str], list[str]] = ([], [])
+    for i, speaker in enumerate(order):
+        halves[(i + i // 2) % 2].append(speaker)
+    return tuple(halves[0]), tuple(halves[1])
+
+
+def _pooled(blocks: list[dict[str, Any]]) -> float:
+    return sum(b["accuracy"] * b["samples"] for b in blocks) / sum(b["samples"] for b in blocks)
+
+
+def sc_finetune(b: Bench) -> dict[str, Any]:
+    corpus = b.synth("all")
+    changes = dict(b.recipe.get("sc_finetune", {}))
+    run_folds = changes.pop("folds", [0, 1])  # one fold a process lets two processes share the cores
+    real_words = changes.pop("train_words", "all")  # "keywords": the training half's other words left out
+    if real_words not in ("all", "keywords"):
+        raise ValueError(f"sc_finetune.train_words must be 'all' or 'keywords', got {real_words!r}")
+    copies = int(changes.get("copies", 0))
+    tag = f"-copies{copies}" if copies else ""
+    keywords = {c for c in b.classes if not c.startswith("_")}
+    halves = sc_halves(b.labels, keywords)
+    folds = {}
+    for fold, (trained, held_out) in enumerate((halves, halves[::-1])):
+        if fold not in run_folds:
+            continue
+        real = b.real(f"sc-fold{fold}{tag}", SC_SOURCE, trained, **changes)
+        if real_words == "keywords":
+            counts = sc_clip_counts(b.labels, keywords)
+            speakers = tuple(s for s in trained if counts[s][0])  # with keyword clips: the others add none
+            heard = b.real(f"sc-fold{fold}-keywords{tag}", SC_SOURCE, speakers, keywords, **changes)
+            words = "the task's words of "
+        else:
+            heard, words = real, ""
+        train = SpikeDataset.concat([b.read(corpus / "train.h5"), b.read(heard / "train.h5")])
+        kw = "-keywords" if real_words == "keywords" else ""
+        run = b.train(f"synthetic+sc-fold{fold}{kw}{tag}", train, b.read(corpus / "val.h5"))
+        augmented = f" (each clip also {copies}x augmented: {changes.get('augment')})" if copies else ""
+        trained_on = (
+            f"synthetic {b.task} + {words}Speech Commands sample speakers {', '.join(trained)}{augmented}"
+        )
+        test = b.read(real / "test.h5")
+        tested_on = f"Speech Commands v0.01 sample speakers {', '.join(held_out)} (held out)"
+        names = np.asarray(test.class_names)[test.labels]
+        words = np.flatnonzero(np.isin(names, sorted(keywords)))
+        folds[f"fold{fold}"] = {
+            "all": b.score(run, test, trained_on, tested_on + ", other words as _unknown_"),
+            "keywords": b.score(run, test.subset(words), trained_on, tested_on + ", the task's words"),
+        }
+    return {
+        "folds": folds,
+        "halves": [list(h) for h in halves],
+        "pooled_accuracy": _pooled([f["all"] for f in folds.values()]),
+        "pooled_keyword_accuracy": _pooled([f["keywords"] for f in folds.values()]),
+    }
+
+
 PROTOCOLS = {
     "synthetic": synthetic_only,
     "leave_one_engine_out": leave_one_engine_out,
     "fsdd_finetune": fsdd_finetune,
+    "sc_finetune": sc_finetune,
 }
 
 
@@ -372,6 +468,8 @@ def markdown(doc: dict[str, Any]) -> str:
         rows.append((f"leave {engine} out", block))
     for block in r.get("fsdd_finetune", {}).get("folds", {}).values():
         rows.append(("synthetic + 4 FSDD", block))
+    for fold in r.get("sc_finetune", {}).get("folds", {}).values():
+        rows += [("synthetic + half the SC speakers", fold[k]) for k in ("keywords", "all")]
     for name, block in rows:
         lines.append(
             f"| {name} | {block['trained_on']} | {block['tested_on']} | {block['samples']} "
@@ -384,6 +482,14 @@ def markdown(doc: dict[str, Any]) -> str:
             "",
             f"Synthetic + 4 FSDD speakers, held-out pairs: mean {_pct(ft['mean_accuracy'])}, "
             f"std {_pct(ft['std_accuracy'])}, {spread}.",
+        ]
+    sc = r.get("sc_finetune")
+    if sc:
+        lines += [
+            "",
+            "Synthetic + half the Speech Commands sample's speakers, the folds pooled (every clip scored by "
+            f"a model that never heard its speaker): the task's words {_pct(sc['pooled_keyword_accuracy'])}, "
+            f"all clips {_pct(sc['pooled_accuracy'])}.",
         ]
     if ft:
         held = {k: v for f in ft["folds"].values() for k, v in f.get("per_speaker_accuracy", {}).items()}

@@ -68,3 +68,27 @@ def test_set_overrides_a_recipe_file_value_by_value(real_voices: ModuleType, tmp
 def test_a_malformed_set_says_what_is_wrong(real_voices: ModuleType, text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         real_voices.load_recipe(None, False, (text,))
+
+
+def test_sc_halves_split_the_speakers_evenly_and_deterministically(
+    real_voices: ModuleType, tmp_path: Path
+) -> None:
+    """Protocol (d)'s halves: every Speech Commands speaker in exactly one, keyword clips balanced, FSDD and
+    other sources ignored, the same halves whatever order the manifest lists its rows in."""
+    keywords = {"yes", "no"}
+    key = {"s1": 4, "s2": 3, "s3": 3, "s4": 2, "s5": 1, "s6": 0, "s7": 0}  # keyword clips per speaker
+    other = {"s1": 1, "s2": 0, "s3": 2, "s4": 2, "s5": 0, "s6": 3, "s7": 1}  # and other words
+    rows = [("fsdd-a", "fsdd", "zero")] * 5
+    for s in key:
+        rows += [(s, real_voices.SC_SOURCE, "yes")] * key[s] + [(s, real_voices.SC_SOURCE, "bed")] * other[s]
+    lines = [
+        "file,label,speaker,source",
+        *(f"f{i}.flac,{lab},{s},{src}" for i, (s, src, lab) in enumerate(rows)),
+    ]
+    forward, backward = tmp_path / "a.csv", tmp_path / "b.csv"
+    forward.write_text("\n".join(lines) + "\n")
+    backward.write_text("\n".join([lines[0], *reversed(lines[1:])]) + "\n")
+    a, b = real_voices.sc_halves(forward, keywords)
+    assert sorted(a + b) == [f"s{i}" for i in range(1, 8)] and not set(a) & set(b)
+    assert abs(sum(key[s] for s in a) - sum(key[s] for s in b)) <= 1
+    assert real_voices.sc_halves(backward, keywords) == (a, b)
