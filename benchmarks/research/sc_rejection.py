@@ -1,0 +1,134 @@
+"""Commands runs side by side on what they hear and what they reject: ``OUT.{md,json}``.
+
+For each ``LABEL=RUN`` (a run trained without the Speech Commands sample: scored on all of it) or
+``LABEL=RUN0,RUN1`` (protocol (d)'s two fold runs of ``benchmarks/real_voices.py``, each scored on the half
+it never heard, the halves pooled): the sample's command words named right and answered ``_unknown_``,
+its other words rejected, FSDD's digits rejected (every digit is ``_unknown_`` to the commands task) and
+the unseen synthetic voices (for fold runs, the mean of the two runs). Issue #12 round 14
+(docs/training.md):
+
+```
+F=runs/r14/sc/runs/synthetic+sc-fold
+.venv/bin/python benchmarks/research/sc_rejection.py benchmarks/results/sc_finetune_commands \
+    --sc runs/r12/ep/real/sc-sample/test.h5 --fsdd runs/r12/ep/real/fsdd-all/test.h5 \
+    --synthetic runs/r12/ep/synth/all/test.h5 \
+    --folds runs/r14/sc/real/sc-fold0-copies3/test.h5,runs/r14/sc/real/sc-fold1-copies3/test.h5 \
+    'synthetic only, seed 1234=runs/r12/ep/runs/synthetic' \
+    "synthetic + half the SC speakers, seed 1234=${F}0-copies3,${F}1-copies3"
+```
+
+Data sets are read plain and given the run's delay taps (``SpikeDataset.with_delay_taps``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import machine, write_results  # benchmarks/ is on the path from here on
+
+from edgekws.toolkit.data import SpikeDataset, read_shd
+from edgekws.toolkit.train import load_run
+from edgekws.toolkit.train._evaluate import score_dataset
+
+FILLERS = ("_unknown_", "_silence_")
+
+
+def _read(path: Path, taps: tuple[float, ...]) -> SpikeDataset:
+    data = read_shd(path)
+    return data if taps == (0.0,) else data.with_delay_taps(taps)
+
+
+def counts(run: Any, data: SpikeDataset) -> dict[str, int]:
+    """Clips of the task's words (right, answered _unknown_), other clips (rejected right), all (right)."""
+    scored = score_dataset(run.params, run.spec, data, "float")
+    names = np.asarray(data.class_names)
+    pred, truth = names[scored.labels], names[data.labels]
+    word = ~np.isin(truth, FILLERS)
+    right = pred == truth
+    return {
+        "words": int(word.sum()),
+        "words_right": int(right[word].sum()),
+        "words_as_unknown": int((pred[word] == "_unknown_").sum()),
+        "others": int((~word).sum()),
+        "others_rejected": int(right[~word].sum()),
+        "clips": len(data),
+        "right": int(right.sum()),
+    }
+
+
+def row(paths: list[Path], args: argparse.Namespace) -> dict[str, Any]:
+    runs = [load_run(p) for p in paths]
+    taps = tuple((runs[0].info.get("frontend") or {}).get("delay_taps_ms", (0.0,)))
+    if len(runs) == 1:
+        sc = counts(runs[0], _read(args.sc, taps))
+    elif len(runs) == len(args.folds):
+        per_fold = [counts(r, _read(f, taps)) for r, f in zip(runs, args.folds, strict=True)]
+        sc = {k: sum(c[k] for c in per_fold) for k in per_fold[0]}
+    else:
+        raise SystemExit(f"{len(runs)} runs for {len(args.folds)} folds: give one run, or one run a fold")
+    fsdd = [counts(r, _read(args.fsdd, taps)) for r in runs]
+    synthetic = [counts(r, _read(args.synthetic, taps)) for r in runs]
+    return {
+        "runs": [str(p) for p in paths],
+        "speech_commands_sample": sc,
+        "fsdd_rejected": float(np.mean([c["right"] / c["clips"] for c in fsdd])),
+        "synthetic_test": float(np.mean([c["right"] / c["clips"] for c in synthetic])),
+    }
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    lines = [
+        "# Commands runs: the Speech Commands sample heard and rejected",
+        "",
+        f"Reproduce: `{doc['command']}`. Machine: {doc['machine']['cpu']}, {doc['machine']['cores']} cores. "
+        "Fold runs are scored on the half of the sample they never heard, pooled; other runs on all of it.",
+        "",
+        "| run | SC command words right | command words answered _unknown_ | SC other words rejected "
+        "| SC all clips | FSDD rejected | unseen synthetic voices |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, r in doc["rows"].items():
+        sc = r["speech_commands_sample"]
+        lines.append(
+            f"| {label} | {sc['words_right']}/{sc['words']} ({100 * sc['words_right'] / sc['words']:.1f} %) "
+            f"| {sc['words_as_unknown']} | {sc['others_rejected']}/{sc['others']} "
+            f"({100 * sc['others_rejected'] / sc['others']:.1f} %) | {100 * sc['right'] / sc['clips']:.1f} % "
+            f"| {100 * r['fsdd_rejected']:.1f} % | {100 * r['synthetic_test']:.1f} % |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("out", type=Path, help="results path without suffix")
+    parser.add_argument("runs", nargs="+", help="LABEL=RUN or LABEL=RUN0,RUN1")
+    parser.add_argument("--sc", type=Path, required=True, help="the whole sample's test.h5 (plain)")
+    parser.add_argument("--folds", required=True, help="FOLD0.h5,FOLD1.h5: protocol (d)'s held-out halves")
+    parser.add_argument("--fsdd", type=Path, required=True)
+    parser.add_argument("--synthetic", type=Path, required=True, help="the corpus's unseen test voices")
+    args = parser.parse_args()
+    args.folds = [Path(p) for p in args.folds.split(",")]
+    rows = {}
+    for item in args.runs:
+        label, sep, paths = item.partition("=")
+        if not sep:
+            parser.error(f"{item!r}: expected LABEL=RUN[,RUN]")
+        rows[label] = row([Path(p) for p in paths.split(",")], args)
+        print(label, rows[label]["speech_commands_sample"], flush=True)
+    command = shlex.join(["python", "benchmarks/research/sc_rejection.py", *sys.argv[1:]])
+    doc = {"command": command, "machine": machine(), "rows": rows}
+    write_results(args.out.with_suffix(".json"), doc, markdown(doc))
+
+
+if __name__ == "__main__":
+    main()
