@@ -150,7 +150,8 @@ def _subset_manifest(real: Path, per: int, work: Path) -> Path:
 
     with (real / "labels.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
-    kept, count = [], {}
+    kept: list[dict[str, str]] = []
+    count: dict[tuple[str, str], int] = {}
     for row in rows:
         key = (row["speaker"], row["label"])
         if count.get(key, 0) < per:
@@ -386,43 +387,51 @@ def _pooled(blocks: list[dict[str, Any]]) -> float:
     return sum(b["accuracy"] * b["samples"] for b in blocks) / sum(b["samples"] for b in blocks)
 
 
-def sc_finetune(b: Bench) -> dict[str, Any]:
-    corpus = b.synth("all")
-    changes = dict(b.recipe.get("sc_finetune", {}))
+def sc_options(recipe: dict[str, Any]) -> tuple[list[int], str, dict[str, Any]]:
+    """The ``[sc_finetune]`` section as (folds to run, train_words, import_recordings arguments)."""
+    changes = dict(recipe.get("sc_finetune", {}))
     run_folds = changes.pop("folds", [0, 1])  # one fold a process lets two processes share the cores
     real_words = changes.pop("train_words", "all")  # "keywords": the training half's other words left out
     if real_words not in ("all", "keywords"):
         raise ValueError(f"sc_finetune.train_words must be 'all' or 'keywords', got {real_words!r}")
+    if not isinstance(run_folds, list) or not run_folds or set(run_folds) - {0, 1}:
+        raise ValueError(f"sc_finetune.folds must list 0, 1 or both, e.g. [0], got {run_folds!r}")
+    return run_folds, real_words, changes
+
+
+def sc_finetune(b: Bench) -> dict[str, Any]:
+    corpus = b.synth("all")
+    run_folds, real_words, changes = sc_options(b.recipe)
     copies = int(changes.get("copies", 0))
     tag = f"-copies{copies}" if copies else ""
     keywords = {c for c in b.classes if not c.startswith("_")}
     halves = sc_halves(b.labels, keywords)
+    counts = sc_clip_counts(b.labels, keywords)
     folds = {}
     for fold, (trained, held_out) in enumerate((halves, halves[::-1])):
         if fold not in run_folds:
             continue
         real = b.real(f"sc-fold{fold}{tag}", SC_SOURCE, trained, **changes)
         if real_words == "keywords":
-            counts = sc_clip_counts(b.labels, keywords)
             speakers = tuple(s for s in trained if counts[s][0])  # with keyword clips: the others add none
             heard = b.real(f"sc-fold{fold}-keywords{tag}", SC_SOURCE, speakers, keywords, **changes)
-            words = "the task's words of "
+            which = "the task's words of "
         else:
-            heard, words = real, ""
+            heard, which = real, ""
         train = SpikeDataset.concat([b.read(corpus / "train.h5"), b.read(heard / "train.h5")])
         kw = "-keywords" if real_words == "keywords" else ""
         run = b.train(f"synthetic+sc-fold{fold}{kw}{tag}", train, b.read(corpus / "val.h5"))
         augmented = f" (each clip also {copies}x augmented: {changes.get('augment')})" if copies else ""
         trained_on = (
-            f"synthetic {b.task} + {words}Speech Commands sample speakers {', '.join(trained)}{augmented}"
+            f"synthetic {b.task} + {which}Speech Commands sample speakers {', '.join(trained)}{augmented}"
         )
         test = b.read(real / "test.h5")
         tested_on = f"Speech Commands v0.01 sample speakers {', '.join(held_out)} (held out)"
         names = np.asarray(test.class_names)[test.labels]
-        words = np.flatnonzero(np.isin(names, sorted(keywords)))
+        said = np.flatnonzero(np.isin(names, sorted(keywords)))
         folds[f"fold{fold}"] = {
             "all": b.score(run, test, trained_on, tested_on + ", other words as _unknown_"),
-            "keywords": b.score(run, test.subset(words), trained_on, tested_on + ", the task's words"),
+            "keywords": b.score(run, test.subset(said), trained_on, tested_on + ", the task's words"),
         }
     return {
         "folds": folds,
@@ -551,6 +560,7 @@ def main() -> None:
     args = parser.parse_args()
     try:
         recipe = load_recipe(args.recipe, args.tiny, tuple(args.overrides))
+        sc_options(recipe)
     except ValueError as err:
         sys.exit(str(err))
     real = args.real or _default_real()

@@ -92,3 +92,27 @@ def test_sc_halves_split_the_speakers_evenly_and_deterministically(
     assert sorted(a + b) == [f"s{i}" for i in range(1, 8)] and not set(a) & set(b)
     assert abs(sum(key[s] for s in a) - sum(key[s] for s in b)) <= 1
     assert real_voices.sc_halves(backward, keywords) == (a, b)
+
+
+@pytest.mark.parametrize(
+    ("section", "problem"),
+    [
+        ({"folds": [2]}, "folds must list 0, 1 or both"),
+        ({"folds": []}, "folds must list 0, 1 or both"),
+        ({"folds": 0}, "folds must list 0, 1 or both"),
+        ({"train_words": "some"}, "train_words must be 'all' or 'keywords'"),
+    ],
+)
+def test_sc_finetune_options_are_checked(real_voices: ModuleType, section: dict, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        real_voices.sc_options({"sc_finetune": section})
+
+
+def test_sc_finetune_options_leave_the_import_arguments(real_voices: ModuleType) -> None:
+    section = {"augment": "recordings", "copies": 3, "folds": [1], "train_words": "keywords"}
+    assert real_voices.sc_options({"sc_finetune": section}) == (
+        [1],
+        "keywords",
+        {"augment": "recordings", "copies": 3},
+    )
+    assert real_voices.sc_options({}) == ([0, 1], "all", {})
