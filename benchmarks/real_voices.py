@@ -47,7 +47,7 @@ from _common import RESULTS, load_average, machine, write_results
 
 from edgekws.toolkit.data import SpikeDataset, import_recordings, read_shd, synthesize
 from edgekws.toolkit.data._engines import DEFAULT_ENGINES, voices
-from edgekws.toolkit.data._synth import class_names
+from edgekws.toolkit.data._synth import SILENCE_CLASS, UNKNOWN_CLASS, class_names
 
 FSDD_SPEAKERS = ("fsdd-george", "fsdd-jackson", "fsdd-lucas", "fsdd-nicolas", "fsdd-theo", "fsdd-yweweler")
 ROTATIONS = (("fsdd-lucas", "fsdd-theo"), ("fsdd-george", "fsdd-jackson"), ("fsdd-nicolas", "fsdd-yweweler"))
@@ -287,7 +287,7 @@ def score_synthetic_only(b: Bench, run: Any, corpus: Path) -> dict[str, Any]:
             run, sc, trained, "Speech Commands v0.01 sample, all 34 speakers (other words as _unknown_)"
         )
         names = np.asarray(sc.class_names)[sc.labels]
-        words = np.flatnonzero(~np.isin(names, ["_unknown_", "_silence_"]))
+        words = np.flatnonzero(~np.isin(names, [UNKNOWN_CLASS, SILENCE_CLASS]))
         if len(words):
             out["speech_commands_sample_keywords"] = b.score(
                 run,
@@ -371,11 +371,10 @@ def sc_clip_counts(labels: Path, keywords: set[str]) -> dict[str, tuple[int, int
     return clips
 
 
-def sc_halves(labels: Path, keywords: set[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The Speech Commands sample's speakers in two halves: ordered by their clips of ``keywords`` (then
-    all their clips, then name) and dealt A, B, B, A, A, B, ... so both halves hold about as many keyword
-    clips."""
-    clips = sc_clip_counts(labels, keywords)
+def sc_halves(clips: dict[str, tuple[int, int]]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The Speech Commands sample's speakers (``sc_clip_counts``) in two halves: ordered by their keyword
+    clips (then all their clips, then name) and dealt A, B, B, A, A, B, ... so both halves hold about as many
+    keyword clips."""
     order = sorted(clips, key=lambda s: (-clips[s][0], -clips[s][1], s))
     halves: tuple[list[str], list[str]] = ([], [])
     for i, speaker in enumerate(order):
@@ -404,9 +403,9 @@ def sc_finetune(b: Bench) -> dict[str, Any]:
     run_folds, real_words, changes = sc_options(b.recipe)
     copies = int(changes.get("copies", 0))
     tag = f"-copies{copies}" if copies else ""
-    keywords = {c for c in b.classes if not c.startswith("_")}
-    halves = sc_halves(b.labels, keywords)
+    keywords = set(b.classes) - {UNKNOWN_CLASS, SILENCE_CLASS}
     counts = sc_clip_counts(b.labels, keywords)
+    halves = sc_halves(counts)
     folds = {}
     for fold, (trained, held_out) in enumerate((halves, halves[::-1])):
         if fold not in run_folds:
