@@ -40,7 +40,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from _common import RESULTS, load_average, machine, write_results
@@ -70,7 +70,9 @@ DEFAULT_RECIPE: dict[str, Any] = {
     "fsdd_finetune": {},
     # import_recordings arguments for the Speech Commands sample's training half (augment, copies),
     # "folds": which of the two to run ([0, 1]; a run of the other fold's process is reused when found),
-    # "train_words": "all" its clips (default) or only its clips of the task's "keywords"
+    # "train_words": "all" its clips (default) or only its clips of the task's "keywords",
+    # "keyword_copies": N > 0 imports the half's command-word clips once more with N other augmented copies
+    # (weighs them up against its other words)
     "sc_finetune": {},
 }
 TINY: dict[str, Any] = {
@@ -386,21 +388,33 @@ def _pooled(blocks: list[dict[str, Any]]) -> float:
     return sum(b["accuracy"] * b["samples"] for b in blocks) / sum(b["samples"] for b in blocks)
 
 
-def sc_options(recipe: dict[str, Any]) -> tuple[list[int], str, dict[str, Any]]:
-    """The ``[sc_finetune]`` section as (folds to run, train_words, import_recordings arguments)."""
+class ScOptions(NamedTuple):
+    """The ``[sc_finetune]`` section, checked."""
+
+    folds: list[int]  # which folds this process runs
+    train_words: str  # "all" the training half's clips, or only its "keywords" (the task's words)
+    keyword_copies: int  # the half's keyword clips imported once more with this many augmented copies
+    import_args: dict[str, Any]  # import_recordings arguments (augment, copies)
+
+
+def sc_options(recipe: dict[str, Any]) -> ScOptions:
+    """The ``[sc_finetune]`` section as :class:`ScOptions`; a bad value raises ValueError before any run."""
     changes = dict(recipe.get("sc_finetune", {}))
     run_folds = changes.pop("folds", [0, 1])  # one fold a process lets two processes share the cores
     real_words = changes.pop("train_words", "all")  # "keywords": the training half's other words left out
+    keyword_copies = changes.pop("keyword_copies", 0)
     if real_words not in ("all", "keywords"):
         raise ValueError(f"sc_finetune.train_words must be 'all' or 'keywords', got {real_words!r}")
     if not isinstance(run_folds, list) or not run_folds or set(run_folds) - {0, 1}:
         raise ValueError(f"sc_finetune.folds must list 0, 1 or both, e.g. [0], got {run_folds!r}")
-    return run_folds, real_words, changes
+    if not isinstance(keyword_copies, int) or isinstance(keyword_copies, bool) or keyword_copies < 0:
+        raise ValueError(f"sc_finetune.keyword_copies must be a whole number >= 0, got {keyword_copies!r}")
+    return ScOptions(run_folds, real_words, keyword_copies, changes)
 
 
 def sc_finetune(b: Bench) -> dict[str, Any]:
     corpus = b.synth("all")
-    run_folds, real_words, changes = sc_options(b.recipe)
+    run_folds, real_words, keyword_copies, changes = sc_options(b.recipe)
     copies = int(changes.get("copies", 0))
     tag = f"-copies{copies}" if copies else ""
     keywords = set(b.classes) - {UNKNOWN_CLASS, SILENCE_CLASS}
@@ -417,10 +431,22 @@ def sc_finetune(b: Bench) -> dict[str, Any]:
             which = "the task's words of "
         else:
             heard, which = real, ""
-        train = SpikeDataset.concat([b.read(corpus / "train.h5"), b.read(heard / "train.h5")])
-        kw = "-keywords" if real_words == "keywords" else ""
-        run = b.train(f"synthetic+sc-fold{fold}{kw}{tag}", train, b.read(corpus / "val.h5"))
+        parts = [b.read(corpus / "train.h5"), b.read(heard / "train.h5")]
         augmented = f" (each clip also {copies}x augmented: {changes.get('augment')})" if copies else ""
+        kw = "-keywords" if real_words == "keywords" else ""
+        if keyword_copies:  # the command-word clips again, other augmented copies (seed 1): weighed up
+            speakers = tuple(s for s in trained if counts[s][0])
+            again = b.real(
+                f"sc-fold{fold}-keywords-seed1-copies{keyword_copies}", SC_SOURCE, speakers, keywords,
+                **{**changes, "copies": keyword_copies, "seed": 1},
+            )  # fmt: skip
+            extra = b.read(again / "train.h5")
+            extra_names = np.asarray(extra.class_names)[extra.labels]
+            parts.append(extra.subset(np.flatnonzero(np.isin(extra_names, sorted(keywords)))))
+            kw += f"-kwx{keyword_copies}"
+            augmented += f"; their command-word clips once more with {keyword_copies} other augmented copies"
+        train = SpikeDataset.concat(parts)
+        run = b.train(f"synthetic+sc-fold{fold}{kw}{tag}", train, b.read(corpus / "val.h5"))
         trained_on = (
             f"synthetic {b.task} + {which}Speech Commands sample speakers {', '.join(trained)}{augmented}"
         )

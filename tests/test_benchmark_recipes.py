@@ -101,6 +101,8 @@ def test_sc_halves_split_the_speakers_evenly_and_deterministically(
         ({"folds": []}, "folds must list 0, 1 or both"),
         ({"folds": 0}, "folds must list 0, 1 or both"),
         ({"train_words": "some"}, "train_words must be 'all' or 'keywords'"),
+        ({"keyword_copies": -1}, "keyword_copies must be a whole number"),
+        ({"keyword_copies": 1.5}, "keyword_copies must be a whole number"),
     ],
 )
 def test_sc_finetune_options_are_checked(real_voices: ModuleType, section: dict, problem: str) -> None:
@@ -109,10 +111,17 @@ def test_sc_finetune_options_are_checked(real_voices: ModuleType, section: dict,
 
 
 def test_sc_finetune_options_leave_the_import_arguments(real_voices: ModuleType) -> None:
-    section = {"augment": "recordings", "copies": 3, "folds": [1], "train_words": "keywords"}
+    section = {
+        "augment": "recordings",
+        "copies": 3,
+        "folds": [1],
+        "train_words": "keywords",
+        "keyword_copies": 2,
+    }
     assert real_voices.sc_options({"sc_finetune": section}) == (
         [1],
         "keywords",
+        2,
         {"augment": "recordings", "copies": 3},
     )
-    assert real_voices.sc_options({}) == ([0, 1], "all", {})
+    assert real_voices.sc_options({}) == ([0, 1], "all", 0, {})
