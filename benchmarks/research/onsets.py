@@ -1,0 +1,231 @@
+"""Where the word sits in its 1 s window, by source, and what that costs commands runs: ``OUT.{md,json,png}``.
+
+A clip's *onset* is the time by which 3 % of its input spikes have arrived, its *end* the time by which 97 %
+have (plain front-end spikes, no delay taps; the front-end codes quiet as few spikes, docs/frontend.md).
+Percentiles (10 / 50 / 90) of both are given for each data set and, for synthetic corpora, each engine.
+
+For each ``LABEL=RUN`` the Speech Commands sample is also scored with its clips moved earlier so that the
+onset sits at most at each ``--align`` time (a clip whose onset is already earlier is left as recorded;
+spikes moved before 0 s are dropped). This is a *diagnostic* of how much the word's place in the window
+costs a run: the alignment looks at the clip's own spikes, which a streaming detector cannot do (its lanes
+start every 50 ms instead, docs/agent.md). Issue #12 round 15 (docs/training.md):
+
+```
+.venv/bin/python benchmarks/research/onsets.py benchmarks/results/onsets_commands \
+    --data 'SC sample=runs/r12/ep/real/sc-sample/test.h5' 'FSDD=runs/r12/ep/real/fsdd-all/test.h5' \
+    'synthetic test voices=runs/r12/ep/synth/all/test.h5' \
+    'synthetic training voices=runs/r12/ep/synth/all/train.h5' \
+    --sc runs/r12/ep/real/sc-sample/test.h5 --align 0.15,0.10 \
+    --runs 'round 12, seed 1234=runs/r12/ep/runs/synthetic' 'round 12, seed 1=runs/r12/ep-s1/runs/synthetic'
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import machine, write_results  # benchmarks/ is on the path from here on
+
+from edgekws.toolkit.data import SpikeDataset, read_shd
+from edgekws.toolkit.data._synth import SILENCE_CLASS, UNKNOWN_CLASS
+from edgekws.toolkit.train import evaluate, load_run
+
+ONSET_Q = 0.03
+END_Q = 0.97
+
+
+def bounds(data: SpikeDataset) -> tuple[np.ndarray, np.ndarray]:
+    """Each clip's onset and end (s); clips without spikes are left out."""
+    spoken = [t for t in data.times if len(t)]
+    return (
+        np.array([np.quantile(t, ONSET_Q) for t in spoken]),
+        np.array([np.quantile(t, END_Q) for t in spoken]),
+    )
+
+
+def _percentiles(x: np.ndarray) -> list[float]:
+    return [round(float(v), 3) for v in np.percentile(x, [10, 50, 90])] if len(x) else []
+
+
+def placement(data: SpikeDataset) -> dict[str, Any]:
+    """Onset and end percentiles of the whole set, of its filler classes apart, and per synthetic engine."""
+    names = np.asarray(data.class_names)[data.labels]
+    filler = np.isin(names, [UNKNOWN_CLASS, SILENCE_CLASS])
+    groups = {"all": np.arange(len(data)), "task words": np.flatnonzero(~filler)}
+    if (names == UNKNOWN_CLASS).any():
+        groups["other words (_unknown_)"] = np.flatnonzero(names == UNKNOWN_CLASS)
+    sources = np.asarray(data.extra.get("source", [])) if "source" in data.extra else np.array([])
+    if len(set(sources.tolist())) > 1:
+        for source in sorted(set(sources.tolist())):
+            groups[f"engine {source}"] = np.flatnonzero((sources == source) & ~filler)
+    out = {}
+    for name, index in groups.items():
+        onset, end = bounds(data.subset(index))
+        if len(onset):
+            out[name] = {"clips": len(onset), "onset_s": _percentiles(onset), "end_s": _percentiles(end)}
+    return out
+
+
+def aligned(data: SpikeDataset, at: float | None) -> SpikeDataset:
+    """``data`` with each clip moved earlier so its onset is at most ``at`` s (None: as recorded)."""
+    if at is None:
+        return data
+    times, units = [], []
+    for t, u in zip(data.times, data.units, strict=True):
+        move = max(0.0, float(np.quantile(t, ONSET_Q)) - at) if len(t) else 0.0
+        keep = t - move >= 0
+        times.append(t[keep] - move)
+        units.append(u[keep])
+    return SpikeDataset(
+        times=times,
+        units=units,
+        labels=data.labels,
+        num_channels=data.num_channels,
+        class_names=list(data.class_names),
+        extra=dict(data.extra),
+        attrs=dict(data.attrs),
+    )
+
+
+def score(run: Any, data: SpikeDataset) -> dict[str, int]:
+    """The sample's task words right and all clips right, from ``edgekws eval``'s confusion matrix."""
+    result = evaluate(run, data, backend="float")
+    confusion = np.asarray(result["confusion_matrix"])
+    filler = np.isin(list(result["class_names"]), [UNKNOWN_CLASS, SILENCE_CLASS])
+    right = confusion.diagonal()
+    return {
+        "words": int(confusion[~filler].sum()),
+        "words_right": int(right[~filler].sum()),
+        "clips": int(confusion.sum()),
+        "right": int(right.sum()),
+    }
+
+
+def run_rows(runs: dict[str, Path], sc: Path, align: list[float]) -> dict[str, Any]:
+    plain = read_shd(sc)
+    rows: dict[str, Any] = {}
+    for label, path in runs.items():
+        run = load_run(path)
+        taps = tuple((run.info.get("frontend") or {}).get("delay_taps_ms", (0.0,)))
+        rows[label] = {"run": str(path)}
+        for at in [None, *align]:
+            data = aligned(plain, at)
+            data = data if taps == (0.0,) else data.with_delay_taps(taps)
+            rows[label]["as recorded" if at is None else f"onset <= {at:.2f} s"] = score(run, data)
+        print(label, rows[label], flush=True)
+    return rows
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    lines = [
+        "# Where the word sits in its window",
+        "",
+        f"Reproduce: `{doc['command']}`. Machine: {doc['machine']['cpu']}, {doc['machine']['cores']} cores. "
+        f"Onset: the time by which {ONSET_Q:.0%} of a clip's input spikes have arrived; end: {END_Q:.0%} "
+        "(plain front-end, no delay taps). Percentiles 10 / 50 / 90 over the clips.",
+        "",
+        "| data set | clips | onset p10 / p50 / p90 (s) | end p10 / p50 / p90 (s) |",
+        "|---|---|---|---|",
+    ]
+    for name, groups in doc["placement"].items():
+        for group, p in groups.items():
+            onset = " / ".join(f"{v:.2f}" for v in p["onset_s"])
+            end = " / ".join(f"{v:.2f}" for v in p["end_s"])
+            lines.append(f"| {name}: {group} | {p['clips']} | {onset} | {end} |")
+    if doc["runs"]:
+        lines += [
+            "",
+            "The Speech Commands sample scored with its clips moved earlier (a diagnostic: the alignment "
+            "reads the clip's own spikes, which a detector cannot):",
+            "",
+            "| run | alignment | SC command words right | SC all clips right |",
+            "|---|---|---|---|",
+        ]
+        for label, row in doc["runs"].items():
+            for how, s in row.items():
+                if how == "run":
+                    continue
+                lines.append(
+                    f"| {label} | {how} | {s['words_right']}/{s['words']} "
+                    f"({100 * s['words_right'] / s['words']:.1f} %) | {s['right']}/{s['clips']} "
+                    f"({100 * s['right'] / s['clips']:.1f} %) |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def plot(doc: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 0.45 * sum(len(g) for g in doc["placement"].values()) + 1.2))
+    labels: list[str] = []
+    for name, groups in doc["placement"].items():
+        for group, p in groups.items():
+            y = len(labels)
+            labels.append(f"{name}: {group}")
+            if p["onset_s"]:
+                o10, o50, o90 = p["onset_s"]
+                e10, e50, e90 = p["end_s"]
+                ax.plot([o10, o90], [y, y], color="tab:blue", lw=6, alpha=0.35)
+                ax.plot([e10, e90], [y, y], color="tab:orange", lw=6, alpha=0.35)
+                ax.plot([o50, e50], [y, y], color="black", lw=1)
+                ax.plot([o50], [y], "o", color="tab:blue")
+                ax.plot([e50], [y], "o", color="tab:orange")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("time in the 1 s window (s)")
+    ax.set_title("onset (blue) and end (orange) of the word: p10-p90 bars, median dots", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _pairs(items: list[str], parser: argparse.ArgumentParser) -> dict[str, Path]:
+    out = {}
+    for item in items:
+        label, sep, path = item.partition("=")
+        if not sep:
+            parser.error(f"{item!r}: expected LABEL=PATH")
+        out[label] = Path(path)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("out", type=Path, help="results path without suffix")
+    parser.add_argument("--data", nargs="+", required=True, help="LABEL=DATA.h5 (plain front-end spikes)")
+    parser.add_argument("--sc", type=Path, help="the Speech Commands sample's test.h5 (plain), for --runs")
+    parser.add_argument("--align", default="0.15,0.10", help="onset times (s) to score the sample at")
+    parser.add_argument("--runs", nargs="*", default=[], help="LABEL=RUN")
+    args = parser.parse_args()
+    runs = _pairs(args.runs, parser)
+    if runs and args.sc is None:
+        parser.error("--runs needs --sc")
+    align = [float(a) for a in args.align.split(",") if a]
+    placements = {label: placement(read_shd(path)) for label, path in _pairs(args.data, parser).items()}
+    doc = {
+        "command": shlex.join(["python", "benchmarks/research/onsets.py", *sys.argv[1:]]),
+        "machine": machine(),
+        "placement": placements,
+        "runs": run_rows(runs, args.sc, align) if runs else {},
+    }
+    write_results(args.out.with_suffix(".json"), doc, markdown(doc))
+    plot(doc, args.out.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()
