@@ -271,7 +271,7 @@ def test_a_seeds_only_sweeps_plot_names_the_seeds_and_shows_their_mean_and_sprea
 # the recipe each reference bundle was trained by (tests/assets/*-reference.ekb; docs/training.md)
 REFERENCE_RECIPES = {
     "en-digits": "recipe_en_digits_round6.toml",
-    "en-commands": "recipe_en_commands_round7.toml",
+    "en-commands": "recipe_en_commands_round15.toml",
 }
 
 
