@@ -258,6 +258,12 @@ def _persons(corpus: Path, split: str | None) -> set[str]:
     return {s.get("person", s["id"]) for s in speakers if split is None or s["split"] == split}
 
 
+def task_words(data: SpikeDataset) -> np.ndarray:
+    """Indices of the samples labelled with one of the task's words (not ``_unknown_`` or ``_silence_``)."""
+    names = np.asarray(data.class_names)[data.labels]
+    return np.flatnonzero(~np.isin(names, [UNKNOWN_CLASS, SILENCE_CLASS]))
+
+
 def _nonempty(b: Bench, folder: Path, split: str) -> SpikeDataset | None:
     data = b.read(folder / f"{split}.h5")
     return data if len(data) else None
@@ -288,14 +294,13 @@ def score_synthetic_only(b: Bench, run: Any, corpus: Path) -> dict[str, Any]:
         out["speech_commands_sample"] = b.score(
             run, sc, trained, "Speech Commands v0.01 sample, all 34 speakers (other words as _unknown_)"
         )
-        names = np.asarray(sc.class_names)[sc.labels]
-        words = np.flatnonzero(~np.isin(names, [UNKNOWN_CLASS, SILENCE_CLASS]))
+        words = task_words(sc)
         if len(words):
             out["speech_commands_sample_keywords"] = b.score(
                 run,
                 sc.subset(words),
                 trained,
-                f"Speech Commands v0.01 sample, the task's {len(set(names[words]))} words",
+                f"Speech Commands v0.01 sample, the task's {len(set(sc.labels[words]))} words",
             )
     return out
 
@@ -425,8 +430,8 @@ def sc_finetune(b: Bench) -> dict[str, Any]:
         if fold not in run_folds:
             continue
         real = b.real(f"sc-fold{fold}{tag}", SC_SOURCE, trained, **changes)
+        speakers = tuple(s for s in trained if counts[s][0])  # with keyword clips: the others add none
         if real_words == "keywords":
-            speakers = tuple(s for s in trained if counts[s][0])  # with keyword clips: the others add none
             heard = b.real(f"sc-fold{fold}-keywords{tag}", SC_SOURCE, speakers, keywords, **changes)
             which = "the task's words of "
         else:
@@ -435,14 +440,12 @@ def sc_finetune(b: Bench) -> dict[str, Any]:
         augmented = f" (each clip also {copies}x augmented: {changes.get('augment')})" if copies else ""
         kw = "-keywords" if real_words == "keywords" else ""
         if keyword_copies:  # the command-word clips again, other augmented copies (seed 1): weighed up
-            speakers = tuple(s for s in trained if counts[s][0])
             again = b.real(
                 f"sc-fold{fold}-keywords-seed1-copies{keyword_copies}", SC_SOURCE, speakers, keywords,
                 **{**changes, "copies": keyword_copies, "seed": 1},
             )  # fmt: skip
             extra = b.read(again / "train.h5")
-            extra_names = np.asarray(extra.class_names)[extra.labels]
-            parts.append(extra.subset(np.flatnonzero(np.isin(extra_names, sorted(keywords)))))
+            parts.append(extra.subset(task_words(extra)))  # without the import's _silence_ clips
             kw += f"-kwx{keyword_copies}"
             augmented += f"; their command-word clips once more with {keyword_copies} other augmented copies"
         train = SpikeDataset.concat(parts)
@@ -452,8 +455,7 @@ def sc_finetune(b: Bench) -> dict[str, Any]:
         )
         test = b.read(real / "test.h5")
         tested_on = f"Speech Commands v0.01 sample speakers {', '.join(held_out)} (held out)"
-        names = np.asarray(test.class_names)[test.labels]
-        said = np.flatnonzero(np.isin(names, sorted(keywords)))
+        said = task_words(test)
         folds[f"fold{fold}"] = {
             "all": b.score(run, test, trained_on, tested_on + ", other words as _unknown_"),
             "keywords": b.score(run, test.subset(said), trained_on, tested_on + ", the task's words"),

@@ -33,10 +33,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import machine, write_results  # benchmarks/ is on the path from here on
+from sc_rejection import counts  # its folder is the script's: on the path
 
 from edgekws.toolkit.data import SpikeDataset, read_shd
 from edgekws.toolkit.data._synth import SILENCE_CLASS, UNKNOWN_CLASS
-from edgekws.toolkit.train import evaluate, load_run
+from edgekws.toolkit.train import load_run
 
 ONSET_Q = 0.03
 END_Q = 0.97
@@ -62,8 +63,8 @@ def placement(data: SpikeDataset) -> dict[str, Any]:
     groups = {"all": np.arange(len(data)), "task words": np.flatnonzero(~filler)}
     if (names == UNKNOWN_CLASS).any():
         groups["other words (_unknown_)"] = np.flatnonzero(names == UNKNOWN_CLASS)
-    sources = np.asarray(data.extra.get("source", [])) if "source" in data.extra else np.array([])
-    if len(set(sources.tolist())) > 1:
+    sources = data.metadata("source")
+    if sources is not None and len(set(sources.tolist())) > 1:
         for source in sorted(set(sources.tolist())):
             groups[f"engine {source}"] = np.flatnonzero((sources == source) & ~filler)
     out = {}
@@ -95,20 +96,6 @@ def aligned(data: SpikeDataset, at: float | None) -> SpikeDataset:
     )
 
 
-def score(run: Any, data: SpikeDataset) -> dict[str, int]:
-    """The sample's task words right and all clips right, from ``edgekws eval``'s confusion matrix."""
-    result = evaluate(run, data, backend="float")
-    confusion = np.asarray(result["confusion_matrix"])
-    filler = np.isin(list(result["class_names"]), [UNKNOWN_CLASS, SILENCE_CLASS])
-    right = confusion.diagonal()
-    return {
-        "words": int(confusion[~filler].sum()),
-        "words_right": int(right[~filler].sum()),
-        "clips": int(confusion.sum()),
-        "right": int(right.sum()),
-    }
-
-
 def run_rows(runs: dict[str, Path], sc: Path, align: list[float]) -> dict[str, Any]:
     plain = read_shd(sc)
     rows: dict[str, Any] = {}
@@ -119,7 +106,7 @@ def run_rows(runs: dict[str, Path], sc: Path, align: list[float]) -> dict[str, A
         for at in [None, *align]:
             data = aligned(plain, at)
             data = data if taps == (0.0,) else data.with_delay_taps(taps)
-            rows[label]["as recorded" if at is None else f"onset <= {at:.2f} s"] = score(run, data)
+            rows[label]["as recorded" if at is None else f"onset <= {at:.2f} s"] = counts(run, data)
         print(label, rows[label], flush=True)
     return rows
 
