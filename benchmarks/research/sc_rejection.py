@@ -4,8 +4,8 @@ For each ``LABEL=RUN`` (a run trained without the Speech Commands sample: scored
 ``LABEL=RUN0,RUN1`` (protocol (d)'s two fold runs of ``benchmarks/real_voices.py``, each scored on the half
 it never heard, the halves pooled): the sample's command words named right and answered ``_unknown_``,
 its other words rejected, FSDD's digits rejected (every digit is ``_unknown_`` to the commands task) and
-the unseen synthetic voices (for fold runs, the mean of the two runs). Issue #12 rounds 14 and 15
-(docs/training.md; the results file's command has every row, round 15's runs added to these):
+the unseen synthetic voices (for fold runs, the mean of the two runs). Issue #12 rounds 14 to 16
+(docs/training.md; the results file's command has every row, rounds 15's and 16's runs added to these):
 
 ```
 F=runs/r14/sc/runs/synthetic+sc-fold
