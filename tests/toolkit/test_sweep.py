@@ -457,6 +457,23 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def test_joining_a_cluster_retries_only_when_the_client_proxy_failed_to_start_its_server() -> None:
+    """Both ways Ray's client proxy reports a per-client server that died at start are retried (the second was
+    seen in this file's cluster test); a refused connection or any other error is not."""
+    from edgekws.toolkit.sweep._engine import _client_server_start_failed
+
+    said = (
+        'Initialization failure from server:\nTraceback (most recent call last):\n  File ".../proxier.py", '
+        "line 765, in Datapath\n...\npsutil.ZombieProcess: PID still exists but it's a zombie (pid=10554)"
+    )
+    assert _client_server_start_failed(ConnectionAbortedError(said))
+    assert _client_server_start_failed(
+        ConnectionError("Starting Ray client server failed. See ray_client_server_23000.err for details.")
+    )
+    assert not _client_server_start_failed(ConnectionError("ray client connection timeout"))
+    assert not _client_server_start_failed(ConnectionRefusedError("[Errno 111] Connection refused"))
+
+
 def test_a_cluster_runs_the_same_spec_and_a_lost_workers_trial_resumes_from_ray_storage(
     tmp_path: Path, ray_cluster: tuple[str, dict[str, str]]
 ) -> None:

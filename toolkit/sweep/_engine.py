@@ -349,11 +349,21 @@ def _ray(options: EngineOptions) -> Iterator[dict[str, Any]]:
             ray.shutdown()
 
 
+# What Ray 2.60's client proxy says when a per-client server failed to start: its start-up check reads the
+# server's command line and gives up when the process is briefly a zombie (psutil.ZombieProcess), reported
+# either as "Starting Ray client server failed" or as the check's own traceback ("Initialization failure from
+# server: ... psutil.ZombieProcess"; ray-project/ray#63202 is the race behind it).
+CLIENT_SERVER_START_FAILED = ("client server failed", "ZombieProcess")
+
+
+def _client_server_start_failed(exc: BaseException) -> bool:
+    return any(marker in str(exc) for marker in CLIENT_SERVER_START_FAILED)
+
+
 def _join(address: str, runtime_env: dict[str, Any], attempts: int = 5) -> None:
     """``ray.init`` on a cluster; a Ray Client address is tried again after its per-client server failed to
-    start (Ray 2.60's proxy now and then reports "Starting Ray client server failed": its start-up check reads
-    the server's command line and gives up when the process is briefly a zombie, psutil.ZombieProcess; on a
-    busy head three tries 5 s apart all failed once, so the waits grow: 5, 10, 20, 40 s)."""
+    start (``CLIENT_SERVER_START_FAILED``; on a busy head three tries 5 s apart all failed once, so the waits
+    grow: 5, 10, 20, 40 s)."""
     for attempt in range(1, attempts + 1):
         try:
             ray.init(
@@ -361,11 +371,8 @@ def _join(address: str, runtime_env: dict[str, Any], attempts: int = 5) -> None:
             )
             return
         except ConnectionError as exc:
-            if (
-                not address.startswith("ray://")
-                or attempt == attempts
-                or "client server failed" not in str(exc)
-            ):
+            retry = address.startswith("ray://") and attempt < attempts and _client_server_start_failed(exc)
+            if not retry:
                 raise
             logging.getLogger(__name__).warning(
                 "Ray Client: %s; trying again (%d/%d)", exc, attempt, attempts
