@@ -104,6 +104,27 @@ def test_delay_moves_each_sample_by_whole_steps_within_the_bound() -> None:
     assert delay_samples(data, 0, np.random.default_rng(3), 0.001) is data
 
 
+def test_delay_only_keeps_the_unpicked_samples_in_place_and_the_picked_ones_as_without_it() -> None:
+    """``only`` leaves the samples where it is False untouched; the others move exactly as with no mask
+    (every delay is drawn either way, so picking samples changes no other sample's draw)."""
+    import pytest
+
+    from edgekws.toolkit.train._augment import delay_samples
+
+    data = _data()
+    only = np.array([True, False, True, False, True, False])
+    picked = delay_samples(data, 7, np.random.default_rng(3), 0.001, only)
+    every = delay_samples(data, 7, np.random.default_rng(3), 0.001)
+    for i in range(len(data)):
+        expected = every.times[i] if only[i] else data.times[i]
+        np.testing.assert_array_equal(picked.times[i], expected)
+    assert any(not np.array_equal(every.times[i], data.times[i]) for i in np.flatnonzero(only))
+    with pytest.raises(ValueError, match="2 entries for 6 samples"):
+        delay_samples(data, 7, np.random.default_rng(3), 0.001, only[:2])
+    with pytest.raises(ValueError, match="blends mix two"):
+        augment_epoch(data, "shift-blend", 1, 0.5, 0.5, np.random.default_rng(0), 0.001, 1, 5, 0.0, only)
+
+
 def test_augment_epoch_delays_even_without_shift_and_keeps_old_draws_when_off() -> None:
     """mode "none" with a delay only delays; with no delay the epoch equals the one made before delays."""
     data = _data()

@@ -203,6 +203,51 @@ def test_training_with_clip_and_dropout_resumes_exactly(tmp_path: Path) -> None:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
+def test_time_shift_sources_delay_only_the_named_sources_and_refuse_bad_names(tmp_path: Path) -> None:
+    """time_shift_sources delays only the samples whose metadata source it names (the others' events keep
+    their times); a name no sample has, data without sources, or the option without time_shift_ms or with
+    shift-blend are refused with what to do."""
+    from edgekws.toolkit.data import SpikeDataset
+    from edgekws.toolkit.train import ConfigError
+    from edgekws.toolkit.train._loop import _epoch_data
+
+    plain = two_class_data(8, 0)
+    sources = np.array(["espeak-ng", "speech-commands"] * 4)
+    data = SpikeDataset(
+        times=plain.times, units=plain.units, labels=plain.labels, num_channels=plain.num_channels,
+        class_names=list(plain.class_names), extra={"source": sources}, attrs=dict(plain.attrs),
+    )  # fmt: skip
+    config = tiny_config(time_shift_ms=10.0, time_shift_sources=("espeak-ng",))
+    moved = set()
+    for epoch in range(4):
+        shifted, _ = _epoch_data(data, config, epoch, 0.001)
+        for i in range(len(data)):
+            same = np.array_equal(shifted.times[i], data.times[i])
+            assert same or sources[i] == "espeak-ng", i
+            if not same:
+                moved.add(i)
+    assert moved, "the named source's samples are delayed"
+    assert TrainConfig.from_dict(
+        {"time_shift_ms": 5.0, "time_shift_sources": "flite"}
+    ).time_shift_sources == ("flite",)
+    with pytest.raises(
+        TrainError, match=r"\['kokoro'\] name no training sample.*'espeak-ng', 'speech-commands'"
+    ):
+        train(
+            data,
+            tmp_path / "typo",
+            tiny_config(time_shift_ms=10.0, time_shift_sources=("kokoro",)),
+            progress=False,
+        )
+    assert not (tmp_path / "typo").exists(), "a refused run writes nothing"
+    with pytest.raises(TrainError, match="do not say theirs"):
+        train(plain, tmp_path / "bare", config, progress=False)
+    with pytest.raises(ConfigError, match="set time_shift_ms too"):
+        tiny_config(time_shift_sources=("espeak-ng",))
+    with pytest.raises(ConfigError, match="use augment 'none' or 'shift'"):
+        tiny_config(augment="shift-blend", time_shift_ms=10.0, time_shift_sources=("espeak-ng",))
+
+
 def test_time_constants_reach_the_run_and_change_the_dynamics(tmp_path: Path) -> None:
     """tau_mem_ms/tau_syn_ms of the config are the trained network's (its spec, hence every backend's
     12-bit decays: a longer time constant retains more per step), and a non-positive one is refused."""

@@ -78,16 +78,27 @@ def blend_same_class(
     return _with_events(data, times, units, np.asarray(labels, dtype=np.int64))
 
 
-def delay_samples(data: SpikeDataset, max_steps: int, rng: np.random.Generator, dt: float) -> SpikeDataset:
+def delay_samples(
+    data: SpikeDataset,
+    max_steps: int,
+    rng: np.random.Generator,
+    dt: float,
+    only: np.ndarray | None = None,
+) -> SpikeDataset:
     """Delay every event of each sample by one random whole number of steps in ``[0, max_steps]``.
 
     A streaming spotter's 1 s windows meet a word anywhere in them, not only at the corpus' onsets; the
     delay moves the word later in the window (events pushed past the sample's end are dropped when the
-    data are binned).
+    data are binned). ``only`` (one bool a sample) keeps the samples where it is False in place; the
+    others get the delays they would get without it (every sample's delay is drawn either way).
     """
     if max_steps <= 0:
         return data
     delays = rng.integers(0, max_steps + 1, size=len(data))
+    if only is not None:
+        if len(only) != len(data):
+            raise ValueError(f"only has {len(only)} entries for {len(data)} samples")
+        delays = np.where(np.asarray(only, dtype=bool), delays, 0)
     times = [
         (t.astype(np.float64) + int(d) * dt).astype(np.float32)
         for t, d in zip(data.times, delays, strict=True)
@@ -118,15 +129,19 @@ def augment_epoch(
     stride: int = 1,
     max_delay_steps: int = 0,
     drop_p: float = 0.0,
+    delay_only: np.ndarray | None = None,
 ) -> SpikeDataset:
     """The training set of one epoch: the originals (plus blends for ``shift-blend``), then shifted, then
-    delayed (``max_delay_steps`` > 0), then thinned (``drop_p`` > 0)."""
+    delayed (``max_delay_steps`` > 0; only the samples where ``delay_only`` is True when it is given, which
+    blends cannot take), then thinned (``drop_p`` > 0)."""
     if mode != "none":
         if mode == "shift-blend" and blend_fraction > 0:
+            if delay_only is not None:
+                raise ValueError("delay_only picks original samples; shift-blend's blends mix two of them")
             blends = blend_same_class(data, round(blend_fraction * len(data)), blend_p, rng, dt)
             data = _concat(data, blends)
         data = shift_channels(data, max_shift, rng, stride)
-    return drop_events(delay_samples(data, max_delay_steps, rng, dt), drop_p, rng)
+    return drop_events(delay_samples(data, max_delay_steps, rng, dt, delay_only), drop_p, rng)
 
 
 def _with_events(

@@ -96,6 +96,7 @@ class TrainConfig:
     blend_fraction: float = 0.94
     blend_p: float = 0.5
     time_shift_ms: float = 0.0
+    time_shift_sources: tuple[str, ...] = ()  # the sources (metadata "source") time_shift_ms delays; (): all
     input_dropout: float = 0.0
     grad_clip: float = 0.0
     method: str = "eventprop"
@@ -139,6 +140,15 @@ class TrainConfig:
             problems.append(f"input_dropout must lie in [0, 1), got {self.input_dropout}")
         if self.time_shift_ms < 0:
             problems.append(f"time_shift_ms must be non-negative, got {self.time_shift_ms}")
+        if self.time_shift_sources and not self.time_shift_ms:
+            problems.append(
+                "time_shift_sources names whose samples time_shift_ms delays; set time_shift_ms too"
+            )
+        if self.time_shift_sources and self.augment == "shift-blend":
+            problems.append(
+                "time_shift_sources picks samples by source, and shift-blend's blends mix two samples: "
+                "use augment 'none' or 'shift' with it"
+            )
         if self.blend_fraction < 0 or not 0.0 <= self.blend_p <= 1.0:
             problems.append("blend_fraction must be >= 0 and blend_p in [0, 1]")
         if self.lr_decay not in LR_DECAYS:
@@ -230,6 +240,9 @@ class TrainConfig:
         if "hidden" in data:
             hidden = data["hidden"]
             data["hidden"] = (int(hidden),) if isinstance(hidden, int) else tuple(int(h) for h in hidden)
+        if "time_shift_sources" in data:
+            sources = data["time_shift_sources"]
+            data["time_shift_sources"] = (sources,) if isinstance(sources, str) else tuple(map(str, sources))
         if "recurrent" in data:
             rec = data["recurrent"]
             n = len(data.get("hidden", cls.hidden))

@@ -123,6 +123,28 @@ def channels_per_band(data: SpikeDataset) -> int:
     return 1
 
 
+def time_shift_mask(train_data: SpikeDataset, config: TrainConfig) -> np.ndarray | None:
+    """Which samples ``time_shift_ms`` delays: those of ``time_shift_sources`` (None: every sample).
+
+    A TrainError when the data do not say their samples' sources or a named source has no sample (a typo
+    would otherwise leave the shift off without a word)."""
+    if not config.time_shift_sources:
+        return None
+    sources = train_data.metadata("source")
+    if sources is None:
+        raise TrainError(
+            "time_shift_sources picks samples by their source, and the training data do not say theirs; "
+            "make them with `edgekws data synth` / `data import` (both write it) or drop time_shift_sources"
+        )
+    present = sorted(set(sources.tolist()))
+    missing = [s for s in config.time_shift_sources if s not in present]
+    if missing:
+        raise TrainError(
+            f"time_shift_sources {missing} name no training sample; the data's sources are {present}"
+        )
+    return np.isin(sources, list(config.time_shift_sources))
+
+
 def _epoch_data(train_data: SpikeDataset, config: TrainConfig, epoch: int, dt_s: float) -> tuple[Any, Any]:
     rng = np.random.default_rng([config.seed, epoch])
     stride = channels_per_band(train_data)
@@ -137,6 +159,7 @@ def _epoch_data(train_data: SpikeDataset, config: TrainConfig, epoch: int, dt_s:
         stride,
         max_delay_steps=round(config.time_shift_ms / (dt_s * 1000.0)),
         drop_p=config.input_dropout,
+        delay_only=time_shift_mask(train_data, config),
     )
     return data, rng.permutation(len(data))
 
@@ -219,6 +242,7 @@ def _train(
         train_data.num_channels, train_data.num_classes, dt_ms, num_steps, tuple(train_data.class_names)
     )
     stream_windows = _stream_check(train_data, val_data, config)
+    time_shift_mask(train_data, config)  # a bad source list fails here, not in the batch feed's thread
     model, _ = _core()
     init = model.init_params(spec, jax.random.PRNGKey(config.seed))
     if config.init_from:
