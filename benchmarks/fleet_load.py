@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -606,7 +607,7 @@ def main() -> None:
     png = args.out.with_suffix(".png")
     result = {
         "benchmark": "fleet_load",
-        "command": ".venv/bin/python benchmarks/fleet_load.py " + " ".join(sys.argv[1:]),
+        "command": shlex.join([".venv/bin/python", "benchmarks/fleet_load.py", *sys.argv[1:]]),
         "machine": machine(),
         "load_1min": {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)},
         "broker": subprocess.run(

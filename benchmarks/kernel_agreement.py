@@ -19,6 +19,7 @@ Writes benchmarks/results/kernel_agreement.{json,md}.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from _common import RESULTS, SHD, SHD_DENSITY, machine, write_results
@@ -108,7 +109,7 @@ def main() -> None:
         }
     doc = {
         "benchmark": "kernel_agreement",
-        "command": "python benchmarks/kernel_agreement.py " + " ".join(sys.argv[1:]),
+        "command": shlex.join(["python", "benchmarks/kernel_agreement.py", *sys.argv[1:]]),
         "machine": machine(jax=jax.__version__),
         "setting": SHD,
         "density": DENSITY,

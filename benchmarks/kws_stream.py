@@ -49,6 +49,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse
 import itertools
+import shlex
 import sys
 import tempfile
 import time
@@ -393,7 +394,7 @@ def main() -> None:
     core = min(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {core})
     load_start = load_average()
-    doc: dict[str, Any] = {"command": " ".join(["benchmarks/kws_stream.py", *sys.argv[1:]]), "modes": {}}
+    doc: dict[str, Any] = {"command": shlex.join(["benchmarks/kws_stream.py", *sys.argv[1:]]), "modes": {}}
     t = time.perf_counter()
     val, test, source = make_streams(args)
     doc["streams"] = {"source": source, "val": val.composition(), "test": test.composition()}

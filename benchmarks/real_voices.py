@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 import tempfile
@@ -606,7 +607,7 @@ def main() -> None:
     doc = {
         "benchmark": "real_voices",
         "tiny": args.tiny,
-        "command": "python " + " ".join(["benchmarks/real_voices.py", *_without_note(sys.argv[1:])]),
+        "command": shlex.join(["python", "benchmarks/real_voices.py", *_without_note(sys.argv[1:])]),
         "machine": info,
         "load_average_1min_at_end": load_average(),
         "seconds": round(time.perf_counter() - start, 1),

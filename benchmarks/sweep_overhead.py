@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -197,7 +198,7 @@ def main() -> None:
 
     doc = {
         "benchmark": name,
-        "command": "python benchmarks/sweep_overhead.py " + " ".join(sys.argv[1:]),
+        "command": shlex.join(["python", "benchmarks/sweep_overhead.py", *sys.argv[1:]]),
         "machine": machine(ray=ray.__version__),
         "trials": f"{len(RATES)} learning rates x {len(SEEDS)} seeds, {args.epochs} epochs each",
         "network": f"{CHANNELS} channels -> {TRAIN['hidden']} recurrent -> {CLASSES}, T = {STEPS}, Eventprop",

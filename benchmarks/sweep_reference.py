@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -225,7 +226,7 @@ def main() -> None:
     manifest = json.loads((corpus / "manifest.json").read_text())
     doc = {
         "benchmark": "sweep_reference",
-        "command": "python " + " ".join(["benchmarks/sweep_reference.py", *_without_note(sys.argv[1:])]),
+        "command": shlex.join(["python", "benchmarks/sweep_reference.py", *_without_note(sys.argv[1:])]),
         "machine": info,
         "load_average_1min_at_end": load_average(),
         "seconds": round(time.perf_counter() - start, 1),
