@@ -4,8 +4,8 @@ For each ``LABEL=RUN`` (a run trained without the Speech Commands sample: scored
 ``LABEL=RUN0,RUN1`` (protocol (d)'s two fold runs of ``benchmarks/real_voices.py``, each scored on the half
 it never heard, the halves pooled): the sample's command words named right and answered ``_unknown_``,
 its other words rejected, FSDD's digits rejected (every digit is ``_unknown_`` to the commands task) and
-the unseen synthetic voices (for fold runs, the mean of the two runs). Issue #12 rounds 14 to 16
-(docs/training.md; the results file's command has every row, rounds 15's and 16's runs added to these):
+the unseen synthetic voices (for fold runs, the mean of the two runs). Issue #12 rounds 14 to 17
+(docs/training.md; the results file's command has every row, rounds 15 to 17's runs added to these):
 
 ```
 F=runs/r14/sc/runs/synthetic+sc-fold
@@ -17,13 +17,16 @@ F=runs/r14/sc/runs/synthetic+sc-fold
     "synthetic + half the SC speakers, seed 1234=${F}0-copies3,${F}1-copies3"
 ```
 
-Data sets are read plain and given the run's delay taps (``SpikeDataset.with_delay_taps``).
+With ``--add`` (and the same data sets) the results file keeps its rows and gains the given runs' only,
+and its command becomes the one that makes every row (round 17's were added so). Data sets are read plain
+and given the run's delay taps (``SpikeDataset.with_delay_taps``).
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -107,7 +110,7 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -117,16 +120,51 @@ def main() -> None:
     parser.add_argument("--folds", required=True, help="FOLD0.h5,FOLD1.h5: protocol (d)'s held-out halves")
     parser.add_argument("--fsdd", type=Path, required=True)
     parser.add_argument("--synthetic", type=Path, required=True, help="the corpus's unseen test voices")
-    args = parser.parse_args()
-    args.folds = [Path(p) for p in args.folds.split(",")]
-    rows = {}
-    for item in args.runs:
+    parser.add_argument(
+        "--add",
+        action="store_true",
+        help="keep OUT.json's rows and score only these runs: the same data sets as its command, new labels; "
+        "the file's command becomes its command with these runs added, which reproduces every row",
+    )
+    return parser
+
+
+def _labelled(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, list[Path]]:
+    runs = {}
+    for item in items:
         label, sep, paths = item.partition("=")
         if not sep:
             parser.error(f"{item!r}: expected LABEL=RUN[,RUN]")
-        rows[label] = row([Path(p) for p in paths.split(",")], args)
+        runs[label] = [Path(p) for p in paths.split(",")]
+    return runs
+
+
+def main() -> None:
+    parser = _parser()
+    args = parser.parse_args()
+    given = [a for a in sys.argv[1:] if a != "--add"]
+    rows: dict[str, Any] = {}
+    if args.add:  # the earlier rows as they are, if the data sets are the same
+        path = args.out.with_suffix(".json")
+        if not path.exists():
+            parser.error(f"--add: {path} does not exist; run without --add to write it")
+        before = json.loads(path.read_text())
+        earlier = shlex.split(before["command"])[2:]  # after "python benchmarks/research/sc_rejection.py"
+        old = parser.parse_args(earlier)
+        for key in ("out", "sc", "folds", "fsdd", "synthetic"):
+            now, then = getattr(args, key), getattr(old, key)
+            if now != then:
+                parser.error(f"--add: {key} {now} is not {path}'s {then}: give the same, or no --add")
+        clash = sorted(set(_labelled(parser, old.runs)) & set(_labelled(parser, args.runs)))
+        if clash:
+            parser.error(f"--add: {path} already has rows {clash}; give new labels")
+        rows = dict(before["rows"])
+        given = earlier + args.runs
+    args.folds = [Path(p) for p in args.folds.split(",")]
+    for label, paths in _labelled(parser, args.runs).items():
+        rows[label] = row(paths, args)
         print(label, rows[label]["speech_commands_sample"], flush=True)
-    command = shlex.join(["python", "benchmarks/research/sc_rejection.py", *sys.argv[1:]])
+    command = shlex.join(["python", "benchmarks/research/sc_rejection.py", *given])
     doc = {"command": command, "machine": machine(), "rows": rows}
     write_results(args.out.with_suffix(".json"), doc, markdown(doc))
 
