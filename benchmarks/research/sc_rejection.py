@@ -142,7 +142,8 @@ def _labelled(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, li
 def main() -> None:
     parser = _parser()
     args = parser.parse_args()
-    given = [a for a in sys.argv[1:] if a != "--add"]
+    new = _labelled(parser, args.runs)
+    given = sys.argv[1:]
     rows: dict[str, Any] = {}
     if args.add:  # the earlier rows as they are, if the data sets are the same
         path = args.out.with_suffix(".json")
@@ -155,13 +156,13 @@ def main() -> None:
             now, then = getattr(args, key), getattr(old, key)
             if now != then:
                 parser.error(f"--add: {key} {now} is not {path}'s {then}: give the same, or no --add")
-        clash = sorted(set(_labelled(parser, old.runs)) & set(_labelled(parser, args.runs)))
+        clash = sorted(set(_labelled(parser, old.runs)) & set(new))
         if clash:
             parser.error(f"--add: {path} already has rows {clash}; give new labels")
         rows = dict(before["rows"])
         given = earlier + args.runs
     args.folds = [Path(p) for p in args.folds.split(",")]
-    for label, paths in _labelled(parser, args.runs).items():
+    for label, paths in new.items():
         rows[label] = row(paths, args)
         print(label, rows[label]["speech_commands_sample"], flush=True)
     command = shlex.join(["python", "benchmarks/research/sc_rejection.py", *given])

@@ -209,7 +209,7 @@ def test_time_shift_sources_delay_only_the_named_sources_and_refuse_bad_names(tm
     shift-blend are refused with what to do."""
     from edgekws.toolkit.data import SpikeDataset
     from edgekws.toolkit.train import ConfigError
-    from edgekws.toolkit.train._loop import _epoch_data
+    from edgekws.toolkit.train._loop import _epoch_data, time_shift_mask
 
     plain = two_class_data(8, 0)
     sources = np.array(["espeak-ng", "speech-commands"] * 4)
@@ -220,7 +220,7 @@ def test_time_shift_sources_delay_only_the_named_sources_and_refuse_bad_names(tm
     config = tiny_config(time_shift_ms=10.0, time_shift_sources=("espeak-ng",))
     moved = set()
     for epoch in range(4):
-        shifted, _ = _epoch_data(data, config, epoch, 0.001)
+        shifted, _ = _epoch_data(data, config, epoch, 0.001, time_shift_mask(data, config))
         for i in range(len(data)):
             same = np.array_equal(shifted.times[i], data.times[i])
             assert same or sources[i] == "espeak-ng", i

@@ -145,7 +145,14 @@ def time_shift_mask(train_data: SpikeDataset, config: TrainConfig) -> np.ndarray
     return np.isin(sources, list(config.time_shift_sources))
 
 
-def _epoch_data(train_data: SpikeDataset, config: TrainConfig, epoch: int, dt_s: float) -> tuple[Any, Any]:
+def _epoch_data(
+    train_data: SpikeDataset,
+    config: TrainConfig,
+    epoch: int,
+    dt_s: float,
+    delay_only: np.ndarray | None = None,
+) -> tuple[Any, Any]:
+    """One epoch's augmented samples and their order; ``delay_only`` is :func:`time_shift_mask`'s."""
     rng = np.random.default_rng([config.seed, epoch])
     stride = channels_per_band(train_data)
     data = augment_epoch(
@@ -159,7 +166,7 @@ def _epoch_data(train_data: SpikeDataset, config: TrainConfig, epoch: int, dt_s:
         stride,
         max_delay_steps=round(config.time_shift_ms / (dt_s * 1000.0)),
         drop_p=config.input_dropout,
-        delay_only=time_shift_mask(train_data, config),
+        delay_only=delay_only,
     )
     return data, rng.permutation(len(data))
 
@@ -242,7 +249,9 @@ def _train(
         train_data.num_channels, train_data.num_classes, dt_ms, num_steps, tuple(train_data.class_names)
     )
     stream_windows = _stream_check(train_data, val_data, config)
-    time_shift_mask(train_data, config)  # a bad source list fails here, not in the batch feed's thread
+    delay_only = time_shift_mask(
+        train_data, config
+    )  # once, and a bad source list fails here, not in the feed
     model, _ = _core()
     init = model.init_params(spec, jax.random.PRNGKey(config.seed))
     if config.init_from:
@@ -294,7 +303,9 @@ def _train(
     selection = info["selection"]["metric"]
     interrupted = False
     bar = _Progress(progress, config.epochs, state.epoch)
-    feed = Feed(_batch_stream(train_data, config, step, dt_s, num_steps, state.epoch, state.batch))
+    feed = Feed(
+        _batch_stream(train_data, config, step, dt_s, num_steps, state.epoch, state.batch, delay_only)
+    )
     try:
         with bar, feed:
             while state.epoch < config.epochs:
@@ -430,10 +441,11 @@ def _batch_stream(
     num_steps: int,
     epoch: int,
     batch: int,
+    delay_only: np.ndarray | None,
 ) -> Iterator[_Batch]:
     """Every batch from ``(epoch, batch)`` to the end of training, in order (run by the Feed's thread)."""
     for e in range(epoch, config.epochs):
-        data, order = _epoch_data(train_data, config, e, dt_s)
+        data, order = _epoch_data(train_data, config, e, dt_s, delay_only)
         n_batches = _batches(len(data), config.batch_size)
         for b in range(batch if e == epoch else 0, n_batches):
             idx = order[b * config.batch_size : (b + 1) * config.batch_size]
