@@ -9,10 +9,14 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = RESULTS.parents[1]
 
 # The seed paper's SHD training setting (reference/seed-paper.md §3), which the training benchmarks time:
 # 8,156 samples, 700 channels -> 256 recurrent -> 20 classes, T = 1000 steps of 1 ms, batch 32.
@@ -50,6 +54,29 @@ def machine(**extra: Any) -> dict[str, Any]:
     }
     info.update(extra)
     return info
+
+
+def command_line(args: Sequence[str] | None = None, *, without: Sequence[str] = ()) -> str:
+    """The command that reproduces this run, quoted so it can be pasted back into a shell.
+
+    ``.venv/bin/python benchmarks/<script>.py ARGS`` (the script as a path from the repository root), ``args``
+    being ``sys.argv[1:]`` unless given, less each option named in ``without`` and its value, in either
+    spelling (``--note TEXT`` or ``--note=TEXT``): options such as a free-text note that do not change the
+    result. Every benchmark writes its results file's ``command`` with this, so they read alike.
+    """
+    script = Path(sys.argv[0]).resolve()
+    shown = script.relative_to(ROOT).as_posix() if script.is_relative_to(ROOT) else sys.argv[0]
+    given = list(sys.argv[1:] if args is None else args)
+    kept: list[str] = []
+    skip = False
+    for arg in given:
+        if skip:
+            skip = False
+        elif arg in without:
+            skip = True
+        elif not any(arg.startswith(option + "=") for option in without):
+            kept.append(arg)
+    return shlex.join([".venv/bin/python", shown, *kept])
 
 
 def write_results(json_path: Path, doc: Any, markdown: str, *, sort_keys: bool = False) -> Path:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -44,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _common import RESULTS, machine, write_results
+from _common import RESULTS, command_line, machine, write_results
 
 from edgekws.toolkit.fleet._broker import find_mosquitto
 
@@ -607,7 +606,7 @@ def main() -> None:
     png = args.out.with_suffix(".png")
     result = {
         "benchmark": "fleet_load",
-        "command": shlex.join([".venv/bin/python", "benchmarks/fleet_load.py", *sys.argv[1:]]),
+        "command": command_line(),
         "machine": machine(),
         "load_1min": {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)},
         "broker": subprocess.run(

@@ -19,10 +19,8 @@ Writes benchmarks/results/kernel_agreement.{json,md}.
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 
-from _common import RESULTS, SHD, SHD_DENSITY, machine, write_results
+from _common import RESULTS, SHD, SHD_DENSITY, command_line, machine, write_results
 
 BATCH, STEPS, CHANNELS, HIDDEN, CLASSES = (
     SHD[k] for k in ("batch", "steps", "channels", "hidden", "classes")
@@ -109,7 +107,7 @@ def main() -> None:
         }
     doc = {
         "benchmark": "kernel_agreement",
-        "command": shlex.join(["python", "benchmarks/kernel_agreement.py", *sys.argv[1:]]),
+        "command": command_line(),
         "machine": machine(jax=jax.__version__),
         "setting": SHD,
         "density": DENSITY,

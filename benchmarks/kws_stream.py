@@ -49,8 +49,6 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse
 import itertools
-import shlex
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -58,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import RESULTS, load_average, machine, write_results
+from _common import RESULTS, command_line, load_average, machine, write_results
 
 from edgekws.agent import (
     AudioChunk,
@@ -394,7 +392,7 @@ def main() -> None:
     core = min(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {core})
     load_start = load_average()
-    doc: dict[str, Any] = {"command": shlex.join(["benchmarks/kws_stream.py", *sys.argv[1:]]), "modes": {}}
+    doc: dict[str, Any] = {"command": command_line(), "modes": {}}
     t = time.perf_counter()
     val, test, source = make_streams(args)
     doc["streams"] = {"source": source, "val": val.composition(), "test": test.composition()}

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import RESULTS, machine, write_results
+from _common import RESULTS, command_line, machine, write_results
 
 from edgekws.agent import decide
 from edgekws.agent.backends import EmulatorBackend
@@ -257,7 +256,7 @@ def main() -> int:
         }
         print(f"Lava: decisions equal on {lava_doc['decisions_equal']} of {keep}", file=sys.stderr)
 
-    command = ".venv/bin/python benchmarks/parity.py " + shlex.join(sys.argv[1:])
+    command = command_line()
     doc = {
         "benchmark": "parity",
         "command": command,

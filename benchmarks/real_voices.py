@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import statistics
 import sys
 import tempfile
@@ -44,7 +43,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from _common import RESULTS, load_average, machine, write_results
+from _common import RESULTS, command_line, load_average, machine, write_results
 
 from edgekws.toolkit.data import SpikeDataset, import_recordings, read_shd, synthesize
 from edgekws.toolkit.data._engines import DEFAULT_ENGINES, voices
@@ -550,19 +549,6 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _without_note(argv: list[str]) -> list[str]:
-    """The arguments less ``--note TEXT`` (the note is printed below the table, not in the command)."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--note":
-            skip = True
-        elif not arg.startswith("--note="):
-            out.append(arg)
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -607,7 +593,7 @@ def main() -> None:
     doc = {
         "benchmark": "real_voices",
         "tiny": args.tiny,
-        "command": shlex.join(["python", "benchmarks/real_voices.py", *_without_note(sys.argv[1:])]),
+        "command": command_line(without=["--note"]),
         "machine": info,
         "load_average_1min_at_end": load_average(),
         "seconds": round(time.perf_counter() - start, 1),

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -35,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from _common import RESULTS, machine, write_results
+from _common import RESULTS, command_line, machine, write_results
 
 BIN = Path(sys.executable).parent
 CHANNELS, STEPS, CLASSES = 128, 500, 10
@@ -198,7 +197,7 @@ def main() -> None:
 
     doc = {
         "benchmark": name,
-        "command": shlex.join(["python", "benchmarks/sweep_overhead.py", *sys.argv[1:]]),
+        "command": command_line(),
         "machine": machine(ray=ray.__version__),
         "trials": f"{len(RATES)} learning rates x {len(SEEDS)} seeds, {args.epochs} epochs each",
         "network": f"{CHANNELS} channels -> {TRAIN['hidden']} recurrent -> {CLASSES}, T = {STEPS}, Eventprop",

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import statistics
 import sys
 import time
@@ -29,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import load_average, machine, write_results
-from real_voices import Bench, _default_real, _without_note, load_recipe, score_synthetic_only
+from _common import command_line, load_average, machine, write_results
+from real_voices import Bench, _default_real, load_recipe, score_synthetic_only
 
 from edgekws.toolkit.sweep._report import collect
 from edgekws.toolkit.train import load_run, read_metrics
@@ -226,7 +225,7 @@ def main() -> None:
     manifest = json.loads((corpus / "manifest.json").read_text())
     doc = {
         "benchmark": "sweep_reference",
-        "command": shlex.join(["python", "benchmarks/sweep_reference.py", *_without_note(sys.argv[1:])]),
+        "command": command_line(without=["--note"]),
         "machine": info,
         "load_average_1min_at_end": load_average(),
         "seconds": round(time.perf_counter() - start, 1),

@@ -23,7 +23,6 @@ start every 50 ms instead, docs/agent.md). Issue #12 round 15 (docs/training.md)
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import machine, write_results  # benchmarks/ is on the path from here on
+from _common import command_line, machine, write_results  # benchmarks/ is on the path from here on
 from sc_rejection import counts  # its folder is the script's: on the path
 
 from edgekws.toolkit.data import SpikeDataset, read_shd
@@ -205,7 +204,7 @@ def main() -> None:
     align = [float(a) for a in args.align.split(",") if a]
     placements = {label: placement(read_shd(path)) for label, path in _pairs(args.data, parser).items()}
     doc = {
-        "command": shlex.join(["python", "benchmarks/research/onsets.py", *sys.argv[1:]]),
+        "command": command_line(),
         "machine": machine(),
         "placement": placements,
         "runs": run_rows(runs, args.sc, align) if runs else {},

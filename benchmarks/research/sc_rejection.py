@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import machine, write_results  # benchmarks/ is on the path from here on
+from _common import command_line, machine, write_results  # benchmarks/ is on the path from here on
 
 from edgekws.toolkit.data import SpikeDataset, read_shd
 from edgekws.toolkit.data._synth import SILENCE_CLASS, UNKNOWN_CLASS
@@ -150,7 +150,7 @@ def main() -> None:
         if not path.exists():
             parser.error(f"--add: {path} does not exist; run without --add to write it")
         before = json.loads(path.read_text())
-        earlier = shlex.split(before["command"])[2:]  # after "python benchmarks/research/sc_rejection.py"
+        earlier = shlex.split(before["command"])[2:]  # after the interpreter and the script
         old = parser.parse_args(earlier)
         for key in ("out", "sc", "folds", "fsdd", "synthetic"):
             now, then = getattr(args, key), getattr(old, key)
@@ -165,7 +165,7 @@ def main() -> None:
     for label, paths in new.items():
         rows[label] = row(paths, args)
         print(label, rows[label]["speech_commands_sample"], flush=True)
-    command = shlex.join(["python", "benchmarks/research/sc_rejection.py", *given])
+    command = command_line(given)
     doc = {"command": command, "machine": machine(), "rows": rows}
     write_results(args.out.with_suffix(".json"), doc, markdown(doc))
 
