@@ -441,13 +441,24 @@ def ray_cluster(ray_env: dict[str, str]) -> Iterator[tuple[str, dict[str, str]]]
             head.kill()
             head.communicate()
         temp = Path(ray_env["RAY_TMPDIR"])
-        try:
-            wait_for(lambda: not _processes_using(temp), 30, "the Ray head to stop")
-        except AssertionError:  # the raylet's agents can outlive it: stop them as `ray stop` would, ours only
-            for pid in _processes_using(temp):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
-            wait_for(lambda: not _processes_using(temp), 30, "the Ray agents to stop")
+        _stop_as_ray_stop_would(temp)
+
+
+def _stop_as_ray_stop_would(temp: Path) -> None:
+    """Wait for a Ray head's processes (those using ``temp``) to end after its Ctrl-C. The raylet's agents and
+    workers can outlive it, on a busy box for more than 30 s: then stop ours as `ray stop` does, SIGTERM and,
+    after a grace period, SIGKILL; fail only if they outlive that too."""
+    gone = lambda: not _processes_using(temp)  # noqa: E731
+    with contextlib.suppress(AssertionError):
+        wait_for(gone, 30, "the Ray head to stop")
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in _processes_using(temp):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        with contextlib.suppress(AssertionError) if sig == signal.SIGTERM else contextlib.nullcontext():
+            wait_for(gone, 30, f"the Ray processes to end after {sig.name}")
+            return
 
 
 def _listening(port: int) -> bool:
