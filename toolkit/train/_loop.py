@@ -150,7 +150,7 @@ def _epoch_data(
     config: TrainConfig,
     epoch: int,
     dt_s: float,
-    delay_only: np.ndarray | None = None,
+    delay_only: np.ndarray | None,
 ) -> tuple[Any, Any]:
     """One epoch's augmented samples and their order; ``delay_only`` is :func:`time_shift_mask`'s."""
     rng = np.random.default_rng([config.seed, epoch])
@@ -249,9 +249,8 @@ def _train(
         train_data.num_channels, train_data.num_classes, dt_ms, num_steps, tuple(train_data.class_names)
     )
     stream_windows = _stream_check(train_data, val_data, config)
-    delay_only = time_shift_mask(
-        train_data, config
-    )  # once, and a bad source list fails here, not in the feed
+    # once per run, and a bad source list fails here, not in the batch feed's thread
+    delay_only = time_shift_mask(train_data, config)
     model, _ = _core()
     init = model.init_params(spec, jax.random.PRNGKey(config.seed))
     if config.init_from:
