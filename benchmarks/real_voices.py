@@ -25,7 +25,9 @@ accuracy in the output names what it was trained on and which speakers it was te
 Run:   .venv/bin/python benchmarks/real_voices.py --recipe RECIPE.toml           (hours on 2 cores)
        ... --recipe RECIPE.toml --set train.seed=1 --set train.method=bptt  (another seed or trainer)
        ... --protocols sc_finetune --set sc_finetune.augment=recordings --set sc_finetune.copies=3
-           (add "--set 'sc_finetune.folds=[0]'" and "[1]" to run the two folds side by side, same --work)
+           (add "--set 'sc_finetune.folds=[0]'" and "[1]" to run the two folds side by side, same --work;
+           "--set 'fsdd_finetune.rotations=[0]'" likewise for (c)'s three rotations; then all of them once
+           more in one process, which reuses the runs and writes the results)
 Proof: .venv/bin/python benchmarks/real_voices.py --tiny              (minutes; the numbers mean nothing)
 Writes benchmarks/results/real_voices.{json,md} (``--tiny``: real_voices_tiny.{json,md}).
 """
@@ -66,7 +68,8 @@ DEFAULT_RECIPE: dict[str, Any] = {
     "protocols": ["synthetic", "leave_one_engine_out", "fsdd_finetune"],
     # synthesize arguments over "synth" for the leave-one-engine-out corpora (e.g. a smaller per_class)
     "leave_one_engine_out": {},
-    # import_recordings arguments for the 4 training speakers (augment, copies: augmented copies of them)
+    # import_recordings arguments for the 4 training speakers (augment, copies: augmented copies of them),
+    # "rotations": which of the three to run ([0, 1, 2]; as sc_finetune's "folds")
     "fsdd_finetune": {},
     # import_recordings arguments for the Speech Commands sample's training half (augment, copies),
     # "folds": which of the two to run ([0, 1]; a run of the other fold's process is reused when found),
@@ -335,13 +338,32 @@ def leave_one_engine_out(b: Bench) -> dict[str, Any]:
     return out
 
 
+def fsdd_options(recipe: dict[str, Any]) -> tuple[list[int], dict[str, Any]]:
+    """The ``[fsdd_finetune]`` section: which rotations this process runs (indices into ``ROTATIONS``) and
+    the import's arguments; a bad value raises ValueError before any run."""
+    changes = dict(recipe.get("fsdd_finetune", {}))
+    rotations = changes.pop("rotations", list(range(len(ROTATIONS))))  # a few a process: they share cores
+    if (
+        not isinstance(rotations, list)
+        or not rotations
+        or any(isinstance(r, bool) or r not in range(len(ROTATIONS)) for r in rotations)
+    ):
+        raise ValueError(
+            f"fsdd_finetune.rotations must list some of 0, 1, 2 (held out: "
+            f"{', '.join('+'.join(s[5:] for s in r) for r in ROTATIONS)}), e.g. [0], got {rotations!r}"
+        )
+    return rotations, changes
+
+
 def fsdd_finetune(b: Bench) -> dict[str, Any]:
     corpus = b.synth("all")
-    changes = b.recipe.get("fsdd_finetune", {})
+    rotations, changes = fsdd_options(b.recipe)
     copies = int(changes.get("copies", 0))
     tag = f"-copies{copies}" if copies else ""
     folds = {}
-    for held_out in ROTATIONS:
+    for rotation, held_out in enumerate(ROTATIONS):
+        if rotation not in rotations:
+            continue
         train_speakers = tuple(s for s in FSDD_SPEAKERS if s not in held_out)
         real = b.real(
             f"fsdd-without-{'-'.join(s[5:] for s in held_out)}{tag}", "fsdd", train_speakers, **changes
@@ -575,6 +597,7 @@ def main() -> None:
     try:
         recipe = load_recipe(args.recipe, args.tiny, tuple(args.overrides))
         sc_options(recipe)
+        fsdd_options(recipe)
     except ValueError as err:
         sys.exit(str(err))
     real = args.real or _default_real()

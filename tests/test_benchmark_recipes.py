@@ -125,3 +125,18 @@ def test_sc_finetune_options_leave_the_import_arguments(real_voices: ModuleType)
         {"augment": "recordings", "copies": 3},
     )
     assert real_voices.sc_options({}) == ([0, 1], "all", 0, {})
+
+
+@pytest.mark.parametrize("rotations", [[3], [], 0, [True], ["0"], [-1]])
+def test_fsdd_finetune_rotations_are_checked(real_voices: ModuleType, rotations: object) -> None:
+    with pytest.raises(ValueError, match=r"rotations must list some of 0, 1, 2 \(held out: lucas\+theo"):
+        real_voices.fsdd_options({"fsdd_finetune": {"rotations": rotations}})
+
+
+def test_fsdd_finetune_options_leave_the_import_arguments(real_voices: ModuleType) -> None:
+    section = {"augment": "recordings", "copies": 3, "rotations": [2, 0]}
+    assert real_voices.fsdd_options({"fsdd_finetune": section}) == (
+        [2, 0],
+        {"augment": "recordings", "copies": 3},
+    )
+    assert real_voices.fsdd_options({}) == ([0, 1, 2], {})
