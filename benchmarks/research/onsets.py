@@ -1,8 +1,9 @@
 """Where the word sits in its 1 s window, by source, and what that costs commands runs: ``OUT.{md,json,png}``.
 
 A clip's *onset* is the time by which 3 % of its input spikes have arrived, its *end* the time by which 97 %
-have (plain front-end spikes, no delay taps; the front-end codes quiet as few spikes, docs/frontend.md).
-Percentiles (10 / 50 / 90) of both are given for each data set and, for synthetic corpora, each engine.
+have (plain front-end spikes, no delay taps; the front-end codes quiet as few spikes, docs/frontend.md), its
+*duration* the time between. Percentiles (10 / 50 / 90) of the three are given for each data set and, for
+synthetic corpora, each engine.
 
 For each ``LABEL=RUN`` the Speech Commands sample is also scored with its clips moved earlier so that the
 onset sits at most at each ``--align`` time (a clip whose onset is already earlier is left as recorded;
@@ -17,6 +18,21 @@ start every 50 ms instead, docs/agent.md). Issue #12 round 15 (docs/training.md)
     'synthetic training voices=runs/r12/ep/synth/all/train.h5' \
     --sc runs/r12/ep/real/sc-sample/test.h5 --align 0.15,0.10 \
     --runs 'round 12, seed 1234=runs/r12/ep/runs/synthetic' 'round 12, seed 1=runs/r12/ep-s1/runs/synthetic'
+```
+
+``--by-duration LABEL=DATA.h5`` scores each run on that set in ``--parts`` groups of about equal size,
+from its shortest words to its longest: whether a run misses words spoken faster than its training voices
+spoke them. A synthetic corpus's set (its ``manifest.json`` beside it) also gets the group of its task
+words mixed at ``--quiet-db`` or more: in noisier clips the noise's own spikes stretch onset and end
+towards the window's edges. Issue #12 round 18:
+
+```
+W=runs/rv/work/runs
+.venv/bin/python benchmarks/research/onsets.py benchmarks/results/durations_digits \
+    --data FSDD=runs/rv/work/real/fsdd-all/test.h5 \
+    'synthetic training voices=runs/r11/synth/kokoro/train.h5' \
+    --by-duration FSDD=runs/rv/work/real/fsdd-all/test.h5 \
+    --runs "A, seed 1234=$W/R18_A_s1234" "B, seed 1234=$W/R18_B_s1234" ...
 ```
 """
 
@@ -42,24 +58,48 @@ ONSET_Q = 0.03
 END_Q = 0.97
 
 
+def clip_bounds(data: SpikeDataset) -> tuple[np.ndarray, np.ndarray]:
+    """Each clip's onset and end (s), in the data's order; NaN for a clip without spikes."""
+    onset = np.array([np.quantile(t, ONSET_Q) if len(t) else np.nan for t in data.times])
+    end = np.array([np.quantile(t, END_Q) if len(t) else np.nan for t in data.times])
+    return onset, end
+
+
 def bounds(data: SpikeDataset) -> tuple[np.ndarray, np.ndarray]:
     """Each clip's onset and end (s); clips without spikes are left out."""
-    spoken = [t for t in data.times if len(t)]
-    return (
-        np.array([np.quantile(t, ONSET_Q) for t in spoken]),
-        np.array([np.quantile(t, END_Q) for t in spoken]),
-    )
+    onset, end = clip_bounds(data)
+    spoken = ~np.isnan(onset)
+    return onset[spoken], end[spoken]
 
 
 def _percentiles(x: np.ndarray) -> list[float]:
     return [round(float(v), 3) for v in np.percentile(x, [10, 50, 90])] if len(x) else []
 
 
-def placement(data: SpikeDataset) -> dict[str, Any]:
-    """Onset and end percentiles of the whole set, of its filler classes apart, and per synthetic engine."""
+def snr_db(data: SpikeDataset, path: Path) -> np.ndarray | None:
+    """Each clip's drawn SNR (dB) from the ``manifest.json`` beside ``path`` (an ``edgekws data synth``
+    corpus's: its clips' ``utterance`` index it); None where the data do not say."""
+    import json
+
+    manifest = path.parent / "manifest.json"
+    utterance = data.extra.get("utterance")
+    if utterance is None or not manifest.is_file():
+        return None
+    rows = json.loads(manifest.read_text()).get("utterances", [])
+    if not rows or "snr_db" not in rows[0]:
+        return None
+    return np.array([rows[int(i)].get("snr_db", np.nan) for i in utterance], dtype=float)
+
+
+def placement(data: SpikeDataset, snr: np.ndarray | None = None, quiet_db: float = 35.0) -> dict[str, Any]:
+    """Onset, end and duration percentiles of the whole set, of its filler classes apart, per synthetic
+    engine and, where ``snr`` is known, of the task words mixed at ``quiet_db`` dB or more (the noise's own
+    spikes spread a noisy clip's onset and end towards the window's edges)."""
     names = np.asarray(data.class_names)[data.labels]
     filler = np.isin(names, [UNKNOWN_CLASS, SILENCE_CLASS])
     groups = {"all": np.arange(len(data)), "task words": np.flatnonzero(~filler)}
+    if snr is not None:
+        groups[f"task words, SNR >= {quiet_db:g} dB"] = np.flatnonzero(~filler & (snr >= quiet_db))
     if (names == UNKNOWN_CLASS).any():
         groups["other words (_unknown_)"] = np.flatnonzero(names == UNKNOWN_CLASS)
     sources = data.metadata("source")
@@ -70,7 +110,12 @@ def placement(data: SpikeDataset) -> dict[str, Any]:
     for name, index in groups.items():
         onset, end = bounds(data.subset(index))
         if len(onset):
-            out[name] = {"clips": len(onset), "onset_s": _percentiles(onset), "end_s": _percentiles(end)}
+            out[name] = {
+                "clips": len(onset),
+                "onset_s": _percentiles(onset),
+                "end_s": _percentiles(end),
+                "duration_s": _percentiles(end - onset),
+            }
     return out
 
 
@@ -110,22 +155,48 @@ def run_rows(runs: dict[str, Path], sc: Path, align: list[float]) -> dict[str, A
     return rows
 
 
+def duration_rows(runs: dict[str, Path], path: Path, parts: int) -> tuple[list[str], dict[str, Any]]:
+    """Each run's task words right on ``path`` by how long the word lasts (end - onset), in ``parts``
+    groups of about equal size from the shortest words to the longest (clips without spikes left out);
+    the groups' names (their duration ranges) and a row a run."""
+    plain = read_shd(path)
+    onset, end = clip_bounds(plain)
+    duration = end - onset
+    spoken = np.flatnonzero(~np.isnan(duration))
+    edges = np.quantile(duration[spoken], np.linspace(0.0, 1.0, parts + 1))
+    group = np.clip(np.searchsorted(edges, duration[spoken], side="right") - 1, 0, parts - 1)
+    names = [f"{edges[k]:.2f}-{edges[k + 1]:.2f} s" for k in range(parts)]
+    rows: dict[str, Any] = {}
+    for label, run_path in runs.items():
+        run = load_run(run_path)
+        taps = tuple((run.info.get("frontend") or {}).get("delay_taps_ms", (0.0,)))
+        data = plain if taps == (0.0,) else plain.with_delay_taps(taps)
+        rows[label] = {"run": str(run_path), "all": counts(run, data.subset(spoken))}
+        for k, name in enumerate(names):
+            rows[label][name] = counts(run, data.subset(spoken[group == k]))
+        print(label, rows[label], flush=True)
+    return names, rows
+
+
 def markdown(doc: dict[str, Any]) -> str:
     lines = [
         "# Where the word sits in its window",
         "",
         f"Reproduce: `{doc['command']}`. Machine: {doc['machine']['cpu']}, {doc['machine']['cores']} cores. "
         f"Onset: the time by which {ONSET_Q:.0%} of a clip's input spikes have arrived; end: {END_Q:.0%} "
-        "(plain front-end, no delay taps). Percentiles 10 / 50 / 90 over the clips.",
+        "(plain front-end, no delay taps); duration: the time between. Percentiles 10 / 50 / 90 over the "
+        "clips.",
         "",
-        "| data set | clips | onset p10 / p50 / p90 (s) | end p10 / p50 / p90 (s) |",
-        "|---|---|---|---|",
+        "| data set | clips | onset p10 / p50 / p90 (s) | end p10 / p50 / p90 (s) "
+        "| duration p10 / p50 / p90 (s) |",
+        "|---|---|---|---|---|",
     ]
     for name, groups in doc["placement"].items():
         for group, p in groups.items():
             onset = " / ".join(f"{v:.2f}" for v in p["onset_s"])
             end = " / ".join(f"{v:.2f}" for v in p["end_s"])
-            lines.append(f"| {name}: {group} | {p['clips']} | {onset} | {end} |")
+            duration = " / ".join(f"{v:.2f}" for v in p.get("duration_s", []))  # older files lack it
+            lines.append(f"| {name}: {group} | {p['clips']} | {onset} | {end} | {duration} |")
     if doc["runs"]:
         lines += [
             "",
@@ -144,6 +215,23 @@ def markdown(doc: dict[str, Any]) -> str:
                     f"({100 * s['words_right'] / s['words']:.1f} %) | {s['right']}/{s['clips']} "
                     f"({100 * s['right'] / s['clips']:.1f} %) |"
                 )
+    if doc.get("durations"):
+        by = doc["durations"]
+        groups = by["groups"]
+        lines += [
+            "",
+            f"{by['data']}'s words by how long they last (end - onset; groups of about equal size), "
+            "task words right:",
+            "",
+            "| run | all | " + " | ".join(groups) + " |",
+            "|---|---|" + "---|" * len(groups),
+        ]
+        for label, row in by["runs"].items():
+            cells = [
+                f"{100 * row[g]['words_right'] / row[g]['words']:.1f} % ({row[g]['words']})"
+                for g in ["all", *groups]
+            ]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -197,18 +285,36 @@ def main() -> None:
     parser.add_argument("--sc", type=Path, help="the Speech Commands sample's test.h5 (plain), for --runs")
     parser.add_argument("--align", default="0.15,0.10", help="onset times (s) to score the sample at")
     parser.add_argument("--runs", nargs="*", default=[], help="LABEL=RUN")
+    parser.add_argument(
+        "--by-duration", metavar="LABEL=DATA.h5", help="score --runs on this set by how long its words last"
+    )
+    parser.add_argument("--parts", type=int, default=3, help="duration groups for --by-duration")
+    parser.add_argument(
+        "--quiet-db", type=float, default=35.0, help="a synthetic corpus's quiet clips: SNR at least this"
+    )
     args = parser.parse_args()
     runs = _pairs(args.runs, parser)
-    if runs and args.sc is None:
-        parser.error("--runs needs --sc")
+    if runs and args.sc is None and args.by_duration is None:
+        parser.error("--runs needs --sc or --by-duration")
+    if args.by_duration is not None and not runs:
+        parser.error("--by-duration scores runs: give --runs")
+    if args.parts < 1:
+        parser.error(f"--parts must be at least 1, got {args.parts}")
     align = [float(a) for a in args.align.split(",") if a]
-    placements = {label: placement(read_shd(path)) for label, path in _pairs(args.data, parser).items()}
+    placements = {}
+    for label, path in _pairs(args.data, parser).items():
+        data = read_shd(path)
+        placements[label] = placement(data, snr_db(data, path), args.quiet_db)
     doc = {
         "command": command_line(),
         "machine": machine(),
         "placement": placements,
-        "runs": run_rows(runs, args.sc, align) if runs else {},
+        "runs": run_rows(runs, args.sc, align) if runs and args.sc is not None else {},
     }
+    if args.by_duration is not None:
+        ((label, path),) = _pairs([args.by_duration], parser).items()
+        groups, rows = duration_rows(runs, path, args.parts)
+        doc["durations"] = {"data": label, "groups": groups, "runs": rows}
     write_results(args.out.with_suffix(".json"), doc, markdown(doc))
     plot(doc, args.out.with_suffix(".png"))
 
