@@ -27,7 +27,8 @@ Run:   .venv/bin/python benchmarks/real_voices.py --recipe RECIPE.toml          
        ... --protocols sc_finetune --set sc_finetune.augment=recordings --set sc_finetune.copies=3
            (add "--set 'sc_finetune.folds=[0]'" and "[1]" to run the two folds side by side, same --work;
            "--set 'fsdd_finetune.rotations=[0]'" likewise for (c)'s three rotations; then all of them once
-           more in one process, which reuses the runs and writes the results)
+           more in one process, which reuses the runs and writes the results; a finished run in --work is
+           reused only if it was trained with the recipe's [train] and front-end, else the script stops)
 Proof: .venv/bin/python benchmarks/real_voices.py --tiny              (minutes; the numbers mean nothing)
 Writes benchmarks/results/real_voices.{json,md} (``--tiny``: real_voices_tiny.{json,md}).
 """
@@ -231,9 +232,11 @@ class Bench:
         from edgekws.toolkit.train import train as run_training
 
         out = self.work / "runs" / name
-        if not (out / "best.npz").is_file():
+        config = TrainConfig.from_dict(self.recipe["train"])
+        if (out / "best.npz").is_file():
+            check_reusable(out, config.to_dict(), train.attrs.get("frontend"))
+        else:
             start = time.perf_counter()
-            config = TrainConfig.from_dict(self.recipe["train"])
             run_training(train, out, config, val_data=val, progress=True)
             self._timed(f"train {name}", start)
         return load_run(out)
@@ -249,6 +252,38 @@ class Bench:
             "tested_on": tested_on,
             **{k: result[k] for k in keep if k in result},
         }
+
+
+def check_reusable(run: Path, config: dict[str, Any], frontend: Any) -> None:
+    """Refuse to reuse the finished run ``run`` for a recipe whose training ``config`` or ``frontend`` (a
+    run's folder name says neither: another seed, trainer or set of delay taps in the same ``--work``
+    would otherwise be scored with the old run's results)."""
+    from edgekws.agent import FrontendSpec
+    from edgekws.toolkit.train import TrainConfig
+
+    stored = json.loads((run / "run.json").read_text())
+    if isinstance(frontend, str):
+        frontend = json.loads(frontend)
+    have_frontend = stored.get("frontend")
+    if isinstance(have_frontend, dict) and isinstance(frontend, dict):  # fields left out: their defaults
+        have_frontend = FrontendSpec.from_dict(have_frontend).to_dict()
+        frontend = FrontendSpec.from_dict(frontend).to_dict()
+    have_config = TrainConfig.from_dict(stored["config"]).to_dict()  # an older run's: new fields' defaults
+    differ = []
+    for part, have, want in (("config", have_config, config), ("frontend", have_frontend, frontend)):
+        if isinstance(have, dict) and isinstance(want, dict):
+            keys = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+            differ += [
+                f"{part}.{k}: run {have.get(k, 'default')!r}, recipe {want.get(k, 'default')!r}" for k in keys
+            ]
+        elif have != want:
+            differ.append(f"{part}: run {have!r}, recipe {want!r}")
+    if differ:
+        raise SystemExit(
+            f"{run} was trained with other settings than this recipe's ({'; '.join(differ)}): give the "
+            "recipe a --work folder of its own (link its synth/ and real/ folders in to reuse them) or "
+            "delete that run folder to train it again"
+        )
 
 
 def _all_splits(b: Bench, folder: Path) -> SpikeDataset:

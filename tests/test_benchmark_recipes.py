@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -140,3 +141,26 @@ def test_fsdd_finetune_options_leave_the_import_arguments(real_voices: ModuleTyp
         {"augment": "recordings", "copies": 3},
     )
     assert real_voices.fsdd_options({}) == ([0, 1, 2], {})
+
+
+def _finished_run(folder: Path, config: dict, frontend: dict) -> Path:
+    folder.mkdir()
+    (folder / "run.json").write_text(json.dumps({"config": config, "frontend": frontend}))
+    return folder
+
+
+def test_a_finished_run_is_reused_only_for_the_same_settings(real_voices: ModuleType, tmp_path: Path) -> None:
+    from edgekws.agent import FrontendSpec
+    from edgekws.toolkit.train import TrainConfig
+
+    config = TrainConfig.from_dict({"epochs": 30, "seed": 1234}).to_dict()
+    plain = FrontendSpec().to_dict()
+    run = _finished_run(tmp_path / "run", config, plain)
+    real_voices.check_reusable(run, config, plain)  # the same settings: reused
+    older = {k: v for k, v in config.items() if k != "time_shift_sources"}  # before that field existed
+    real_voices.check_reusable(_finished_run(tmp_path / "older", older, plain), config, plain)
+    with pytest.raises(SystemExit, match=r"config\.seed: run 1234, recipe 1\).*--work folder of its own"):
+        real_voices.check_reusable(run, {**config, "seed": 1}, plain)
+    tapped = FrontendSpec(delay_taps_ms=(0.0, 25.0)).to_dict()
+    with pytest.raises(SystemExit, match=r"frontend\.delay_taps_ms: run 'default', recipe \[0\.0, 25\.0\]"):
+        real_voices.check_reusable(run, config, tapped)
