@@ -255,20 +255,31 @@ class Bench:
 
 
 def check_reusable(run: Path, config: dict[str, Any], frontend: Any) -> None:
-    """Refuse to reuse the finished run ``run`` for a recipe whose training ``config`` or ``frontend`` (a
-    run's folder name says neither: another seed, trainer or set of delay taps in the same ``--work``
-    would otherwise be scored with the old run's results)."""
+    """Refuse to reuse ``run`` (a folder with a ``best.npz``) unless it finished training with this
+    recipe's training ``config`` and ``frontend``: a run's folder name says neither, so another seed,
+    trainer or set of delay taps in the same ``--work`` would otherwise be scored with the old run, and a
+    run still training (or stopped) has a ``best.npz`` of its last epoch."""
     from edgekws.agent import FrontendSpec
     from edgekws.toolkit.train import TrainConfig
 
+    def stop(why: str) -> SystemExit:
+        return SystemExit(
+            f"{run} {why}: give the recipe a --work folder of its own (link its synth/ and real/ folders in "
+            "to reuse them) or delete that run folder to train it again"
+        )
+
     stored = json.loads((run / "run.json").read_text())
-    if isinstance(frontend, str):
-        frontend = json.loads(frontend)
+    if stored.get("status") != "finished":  # best.npz is written every epoch: a run still going, or stopped
+        raise stop(f"has not finished training (status {stored.get('status')!r})")
     have_frontend = stored.get("frontend")
-    if isinstance(have_frontend, dict) and isinstance(frontend, dict):  # fields left out: their defaults
-        have_frontend = FrontendSpec.from_dict(have_frontend).to_dict()
-        frontend = FrontendSpec.from_dict(frontend).to_dict()
-    have_config = TrainConfig.from_dict(stored["config"]).to_dict()  # an older run's: new fields' defaults
+    have_frontend, frontend = (json.loads(f) if isinstance(f, str) else f for f in (have_frontend, frontend))
+    try:
+        if isinstance(have_frontend, dict) and isinstance(frontend, dict):  # fields left out: their defaults
+            have_frontend = FrontendSpec.from_dict(have_frontend).to_dict()
+            frontend = FrontendSpec.from_dict(frontend).to_dict()
+        have_config = TrainConfig.from_dict(stored["config"]).to_dict()  # older runs: new fields at defaults
+    except (KeyError, ValueError) as err:  # ConfigError and FrontendSpecError are ValueErrors
+        raise stop(f"records settings this version cannot read ({err})") from None
     differ = []
     for part, have, want in (("config", have_config, config), ("frontend", have_frontend, frontend)):
         if isinstance(have, dict) and isinstance(want, dict):
@@ -279,11 +290,7 @@ def check_reusable(run: Path, config: dict[str, Any], frontend: Any) -> None:
         elif have != want:
             differ.append(f"{part}: run {have!r}, recipe {want!r}")
     if differ:
-        raise SystemExit(
-            f"{run} was trained with other settings than this recipe's ({'; '.join(differ)}): give the "
-            "recipe a --work folder of its own (link its synth/ and real/ folders in to reuse them) or "
-            "delete that run folder to train it again"
-        )
+        raise stop(f"was trained with other settings than this recipe's ({'; '.join(differ)})")
 
 
 def _all_splits(b: Bench, folder: Path) -> SpikeDataset:

@@ -143,9 +143,9 @@ def test_fsdd_finetune_options_leave_the_import_arguments(real_voices: ModuleTyp
     assert real_voices.fsdd_options({}) == ([0, 1, 2], {})
 
 
-def _finished_run(folder: Path, config: dict, frontend: dict) -> Path:
+def _finished_run(folder: Path, config: dict, frontend: dict, status: str = "finished") -> Path:
     folder.mkdir()
-    (folder / "run.json").write_text(json.dumps({"config": config, "frontend": frontend}))
+    (folder / "run.json").write_text(json.dumps({"config": config, "frontend": frontend, "status": status}))
     return folder
 
 
@@ -164,3 +164,8 @@ def test_a_finished_run_is_reused_only_for_the_same_settings(real_voices: Module
     tapped = FrontendSpec(delay_taps_ms=(0.0, 25.0)).to_dict()
     with pytest.raises(SystemExit, match=r"frontend\.delay_taps_ms: run 'default', recipe \[0\.0, 25\.0\]"):
         real_voices.check_reusable(run, config, tapped)
+    with pytest.raises(SystemExit, match=r"has not finished training \(status 'running'"):
+        real_voices.check_reusable(_finished_run(tmp_path / "going", config, plain, "running"), config, plain)
+    real_voices.check_reusable(run, config, json.dumps(plain))  # a front-end recorded as JSON text
+    with pytest.raises(SystemExit, match="records settings this version cannot read"):
+        real_voices.check_reusable(_finished_run(tmp_path / "odd", {"epochs": "many"}, plain), config, plain)

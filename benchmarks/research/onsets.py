@@ -20,11 +20,11 @@ start every 50 ms instead, docs/agent.md). Issue #12 round 15 (docs/training.md)
     --runs 'round 12, seed 1234=runs/r12/ep/runs/synthetic' 'round 12, seed 1=runs/r12/ep-s1/runs/synthetic'
 ```
 
-``--by-duration LABEL=DATA.h5`` scores each run on that set in ``--parts`` groups of about equal size,
-from its shortest words to its longest: whether a run misses words spoken faster than its training voices
-spoke them. A synthetic corpus's set (its ``manifest.json`` beside it) also gets the group of its task
-words mixed at ``--quiet-db`` or more: in noisier clips the noise's own spikes stretch onset and end
-towards the window's edges. Issue #12 round 18:
+``--by-duration LABEL=DATA.h5`` scores each run on that set's task words in ``--parts`` groups of equal
+size, from its shortest words to its longest: whether a run misses words spoken faster than its training
+voices spoke them. A synthetic corpus's ``--data`` set (its ``manifest.json`` beside it) also gets the row
+of its task words mixed at ``--quiet-db`` or more: in noisier clips the noise's own spikes stretch onset and
+end towards the window's edges. Issue #12 round 18:
 
 ```
 W=runs/rv/work/runs
@@ -156,26 +156,30 @@ def run_rows(runs: dict[str, Path], sc: Path, align: list[float]) -> dict[str, A
 
 
 def duration_rows(runs: dict[str, Path], path: Path, parts: int) -> tuple[list[str], dict[str, Any]]:
-    """Each run's task words right on ``path`` by how long the word lasts (end - onset), in ``parts``
-    groups of about equal size from the shortest words to the longest (clips without spikes left out);
-    the groups' names (their duration ranges) and a row a run."""
+    """Each run's task words right on ``path`` by how long the word lasts (end - onset): its task words
+    (not ``_unknown_`` or ``_silence_``, not clips without spikes) sorted by duration and dealt into ``parts``
+    groups of equal size (within one clip), from the shortest to the longest; the groups' names (their
+    duration ranges) and a row a run."""
     plain = read_shd(path)
     onset, end = clip_bounds(plain)
     duration = end - onset
-    spoken = np.flatnonzero(~np.isnan(duration))
-    edges = np.quantile(duration[spoken], np.linspace(0.0, 1.0, parts + 1))
-    group = np.clip(np.searchsorted(edges, duration[spoken], side="right") - 1, 0, parts - 1)
-    names = [f"{edges[k]:.2f}-{edges[k + 1]:.2f} s" for k in range(parts)]
+    names = np.asarray(plain.class_names)[plain.labels]
+    words = np.flatnonzero(~np.isnan(duration) & ~np.isin(names, [UNKNOWN_CLASS, SILENCE_CLASS]))
+    if len(words) < parts:
+        raise SystemExit(f"{path}: {len(words)} task words with spikes, too few for {parts} duration groups")
+    groups = np.array_split(words[np.argsort(duration[words], kind="stable")], parts)
+    labels = [f"{duration[g].min():.2f}-{duration[g].max():.2f} s" for g in groups]
+    labels = [f"{k + 1}: {label}" if labels.count(label) > 1 else label for k, label in enumerate(labels)]
     rows: dict[str, Any] = {}
     for label, run_path in runs.items():
         run = load_run(run_path)
         taps = tuple((run.info.get("frontend") or {}).get("delay_taps_ms", (0.0,)))
         data = plain if taps == (0.0,) else plain.with_delay_taps(taps)
-        rows[label] = {"run": str(run_path), "all": counts(run, data.subset(spoken))}
-        for k, name in enumerate(names):
-            rows[label][name] = counts(run, data.subset(spoken[group == k]))
+        rows[label] = {"run": str(run_path), "all": counts(run, data.subset(words))}
+        for name, group in zip(labels, groups, strict=True):
+            rows[label][name] = counts(run, data.subset(group))
         print(label, rows[label], flush=True)
-    return names, rows
+    return labels, rows
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -220,8 +224,7 @@ def markdown(doc: dict[str, Any]) -> str:
         groups = by["groups"]
         lines += [
             "",
-            f"{by['data']}'s words by how long they last (end - onset; groups of about equal size), "
-            "task words right:",
+            f"{by['data']}'s task words by how long they last (end - onset; groups of equal size), right:",
             "",
             "| run | all | " + " | ".join(groups) + " |",
             "|---|---|" + "---|" * len(groups),
