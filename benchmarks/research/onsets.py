@@ -48,7 +48,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import command_line, machine, write_results  # benchmarks/ is on the path from here on
-from sc_rejection import counts  # its folder is the script's: on the path
+from sc_rejection import counts, heard, taps_of  # its folder is the script's: on the path
 
 from edgekws.toolkit.data import SpikeDataset, read_shd
 from edgekws.toolkit.data._synth import SILENCE_CLASS, UNKNOWN_CLASS
@@ -145,11 +145,9 @@ def run_rows(runs: dict[str, Path], sc: Path, align: list[float]) -> dict[str, A
     rows: dict[str, Any] = {}
     for label, path in runs.items():
         run = load_run(path)
-        taps = tuple((run.info.get("frontend") or {}).get("delay_taps_ms", (0.0,)))
         rows[label] = {"run": str(path)}
         for at in [None, *align]:
-            data = aligned(plain, at)
-            data = data if taps == (0.0,) else data.with_delay_taps(taps)
+            data = heard(aligned(plain, at), taps_of(run))
             rows[label]["as recorded" if at is None else f"onset <= {at:.2f} s"] = counts(run, data)
         print(label, rows[label], flush=True)
     return rows
@@ -173,8 +171,7 @@ def duration_rows(runs: dict[str, Path], path: Path, parts: int) -> tuple[list[s
     rows: dict[str, Any] = {}
     for label, run_path in runs.items():
         run = load_run(run_path)
-        taps = tuple((run.info.get("frontend") or {}).get("delay_taps_ms", (0.0,)))
-        data = plain if taps == (0.0,) else plain.with_delay_taps(taps)
+        data = heard(plain, taps_of(run))
         rows[label] = {"run": str(run_path), "all": counts(run, data.subset(words))}
         for name, group in zip(labels, groups, strict=True):
             rows[label][name] = counts(run, data.subset(group))

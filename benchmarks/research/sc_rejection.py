@@ -43,10 +43,19 @@ from edgekws.toolkit.data._synth import SILENCE_CLASS, UNKNOWN_CLASS
 from edgekws.toolkit.train import evaluate, load_run
 
 
+def taps_of(run: Any) -> tuple[float, ...]:
+    """The delay taps of the front-end ``run`` was trained with ((0.0,): none, the plain front-end)."""
+    return tuple((run.info.get("frontend") or {}).get("delay_taps_ms", (0.0,)))
+
+
+def heard(data: SpikeDataset, taps: tuple[float, ...]) -> SpikeDataset:
+    """The plain front-end's spikes ``data`` as a front-end with ``taps`` makes them."""
+    return data if taps == (0.0,) else data.with_delay_taps(taps)
+
+
 @functools.cache  # FSDD and the synthetic test set are scored by every run: read (and tapped) once
 def _read(path: Path, taps: tuple[float, ...]) -> SpikeDataset:
-    data = read_shd(path)
-    return data if taps == (0.0,) else data.with_delay_taps(taps)
+    return heard(read_shd(path), taps)
 
 
 def counts(run: Any, data: SpikeDataset) -> dict[str, int]:
@@ -70,7 +79,7 @@ def counts(run: Any, data: SpikeDataset) -> dict[str, int]:
 
 def row(paths: list[Path], args: argparse.Namespace) -> dict[str, Any]:
     runs = [load_run(p) for p in paths]
-    taps = tuple((runs[0].info.get("frontend") or {}).get("delay_taps_ms", (0.0,)))
+    taps = taps_of(runs[0])
     if len(runs) == 1:
         sc = counts(runs[0], _read(args.sc, taps))
     elif len(runs) == len(args.folds):
