@@ -14,6 +14,8 @@ taskset -c 1 $P $R train NAME CORPUS '{"train": {"epochs": 60}}'   # TrainConfig
                                                                     # init_in ([mean, sd] of input weights),
                                                                     # delay_taps_ms (the front-end's taps)
 taskset -c 1 $P $R epochs RUN CORPUS   # every checkpoint on FSDD per speaker: epoch selection rules compared
+taskset -c 1 $P $R merge NAME CORPUS RUN1 RUN2 ...   # runs of results.jsonl merged (edgekws train merge),
+                                                     # scored the same way, FSDD also in 8-bit fixed point
 $P $R report OUT NAME[=LABEL] ...       # runs of results.jsonl side by side: OUT.{md,json,png}
 ```
 
@@ -87,7 +89,7 @@ def _real(name: str, source: str, classes: list[str], spec: Any = None) -> Path:
 def train(name: str, corpus: Path, conf: dict[str, Any]) -> dict[str, Any]:
     from edgekws.toolkit.data import SpikeDataset, read_shd
     from edgekws.toolkit.data._synth import class_names
-    from edgekws.toolkit.train import TrainConfig, evaluate, load_run
+    from edgekws.toolkit.train import TrainConfig, load_run
     from edgekws.toolkit.train import train as run_training
 
     unknown = sorted(set(conf) - KNOWN_CONF)
@@ -136,10 +138,6 @@ def train(name: str, corpus: Path, conf: dict[str, Any]) -> dict[str, Any]:
         kernel="auto",  # the trainer's placement: sparse Eventprop on the CPU, dense for BPTT
         device="cpu",
     )
-    run = load_run(out)
-    on_fsdd = evaluate(run, fsdd.subset(np.flatnonzero(tested)))
-    names = np.asarray(sc.class_names)[sc.labels]
-    digits = np.flatnonzero(~np.isin(names, ["_unknown_", "_silence_"]))
     line = {
         "name": name,
         "corpus": str(corpus),
@@ -147,19 +145,95 @@ def train(name: str, corpus: Path, conf: dict[str, Any]) -> dict[str, Any]:
         "train_samples": len(train_data),
         "best_epoch": result.best_epoch,
         "train_s": round(time.time() - start),
-        "fsdd_tested": sorted(set(speaker[tested])),
+        **_scores(load_run(out), fsdd.subset(np.flatnonzero(tested)), synth_test, sc),
+    }
+    return _record(line)
+
+
+def _scores(run: Any, fsdd: Any, synth_test: Any, sc: Any, backends: tuple[str, ...] = ("float",)) -> dict:
+    """A run on the FSDD speakers it did not hear, the corpus's unseen synthetic voices and the SC sample
+    (all of it, and its digits), float; FSDD also on each of ``backends`` after the first."""
+    from edgekws.toolkit.train import evaluate
+
+    on_fsdd = evaluate(run, fsdd)
+    names = np.asarray(sc.class_names)[sc.labels]
+    digits = np.flatnonzero(~np.isin(names, ["_unknown_", "_silence_"]))
+    return {
+        "fsdd_tested": sorted(set(fsdd.metadata("speaker"))),
         "fsdd": round(on_fsdd["accuracy"], 4),
         "fsdd_per_speaker": {k: round(v["accuracy"], 3) for k, v in on_fsdd["per_speaker_accuracy"].items()},
         "fsdd_per_class": {k: v for k, v in on_fsdd["per_class_accuracy"].items() if v is not None},
+        **{f"fsdd_{b}": round(evaluate(run, fsdd, backend=b)["accuracy"], 4) for b in backends[1:]},
         "synth_test": round(evaluate(run, synth_test)["accuracy"], 4),
         "sc_sample_all": round(evaluate(run, sc)["accuracy"], 4),
         "sc_digits": round(evaluate(run, sc.subset(digits))["accuracy"], 4),
         "sc_digits_n": len(digits),
     }
+
+
+def _record(line: dict[str, Any]) -> dict[str, Any]:
     print(json.dumps(line), flush=True)
     with open(RESULTS, "a") as f:
         f.write(json.dumps(line) + "\n")
     return line
+
+
+def merge(name: str, corpus: Path, members: list[str]) -> dict[str, Any]:
+    """Merge runs of ``results.jsonl`` (``edgekws train merge``: one network, the members' mean readout) into
+    ``runs/NAME`` and score it as :func:`train` scores a run, FSDD also in 8-bit fixed point (the emulator).
+    The members must have trained on ``corpus`` without FSDD speakers (protocol (a))."""
+    from edgekws.toolkit.data import read_shd
+    from edgekws.toolkit.data._synth import class_names
+    from edgekws.toolkit.train import load_run, merge_runs
+
+    lines = _lines(RESULTS)
+    missing = [m for m in members if m not in lines]
+    if missing:
+        sys.exit(f"no run {missing} in {RESULTS}; train them first (real_runs.py train NAME CORPUS CONF)")
+    confs = [lines[m]["conf"] for m in members]
+    elsewhere = [m for m in members if Path(lines[m]["corpus"]) != corpus]
+    if elsewhere:
+        sys.exit(f"{elsewhere} trained on another corpus than {corpus}: their unseen test voices differ")
+    if any(c.get("fsdd_train") or c.get("fsdd_val") or c.get("real_train") for c in confs):
+        sys.exit(
+            "merge scores protocol (a) runs only: a member heard FSDD speakers in training or validation"
+        )
+    taps = {json.dumps(c.get("delay_taps_ms")) for c in confs}
+    if len(taps) > 1:
+        sys.exit(f"the members were trained with different delay taps: {sorted(taps)}")
+    from edgekws.agent import FrontendSpec
+
+    classes = class_names("en-digits")
+    spec = FrontendSpec.from_dict(json.loads((corpus / "manifest.json").read_text())["frontend"])
+    fsdd = read_shd(_real("fsdd-all", "fsdd", classes, spec) / "test.h5")
+    sc = read_shd(_real("sc-sample", "speech-commands-v0.01", classes, spec) / "test.h5")
+    synth_test = read_shd(corpus / "test.h5")
+    if confs[0].get("delay_taps_ms"):
+        fsdd, sc, synth_test = (d.with_delay_taps(confs[0]["delay_taps_ms"]) for d in (fsdd, sc, synth_test))
+    out = merge_runs([WORK / "runs" / m for m in members], WORK / "runs" / name)
+    line = {
+        "name": name,
+        "corpus": str(corpus),
+        "conf": {
+            "merge": members,
+            **({"delay_taps_ms": confs[0]["delay_taps_ms"]} if confs[0].get("delay_taps_ms") else {}),
+        },
+        "train_samples": lines[members[0]]["train_samples"],
+        "best_epoch": None,
+        "train_s": sum(lines[m]["train_s"] for m in members),
+        **_scores(load_run(out), fsdd, synth_test, sc, backends=("float", "emulator")),
+    }
+    return _record(line)
+
+
+def _lines(results: Path) -> dict[str, dict[str, Any]]:
+    """The last line of each run name in ``results``."""
+    lines = {}
+    for raw in results.read_text().splitlines():
+        if raw.strip():
+            row = json.loads(raw)
+            lines[row["name"]] = row
+    return lines
 
 
 def epochs(run_dir: Path, corpus: Path) -> dict[str, Any]:
@@ -279,6 +353,10 @@ def _training(conf: dict[str, Any]) -> str:
     )
 
 
+def _cell(value: Any, spec: str = "") -> str:
+    return "–" if value is None else format(value, spec)
+
+
 def report(out: Path, names: list[str], results: Path = RESULTS) -> Path:
     """``OUT.{md,json,png}``: the runs ``NAME[=LABEL]`` of ``results.jsonl`` (the last line of each name) side
     by side, with their training curves from the run folders' ``metrics.jsonl``."""
@@ -289,23 +367,20 @@ def report(out: Path, names: list[str], results: Path = RESULTS) -> Path:
 
     from edgekws.toolkit.train import read_metrics
 
-    lines = {}
-    for raw in results.read_text().splitlines():
-        if raw.strip():
-            row = json.loads(raw)
-            lines[row["name"]] = row
+    lines = _lines(results)
     rows = []
     for item in names:
         name, _, label = item.partition("=")
         if name not in lines:
             sys.exit(f"no run {name!r} in {results}; train it first (real_runs.py train {name} CORPUS CONF)")
-        metrics = read_metrics(WORK / "runs" / name)
-        last = metrics[-1]
+        metrics = read_metrics(WORK / "runs" / name)  # none for a merge (real_runs.py merge)
+        last = metrics[-1] if metrics else None
         rows.append({**lines[name], "label": label or name, "curve": metrics,
-                     "train_accuracy_last": round(last["train_accuracy"], 4),
-                     "hidden_rate_hz_last": round(last["hidden_rate_hz"], 1),
-                     "silent_neurons_last": last["silent_neurons"],
-                     "epoch_s_mean": round(float(np.mean([m["seconds"] for m in metrics])), 1)})  # fmt: skip
+                     "train_accuracy_last": round(last["train_accuracy"], 4) if last else None,
+                     "hidden_rate_hz_last": round(last["hidden_rate_hz"], 1) if last else None,
+                     "silent_neurons_last": last["silent_neurons"] if last else None,
+                     "epoch_s_mean": round(float(np.mean([m["seconds"] for m in metrics])), 1)
+                     if last else None})  # fmt: skip
     doc = {"machine": machine(), "command": "python benchmarks/research/real_runs.py report " + " ".join(
         shlex.quote(a) for a in [str(out), *names]), "rows": rows}  # fmt: skip
     out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
@@ -326,14 +401,16 @@ def report(out: Path, names: list[str], results: Path = RESULTS) -> Path:
         "| --- " * (12 + len(speakers)) + "|",
     ]
     for r in rows:
+        fixed = f" ({r['fsdd_emulator']:.1%} 8-bit)" if "fsdd_emulator" in r else ""
         per = " | ".join(
             f"{r['fsdd_per_speaker'][s]:.1%}" if s in r["fsdd_per_speaker"] else "–" for s in speakers
         )
         md.append(
-            f"| {r['label']} | `{_training(r['conf'])}` | **{r['fsdd']:.1%}** | {per} "
+            f"| {r['label']} | `{_training(r['conf'])}` | **{r['fsdd']:.1%}**{fixed} | {per} "
             f"| {r['synth_test']:.1%} | {r['sc_digits']:.1%} | {r['sc_sample_all']:.1%} "
-            f"| {r['train_accuracy_last']:.3f} | {r['best_epoch']} | {r['hidden_rate_hz_last']} "
-            f"| {r['silent_neurons_last']} | {r['epoch_s_mean']} |"
+            f"| {_cell(r['train_accuracy_last'], '.3f')} | {_cell(r['best_epoch'])} "
+            f"| {_cell(r['hidden_rate_hz_last'])} | {_cell(r['silent_neurons_last'])} "
+            f"| {_cell(r['epoch_s_mean'])} |"
         )
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 4.2), gridspec_kw={"width_ratios": [3, 3, 2]})
@@ -373,6 +450,8 @@ if __name__ == "__main__":
         print(epochs_report(Path(sys.argv[2])))
     elif len(sys.argv) >= 4 and sys.argv[1] == "report":
         print(report(Path(sys.argv[2]), sys.argv[3:]))
+    elif len(sys.argv) >= 6 and sys.argv[1] == "merge":
+        merge(sys.argv[2], Path(sys.argv[3]), sys.argv[4:])
     elif len(sys.argv) >= 4 and sys.argv[1] == "train":
         train(sys.argv[2], Path(sys.argv[3]), json.loads(sys.argv[4]) if len(sys.argv) > 4 else {})
     else:

@@ -119,7 +119,9 @@ def test_config_round_trips_and_rejects_bad_values(tmp_path: Path) -> None:
     assert TrainConfig().learning_rate_at(141) < 1e-3 == TrainConfig().learning_rate_at(142)
 
 
-@pytest.mark.parametrize("command", [["train"], ["train", "import-mlgenn"], ["eval"], ["report"]])
+@pytest.mark.parametrize(
+    "command", [["train"], ["train", "import-mlgenn"], ["train", "merge"], ["eval"], ["report"]]
+)
 def test_help_texts_have_examples(command: list[str]) -> None:
     """Every training command's --help shows an Example."""
     result = CliRunner().invoke(main, [*command, "--help"])

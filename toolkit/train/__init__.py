@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from edgekws.toolkit.train._loop import TrainError as TrainError
     from edgekws.toolkit.train._loop import TrainResult as TrainResult
     from edgekws.toolkit.train._loop import train as train
+    from edgekws.toolkit.train._merge import MergeError as MergeError
+    from edgekws.toolkit.train._merge import merge_runs as merge_runs
     from edgekws.toolkit.train._mlgenn import MlgennError as MlgennError
     from edgekws.toolkit.train._mlgenn import import_mlgenn as import_mlgenn
     from edgekws.toolkit.train._model import SimOutput as SimOutput
@@ -67,6 +69,8 @@ __getattr__, __all__ = lazy_exports(
         "TrainError": "_loop",
         "TrainResult": "_loop",
         "train": "_loop",
+        "MergeError": "_merge",
+        "merge_runs": "_merge",
         "MlgennError": "_mlgenn",
         "import_mlgenn": "_mlgenn",
         "SimOutput": "_model",

@@ -212,6 +212,35 @@ def import_mlgenn_cmd(
     click.echo(f"imported into {run}")
 
 
+@train.command("merge")
+@click.argument(
+    "runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@click.option("--out", type=_PATH, required=True, help="Run folder to create.")
+def merge_cmd(runs: tuple[Path, ...], out: Path) -> None:
+    """Merge runs of one architecture into one network whose readout is their mean.
+
+    The members' hidden layers sit side by side without synapses between them (block-diagonal weights), and
+    each readout weight is divided by the number of runs: in float the merged network scores exactly the mean
+    of the members' scores, and it is bundled, quantized and run on every backend like a trained run. It
+    costs the sum of the members' neurons, synapses and work per inference (docs/training.md, "Merging
+    runs").
+
+    Example:
+
+    \b
+        edgekws train merge runs/kws-s1234 runs/kws-s1 runs/kws-s2 --out runs/kws-merged3
+    """
+    from edgekws.toolkit.train._merge import MergeError, merge_runs
+    from edgekws.toolkit.train._run import RunError
+
+    try:
+        merged = merge_runs(list(runs), out)
+    except (MergeError, RunError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"merged {len(runs)} runs into {merged}")
+
+
 @click.command("eval")
 @click.argument("run_dir", metavar="RUN", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--data", "data_path", type=_FILE, required=True, help="Evaluation set (SHD-layout .h5).")
