@@ -138,13 +138,14 @@ def train(name: str, corpus: Path, conf: dict[str, Any]) -> dict[str, Any]:
         kernel="auto",  # the trainer's placement: sparse Eventprop on the CPU, dense for BPTT
         device="cpu",
     )
+    train_s = round(time.time() - start)  # training only (rows before round 19 also timed the FSDD scoring)
     line = {
         "name": name,
         "corpus": str(corpus),
         "conf": conf,
         "train_samples": len(train_data),
         "best_epoch": result.best_epoch,
-        "train_s": round(time.time() - start),
+        "train_s": train_s,
         **_scores(load_run(out), fsdd.subset(np.flatnonzero(tested)), synth_test, sc),
     }
     return _record(line)
@@ -191,7 +192,9 @@ def merge(name: str, corpus: Path, members: list[str]) -> dict[str, Any]:
     if missing:
         sys.exit(f"no run {missing} in {RESULTS}; train them first (real_runs.py train NAME CORPUS CONF)")
     confs = [lines[m]["conf"] for m in members]
-    elsewhere = [m for m in members if Path(lines[m]["corpus"]) != corpus]
+    if (WORK / "runs" / name).exists():
+        sys.exit(f"{WORK / 'runs' / name} exists; choose another NAME or delete that folder")
+    elsewhere = [m for m in members if Path(lines[m]["corpus"]).resolve() != corpus.resolve()]
     if elsewhere:
         sys.exit(f"{elsewhere} trained on another corpus than {corpus}: their unseen test voices differ")
     if any(c.get("fsdd_train") or c.get("fsdd_val") or c.get("real_train") for c in confs):
@@ -392,7 +395,9 @@ def report(out: Path, names: list[str], results: Path = RESULTS) -> Path:
         "scored on the FSDD speakers it did not train on (12-way decision, float model), the corpus's unseen "
         "synthetic test voices and the Speech Commands v0.01 sample (its 78 digit clips, and all 249 clips "
         f"with other words as `_unknown_`). Machine: {doc['machine']['cpu']}. Reproduce: `{doc['command']}` "
-        "after the `real_runs.py train` commands in the JSON's `conf` of each row.",
+        "after the `real_runs.py train` commands in the JSON's `conf` of each row (`real_runs.py merge` for "
+        "a row whose `conf` is a `merge`; scored in float, and in 8-bit fixed point where the FSDD cell "
+        "says).",
         "",
         "| run | training | FSDD (tested) | "
         + " | ".join(s.removeprefix("fsdd-") for s in speakers)

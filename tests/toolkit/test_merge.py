@@ -10,8 +10,10 @@ import pytest
 from _tiny_data import TINY_TOML, tiny_data
 from click.testing import CliRunner
 
+from edgekws.agent import decide
 from edgekws.packaging import NetworkSpec
 from edgekws.toolkit._cli import main
+from edgekws.toolkit.data import read_shd
 from edgekws.toolkit.train import MergeError, float_readout, load_run, merge_runs
 from edgekws.toolkit.train._merge import merge_params, merged_spec
 from edgekws.toolkit.train._model import simulate
@@ -27,19 +29,19 @@ def _member(spec: NetworkSpec, seed: int) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize(
     ("hidden", "recurrent"),
-    [((16,), (True,)), ((12, 8), (True, False))],
+    [(((16,), (16,), (16,)), (True,)), (((12, 8), (6, 10), (12, 8)), (True, False))],
 )
 def test_merged_readout_is_the_members_mean_and_their_spikes_are_unchanged(
-    hidden: tuple[int, ...], recurrent: tuple[bool, ...]
+    hidden: tuple[tuple[int, ...], ...], recurrent: tuple[bool, ...]
 ) -> None:
-    """Float readout trace of the merge = mean of the members' traces; each member's hidden spikes survive."""
+    """Float readout trace of the merge = mean of the members' traces (members of equal or different widths,
+    one or two hidden layers); each member's hidden spikes survive."""
     specs = [
-        NetworkSpec(num_inputs=10, hidden=hidden, recurrent=recurrent, num_outputs=3, num_steps=60)
-        for _ in range(3)
+        NetworkSpec(num_inputs=10, hidden=h, recurrent=recurrent, num_outputs=3, num_steps=60) for h in hidden
     ]
     members = [_member(s, seed) for seed, s in enumerate(specs)]
     spec = merged_spec(specs)
-    assert spec.hidden == tuple(3 * h for h in hidden)
+    assert spec.hidden == tuple(sum(h[i] for h in hidden) for i in range(len(recurrent)))
     params = merge_params(specs, members)
     spikes = (np.random.default_rng(7).random((5, 60, 10)) < 0.2).astype(np.float32)
     traces = [float_readout(p, s, spikes) for p, s in zip(members, specs, strict=True)]
@@ -96,22 +98,30 @@ def test_merge_cli_makes_a_run_that_eval_scores_on_the_emulator(two_runs: tuple[
         m["best_npz"].startswith("sha256:") for m in members
     )
     assert merged.info["data"] == load_run(runs[0]).info["data"]  # same training files: kept
+    assert merged.info["config"]["hidden"] == [32] and "seed" not in merged.info["config"]  # seeds differ
+    data = read_shd(val_h5)
+    spikes = data.bin(merged.spec.dt_ms / 1000.0, merged.spec.num_steps)
+    mean = np.mean([float_readout(load_run(r).params, load_run(r).spec, spikes) for r in runs], axis=0)
+    expected = decide(mean, merged.spec.readout).labels
     for backend in ("float", "emulator"):
         result = CliRunner().invoke(
             main, ["eval", str(out), "--data", str(val_h5), "--backend", backend, "--json"]
         )
         assert result.exit_code == 0, result.output
-        assert json.loads(result.stdout)["samples"] == 16
+        accuracy = json.loads(result.stdout)["accuracy"]
+        if backend == "float":  # the merge decides as the mean of its members' readouts does
+            assert accuracy == pytest.approx(float(np.mean(expected == data.labels)))
 
 
-def test_merge_refuses_one_run_a_repeat_an_unfinished_run_and_an_existing_output(
+def test_merge_refuses_runs_that_do_not_fit_together_and_an_existing_output(
     two_runs: tuple[list[Path], Path], tmp_path: Path
 ) -> None:
-    """Each misuse ends with a message naming it, and nothing is written."""
+    """Each misuse ends with a message naming it (one run, a repeat, an unfinished run, a copy of a run,
+    another front-end and detection mode, a merge as a member, an existing output), and nothing is written."""
     runs, _ = two_runs
     with pytest.raises(MergeError, match="at least two runs"):
         merge_runs(runs[:1], tmp_path / "a")
-    with pytest.raises(MergeError, match="given twice"):
+    with pytest.raises(MergeError, match="has the weights of run 0"):
         merge_runs([runs[0], runs[0]], tmp_path / "b")
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
@@ -121,6 +131,24 @@ def test_merge_refuses_one_run_a_repeat_an_unfinished_run_and_an_existing_output
     (unfinished / "run.json").write_text(json.dumps({**info, "status": "running"}))
     with pytest.raises(MergeError, match=r"run 1 .* has not finished training \(status 'running'\)"):
         merge_runs([runs[0], unfinished], tmp_path / "c")
-    assert not any((tmp_path / n).exists() for n in "abc")
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("run.json", "best.npz"):
+        (copy / name).write_bytes((runs[0] / name).read_bytes())
+    with pytest.raises(MergeError, match="has the weights of run 0"):
+        merge_runs([runs[0], copy], tmp_path / "d")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "best.npz").write_bytes((runs[1] / "best.npz").read_bytes())
+    info = json.loads((runs[1] / "run.json").read_text())
+    frontend = {"type": "edgekws.frontend", "num_channels": info["network"]["num_inputs"], "num_bands": 2}
+    other_info = {**info, "frontend": frontend, "detection_mode": "always_on"}
+    (other / "run.json").write_text(json.dumps(other_info))
+    with pytest.raises(MergeError, match=r"another front-end than run 0 .*'always_on' model"):
+        merge_runs([runs[0], other], tmp_path / "e")
+    merged = merge_runs(runs, tmp_path / "m")
+    with pytest.raises(MergeError, match="is itself a merge; merge its members instead"):
+        merge_runs([merged, runs[0]], tmp_path / "f")
+    assert not any((tmp_path / n).exists() for n in "abcdef")
     result = CliRunner().invoke(main, ["train", "merge", *map(str, runs), "--out", str(runs[0])])
     assert result.exit_code == 1 and "already holds a run" in result.output

@@ -221,10 +221,10 @@ def merge_cmd(runs: tuple[Path, ...], out: Path) -> None:
     """Merge runs of one architecture into one network whose readout is their mean.
 
     The members' hidden layers sit side by side without synapses between them (block-diagonal weights), and
-    each readout weight is divided by the number of runs: in float the merged network scores exactly the mean
-    of the members' scores, and it is bundled, quantized and run on every backend like a trained run. It
-    costs the sum of the members' neurons, synapses and work per inference (docs/training.md, "Merging
-    runs").
+    each readout weight is divided by the number of runs: in float the merged network's readout is the mean
+    of the members' (with the default exp_weighted_mean readout, its scores are the mean of theirs), and it
+    is bundled, quantized and run on every backend like a trained run. It costs the sum of the members'
+    neurons, nonzero synapses and spikes per inference (docs/training.md, "Merging runs").
 
     Example:
 
