@@ -88,19 +88,13 @@ def _real(name: str, source: str, classes: list[str], spec: Any = None) -> Path:
 
 def train(name: str, corpus: Path, conf: dict[str, Any]) -> dict[str, Any]:
     from edgekws.toolkit.data import SpikeDataset, read_shd
-    from edgekws.toolkit.data._synth import class_names
     from edgekws.toolkit.train import TrainConfig, load_run
     from edgekws.toolkit.train import train as run_training
 
     unknown = sorted(set(conf) - KNOWN_CONF)
     if unknown:  # e.g. round 7's probe rows' "delays_ms", from a script that was folded into the front-end
         sys.exit(f"unknown conf key(s) {unknown}; known: {sorted(KNOWN_CONF)}")
-    from edgekws.agent import FrontendSpec
-
-    classes = class_names("en-digits")
-    spec = FrontendSpec.from_dict(json.loads((corpus / "manifest.json").read_text())["frontend"])
-    fsdd = read_shd(_real("fsdd-all", "fsdd", classes, spec) / "test.h5")
-    sc = read_shd(_real("sc-sample", "speech-commands-v0.01", classes, spec) / "test.h5")
+    fsdd, sc, synth_test = _test_sets(corpus)
     speaker = fsdd.metadata("speaker")
     assert speaker is not None
     fsdd_train = [f"fsdd-{s}" for s in conf.get("fsdd_train", [])]
@@ -117,7 +111,6 @@ def train(name: str, corpus: Path, conf: dict[str, Any]) -> dict[str, Any]:
     if fsdd_val:
         val_data = fsdd.subset(np.flatnonzero(np.isin(speaker, fsdd_val)))
     tested = ~np.isin(speaker, fsdd_train + fsdd_val)
-    synth_test = read_shd(corpus / "test.h5")
     if conf.get("delay_taps_ms"):  # round 7: the front-end's delay taps, added to the plain spikes
         train_data, val_data, fsdd, sc, synth_test = (
             d.with_delay_taps(conf["delay_taps_ms"]) for d in (train_data, val_data, fsdd, sc, synth_test)
@@ -149,6 +142,20 @@ def train(name: str, corpus: Path, conf: dict[str, Any]) -> dict[str, Any]:
         **_scores(load_run(out), fsdd.subset(np.flatnonzero(tested)), synth_test, sc),
     }
     return _record(line)
+
+
+def _test_sets(corpus: Path) -> tuple[Any, Any, Any]:
+    """What every run on ``corpus`` is scored on, plain (no delay taps): all of FSDD, the Speech Commands
+    sample (both imported with the corpus's front-end) and the corpus's unseen synthetic test voices."""
+    from edgekws.agent import FrontendSpec
+    from edgekws.toolkit.data import read_shd
+    from edgekws.toolkit.data._synth import class_names
+
+    classes = class_names("en-digits")
+    spec = FrontendSpec.from_dict(json.loads((corpus / "manifest.json").read_text())["frontend"])
+    fsdd = read_shd(_real("fsdd-all", "fsdd", classes, spec) / "test.h5")
+    sc = read_shd(_real("sc-sample", "speech-commands-v0.01", classes, spec) / "test.h5")
+    return fsdd, sc, read_shd(corpus / "test.h5")
 
 
 def _scores(run: Any, fsdd: Any, synth_test: Any, sc: Any, backends: tuple[str, ...] = ("float",)) -> dict:
@@ -183,8 +190,6 @@ def merge(name: str, corpus: Path, members: list[str]) -> dict[str, Any]:
     """Merge runs of ``results.jsonl`` (``edgekws train merge``: one network, the members' mean readout) into
     ``runs/NAME`` and score it as :func:`train` scores a run, FSDD also in 8-bit fixed point (the emulator).
     The members must have trained on ``corpus`` without FSDD speakers (protocol (a))."""
-    from edgekws.toolkit.data import read_shd
-    from edgekws.toolkit.data._synth import class_names
     from edgekws.toolkit.train import load_run, merge_runs
 
     lines = _lines(RESULTS)
@@ -204,13 +209,7 @@ def merge(name: str, corpus: Path, members: list[str]) -> dict[str, Any]:
     taps = {json.dumps(c.get("delay_taps_ms")) for c in confs}
     if len(taps) > 1:
         sys.exit(f"the members were trained with different delay taps: {sorted(taps)}")
-    from edgekws.agent import FrontendSpec
-
-    classes = class_names("en-digits")
-    spec = FrontendSpec.from_dict(json.loads((corpus / "manifest.json").read_text())["frontend"])
-    fsdd = read_shd(_real("fsdd-all", "fsdd", classes, spec) / "test.h5")
-    sc = read_shd(_real("sc-sample", "speech-commands-v0.01", classes, spec) / "test.h5")
-    synth_test = read_shd(corpus / "test.h5")
+    fsdd, sc, synth_test = _test_sets(corpus)
     if confs[0].get("delay_taps_ms"):
         fsdd, sc, synth_test = (d.with_delay_taps(confs[0]["delay_taps_ms"]) for d in (fsdd, sc, synth_test))
     out = merge_runs([WORK / "runs" / m for m in members], WORK / "runs" / name)

@@ -21,12 +21,12 @@ events grow about ``k²``-fold (docs/training.md, "Merging runs").
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.linalg import block_diag
 
 from edgekws.packaging import NetworkSpec, SpecError
 
@@ -47,16 +47,6 @@ SHARED_SPEC_FIELDS = (
 
 class MergeError(ValueError):
     """Runs that cannot be merged; the message names every difference."""
-
-
-def _block_diagonal(blocks: list[np.ndarray]) -> np.ndarray:
-    rows, cols = sum(b.shape[0] for b in blocks), sum(b.shape[1] for b in blocks)
-    out = np.zeros((rows, cols), np.float32)
-    r = c = 0
-    for b in blocks:
-        out[r : r + b.shape[0], c : c + b.shape[1]] = b
-        r, c = r + b.shape[0], c + b.shape[1]
-    return out
 
 
 def merged_spec(specs: list[NetworkSpec]) -> NetworkSpec:
@@ -92,7 +82,7 @@ def merge_params(specs: list[NetworkSpec], params: list[dict[str, np.ndarray]]) 
         elif name == f"layer{last}.weight":
             out[name] = np.concatenate(members, axis=1) / np.float32(k)
         else:
-            out[name] = _block_diagonal(members)
+            out[name] = block_diag(*members).astype(np.float32)
     return out
 
 
@@ -104,7 +94,9 @@ def _differences(a: Any, b: Any) -> list[str]:
 
 
 def _digest(path: Path) -> str:
-    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    from edgekws.toolkit.train._run import file_sha256
+
+    return "sha256:" + file_sha256(path)
 
 
 def merge_runs(run_dirs: list[str | os.PathLike[str]], out: str | os.PathLike[str]) -> Path:
