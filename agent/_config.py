@@ -141,10 +141,12 @@ class DetectionConfig(_Model):
     ``refractory_ms`` and ``smoothing_ms`` override those set here (the others are lanes-only).
     """
 
-    mode: Literal["auto", "lanes", "always_on"] = Field(
+    mode: Literal["auto", "lanes", "always_on", "sliding"] = Field(
         default="auto",
         description="auto: the mode the bundle's model was trained for (its manifest's detection.mode); "
-        "lanes or always_on: require that mode (a bundle trained for the other one is refused).",
+        "lanes or always_on: require that mode (a bundle trained for the other one is refused); sliding: a "
+        "per-utterance model served by one never-reset network whose readout is scored over the last window "
+        "every window/lanes, with the lanes' settings (1/lanes of the lanes' work).",
     )
     smoothing_ms: float | None = Field(
         default=None,

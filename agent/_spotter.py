@@ -6,7 +6,13 @@ Two modes, as the bundle says its model was trained (``DetectionSpec.mode``, ``[
   chunk by chunk as the audio arrives, and :class:`~edgekws.agent._decision.TimeCourse` deciding on the
   readout's time course (smoothed per-step probabilities, threshold, margin, refractory time). One network's
   work per audio second.
-- **lanes** (a per-utterance model, trained on 1 s clips from zero state), below.
+- **lanes** (a per-utterance model, trained on 1 s clips from zero state), below;
+- **sliding** (the same per-utterance model served by one network): the lanes' windows and decision stages,
+  below, over the readout of a single network that is never reset (``[detection] mode = "sliding"``). Every
+  window then starts from the state the audio before it left instead of zero state, which the network was
+  not trained for, but the state of a leaky network forgets in tens of milliseconds; one network's work per
+  audio second instead of ``K``. Whether a model keeps its accuracy so is measured, not assumed
+  (``benchmarks/kws_stream.py`` runs both on the same streams; docs/agent.md, "Sliding windows").
 
 The per-utterance network was trained on windows of ``T`` steps (1 s), each from zero state, scored by
 :func:`edgekws.agent.decide` over the whole window. To serve it on an endless stream without changing
@@ -53,7 +59,16 @@ ALWAYS_ON_INFERENCE_S = 1.0
 
 
 def resolve_mode(config: DetectionConfig, spec: DetectionSpec) -> str:
-    """The mode the spotter runs: the bundle's, which ``[detection] mode`` may only confirm."""
+    """The mode the spotter runs: the bundle's, which ``[detection] mode`` may only confirm, or ``sliding``
+    for a per-utterance model."""
+    if config.mode == "sliding":
+        if spec.mode != "lanes":
+            raise ValueError(
+                "[detection] mode = 'sliding' serves a per-utterance model (trained on clips) with one "
+                "never-reset network; this bundle's model was trained on streams (always_on) and decides on "
+                "its readout's time course: set mode = 'auto' (or 'always_on')"
+            )
+        return "sliding"
     if config.mode not in ("auto", spec.mode):
         trained = "clips (lanes)" if spec.mode == "lanes" else "streams, never reset (always_on)"
         raise ValueError(
@@ -215,7 +230,7 @@ class Spotter:
             raise ValueError(
                 f"{len(labels)} labels for {backend.num_outputs} outputs; the bundle is inconsistent"
             )
-        if self.mode == "lanes" and not 1 <= cfg.lanes <= window_steps:
+        if self.mode != "always_on" and not 1 <= cfg.lanes <= window_steps:
             raise ValueError(f"lanes must be in 1..{window_steps}, got {cfg.lanes}")
         self.labels = list(labels)
         self.window = window_steps
@@ -238,7 +253,13 @@ class Spotter:
             backend.reset(1)
             return
         self.offsets = np.array([k * window_steps // cfg.lanes for k in range(cfg.lanes)])
-        self._lanes = _Lanes(backend, cfg.lanes, backend_factory)
+        self._lanes: _Lanes | None = None
+        if self.mode == "sliding":
+            if not backend.streaming:
+                raise ValueError(f"backend {backend.name!r} cannot carry state between chunks (streaming)")
+            backend.reset(1)
+        else:
+            self._lanes = _Lanes(backend, cfg.lanes, backend_factory)
         self._trace = np.zeros((cfg.lanes, window_steps, backend.num_outputs))
         self._spikes_in = np.zeros(cfg.lanes, dtype=np.int64)
         self._smoother = _Smoother(cfg.smoothing)
@@ -252,9 +273,12 @@ class Spotter:
         (K per audio second at 1 s windows); the always-on network does one per ALWAYS_ON_INFERENCE_S of
         audio (its bundle's ``num_steps`` is the length of the training stretches, not a window: it never
         resets), so energy per inference compares the two modes' networks and a report of a few seconds
-        counts some."""
+        counts some; the sliding network, one per window length of audio (it scores K windows in that
+        time, but computes each step once)."""
         if self.mode == "lanes":
             return self.windows_scored
+        if self.mode == "sliding":
+            return self.network_steps // self.window
         return self.network_steps // max(1, round(ALWAYS_ON_INFERENCE_S / self.dt_s))
 
     def _lane_local(self, g: int) -> np.ndarray:
@@ -263,16 +287,16 @@ class Spotter:
 
     def close(self) -> None:
         """Release the lane instances made by the factory (the backend passed in belongs to its owner)."""
-        if self.mode == "lanes":
+        if self._lanes is not None:
             for instance in self._lanes.instances[1:]:
                 instance.close()
 
     @property
     def backend(self) -> Any:
         """The backend the network runs on (the first lane instance, for backends stepped one per lane)."""
-        if self.mode == "always_on":
-            return self._backend
         lanes = self._lanes
+        if lanes is None:
+            return self._backend
         return lanes.backend if lanes.batched is not None else lanes.instances[0]
 
     def process(self, chunk: AudioChunk) -> list[Detection]:
@@ -295,10 +319,15 @@ class Spotter:
             seg = int(min(to_end.min(), n - pos))
             x = spikes[pos : pos + seg]
             t0 = time.perf_counter()
-            before = self._lanes.lane_steps
-            readout = self._lanes.step(x)
+            if self._lanes is None:  # sliding: one network, its readout in every lane's window
+                one = np.asarray(self._backend.step(x[None]), dtype=np.float64)[0]
+                readout = np.broadcast_to(one, (self.config.lanes, *one.shape))
+                self.network_steps += seg
+            else:
+                before = self._lanes.lane_steps
+                readout = self._lanes.step(x)
+                self.network_steps += self._lanes.lane_steps - before
             self.backend_seconds += time.perf_counter() - t0
-            self.network_steps += self._lanes.lane_steps - before
             local = self._lane_local(g)
             for k in range(self.config.lanes):
                 lo = int(local[k])
@@ -357,7 +386,8 @@ class Spotter:
             d = decide(self._trace[k][None], self.rule)
             z = d.scores[0] - d.scores[0].max()
             probs = np.exp(z) / np.exp(z).sum()
-        self._lanes.reset(k)
+        if self._lanes is not None:
+            self._lanes.reset(k)
         self._spikes_in[k] = 0
         if not complete:
             return None

@@ -16,6 +16,8 @@ pinned to one core):
 
 - **K-lane** (``--lanes-bundle``: a per-utterance model): 20 staggered lanes, reset every second; decision
   settings tuned on VAL over the agent's ``[detection]`` grid by replaying the lane windows of one pass;
+- **sliding** (``--sliding``: the same per-utterance model served by one never-reset network, its readout
+  scored over the last second every 50 ms with the lanes' decision stages, tuned the same way);
 - **always-on** (``--always-on-bundle``: a model trained on stretches): one never-reset network per stream;
   the time-course decision stage tuned on VAL by replaying its readout trace (``tune_detection``, the grid
   the bundle builder uses); the bundle's own settings are reported too.
@@ -51,7 +53,7 @@ import argparse
 import itertools
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -162,7 +164,7 @@ def make_stream(
 
 @dataclass
 class Model:
-    mode: str  # "lanes" or "always_on"
+    mode: str  # "lanes", "sliding" (a lanes model served by one network) or "always_on"
     bundle: str
     labels: list[str]
     frontend: FrontendSpec
@@ -231,7 +233,7 @@ def run_pass(
     )
     windows: list[WindowScore] = []
     rows: list[np.ndarray] = []
-    if keep and spotter.mode == "lanes":
+    if keep and spotter.mode != "always_on":
         spotter.on_window = windows.append
     if keep and spotter.mode == "always_on":
         spotter.on_readout = lambda _, v: rows.append(v.astype(np.float32))
@@ -382,6 +384,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--snr-db", type=float, nargs=2, default=(5.0, 30.0), metavar=("LO", "HI"))
     ap.add_argument("--lanes", type=int, default=20, help="lanes of the K-lane mode")
+    ap.add_argument("--sliding", action="store_true",
+                    help="also serve the lanes bundle by one never-reset network")  # fmt: skip
     ap.add_argument("--other-backends", type=float, default=60.0,
                     help="seconds of TEST also run on float and ONNX, always-on (0: skip)")  # fmt: skip
     ap.add_argument("--trained", default="", help="what the models were trained on (for the report)")
@@ -400,14 +404,19 @@ def main() -> None:
     print(f"streams in {took:.0f} s: val {len(val.truth())}, test {len(test.truth())} keywords")
     with tempfile.TemporaryDirectory(prefix="kws-stream-") as tmp_name:
         tmp = Path(tmp_name)
-        for path in (args.lanes_bundle, args.always_on_bundle):
+        served = [(args.lanes_bundle, None), (args.lanes_bundle if args.sliding else None, "sliding")]
+        for path, serve in [*served, (args.always_on_bundle, None)]:
             if path is None:
                 continue
-            model = open_model(path, args.trust, tmp)
+            model = open_model(path, args.trust, tmp / (serve or "as-trained"))
+            if serve is not None:
+                if model.mode != "lanes":
+                    raise SystemExit(f"{path}: --sliding serves per-utterance models, not {model.mode}")
+                model = replace(model, mode=serve)
             backend, factory = build_backend(EmulatorBackend.Config(type="emulator"), model.model_dir)
             backend.compile_seconds()
             entry: dict[str, Any] = {"bundle": model.bundle, "hidden": model.hidden, "metrics": model.metrics}
-            tune = tune_lanes_mode if model.mode == "lanes" else tune_always_on_mode
+            tune = tune_always_on_mode if model.mode == "always_on" else tune_lanes_mode
             tuned, settings, capture = tune(model, backend, factory, val, test, args, entry)
             print(f"{model.mode}: tuned on VAL {settings}")
             timed = run_pass(model, backend, factory, test.audio, tuned)
@@ -431,13 +440,14 @@ def main() -> None:
     doc["load_average_1min"] = {"start": load_start, "end": load_average()}
     doc["trained"] = args.trained
     modes = doc["modes"]
-    if "lanes" in modes and "always_on" in modes:
-        a, b = modes["always_on"]["per_audio_second"], modes["lanes"]["per_audio_second"]
-        doc["work_ratio_always_on_over_lanes"] = {
-            k: round(a[k] / b[k], 4)
-            for k in ("synops", "neuron_updates", "spikes", "estimated:loihi2-opcount_mj")
-            if k in a and k in b and b[k]
-        }
+    for other in ("always_on", "sliding"):
+        if "lanes" in modes and other in modes:
+            a, b = modes[other]["per_audio_second"], modes["lanes"]["per_audio_second"]
+            doc[f"work_ratio_{other}_over_lanes"] = {
+                k: round(a[k] / b[k], 4)
+                for k in ("synops", "neuron_updates", "spikes", "estimated:loihi2-opcount_mj")
+                if k in a and k in b and b[k]
+            }
     write_results(args.out, doc, markdown(doc))
     plot(doc, args.out.with_suffix(".png"))
     print(f"wrote {args.out}")
@@ -446,13 +456,14 @@ def main() -> None:
 def tune_lanes_mode(
     model: Model, backend: Any, factory: Any, val: Stream, test: Stream, args: Any, entry: dict[str, Any]
 ) -> tuple[DetectionConfig, dict[str, Any], Pass]:
-    """K-lane: settings tuned on VAL by replaying its lane windows; TEST with the agent defaults replayed."""
-    capture = DetectionConfig(lanes=args.lanes, min_input_rate_hz=0.0, smoothing=1)
+    """K-lane or sliding: settings tuned on VAL by replaying its windows; TEST with the agent defaults
+    replayed."""
+    capture = DetectionConfig(mode=model.mode, lanes=args.lanes, min_input_rate_hz=0.0, smoothing=1)
     vpass = run_pass(model, backend, factory, val.audio, capture, keep=True)
     tuned, entry["val_tuned"] = tune_lanes(vpass.windows, model, val)
-    tuned = tuned.model_copy(update={"lanes": args.lanes})
+    tuned = tuned.model_copy(update={"lanes": args.lanes, "mode": model.mode})
     tpass = run_pass(model, backend, factory, test.audio, capture, keep=True)
-    defaults = replay_lanes(tpass.windows, DetectionConfig(lanes=args.lanes), model, {})
+    defaults = replay_lanes(tpass.windows, DetectionConfig(mode=model.mode, lanes=args.lanes), model, {})
     entry["test_defaults_replayed"] = summary(score(test, defaults))
     return tuned, {k: getattr(tuned, k) for k in LANES_GRID}, tpass
 
@@ -496,7 +507,7 @@ def sweep(model: Model, test: Stream, capture: Pass, tuned: DetectionConfig) -> 
         features = stage_features(capture.trace, spec, model.labels, dt, ignore)
     for threshold in SWEEP:
         cfg = tuned.model_copy(update={"threshold": threshold})
-        if model.mode == "lanes":
+        if model.mode != "always_on":
             dets = replay_lanes(capture.windows, cfg, model, cache)
         else:
             spec = always_on_settings(cfg, model.detection)
@@ -680,9 +691,10 @@ def markdown(doc: dict[str, Any]) -> str:
         ),
         "",
     ]
-    if "work_ratio_always_on_over_lanes" in doc:
-        ratio = doc["work_ratio_always_on_over_lanes"]
-        lines += [f"Always-on / K-lane backend work per audio second: {ratio}.", ""]
+    for other, name in (("always_on", "Always-on"), ("sliding", "Sliding")):
+        if f"work_ratio_{other}_over_lanes" in doc:
+            ratio = doc[f"work_ratio_{other}_over_lanes"]
+            lines += [f"{name} / K-lane backend work per audio second: {ratio}.", ""]
     for mode, e in doc["modes"].items():
         replayed = {"test_defaults_replayed": "agent defaults", "test_bundle_settings_replayed": "its bundle"}
         for key, what in replayed.items():

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,12 +126,15 @@ def run_live_stage(
     minutes: float = STREAM_MINUTES,
     connect_timeout_s: float = 15.0,
     compare: Path | None = None,
+    compare_modes: tuple[str, ...] = ("auto",),
 ) -> LiveResult:
     """Stream the corpus' held-out test speakers through a real agent process reporting to a real monitor.
 
     Everything goes to ``out/live``; ``broker_url`` None starts a local mosquitto there. ``compare`` is a
     second bundle (the other streaming mode) that the agent's pipeline runs over the same stream offline, as
-    fast as it can; both are scored alike (the summary's ``score`` and ``compare``).
+    fast as it can, once per ``[detection] mode`` of ``compare_modes`` (``auto``: the mode it was trained for;
+    ``sliding`` also serves a per-utterance model by one never-reset network); all are scored alike (the
+    summary's ``score`` and ``compare``, a list).
     """
     from edgekws.toolkit.data import StreamDetection, score_stream
     from edgekws.toolkit.fleet import FleetStore
@@ -162,34 +166,39 @@ def run_live_stage(
     broker = fleet.broker_url if not fleet.local else f"{fleet.broker_url} (local mosquitto)"
     stream_info = {"wav": str(stream_wav), "truth": str(truth_path), **stream.composition()}
     summary = _summary(stream_info, broker, score, records, received, snapshot, shot)
-    other = None
-    if compare is not None:
-        other = _offline(compare, trust, stream)
-        summary["compare"] = {k: v for k, v in other.items() if k != "scored"}
+    others = []
+    for mode in compare_modes if compare is not None else ():
+        assert compare is not None
+        other = _offline(compare, trust, stream, mode)
+        others.append(other)
         atomic_write_text(
-            live / "score_compare.json", json.dumps(other["scored"].to_dict(with_detections=True), indent=2)
+            live / f"score_compare_{other['mode']}.json",
+            json.dumps(other["scored"].to_dict(with_detections=True), indent=2),
         )
         click.echo(
             f"same stream, {other['mode']} ({other['bundle']}, offline): {other['score']['hits']}/"
             f"{other['score']['keywords']} keywords, {other['score']['false_accepts']} false accepts"
         )
+    if others:
+        summary["compare"] = [{k: v for k, v in o.items() if k != "scored"} for o in others]
     plots: dict[str, Path | None] = {
-        "stream timeline": _timeline(stream, score, live / "timeline.png", other),
+        "stream timeline": _timeline(stream, score, live / "timeline.png", others),
         "fleet dashboard": shot,
     }
     return LiveResult(summary, plots)
 
 
-def _offline(bundle_path: Path, trust: Path, stream: Any) -> dict[str, Any]:
-    """A bundle through the agent's pipeline (emulator, agent defaults) over the stream in 20 ms chunks as
-    fast as it runs: its score, mode, and backend work and energy estimate per audio second."""
+def _offline(bundle_path: Path, trust: Path, stream: Any, mode: str = "auto") -> dict[str, Any]:
+    """A bundle through the agent's pipeline (emulator, agent defaults, ``[detection] mode``) over the
+    stream in 20 ms chunks as fast as it runs: its score, mode, and backend work and energy estimate per
+    audio second."""
     from edgekws.agent import AudioChunk, DetectionConfig, Pipeline, loihi_opcount_joules, opcounts_of
     from edgekws.agent.backends import EmulatorBackend
     from edgekws.packaging import open_bundle
     from edgekws.toolkit.data import StreamDetection, score_stream
 
     bundle = open_bundle(bundle_path, [str(trust)])
-    pipeline = Pipeline.open(bundle, [EmulatorBackend.Config(type="emulator")], DetectionConfig())
+    pipeline = Pipeline.open(bundle, [EmulatorBackend.Config(type="emulator")], DetectionConfig(mode=mode))
     try:
         spotter = pipeline.spotter
         assert spotter is not None
@@ -437,9 +446,9 @@ DEVICE_KEYS = (
 )
 
 
-def _timeline(stream: Any, score: Any, path: Path, other: dict[str, Any] | None = None) -> Path:
+def _timeline(stream: Any, score: Any, path: Path, others: Sequence[dict[str, Any]] = ()) -> Path:
     """The stream's waveform, its keywords (truth) and the agent's detections coloured by outcome (and the
-    other mode's below them)."""
+    other modes' below them)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -459,8 +468,8 @@ def _timeline(stream: Any, score: Any, path: Path, other: dict[str, Any] | None 
             ax1.text(seg.start_s, 0.8, seg.label, fontsize=7, rotation=30, color="0.4")
     colors = {"hit": "tab:green", "repeat": "0.5", "wrong_label": "tab:red", "spurious": "tab:orange"}
     rows = [(score, 0.45, "agent")]
-    if other is not None:
-        rows.append((other["scored"], 0.15, other["mode"]))
+    for i, other in enumerate(others):
+        rows.append((other["scored"], 0.45 - 0.3 * (i + 1) / len(others), other["mode"]))
     for scored, y, _ in rows:
         for outcome, color in colors.items():
             det = [d for d in scored.detections if d.outcome == outcome]

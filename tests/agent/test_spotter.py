@@ -304,3 +304,40 @@ def test_agent_config_overrides_only_the_settings_it_sets() -> None:
     spotter = Spotter(SPEC, EmulatorBackend(net), ALWAYS_ON_LABELS, config=cfg, detection=spec)
     s = spotter.settings
     assert (s.threshold, s.smoothing_ms, s.min_margin, s.refractory_ms) == (0.9, 50.0, 0.1, 500.0)
+
+
+@pytest.mark.parametrize("generic", [False, True])
+def test_sliding_scores_the_last_window_of_one_never_reset_network(generic: bool) -> None:
+    """Sliding: every hop the window of the last ``window_steps`` is scored by decide() on the readout of
+    ONE network run over the whole stream from zero state (never reset), so the windows' probabilities differ
+    from the lanes' (each from zero state) only by the state carried in; one network-step per audio step."""
+    net = small_network(seed=3)
+    backend: Backend = InterfaceOnly(net) if generic else EmulatorBackend(net)
+    cfg = DetectionConfig(mode="sliding", lanes=4, min_input_rate_hz=0.0)
+    spotter = Spotter(SPEC, backend, LABELS, window_steps=100, config=cfg)
+    assert spotter.mode == "sliding"
+    seen = _collect(spotter)
+    x = _spikes(460, 0.05)
+    for i in range(0, 460, 37):  # chunks that do not align with the hop
+        spotter.process_spikes(x[i : i + 37])
+    assert [w.end_step for w in seen] == list(range(100, 451, 25))
+    whole = EmulatorBackend(net).run(x[None])[0]
+    fresh = EmulatorBackend(net)
+    carried = 0
+    for w in seen:
+        scores = decide(whole[w.start_step : w.end_step][None]).scores[0]
+        p = np.exp(scores - scores.max())
+        assert w.probabilities is not None
+        np.testing.assert_allclose(w.probabilities, p / p.sum(), rtol=1e-12)
+        own = decide(fresh.run(x[w.start_step : w.end_step][None])).scores[0]
+        carried += not np.allclose(own, scores)
+    assert carried > 0  # windows after the first start from the state the audio before them left
+    assert spotter.network_steps == 460 and spotter.inferences == 4
+
+
+def test_sliding_serves_only_per_utterance_models_on_streaming_backends() -> None:
+    """A stream-trained bundle is refused in sliding mode (it decides on its time course), naming the fix."""
+    net = small_network(seed=3)
+    cfg = DetectionConfig(mode="sliding")
+    with pytest.raises(ValueError, match="mode = 'auto'"):
+        Spotter(SPEC, EmulatorBackend(net), ALWAYS_ON_LABELS, config=cfg, detection=_always_on())
