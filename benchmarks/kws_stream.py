@@ -654,7 +654,7 @@ def markdown(doc: dict[str, Any]) -> str:
     t, v = comp["test"], comp["val"]
     load = doc["load_average_1min"]
     lines = [
-        "# kws_stream: K-lane and always-on detection on the same streams of real speech",
+        f"# kws_stream: {', '.join(doc['modes'])} detection on the same streams of real speech",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, process pinned to one core; 1-min load {load['start']} "
         f"at start, {load['end']} at end (shared box).",
@@ -713,7 +713,7 @@ def markdown(doc: dict[str, Any]) -> str:
                     f"- {mode} on {name}, first {o['seconds']:.0f} s of TEST: recall {s['recall']:.3f} "
                     f"({s['hits']}/{s['keywords']}), false accepts {s['false_accepts']}"
                 )
-    lines += ["", f"Reproduce: `.venv/bin/python {doc['command']}`", ""]
+    lines += ["", f"Reproduce: `{doc['command']}`", ""]
     return "\n".join(lines)
 
 
