@@ -244,6 +244,7 @@ class Spotter:
         # always-on: called with (global step of the first row, readout rows) of every chunk
         self.on_readout: Callable[[int, np.ndarray], None] | None = None
         self._backend = backend
+        self._lanes: _Lanes | None = None  # lanes mode's K instances; None: one network (always-on, sliding)
         if self.mode == "always_on":
             assert detection is not None
             self.settings = always_on_settings(cfg, detection)
@@ -253,7 +254,6 @@ class Spotter:
             backend.reset(1)
             return
         self.offsets = np.array([k * window_steps // cfg.lanes for k in range(cfg.lanes)])
-        self._lanes: _Lanes | None = None
         if self.mode == "sliding":
             if not backend.streaming:
                 raise ValueError(f"backend {backend.name!r} cannot carry state between chunks (streaming)")

@@ -282,6 +282,8 @@ def test_always_on_runs_one_never_reset_network_and_decides_on_its_time_course(g
     ]
     assert all(d.label != "_background_" for d in found)
     assert spotter.inferences == 3 and spotter.network_steps == 3000  # one per second of network time
+    assert spotter.backend is backend  # what the daemon's energy report reads the op counts from
+    spotter.close()
 
 
 def test_the_bundle_says_the_mode_and_the_config_may_only_confirm_it() -> None:
@@ -333,6 +335,8 @@ def test_sliding_scores_the_last_window_of_one_never_reset_network(generic: bool
         carried += not np.allclose(own, scores)
     assert carried > 0  # windows after the first start from the state the audio before them left
     assert spotter.network_steps == 460 and spotter.inferences == 4
+    assert spotter.backend is backend
+    spotter.close()
 
 
 def test_sliding_serves_only_per_utterance_models_on_streaming_backends() -> None:
