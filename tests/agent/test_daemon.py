@@ -39,6 +39,7 @@ def _setup(
     extra: str = "",
     detection: DetectionSpec | None = None,
     interval_s: float = 0.2,
+    mode: str = "auto",
 ) -> Path:
     """A store with an installed bundle, a trusted key, noise WAVs and a config; returns the config path."""
     bundle = make_bundle(tmp_path, "1.0.0", detection=detection)
@@ -69,6 +70,7 @@ realtime = {str(realtime).lower()}
 loop = {str(loop).lower()}
 
 [detection]
+mode = "{mode}"
 lanes = 4
 threshold = 0.0001
 refractory_ms = 0
@@ -280,3 +282,25 @@ def test_always_on_telemetry_counts_a_second_of_network_time_as_an_inference(tmp
     estimate = {e["method"]: e for e in snap["energy"]}["estimated:loihi2-opcount"]
     per_second = estimate["mj_per_inference"] * snap["inferences"] / snap["audio_s"]
     assert per_second == pytest.approx(estimate["mj_per_audio_s"], rel=0.05)
+
+
+def test_sliding_mode_serves_the_clip_bundle_on_one_network_with_a_quarter_of_the_lanes_work(
+    tmp_path: Path,
+) -> None:
+    """The same per-utterance bundle and audio through the daemon with [detection] mode = "lanes" and
+    "sliding": the report says the mode, and the sliding network's work per audio second (the emulator's own
+    counts) is that of one network, about 1/4 of 4 lanes'."""
+    snaps = {}
+    for mode in ("lanes", "sliding"):
+        folder = tmp_path / mode
+        folder.mkdir()
+        agent = Agent(_setup(folder, seconds=3.0, realtime=False, interval_s=3600, mode=mode), env={})
+        agent.start()
+        try:
+            agent.loop()
+            snaps[mode] = agent.report()
+        finally:
+            agent.stop()
+    assert [snaps[m]["detection_mode"] for m in ("lanes", "sliding")] == ["lanes", "sliding"]
+    lanes, sliding = (snaps[m]["work_per_audio_s"]["neuron_updates"] for m in ("lanes", "sliding"))
+    assert 0 < sliding < 0.3 * lanes, (sliding, lanes)
