@@ -4,10 +4,9 @@ Stages: synthesize a spoken-digit corpus with espeak-ng → encode it with the a
 recurrent SNN with Eventprop → evaluate float and fixed point → quantize, export, pack and sign a bundle →
 train the always-on model on stretches of the corpus (from the clip model) and bundle it → classify held-out
 audio with `edgekws-agent` through the clip bundle → stream held-out speech in real time through the agent
-daemon running the always-on model, which reports detections, latency and energy over MQTT to the fleet
-monitor, and score the clip model on the same stream in K lanes and in sliding windows on one never-reset
-network (:mod:`edgekws.toolkit._demo_live`) → write an HTML
-report with plots.
+daemon serving the clip model on one never-reset network (sliding windows), which reports detections,
+latency and energy over MQTT to the fleet monitor, and score the clip model in K lanes and the stream-trained
+always-on model on the same stream (:mod:`edgekws.toolkit._demo_live`) → write an HTML report with plots.
 """
 
 from __future__ import annotations
@@ -236,15 +235,14 @@ def run_demo(
 
     _stage(
         7,
-        "stream held-out speech through the agent daemon (always-on model), reporting to the fleet monitor "
-        "over MQTT; the clip model on the same stream, in K lanes and in sliding windows",
+        "stream held-out speech through the agent daemon (the clip model on one never-reset network: sliding "
+        "windows), reporting to the fleet monitor over MQTT; on the same stream, the clip model in K lanes "
+        "and the stream-trained always-on model",
     )
     t0 = time.perf_counter()
     trust = out / "keys" / "demo.pub"
-    modes = ("auto", "sliding")  # the clip model in K lanes and on one never-reset network
-    live = run_live_stage(
-        out, corpus, always_on["bundle"], trust, seed, broker, compare=bundle_path, compare_modes=modes
-    )
+    others = [(bundle_path, "lanes"), (always_on["bundle"], "auto")]
+    live = run_live_stage(out, corpus, bundle_path, trust, seed, broker, mode="sliding", compare=others)
     summary["live"] = live.summary
     plots.update(live.plots)
     timed("live", t0)

@@ -46,7 +46,7 @@ class LiveResult:
     plots: dict[str, Path | None]
 
 
-def _agent_config(folder: Path, stream_wav: Path, trust: Path, broker_url: str) -> Path:
+def _agent_config(folder: Path, stream_wav: Path, trust: Path, broker_url: str, mode: str = "auto") -> Path:
     """The device's agent.toml (paths relative to ``folder``), the example config's keys with demo values."""
     text = f"""# written by edgekws demo: one device on this machine (see deploy/agent.example.toml)
 [device]
@@ -59,6 +59,9 @@ trusted_keys = [{json.dumps(str(trust.resolve()))}]
 
 [[backends]]
 type = "emulator"
+
+[detection]
+mode = "{mode}"
 
 [source]
 type = "wav"
@@ -125,16 +128,16 @@ def run_live_stage(
     broker_url: str | None = None,
     minutes: float = STREAM_MINUTES,
     connect_timeout_s: float = 15.0,
-    compare: Path | None = None,
-    compare_modes: tuple[str, ...] = ("auto",),
+    mode: str = "auto",
+    compare: Sequence[tuple[Path, str]] = (),
 ) -> LiveResult:
     """Stream the corpus' held-out test speakers through a real agent process reporting to a real monitor.
 
-    Everything goes to ``out/live``; ``broker_url`` None starts a local mosquitto there. ``compare`` is a
-    second bundle (the other streaming mode) that the agent's pipeline runs over the same stream offline, as
-    fast as it can, once per ``[detection] mode`` of ``compare_modes`` (``auto``: the mode it was trained for;
-    ``sliding`` also serves a per-utterance model by one never-reset network); all are scored alike (the
-    summary's ``score`` and ``compare``, a list).
+    Everything goes to ``out/live``; ``broker_url`` None starts a local mosquitto there. The agent serves
+    ``bundle`` with ``[detection] mode`` = ``mode`` (``auto``: the mode its model was trained for;
+    ``sliding``: a per-utterance model on one never-reset network). ``compare`` lists ``(bundle, mode)``
+    pairs that the agent's pipeline runs over the same stream offline, as fast as it can; all are scored
+    alike (the summary's ``score`` and ``compare``, a list).
     """
     from edgekws.toolkit.data import StreamDetection, score_stream
     from edgekws.toolkit.fleet import FleetStore
@@ -149,7 +152,7 @@ def run_live_stage(
         stored.callback(store.dispose)
         with contextlib.ExitStack() as running:  # broker, monitor, agent: stopped in reverse order
             fleet = _start_fleet(running, live, broker_url, store, connect_timeout_s)
-            log_path = _run_agent(running, live, stream, stream_wav, bundle, trust, fleet)
+            log_path = _run_agent(running, live, stream, stream_wav, bundle, trust, fleet, mode)
             records = _read_log(log_path)
             logged = [r for r in records if r.get("event") == "detection"]
             _await_delivery(store, len(logged))
@@ -167,9 +170,8 @@ def run_live_stage(
     stream_info = {"wav": str(stream_wav), "truth": str(truth_path), **stream.composition()}
     summary = _summary(stream_info, broker, score, records, received, snapshot, shot)
     others = []
-    for mode in compare_modes if compare is not None else ():
-        assert compare is not None
-        other = _offline(compare, trust, stream, mode)
+    for other_bundle, other_mode in compare:
+        other = _offline(other_bundle, trust, stream, other_mode)
         others.append(other)
         atomic_write_text(
             live / f"score_compare_{other['mode']}.json",
@@ -296,10 +298,11 @@ def _run_agent(
     bundle: Path,
     trust: Path,
     fleet: _Fleet,
+    mode: str = "auto",
 ) -> Path:
-    """Install the bundle into a fresh device store and run ``edgekws-agent run`` over the stream in real
-    time, with a progress bar of what the monitor sees; returns the agent's log."""
-    config = _agent_config(live / "agent", stream_wav, trust, fleet.broker_url)
+    """Install the bundle into a fresh device store and run ``edgekws-agent run`` (``[detection] mode``) over
+    the stream in real time, with a progress bar of what the monitor sees; returns the agent's log."""
+    config = _agent_config(live / "agent", stream_wav, trust, fleet.broker_url, mode)
     installed = subprocess.run(
         [agent_exe(), "bundle", "install", str(bundle), "--config", str(config)],
         capture_output=True,
