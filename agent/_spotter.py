@@ -245,21 +245,18 @@ class Spotter:
         self.on_readout: Callable[[int, np.ndarray], None] | None = None
         self._backend = backend
         self._lanes: _Lanes | None = None  # lanes mode's K instances; None: one network (always-on, sliding)
+        if self.mode == "lanes":
+            self._lanes = _Lanes(backend, cfg.lanes, backend_factory)
+        else:  # one network state for the stream: reset once here, never again
+            if not backend.streaming:
+                raise ValueError(f"backend {backend.name!r} cannot carry state between chunks (streaming)")
+            backend.reset(1)
         if self.mode == "always_on":
             assert detection is not None
             self.settings = always_on_settings(cfg, detection)
             self._decider = TimeCourse(self.settings, self.labels, frontend_spec.dt_ms, cfg.ignore_labels)
-            if not backend.streaming:
-                raise ValueError(f"backend {backend.name!r} cannot carry state between chunks (streaming)")
-            backend.reset(1)
             return
         self.offsets = np.array([k * window_steps // cfg.lanes for k in range(cfg.lanes)])
-        if self.mode == "sliding":
-            if not backend.streaming:
-                raise ValueError(f"backend {backend.name!r} cannot carry state between chunks (streaming)")
-            backend.reset(1)
-        else:
-            self._lanes = _Lanes(backend, cfg.lanes, backend_factory)
         self._trace = np.zeros((cfg.lanes, window_steps, backend.num_outputs))
         self._spikes_in = np.zeros(cfg.lanes, dtype=np.int64)
         self._smoother = _Smoother(cfg.smoothing)
